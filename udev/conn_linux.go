@@ -1,0 +1,285 @@
+//go:build linux
+
+package udev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// kernelGroup is the multicast group of the kernel's own uevent broadcast. Group 2 is
+// udevd's re-broadcast, which we do not want.
+const kernelGroup = 1
+
+// recvBufferSize is the size of the per-Conn datagram buffer. The kernel caps a
+// uevent's environment at 2048 bytes (UEVENT_BUFFER_SIZE) plus the ACTION@DEVPATH
+// header; anything larger is reported as truncated.
+const recvBufferSize = 8 << 10
+
+// Conn is a NETLINK_KOBJECT_UEVENT socket bound to the kernel's uevent group.
+// Read must be called by one goroutine at a time; Close and ReceiveBufferBytes are safe
+// for concurrent use, also with Read.
+type Conn struct {
+	f        *os.File        // the socket, registered with the runtime's netpoller
+	rc       syscall.RawConn // f.SyscallConn()
+	buf      []byte          // reused by every Read
+	rcvbuf   int             // SO_RCVBUF as reported after setup
+	log      *slog.Logger
+	onReject func(string)
+	closed   atomic.Bool
+}
+
+// Listen opens a netlink socket for kernel uevents and joins multicast group 1.
+// It does not block. See Options for the receive buffer. Errors name the failed
+// operation.
+func Listen(opts Options) (*Conn, error) {
+	if opts.ReceiveBufferBytes < 0 {
+		return nil, fmt.Errorf("udev: listen: negative receive buffer size %d", opts.ReceiveBufferBytes)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_KOBJECT_UEVENT)
+	if err != nil {
+		return nil, fmt.Errorf("udev: socket(AF_NETLINK, NETLINK_KOBJECT_UEVENT): %w", err)
+	}
+	fail := func(op string, err error) (*Conn, error) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("udev: %s: %w", op, err)
+	}
+
+	method := "kernel default"
+	var forceErr error
+	if n := opts.ReceiveBufferBytes; n > 0 {
+		method = "SO_RCVBUFFORCE"
+		if forceErr = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n); forceErr != nil {
+			// Without CAP_NET_ADMIN: SO_RCVBUF, capped by net.core.rmem_max.
+			method = "SO_RCVBUF"
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, n); err != nil {
+				return fail(fmt.Sprintf("setsockopt SO_RCVBUF %d", n), err)
+			}
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: kernelGroup}); err != nil {
+		return fail("bind netlink group 1", err)
+	}
+	rcvbuf, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	if err != nil {
+		return fail("getsockopt SO_RCVBUF", err)
+	}
+
+	// A non-blocking fd makes os.NewFile register it with the netpoller, which is what
+	// lets deadlines and Close interrupt a pending read.
+	f := os.NewFile(uintptr(fd), "netlink-uevent")
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("udev: register socket with the netpoller: %w", err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("udev: syscall conn: %w", err)
+	}
+
+	attrs := []any{
+		slog.Int("requested_bytes", opts.ReceiveBufferBytes),
+		slog.String("method", method),
+		slog.Int("rcvbuf_bytes", rcvbuf),
+	}
+	if forceErr != nil {
+		attrs = append(attrs, slog.String("rcvbufforce_error", forceErr.Error()))
+	}
+	log.Info("udev: listening for kernel uevents", attrs...)
+
+	return &Conn{
+		f:        f,
+		rc:       rc,
+		buf:      make([]byte, recvBufferSize),
+		rcvbuf:   rcvbuf,
+		log:      log,
+		onReject: opts.OnReject,
+	}, nil
+}
+
+// ReceiveBufferBytes returns the receive buffer size the kernel reported (SO_RCVBUF)
+// after setup: twice what was set, or the kernel's minimum or maximum. It does not
+// block and is safe for concurrent use.
+func (c *Conn) ReceiveBufferBytes() int { return c.rcvbuf }
+
+// Close closes the socket and makes a pending Read return at once with an error
+// wrapping net.ErrClosed. It is idempotent and safe for concurrent use.
+func (c *Conn) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := c.f.Close(); err != nil {
+		return fmt.Errorf("udev: close: %w", err)
+	}
+	return nil
+}
+
+// Read blocks until a uevent sent by the kernel arrives and returns it, with ReadAt
+// set to the time recvmsg returned.
+//
+// Datagrams not sent by the kernel, truncated or malformed are dropped (calling
+// Options.OnReject) and Read keeps waiting. When the receive queue has overflowed,
+// Read discards the datagrams still queued (the caller must rescan anyway, and an
+// emptied queue is what makes the kernel report the next overflow too) and returns
+// ErrOverflow. Read returns ctx.Err() once ctx is done, and an error wrapping
+// net.ErrClosed after Close. Any other error is returned wrapped; the Conn stays
+// usable after every error but the one for Close.
+//
+// Read is not safe for concurrent use: there must be one reader.
+func (c *Conn) Read(ctx context.Context) (Event, error) {
+	if err := ctx.Err(); err != nil {
+		return Event{}, err
+	}
+	// Clear any deadline left by an earlier cancelled Read.
+	if err := c.f.SetReadDeadline(time.Time{}); err != nil {
+		return Event{}, c.wrap("set read deadline", err)
+	}
+	if ctx.Done() != nil {
+		done := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			defer close(done)
+			// A deadline in the past wakes the pending read. The only possible error
+			// is that the Conn is closed, and then Read returns anyway.
+			_ = c.f.SetReadDeadline(time.Unix(0, 1))
+		})
+		defer func() {
+			// If the callback has started, let it finish, so that its deadline is
+			// set before the next Read clears it rather than after.
+			if !stop() {
+				<-done
+			}
+		}()
+	}
+
+	for {
+		n, flags, from, at, err := c.recv()
+		if err != nil {
+			switch {
+			case c.closed.Load():
+				return Event{}, fmt.Errorf("udev: read: %w", net.ErrClosed)
+			case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+				return Event{}, ctx.Err()
+			case errors.Is(err, unix.ENOBUFS):
+				c.drain()
+				return Event{}, ErrOverflow
+			}
+			return Event{}, c.wrap("recvmsg", err)
+		}
+		ev, reason, perr := accept(c.buf, n, flags, from)
+		if reason != "" {
+			c.reject(reason, n, from, perr)
+			continue
+		}
+		ev.ReadAt = at
+		return ev, nil
+	}
+}
+
+// recv waits for one datagram and receives it into c.buf.
+func (c *Conn) recv() (n, flags int, from unix.Sockaddr, at time.Time, err error) {
+	var opErr error
+	err = c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, flags, from, opErr = unix.Recvmsg(int(fd), c.buf, nil, 0)
+			if opErr != unix.EINTR {
+				break
+			}
+		}
+		if opErr == unix.EAGAIN {
+			return false // wait for the netpoller
+		}
+		at = time.Now()
+		return true
+	})
+	if err == nil {
+		err = opErr
+	}
+	return n, flags, from, at, err
+}
+
+// drain discards the datagrams queued on the socket, without waiting. The kernel
+// reports ENOBUFS only once per congestion: losses that happen afterwards while the
+// queue is still not empty go unreported. Emptying the queue ends the congestion, so
+// that the next loss is reported again.
+func (c *Conn) drain() {
+	// Bound the loop in case datagrams arrive as fast as they are read: a queue of
+	// rcvbuf bytes holds fewer than rcvbuf/256 datagrams (each costs more than 256
+	// bytes of socket memory).
+	limit := c.rcvbuf/256 + 16
+	discarded := 0
+	_ = c.rc.Control(func(fd uintptr) {
+		for range limit {
+			_, _, err := unix.Recvfrom(int(fd), c.buf, unix.MSG_DONTWAIT)
+			switch err {
+			case nil:
+				discarded++
+			case unix.EINTR, unix.ENOBUFS: // ENOBUFS: more losses, covered by the same rescan
+			default: // EAGAIN: the queue is empty
+				return
+			}
+		}
+	})
+	c.log.Debug("udev: discarded queued datagrams after overflow", slog.Int("discarded", discarded))
+}
+
+// reject logs a dropped datagram and reports it to OnReject.
+func (c *Conn) reject(reason string, n int, from unix.Sockaddr, perr error) {
+	attrs := []any{slog.String("reason", reason), slog.Int("bytes", n)}
+	if sa, ok := from.(*unix.SockaddrNetlink); ok {
+		attrs = append(attrs, slog.Uint64("sender_port_id", uint64(sa.Pid)))
+	}
+	level := slog.LevelWarn
+	switch reason {
+	case rejectSender:
+		// Anyone with CAP_NET_ADMIN can send to the group; do not let them flood the log.
+		level = slog.LevelDebug
+	case rejectMalformed:
+		attrs = append(attrs, slog.String("error", perr.Error()))
+	}
+	c.log.Log(context.Background(), level, "udev: dropped datagram", attrs...)
+	if c.onReject != nil {
+		c.onReject(reason)
+	}
+}
+
+// accept checks one received datagram (n bytes in buf, recvmsg flags, source address)
+// and parses it. It returns the event, or the reason it must be dropped (and, for
+// "malformed", the parse error).
+func accept(buf []byte, n, flags int, from unix.Sockaddr) (Event, string, error) {
+	// Only the kernel sends from port id 0; any process with CAP_NET_ADMIN can send
+	// to the group from its own port.
+	if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
+		return Event{}, rejectSender, nil
+	}
+	if flags&unix.MSG_TRUNC != 0 || n > len(buf) {
+		return Event{}, rejectTruncated, nil
+	}
+	ev, err := Parse(buf[:n])
+	if err != nil {
+		return Event{}, rejectMalformed, err
+	}
+	return ev, "", nil
+}
+
+// wrap names the operation in err, and reports a closed Conn as net.ErrClosed.
+func (c *Conn) wrap(op string, err error) error {
+	if c.closed.Load() || errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("udev: %s: %w", op, net.ErrClosed)
+	}
+	return fmt.Errorf("udev: %s: %w", op, err)
+}

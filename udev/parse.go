@@ -1,0 +1,98 @@
+package udev
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+)
+
+// ParseError describes why Parse rejected a datagram.
+type ParseError struct {
+	Offset int    // byte offset in the datagram of the offending field (its length when a key is missing)
+	Reason string // what is wrong, for people
+}
+
+// Error returns "udev: malformed uevent at byte N: reason".
+func (e *ParseError) Error() string {
+	return "udev: malformed uevent at byte " + strconv.Itoa(e.Offset) + ": " + e.Reason
+}
+
+// Parse parses one kernel uevent datagram, `ACTION@DEVPATH\0KEY=VALUE\0...`.
+//
+// A field is split at its first '=', so values may contain '='; trailing newlines are
+// trimmed from values; the final NUL may be missing. ACTION, DEVPATH, SUBSYSTEM and
+// SEQNUM (a decimal uint64) are required, and the header's action and path must equal
+// the ACTION and DEVPATH keys (the first occurrence of a key counts). Parse rejects
+// udevd's re-broadcast format (a "libudev" header), empty fields, fields without '='
+// and empty keys. It returns a *ParseError on bad input and never panics.
+//
+// The event keeps a copy of b as one string (its only allocation); b may be reused
+// afterwards. Parse does not block and is safe for concurrent use.
+func Parse(b []byte) (Event, error) {
+	if len(b) == 0 {
+		return Event{}, &ParseError{Offset: 0, Reason: "empty datagram"}
+	}
+	if bytes.HasPrefix(b, []byte("libudev")) {
+		return Event{}, &ParseError{Offset: 0, Reason: `udevd re-broadcast ("libudev" header), not a kernel uevent`}
+	}
+	raw := string(b)
+	header, rest, _ := strings.Cut(raw, "\x00")
+	action, devpath, ok := strings.Cut(header, "@")
+	if !ok || action == "" || devpath == "" {
+		return Event{}, &ParseError{Offset: 0, Reason: "header is not ACTION@DEVPATH"}
+	}
+
+	ev := Event{raw: raw}
+	var haveAction, haveDevPath, haveSubsystem, haveSeq bool
+	off := len(header) + 1
+	for rest != "" {
+		field, next, _ := strings.Cut(rest, "\x00")
+		key, value, ok := strings.Cut(field, "=")
+		switch {
+		case field == "":
+			return Event{}, &ParseError{Offset: off, Reason: "empty field"}
+		case !ok:
+			return Event{}, &ParseError{Offset: off, Reason: "field without '='"}
+		case key == "":
+			return Event{}, &ParseError{Offset: off, Reason: "empty key"}
+		}
+		value = trimValue(value)
+		switch {
+		case key == "ACTION" && !haveAction:
+			if value != action {
+				return Event{}, &ParseError{Offset: off, Reason: "ACTION does not match the header"}
+			}
+			ev.Action, haveAction = value, true
+		case key == "DEVPATH" && !haveDevPath:
+			if value != devpath {
+				return Event{}, &ParseError{Offset: off, Reason: "DEVPATH does not match the header"}
+			}
+			ev.DevPath, haveDevPath = value, true
+		case key == "SUBSYSTEM" && !haveSubsystem:
+			if value == "" {
+				return Event{}, &ParseError{Offset: off, Reason: "empty SUBSYSTEM"}
+			}
+			ev.Subsystem, haveSubsystem = value, true
+		case key == "SEQNUM" && !haveSeq:
+			n, err := strconv.ParseUint(value, 10, 64)
+			if err != nil {
+				return Event{}, &ParseError{Offset: off, Reason: "SEQNUM is not a decimal uint64"}
+			}
+			ev.Seqnum, haveSeq = n, true
+		}
+		off += len(field) + 1
+		rest = next
+	}
+
+	switch {
+	case !haveAction:
+		return Event{}, &ParseError{Offset: len(b), Reason: "missing ACTION"}
+	case !haveDevPath:
+		return Event{}, &ParseError{Offset: len(b), Reason: "missing DEVPATH"}
+	case !haveSubsystem:
+		return Event{}, &ParseError{Offset: len(b), Reason: "missing SUBSYSTEM"}
+	case !haveSeq:
+		return Event{}, &ParseError{Offset: len(b), Reason: "missing SEQNUM"}
+	}
+	return ev, nil
+}
