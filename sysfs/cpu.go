@@ -1,0 +1,158 @@
+package sysfs
+
+import (
+	"fmt"
+	"slices"
+)
+
+// CPU is one logical CPU as sysfs shows it under devices/system/cpu/cpuN.
+type CPU struct {
+	// Number is N in cpuN.
+	Number int
+	// Online reports whether the CPU runs: cpuN/online reads 1, or, when there is no online file
+	// (often cpu0), the CPU is in the cpu/online list.
+	Online bool
+	// Hotpluggable reports whether cpuN/online exists, that is, whether the CPU can be taken
+	// offline.
+	Hotpluggable bool
+	// Node is M from a cpuN/nodeM link (the lowest M if there are several); -1 when there is none.
+	Node int
+}
+
+// CPUSets holds the kernel's CPU lists from devices/system/cpu, each sorted.
+type CPUSets struct {
+	Possible []int // possible: CPUs the kernel has room for, hotpluggable or not
+	Present  []int // present: CPUs in the machine now
+	Online   []int // online: CPUs that run now
+}
+
+// CPUSets reads the possible, present and online lists. Each must exist (a missing list is an
+// error wrapping fs.ErrNotExist); an empty file is an empty list. CPUSets blocks on file reads; it
+// is safe for concurrent use.
+func (fsys FS) CPUSets() (CPUSets, error) {
+	var sets CPUSets
+	for _, l := range []struct {
+		name string
+		dst  *[]int
+	}{
+		{"possible", &sets.Possible},
+		{"present", &sets.Present},
+		{"online", &sets.Online},
+	} {
+		cpus, err := fsys.cpuList(l.name)
+		if err != nil {
+			return CPUSets{}, err
+		}
+		*l.dst = cpus
+	}
+	return sets, nil
+}
+
+// cpuList reads and parses the list devices/system/cpu/<name>.
+func (fsys FS) cpuList(name string) ([]int, error) {
+	p := fsys.Path(cpuDir, name)
+	s, err := readString(p)
+	if err != nil {
+		return nil, fmt.Errorf("sysfs: read %s: %w", p, err)
+	}
+	cpus, err := parseCPUList(s)
+	if err != nil {
+		return nil, fmt.Errorf("sysfs: parse %s: %w", p, err)
+	}
+	return cpus, nil
+}
+
+// CPUs returns every CPU with a cpuN directory (N decimal digits only: cpufreq, cpuidle and the
+// like are not CPUs), sorted by number. A CPU whose directory vanishes between the listing and
+// its read (a hot-remove racing the scan) is left out, not an error. CPUs blocks on file reads; it
+// is safe for concurrent use.
+func (fsys FS) CPUs() ([]CPU, error) {
+	dir := fsys.Path(cpuDir)
+	var buf [scratchSize]byte
+	names, err := readDirNames(dir, buf[:])
+	if err != nil {
+		return nil, fmt.Errorf("sysfs: read %s: %w", dir, err)
+	}
+	var nums []int
+	for _, name := range names {
+		if n, ok := numbered(name, "cpu"); ok {
+			nums = append(nums, n)
+		}
+	}
+	slices.Sort(nums)
+	return fsys.cpus(nums)
+}
+
+// cpus reads the CPUs numbered nums, in order, leaving out those whose directory is gone. The
+// cpu/online list is read once, and only if some CPU has no online file.
+func (fsys FS) cpus(nums []int) ([]CPU, error) {
+	out := make([]CPU, 0, len(nums))
+	buf := make([]byte, scratchSize)
+	var online []int
+	onlineList := func() ([]int, error) {
+		if online != nil {
+			return online, nil
+		}
+		l, err := fsys.cpuList("online")
+		if err == nil {
+			online = l // never nil: parseCPUList returns an empty slice for an empty list
+		}
+		return l, err
+	}
+	for _, n := range nums {
+		c, err := fsys.readCPU(n, onlineList, buf)
+		if err != nil {
+			if vanished(err, fsys.CPUPath(n)) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// CPU returns CPU n. The error wraps fs.ErrNotExist when cpuN does not exist, also when it
+// vanishes during the read (a hot-remove); a negative n is an error. CPU blocks on file reads; it is safe for concurrent use.
+func (fsys FS) CPU(n int) (CPU, error) {
+	if n < 0 {
+		return CPU{}, fmt.Errorf("sysfs: invalid CPU number %d", n)
+	}
+	var buf [scratchSize]byte
+	c, err := fsys.readCPU(n, func() ([]int, error) { return fsys.cpuList("online") }, buf[:])
+	return c, notExistIfVanished(err, fsys.CPUPath(n))
+}
+
+// readCPU reads CPU n, using buf as scratch space of scratchSize bytes. It lists cpuN once,
+// which tells both whether an online file exists and which node link there is, and reads the
+// online file or, without one, calls onlineList.
+func (fsys FS) readCPU(n int, onlineList func() ([]int, error), buf []byte) (CPU, error) {
+	p := fsys.CPUPath(n)
+	d, err := openDir(p)
+	if err != nil {
+		return CPU{}, fmt.Errorf("sysfs: read %s: %w", p, err)
+	}
+	defer d.close()
+	names, err := d.names(buf)
+	if err != nil {
+		return CPU{}, fmt.Errorf("sysfs: read %s: %w", p, err)
+	}
+	c := CPU{Number: n, Node: nodeOf(names)}
+	if !has(names, "online") {
+		l, err := onlineList()
+		if err != nil {
+			return CPU{}, err
+		}
+		_, c.Online = slices.BinarySearch(l, n)
+		return c, nil
+	}
+	c.Hotpluggable = true
+	b, err := d.read("online", buf)
+	if err != nil {
+		return CPU{}, fmt.Errorf("sysfs: read %s/online: %w", p, err)
+	}
+	if c.Online, err = parseBool(b); err != nil {
+		return CPU{}, fmt.Errorf("sysfs: parse %s/online: %w", p, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,225 @@
+package sysfs
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseCPUList(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want []int
+	}{
+		{"", []int{}},
+		{"\n", []int{}},
+		{"0", []int{0}},
+		{"0\n", []int{0}},
+		{"0-3,8", []int{0, 1, 2, 3, 8}},
+		{"0-3,8-11\n", []int{0, 1, 2, 3, 8, 9, 10, 11}},
+		{"  5 \t", []int{5}},
+		{"4-4", []int{4}},
+		{"0,2,4,6", []int{0, 2, 4, 6}},
+		{"3,1,2", []int{1, 2, 3}},           // sorted
+		{"1,1,0-2,2-3", []int{0, 1, 2, 3}},  // de-duplicated
+		{"8-9,0-1,4", []int{0, 1, 4, 8, 9}}, // sorted ranges
+		{"007", []int{7}},
+		{"1048575", []int{1048575}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseCPUList(tt.in)
+			if err != nil {
+				t.Fatalf("ParseCPUList(%q): %v", tt.in, err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ParseCPUList(%q) mismatch (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
+
+func TestParseCPUListErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		wantMsg string
+	}{
+		{"-1", `sysfs: invalid CPU list "-1": item "-1": missing number`},
+		{"3-1", `sysfs: invalid CPU list "3-1": item "3-1": range ends before it starts`},
+		{"a", `sysfs: invalid CPU list "a": item "a": unexpected character 'a'`},
+		{"0-3,x", `item "x": unexpected character 'x'`},
+		{"1,,2", `item "": missing number`},
+		{",", `item "": missing number`},
+		{"1,", `item "": missing number`},
+		{"0-", `item "0-": missing number`},
+		{"-", `item "-": missing number`},
+		{"0--3", `item "0--3": unexpected character '-'`},
+		{"0-3-5", `item "0-3-5": unexpected character '-'`},
+		{"0-15:2/4", `item "0-15:2/4": unexpected character ':'`}, // stride: kernel input only
+		{"N", `item "N": unexpected character 'N'`},               // last CPU: kernel input only
+		{"0-N", `item "0-N": unexpected character 'N'`},
+		{"1 2", `item "1 2": unexpected character ' '`},
+		{"1, 2", `item " 2": unexpected character ' '`},
+		{"+1", `item "+1": unexpected character '+'`},
+		{"0x1", `item "0x1": unexpected character 'x'`},
+		{"1;2", `item "1;2": unexpected character ';'`},
+		{"1048576", `item "1048576": CPU number out of range (0 to 1048575)`},
+		{"0-1048576", `item "0-1048576": CPU number out of range (0 to 1048575)`},
+		{"0-99999999999999999999999", `CPU number out of range (0 to 1048575)`},
+		{strings.Repeat("9", 100), `sysfs: invalid CPU list "` + strings.Repeat("9", 64) + `...": item`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseCPUList(tt.in)
+			if err == nil {
+				t.Fatalf("ParseCPUList(%q) = %v, want an error", tt.in, got)
+			}
+			if got != nil {
+				t.Errorf("ParseCPUList(%q) = %v with its error, want nil", tt.in, got)
+			}
+			if !strings.HasPrefix(err.Error(), "sysfs: invalid CPU list ") || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("ParseCPUList(%q) error = %q, want it to contain %q", tt.in, err, tt.wantMsg)
+			}
+		})
+	}
+}
+
+// TestParseCPUListLarge checks the bound: the largest list is accepted and overlapping copies of
+// it cost no more than one.
+func TestParseCPUListLarge(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"0-1048575", "0-1048575,0-1048575,5,1048575"} {
+		got, err := ParseCPUList(in)
+		if err != nil {
+			t.Fatalf("ParseCPUList(%q): %v", in, err)
+		}
+		if len(got) != maxCPUs || got[0] != 0 || got[len(got)-1] != maxCPUs-1 {
+			t.Errorf("ParseCPUList(%q) has %d CPUs from %d to %d, want %d from 0 to %d", in, len(got), got[0], got[len(got)-1], maxCPUs, maxCPUs-1)
+		}
+		if cap(got) != maxCPUs {
+			t.Errorf("ParseCPUList(%q) allocated room for %d CPUs, want %d", in, cap(got), maxCPUs)
+		}
+	}
+}
+
+func TestFormatCPUList(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		in   []int
+		want string
+	}{
+		{"nil", nil, ""},
+		{"empty", []int{}, ""},
+		{"one", []int{0}, "0"},
+		{"pair", []int{0, 1}, "0-1"},
+		{"range and single", []int{0, 1, 2, 3, 8}, "0-3,8"},
+		{"unsorted with duplicates", []int{8, 3, 2, 1, 0, 3, 8}, "0-3,8"},
+		{"no runs", []int{0, 2, 4}, "0,2,4"},
+		{"two ranges", []int{1, 2, 10, 11, 12}, "1-2,10-12"},
+		{"negatives left out", []int{-5, -1, 0, 1}, "0-1"},
+		{"only negatives", []int{-1}, ""},
+		{"large", []int{8191}, "8191"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := slices.Clone(tt.in)
+			if got := FormatCPUList(in); got != tt.want {
+				t.Errorf("FormatCPUList(%v) = %q, want %q", tt.in, got, tt.want)
+			}
+			if diff := cmp.Diff(tt.in, in); diff != "" {
+				t.Errorf("FormatCPUList modified its argument (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestCPUListRoundTrip checks that FormatCPUList inverts ParseCPUList: the canonical form comes
+// back unchanged, and any accepted list parses to the same CPUs after formatting.
+func TestCPUListRoundTrip(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in        string
+		canonical string
+	}{
+		{"", ""},
+		{"0", "0"},
+		{"0-3,8", "0-3,8"},
+		{"0-3,8-11\n", "0-3,8-11"},
+		{"0-1,3,5-7,9-1023", "0-1,3,5-7,9-1023"},
+		{"3,2,1,0,8", "0-3,8"},
+		{"0-2,3-5", "0-5"},
+		{"0-1,1-2", "0-2"},
+		{"5-5", "5"},
+		{"007", "7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			cpus, err := ParseCPUList(tt.in)
+			if err != nil {
+				t.Fatalf("ParseCPUList(%q): %v", tt.in, err)
+			}
+			s := FormatCPUList(cpus)
+			if s != tt.canonical {
+				t.Errorf("FormatCPUList(ParseCPUList(%q)) = %q, want %q", tt.in, s, tt.canonical)
+			}
+			again, err := ParseCPUList(s)
+			if err != nil {
+				t.Fatalf("ParseCPUList(%q), the formatted list: %v", s, err)
+			}
+			if diff := cmp.Diff(cpus, again); diff != "" {
+				t.Errorf("round trip through %q changed the CPUs (-want +got):\n%s", s, diff)
+			}
+		})
+	}
+}
+
+// FuzzParseCPUList checks that no input panics or yields a list that is unsorted, duplicated,
+// out of range or larger than the bound, and that accepted lists survive a round trip through
+// FormatCPUList. The seeds are in testdata/fuzz/FuzzParseCPUList.
+func FuzzParseCPUList(f *testing.F) {
+	for _, s := range []string{"", "0", "0-3,8", "0-3,8-11\n", "3-1", "-1", "0-15:2/4", "1,,2", "1048576"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		cpus, err := ParseCPUList(s)
+		if err != nil {
+			if cpus != nil {
+				t.Fatalf("ParseCPUList(%q) = %v with error %v, want nil", s, cpus, err)
+			}
+			if !strings.HasPrefix(err.Error(), "sysfs: invalid CPU list ") {
+				t.Fatalf("ParseCPUList(%q) error = %q, want it to start with %q", s, err, "sysfs: invalid CPU list ")
+			}
+			return
+		}
+		if cpus == nil {
+			t.Fatalf("ParseCPUList(%q) = nil, nil; want a non-nil slice", s)
+		}
+		if len(cpus) > maxCPUs {
+			t.Fatalf("ParseCPUList(%q) returned %d CPUs, more than %d", s, len(cpus), maxCPUs)
+		}
+		for i, n := range cpus {
+			if n < 0 || n >= maxCPUs {
+				t.Fatalf("ParseCPUList(%q) returned CPU %d, out of range", s, n)
+			}
+			if i > 0 && n <= cpus[i-1] {
+				t.Fatalf("ParseCPUList(%q) is not sorted and de-duplicated at index %d: %d after %d", s, i, n, cpus[i-1])
+			}
+		}
+		formatted := FormatCPUList(cpus)
+		again, err := ParseCPUList(formatted)
+		if err != nil {
+			t.Fatalf("ParseCPUList(FormatCPUList(ParseCPUList(%q))) = %q: %v", s, formatted, err)
+		}
+		if !slices.Equal(cpus, again) {
+			t.Fatalf("round trip of %q through %q changed the CPUs: %v, then %v", s, formatted, cpus, again)
+		}
+		if FormatCPUList(again) != formatted {
+			t.Fatalf("FormatCPUList is not stable for %q", formatted)
+		}
+	})
+}

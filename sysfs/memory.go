@@ -1,0 +1,225 @@
+package sysfs
+
+import (
+	"fmt"
+	"io/fs"
+	"math/bits"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// MemoryBlock is one memory block as sysfs shows it under devices/system/memory/memoryN: the
+// unit in which the kernel onlines, offlines, adds and removes memory.
+type MemoryBlock struct {
+	// Index is N in memoryN.
+	Index int
+	// State is the state file as read, trimmed: "online", "offline" or "going-offline".
+	State string
+	// PhysIndex is phys_index (hex): the block's number in physical address order.
+	PhysIndex uint64
+	// PhysStart is the block's first physical address: PhysIndex times the block size.
+	PhysStart uint64
+	// Size is the block size in bytes (memory/block_size_bytes).
+	Size uint64
+	// ValidZones is valid_zones as read, trimmed, e.g. "Normal", "Movable", "none" or
+	// "DMA32 Normal Movable"; "" when the file is absent.
+	ValidZones string
+	// Removable reports whether removable reads 1; false when the file is absent.
+	Removable bool
+	// Node is M from a memoryN/nodeM link (the lowest M if there are several); -1 when there is
+	// none.
+	Node int
+}
+
+// Online reports whether the block is in use: State is "online", or "going-offline" (the memory
+// is still in use until the kernel says offline). It does not block and is safe for concurrent
+// use.
+func (b MemoryBlock) Online() bool {
+	return b.State == "online" || b.State == "going-offline"
+}
+
+// BlockSize returns the memory block size in bytes, read once by NewFS; 0 when the tree has no
+// memory directory. It does not block and is safe for concurrent use.
+func (fsys FS) BlockSize() uint64 { return fsys.blockSize }
+
+// HasMemory reports whether the tree has devices/system/memory, as seen by NewFS (a kernel
+// without memory hotplug support has none). It does not block and is safe for concurrent use.
+func (fsys FS) HasMemory() bool { return fsys.blockSize != 0 }
+
+// MemoryBlocks returns every memory block with a memoryN directory (N decimal digits only),
+// sorted by index; nil and no error when the tree has no memory directory. A block that vanishes
+// between the listing and its read (a hot-remove racing the scan) is left out, not an error.
+// MemoryBlocks blocks on file reads, a few per block; on a large machine it reads with up to 8
+// goroutines (bounded by GOMAXPROCS), all finished when it returns. It is safe for concurrent
+// use.
+func (fsys FS) MemoryBlocks() ([]MemoryBlock, error) {
+	if !fsys.HasMemory() {
+		return nil, nil
+	}
+	dir := fsys.Path(memoryDir)
+	buf := make([]byte, scratchSize)
+	names, err := readDirNames(dir, buf)
+	if err != nil {
+		return nil, fmt.Errorf("sysfs: read %s: %w", dir, err)
+	}
+	nums := make([]int, 0, len(names))
+	for _, name := range names {
+		if n, ok := numbered(name, "memory"); ok {
+			nums = append(nums, n)
+		}
+	}
+	slices.Sort(nums)
+	workers := min(runtime.GOMAXPROCS(0), maxScanners, len(nums)/minScanBlocks)
+	return fsys.memoryBlocks(nums, workers)
+}
+
+// A scan of many memory blocks is shared among goroutines: each block costs some 16 system
+// calls (list the block's directory; open, read and close state, phys_index, valid_zones and
+// removable), and a machine with 1 TiB of memory in 128 MiB blocks has 8,192 blocks.
+const (
+	maxScanners   = 8   // goroutines per scan at most
+	minScanBlocks = 512 // blocks per goroutine at least: fewer would not repay its start
+)
+
+// memoryBlocks reads the blocks numbered nums, in order, leaving out those whose directory is
+// gone, with workers goroutines (one when workers < 2), each reading a contiguous share of nums.
+// When blocks cannot be read, it returns the error of one of them.
+func (fsys FS) memoryBlocks(nums []int, workers int) ([]MemoryBlock, error) {
+	out := make([]MemoryBlock, len(nums))
+	gone := make([]bool, len(nums))
+	workers = max(1, min(workers, len(nums)))
+	errs := make([]error, workers)
+	var failed atomic.Bool // stops the other goroutines once one has failed
+	scan := func(w int) {
+		buf := make([]byte, scratchSize)
+		for i := len(nums) * w / workers; i < len(nums)*(w+1)/workers && !failed.Load(); i++ {
+			b, err := fsys.readMemoryBlock(nums[i], buf)
+			if err != nil {
+				if vanished(err, fsys.MemoryBlockPath(nums[i])) {
+					gone[i] = true
+					continue
+				}
+				errs[w] = err
+				failed.Store(true)
+				return
+			}
+			out[i] = b
+		}
+	}
+	if workers == 1 {
+		scan(0)
+	} else {
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() { scan(w) })
+		}
+		wg.Wait()
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	j := 0
+	for i := range out {
+		if !gone[i] {
+			out[j] = out[i]
+			j++
+		}
+	}
+	return out[:j], nil
+}
+
+// MemoryBlock returns memory block n. The error wraps fs.ErrNotExist when memoryN does not exist,
+// also when it vanishes during the read (a hot-remove) or the tree has no memory directory; a
+// negative n is an error. MemoryBlock blocks on file reads; it is safe for concurrent use.
+func (fsys FS) MemoryBlock(n int) (MemoryBlock, error) {
+	if n < 0 {
+		return MemoryBlock{}, fmt.Errorf("sysfs: invalid memory block number %d", n)
+	}
+	if !fsys.HasMemory() {
+		return MemoryBlock{}, fmt.Errorf("sysfs: read %s: %w", fsys.MemoryBlockPath(n), fs.ErrNotExist)
+	}
+	var buf [scratchSize]byte
+	b, err := fsys.readMemoryBlock(n, buf[:])
+	return b, notExistIfVanished(err, fsys.MemoryBlockPath(n))
+}
+
+// readMemoryBlock reads block n, using buf as scratch space of scratchSize bytes. It lists
+// memoryN once, which gives the node link and tells which optional files exist, then reads state
+// and phys_index (required) and valid_zones and removable (when listed).
+func (fsys FS) readMemoryBlock(n int, buf []byte) (MemoryBlock, error) {
+	p := fsys.MemoryBlockPath(n)
+	d, err := openDir(p)
+	if err != nil {
+		return MemoryBlock{}, fmt.Errorf("sysfs: read %s: %w", p, err)
+	}
+	defer d.close()
+	names, err := d.names(buf)
+	if err != nil {
+		return MemoryBlock{}, fmt.Errorf("sysfs: read %s: %w", p, err)
+	}
+	blk := MemoryBlock{Index: n, Size: fsys.blockSize, Node: nodeOf(names)}
+
+	// read reads an attribute of the block into buf; the result is valid until the next read.
+	read := func(name string) ([]byte, error) {
+		b, err := d.read(name, buf)
+		if err != nil {
+			return nil, fmt.Errorf("sysfs: read %s/%s: %w", p, name, err)
+		}
+		return b, nil
+	}
+	parseErr := func(name string, err error) error {
+		return fmt.Errorf("sysfs: parse %s/%s: %w", p, name, err)
+	}
+
+	b, err := read("state")
+	if err != nil {
+		return MemoryBlock{}, err
+	}
+	blk.State = string(b)
+
+	if b, err = read("phys_index"); err != nil {
+		return MemoryBlock{}, err
+	}
+	if blk.PhysIndex, err = strconv.ParseUint(string(b), 16, 64); err != nil {
+		return MemoryBlock{}, parseErr("phys_index", err)
+	}
+	hi, lo := bits.Mul64(blk.PhysIndex, fsys.blockSize)
+	if hi != 0 {
+		return MemoryBlock{}, parseErr("phys_index", fmt.Errorf("%#x blocks of %#x bytes overflow the address space", blk.PhysIndex, fsys.blockSize))
+	}
+	blk.PhysStart = lo
+
+	if has(names, "valid_zones") {
+		if b, err = read("valid_zones"); err != nil {
+			return MemoryBlock{}, err
+		}
+		blk.ValidZones = string(b)
+	}
+	if has(names, "removable") {
+		if b, err = read("removable"); err != nil {
+			return MemoryBlock{}, err
+		}
+		if blk.Removable, err = parseBool(b); err != nil {
+			return MemoryBlock{}, parseErr("removable", err)
+		}
+	}
+	return blk, nil
+}
+
+// AutoOnlineBlocks returns memory/auto_online_blocks, trimmed: what the kernel does with a
+// hot-added block ("online", "offline", "online_movable" or "online_kernel"). The error wraps
+// fs.ErrNotExist when the file (or the memory directory) is absent. AutoOnlineBlocks blocks on a
+// file read; it is safe for concurrent use.
+func (fsys FS) AutoOnlineBlocks() (string, error) {
+	p := fsys.Path(memoryDir, "auto_online_blocks")
+	s, err := readString(p)
+	if err != nil {
+		return "", fmt.Errorf("sysfs: read %s: %w", p, err)
+	}
+	return s, nil
+}
