@@ -1,0 +1,749 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// EventCategory is the kind of Plug and Play event a registration is for
+// (IO_NOTIFICATION_EVENT_CATEGORY).
+type EventCategory int
+
+// The event categories of IoRegisterPlugPlayNotification, with their Windows values.
+const (
+	EventCategoryHardwareProfileChange EventCategory = 1
+	EventCategoryDeviceInterfaceChange EventCategory = 2
+	EventCategoryTargetDeviceChange    EventCategory = 3
+)
+
+// String returns the Windows name of c without its prefix, such as "DeviceInterfaceChange".
+// It does not block and is safe for concurrent use.
+func (c EventCategory) String() string {
+	switch c {
+	case EventCategoryHardwareProfileChange:
+		return "HardwareProfileChange"
+	case EventCategoryDeviceInterfaceChange:
+		return "DeviceInterfaceChange"
+	case EventCategoryTargetDeviceChange:
+		return "TargetDeviceChange"
+	}
+	return "EventCategory(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Flags are the EventCategoryFlags of a registration.
+type Flags uint32
+
+// FlagIncludeExistingInterfaces is PNPNOTIFY_DEVICE_INTERFACE_INCLUDE_EXISTING_INTERFACES: the
+// new registration first receives an arrival for every interface of its class that is active.
+const FlagIncludeExistingInterfaces Flags = 0x1
+
+// knownFlags holds every flag bit that Register accepts.
+const knownFlags = FlagIncludeExistingInterfaces
+
+// DefaultQueueLimit is the per-registration queue bound used when Options.QueueLimit is not
+// positive.
+const DefaultQueueLimit = 4096
+
+var (
+	// ErrNotSupported is wrapped by the error of Register for an event category that this
+	// agent does not implement yet (HardwareProfileChange, TargetDeviceChange).
+	ErrNotSupported = errors.New("not supported yet")
+	// ErrUnregistered is wrapped by the error of Unregister and UnregisterEx for an entry that
+	// was already removed, a nil entry, or an entry of another registry.
+	ErrUnregistered = errors.New("entry not registered")
+	// ErrClosed is wrapped by the error of Register once the registry is closed.
+	ErrClosed = errors.New("registry closed")
+)
+
+// Callback is the notification routine. It runs on the registration's own goroutine (the
+// PASSIVE_LEVEL analogue: it may block, but it blocks only its own registration). ctx is
+// cancelled when the entry is unregistered or the registry closed. userCtx is the Context
+// value given to Register. A returned error is logged and reported to the Observer; a panic is
+// recovered, logged and reported as a *PanicError; either way the registration continues with
+// its next notification.
+type Callback func(ctx context.Context, n Notification, userCtx any) error
+
+// Observer receives the registry's measurements (the daemon maps them to Prometheus). Its
+// methods are called on the registration goroutines, possibly concurrently with each other,
+// and must not block. The *Notification is valid only during the call: do not keep it.
+type Observer interface {
+	// CallbackStarted is called just before the callback runs; latency is time.Since(n.ReadAt).
+	CallbackStarted(owner string, n *Notification, latency time.Duration)
+	// CallbackDone is called when the callback has returned; err is its error, or a
+	// *PanicError when it panicked.
+	CallbackDone(owner string, n *Notification, took time.Duration, err error)
+	// QueueOverflow reports that a registration's queue exceeded the limit: dropped
+	// notifications were replaced by a resync.
+	QueueOverflow(owner string, dropped int)
+}
+
+// PanicError is the error reported to the Observer when a callback panicked.
+type PanicError struct {
+	// Value is the value given to panic.
+	Value any
+	// Stack is the stack of the panicking callback goroutine.
+	Stack []byte
+}
+
+// Error returns "callback panicked: <value>". It does not block and is safe for concurrent use.
+func (p *PanicError) Error() string { return fmt.Sprintf("callback panicked: %v", p.Value) }
+
+// Unwrap returns the panic value when it is an error, nil otherwise. It does not block and is
+// safe for concurrent use.
+func (p *PanicError) Unwrap() error {
+	err, _ := p.Value.(error)
+	return err
+}
+
+// Options configure a Registry. The zero value is valid; NewRegistry copies it.
+type Options struct {
+	// Logger receives the registry's logs; nil discards them.
+	Logger *slog.Logger
+	// Observer receives measurements; nil means none.
+	Observer Observer
+	// QueueLimit bounds the notifications queued for one registration; 0 (or less) means
+	// DefaultQueueLimit. A registration that falls further behind gets a resync instead.
+	QueueLimit int
+}
+
+// Registry holds the active device interfaces and the registrations for their arrival and
+// removal (the I/O manager's side of IoRegisterPlugPlayNotification). Each registration has
+// its own ordered queue and dispatch goroutine, so a slow or blocked callback delays only its
+// own registration. All methods are safe for concurrent use, from callbacks too.
+type Registry struct {
+	log   *slog.Logger
+	obs   Observer
+	limit int
+
+	mu      sync.Mutex
+	active  map[string]Interface // keyed by SymbolicLink
+	entries []*Entry             // registered entries, in registration order
+	live    map[*Entry]struct{}  // entries whose dispatch goroutine has not exited
+	closed  bool
+}
+
+// NewRegistry returns an empty, open registry. It does not block and is safe for concurrent use.
+func NewRegistry(opts Options) *Registry {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	limit := opts.QueueLimit
+	if limit <= 0 {
+		limit = DefaultQueueLimit
+	}
+	return &Registry{
+		log:    log,
+		obs:    opts.Observer,
+		limit:  limit,
+		active: make(map[string]Interface),
+		live:   make(map[*Entry]struct{}),
+	}
+}
+
+// Entry is the opaque handle of one registration (the NotificationEntry of Windows). Its
+// methods do not block and are safe for concurrent use.
+type Entry struct {
+	r       *Registry
+	owner   string
+	class   uuid.UUID
+	flags   Flags
+	cb      Callback
+	userCtx any
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wake    chan struct{} // capacity 1: "the queue may have changed"
+	done    chan struct{} // closed when the dispatch goroutine has exited
+
+	cur       Notification  // the notification shown to the Observer; dispatch goroutine only
+	gid       atomic.Uint64 // goroutine id of the dispatch goroutine, 0 until it starts
+	delivered atomic.Uint64
+	dropped   atomic.Uint64
+
+	mu       sync.Mutex // guards the fields below; taken after Registry.mu
+	removed  bool
+	queue    ring
+	view     map[string]Interface // interfaces announced by the notifications popped so far
+	overflow int                  // dropped by overflows and not yet reported
+}
+
+// Owner returns the owner given to Register. It does not block and is safe for concurrent use.
+func (e *Entry) Owner() string { return e.owner }
+
+// Class returns the interface class given to Register (AllClasses for every class). It does
+// not block and is safe for concurrent use.
+func (e *Entry) Class() uuid.UUID { return e.class }
+
+// EntryInfo describes one registration for status pages. It is a plain value.
+type EntryInfo struct {
+	Owner string    `json:"owner"`
+	Class uuid.UUID `json:"class"`
+	Flags Flags     `json:"flags"`
+	// Queued is the number of notifications waiting for the callback.
+	Queued int `json:"queued"`
+	// Delivered counts the notifications handed to the callback.
+	Delivered uint64 `json:"delivered"`
+	// Dropped counts the notifications dropped by queue overflows (and replaced by resyncs).
+	Dropped uint64 `json:"dropped"`
+}
+
+// Seed sets the active interface set without notifying anyone: the agent's starting truth.
+// Call it before Register and Publish; a later call replaces the whole set, and entries already
+// registered are not told (their resyncs will be computed against the new set). Interfaces
+// without a SymbolicLink or a ClassGUID are skipped and logged. Seed does not block on callbacks
+// and is safe for concurrent use.
+func (r *Registry) Seed(ifaces []Interface) {
+	active := make(map[string]Interface, len(ifaces))
+	for _, i := range ifaces {
+		if i.SymbolicLink == "" || i.ClassGUID == uuid.Nil {
+			r.log.Warn("seed interface skipped", "interface", i.SymbolicLink, "class", ClassName(i.ClassGUID),
+				"reason", "no symbolic link or class")
+			continue
+		}
+		active[i.SymbolicLink] = i
+	}
+	r.mu.Lock()
+	r.active = active
+	r.mu.Unlock()
+}
+
+// Register is IoRegisterPlugPlayNotification. category must be EventCategoryDeviceInterfaceChange
+// (HardwareProfileChange and TargetDeviceChange fail with ErrNotSupported); class is the
+// interface class GUID, or AllClasses for every class (this agent's extension); owner is the
+// DriverObject analogue, a non-empty name used in logs and metric labels; cb must be non-nil;
+// flags may only contain FlagIncludeExistingInterfaces.
+//
+// With FlagIncludeExistingInterfaces the entry first receives one arrival (Cause CauseExisting,
+// ReadAt the registration time, Seqnum 0) for every active interface of its class, in
+// Interface.Less order, and then every later Publish, with no gap and no duplicate: the snapshot
+// and the insertion happen under the lock that Publish takes. Those first callbacks may run
+// before Register returns. Without the flag the entry receives only later notifications.
+//
+// Register does not block on callbacks and is safe for concurrent use, from callbacks too.
+func (r *Registry) Register(category EventCategory, flags Flags, class uuid.UUID, owner string, cb Callback, userCtx any) (*Entry, error) {
+	if strings.TrimSpace(owner) == "" {
+		return nil, errors.New("notify: register: empty owner")
+	}
+	switch category {
+	case EventCategoryDeviceInterfaceChange:
+	case EventCategoryHardwareProfileChange, EventCategoryTargetDeviceChange:
+		return nil, fmt.Errorf("notify: register %s: event category %s: %w", owner, category, ErrNotSupported)
+	default:
+		return nil, fmt.Errorf("notify: register %s: unknown event category %d", owner, int(category))
+	}
+	if unknown := flags &^ knownFlags; unknown != 0 {
+		return nil, fmt.Errorf("notify: register %s: unknown flags %#x", owner, uint32(unknown))
+	}
+	if cb == nil {
+		return nil, fmt.Errorf("notify: register %s: nil callback", owner)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Entry{
+		r:       r,
+		owner:   owner,
+		class:   class,
+		flags:   flags,
+		cb:      cb,
+		userCtx: userCtx,
+		ctx:     ctx,
+		cancel:  cancel,
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	include := flags&FlagIncludeExistingInterfaces != 0
+
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		cancel()
+		return nil, fmt.Errorf("notify: register %s: %w", owner, ErrClosed)
+	}
+	existing := r.activeOf(class)
+	if include {
+		// The view starts empty: the existing arrivals fill it as they are delivered.
+		e.view = make(map[string]Interface, len(existing))
+		now := time.Now()
+		for _, i := range existing {
+			e.queue.push(NewNotification(GUIDDeviceInterfaceArrival, i, 0, now, CauseExisting))
+		}
+	} else {
+		// The entry is not told about what is active, but its later notifications continue
+		// from that state, so that is where its view starts.
+		e.view = make(map[string]Interface, len(existing))
+		for _, i := range existing {
+			e.view[i.SymbolicLink] = i
+		}
+	}
+	r.entries = append(r.entries, e)
+	r.live[e] = struct{}{}
+	r.mu.Unlock()
+
+	go r.run(e)
+	r.log.Info("notification registered", "owner", owner, "class", ClassName(class),
+		"include_existing", include, "active", len(existing))
+	return e, nil
+}
+
+// Unregister is IoUnregisterPlugPlayNotification: it removes e, drops what is queued for it,
+// cancels its callback context and returns at once. A callback already in flight may still be
+// running and is not interrupted, but no new callback of e starts after Unregister returns (a
+// callback counts as started once its notification is taken off the queue). A second call, a
+// nil entry or an entry of another registry returns an error wrapping ErrUnregistered.
+// Unregister does not block on callbacks and is safe for concurrent use, from callbacks too.
+func (r *Registry) Unregister(e *Entry) error {
+	if e == nil {
+		return fmt.Errorf("notify: unregister nil entry: %w", ErrUnregistered)
+	}
+	if e.r != r {
+		return fmt.Errorf("notify: unregister %s: %w in this registry", e.owner, ErrUnregistered)
+	}
+	r.mu.Lock()
+	e.mu.Lock()
+	if e.removed {
+		e.mu.Unlock()
+		r.mu.Unlock()
+		return fmt.Errorf("notify: unregister %s: %w", e.owner, ErrUnregistered)
+	}
+	e.removed = true
+	e.queue.reset()
+	e.overflow = 0
+	e.mu.Unlock()
+	r.removeEntry(e)
+	r.mu.Unlock()
+	e.cancel()
+	r.log.Info("notification unregistered", "owner", e.owner, "class", ClassName(e.class))
+	return nil
+}
+
+// UnregisterEx is IoUnregisterPlugPlayNotificationEx: as Unregister, and it also waits until no
+// callback of e is running, so that after it returns no callback of e runs. Called from inside
+// e's own callback it does not wait (that callback is the one in flight, and no other starts
+// after it) and returns at once. If ctx ends first it returns an error wrapping ctx.Err() that
+// names the owner; e is unregistered all the same. As on Windows, a callback must not call it
+// for an entry whose callback is waiting on that callback: that waits until ctx ends.
+// UnregisterEx blocks as described and is safe for concurrent use.
+func (r *Registry) UnregisterEx(ctx context.Context, e *Entry) error {
+	if err := r.Unregister(e); err != nil {
+		return err
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if e.isCurrentGoroutine() {
+		return nil
+	}
+	select {
+	case <-e.done:
+		return nil
+	default:
+	}
+	select {
+	case <-e.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("notify: unregister: callback of %s is still running: %w", e.owner, ctx.Err())
+	}
+}
+
+// Publish delivers one notification: it updates the active set (an arrival adds n.Interface,
+// keyed by its symbolic link; a removal deletes it) and appends n to the queue of every entry of
+// its class and of every AllClasses entry. A zero Version, SymbolicLinkName or
+// InterfaceClassGUID is filled in from n.Interface (and the reverse), a zero ReadAt with now.
+//
+// It refuses (returns false, logs at Warn, delivers nothing) an arrival of an interface that is
+// already active, a removal of one that is not, an unknown event, and a notification without a
+// symbolic link or class or whose two copies of them disagree: so no registration ever sees two
+// arrivals of an interface without a removal between them. Publish never blocks on callbacks
+// and is safe for concurrent use, from callbacks too.
+func (r *Registry) Publish(n Notification) bool {
+	if reason := normalize(&n); reason != "" {
+		r.refuse(n, reason)
+		return false
+	}
+	arrival := n.IsArrival()
+	r.mu.Lock()
+	cur, isActive := r.active[n.SymbolicLinkName]
+	var reason string
+	switch {
+	case arrival && isActive:
+		reason = "arrival of an active interface"
+	case !arrival && !isActive:
+		reason = "removal of an interface that is not active"
+	case !arrival && cur.ClassGUID != n.InterfaceClassGUID:
+		reason = "removal with another class than the active interface"
+	}
+	if reason != "" {
+		r.mu.Unlock()
+		r.refuse(n, reason)
+		return false
+	}
+	if arrival {
+		r.active[n.SymbolicLinkName] = n.Interface
+	} else {
+		delete(r.active, n.SymbolicLinkName)
+	}
+	for _, e := range r.entries {
+		if matches(e.class, n.InterfaceClassGUID) {
+			r.enqueue(e, n)
+		}
+	}
+	r.mu.Unlock()
+	return true
+}
+
+// Active returns a copy of the active interfaces, sorted with Interface.Less. It does not block
+// on callbacks and is safe for concurrent use.
+func (r *Registry) Active() []Interface {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.activeOf(AllClasses)
+}
+
+// Entries describes the current registrations, in registration order. It does not block on
+// callbacks and is safe for concurrent use.
+func (r *Registry) Entries() []EntryInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	infos := make([]EntryInfo, 0, len(r.entries))
+	for _, e := range r.entries {
+		e.mu.Lock()
+		queued := e.queue.len()
+		e.mu.Unlock()
+		infos = append(infos, EntryInfo{
+			Owner:     e.owner,
+			Class:     e.class,
+			Flags:     e.flags,
+			Queued:    queued,
+			Delivered: e.delivered.Load(),
+			Dropped:   e.dropped.Load(),
+		})
+	}
+	return infos
+}
+
+// Close unregisters every entry and waits, up to ctx, until no callback runs (those of entries
+// unregistered earlier with Unregister included; a Close called from inside a callback does not
+// wait for that callback). Further Register calls fail with ErrClosed; Publish still maintains
+// the active set. If ctx ends first Close returns an error wrapping ctx.Err() that names the
+// owners whose callbacks are still running. Close blocks until then, may be called more than
+// once, and is safe for concurrent use.
+func (r *Registry) Close(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	r.mu.Lock()
+	r.closed = true
+	entries := r.entries
+	r.entries = nil
+	for _, e := range entries {
+		e.mu.Lock()
+		e.removed = true
+		e.queue.reset()
+		e.overflow = 0
+		e.mu.Unlock()
+	}
+	live := slices.Collect(maps.Keys(r.live))
+	r.mu.Unlock()
+	for _, e := range entries {
+		e.cancel()
+	}
+	if len(entries) > 0 {
+		r.log.Info("notification registry closed", "unregistered", len(entries))
+	}
+
+	self := goid()
+wait:
+	for _, e := range live {
+		if self != 0 && e.gid.Load() == self {
+			continue
+		}
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	var running []string
+	for _, e := range live {
+		select {
+		case <-e.done:
+		default:
+			if self == 0 || e.gid.Load() != self {
+				running = append(running, e.owner)
+			}
+		}
+	}
+	if len(running) == 0 {
+		return nil
+	}
+	slices.Sort(running)
+	running = slices.Compact(running)
+	return fmt.Errorf("notify: close: callbacks of %s are still running: %w", strings.Join(running, ", "), ctx.Err())
+}
+
+// activeOf returns the active interfaces of class (AllClasses: all), sorted. r.mu must be held.
+func (r *Registry) activeOf(class uuid.UUID) []Interface {
+	out := make([]Interface, 0, len(r.active))
+	for _, i := range r.active {
+		if matches(class, i.ClassGUID) {
+			out = append(out, i)
+		}
+	}
+	slices.SortFunc(out, compareInterfaces)
+	return out
+}
+
+// removeEntry deletes e from r.entries. r.mu must be held.
+func (r *Registry) removeEntry(e *Entry) {
+	if i := slices.Index(r.entries, e); i >= 0 {
+		r.entries = slices.Delete(r.entries, i, i+1)
+	}
+}
+
+// enqueue appends n to e's queue, or replaces the queue with a resync when it is full, and
+// wakes e's dispatch goroutine. r.mu must be held (the resync reads r.active).
+func (r *Registry) enqueue(e *Entry, n Notification) {
+	e.mu.Lock()
+	if e.removed {
+		e.mu.Unlock()
+		return
+	}
+	if e.queue.len() < r.limit {
+		e.queue.push(n)
+	} else {
+		dropped := e.queue.len() + 1
+		e.queue.reset()
+		r.resync(e)
+		e.overflow += dropped
+		e.dropped.Add(uint64(dropped))
+	}
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// resync fills e's (empty) queue with the difference between e's view and the active
+// interfaces of its class: removals first, then arrivals, each in Interface.Less order. An
+// interface whose details changed gets a removal and an arrival. r.mu and e.mu must be held.
+func (r *Registry) resync(e *Entry) {
+	var gone, came []Interface
+	for k, v := range e.view {
+		if a, ok := r.active[k]; !ok || a != v {
+			gone = append(gone, v)
+		}
+	}
+	for k, a := range r.active {
+		if !matches(e.class, a.ClassGUID) {
+			continue
+		}
+		if v, ok := e.view[k]; !ok || v != a {
+			came = append(came, a)
+		}
+	}
+	slices.SortFunc(gone, compareInterfaces)
+	slices.SortFunc(came, compareInterfaces)
+	now := time.Now()
+	for _, i := range gone {
+		e.queue.push(NewNotification(GUIDDeviceInterfaceRemoval, i, 0, now, CauseResync))
+	}
+	for _, i := range came {
+		e.queue.push(NewNotification(GUIDDeviceInterfaceArrival, i, 0, now, CauseResync))
+	}
+}
+
+// refuse logs a notification that Publish refused.
+func (r *Registry) refuse(n Notification, reason string) {
+	r.log.Warn("notification refused", "reason", reason, "event", EventName(n.Event),
+		"interface", n.SymbolicLinkName, "class", ClassName(n.InterfaceClassGUID), "seqnum", n.Seqnum)
+}
+
+// run is the dispatch goroutine of e: it delivers e's queue in order until e is removed.
+func (r *Registry) run(e *Entry) {
+	e.gid.Store(goid())
+	clean := false
+	defer func() { r.exited(e, clean) }()
+	for {
+		n, ok, overflow, more := e.next()
+		if overflow > 0 {
+			r.log.Warn("notification queue overflow", "owner", e.owner, "class", ClassName(e.class),
+				"dropped", overflow, "limit", r.limit)
+			if r.obs != nil {
+				r.obs.QueueOverflow(e.owner, overflow)
+			}
+		}
+		if !more {
+			clean = true
+			return
+		}
+		if ok && e.ctx.Err() == nil {
+			r.dispatch(e, n)
+		}
+	}
+}
+
+// next waits for e's next notification. It returns ok=false when there is none but an
+// overflow to report, and more=false once e is removed.
+func (e *Entry) next() (n Notification, ok bool, overflow int, more bool) {
+	for {
+		e.mu.Lock()
+		if e.removed {
+			e.mu.Unlock()
+			return Notification{}, false, 0, false
+		}
+		overflow, e.overflow = e.overflow, 0
+		if e.queue.len() > 0 {
+			n = e.queue.pop()
+			if n.IsArrival() {
+				e.view[n.SymbolicLinkName] = n.Interface
+			} else {
+				delete(e.view, n.SymbolicLinkName)
+			}
+			e.mu.Unlock()
+			return n, true, overflow, true
+		}
+		e.mu.Unlock()
+		if overflow > 0 {
+			return Notification{}, false, overflow, true
+		}
+		select {
+		case <-e.wake:
+		case <-e.ctx.Done():
+		}
+	}
+}
+
+// dispatch runs e's callback for n and reports the outcome.
+func (r *Registry) dispatch(e *Entry, n Notification) {
+	if r.obs != nil {
+		e.cur = n // reused so that handing the Observer a pointer does not allocate
+		r.obs.CallbackStarted(e.owner, &e.cur, time.Since(n.ReadAt))
+	}
+	e.delivered.Add(1)
+	start := time.Now()
+	panicked, err := e.call(n)
+	took := time.Since(start)
+	switch {
+	case panicked:
+		var stack []byte
+		if pe, ok := err.(*PanicError); ok {
+			stack = pe.Stack
+		}
+		r.log.Error("callback panicked", "owner", e.owner, "event", EventName(n.Event),
+			"interface", n.SymbolicLinkName, "err", err, "stack", string(stack))
+	case err != nil && e.ctx.Err() != nil && errors.Is(err, context.Canceled):
+		r.log.Debug("callback cancelled", "owner", e.owner, "event", EventName(n.Event),
+			"interface", n.SymbolicLinkName, "err", err)
+	case err != nil:
+		r.log.Warn("callback failed", "owner", e.owner, "event", EventName(n.Event),
+			"interface", n.SymbolicLinkName, "err", err)
+	}
+	if r.obs != nil {
+		e.cur = n
+		r.obs.CallbackDone(e.owner, &e.cur, took, err)
+	}
+}
+
+// call runs the callback, turning a panic into a *PanicError.
+func (e *Entry) call(n Notification) (panicked bool, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked, err = true, &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return false, e.cb(e.ctx, n, e.userCtx)
+}
+
+// exited runs when e's dispatch goroutine ends. An end that did not come from unregistering
+// (a callback called runtime.Goexit) removes the entry, which could never be served again.
+func (r *Registry) exited(e *Entry, clean bool) {
+	r.mu.Lock()
+	delete(r.live, e)
+	e.mu.Lock()
+	orphan := !e.removed
+	e.removed = true
+	e.queue.reset()
+	e.mu.Unlock()
+	if orphan {
+		r.removeEntry(e)
+	}
+	r.mu.Unlock()
+	e.cancel()
+	close(e.done)
+	if !clean {
+		r.log.Error("callback goroutine exited", "owner", e.owner, "class", ClassName(e.class),
+			"reason", "callback called runtime.Goexit")
+	}
+}
+
+// isCurrentGoroutine reports whether the caller runs on e's dispatch goroutine.
+func (e *Entry) isCurrentGoroutine() bool {
+	g := e.gid.Load()
+	return g != 0 && g == goid()
+}
+
+// matches reports whether a registration for class receives notifications of ifaceClass.
+func matches(class, ifaceClass uuid.UUID) bool {
+	return class == AllClasses || class == ifaceClass
+}
+
+// compareInterfaces orders interfaces as Interface.Less does, then by symbolic link.
+func compareInterfaces(a, b Interface) int {
+	switch {
+	case a.Less(b):
+		return -1
+	case b.Less(a):
+		return 1
+	}
+	return strings.Compare(a.SymbolicLink, b.SymbolicLink)
+}
+
+// normalize fills in the redundant fields of n and returns why n is unusable, or "".
+func normalize(n *Notification) string {
+	if n.Event != GUIDDeviceInterfaceArrival && n.Event != GUIDDeviceInterfaceRemoval {
+		return "unknown event"
+	}
+	if n.Version == 0 {
+		n.Version = 1
+	}
+	switch {
+	case n.SymbolicLinkName == "":
+		n.SymbolicLinkName = n.Interface.SymbolicLink
+	case n.Interface.SymbolicLink == "":
+		n.Interface.SymbolicLink = n.SymbolicLinkName
+	case n.SymbolicLinkName != n.Interface.SymbolicLink:
+		return "symbolic link differs from the interface's"
+	}
+	switch {
+	case n.InterfaceClassGUID == uuid.Nil:
+		n.InterfaceClassGUID = n.Interface.ClassGUID
+	case n.Interface.ClassGUID == uuid.Nil:
+		n.Interface.ClassGUID = n.InterfaceClassGUID
+	case n.InterfaceClassGUID != n.Interface.ClassGUID:
+		return "interface class differs from the interface's"
+	}
+	if n.SymbolicLinkName == "" {
+		return "no symbolic link"
+	}
+	if n.InterfaceClassGUID == uuid.Nil {
+		return "no interface class"
+	}
+	if n.ReadAt.IsZero() {
+		n.ReadAt = time.Now()
+	}
+	return ""
+}
