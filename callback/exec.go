@@ -1,0 +1,125 @@
+package callback
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+// DefaultPath is the PATH an exec callback runs with: the notification is its whole environment
+// otherwise, as with udev's RUN+=.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Exec configures a command run once per notification.
+type Exec struct {
+	// Command is the argument vector; Command[0] is looked up in DefaultPath when it has no slash.
+	// There is no shell.
+	Command []string
+	// Timeout bounds one run; when it passes, the command's whole process group is killed.
+	// Zero means 30 s.
+	Timeout time.Duration
+	// OutputLimit caps the bytes of stdout and of stderr kept for the log. Zero means 4 KiB.
+	OutputLimit int
+	// Logger receives the command's output and failures; nil discards.
+	Logger *slog.Logger
+}
+
+// Callback returns the notify.Callback that runs e. The callback blocks until the command exits
+// or is killed; it returns an error for a command that cannot start, exits non-zero, or times
+// out. It is safe for concurrent use.
+func (e Exec) Callback() notify.Callback {
+	if e.Timeout <= 0 {
+		e.Timeout = 30 * time.Second
+	}
+	if e.OutputLimit <= 0 {
+		e.OutputLimit = 4096
+	}
+	if e.Logger == nil {
+		e.Logger = slog.New(slog.DiscardHandler)
+	}
+	return func(ctx context.Context, n notify.Notification, _ any) error {
+		return e.run(ctx, n)
+	}
+}
+
+func (e Exec) run(ctx context.Context, n notify.Notification) error {
+	if len(e.Command) == 0 {
+		return errors.New("exec: empty command")
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.Command[0], e.Command[1:]...)
+	cmd.Env = append(Env(n), "PATH="+DefaultPath)
+	cmd.Dir = "/"
+	stdout := &cappedBuffer{limit: e.OutputLimit}
+	stderr := &cappedBuffer{limit: e.OutputLimit}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	setProcessGroup(cmd)
+	// A grandchild that keeps the output pipes open must not hold the callback past the kill.
+	cmd.WaitDelay = time.Second
+	start := time.Now()
+	err := cmd.Run()
+	attrs := []slog.Attr{
+		slog.String("command", e.Command[0]),
+		slog.String("event", notify.EventName(n.Event)),
+		slog.String("symbolic_link", n.SymbolicLinkName),
+		slog.Duration("took", time.Since(start)),
+	}
+	if stdout.Len() > 0 {
+		attrs = append(attrs, slog.String("stdout", stdout.String()))
+	}
+	if stderr.Len() > 0 {
+		attrs = append(attrs, slog.String("stderr", stderr.String()))
+	}
+	switch {
+	case ctx.Err() == context.DeadlineExceeded:
+		err = fmt.Errorf("exec %s: killed after the %s timeout", e.Command[0], e.Timeout)
+	case err != nil:
+		err = fmt.Errorf("exec %s: %w", e.Command[0], err)
+	}
+	if err == nil && (stdout.Len() > 0 || stderr.Len() > 0) {
+		e.Logger.LogAttrs(ctx, slog.LevelInfo, "exec callback output", attrs...)
+	}
+	// A failure is returned, and the registry logs and counts it; the output goes with it here.
+	if err != nil && (stdout.Len() > 0 || stderr.Len() > 0) {
+		e.Logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelWarn, "exec callback failed", append(attrs, slog.String("error", err.Error()))...)
+	}
+	return err
+}
+
+// cappedBuffer keeps the first limit bytes written and counts the rest.
+type cappedBuffer struct {
+	buf     bytes.Buffer
+	limit   int
+	dropped int
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	room := c.limit - c.buf.Len()
+	switch {
+	case room >= len(p):
+		c.buf.Write(p)
+	case room > 0:
+		c.buf.Write(p[:room])
+		c.dropped += len(p) - room
+	default:
+		c.dropped += len(p)
+	}
+	return len(p), nil
+}
+
+func (c *cappedBuffer) Len() int { return c.buf.Len() }
+
+func (c *cappedBuffer) String() string {
+	s := string(bytes.TrimRight(c.buf.Bytes(), "\n"))
+	if c.dropped > 0 {
+		s += fmt.Sprintf(" [%d more bytes dropped]", c.dropped)
+	}
+	return s
+}

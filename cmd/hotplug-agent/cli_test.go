@@ -1,0 +1,76 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBadInput checks that every mistake a user can make on the command line or in the config
+// ends in one clear line on stderr and a non-zero exit, before anything starts.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	badYAML := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(badYAML, []byte("callbacks:\n  - name: x\n    class: disk\n    log: true\n"), 0o600)
+	unknownField := filepath.Join(dir, "unknown.yaml")
+	os.WriteFile(unknownField, []byte("callbacks:\n  - name: x\n    class: memory\n    exek: {}\n"), 0o600)
+	notSysfs := t.TempDir()
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		contains string
+		linux    bool // needs the netlink socket and /sys
+	}{
+		{"no command", nil, 2, "usage: hotplug-agent", false},
+		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`, false},
+		{"unknown flag", []string{"run", "--no-such-flag"}, 2, "flag provided but not defined: -no-such-flag", false},
+		{"stray argument", []string{"list", "extra"}, 2, `unexpected argument "extra"`, false},
+		{"bad log level", []string{"run", "--log.level=loud"}, 2, `--log.level: "loud"`, false},
+		{"negative buffer", []string{"run", "--netlink.receive-buffer-bytes=-1"}, 2, "is negative", false},
+		{"missing config", []string{"run", "--config.file=" + filepath.Join(dir, "none.yaml")}, 1, "no such file or directory", false},
+		{"invalid class in config", []string{"run", "--config.file=" + badYAML}, 1, "callbacks[0].class", false},
+		{"unknown config field", []string{"run", "--config.file=" + unknownField}, 1, "field exek not found", false},
+		{"not a sysfs tree", []string{"run", "--path.sysfs=" + notSysfs}, 1, "is not a sysfs tree", false},
+		{"list on a non-sysfs tree", []string{"list", "--path.sysfs=" + notSysfs}, 1, "is not a sysfs tree", false},
+		{"port in use", []string{"run", "--web.listen-address=" + busy.Addr().String()}, 1, "address already in use", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := os.Stat("/sys/devices/system/cpu/possible"); tt.linux && err != nil {
+				t.Skip("needs a Linux sysfs at /sys")
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(tt.args, &stdout, &stderr)
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d (stderr %q)", code, tt.code, stderr.String())
+			}
+			out := stderr.String()
+			if !strings.Contains(out, tt.contains) {
+				t.Errorf("stderr %q does not contain %q", out, tt.contains)
+			}
+			if tt.name != "no command" && tt.name != "unknown command" { // those print the usage
+				if lines := strings.Count(strings.TrimSpace(out), "\n") + 1; lines != 1 {
+					t.Errorf("error is %d lines, want one: %q", lines, out)
+				}
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"version"}, &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "hotplug-agent ") {
+		t.Errorf("version: code %d, stdout %q", code, stdout.String())
+	}
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/hotplug-agent/hotplug-agent/agent"
+	"github.com/hotplug-agent/hotplug-agent/config"
+)
+
+// DefaultListenAddress is the HTTP API's default address. Port 19100 lies outside the range
+// 9100-9999 that Prometheus allocates to exporters (it is fully allocated), below Linux's
+// ephemeral ports, and easy to place: node_exporter's 9100 plus 10000.
+const DefaultListenAddress = ":19100"
+
+// DefaultReceiveBufferBytes matches systemd-udevd's 128 MiB: a limit, not an allocation, large
+// enough that a 1 TiB memory hot-add (16,384 block uevents) fits while the agent catches up.
+const DefaultReceiveBufferBytes = 128 << 20
+
+func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	listen := fs.String("web.listen-address", DefaultListenAddress, "address of the HTTP API (/metrics, /interfaces, /events, /healthz)")
+	sysfsPath := fs.String("path.sysfs", "/sys", "sysfs mount point")
+	rcvbuf := fs.Int("netlink.receive-buffer-bytes", DefaultReceiveBufferBytes, "netlink receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default)")
+	configFile := fs.String("config.file", "", "YAML configuration file (callbacks); empty: log every notification")
+	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log.format", "logfmt", "log format: logfmt or json")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if *rcvbuf < 0 {
+		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d is negative", *rcvbuf)}
+	}
+	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return usageError{err}
+	}
+	cfg := &config.Config{}
+	if *configFile != "" {
+		if cfg, err = config.Load(*configFile); err != nil {
+			return err
+		}
+	}
+	a, err := agent.New(agent.Options{
+		SysfsPath:          *sysfsPath,
+		ListenAddress:      *listen,
+		ReceiveBufferBytes: *rcvbuf,
+		Config:             cfg,
+		Version:            version,
+		Logger:             logger,
+	})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log.level: %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch strings.ToLower(format) {
+	case "logfmt", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log.format: %q: want logfmt or json", format)
+}

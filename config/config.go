@@ -1,0 +1,151 @@
+// Package config loads and checks the agent's YAML configuration file.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+// MaxSize bounds a configuration file: anything larger is a mistake, not a configuration.
+const MaxSize = 1 << 20
+
+// Config is the agent's configuration file.
+type Config struct {
+	// LogNotifications registers the built-in callback that logs one line per notification
+	// (owner "log", every class). Default true.
+	LogNotifications *bool `yaml:"log_notifications"`
+	// Callbacks are the registrations the agent makes at start.
+	Callbacks []Callback `yaml:"callbacks"`
+}
+
+// Callback is one named registration.
+type Callback struct {
+	// Name is the owner: it labels the callback's logs and metrics. Unique, [a-zA-Z0-9_.-]+.
+	Name string `yaml:"name"`
+	// Class is "processor", "memory", or an interface class GUID.
+	Class string `yaml:"class"`
+	// IncludeExisting delivers an arrival for every interface already active at start
+	// (PNPNOTIFY_DEVICE_INTERFACE_INCLUDE_EXISTING_INTERFACES).
+	IncludeExisting bool `yaml:"include_existing"`
+	// Exec runs a command per notification.
+	Exec *Exec `yaml:"exec"`
+	// Log writes a log line per notification.
+	Log bool `yaml:"log"`
+
+	// ClassGUID is Class parsed; set by Parse.
+	ClassGUID uuid.UUID `yaml:"-"`
+}
+
+// Exec is the exec action of a callback.
+type Exec struct {
+	// Command is the argument vector (never a shell string): ["/usr/local/bin/grow-pool", "--cpu"].
+	Command []string `yaml:"command"`
+	// Timeout bounds one run; the command's process group is killed when it passes. Default 30s.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Load reads and parses the file at path. Errors name the file and, for an invalid value, the field.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: read %s: %w", path, err)
+	}
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("config %s: larger than %d bytes", path, MaxSize)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse parses and validates a configuration document. Unknown fields are errors.
+func Parse(b []byte) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s", oneLine(err.Error()))
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// LogEnabled reports whether the built-in log callback is on.
+func (c *Config) LogEnabled() bool { return c.LogNotifications == nil || *c.LogNotifications }
+
+func (c *Config) validate() error {
+	seen := map[string]bool{"log": c.LogEnabled()}
+	for i := range c.Callbacks {
+		cb := &c.Callbacks[i]
+		field := fmt.Sprintf("callbacks[%d]", i)
+		switch {
+		case cb.Name == "":
+			return fmt.Errorf("%s.name: required", field)
+		case !validName(cb.Name):
+			return fmt.Errorf("%s.name: %q: use letters, digits, '_', '-' or '.'", field, cb.Name)
+		case seen[cb.Name]:
+			return fmt.Errorf("%s.name: %q is used twice", field, cb.Name)
+		}
+		seen[cb.Name] = true
+		if cb.Class == "" {
+			return fmt.Errorf("%s.class: required (processor, memory or a GUID)", field)
+		}
+		g, err := notify.ParseClass(cb.Class)
+		if err != nil {
+			return fmt.Errorf("%s.class: %w", field, err)
+		}
+		cb.ClassGUID = g
+		switch {
+		case cb.Exec == nil && !cb.Log:
+			return fmt.Errorf("%s: needs an action: exec or log", field)
+		case cb.Exec != nil && cb.Log:
+			return fmt.Errorf("%s: exec and log are exclusive: use two callbacks", field)
+		}
+		if cb.Exec != nil {
+			if len(cb.Exec.Command) == 0 || cb.Exec.Command[0] == "" {
+				return fmt.Errorf("%s.exec.command: required, an argument list like [\"/usr/local/bin/on-hotplug\", \"--verbose\"]", field)
+			}
+			if cb.Exec.Timeout < 0 {
+				return fmt.Errorf("%s.exec.timeout: %s is negative", field, cb.Exec.Timeout)
+			}
+		}
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func oneLine(s string) string {
+	s = strings.TrimPrefix(s, "yaml: ")
+	s = strings.ReplaceAll(s, "\n ", ";")
+	return strings.ReplaceAll(s, "\n", "; ")
+}

@@ -1,0 +1,128 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+func TestParseValid(t *testing.T) {
+	c, err := Parse([]byte(`
+log_notifications: false
+callbacks:
+  - name: grow-pool
+    class: memory
+    include_existing: true
+    exec:
+      command: ["/usr/local/bin/grow", "--x"]
+      timeout: 5s
+  - name: cpus.log
+    class: "{97fadb10-4e33-40ae-359c-8bef029dbdd0}"
+    log: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LogEnabled() {
+		t.Error("log_notifications: false did not turn the log callback off")
+	}
+	if len(c.Callbacks) != 2 {
+		t.Fatalf("got %d callbacks, want 2", len(c.Callbacks))
+	}
+	g := c.Callbacks[0]
+	if g.ClassGUID != notify.GUIDDeviceMemory || !g.IncludeExisting || g.Exec == nil ||
+		g.Exec.Timeout != 5*time.Second || strings.Join(g.Exec.Command, " ") != "/usr/local/bin/grow --x" {
+		t.Errorf("callbacks[0] = %+v", g)
+	}
+	if c.Callbacks[1].ClassGUID != notify.GUIDDeviceProcessor || !c.Callbacks[1].Log {
+		t.Errorf("callbacks[1] = %+v; want the processor class from its braced GUID", c.Callbacks[1])
+	}
+}
+
+func TestParseEmptyIsDefault(t *testing.T) {
+	c, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.LogEnabled() || len(c.Callbacks) != 0 {
+		t.Errorf("empty config = %+v; want the log callback only", c)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct{ name, doc, want string }{
+		{"unknown field", "callbackz: []", "field callbackz not found"},
+		{"unknown nested field", "callbacks:\n  - name: a\n    class: memory\n    exec: {cmd: [x]}", "field cmd not found"},
+		{"no name", "callbacks:\n  - class: memory\n    log: true", "callbacks[0].name: required"},
+		{"bad name", "callbacks:\n  - name: 'a b'\n    class: memory\n    log: true", "callbacks[0].name"},
+		{"reserved name", "callbacks:\n  - name: log\n    class: memory\n    log: true", `callbacks[0].name: "log" is used twice`},
+		{"duplicate name", "callbacks:\n  - {name: a, class: memory, log: true}\n  - {name: a, class: memory, log: true}", `callbacks[1].name: "a" is used twice`},
+		{"no class", "callbacks:\n  - name: a\n    log: true", "callbacks[0].class: required"},
+		{"bad class", "callbacks:\n  - name: a\n    class: disk\n    log: true", "callbacks[0].class"},
+		{"no action", "callbacks:\n  - name: a\n    class: memory", "callbacks[0]: needs an action"},
+		{"both actions", "callbacks:\n  - name: a\n    class: memory\n    log: true\n    exec: {command: [x]}", "exclusive"},
+		{"empty command", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: []}", "callbacks[0].exec.command: required"},
+		{"shell string", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: 'echo hi'}", "cannot unmarshal"},
+		{"bad timeout", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: [x], timeout: soon}", "soon"},
+		{"negative timeout", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: [x], timeout: -1s}", "callbacks[0].exec.timeout"},
+		{"not yaml", "{{{", "did not find"},
+		{"wrong type", "callbacks: 3", "cannot unmarshal"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.doc))
+			if err == nil {
+				t.Fatalf("Parse(%q) succeeded; want an error containing %q", tt.doc, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("Load(missing) = %v; want an error naming the file", err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	os.WriteFile(big, make([]byte, MaxSize+1), 0o600)
+	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Load(big) = %v; want a size error", err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("callbacks:\n  - name: a\n"), 0o600)
+	if _, err := Load(bad); err == nil || !strings.HasPrefix(err.Error(), "config "+bad+": callbacks[0]") {
+		t.Errorf("Load(bad) = %v; want an error starting with the file and the field", err)
+	}
+}
+
+// FuzzParse checks that no document makes the loader panic, and that what it accepts is valid.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("callbacks:\n  - name: a\n    class: memory\n    exec: {command: [/bin/true], timeout: 1s}\n"))
+	f.Add([]byte("log_notifications: false\n"))
+	f.Add([]byte("callbacks: [{name: x, class: '{3fd0f03d-92e0-45fb-b75c-5ed8ffb01021}', log: true}]"))
+	f.Add([]byte("&a [*a]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("multi-line error %q", err)
+			}
+			return
+		}
+		for i, cb := range c.Callbacks {
+			if cb.Name == "" || (cb.Exec == nil) == !cb.Log || (cb.Exec != nil && len(cb.Exec.Command) == 0) {
+				t.Errorf("accepted invalid callbacks[%d] = %+v", i, cb)
+			}
+		}
+	})
+}

@@ -1,0 +1,182 @@
+// Package metrics holds the agent's Prometheus metrics. Their names and labels are part of the
+// agent's interface: dashboards and alerts depend on them.
+package metrics
+
+import (
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+const namespace = "hotplug_agent"
+
+// latencyBuckets span 10 µs to 10 s: the kernel-to-callback path is sub-millisecond when all is
+// well, and a stuck callback shows up in the upper buckets.
+var latencyBuckets = []float64{
+	0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
+
+// Metrics is the agent's set of collectors. All methods are safe for concurrent use and never block.
+type Metrics struct {
+	Notifications    *prometheus.CounterVec
+	DispatchLatency  *prometheus.HistogramVec
+	CallbackDuration *prometheus.HistogramVec
+	CallbackErrors   *prometheus.CounterVec
+	QueueOverflows   *prometheus.CounterVec
+	Uevents          *prometheus.CounterVec
+	UeventsRejected  *prometheus.CounterVec
+	NetlinkOverflows prometheus.Counter
+	Resyncs          *prometheus.CounterVec
+	Interfaces       *prometheus.GaugeVec
+	BuildInfo        *prometheus.GaugeVec
+}
+
+// New creates the collectors and registers them with reg. It panics only if reg already holds
+// collectors of the same names (a programming error).
+func New(reg prometheus.Registerer, version string) *Metrics {
+	m := &Metrics{
+		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "notifications_total",
+			Help: "Device interface notifications emitted, by interface class and event (arrival, removal).",
+		}, []string{"interface_class", "event"}),
+		DispatchLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "dispatch_latency_seconds",
+			Help:    "Time from reading the uevent off the socket to the start of the callback, by callback.",
+			Buckets: latencyBuckets,
+		}, []string{"callback"}),
+		CallbackDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "callback_duration_seconds",
+			Help:    "Time a callback took to run, by callback.",
+			Buckets: latencyBuckets,
+		}, []string{"callback"}),
+		CallbackErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "callback_errors_total",
+			Help: "Callbacks that returned an error or panicked, by callback.",
+		}, []string{"callback"}),
+		QueueOverflows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "callback_queue_overflows_total",
+			Help: "Times a registration fell so far behind that its queue was replaced by a resynchronisation, by callback.",
+		}, []string{"callback"}),
+		Uevents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "uevents_total",
+			Help: "Kernel uevents received, by subsystem and action.",
+		}, []string{"subsystem", "action"}),
+		UeventsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "uevents_rejected_total",
+			Help: "Datagrams dropped: not sent by the kernel (sender), unparseable (malformed), cut short (truncated), or naming a device path outside /devices/system (devpath).",
+		}, []string{"reason"}),
+		NetlinkOverflows: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "netlink_overflows_total",
+			Help: "Times the netlink receive queue overflowed (ENOBUFS) and events were lost; each is followed by a resync.",
+		}),
+		Resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "resyncs_total",
+			Help: "Rescans of sysfs to recover lost events, by reason (overflow, seqnum_gap).",
+		}, []string{"reason"}),
+		Interfaces: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "interfaces",
+			Help: "Active device interfaces (online CPUs, online memory blocks), by interface class.",
+		}, []string{"interface_class"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "build_info",
+			Help: "Build information of the agent; the value is always 1.",
+		}, []string{"version", "goversion", "revision"}),
+	}
+	reg.MustRegister(m.Notifications, m.DispatchLatency, m.CallbackDuration, m.CallbackErrors,
+		m.QueueOverflows, m.Uevents, m.UeventsRejected, m.NetlinkOverflows, m.Resyncs, m.Interfaces, m.BuildInfo)
+
+	revision, goversion := "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goversion = bi.GoVersion
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	m.BuildInfo.WithLabelValues(version, goversion, revision).Set(1)
+	for _, c := range []string{"processor", "memory"} {
+		m.Interfaces.WithLabelValues(c)
+		for _, e := range []string{"arrival", "removal"} {
+			m.Notifications.WithLabelValues(c, e)
+		}
+	}
+	m.NetlinkOverflows.Add(0)
+	for _, r := range []string{"overflow", "seqnum_gap"} {
+		m.Resyncs.WithLabelValues(r)
+	}
+	for _, r := range []string{"sender", "malformed", "truncated", "devpath"} {
+		m.UeventsRejected.WithLabelValues(r)
+	}
+	return m
+}
+
+// knownActions bounds the action label: anything else the kernel may add later is "other".
+var knownActions = map[string]bool{
+	"add": true, "remove": true, "change": true, "move": true,
+	"online": true, "offline": true, "bind": true, "unbind": true,
+}
+
+// InitCallback creates the per-callback series of owner at zero, so that a query or an alert on
+// a callback that has not failed yet finds a series.
+func (m *Metrics) InitCallback(owner string) {
+	m.CallbackErrors.WithLabelValues(owner)
+	m.QueueOverflows.WithLabelValues(owner)
+}
+
+// Uevent counts one received uevent.
+func (m *Metrics) Uevent(subsystem, action string) {
+	if !knownActions[action] {
+		action = "other"
+	}
+	m.Uevents.WithLabelValues(subsystem, action).Inc()
+}
+
+// Rejected counts one dropped datagram.
+func (m *Metrics) Rejected(reason string) { m.UeventsRejected.WithLabelValues(reason).Inc() }
+
+// Notified counts one notification emitted by the agent and moves the interface gauge with it.
+func (m *Metrics) Notified(n *notify.Notification) {
+	class := notify.ClassName(n.InterfaceClassGUID)
+	m.Notifications.WithLabelValues(class, notify.EventName(n.Event)).Inc()
+	if n.IsArrival() {
+		m.Interfaces.WithLabelValues(class).Inc()
+	} else {
+		m.Interfaces.WithLabelValues(class).Dec()
+	}
+}
+
+// SetInterfaces sets the active interface counts from the active set.
+func (m *Metrics) SetInterfaces(active []notify.Interface) {
+	var cpus, blocks int
+	for _, i := range active {
+		switch i.ClassGUID {
+		case notify.GUIDDeviceProcessor:
+			cpus++
+		case notify.GUIDDeviceMemory:
+			blocks++
+		}
+	}
+	m.Interfaces.WithLabelValues("processor").Set(float64(cpus))
+	m.Interfaces.WithLabelValues("memory").Set(float64(blocks))
+}
+
+// CallbackStarted implements notify.Observer.
+func (m *Metrics) CallbackStarted(owner string, _ *notify.Notification, latency time.Duration) {
+	m.DispatchLatency.WithLabelValues(owner).Observe(latency.Seconds())
+}
+
+// CallbackDone implements notify.Observer.
+func (m *Metrics) CallbackDone(owner string, _ *notify.Notification, took time.Duration, err error) {
+	m.CallbackDuration.WithLabelValues(owner).Observe(took.Seconds())
+	if err != nil {
+		m.CallbackErrors.WithLabelValues(owner).Inc()
+	}
+}
+
+// QueueOverflow implements notify.Observer.
+func (m *Metrics) QueueOverflow(owner string, _ int) { m.QueueOverflows.WithLabelValues(owner).Inc() }

@@ -1,0 +1,175 @@
+package web
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+func cpu(n int) notify.Interface {
+	return notify.Interface{ClassGUID: notify.GUIDDeviceProcessor, SymbolicLink: "/sys/devices/system/cpu/cpu" + string(rune('0'+n)), Number: n, Node: 0, State: "online"}
+}
+
+func block(n int) notify.Interface {
+	return notify.Interface{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/system/memory/memory" + string(rune('0'+n)),
+		Number: n, Node: -1, PhysStart: uint64(n) << 27, Size: 1 << 27, State: "online", Zones: "Normal"}
+}
+
+func newServer(t *testing.T, buffer int) (*notify.Registry, *httptest.Server) {
+	t.Helper()
+	reg := notify.NewRegistry(notify.Options{})
+	reg.Seed([]notify.Interface{cpu(0), cpu(1), block(0)})
+	srv := httptest.NewServer(Handler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), StreamBuffer: buffer}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		reg.Close(ctx)
+	})
+	return reg, srv
+}
+
+type wire struct {
+	Event          string `json:"event"`
+	InterfaceClass string `json:"interface_class"`
+	SymbolicLink   string `json:"symbolic_link"`
+	Cause          string `json:"cause"`
+	MemoryBlock    *int   `json:"memory_block"`
+	PhysStart      *uint64
+}
+
+// stream reads the SSE lines of one /events response.
+func stream(t *testing.T, url string) (*bufio.Scanner, func()) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %s %s", url, resp.Status, b)
+	}
+	return bufio.NewScanner(resp.Body), func() { resp.Body.Close() }
+}
+
+func nextData(t *testing.T, sc *bufio.Scanner) (wire, string) {
+	t.Helper()
+	for sc.Scan() {
+		line := sc.Text()
+		if d, ok := strings.CutPrefix(line, "data: "); ok {
+			var w wire
+			if err := json.Unmarshal([]byte(d), &w); err != nil {
+				t.Fatalf("data %q: %v", d, err)
+			}
+			return w, d
+		}
+	}
+	t.Fatalf("stream ended: %v", sc.Err())
+	return wire{}, ""
+}
+
+func TestEventsIncludeExistingThenLive(t *testing.T) {
+	reg, srv := newServer(t, 0)
+	sc, done := stream(t, srv.URL+"/events?class=processor&include_existing=true")
+	defer done()
+	// Published after the headers arrived: must follow the existing ones, with nothing lost.
+	reg.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, cpu(1), 7, time.Now(), notify.CauseUevent))
+	reg.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, block(0), 8, time.Now(), notify.CauseUevent))
+	reg.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceArrival, cpu(1), 9, time.Now(), notify.CauseUevent))
+	want := []string{"arrival cpu0 existing", "arrival cpu1 existing", "removal cpu1 uevent", "arrival cpu1 uevent"}
+	for i, w := range want {
+		got, _ := nextData(t, sc)
+		s := got.Event + " " + got.SymbolicLink[strings.LastIndex(got.SymbolicLink, "/")+1:] + " " + got.Cause
+		if s != w {
+			t.Errorf("event %d = %q; want %q (the memory removal must be filtered out)", i, s, w)
+		}
+	}
+}
+
+func TestEventsMemoryFields(t *testing.T) {
+	_, srv := newServer(t, 0)
+	sc, done := stream(t, srv.URL+"/events?class=memory&include_existing=1")
+	defer done()
+	_, raw := nextData(t, sc)
+	for _, want := range []string{`"interface_class":"memory"`, `"interface_class_guid":"3fd0f03d-92e0-45fb-b75c-5ed8ffb01021"`,
+		`"memory_block":0`, `"phys_start":0`, `"size":134217728`, `"event_guid":"cb3a4004-46f0-11d0-b08f-00609713053f"`, `"version":1`} {
+		if !strings.Contains(raw, want) {
+			t.Errorf("%s lacks %s", raw, want)
+		}
+	}
+	if strings.Contains(raw, `"cpu"`) || strings.Contains(raw, `"node"`) {
+		t.Errorf("%s has a cpu field or an unknown node", raw)
+	}
+}
+
+// TestEventsSlowSubscriberIsCutOff fills a subscriber's buffer while it does not read: it is
+// cut off with a reason, and publishing never blocks.
+func TestEventsSlowSubscriberIsCutOff(t *testing.T) {
+	reg, srv := newServer(t, 4)
+	resp, err := http.Get(srv.URL + "/events?class=processor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Far more than the buffer and the socket buffers hold, without reading.
+	for i := range 20000 {
+		ev := notify.GUIDDeviceInterfaceRemoval
+		if i%2 == 1 {
+			ev = notify.GUIDDeviceInterfaceArrival
+		}
+		reg.Publish(notify.NewNotification(ev, cpu(1), uint64(i), time.Now(), notify.CauseUevent))
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "event: error\ndata: {\"error\":\"subscriber too slow") {
+		t.Errorf("stream did not end with the cut-off reason; tail: %q", string(b[max(0, len(b)-300):]))
+	}
+}
+
+func TestInterfacesAndErrors(t *testing.T) {
+	_, srv := newServer(t, 0)
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/interfaces")
+	var all []wire
+	if err := json.Unmarshal([]byte(body), &all); code != 200 || err != nil || len(all) != 3 {
+		t.Fatalf("/interfaces: %d %v %s", code, err, body)
+	}
+	if all[0].InterfaceClass != "processor" || all[2].InterfaceClass != "memory" {
+		t.Errorf("/interfaces order: %s; want processors first", body)
+	}
+	if code, body = get("/interfaces?class=memory"); code != 200 || strings.Count(body, "symbolic_link") != 1 {
+		t.Errorf("/interfaces?class=memory: %d %s", code, body)
+	}
+	for _, p := range []string{"/interfaces?class=disk", "/events?class=disk", "/events?include_existing=maybe"} {
+		if code, body := get(p); code != 400 {
+			t.Errorf("%s: %d %s; want 400", p, code, body)
+		}
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, _ := get("/metrics"); code != 200 {
+		t.Errorf("/metrics: %d", code)
+	}
+}
