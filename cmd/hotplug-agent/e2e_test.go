@@ -469,3 +469,52 @@ func onlineCPUs(t *testing.T) int {
 	}
 	return n
 }
+
+// TestIntegrationOverflowResync stops the agent, loses a real CPU offline in a flood of uevents
+// that overflows its (deliberately tiny) receive buffer, and resumes it: the agent must notice the
+// overflow, rescan, and announce the removal it never received, then carry on live.
+func TestIntegrationOverflowResync(t *testing.T) {
+	testenv.RequireRoot(t)
+	cpu := testenv.HotpluggableCPU(t)
+	testenv.LockCPUs(t)
+	link := fmt.Sprintf("/sys/devices/system/cpu/cpu%d", cpu)
+
+	a := startAgent(t, "--netlink.receive-buffer-bytes=4096")
+	events := a.subscribe(t, "class=processor")
+
+	a.cmd.Process.Signal(syscall.SIGSTOP)
+	stopped := true
+	defer func() {
+		if stopped {
+			a.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	testenv.SetCPUOnline(t, cpu, false)
+	// A few hundred events: far more than 4 KiB holds, few enough that other test packages'
+	// listeners, with default buffers, keep up.
+	for i := range 300 {
+		if err := testenv.Synthesize("/sys/devices/system/cpu/cpu0", "change"); err != nil {
+			t.Fatalf("synthetic uevent %d: %v", i, err)
+		}
+	}
+	a.cmd.Process.Signal(syscall.SIGCONT)
+	stopped = false
+
+	removal := next(t, events, "the removal lost in the overflow")
+	if removal.Event != "removal" || removal.SymbolicLink != link || removal.Cause != "resync" {
+		t.Errorf("after the overflow got %+v; want the removal of %s with cause resync", removal, link)
+	}
+	testenv.SetCPUOnline(t, cpu, true)
+	arrival := next(t, events, "the live arrival after the resync")
+	if arrival.Event != "arrival" || arrival.SymbolicLink != link || arrival.Cause != "uevent" {
+		t.Errorf("after the resync got %+v; want the arrival of %s with cause uevent", arrival, link)
+	}
+	m := a.get(t, "/metrics")
+	if v := metric(t, m, "hotplug_agent_netlink_overflows_total"); v < 1 {
+		t.Errorf("hotplug_agent_netlink_overflows_total = %v; want at least 1", v)
+	}
+	if v := metric(t, m, `hotplug_agent_resyncs_total{reason="overflow"}`); v < 1 {
+		t.Errorf(`hotplug_agent_resyncs_total{reason="overflow"} = %v; want at least 1`, v)
+	}
+	a.stop(t)
+}
