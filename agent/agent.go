@@ -19,6 +19,7 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/metrics"
 	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/online"
 	"github.com/hotplug-agent/hotplug-agent/state"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 	"github.com/hotplug-agent/hotplug-agent/udev"
@@ -47,6 +48,7 @@ type Agent struct {
 	conn     *udev.Conn
 	tracker  *state.Tracker
 	registry *notify.Registry
+	onliner  *online.Onliner // nil when the policy onlines nothing
 	metrics  *metrics.Metrics
 	listener net.Listener
 	server   *http.Server
@@ -111,6 +113,9 @@ func New(o Options) (*Agent, error) {
 	if err := a.registerCallbacks(); err != nil {
 		return nil, err
 	}
+	if p := o.Config.Online.Policy(); p.Enabled() {
+		a.onliner = online.New(p, fs, o.Logger, a.metrics.OnlineAttempt)
+	}
 
 	a.server = &http.Server{
 		Handler: web.Handler(web.Options{
@@ -174,6 +179,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- a.loop(ctx) }()
+	if a.onliner != nil {
+		go a.onliner.Run(ctx)
+	}
 
 	var err error
 	select {
@@ -229,11 +237,27 @@ func (a *Agent) loop(ctx context.Context) error {
 			continue
 		}
 		a.metrics.Uevent(ev.Subsystem, ev.Action)
-		if kind, _ := state.Classify(ev.Subsystem, ev.DevPath); kind != state.KindNone {
+		if state.Suspicious(ev.Subsystem, ev.DevPath) {
+			a.metrics.Rejected("devpath")
+			a.log.Warn("uevent with a device path outside /devices/system dropped", "devpath", ev.DevPath, "seqnum", ev.Seqnum)
+			continue
+		}
+		kind, n := state.Classify(ev.Subsystem, ev.DevPath)
+		if kind != state.KindNone {
 			a.log.Debug("uevent", "action", ev.Action, "devpath", ev.DevPath, "seqnum", ev.Seqnum, "synthetic", ev.Synthetic())
 		}
 		notes, gap := a.tracker.Handle(&ev)
 		a.publish(notes)
+		if a.onliner != nil && ev.Action == "add" && !ev.Synthetic() {
+			// The arrival follows the online uevent the write causes, as Windows announces a
+			// processor only once threads can run on it.
+			switch kind {
+			case state.KindCPU:
+				a.onliner.AddCPU(n, ev.ReadAt)
+			case state.KindMemory:
+				a.onliner.AddMemoryBlock(n, ev.ReadAt)
+			}
+		}
 		if gap {
 			a.resync(state.ReasonSeqnumGap, ev.Seqnum, ev.ReadAt)
 		}

@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/online"
 )
 
 // MaxSize bounds a configuration file: anything larger is a mistake, not a configuration.
@@ -26,6 +27,35 @@ type Config struct {
 	LogNotifications *bool `yaml:"log_notifications"`
 	// Callbacks are the registrations the agent makes at start.
 	Callbacks []Callback `yaml:"callbacks"`
+	// Online is the online policy for hot-added CPUs and memory blocks.
+	Online Online `yaml:"online"`
+}
+
+// Online is the online policy: what the agent does with a CPU or memory block the kernel has
+// just added (hot-added resources stay offline on Linux unless something onlines them).
+type Online struct {
+	// CPU is "online" or "none" (default).
+	CPU string `yaml:"cpu"`
+	// Memory is "online", "online_kernel", "online_movable", "auto" (online only where the
+	// kernel's auto_online_blocks does not) or "none" (default).
+	Memory string `yaml:"memory"`
+	// Retries bounds the further attempts after a failed online. Default 3.
+	Retries *int `yaml:"retries"`
+}
+
+// Policy returns the online policy with its defaults filled in.
+func (o Online) Policy() online.Policy {
+	p := online.Policy{CPU: o.CPU, Memory: o.Memory, Retries: 3}
+	if p.CPU == "" {
+		p.CPU = online.None
+	}
+	if p.Memory == "" {
+		p.Memory = online.None
+	}
+	if o.Retries != nil {
+		p.Retries = *o.Retries
+	}
+	return p
 }
 
 // Callback is one named registration.
@@ -93,6 +123,9 @@ func Parse(b []byte) (*Config, error) {
 func (c *Config) LogEnabled() bool { return c.LogNotifications == nil || *c.LogNotifications }
 
 func (c *Config) validate() error {
+	if err := c.Online.Policy().Validate(); err != nil {
+		return fmt.Errorf("online.%w", err)
+	}
 	seen := map[string]bool{"log": c.LogEnabled()}
 	for i := range c.Callbacks {
 		cb := &c.Callbacks[i]

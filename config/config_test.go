@@ -43,6 +43,20 @@ callbacks:
 	}
 }
 
+func TestOnlinePolicy(t *testing.T) {
+	c, err := Parse([]byte("online:\n  cpu: online\n  memory: online_movable\n  retries: 5\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Online.Policy(); p.CPU != "online" || p.Memory != "online_movable" || p.Retries != 5 {
+		t.Errorf("policy = %+v", p)
+	}
+	c, _ = Parse(nil)
+	if p := c.Online.Policy(); p.CPU != "none" || p.Memory != "none" || p.Retries != 3 || p.Enabled() {
+		t.Errorf("default policy = %+v; want none, none, 3 retries", p)
+	}
+}
+
 func TestParseEmptyIsDefault(t *testing.T) {
 	c, err := Parse(nil)
 	if err != nil {
@@ -70,6 +84,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad timeout", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: [x], timeout: soon}", "soon"},
 		{"negative timeout", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: [x], timeout: -1s}", "callbacks[0].exec.timeout"},
 		{"not yaml", "{{{", "did not find"},
+		{"bad cpu policy", "online: {cpu: always}", `online.cpu: "always"`},
+		{"bad memory policy", "online: {memory: movable}", `online.memory: "movable"`},
+		{"bad retries", "online: {retries: -2}", "online.retries: -2"},
+		{"unknown policy field", "online: {disk: online}", "field disk not found"},
 		{"wrong type", "callbacks: 3", "cannot unmarshal"},
 	}
 	for _, tt := range tests {

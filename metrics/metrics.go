@@ -32,6 +32,8 @@ type Metrics struct {
 	NetlinkOverflows prometheus.Counter
 	Resyncs          *prometheus.CounterVec
 	Interfaces       *prometheus.GaugeVec
+	OnlineAttempts   *prometheus.CounterVec
+	OnlineDuration   *prometheus.HistogramVec
 	BuildInfo        *prometheus.GaugeVec
 }
 
@@ -81,13 +83,23 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Namespace: namespace, Name: "interfaces",
 			Help: "Active device interfaces (online CPUs, online memory blocks), by interface class.",
 		}, []string{"interface_class"}),
+		OnlineAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "online_attempts_total",
+			Help: "Writes of the online policy to bring a hot-added CPU or memory block online, by interface class and result (success, failure).",
+		}, []string{"interface_class", "result"}),
+		OnlineDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "online_duration_seconds",
+			Help:    "Time from the kernel's add uevent to the resource being online by the online policy, by interface class.",
+			Buckets: latencyBuckets,
+		}, []string{"interface_class"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "build_info",
 			Help: "Build information of the agent; the value is always 1.",
 		}, []string{"version", "goversion", "revision"}),
 	}
 	reg.MustRegister(m.Notifications, m.DispatchLatency, m.CallbackDuration, m.CallbackErrors,
-		m.QueueOverflows, m.Uevents, m.UeventsRejected, m.NetlinkOverflows, m.Resyncs, m.Interfaces, m.BuildInfo)
+		m.QueueOverflows, m.Uevents, m.UeventsRejected, m.NetlinkOverflows, m.Resyncs, m.Interfaces,
+		m.OnlineAttempts, m.OnlineDuration, m.BuildInfo)
 
 	revision, goversion := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -101,6 +113,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	m.BuildInfo.WithLabelValues(version, goversion, revision).Set(1)
 	for _, c := range []string{"processor", "memory"} {
 		m.Interfaces.WithLabelValues(c)
+		m.OnlineAttempts.WithLabelValues(c, "success")
+		m.OnlineAttempts.WithLabelValues(c, "failure")
 		for _, e := range []string{"arrival", "removal"} {
 			m.Notifications.WithLabelValues(c, e)
 		}
@@ -175,6 +189,15 @@ func (m *Metrics) CallbackDone(owner string, _ *notify.Notification, took time.D
 	m.CallbackDuration.WithLabelValues(owner).Observe(took.Seconds())
 	if err != nil {
 		m.CallbackErrors.WithLabelValues(owner).Inc()
+	}
+}
+
+// OnlineAttempt counts one write of the online policy; a success also observes the time from
+// the add uevent to the resource being online.
+func (m *Metrics) OnlineAttempt(class, result string, sinceAdd time.Duration) {
+	m.OnlineAttempts.WithLabelValues(class, result).Inc()
+	if result == "success" {
+		m.OnlineDuration.WithLabelValues(class).Observe(sinceAdd.Seconds())
 	}
 }
 

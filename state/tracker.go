@@ -5,6 +5,7 @@ package state
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,6 +82,17 @@ func Classify(subsystem, devpath string) (Kind, int) {
 		}
 	}
 	return KindNone, -1
+}
+
+// Suspicious reports a DEVPATH of a cpu or memory uevent that no kernel would send: one that is
+// not clean (doubled slashes, "." or ".." elements, a trailing slash) or that lies outside
+// /devices (a symlink name such as /bus/cpu/devices/cpu1). The agent drops such events and counts
+// them; the real kernel never sends them, so only a forger or a bug could.
+func Suspicious(subsystem, devpath string) bool {
+	if subsystem != "cpu" && subsystem != "memory" {
+		return false
+	}
+	return devpath != path.Clean(devpath) || !strings.HasPrefix(devpath, "/devices/")
 }
 
 // index parses the decimal number that ends path after prefix.

@@ -132,6 +132,28 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+func TestSuspicious(t *testing.T) {
+	for _, tt := range []struct {
+		subsystem, devpath string
+		want               bool
+	}{
+		{"cpu", "/devices/system/cpu/cpu1", false},
+		{"memory", "/devices/system/memory/memory9", false},
+		{"cpu", "/devices/system/cpu/../cpu/cpu1", true},
+		{"cpu", "/devices/system//cpu/cpu1", true},
+		{"cpu", "/devices/system/cpu/./cpu1", true},
+		{"cpu", "/devices/system/cpu/cpu1/", true},
+		{"cpu", "/bus/cpu/devices/cpu1", true},
+		{"memory", "/../../etc/memory1", true},
+		{"memory", "devices/system/memory/memory1", true},
+		{"cpuid", "/devices/virtual/../cpuid/cpu1", false}, // not ours to judge
+	} {
+		if got := Suspicious(tt.subsystem, tt.devpath); got != tt.want {
+			t.Errorf("Suspicious(%q, %q) = %v; want %v", tt.subsystem, tt.devpath, got, tt.want)
+		}
+	}
+}
+
 func TestScanAnnouncesOnlineOnly(t *testing.T) {
 	f := newFake(map[int]bool{0: true, 1: true, 2: false}, map[int]bool{0: true, 5: false, 32: true})
 	got, err := New(f).Scan()

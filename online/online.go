@@ -1,0 +1,229 @@
+// Package online brings hot-added CPUs and memory blocks online, by policy, so that a machine
+// needs no udev rules for it. It acts only on the kernel's own "add" of a device, writes only
+// paths it builds from a validated CPU number or block index, checks the state before each write
+// (never onlining twice, nor fighting the kernel's own auto-online), onlines the blocks of one
+// hot-add in ascending order, and retries a failed online a bounded number of times.
+package online
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/sysfs"
+)
+
+// The policy values.
+const (
+	None          = "none"           // leave hot-added resources as the kernel left them
+	Online        = "online"         // CPUs: online; memory: online, the kernel picks the zone
+	OnlineKernel  = "online_kernel"  // memory: online in ZONE_NORMAL
+	OnlineMovable = "online_movable" // memory: online in ZONE_MOVABLE (can be hot-removed again)
+	Auto          = "auto"           // memory: follow the kernel's auto_online_blocks
+)
+
+// Policy says what to do with hot-added resources.
+type Policy struct {
+	// CPU is None or Online.
+	CPU string
+	// Memory is None, Online, OnlineKernel, OnlineMovable or Auto. With Auto the agent onlines
+	// (as "online") only when the kernel's auto_online_blocks is "offline": where the kernel
+	// onlines blocks itself, the agent leaves them to it.
+	Memory string
+	// Retries bounds the further attempts after a failed online.
+	Retries int
+	// Backoff is the wait before the first retry; it doubles for each further one. Zero: 50 ms.
+	Backoff time.Duration
+}
+
+// Validate reports a policy value that is not one of the above, naming the field.
+func (p Policy) Validate() error {
+	if p.CPU != "" && p.CPU != None && p.CPU != Online {
+		return fmt.Errorf("cpu: %q: want online or none", p.CPU)
+	}
+	switch p.Memory {
+	case "", None, Online, OnlineKernel, OnlineMovable, Auto:
+	default:
+		return fmt.Errorf("memory: %q: want online, online_kernel, online_movable, auto or none", p.Memory)
+	}
+	if p.Retries < 0 || p.Retries > 100 {
+		return fmt.Errorf("retries: %d: want 0 to 100", p.Retries)
+	}
+	return nil
+}
+
+// Enabled reports whether the policy onlines anything.
+func (p Policy) Enabled() bool {
+	return p.CPU == Online || (p.Memory != "" && p.Memory != None)
+}
+
+// Sysfs is what the onliner reads and writes: the subset of sysfs.FS it needs.
+type Sysfs interface {
+	CPU(n int) (sysfs.CPU, error)
+	MemoryBlock(n int) (sysfs.MemoryBlock, error)
+	AutoOnlineBlocks() (string, error)
+	SetCPUOnline(n int, online bool) error
+	SetMemoryState(n int, state string) error
+}
+
+// Observer receives each attempt's outcome: class "processor" or "memory", result "success" or
+// "failure", and for a success the time from the add uevent to the resource being online.
+type Observer func(class, result string, sinceAdd time.Duration)
+
+// Onliner applies a Policy. Add queues work and never blocks; Run does it. Safe for concurrent use.
+type Onliner struct {
+	p       Policy
+	fs      Sysfs
+	log     *slog.Logger
+	observe Observer
+
+	mu      sync.Mutex
+	pending []item
+	wake    chan struct{}
+}
+
+type item struct {
+	memory bool
+	n      int
+	added  time.Time
+}
+
+// New returns an Onliner for p (which must be valid). observe may be nil.
+func New(p Policy, fs Sysfs, log *slog.Logger, observe Observer) *Onliner {
+	if p.Backoff <= 0 {
+		p.Backoff = 50 * time.Millisecond
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if observe == nil {
+		observe = func(string, string, time.Duration) {}
+	}
+	return &Onliner{p: p, fs: fs, log: log, observe: observe, wake: make(chan struct{}, 1)}
+}
+
+// AddCPU queues CPU n, reported added by the kernel at time added. It never blocks.
+func (o *Onliner) AddCPU(n int, added time.Time) {
+	if o.p.CPU == Online {
+		o.push(item{n: n, added: added})
+	}
+}
+
+// AddMemoryBlock queues memory block n, reported added by the kernel at time added. It never blocks.
+func (o *Onliner) AddMemoryBlock(n int, added time.Time) {
+	if o.p.Memory != "" && o.p.Memory != None {
+		o.push(item{memory: true, n: n, added: added})
+	}
+}
+
+func (o *Onliner) push(it item) {
+	o.mu.Lock()
+	o.pending = append(o.pending, it)
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run onlines queued resources until ctx ends. Each round takes everything queued so far and
+// handles it in ascending order, CPUs first, then memory blocks. It blocks; call it once.
+func (o *Onliner) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-o.wake:
+		}
+		o.mu.Lock()
+		batch := o.pending
+		o.pending = nil
+		o.mu.Unlock()
+		slices.SortStableFunc(batch, func(a, b item) int {
+			if a.memory != b.memory {
+				if a.memory {
+					return 1
+				}
+				return -1
+			}
+			return a.n - b.n
+		})
+		for _, it := range batch {
+			if ctx.Err() != nil {
+				return nil
+			}
+			o.handle(ctx, it)
+		}
+	}
+}
+
+// handle onlines one resource unless it is online already or the policy leaves it to the kernel.
+func (o *Onliner) handle(ctx context.Context, it item) {
+	class, what := "processor", fmt.Sprintf("cpu%d", it.n)
+	if it.memory {
+		class, what = "memory", fmt.Sprintf("memory%d", it.n)
+	}
+	var state string // what to write to a memory block's state file
+	if it.memory {
+		state = o.p.Memory
+		if state == Auto {
+			auto, err := o.fs.AutoOnlineBlocks()
+			if err != nil {
+				o.log.Warn("online policy: cannot read auto_online_blocks; leaving the block to the kernel", "block", it.n, "err", err)
+				return
+			}
+			if strings.TrimSpace(auto) != "offline" {
+				o.log.Debug("online policy: the kernel onlines hot-added memory itself", "block", it.n, "auto_online_blocks", auto)
+				return
+			}
+			state = Online
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		online, err := o.isOnline(it)
+		if err != nil {
+			o.log.Warn("online policy: cannot read state; giving up", "device", what, "err", err)
+			o.observe(class, "failure", 0)
+			return
+		}
+		if online {
+			o.log.Debug("online policy: already online", "device", what, "attempt", attempt+1)
+			return
+		}
+		if it.memory {
+			err = o.fs.SetMemoryState(it.n, state)
+		} else {
+			err = o.fs.SetCPUOnline(it.n, true)
+		}
+		if err == nil {
+			o.observe(class, "success", time.Since(it.added))
+			o.log.Info("online policy: brought online", "device", what, "state", state, "attempt", attempt+1)
+			return
+		}
+		// The kernel or another tool may have onlined it meanwhile: the next round checks.
+		o.observe(class, "failure", 0)
+		if attempt >= o.p.Retries {
+			o.log.Error("online policy: could not bring online", "device", what, "attempts", attempt+1, "err", err)
+			return
+		}
+		o.log.Warn("online policy: online failed; retrying", "device", what, "attempt", attempt+1, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(o.p.Backoff << attempt):
+		}
+	}
+}
+
+func (o *Onliner) isOnline(it item) (bool, error) {
+	if it.memory {
+		b, err := o.fs.MemoryBlock(it.n)
+		return b.Online(), err
+	}
+	c, err := o.fs.CPU(it.n)
+	return c.Online, err
+}
