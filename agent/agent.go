@@ -1,5 +1,5 @@
 // Package agent wires the daemon together: the uevent listener, the sysfs tracker, the
-// notification registry, the configured callbacks and the HTTP server.
+// notification registry, the online policy, the configured callbacks and the HTTP server.
 package agent
 
 import (
@@ -9,11 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	toolkit "github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/hotplug-agent/hotplug-agent/callback"
 	"github.com/hotplug-agent/hotplug-agent/config"
@@ -29,35 +33,49 @@ import (
 // Options are the agent's settings, from flags and the configuration file.
 type Options struct {
 	SysfsPath          string
-	ListenAddress      string
+	ListenAddresses    []string // HTTP API addresses; ignored with SystemdSocket
+	SystemdSocket      bool     // serve on the sockets systemd passes (socket activation)
+	WebConfigFile      string   // exporter-toolkit web configuration: TLS and basic auth
 	ReceiveBufferBytes int
 	Config             *config.Config // nil: defaults
 	Version            string
 	Logger             *slog.Logger
 	// ShutdownGrace bounds how long shutdown waits for callbacks in flight; 0 means 10 s.
 	ShutdownGrace time.Duration
+	// Source replaces the kernel's uevent socket (tests); nil opens the socket.
+	Source Source
 }
 
-// stuckAfter is how long the event loop may spend on one event before /healthz fails.
-const stuckAfter = 10 * time.Second
+// Source is where uevents come from: the kernel's netlink socket (*udev.Conn), or a test's fake.
+type Source interface {
+	// Read blocks until the next event; udev.ErrOverflow reports lost events.
+	Read(ctx context.Context) (udev.Event, error)
+	Close() error
+}
+
+// defaultStuckAfter is how long the event loop may spend on one event before /healthz fails and
+// the systemd watchdog stops being fed; a shorter watchdog interval lowers it.
+const defaultStuckAfter = 10 * time.Second
 
 // Agent is a configured, not yet running, agent. Create it with New, run it with Run.
 type Agent struct {
-	o        Options
-	log      *slog.Logger
-	conn     *udev.Conn
-	tracker  *state.Tracker
-	registry *notify.Registry
-	onliner  *online.Onliner // nil when the policy onlines nothing
-	metrics  *metrics.Metrics
-	listener net.Listener
-	server   *http.Server
-	busy     atomic.Int64 // unix nanoseconds since the loop began the current event; 0 when waiting
+	o          Options
+	log        *slog.Logger
+	source     Source
+	tracker    *state.Tracker
+	registry   *notify.Registry
+	onliner    *online.Onliner // nil when the policy onlines nothing
+	metrics    *metrics.Metrics
+	listeners  []net.Listener
+	handler    http.Handler
+	stuckAfter time.Duration
+	busy       atomic.Int64 // unix nanoseconds since the loop began the current event; 0 when waiting
 }
 
-// New checks the options, opens the uevent socket, takes the first snapshot of sysfs, registers
-// the configured callbacks and binds the HTTP listener: every error a user can cause (a sysfs root
-// that is not one, a port in use) is returned here, before anything runs. It does not block.
+// New checks the options, binds the HTTP listeners, opens the uevent socket, takes the first
+// snapshot of sysfs and registers the configured callbacks: every error a user can cause (a sysfs
+// root that is not one, a bad web config, a port in use) is returned here, before anything runs.
+// It does not block.
 func New(o Options) (*Agent, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -72,21 +90,20 @@ func New(o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{o: o, log: o.Logger, tracker: state.New(fs)}
-	// The port first: a port in use is the commonest mistake, and it is reported before any log.
-	a.listener, err = net.Listen("tcp", o.ListenAddress)
-	if err != nil {
-		return nil, fmt.Errorf("web: listen on %s: %w", o.ListenAddress, err)
+	if err := toolkit.Validate(o.WebConfigFile); err != nil {
+		return nil, fmt.Errorf("web config %s: %w", o.WebConfigFile, err)
 	}
+	a := &Agent{o: o, log: o.Logger, tracker: state.New(fs), stuckAfter: defaultStuckAfter}
 	ok := false
 	defer func() {
 		if !ok {
-			a.listener.Close()
-			if a.conn != nil {
-				a.conn.Close()
-			}
+			a.close()
 		}
 	}()
+	// The ports first: a port in use is the commonest mistake, reported before any log.
+	if err := a.listen(); err != nil {
+		return nil, err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -95,13 +112,17 @@ func New(o Options) (*Agent, error) {
 
 	// The socket first, then the snapshot: a change between the two is then both in the snapshot
 	// and in the socket's queue, and the tracker drops the duplicate.
-	a.conn, err = udev.Listen(udev.Options{
-		ReceiveBufferBytes: o.ReceiveBufferBytes,
-		Logger:             o.Logger,
-		OnReject:           a.metrics.Rejected,
-	})
-	if err != nil {
-		return nil, err
+	a.source = o.Source
+	if a.source == nil {
+		conn, err := udev.Listen(udev.Options{
+			ReceiveBufferBytes: o.ReceiveBufferBytes,
+			Logger:             o.Logger,
+			OnReject:           a.metrics.Rejected,
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.source = conn
 	}
 	active, err := a.tracker.Scan()
 	if err != nil {
@@ -116,20 +137,51 @@ func New(o Options) (*Agent, error) {
 	if p := o.Config.Online.Policy(); p.Enabled() {
 		a.onliner = online.New(p, fs, o.Logger, a.metrics.OnlineAttempt)
 	}
-
-	a.server = &http.Server{
-		Handler: web.Handler(web.Options{
-			Registry: a.registry,
-			Gatherer: reg,
-			Healthy:  a.healthy,
-			Logger:   o.Logger,
-			Version:  o.Version,
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
-	}
+	a.handler = web.Handler(web.Options{
+		Registry: a.registry,
+		Gatherer: reg,
+		Healthy:  a.healthy,
+		Logger:   o.Logger,
+		Version:  o.Version,
+	})
 	ok = true
 	return a, nil
+}
+
+// listen binds the HTTP listeners, or takes those systemd passed.
+func (a *Agent) listen() error {
+	if a.o.SystemdSocket {
+		ls, err := activation.Listeners()
+		if err != nil {
+			return fmt.Errorf("web: systemd socket activation: %w", err)
+		}
+		if len(ls) == 0 {
+			return errors.New("web: --web.systemd-socket: systemd passed no socket (LISTEN_FDS unset)")
+		}
+		a.listeners = ls
+		return nil
+	}
+	addrs := a.o.ListenAddresses
+	if len(addrs) == 0 {
+		return errors.New("web: no listen address")
+	}
+	for _, addr := range addrs {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("web: listen on %s: %w", addr, err)
+		}
+		a.listeners = append(a.listeners, l)
+	}
+	return nil
+}
+
+func (a *Agent) close() {
+	for _, l := range a.listeners {
+		l.Close()
+	}
+	if a.source != nil {
+		a.source.Close()
+	}
 }
 
 func (a *Agent) registerCallbacks() error {
@@ -160,48 +212,95 @@ func (a *Agent) registerCallbacks() error {
 	return nil
 }
 
-// Addr is the address the HTTP server listens on.
-func (a *Agent) Addr() net.Addr { return a.listener.Addr() }
+// Addrs are the addresses the HTTP server listens on.
+func (a *Agent) Addrs() []net.Addr {
+	out := make([]net.Addr, len(a.listeners))
+	for i, l := range a.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
 
 // Registry is the agent's notification registry, for code built into the agent.
 func (a *Agent) Registry() *notify.Registry { return a.registry }
 
 // Run serves HTTP and follows the kernel's uevents until ctx is cancelled, then shuts down:
-// streams end, callbacks in flight get ShutdownGrace to finish. It blocks; call it once.
+// streams end, callbacks in flight get ShutdownGrace to finish. Under systemd it reports READY=1
+// once everything runs, feeds the watchdog while the event loop is healthy, and reports
+// STOPPING=1 on the way out. It blocks; call it once.
 func (a *Agent) Run(ctx context.Context) error {
 	streams, stopStreams := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStreams()
-	a.server.BaseContext = func(net.Listener) context.Context { return streams }
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- a.server.Serve(a.listener) }()
-	a.log.Info("agent ready", "listen", a.listener.Addr().String(), "sysfs", a.o.SysfsPath,
-		"receive_buffer_bytes", a.conn.ReceiveBufferBytes(), "interfaces", len(a.registry.Active()))
-
-	loopErr := make(chan error, 1)
-	go func() { loopErr <- a.loop(ctx) }()
-	if a.onliner != nil {
-		go a.onliner.Run(ctx)
+	servers := make([]*http.Server, len(a.listeners))
+	serveErr := make(chan error, len(a.listeners))
+	webLog := a.log.With("component", "web")
+	for i, l := range a.listeners {
+		srv := &http.Server{
+			Handler:           a.handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+			BaseContext:       func(net.Listener) context.Context { return streams },
+		}
+		servers[i] = srv
+		go func() {
+			err := toolkit.Serve(l, srv, &toolkit.FlagConfig{WebConfigFile: &a.o.WebConfigFile}, webLog)
+			if !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- err
+			}
+		}()
 	}
+
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	defer stopLoop()
+	loopErr := make(chan error, 1)
+	go func() { loopErr <- a.loop(loopCtx) }()
+	var wg sync.WaitGroup
+	if a.onliner != nil {
+		wg.Go(func() { a.onliner.Run(loopCtx) })
+	}
+	if interval := notifyReady(a.log); interval > 0 {
+		a.stuckAfter = min(a.stuckAfter, interval)
+		wg.Go(func() { a.watchdog(loopCtx, interval) })
+	}
+	addrs := make([]string, len(a.listeners))
+	for i, l := range a.listeners {
+		addrs[i] = l.Addr().String()
+	}
+	rcvbuf := 0
+	if c, ok := a.source.(interface{ ReceiveBufferBytes() int }); ok {
+		rcvbuf = c.ReceiveBufferBytes()
+	}
+	a.log.Info("agent ready", "listen", strings.Join(addrs, ","), "sysfs", a.o.SysfsPath,
+		"receive_buffer_bytes", rcvbuf, "interfaces", len(a.registry.Active()))
 
 	var err error
 	select {
 	case <-ctx.Done():
-		err = <-loopErr
+		select {
+		case err = <-loopErr:
+		case <-time.After(a.o.ShutdownGrace):
+			a.log.Error("event loop stuck at shutdown; leaving it behind", "grace", a.o.ShutdownGrace)
+		}
 	case err = <-loopErr:
 	case err = <-serveErr:
 		err = fmt.Errorf("web: %w", err)
 	}
+	notifyStopping(a.log)
 	a.log.Info("agent stopping")
+	stopLoop()
 	stopStreams()
-	a.conn.Close()
+	a.source.Close()
 	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.o.ShutdownGrace)
 	defer cancel()
-	if e := a.server.Shutdown(shutdown); e != nil {
-		a.log.Warn("web shutdown", "err", e)
+	for _, srv := range servers {
+		if e := srv.Shutdown(shutdown); e != nil {
+			a.log.Warn("web shutdown", "err", e)
+		}
 	}
 	if e := a.registry.Close(shutdown); e != nil {
 		a.log.Warn("callbacks still running at shutdown", "err", e)
 	}
+	wg.Wait()
 	return err
 }
 
@@ -210,7 +309,7 @@ func (a *Agent) loop(ctx context.Context) error {
 	backoff := time.Millisecond
 	for {
 		a.busy.Store(0)
-		ev, err := a.conn.Read(ctx)
+		ev, err := a.source.Read(ctx)
 		now := time.Now()
 		a.busy.Store(now.UnixNano())
 		switch {
@@ -283,9 +382,6 @@ func (a *Agent) resync(reason string, seqnum uint64, readAt time.Time) {
 }
 
 func (a *Agent) publish(notes []notify.Notification) {
-	if len(notes) == 0 {
-		return
-	}
 	for i := range notes {
 		if a.registry.Publish(notes[i]) {
 			a.metrics.Notified(&notes[i])
@@ -296,8 +392,8 @@ func (a *Agent) publish(notes []notify.Notification) {
 // healthy reports an event loop stuck on one event for longer than stuckAfter.
 func (a *Agent) healthy() error {
 	if since := a.busy.Load(); since != 0 {
-		if d := time.Since(time.Unix(0, since)); d > stuckAfter {
-			return fmt.Errorf("event loop busy with one event for %s", d.Round(time.Second))
+		if d := time.Since(time.Unix(0, since)); d > a.stuckAfter {
+			return fmt.Errorf("event loop busy with one event for %s", d.Round(time.Millisecond))
 		}
 	}
 	return nil

@@ -23,7 +23,10 @@ const DefaultReceiveBufferBytes = 128 << 20
 
 func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	listen := fs.String("web.listen-address", DefaultListenAddress, "address of the HTTP API (/metrics, /interfaces, /events, /healthz)")
+	var listen listFlag
+	fs.Var(&listen, "web.listen-address", "address of the HTTP API (/metrics, /interfaces, /events, /healthz); repeatable (default "+DefaultListenAddress+")")
+	webConfig := fs.String("web.config.file", "", "exporter-toolkit web configuration file: TLS and basic auth for every endpoint")
+	systemdSocket := fs.Bool("web.systemd-socket", false, "serve on the sockets systemd passes (socket activation) instead of --web.listen-address")
 	sysfsPath := fs.String("path.sysfs", "/sys", "sysfs mount point")
 	rcvbuf := fs.Int("netlink.receive-buffer-bytes", DefaultReceiveBufferBytes, "netlink receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default)")
 	configFile := fs.String("config.file", "", "YAML configuration file (callbacks); empty: log every notification")
@@ -47,7 +50,9 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	a, err := agent.New(agent.Options{
 		SysfsPath:          *sysfsPath,
-		ListenAddress:      *listen,
+		ListenAddresses:    listen.or(DefaultListenAddress),
+		SystemdSocket:      *systemdSocket,
+		WebConfigFile:      *webConfig,
 		ReceiveBufferBytes: *rcvbuf,
 		Config:             cfg,
 		Version:            version,
@@ -72,4 +77,25 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log.format: %q: want logfmt or json", format)
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	if v == "" {
+		return fmt.Errorf("empty address")
+	}
+	*l = append(*l, v)
+	return nil
+}
+
+// or returns the values given, or def when none was.
+func (l listFlag) or(def string) []string {
+	if len(l) == 0 {
+		return []string{def}
+	}
+	return l
 }

@@ -1,0 +1,95 @@
+//go:build linux
+
+// Package systemd holds the agent's systemd unit; its test checks the unit with systemd's own tools.
+package systemd
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// tool finds a systemd tool; a missing one is a skip, except in CI where it is a failure.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found: CI must check the unit (install Debian's systemd package)", name)
+		}
+		t.Skipf("%s not found: the unit is not checked here (install Debian's systemd package)", name)
+	}
+	return p
+}
+
+// unitWithBinary writes a copy of the unit whose ExecStart names a binary that exists, as
+// `systemd-analyze verify` checks that it does.
+func unitWithBinary(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("hotplug-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "hotplug-agent")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/hotplug-agent")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	unit := strings.ReplaceAll(string(b), "/usr/local/bin/hotplug-agent", bin)
+	p := filepath.Join(dir, "hotplug-agent.service")
+	if err := os.WriteFile(p, []byte(unit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestUnitVerifies(t *testing.T) {
+	analyze := tool(t, "systemd-analyze")
+	unit := unitWithBinary(t)
+	out, err := exec.Command(analyze, "verify", unit).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+) (\S+)`)
+
+// TestUnitExposure requires an exposure of "OK" or better from `systemd-analyze security`.
+func TestUnitExposure(t *testing.T) {
+	analyze := tool(t, "systemd-analyze")
+	unit := unitWithBinary(t)
+	out, _ := exec.Command(analyze, "security", "--offline=true", unit).CombinedOutput()
+	m := exposureRE.FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("no exposure level in systemd-analyze security output:\n%s", out)
+	}
+	if m[2] != "OK" && m[2] != "SAFE" {
+		t.Errorf("exposure %s %s; want OK or SAFE:\n%s", m[1], m[2], out)
+	}
+	t.Logf("exposure level %s %s", m[1], m[2])
+}
+
+// TestUnitFlagsExist runs the agent's own flag parser on the ExecStart arguments, so the unit
+// never names a flag the binary lacks.
+func TestUnitFlagsExist(t *testing.T) {
+	unit := unitWithBinary(t)
+	b, _ := os.ReadFile(unit)
+	var args []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			args = strings.Fields(rest)
+		}
+	}
+	if len(args) < 2 || args[1] != "run" {
+		t.Fatalf("ExecStart %q does not run the agent", args)
+	}
+	// -h prints the flags of `run`; an unknown flag makes the parse fail with exit code 2.
+	cmd := exec.Command(args[0], append(args[1:], "-h")...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
