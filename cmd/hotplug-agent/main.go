@@ -22,6 +22,7 @@ const usage = `usage: hotplug-agent <command> [flags]
 Commands:
   run       start the agent (uevent listener, callbacks, HTTP API on --web.listen-address)
   list      print the CPUs and memory blocks present now, read from sysfs (no agent needed)
+  monitor   print a running agent's notifications as they come (--kernel: the kernel's uevents)
   version   print the version
 
 Run 'hotplug-agent <command> -h' for a command's flags.
@@ -46,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runAgent(ctx, args[1:], stderr)
 	case "list":
 		err = runList(args[1:], stdout, stderr)
+	case "monitor":
+		err = runMonitor(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "hotplug-agent %s\n", version)
 	case "help", "-h", "--help", "-help":
