@@ -143,6 +143,7 @@ func New(o Options) (*Agent, error) {
 		Healthy:  a.healthy,
 		Logger:   o.Logger,
 		Version:  o.Version,
+		Present:  func() ([]notify.Interface, error) { return state.Present(fs) },
 	})
 	ok = true
 	return a, nil

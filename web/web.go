@@ -35,8 +35,11 @@ type Options struct {
 	// StreamBuffer is how many notifications a subscriber may fall behind before it is cut off;
 	// 0 means 1024.
 	StreamBuffer int
-	// Version is shown on the index page.
+	// Version is shown on the status page.
 	Version string
+	// Present lists every CPU and memory block present, online or not, for the status page;
+	// nil shows the active ones only.
+	Present func() ([]notify.Interface, error)
 }
 
 // Handler returns the agent's HTTP handler. It is safe for concurrent use.
@@ -223,20 +226,64 @@ func (s *subscriber) deliver(_ context.Context, n notify.Notification, _ any) er
 	}
 }
 
-var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>hotplug-agent</title></head>
-<body><h1>hotplug-agent {{.Version}}</h1>
-<p>CPU and memory hotplug as Windows Plug and Play device interface notifications.</p>
-<ul>
-<li><a href="interfaces">/interfaces</a>: active interfaces (JSON)</li>
-<li><a href="events">/events</a>: notifications as Server-Sent Events (<code>?class=processor|memory|GUID&amp;include_existing=true</code>)</li>
-<li><a href="metrics">/metrics</a>: Prometheus metrics</li>
-<li><a href="healthz">/healthz</a>: health</li>
-</ul>
+// statusPage is the page at /: what the agent sees, and the notifications as they come. Plain
+// HTML and a little script, no build step; the script follows /events with EventSource.
+var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>hotplug-agent</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin-bottom:1.5em}
+th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-size:.9em}
+th{background:#eee}.online{color:#070}.offline{color:#a00}
+.arrival{background:#e8f6e8}.removal{background:#fbe9e9}
+code{font-size:.9em}
+</style></head>
+<body>
+<h1>hotplug-agent <small>{{.Version}}</small></h1>
+<p>CPU and memory hotplug as Windows Plug and Play device interface notifications.
+API: <a href="interfaces">/interfaces</a>, <a href="events">/events</a>, <a href="metrics">/metrics</a>, <a href="healthz">/healthz</a>.</p>
+{{if .Error}}<p><strong>sysfs: {{.Error}}</strong></p>{{end}}
+<h2>Notifications <small id="stream">(connecting)</small></h2>
+<table id="notifications"><thead><tr><th>time</th><th>event</th><th>class</th><th>symbolic link</th><th>seqnum</th><th>cause</th></tr></thead><tbody></tbody></table>
+<h2>Processors</h2>
+<table id="processors"><thead><tr><th>cpu</th><th>state</th><th>node</th><th>symbolic link</th></tr></thead><tbody>
+{{range .CPUs}}<tr data-link="{{.SymbolicLink}}"><td>{{.Number}}</td><td class="state {{.State}}">{{.State}}</td><td>{{if ge .Node 0}}{{.Node}}{{end}}</td><td><code>{{.SymbolicLink}}</code></td></tr>
+{{end}}</tbody></table>
+<h2>Memory blocks</h2>
+<table id="memory"><thead><tr><th>block</th><th>state</th><th>zones</th><th>node</th><th>range</th><th>symbolic link</th></tr></thead><tbody>
+{{range .Blocks}}<tr data-link="{{.SymbolicLink}}"><td>{{.Number}}</td><td class="state {{.State}}">{{.State}}</td><td>{{.Zones}}</td><td>{{if ge .Node 0}}{{.Node}}{{end}}</td><td><code>{{printf "0x%x" .PhysStart}}+{{printf "%d" .SizeMiB}}M</code></td><td><code>{{.SymbolicLink}}</code></td></tr>
+{{end}}</tbody></table>
 <h2>Registrations</h2>
-<table><tr><th>owner</th><th>class</th><th>queued</th><th>delivered</th><th>dropped</th></tr>
+<table id="registrations"><thead><tr><th>owner</th><th>class</th><th>queued</th><th>delivered</th><th>dropped</th></tr></thead><tbody>
 {{range .Entries}}<tr><td>{{.Owner}}</td><td>{{.ClassName}}</td><td>{{.Queued}}</td><td>{{.Delivered}}</td><td>{{.Dropped}}</td></tr>
-{{end}}</table>
+{{end}}</tbody></table>
+<script>
+(function () {
+  const status = document.getElementById("stream");
+  const rows = document.querySelector("#notifications tbody");
+  const es = new EventSource("events");
+  es.onopen = () => { status.textContent = "(live)"; };
+  es.onerror = () => { status.textContent = "(reconnecting)"; };
+  es.onmessage = (m) => {
+    const n = JSON.parse(m.data);
+    const tr = document.createElement("tr");
+    tr.className = n.event;
+    for (const v of [new Date().toLocaleTimeString(), n.event, n.interface_class, n.symbolic_link, n.seqnum, n.cause]) {
+      const td = document.createElement("td");
+      td.textContent = String(v);
+      tr.appendChild(td);
+    }
+    rows.insertBefore(tr, rows.firstChild);
+    while (rows.children.length > 200) rows.removeChild(rows.lastChild);
+    const cell = document.querySelector('tr[data-link="' + CSS.escape(n.symbolic_link) + '"] td.state');
+    if (cell) {
+      const state = n.event === "arrival" ? "online" : "offline";
+      cell.textContent = state;
+      cell.className = "state " + state;
+    }
+  };
+})();
+</script>
 </body></html>
 `))
 
@@ -246,15 +293,38 @@ func (s *server) index(w http.ResponseWriter, _ *http.Request) {
 		Queued             int
 		Delivered, Dropped uint64
 	}
-	var rows []row
+	type iface struct {
+		notify.Interface
+		SizeMiB uint64
+	}
+	page := struct {
+		Version string
+		Error   string
+		CPUs    []iface
+		Blocks  []iface
+		Entries []row
+	}{Version: s.o.Version}
+	present := s.o.Registry.Active()
+	if s.o.Present != nil {
+		var err error
+		if present, err = s.o.Present(); err != nil {
+			page.Error = err.Error()
+		}
+	}
+	for _, i := range present {
+		if i.ClassGUID == notify.GUIDDeviceMemory {
+			page.Blocks = append(page.Blocks, iface{i, i.Size >> 20})
+		} else {
+			page.CPUs = append(page.CPUs, iface{i, 0})
+		}
+	}
 	for _, e := range s.o.Registry.Entries() {
-		rows = append(rows, row{e.Owner, className(e.Class), e.Queued, e.Delivered, e.Dropped})
+		page.Entries = append(page.Entries, row{e.Owner, className(e.Class), e.Queued, e.Delivered, e.Dropped})
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = indexPage.Execute(w, struct {
-		Version string
-		Entries []row
-	}{s.o.Version, rows})
+	if err := statusPage.Execute(w, page); err != nil {
+		s.o.Logger.Warn("status page", "err", err)
+	}
 }
 
 func className(g uuid.UUID) string { return notify.ClassName(g) }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond Go, idempotently: a fast no-op when all is there.
+# `make test` runs it first; CI runs `make test` on a machine that may be new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)              # the status page test (headless)
+command -v systemd-analyze >/dev/null || need+=(systemd)  # the unit's verify/security tests
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "test-deps: missing ${need[*]}; run as root to install them (tests that need them skip)" >&2
+  else
+    echo "test-deps: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+for s in scripts/qemu-deps.sh scripts/prometheus-deps.sh; do
+  if [ -f "$s" ]; then bash "$s"; fi
+done
