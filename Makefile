@@ -7,7 +7,7 @@ BIN       := bin/hotplug-agent
 FUZZTIME  ?= 10s
 RUN_ARGS  ?=
 
-.PHONY: all build test quick lint fuzz run clean
+.PHONY: all build deps test quick lint fuzz run clean
 
 all: build
 
@@ -17,9 +17,14 @@ build:
 # The full suite: formatting, vet, unit and integration tests with the race detector, and a
 # short run of every fuzz target. Integration tests need root on Linux (they take a CPU of this
 # machine offline and back, and write uevent files); as another user they skip and say why.
-test: lint
-	$(GO) test -race -count=1 -timeout 20m ./...
+test: deps lint
+	$(GO) test -race -count=1 -timeout 25m ./...
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+# What the tests need beyond Go (chromium, QEMU and a guest kernel, Prometheus), installed from
+# Debian's packages, idempotently; cached downloads live in the ignored .cache/.
+deps:
+	bash scripts/test-deps.sh
 
 # The inner loop: unit tests only, no kernel, no fuzzing.
 quick:
