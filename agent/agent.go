@@ -202,6 +202,14 @@ func (a *Agent) registerCallbacks() error {
 		switch {
 		case c.Exec != nil:
 			cb = callback.Exec{Command: c.Exec.Command, Timeout: c.Exec.Timeout, Logger: a.log.With("callback", c.Name)}.Callback()
+		case c.Webhook != nil:
+			retries := 5
+			if c.Webhook.Retries != nil {
+				retries = *c.Webhook.Retries
+			}
+			cb = callback.Webhook{URL: c.Webhook.URL, Timeout: c.Webhook.Timeout, Retries: retries,
+				InsecureSkipVerify: c.Webhook.InsecureSkipVerify, Headers: c.Webhook.Headers,
+				Logger: a.log.With("callback", c.Name)}.Callback()
 		default:
 			cb = callback.Log(a.log.With("callback", c.Name))
 		}

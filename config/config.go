@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -69,6 +70,8 @@ type Callback struct {
 	IncludeExisting bool `yaml:"include_existing"`
 	// Exec runs a command per notification.
 	Exec *Exec `yaml:"exec"`
+	// Webhook POSTs each notification's JSON to a URL.
+	Webhook *Webhook `yaml:"webhook"`
 	// Log writes a log line per notification.
 	Log bool `yaml:"log"`
 
@@ -82,6 +85,21 @@ type Exec struct {
 	Command []string `yaml:"command"`
 	// Timeout bounds one run; the command's process group is killed when it passes. Default 30s.
 	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Webhook is the webhook action of a callback.
+type Webhook struct {
+	// URL receives a POST of each notification's JSON, with an Idempotency-Key header.
+	URL string `yaml:"url"`
+	// Timeout bounds one request. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Retries bounds the further attempts after a failure (backoff doubling from 200ms to 30s).
+	// Default 5.
+	Retries *int `yaml:"retries"`
+	// InsecureSkipVerify turns TLS certificate verification off (it is on by default).
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// Headers are added to each request, for example Authorization.
+	Headers map[string]string `yaml:"headers"`
 }
 
 // Load reads and parses the file at path. Errors name the file and, for an invalid value, the field.
@@ -147,11 +165,29 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%s.class: %w", field, err)
 		}
 		cb.ClassGUID = g
+		actions := 0
+		for _, set := range []bool{cb.Exec != nil, cb.Webhook != nil, cb.Log} {
+			if set {
+				actions++
+			}
+		}
 		switch {
-		case cb.Exec == nil && !cb.Log:
-			return fmt.Errorf("%s: needs an action: exec or log", field)
-		case cb.Exec != nil && cb.Log:
-			return fmt.Errorf("%s: exec and log are exclusive: use two callbacks", field)
+		case actions == 0:
+			return fmt.Errorf("%s: needs an action: exec, webhook or log", field)
+		case actions > 1:
+			return fmt.Errorf("%s: exec, webhook and log are exclusive: use one callback each", field)
+		}
+		if w := cb.Webhook; w != nil {
+			u, err := url.Parse(w.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("%s.webhook.url: %q: want an http:// or https:// URL", field, w.URL)
+			}
+			if w.Timeout < 0 {
+				return fmt.Errorf("%s.webhook.timeout: %s is negative", field, w.Timeout)
+			}
+			if w.Retries != nil && (*w.Retries < 0 || *w.Retries > 1000) {
+				return fmt.Errorf("%s.webhook.retries: %d: want 0 to 1000", field, *w.Retries)
+			}
 		}
 		if cb.Exec != nil {
 			if len(cb.Exec.Command) == 0 || cb.Exec.Command[0] == "" {

@@ -79,6 +79,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad class", "callbacks:\n  - name: a\n    class: disk\n    log: true", "callbacks[0].class"},
 		{"no action", "callbacks:\n  - name: a\n    class: memory", "callbacks[0]: needs an action"},
 		{"both actions", "callbacks:\n  - name: a\n    class: memory\n    log: true\n    exec: {command: [x]}", "exclusive"},
+		{"webhook and exec", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'http://h'}\n    exec: {command: [x]}", "exclusive"},
+		{"webhook without url", "callbacks:\n  - name: a\n    class: memory\n    webhook: {timeout: 1s}", "callbacks[0].webhook.url"},
+		{"webhook bad scheme", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'file:///etc/passwd'}", "callbacks[0].webhook.url"},
+		{"webhook bad retries", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'https://h/x', retries: -1}", "callbacks[0].webhook.retries"},
 		{"empty command", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: []}", "callbacks[0].exec.command: required"},
 		{"shell string", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: 'echo hi'}", "cannot unmarshal"},
 		{"bad timeout", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: [x], timeout: soon}", "soon"},
@@ -138,7 +142,13 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		for i, cb := range c.Callbacks {
-			if cb.Name == "" || (cb.Exec == nil) == !cb.Log || (cb.Exec != nil && len(cb.Exec.Command) == 0) {
+			actions := 0
+			for _, set := range []bool{cb.Exec != nil, cb.Webhook != nil, cb.Log} {
+				if set {
+					actions++
+				}
+			}
+			if cb.Name == "" || actions != 1 || (cb.Exec != nil && len(cb.Exec.Command) == 0) {
 				t.Errorf("accepted invalid callbacks[%d] = %+v", i, cb)
 			}
 		}
