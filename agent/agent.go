@@ -108,6 +108,14 @@ func New(o Options) (*Agent, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = metrics.New(reg, o.Version)
+	metrics.RegisterPresent(reg, func() (int, int, error) {
+		sets, err := fs.CPUSets()
+		if err != nil {
+			return 0, 0, err
+		}
+		blocks, err := fs.MemoryBlockIndexes()
+		return len(sets.Present), len(blocks), err
+	})
 	a.registry = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics})
 
 	// The socket first, then the snapshot: a change between the two is then both in the snapshot

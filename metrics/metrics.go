@@ -129,6 +129,39 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	return m
 }
 
+// Presence counts the CPUs and memory blocks present in sysfs, online or not. It is called at
+// each scrape and must be cheap.
+type Presence func() (cpus, blocks int, err error)
+
+// presentCollector exports hotplug_agent_present from a Presence read at scrape time, so a
+// hot-added block left offline shows as present minus active.
+type presentCollector struct {
+	desc  *prometheus.Desc
+	count Presence
+}
+
+// RegisterPresent registers hotplug_agent_present{interface_class} with reg.
+func RegisterPresent(reg prometheus.Registerer, count Presence) {
+	reg.MustRegister(presentCollector{
+		desc: prometheus.NewDesc(namespace+"_present",
+			"CPUs and memory blocks present in sysfs, online or not, by interface class.",
+			[]string{"interface_class"}, nil),
+		count: count,
+	})
+}
+
+func (c presentCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c presentCollector) Collect(ch chan<- prometheus.Metric) {
+	cpus, blocks, err := c.count()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(cpus), "processor")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(blocks), "memory")
+}
+
 // knownActions bounds the action label: anything else the kernel may add later is "other".
 var knownActions = map[string]bool{
 	"add": true, "remove": true, "change": true, "move": true,

@@ -49,13 +49,10 @@ func (fsys FS) BlockSize() uint64 { return fsys.blockSize }
 // without memory hotplug support has none). It does not block and is safe for concurrent use.
 func (fsys FS) HasMemory() bool { return fsys.blockSize != 0 }
 
-// MemoryBlocks returns every memory block with a memoryN directory (N decimal digits only),
-// sorted by index; nil and no error when the tree has no memory directory. A block that vanishes
-// between the listing and its read (a hot-remove racing the scan) is left out, not an error.
-// MemoryBlocks blocks on file reads, a few per block; on a large machine it reads with up to 8
-// goroutines (bounded by GOMAXPROCS), all finished when it returns. It is safe for concurrent
-// use.
-func (fsys FS) MemoryBlocks() ([]MemoryBlock, error) {
+// MemoryBlockIndexes lists the memory blocks present, sorted, without reading them: one directory
+// read, cheap enough for every scrape. nil and no error when the tree has no memory directory.
+// It is safe for concurrent use.
+func (fsys FS) MemoryBlockIndexes() ([]int, error) {
 	if !fsys.HasMemory() {
 		return nil, nil
 	}
@@ -72,6 +69,20 @@ func (fsys FS) MemoryBlocks() ([]MemoryBlock, error) {
 		}
 	}
 	slices.Sort(nums)
+	return nums, nil
+}
+
+// MemoryBlocks returns every memory block with a memoryN directory (N decimal digits only),
+// sorted by index; nil and no error when the tree has no memory directory. A block that vanishes
+// between the listing and its read (a hot-remove racing the scan) is left out, not an error.
+// MemoryBlocks blocks on file reads, a few per block; on a large machine it reads with up to 8
+// goroutines (bounded by GOMAXPROCS), all finished when it returns. It is safe for concurrent
+// use.
+func (fsys FS) MemoryBlocks() ([]MemoryBlock, error) {
+	nums, err := fsys.MemoryBlockIndexes()
+	if err != nil || nums == nil {
+		return nil, err
+	}
 	workers := min(runtime.GOMAXPROCS(0), maxScanners, len(nums)/minScanBlocks)
 	return fsys.memoryBlocks(nums, workers)
 }

@@ -362,6 +362,13 @@ func TestIntegrationCPUOfflineOnline(t *testing.T) {
 	if v := metric(t, m, `hotplug_agent_interfaces{interface_class="processor"}`); v != float64(onlineCPUs(t)) {
 		t.Errorf("hotplug_agent_interfaces{processor} = %v; sysfs has %d CPUs online", v, onlineCPUs(t))
 	}
+	cpuDirs, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*")
+	if v := metric(t, m, `hotplug_agent_present{interface_class="processor"}`); v != float64(len(cpuDirs)) {
+		t.Errorf("hotplug_agent_present{processor} = %v; sysfs has %d CPUs", v, len(cpuDirs))
+	}
+	if v := metric(t, m, `hotplug_agent_present{interface_class="memory"}`); v != float64(len(mems)) {
+		t.Errorf("hotplug_agent_present{memory} = %v; sysfs has %d memory blocks", v, len(mems))
+	}
 	if v := metric(t, m, `hotplug_agent_callback_errors_total{callback="record"}`); v != 0 {
 		t.Errorf("exec callback errors = %v; want 0", v)
 	}
