@@ -7,7 +7,7 @@ BIN       := bin/hotplug-agent
 FUZZTIME  ?= 10s
 RUN_ARGS  ?=
 
-.PHONY: all build deps test quick lint fuzz run clean
+.PHONY: all build deps test quick lint fuzz run install clean
 
 all: build
 
@@ -48,6 +48,24 @@ fuzz:
 # uevents and sysfs needs none). Endpoints: http://localhost:19100/{metrics,interfaces,events,healthz}.
 run: build
 	./$(BIN) run $(RUN_ARGS)
+
+# Installs the binary, the systemd unit (its ExecStart follows PREFIX), an example configuration
+# (never over an existing one) and the docs. DESTDIR stages the tree for a package.
+BINDIR    ?= $(PREFIX)/bin
+UNITDIR   ?= /lib/systemd/system
+SYSCONFDIR ?= /etc
+DOCDIR    ?= $(PREFIX)/share/doc/hotplug-agent
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/hotplug-agent
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/bin/hotplug-agent|$(BINDIR)/hotplug-agent|; s|/etc/hotplug-agent|$(SYSCONFDIR)/hotplug-agent|g' \
+	  deploy/systemd/hotplug-agent.service > $(DESTDIR)$(UNITDIR)/hotplug-agent.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/hotplug-agent.service
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/hotplug-agent
+	[ -e $(DESTDIR)$(SYSCONFDIR)/hotplug-agent/config.yaml ] || \
+	  install -m 0644 deploy/config.example.yaml $(DESTDIR)$(SYSCONFDIR)/hotplug-agent/config.yaml
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -D -m 0644 deploy/config.example.yaml $(DESTDIR)$(DOCDIR)/config.example.yaml
 
 clean:
 	rm -rf bin

@@ -1,0 +1,65 @@
+//go:build linux
+
+package deploy
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hotplug-agent/hotplug-agent/config"
+)
+
+// TestExampleConfigLoads checks that the shipped example is a valid configuration.
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := config.Load("config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Online.Policy(); p.CPU != "online" || p.Memory != "auto" {
+		t.Errorf("example policy = %+v; the README says cpu online, memory auto", p)
+	}
+}
+
+// TestMakeInstall stages `make install` under DESTDIR with another PREFIX: every file lands, the
+// unit starts the installed binary, and the installed binary runs.
+func TestMakeInstall(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not found")
+	}
+	dest := t.TempDir()
+	cmd := exec.Command("make", "-C", "..", "install", "DESTDIR="+dest, "PREFIX=/usr", "UNITDIR=/usr/lib/systemd/system")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	for _, f := range []string{
+		"usr/bin/hotplug-agent",
+		"usr/lib/systemd/system/hotplug-agent.service",
+		"etc/hotplug-agent/config.yaml",
+		"usr/share/doc/hotplug-agent/README.md",
+		"usr/share/doc/hotplug-agent/config.example.yaml",
+	} {
+		if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
+			t.Errorf("make install did not install %s: %v", f, err)
+		}
+	}
+	unit, _ := os.ReadFile(filepath.Join(dest, "usr/lib/systemd/system/hotplug-agent.service"))
+	if !strings.Contains(string(unit), "ExecStart=/usr/bin/hotplug-agent run --config.file=/etc/hotplug-agent/config.yaml") {
+		t.Errorf("the installed unit does not start /usr/bin/hotplug-agent with the installed config:\n%s", unit)
+	}
+	out, err := exec.Command(filepath.Join(dest, "usr/bin/hotplug-agent"), "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "hotplug-agent ") {
+		t.Errorf("installed binary: %v %q", err, out)
+	}
+	// A second install keeps the configuration the operator edited.
+	cfg := filepath.Join(dest, "etc/hotplug-agent/config.yaml")
+	os.WriteFile(cfg, []byte("log_notifications: false\n"), 0o644)
+	if out, err := exec.Command("make", "-C", "..", "install", "DESTDIR="+dest, "PREFIX=/usr").CombinedOutput(); err != nil {
+		t.Fatalf("second make install: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(cfg); string(b) != "log_notifications: false\n" {
+		t.Errorf("make install overwrote an existing configuration")
+	}
+}
