@@ -51,6 +51,7 @@ func (i Interface) MarshalJSON() ([]byte, error) { return json.Marshal(i.wire())
 
 // notificationJSON is the wire form of a Notification: the interface's fields and the event's.
 type notificationJSON struct {
+	ID        uint64    `json:"id,omitempty"`
 	Version   uint16    `json:"version"`
 	Event     string    `json:"event"`
 	EventGUID uuid.UUID `json:"event_guid"`
@@ -60,7 +61,7 @@ type notificationJSON struct {
 	Cause  Cause     `json:"cause"`
 }
 
-// MarshalJSON encodes the notification as one flat object: version, event ("arrival",
+// MarshalJSON encodes the notification as one flat object: id (when not 0), version, event ("arrival",
 // "removal"), event_guid, the interface's fields (see Interface.MarshalJSON), seqnum, read_at
 // and cause.
 func (n Notification) MarshalJSON() ([]byte, error) {
@@ -69,6 +70,7 @@ func (n Notification) MarshalJSON() ([]byte, error) {
 	w.InterfaceClassGUID = n.InterfaceClassGUID
 	w.SymbolicLink = n.SymbolicLinkName
 	return json.Marshal(notificationJSON{
+		ID:            n.ID,
 		Version:       n.Version,
 		Event:         EventName(n.Event),
 		EventGUID:     n.Event,

@@ -136,6 +136,10 @@ type Notification struct {
 	ReadAt time.Time
 	// Cause says what produced the notification.
 	Cause Cause
+	// ID numbers the notifications the agent publishes, 1, 2, 3, ... across restarts (the
+	// registry assigns it). Notifications made for one registration only (existing interfaces,
+	// a lagging registration's resynchronisation) have ID 0.
+	ID uint64
 }
 
 // NewNotification builds the notification of event for iface.

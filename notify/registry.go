@@ -132,6 +132,7 @@ type Registry struct {
 	entries []*Entry             // registered entries, in registration order
 	live    map[*Entry]struct{}  // entries whose dispatch goroutine has not exited
 	closed  bool
+	lastID  uint64 // the ID of the last notification published
 }
 
 // NewRegistry returns an empty, open registry. It does not block and is safe for concurrent use.
@@ -167,6 +168,7 @@ type Entry struct {
 	wake    chan struct{} // capacity 1: "the queue may have changed"
 	done    chan struct{} // closed when the dispatch goroutine has exited
 
+	startID   uint64        // the registry's LastID when the entry was registered
 	cur       Notification  // the notification shown to the Observer; dispatch goroutine only
 	gid       atomic.Uint64 // goroutine id of the dispatch goroutine, 0 until it starts
 	delivered atomic.Uint64
@@ -177,7 +179,13 @@ type Entry struct {
 	queue    ring
 	view     map[string]Interface // interfaces announced by the notifications popped so far
 	overflow int                  // dropped by overflows and not yet reported
+	stale    bool                 // the queue overflowed: a resync is owed, computed by catchUp
 }
+
+// StartID is the ID of the last notification published before the entry was registered: the
+// entry receives exactly those numbered after it (and, with FlagIncludeExistingInterfaces, the
+// active set as of it). It does not block and is safe for concurrent use.
+func (e *Entry) StartID() uint64 { return e.startID }
 
 // Owner returns the owner given to Register. It does not block and is safe for concurrent use.
 func (e *Entry) Owner() string { return e.owner }
@@ -289,6 +297,7 @@ func (r *Registry) Register(category EventCategory, flags Flags, class uuid.UUID
 	}
 	r.entries = append(r.entries, e)
 	r.live[e] = struct{}{}
+	e.startID = r.lastID
 	r.mu.Unlock()
 
 	go r.run(e)
@@ -395,6 +404,8 @@ func (r *Registry) Publish(n Notification) bool {
 	} else {
 		delete(r.active, n.SymbolicLinkName)
 	}
+	r.lastID++
+	n.ID = r.lastID
 	for _, e := range r.entries {
 		if matches(e.class, n.InterfaceClassGUID) {
 			r.enqueue(e, n)
@@ -402,6 +413,22 @@ func (r *Registry) Publish(n Notification) bool {
 	}
 	r.mu.Unlock()
 	return true
+}
+
+// LastID is the ID of the last notification published: each accepted Publish gives its
+// notification the next ID. Safe for concurrent use.
+func (r *Registry) LastID() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastID
+}
+
+// SetLastID makes the next published notification's ID id+1: the agent continues the sequence
+// it persisted before a restart. Call it with Seed, before anything is published.
+func (r *Registry) SetLastID(id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastID = id
 }
 
 // Active returns a copy of the active interfaces, sorted with Interface.Less. It does not block
@@ -521,12 +548,18 @@ func (r *Registry) enqueue(e *Entry, n Notification) {
 		e.mu.Unlock()
 		return
 	}
-	if e.queue.len() < r.limit {
+	switch {
+	case e.stale: // the resync owed will cover n
+		e.overflow++
+		e.dropped.Add(1)
+	case e.queue.len() < r.limit:
 		e.queue.push(n)
-	} else {
+	default:
+		// Drop the queue; the entry's own goroutine computes the resync when it is free again
+		// (catchUp), so a stuck registration costs Publish nothing more and holds no queue.
 		dropped := e.queue.len() + 1
 		e.queue.reset()
-		r.resync(e)
+		e.stale = true
 		e.overflow += dropped
 		e.dropped.Add(uint64(dropped))
 	}
@@ -535,6 +568,18 @@ func (r *Registry) enqueue(e *Entry, n Notification) {
 	case e.wake <- struct{}{}:
 	default:
 	}
+}
+
+// catchUp queues the resync a stale e is owed, against the interfaces active now.
+func (r *Registry) catchUp(e *Entry) {
+	r.mu.Lock()
+	e.mu.Lock()
+	if e.stale && !e.removed {
+		r.resync(e)
+		e.stale = false
+	}
+	e.mu.Unlock()
+	r.mu.Unlock()
 }
 
 // resync fills e's (empty) queue with the difference between e's view and the active
@@ -601,6 +646,11 @@ func (r *Registry) run(e *Entry) {
 func (e *Entry) next() (n Notification, ok bool, overflow int, more bool) {
 	for {
 		e.mu.Lock()
+		if e.stale && !e.removed {
+			e.mu.Unlock()
+			e.r.catchUp(e)
+			e.mu.Lock()
+		}
 		if e.removed {
 			e.mu.Unlock()
 			return Notification{}, false, 0, false

@@ -68,10 +68,27 @@ func (rc *recorder) add(n Notification) int {
 	return len(rc.got)
 }
 
+// list returns what was received, without the IDs the registry numbered it with (TestIDs checks
+// those), so that tests compare what they published with what arrived.
 func (rc *recorder) list() []Notification {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	return slices.Clone(rc.got)
+	out := slices.Clone(rc.got)
+	for i := range out {
+		out[i].ID = 0
+	}
+	return out
+}
+
+// ids returns the IDs of what was received.
+func (rc *recorder) ids() []uint64 {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []uint64
+	for _, n := range rc.got {
+		out = append(out, n.ID)
+	}
+	return out
 }
 
 // record is a Callback that only records.
@@ -1468,4 +1485,29 @@ func BenchmarkPublishDispatch(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestIDs checks the numbering of published notifications: consecutive, continued from
+// SetLastID, not consumed by a refused Publish, and 0 for an entry's existing interfaces.
+func TestIDs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := NewRegistry(Options{})
+		defer closeRegistry(t, r)
+		r.Seed([]Interface{cpu(0)})
+		r.SetLastID(41)
+		var rec recorder
+		if _, err := r.Register(EventCategoryDeviceInterfaceChange, FlagIncludeExistingInterfaces, AllClasses, "ids", rec.record, nil); err != nil {
+			t.Fatal(err)
+		}
+		r.Publish(arrival(cpu(1), 1))
+		r.Publish(arrival(cpu(1), 2)) // refused: already active
+		r.Publish(removal(cpu(1), 3))
+		synctest.Wait()
+		if diff := cmp.Diff([]uint64{0, 42, 43}, rec.ids()); diff != "" {
+			t.Errorf("IDs (-want +got):\n%s", diff)
+		}
+		if got := r.LastID(); got != 43 {
+			t.Errorf("LastID = %d; want 43", got)
+		}
+	})
 }
