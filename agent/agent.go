@@ -42,6 +42,8 @@ type Options struct {
 	Logger             *slog.Logger
 	// ShutdownGrace bounds how long shutdown waits for callbacks in flight; 0 means 10 s.
 	ShutdownGrace time.Duration
+	// StreamHistory is how many notifications /events keeps for clients that resume; 0: 4096.
+	StreamHistory int
 	// Source replaces the kernel's uevent socket (tests); nil opens the socket.
 	Source Source
 }
@@ -145,14 +147,19 @@ func New(o Options) (*Agent, error) {
 	if p := o.Config.Online.Policy(); p.Enabled() {
 		a.onliner = online.New(p, fs, o.Logger, a.metrics.OnlineAttempt)
 	}
-	a.handler = web.Handler(web.Options{
+	a.handler, err = web.Handler(web.Options{
 		Registry: a.registry,
 		Gatherer: reg,
 		Healthy:  a.healthy,
 		Logger:   o.Logger,
 		Version:  o.Version,
 		Present:  func() ([]notify.Interface, error) { return state.Present(fs) },
+		History:  o.StreamHistory,
+		OnCut:    a.metrics.StreamCuts.Inc,
 	})
+	if err != nil {
+		return nil, err
+	}
 	ok = true
 	return a, nil
 }

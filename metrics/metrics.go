@@ -32,6 +32,7 @@ type Metrics struct {
 	NetlinkOverflows prometheus.Counter
 	Resyncs          *prometheus.CounterVec
 	Interfaces       *prometheus.GaugeVec
+	StreamCuts       prometheus.Counter
 	OnlineAttempts   *prometheus.CounterVec
 	OnlineDuration   *prometheus.HistogramVec
 	BuildInfo        *prometheus.GaugeVec
@@ -83,6 +84,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Namespace: namespace, Name: "interfaces",
 			Help: "Active device interfaces (online CPUs, online memory blocks), by interface class.",
 		}, []string{"interface_class"}),
+		StreamCuts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "stream_subscribers_cut_total",
+			Help: "Event stream (/events) subscribers cut off for falling too far behind; they resume by event ID.",
+		}),
 		OnlineAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "online_attempts_total",
 			Help: "Writes of the online policy to bring a hot-added CPU or memory block online, by interface class and result (success, failure).",
@@ -99,7 +104,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	reg.MustRegister(m.Notifications, m.DispatchLatency, m.CallbackDuration, m.CallbackErrors,
 		m.QueueOverflows, m.Uevents, m.UeventsRejected, m.NetlinkOverflows, m.Resyncs, m.Interfaces,
-		m.OnlineAttempts, m.OnlineDuration, m.BuildInfo)
+		m.StreamCuts, m.OnlineAttempts, m.OnlineDuration, m.BuildInfo)
 
 	revision, goversion := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {

@@ -2,14 +2,12 @@
 package web
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"html/template"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,6 +33,11 @@ type Options struct {
 	// StreamBuffer is how many notifications a subscriber may fall behind before it is cut off;
 	// 0 means 1024.
 	StreamBuffer int
+	// History is how many notifications the event stream keeps for clients that reconnect with
+	// their last event ID; 0 means 4096.
+	History int
+	// OnCut is called when a stream subscriber is cut off (too slow); nil: nothing.
+	OnCut func()
 	// Version is shown on the status page.
 	Version string
 	// Present lists every CPU and memory block present, online or not, for the status page;
@@ -42,8 +45,9 @@ type Options struct {
 	Present func() ([]notify.Interface, error)
 }
 
-// Handler returns the agent's HTTP handler. It is safe for concurrent use.
-func Handler(o Options) http.Handler {
+// Handler returns the agent's HTTP handler, after registering the event stream's registration
+// (owner "events") with o.Registry. The handler is safe for concurrent use.
+func Handler(o Options) (http.Handler, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -53,17 +57,27 @@ func Handler(o Options) http.Handler {
 	if o.StreamBuffer <= 0 {
 		o.StreamBuffer = 1024
 	}
-	s := &server{o: o}
+	if o.History <= 0 {
+		o.History = 4096
+	}
+	h, err := newHub(o.Registry, o.History)
+	if err != nil {
+		return nil, err
+	}
+	s := &server{o: o, hub: h}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /interfaces", s.interfaces)
 	mux.HandleFunc("GET /events", s.events)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /{$}", s.index)
-	return mux
+	return mux, nil
 }
 
-type server struct{ o Options }
+type server struct {
+	o   Options
+	hub *hub
+}
 
 func (s *server) interfaces(w http.ResponseWriter, r *http.Request) {
 	active := s.o.Registry.Active()
@@ -100,11 +114,13 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// events streams notifications as Server-Sent Events, one `data:` line of JSON each. Query
-// parameters: class (processor, memory or a GUID; default every class) and include_existing
-// (true: first an arrival for every active interface, with no gap or duplicate before the live
-// ones). The subscriber is registered before the response headers are sent, so a client that has
-// read them misses nothing that happens after.
+// events streams notifications as Server-Sent Events. Each notification is one event: an `id:`
+// line with its ID and a `data:` line of JSON. Query parameters: class (processor, memory or a
+// GUID; default every class) and include_existing (true: first an arrival for every active
+// interface). A client that reconnects with the Last-Event-ID header (EventSource does it by
+// itself; ?last_event_id= works too) receives exactly what followed that ID, or an `event:
+// resync` whose data is the active set when the history no longer reaches back. The subscription
+// exists once the response headers are sent, so nothing that happens after is missed.
 func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	class := notify.AllClasses
@@ -115,39 +131,42 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var flags notify.Flags
+	existing := false
 	if v := q.Get("include_existing"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
 			http.Error(w, "include_existing: want true or false", http.StatusBadRequest)
 			return
 		}
-		if b {
-			flags |= notify.FlagIncludeExistingInterfaces
+		existing = b
+	}
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = q.Get("last_event_id")
+	}
+	var lastID uint64
+	if last != "" {
+		var err error
+		if lastID, err = strconv.ParseUint(last, 10, 64); err != nil {
+			http.Error(w, "Last-Event-ID: want the decimal id of an event of this stream", http.StatusBadRequest)
+			return
 		}
 	}
 	rc := http.NewResponseController(w)
-
-	sub := &subscriber{ch: make(chan notify.Notification, s.o.StreamBuffer), cut: make(chan struct{})}
-	entry, err := s.o.Registry.Register(notify.EventCategoryDeviceInterfaceChange, flags, class, StreamOwner, sub.deliver, nil)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
-		defer cancel()
-		if err := s.o.Registry.UnregisterEx(ctx, entry); err != nil {
-			s.o.Logger.Warn("event stream unregister", "remote", r.RemoteAddr, "err", err)
-		}
-	}()
+	sub, pre := s.hub.subscribe(class, s.o.StreamBuffer, existing, last != "", lastID)
+	defer s.hub.unsubscribe(sub)
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	fmt.Fprintf(w, ": hotplug-agent event stream, class %s\n\n", notify.ClassName(class))
+	fmt.Fprintf(w, ": hotplug-agent event stream, class %s\nretry: 1000\n\n", notify.ClassName(class))
+	for _, f := range pre {
+		if writeFrame(w, f) != nil {
+			return
+		}
+	}
 	if err := rc.Flush(); err != nil {
 		return
 	}
@@ -160,23 +179,27 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		case <-sub.cut:
 			// Deliver what was queued before the cut, then say why the stream ends.
 			for len(sub.ch) > 0 {
-				if writeEvent(w, <-sub.ch) != nil {
+				if writeFrame(w, <-sub.ch) != nil {
 					return
 				}
 			}
-			s.o.Logger.Warn("event stream subscriber too slow; cut off", "remote", r.RemoteAddr, "buffer", s.o.StreamBuffer)
-			fmt.Fprintf(w, "event: error\ndata: {\"error\":\"subscriber too slow: %d notifications behind; reconnect\"}\n\n", s.o.StreamBuffer)
+			s.o.Logger.Warn("event stream subscriber cut off", "remote", r.RemoteAddr, "reason", sub.reason)
+			if s.o.OnCut != nil {
+				s.o.OnCut()
+			}
+			b, _ := json.Marshal(map[string]string{"error": sub.reason})
+			fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)
 			_ = rc.Flush()
 			return
-		case n := <-sub.ch:
-			if writeEvent(w, n) != nil {
+		case f := <-sub.ch:
+			if writeFrame(w, f) != nil {
 				return
 			}
 			// Write whatever else is ready before one flush.
 			for drained := false; !drained; {
 				select {
-				case n := <-sub.ch:
-					if writeEvent(w, n) != nil {
+				case f := <-sub.ch:
+					if writeFrame(w, f) != nil {
 						return
 					}
 				default:
@@ -194,36 +217,25 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func writeEvent(w http.ResponseWriter, n notify.Notification) error {
-	b, err := json.Marshal(n)
+// writeFrame writes one SSE event.
+func writeFrame(w http.ResponseWriter, f frame) error {
+	if f.resync {
+		b, err := json.Marshal(struct {
+			LastID     uint64             `json:"last_id"`
+			Interfaces []notify.Interface `json:"interfaces"`
+		}{f.id, f.interfaces})
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "event: resync\nid: %d\ndata: %s\n\n", f.id, b)
+		return err
+	}
+	b, err := json.Marshal(f.n)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "data: %s\n\n", b)
+	_, err = fmt.Fprintf(w, "id: %d\ndata: %s\n\n", f.id, b)
 	return err
-}
-
-// subscriber is one /events client. deliver runs on the registry's goroutine for the entry and
-// never blocks: a client that falls StreamBuffer behind is cut off rather than stall anything.
-type subscriber struct {
-	ch      chan notify.Notification
-	cut     chan struct{}
-	cutOnce sync.Once
-}
-
-func (s *subscriber) deliver(_ context.Context, n notify.Notification, _ any) error {
-	select {
-	case <-s.cut:
-		return nil
-	default:
-	}
-	select {
-	case s.ch <- n:
-		return nil
-	default:
-		s.cutOnce.Do(func() { close(s.cut) })
-		return fmt.Errorf("event stream subscriber cut off: %d notifications behind", cap(s.ch))
-	}
 }
 
 // statusPage is the page at /: what the agent sees, and the notifications as they come. Plain

@@ -26,10 +26,18 @@ func block(n int) notify.Interface {
 }
 
 func newServer(t *testing.T, buffer int) (*notify.Registry, *httptest.Server) {
+	return newServerHistory(t, buffer, 0)
+}
+
+func newServerHistory(t *testing.T, buffer, history int) (*notify.Registry, *httptest.Server) {
 	t.Helper()
 	reg := notify.NewRegistry(notify.Options{})
 	reg.Seed([]notify.Interface{cpu(0), cpu(1), block(0)})
-	srv := httptest.NewServer(Handler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), StreamBuffer: buffer}))
+	h, err := Handler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), StreamBuffer: buffer, History: history})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()
@@ -41,6 +49,7 @@ func newServer(t *testing.T, buffer int) (*notify.Registry, *httptest.Server) {
 }
 
 type wire struct {
+	ID             uint64 `json:"id"`
 	Event          string `json:"event"`
 	InterfaceClass string `json:"interface_class"`
 	SymbolicLink   string `json:"symbolic_link"`
@@ -171,5 +180,122 @@ func TestInterfacesAndErrors(t *testing.T) {
 	}
 	if code, _ := get("/metrics"); code != 200 {
 		t.Errorf("/metrics: %d", code)
+	}
+}
+
+// sseEvent is one parsed SSE event.
+type sseEvent struct {
+	typ, id, data string
+}
+
+func nextEvent(t *testing.T, sc *bufio.Scanner) sseEvent {
+	t.Helper()
+	var e sseEvent
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "" && e.data != "":
+			return e
+		case strings.HasPrefix(line, "event: "):
+			e.typ = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "id: "):
+			e.id = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, "data: "):
+			e.data = strings.TrimPrefix(line, "data: ")
+		}
+	}
+	t.Fatalf("stream ended: %v", sc.Err())
+	return e
+}
+
+func streamFrom(t *testing.T, url, lastID string) (*bufio.Scanner, func()) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	return bufio.NewScanner(resp.Body), func() { resp.Body.Close() }
+}
+
+// flip publishes n alternating removals and arrivals of cpu1, which starts active.
+func flip(reg *notify.Registry, n int) {
+	for i := range n {
+		ev := notify.GUIDDeviceInterfaceRemoval
+		if i%2 == 1 {
+			ev = notify.GUIDDeviceInterfaceArrival
+		}
+		reg.Publish(notify.NewNotification(ev, cpu(1), uint64(100+i), time.Now(), notify.CauseUevent))
+	}
+}
+
+// TestEventsResume disconnects a client, publishes while it is away, and reconnects it with
+// its Last-Event-ID: it gets exactly what it missed, with the same IDs, then live ones.
+func TestEventsResume(t *testing.T) {
+	reg, srv := newServerHistory(t, 0, 16)
+	sc, done := streamFrom(t, srv.URL+"/events?class=processor", "")
+	flip(reg, 2)
+	first := nextEvent(t, sc)
+	second := nextEvent(t, sc)
+	done()
+	if first.id != "1" || second.id != "2" {
+		t.Fatalf("ids %q, %q; want 1, 2", first.id, second.id)
+	}
+	reg.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, block(0), 7, time.Now(), notify.CauseUevent)) // id 3, another class
+	flip(reg, 3)                                                                                                        // ids 4, 5, 6
+	sc, done = streamFrom(t, srv.URL+"/events?class=processor", second.id)
+	defer done()
+	for _, want := range []string{"4", "5", "6"} {
+		if e := nextEvent(t, sc); e.id != want || e.typ != "" {
+			t.Fatalf("resumed event %+v; want id %s", e, want)
+		}
+	}
+	reg.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceArrival, cpu(1), 200, time.Now(), notify.CauseUevent)) // id 7: live
+	if e := nextEvent(t, sc); e.id != "7" || !strings.Contains(e.data, `"event":"arrival"`) {
+		t.Errorf("live event after the backlog: %+v; want id 7, an arrival", e)
+	}
+}
+
+// TestEventsResyncWhenHistoryIsGone resumes from an ID older than the history and from one the
+// agent never gave (as after a reset): both get a resync carrying the active set.
+func TestEventsResyncWhenHistoryIsGone(t *testing.T) {
+	reg, srv := newServerHistory(t, 0, 4)
+	flip(reg, 11) // ids 1..11; cpu1 ends removed; history holds 8..11
+	for _, last := range []string{"2", "999"} {
+		t.Run("last "+last, func(t *testing.T) {
+			sc, done := streamFrom(t, srv.URL+"/events", last)
+			defer done()
+			e := nextEvent(t, sc)
+			if e.typ != "resync" || e.id != "11" {
+				t.Fatalf("got %+v; want a resync with id 11", e)
+			}
+			var r struct {
+				LastID     uint64 `json:"last_id"`
+				Interfaces []wire `json:"interfaces"`
+			}
+			if err := json.Unmarshal([]byte(e.data), &r); err != nil {
+				t.Fatal(err)
+			}
+			var links []string
+			for _, i := range r.Interfaces {
+				links = append(links, i.SymbolicLink)
+			}
+			want := "/sys/devices/system/cpu/cpu0 /sys/devices/system/memory/memory0"
+			if strings.Join(links, " ") != want || r.LastID != 11 {
+				t.Errorf("resync: last_id %d, interfaces %v; want 11 and %s", r.LastID, links, want)
+			}
+		})
+	}
+	// Resuming from within the history needs no resync.
+	sc, done := streamFrom(t, srv.URL+"/events", "9")
+	defer done()
+	if e := nextEvent(t, sc); e.id != "10" || e.typ != "" {
+		t.Errorf("resume from 9: %+v; want id 10", e)
 	}
 }

@@ -1,0 +1,190 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+// hub is the event stream's source: one registration (every class, existing interfaces
+// included) whose callback keeps the last notifications published, with their IDs, and the
+// active set as of the last one, and hands each to the subscribers. A subscriber that comes back
+// with the ID it saw last gets exactly what followed from the history, or, when the history no
+// longer reaches back that far, a resync: the active set, from which it reconciles its view.
+type hub struct {
+	mu      sync.Mutex
+	size    int
+	history []notify.Notification // the last published notifications, oldest first
+	floor   uint64                // history holds every notification with an ID above floor
+	last    uint64                // the ID of the last notification the hub has seen
+	active  map[string]notify.Interface
+	broken  bool // the hub fell behind and was resynchronised; the history restarts
+	subs    map[*subscriber]struct{}
+	entry   *notify.Entry
+}
+
+// frame is one event of a stream: a notification, or a resync (interfaces != nil).
+type frame struct {
+	n          notify.Notification
+	id         uint64 // the SSE id: the notification's, or the hub's position for existing/resync
+	resync     bool
+	interfaces []notify.Interface
+}
+
+// subscriber is one /events client. The hub hands it frames without ever blocking: a client
+// that falls a whole buffer behind is cut off, and comes back with its last ID.
+type subscriber struct {
+	class   uuid.UUID
+	ch      chan frame
+	cut     chan struct{}
+	cutOnce sync.Once
+	reason  string
+}
+
+func (s *subscriber) offer(f frame) bool {
+	select {
+	case s.ch <- f:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *subscriber) cutOff(reason string) {
+	s.cutOnce.Do(func() {
+		s.reason = reason
+		close(s.cut)
+	})
+}
+
+// newHub registers the hub with reg and keeps size notifications of history.
+func newHub(reg *notify.Registry, size int) (*hub, error) {
+	h := &hub{size: size, active: map[string]notify.Interface{}, subs: map[*subscriber]struct{}{}}
+	h.mu.Lock() // deliver waits until the hub knows where it starts
+	defer h.mu.Unlock()
+	e, err := reg.Register(notify.EventCategoryDeviceInterfaceChange, notify.FlagIncludeExistingInterfaces,
+		notify.AllClasses, StreamOwner, h.deliver, nil)
+	if err != nil {
+		return nil, fmt.Errorf("web: event stream: %w", err)
+	}
+	h.entry = e
+	h.last, h.floor = e.StartID(), e.StartID()
+	return h, nil
+}
+
+// deliver is the hub's callback: it runs on the registry's goroutine for the hub, in order.
+func (h *hub) deliver(_ context.Context, n notify.Notification, _ any) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.apply(n)
+	if n.ID == 0 {
+		if n.Cause == notify.CauseExisting {
+			return nil // the starting state, as of StartID
+		}
+		// The hub itself fell behind and the registry resynchronised it: its history has a
+		// hole. Clients are told to come back, and get a resync then.
+		h.history = h.history[:0]
+		h.broken = true
+		for s := range h.subs {
+			s.cutOff("the event stream was resynchronised; reconnect with your last event ID")
+			delete(h.subs, s)
+		}
+		return nil
+	}
+	if h.broken {
+		h.floor, h.broken = n.ID-1, false // the history starts again here
+	}
+	h.last = n.ID
+	if len(h.history) == h.size {
+		h.floor = h.history[0].ID
+		copy(h.history, h.history[1:])
+		h.history = h.history[:h.size-1]
+	}
+	h.history = append(h.history, n)
+	cut := 0
+	for s := range h.subs {
+		if matches(s.class, n.InterfaceClassGUID) && !s.offer(frame{n: n, id: n.ID}) {
+			s.cutOff(fmt.Sprintf("subscriber too slow: %d notifications behind; reconnect with your last event ID", cap(s.ch)))
+			delete(h.subs, s)
+			cut++
+		}
+	}
+	if cut > 0 {
+		return fmt.Errorf("%d event stream subscribers cut off: too slow", cut)
+	}
+	return nil
+}
+
+func (h *hub) apply(n notify.Notification) {
+	if n.IsArrival() {
+		h.active[n.SymbolicLinkName] = n.Interface
+	} else {
+		delete(h.active, n.SymbolicLinkName)
+	}
+}
+
+func matches(class, of uuid.UUID) bool { return class == notify.AllClasses || class == of }
+
+// activeOf is the active set of class, sorted. h.mu is held.
+func (h *hub) activeOf(class uuid.UUID) []notify.Interface {
+	out := []notify.Interface{}
+	for _, i := range h.active {
+		if matches(class, i.ClassGUID) {
+			out = append(out, i)
+		}
+	}
+	slices.SortFunc(out, func(a, b notify.Interface) int {
+		if a.Less(b) {
+			return -1
+		}
+		if b.Less(a) {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// subscribe adds a subscriber and returns the frames it gets before the live ones, decided in
+// the same critical section as the live hand-off so that nothing is missed or doubled:
+//   - resuming (hasLast) from the hub's position: nothing;
+//   - resuming from within the history: what followed lastID;
+//   - resuming from before the history, or from an ID the hub never gave (an agent reset):
+//     a resync with the active set;
+//   - new, with includeExisting: an arrival for every active interface.
+func (h *hub) subscribe(class uuid.UUID, buffer int, includeExisting, hasLast bool, lastID uint64) (*subscriber, []frame) {
+	s := &subscriber{class: class, ch: make(chan frame, buffer), cut: make(chan struct{})}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var pre []frame
+	switch {
+	case hasLast && !h.broken && lastID == h.last:
+	case hasLast && !h.broken && lastID >= h.floor && lastID < h.last:
+		for _, n := range h.history {
+			if n.ID > lastID && matches(class, n.InterfaceClassGUID) {
+				pre = append(pre, frame{n: n, id: n.ID})
+			}
+		}
+	case hasLast:
+		pre = append(pre, frame{resync: true, id: h.last, interfaces: h.activeOf(class)})
+	case includeExisting:
+		for _, i := range h.activeOf(class) {
+			n := notify.NewNotification(notify.GUIDDeviceInterfaceArrival, i, 0, time.Now(), notify.CauseExisting)
+			pre = append(pre, frame{n: n, id: h.last})
+		}
+	}
+	h.subs[s] = struct{}{}
+	return s, pre
+}
+
+func (h *hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	h.mu.Unlock()
+}
