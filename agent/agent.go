@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/online"
 	"github.com/hotplug-agent/hotplug-agent/state"
+	"github.com/hotplug-agent/hotplug-agent/statefile"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 	"github.com/hotplug-agent/hotplug-agent/udev"
 	"github.com/hotplug-agent/hotplug-agent/web"
@@ -44,6 +46,9 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// StreamHistory is how many notifications /events keeps for clients that resume; 0: 4096.
 	StreamHistory int
+	// StatePath is the file that keeps the announced interfaces and the last notification ID
+	// across restarts; "" keeps none.
+	StatePath string
 	// Source replaces the kernel's uevent socket (tests); nil opens the socket.
 	Source Source
 }
@@ -71,7 +76,8 @@ type Agent struct {
 	listeners  []net.Listener
 	handler    http.Handler
 	stuckAfter time.Duration
-	busy       atomic.Int64 // unix nanoseconds since the loop began the current event; 0 when waiting
+	busy       atomic.Int64  // unix nanoseconds since the loop began the current event; 0 when waiting
+	saveReq    chan struct{} // capacity 1: "the announced set changed; save it"
 }
 
 // New checks the options, binds the HTTP listeners, opens the uevent socket, takes the first
@@ -95,7 +101,7 @@ func New(o Options) (*Agent, error) {
 	if err := toolkit.Validate(o.WebConfigFile); err != nil {
 		return nil, fmt.Errorf("web config %s: %w", o.WebConfigFile, err)
 	}
-	a := &Agent{o: o, log: o.Logger, tracker: state.New(fs), stuckAfter: defaultStuckAfter}
+	a := &Agent{o: o, log: o.Logger, tracker: state.New(fs), stuckAfter: defaultStuckAfter, saveReq: make(chan struct{}, 1)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -134,12 +140,28 @@ func New(o Options) (*Agent, error) {
 		}
 		a.source = conn
 	}
-	active, err := a.tracker.Scan()
-	if err != nil {
-		return nil, err
+	// What was announced before a restart is the starting point: the changes made while the
+	// agent was down are announced before any live event. Without a usable state file, the
+	// machine as it is now is the starting point and nothing is announced for it.
+	var startup []notify.Notification
+	if prev, ok := a.loadState(); ok {
+		a.tracker.Restore(prev.Interfaces)
+		a.registry.Seed(prev.Interfaces)
+		a.registry.SetLastID(prev.LastEventID)
+		if startup, err = a.tracker.Resync(0, time.Now()); err != nil {
+			return nil, err
+		}
+		for i := range startup {
+			startup[i].Cause = notify.CauseStartup
+		}
+	} else {
+		active, err := a.tracker.Scan()
+		if err != nil {
+			return nil, err
+		}
+		a.registry.Seed(active)
 	}
-	a.registry.Seed(active)
-	a.metrics.SetInterfaces(active)
+	a.metrics.SetInterfaces(a.registry.Active())
 
 	if err := a.registerCallbacks(); err != nil {
 		return nil, err
@@ -160,8 +182,61 @@ func New(o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.publish(startup)
+	if len(startup) > 0 {
+		a.log.Info("announced the changes made while the agent was down", "notifications", len(startup))
+	}
+	if err := a.saveState(); err != nil {
+		return nil, err // an unusable --path.state fails at start, not at the first change
+	}
 	ok = true
 	return a, nil
+}
+
+// loadState reads the state file; false when there is none or it is unusable (said in the log).
+func (a *Agent) loadState() (statefile.State, bool) {
+	if a.o.StatePath == "" {
+		return statefile.State{}, false
+	}
+	s, err := statefile.Load(a.o.StatePath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		a.log.Info("no state file: a first start; the interfaces present now are the starting point", "path", a.o.StatePath)
+		return s, false
+	case err != nil:
+		a.log.Warn("state file unusable; the interfaces present now are the starting point", "err", err)
+		return s, false
+	}
+	a.log.Info("state restored", "path", a.o.StatePath, "interfaces", len(s.Interfaces), "last_event_id", s.LastEventID, "saved_at", s.SavedAt)
+	return s, true
+}
+
+// saveState writes the announced set and the last notification ID to the state file.
+func (a *Agent) saveState() error {
+	if a.o.StatePath == "" {
+		return nil
+	}
+	return statefile.Save(a.o.StatePath, statefile.State{
+		Interfaces:  a.registry.Active(),
+		LastEventID: a.registry.LastID(),
+		SavedAt:     time.Now(),
+	})
+}
+
+// saver writes the state file whenever the announced set changed, off the event loop, until ctx
+// ends. A change announced but not yet saved when the agent is killed is announced again at the
+// next start: delivery is at least once across a SIGKILL.
+func (a *Agent) saver(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.saveReq:
+		}
+		if err := a.saveState(); err != nil {
+			a.log.Warn("state file not saved", "err", err)
+		}
+	}
 }
 
 // listen binds the HTTP listeners, or takes those systemd passed.
@@ -208,6 +283,7 @@ func (a *Agent) registerCallbacks() error {
 		}
 		a.metrics.InitCallback("log")
 	}
+	limiter := callback.NewLimiter(a.o.Config.ExecLimit())
 	for _, c := range a.o.Config.Callbacks {
 		var flags notify.Flags
 		if c.IncludeExisting {
@@ -216,7 +292,7 @@ func (a *Agent) registerCallbacks() error {
 		var cb notify.Callback
 		switch {
 		case c.Exec != nil:
-			cb = callback.Exec{Command: c.Exec.Command, Timeout: c.Exec.Timeout, Logger: a.log.With("callback", c.Name)}.Callback()
+			cb = callback.Exec{Command: c.Exec.Command, Timeout: c.Exec.Timeout, Limiter: limiter, Logger: a.log.With("callback", c.Name)}.Callback()
 		case c.Webhook != nil:
 			retries := 5
 			if c.Webhook.Retries != nil {
@@ -279,6 +355,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- a.loop(loopCtx) }()
 	var wg sync.WaitGroup
+	saverCtx, stopSaver := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSaver()
+	wg.Go(func() { a.saver(saverCtx) })
 	if a.onliner != nil {
 		wg.Go(func() { a.onliner.Run(loopCtx) })
 	}
@@ -324,7 +403,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if e := a.registry.Close(shutdown); e != nil {
 		a.log.Warn("callbacks still running at shutdown", "err", e)
 	}
+	stopSaver()
 	wg.Wait()
+	if e := a.saveState(); e != nil {
+		a.log.Error("state file not saved at shutdown", "err", e)
+	}
 	return err
 }
 
@@ -406,9 +489,17 @@ func (a *Agent) resync(reason string, seqnum uint64, readAt time.Time) {
 }
 
 func (a *Agent) publish(notes []notify.Notification) {
+	published := false
 	for i := range notes {
 		if a.registry.Publish(notes[i]) {
 			a.metrics.Notified(&notes[i])
+			published = true
+		}
+	}
+	if published {
+		select {
+		case a.saveReq <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"sync/atomic"
 	"time"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
@@ -28,11 +29,84 @@ type Exec struct {
 	OutputLimit int
 	// Logger receives the command's output and failures; nil discards.
 	Logger *slog.Logger
+	// Limiter, shared by the exec callbacks of an agent, bounds how many of their commands run at
+	// once; nil means no bound. The Timeout starts once a slot is obtained.
+	Limiter *Limiter
 }
 
-// Callback returns the notify.Callback that runs e. The callback blocks until the command exits
-// or is killed; it returns an error for a command that cannot start, exits non-zero, or times
-// out. It is safe for concurrent use.
+// Limiter bounds the number of exec commands running at once across the callbacks that share
+// it. Its methods are safe for concurrent use.
+type Limiter struct {
+	slots   chan struct{}
+	waiting atomic.Int64
+}
+
+// NewLimiter returns a Limiter that lets n commands run at once. n <= 0 means no limit, and
+// NewLimiter returns nil, which Exec accepts as such. It does not block.
+func NewLimiter(n int) *Limiter {
+	if n <= 0 {
+		return nil
+	}
+	return &Limiter{slots: make(chan struct{}, n)}
+}
+
+// Limit returns the number of commands allowed to run at once; 0 for a nil Limiter (no limit).
+// It does not block.
+func (l *Limiter) Limit() int {
+	if l == nil {
+		return 0
+	}
+	return cap(l.slots)
+}
+
+// Running returns the number of commands holding a slot now. It does not block.
+func (l *Limiter) Running() int {
+	if l == nil {
+		return 0
+	}
+	return len(l.slots)
+}
+
+// Waiting returns the number of callbacks waiting for a slot now. It does not block.
+func (l *Limiter) Waiting() int {
+	if l == nil {
+		return 0
+	}
+	return int(l.waiting.Load())
+}
+
+// acquire blocks until a slot is free or ctx ends; it returns ctx.Err() in the second case.
+// A nil Limiter returns at once.
+func (l *Limiter) acquire(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	l.waiting.Add(1)
+	defer l.waiting.Add(-1)
+	select {
+	case l.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// release frees the slot taken by acquire.
+func (l *Limiter) release() {
+	if l != nil {
+		<-l.slots
+	}
+}
+
+// Callback returns the notify.Callback that runs e. The callback blocks until a slot of
+// e.Limiter is free and then until the command exits or is killed; it returns an error for a
+// command that cannot start, exits non-zero or times out, and for a context that ends while it
+// waits for a slot (the command then never starts). It is safe for concurrent use.
 func (e Exec) Callback() notify.Callback {
 	if e.Timeout <= 0 {
 		e.Timeout = 30 * time.Second
@@ -52,6 +126,10 @@ func (e Exec) run(ctx context.Context, n notify.Notification) error {
 	if len(e.Command) == 0 {
 		return errors.New("exec: empty command")
 	}
+	if err := e.Limiter.acquire(ctx); err != nil {
+		return fmt.Errorf("exec %s: waiting for one of the %d process slots: %w", e.Command[0], e.Limiter.Limit(), err)
+	}
+	defer e.Limiter.release()
 	ctx, cancel := context.WithTimeout(ctx, e.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.Command[0], e.Command[1:]...)

@@ -5,6 +5,8 @@ package callback
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,19 +19,6 @@ import (
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
-
-func cpuNote() notify.Notification {
-	return notify.NewNotification(notify.GUIDDeviceInterfaceArrival, notify.Interface{
-		ClassGUID: notify.GUIDDeviceProcessor, SymbolicLink: "/sys/devices/system/cpu/cpu3", Number: 3, Node: 1, State: "online",
-	}, 817, time.Now(), notify.CauseUevent)
-}
-
-func memNote() notify.Notification {
-	return notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, notify.Interface{
-		ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/system/memory/memory32", Number: 32,
-		Node: -1, PhysStart: 32 << 27, Size: 128 << 20,
-	}, 900, time.Now(), notify.CauseResync)
-}
 
 func TestExecEnvironment(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "env")
@@ -167,5 +156,155 @@ func TestLogLine(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("log line lacks %s: %s", want, buf.String())
 		}
+	}
+}
+
+func TestNewLimiter(t *testing.T) {
+	tests := []struct{ n, want int }{{-1, 0}, {0, 0}, {1, 1}, {8, 8}}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(tt.n), func(t *testing.T) {
+			l := NewLimiter(tt.n)
+			if got := l.Limit(); got != tt.want || (tt.want == 0) != (l == nil) {
+				t.Errorf("NewLimiter(%d).Limit() = %d (nil %v); want %d, nil for no limit", tt.n, got, l == nil, tt.want)
+			}
+			if l.Running() != 0 || l.Waiting() != 0 {
+				t.Errorf("a new Limiter has %d running, %d waiting", l.Running(), l.Waiting())
+			}
+		})
+	}
+}
+
+// gatedScript is a command line that marks itself running in dir/running, writes how many
+// commands it sees running there to dir/counts/<pid>, waits until dir/go exists, and unmarks.
+// It also ends when dir is removed, so that a failed test leaves no process behind.
+func gatedScript(dir string) []string {
+	return []string{"/bin/sh", "-c", `d=$1; touch "$d/running/$$"; ls "$d/running" | wc -l > "$d/counts/$$"
+while [ -d "$d/running" ] && [ ! -e "$d/go" ]; do sleep 0.01; done; rm -f "$d/running/$$"`, "gated", dir}
+}
+
+// waitFor polls cond until it is true, failing t if that takes longer than a minute (a hang, not
+// a measurement).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting for %s after a minute", what)
+		}
+	}
+}
+
+func countFiles(t *testing.T, dir string) int {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// TestExecLimiter runs six callbacks of two exec configurations that share a limit of two: at no
+// moment do more than two of their commands run, the other four wait, and all six run in the end.
+func TestExecLimiter(t *testing.T) {
+	const limit, calls = 2, 6
+	dir := t.TempDir()
+	for _, sub := range []string{"running", "counts"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lim := NewLimiter(limit)
+	cbs := []notify.Callback{
+		Exec{Command: gatedScript(dir), Limiter: lim}.Callback(),
+		Exec{Command: gatedScript(dir), Timeout: time.Minute, Limiter: lim}.Callback(),
+	}
+	errs := make(chan error, calls)
+	for k := range calls {
+		go func() { errs <- cbs[k%len(cbs)](context.Background(), cpuNote(), nil) }()
+	}
+	running := filepath.Join(dir, "running")
+	waitFor(t, fmt.Sprintf("%d commands running and %d waiting", limit, calls-limit), func() bool {
+		if n := countFiles(t, running); n > limit {
+			t.Fatalf("%d commands running at once with a limit of %d", n, limit)
+		}
+		return countFiles(t, running) == limit && lim.Waiting() == calls-limit
+	})
+	if got := lim.Running(); got != limit {
+		t.Errorf("Limiter.Running() = %d with %d commands started; want %d", got, limit, limit)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Errorf("callback: %v", err)
+		}
+	}
+	counts, err := filepath.Glob(filepath.Join(dir, "counts", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(counts) != calls {
+		t.Errorf("%d commands ran; want %d", len(counts), calls)
+	}
+	for _, p := range counts {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err != nil || n > limit {
+			t.Errorf("a command saw %q commands running; want at most %d", b, limit)
+		}
+	}
+	if lim.Running() != 0 || lim.Waiting() != 0 {
+		t.Errorf("after every callback returned: %d running, %d waiting; want 0, 0", lim.Running(), lim.Waiting())
+	}
+}
+
+// TestExecLimiterWaitRespectsContext: a callback waiting for a slot returns when its context
+// ends, without running its command, and slots are given back on every path out of a callback.
+func TestExecLimiterWaitRespectsContext(t *testing.T) {
+	dir := t.TempDir()
+	for _, sub := range []string{"running", "counts"} {
+		os.Mkdir(filepath.Join(dir, sub), 0o700)
+	}
+	lim := NewLimiter(1)
+	holder := make(chan error, 1)
+	go func() {
+		holder <- Exec{Command: gatedScript(dir), Limiter: lim}.Callback()(context.Background(), cpuNote(), nil)
+	}()
+	waitFor(t, "the first command to run", func() bool { return countFiles(t, filepath.Join(dir, "running")) == 1 })
+
+	ran := filepath.Join(dir, "second-ran")
+	ctx, cancel := context.WithCancel(context.Background())
+	second := make(chan error, 1)
+	go func() {
+		second <- Exec{Command: []string{"/bin/touch", ran}, Limiter: lim}.Callback()(ctx, cpuNote(), nil)
+	}()
+	waitFor(t, "the second callback to wait for a slot", func() bool { return lim.Waiting() == 1 })
+	cancel()
+	err := <-second
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "waiting for one of the 1 process slots") {
+		t.Errorf("callback cancelled while waiting: %v; want an error saying it waited for a slot, wrapping context.Canceled", err)
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Errorf("the command of a callback cancelled while waiting ran")
+	}
+
+	os.WriteFile(filepath.Join(dir, "go"), nil, 0o600)
+	if err := <-holder; err != nil {
+		t.Errorf("the command holding the slot: %v", err)
+	}
+	// A failed start, a non-zero exit and a timeout each give their slot back: with a limit of
+	// one, each call below would otherwise wait until the guard's deadline.
+	for _, cmd := range [][]string{{"/nonexistent/hook"}, {"/bin/sh", "-c", "exit 3"}, {"/bin/sleep", "60"}} {
+		guard, stop := context.WithTimeout(context.Background(), time.Minute)
+		err := Exec{Command: cmd, Timeout: 100 * time.Millisecond, Limiter: lim}.Callback()(guard, cpuNote(), nil)
+		stop()
+		if err == nil || strings.Contains(err.Error(), "process slots") {
+			t.Errorf("%s: %v; want the command's own failure", cmd[0], err)
+		}
+	}
+	if lim.Running() != 0 || lim.Waiting() != 0 {
+		t.Errorf("at the end: %d running, %d waiting; want 0, 0", lim.Running(), lim.Waiting())
 	}
 }

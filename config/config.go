@@ -30,6 +30,17 @@ type Config struct {
 	Callbacks []Callback `yaml:"callbacks"`
 	// Online is the online policy for hot-added CPUs and memory blocks.
 	Online Online `yaml:"online"`
+	// MaxExecProcesses bounds the exec callback processes running at once, across all
+	// callbacks. Default 16.
+	MaxExecProcesses *int `yaml:"max_exec_processes"`
+}
+
+// ExecLimit is MaxExecProcesses with its default.
+func (c *Config) ExecLimit() int {
+	if c.MaxExecProcesses == nil {
+		return 16
+	}
+	return *c.MaxExecProcesses
 }
 
 // Online is the online policy: what the agent does with a CPU or memory block the kernel has
@@ -143,6 +154,9 @@ func (c *Config) LogEnabled() bool { return c.LogNotifications == nil || *c.LogN
 func (c *Config) validate() error {
 	if err := c.Online.Policy().Validate(); err != nil {
 		return fmt.Errorf("online.%w", err)
+	}
+	if n := c.ExecLimit(); n < 1 || n > 4096 {
+		return fmt.Errorf("max_exec_processes: %d: want 1 to 4096", n)
 	}
 	seen := map[string]bool{"log": c.LogEnabled()}
 	for i := range c.Callbacks {

@@ -606,7 +606,7 @@ func TestIntegrationPrometheus(t *testing.T) {
 		t.Fatalf("go build %s: %v\n%s", agentPkg, err, out)
 	}
 	agentAddr := freeAddr(t)
-	agent := startProcess(t, agentBin, "run", "--web.listen-address="+agentAddr)
+	agent := startProcess(t, agentBin, "run", "--web.listen-address="+agentAddr, "--path.state="+filepath.Join(t.TempDir(), "state.json"))
 	waitFor(t, time.Minute, func() (bool, string) {
 		code, _, err := httpGet("http://" + agentAddr + "/healthz")
 		return code == http.StatusOK, fmt.Sprintf("agent /healthz: %d %v", code, err)

@@ -74,7 +74,12 @@ var listenRE = regexp.MustCompile(`msg="agent ready" listen=(\S+)`)
 // startAgent runs the binary with args on a free loopback port and waits until it is ready.
 func startAgent(t *testing.T, args ...string) *agentProc {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"run", "--web.listen-address=127.0.0.1:0", "--log.level=debug"}, args...)...)
+	base := []string{"run", "--web.listen-address=127.0.0.1:0", "--log.level=debug"}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--path.state=") }) {
+		// Agents under test never share the system's state file, nor each other's.
+		base = append(base, "--path.state="+filepath.Join(t.TempDir(), "state.json"))
+	}
+	cmd := exec.Command(binary, append(base, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,9 @@ import (
 // ephemeral ports, and easy to place: node_exporter's 9100 plus 10000.
 const DefaultListenAddress = ":19100"
 
+// DefaultStatePath is under the StateDirectory= of the systemd unit.
+const DefaultStatePath = "/var/lib/hotplug-agent/state.json"
+
 // DefaultReceiveBufferBytes matches systemd-udevd's 128 MiB: a limit, not an allocation, large
 // enough that a 1 TiB memory hot-add (16,384 block uevents) fits while the agent catches up.
 const DefaultReceiveBufferBytes = 128 << 20
@@ -29,11 +32,16 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	systemdSocket := fs.Bool("web.systemd-socket", false, "serve on the sockets systemd passes (socket activation) instead of --web.listen-address")
 	sysfsPath := fs.String("path.sysfs", "/sys", "sysfs mount point")
 	rcvbuf := fs.Int("netlink.receive-buffer-bytes", DefaultReceiveBufferBytes, "netlink receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default)")
+	statePath := fs.String("path.state", DefaultStatePath, "file that keeps the announced interfaces and the last event ID across restarts; empty keeps none")
+	history := fs.Int("web.stream-history", 4096, "notifications /events keeps for clients that resume with Last-Event-ID")
 	configFile := fs.String("config.file", "", "YAML configuration file (callbacks); empty: log every notification")
 	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log.format", "logfmt", "log format: logfmt or json")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
+	}
+	if *history < 1 {
+		return usageError{fmt.Errorf("--web.stream-history: %d: want at least 1", *history)}
 	}
 	if *rcvbuf < 0 {
 		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d is negative", *rcvbuf)}
@@ -52,6 +60,8 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		SysfsPath:          *sysfsPath,
 		ListenAddresses:    listen.or(DefaultListenAddress),
 		SystemdSocket:      *systemdSocket,
+		StatePath:          *statePath,
+		StreamHistory:      *history,
 		WebConfigFile:      *webConfig,
 		ReceiveBufferBytes: *rcvbuf,
 		Config:             cfg,

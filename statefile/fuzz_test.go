@@ -1,0 +1,43 @@
+package statefile
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// FuzzLoad checks that Load never panics on any file, that its errors are one line naming the
+// file, and that whatever it accepts is valid: Save writes it back and Load gives the same state.
+// More seeds (every corruption class of TestLoadRejects) are in testdata/fuzz/FuzzLoad.
+func FuzzLoad(f *testing.F) {
+	f.Add([]byte(valid))
+	f.Add([]byte(withInterface(cpuRecord("/sys/devices/system/cpu/../cpu0", 0))))
+	dir := f.TempDir()
+	path := filepath.Join(dir, "state.json")
+	again := filepath.Join(dir, "again.json")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Load(path)
+		if err != nil {
+			if msg := err.Error(); !strings.HasPrefix(msg, "statefile: load "+path+": ") || strings.ContainsAny(msg, "\n\r") {
+				t.Fatalf("Load error %q: want one line beginning with the path", msg)
+			}
+			return
+		}
+		if err := Save(again, s); err != nil {
+			t.Fatalf("Save of a state Load accepted: %v", err)
+		}
+		back, err := Load(again)
+		if err != nil {
+			t.Fatalf("Load of a state Save wrote: %v", err)
+		}
+		if diff := cmp.Diff(s, back); diff != "" {
+			t.Fatalf("Save then Load changed the state (-loaded +reloaded):\n%s", diff)
+		}
+	})
+}

@@ -1,0 +1,349 @@
+// Package statefile persists the set of device interfaces the agent last announced, so that a
+// restarted agent can announce exactly what changed while it was down. The file is JSON, owned by
+// this package (its form does not follow the HTTP API's), and replaced atomically: a crash at any
+// moment leaves either the old file or the new one, never a mix.
+package statefile
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+// Version is the file format version that Save writes and Load accepts.
+const Version = 1
+
+// MaxSize is the largest state file Load reads. A real one holds at most some thousands of
+// interfaces, about 250 bytes each; anything this large is not a state file.
+const MaxSize = 64 << 20
+
+// State is what the agent persists.
+type State struct {
+	// Version is the file format version: Version (Save writes it when zero).
+	Version int
+	// Interfaces is the set of interfaces announced as active, sorted with notify.Interface.Less.
+	Interfaces []notify.Interface
+	// LastEventID is the last id given to the event stream, so that ids stay resumable across
+	// restarts; 0 until the stream numbers its events.
+	LastEventID uint64
+	// SavedAt is when the state was saved (Save writes the current time when zero).
+	SavedAt time.Time
+}
+
+// fileJSON is the JSON form of the whole file.
+type fileJSON struct {
+	Version     int          `json:"version"`
+	SavedAt     time.Time    `json:"saved_at"`
+	LastEventID uint64       `json:"last_event_id"`
+	Interfaces  []recordJSON `json:"interfaces"`
+}
+
+// recordJSON is the JSON form of one interface in the file.
+type recordJSON struct {
+	ClassGUID    string `json:"class_guid"`
+	SymbolicLink string `json:"symbolic_link"`
+	Number       int    `json:"number"`
+	Node         int    `json:"node"`
+	PhysStart    uint64 `json:"phys_start,omitempty"`
+	Size         uint64 `json:"size,omitempty"`
+	State        string `json:"state,omitempty"`
+	Zones        string `json:"zones,omitempty"`
+}
+
+// saveMu serialises Save calls in this process: each one removes the temporary files that
+// earlier, interrupted, saves left behind, and must not remove another call's.
+var saveMu sync.Mutex
+
+// Save writes s to path atomically: it writes a temporary file in the same directory, syncs it,
+// renames it over path and syncs the directory, so that a crash at any moment leaves the old file
+// or the new one. The file has mode 0600; a missing directory is created with mode 0700.
+// Temporary files left by an interrupted earlier Save are removed. s is validated as Load
+// validates it, and a State that Load would refuse is not written. Interfaces are sorted in the
+// file; s is not modified.
+//
+// Save blocks on the disk (two fsyncs). It is safe for concurrent use within a process (calls
+// are serialised); two processes must not save to the same path.
+func Save(path string, s State) error {
+	if s.Version == 0 {
+		s.Version = Version
+	}
+	if s.Version != Version {
+		return fmt.Errorf("statefile: save %s: format version %d: this agent writes version %d", path, s.Version, Version)
+	}
+	if s.SavedAt.IsZero() {
+		s.SavedAt = time.Now()
+	}
+	dir, base := filepath.Split(path)
+	if base == "" {
+		return fmt.Errorf("statefile: save %s: the path names a directory, not a file", path)
+	}
+	if dir == "" {
+		dir = "."
+	}
+	ifaces := slices.Clone(s.Interfaces)
+	slices.SortFunc(ifaces, compare)
+	f := fileJSON{
+		Version:     s.Version,
+		SavedAt:     s.SavedAt,
+		LastEventID: s.LastEventID,
+		Interfaces:  make([]recordJSON, len(ifaces)),
+	}
+	for k, i := range ifaces {
+		f.Interfaces[k] = recordJSON{
+			ClassGUID:    i.ClassGUID.String(),
+			SymbolicLink: i.SymbolicLink,
+			Number:       i.Number,
+			Node:         i.Node,
+			PhysStart:    i.PhysStart,
+			Size:         i.Size,
+			State:        i.State,
+			Zones:        i.Zones,
+		}
+	}
+	if _, err := check(f.Interfaces); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	data = append(data, '\n')
+	if len(data) > MaxSize {
+		return fmt.Errorf("statefile: save %s: %d bytes, more than the %d that Load reads", path, len(data), MaxSize)
+	}
+
+	saveMu.Lock()
+	defer saveMu.Unlock()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	if err := removeStale(dir, base); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(dir, tempPrefix(base)+"*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	renamed := false
+	defer func() {
+		if !renamed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	renamed = true
+	// The rename is durable only once the directory is.
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("statefile: save %s: fsync directory: %w", path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("statefile: save %s: fsync directory: %w", path, err)
+	}
+	return nil
+}
+
+// removeStale removes the temporary files that a Save killed before its rename left in dir.
+func removeStale(dir, base string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tempPrefix(base)) && e.Type().IsRegular() {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove stale temporary file: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// tempPrefix is how the temporary files of Save for a file named base begin. They are hidden,
+// and Load never reads them.
+func tempPrefix(base string) string { return "." + base + ".tmp-" }
+
+// Load reads the state saved at path. A missing file gives an error wrapping fs.ErrNotExist
+// (the agent's first start). A file that is empty, truncated, not JSON, of another format
+// version, larger than MaxSize, or that holds an invalid interface (a class other than
+// processor or memory, a symbolic link that is not exactly /sys/devices/system/cpu/cpuN or
+// /sys/devices/system/memory/memoryN for its Number, a duplicate) gives a one-line error naming
+// path and what is wrong. Interfaces are returned sorted with notify.Interface.Less.
+//
+// Load blocks on the disk. It is safe for concurrent use, also with Save (it sees the old file
+// or the new one).
+func Load(path string) (State, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return State{}, fmt.Errorf("statefile: load: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxSize {
+		return State{}, fmt.Errorf("statefile: load %s: %d bytes, more than the %d a state file may have", path, fi.Size(), MaxSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return State{}, fmt.Errorf("statefile: load: %w", err)
+	}
+	if len(data) > MaxSize {
+		return State{}, fmt.Errorf("statefile: load %s: more than the %d bytes a state file may have", path, MaxSize)
+	}
+	s, err := decode(data)
+	if err != nil {
+		return State{}, fmt.Errorf("statefile: load %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// decode parses and validates the contents of a state file.
+func decode(data []byte) (State, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return State{}, errors.New("empty file")
+	}
+	// The version first, leniently: the rest of a file of another version may not parse as this
+	// one, and "unknown version" says more than an unknown field would.
+	var v struct {
+		Version *json.RawMessage `json:"version"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return State{}, syntaxError(data, err)
+	}
+	if v.Version == nil {
+		return State{}, errors.New("no version field: not a state file")
+	}
+	if n, err := strconv.Atoi(string(*v.Version)); err != nil || n != Version {
+		return State{}, fmt.Errorf("format version %.20q: this agent reads version %d", *v.Version, Version)
+	}
+
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var f fileJSON
+	if err := dec.Decode(&f); err != nil {
+		return State{}, syntaxError(data, err)
+	}
+	if f.Interfaces == nil {
+		return State{}, errors.New("no interfaces field")
+	}
+	if f.SavedAt.IsZero() {
+		return State{}, errors.New("no saved_at field")
+	}
+	ifaces, err := check(f.Interfaces)
+	if err != nil {
+		return State{}, err
+	}
+	return State{Version: f.Version, Interfaces: ifaces, LastEventID: f.LastEventID, SavedAt: f.SavedAt}, nil
+}
+
+// syntaxError describes a JSON error in one line, with the byte offset where it can. data holds
+// more than white space.
+func syntaxError(data []byte, err error) error {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	// An object ends with its closing brace: a file that opens one and ends otherwise was cut.
+	trimmed := bytes.TrimSpace(data)
+	cut := trimmed[0] == '{' && trimmed[len(trimmed)-1] != '}'
+	switch {
+	case errors.As(err, &se) && strings.Contains(se.Error(), "after top-level value"):
+		return fmt.Errorf("not a valid state file: more data after the JSON object (at byte %d)", se.Offset)
+	case cut, errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &se) && se.Error() == "unexpected end of JSON input":
+		return fmt.Errorf("truncated: the JSON ends unfinished at byte %d", len(data))
+	case errors.As(err, &se):
+		return fmt.Errorf("not a valid state file: %v (at byte %d)", err, se.Offset)
+	case errors.As(err, &te) && te.Field == "":
+		return fmt.Errorf("not a valid state file: a JSON %s where an object is wanted", te.Value)
+	case errors.As(err, &te):
+		return fmt.Errorf("not a valid state file: field %s: %s where %s is wanted (at byte %d)", te.Field, te.Value, te.Type, te.Offset)
+	}
+	return fmt.Errorf("not a valid state file: %v", err)
+}
+
+// check validates the records and returns them as interfaces, sorted. An error names the record
+// by its index in recs.
+func check(recs []recordJSON) ([]notify.Interface, error) {
+	out := make([]notify.Interface, len(recs))
+	for k, r := range recs {
+		class, err := uuid.Parse(r.ClassGUID)
+		if err != nil {
+			return nil, fmt.Errorf("interfaces[%d]: class_guid %.40q: %v", k, r.ClassGUID, err)
+		}
+		var prefix string
+		switch class {
+		case notify.GUIDDeviceProcessor:
+			prefix = "/sys/devices/system/cpu/cpu"
+		case notify.GUIDDeviceMemory:
+			prefix = "/sys/devices/system/memory/memory"
+		default:
+			return nil, fmt.Errorf("interfaces[%d]: class %s is neither processor (%s) nor memory (%s)",
+				k, class, notify.GUIDDeviceProcessor, notify.GUIDDeviceMemory)
+		}
+		name := notify.ClassName(class)
+		if r.Number < 0 || r.Number > maxNumber {
+			return nil, fmt.Errorf("interfaces[%d]: %s number %d out of range 0-%d", k, name, r.Number, maxNumber)
+		}
+		if want := prefix + strconv.Itoa(r.Number); r.SymbolicLink != want {
+			return nil, fmt.Errorf("interfaces[%d]: symbolic link %.80q is not that of %s %d (%s)", k, r.SymbolicLink, name, r.Number, want)
+		}
+		if r.Node < -1 || r.Node > maxNumber {
+			return nil, fmt.Errorf("interfaces[%d] (%s): node %d out of range -1-%d", k, r.SymbolicLink, r.Node, maxNumber)
+		}
+		out[k] = notify.Interface{
+			ClassGUID:    class,
+			SymbolicLink: r.SymbolicLink,
+			Number:       r.Number,
+			Node:         r.Node,
+			PhysStart:    r.PhysStart,
+			Size:         r.Size,
+			State:        r.State,
+			Zones:        r.Zones,
+		}
+	}
+	slices.SortFunc(out, compare)
+	for k := 1; k < len(out); k++ {
+		if out[k].SymbolicLink == out[k-1].SymbolicLink {
+			return nil, fmt.Errorf("interfaces: %s is listed twice", out[k].SymbolicLink)
+		}
+	}
+	return out, nil
+}
+
+// maxNumber bounds CPU numbers, memory block indexes and NUMA nodes: nine digits, as in the
+// DEVPATHs the tracker accepts.
+const maxNumber = 999_999_999
+
+// compare orders interfaces with notify.Interface.Less, then by symbolic link, so that duplicates
+// (and interfaces of one number with different links) end up next to each other.
+func compare(a, b notify.Interface) int {
+	switch {
+	case a.Less(b):
+		return -1
+	case b.Less(a):
+		return 1
+	}
+	return strings.Compare(a.SymbolicLink, b.SymbolicLink)
+}

@@ -1,0 +1,380 @@
+package statefile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+var savedAt = time.Date(2026, 11, 21, 23, 50, 0, 0, time.UTC)
+
+func cpu(n int) notify.Interface {
+	return notify.Interface{
+		ClassGUID:    notify.GUIDDeviceProcessor,
+		SymbolicLink: fmt.Sprintf("/sys/devices/system/cpu/cpu%d", n),
+		Number:       n,
+		Node:         0,
+		State:        "online",
+	}
+}
+
+func mem(n int) notify.Interface {
+	return notify.Interface{
+		ClassGUID:    notify.GUIDDeviceMemory,
+		SymbolicLink: fmt.Sprintf("/sys/devices/system/memory/memory%d", n),
+		Number:       n,
+		Node:         -1,
+		PhysStart:    uint64(n) << 27,
+		Size:         128 << 20,
+		State:        "online",
+		Zones:        "Normal Movable",
+	}
+}
+
+// dirNames lists the names in dir, sorted.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		in   State
+		want State // zero: in
+	}{
+		{"nothing announced", State{Version: 1, Interfaces: []notify.Interface{}, SavedAt: savedAt}, State{}},
+		{"nil interfaces", State{SavedAt: savedAt},
+			State{Version: 1, Interfaces: []notify.Interface{}, SavedAt: savedAt}},
+		{"processors and memory, sorted on save",
+			State{Interfaces: []notify.Interface{mem(33), cpu(1), mem(0), cpu(0), cpu(10)}, LastEventID: 42, SavedAt: savedAt},
+			State{Version: 1, Interfaces: []notify.Interface{cpu(0), cpu(1), cpu(10), mem(0), mem(33)}, LastEventID: 42, SavedAt: savedAt}},
+		{"node unknown, going offline, large numbers",
+			State{Version: 1, Interfaces: []notify.Interface{
+				{ClassGUID: notify.GUIDDeviceProcessor, SymbolicLink: "/sys/devices/system/cpu/cpu999999999", Number: 999999999, Node: -1, State: "offline"},
+				{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/system/memory/memory7", Number: 7, Node: 3,
+					PhysStart: 1 << 63, Size: 1<<64 - 1, State: "going-offline", Zones: "é \"quoted\"\ttab"},
+			}, LastEventID: 1<<64 - 1, SavedAt: savedAt}, State{}},
+		{"saved at in another zone", State{Version: 1, Interfaces: []notify.Interface{cpu(2)},
+			SavedAt: savedAt.In(time.FixedZone("CET", 3600))}, State{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "var", "lib", "hotplug-agent")
+			path := filepath.Join(dir, "state.json")
+			in := slices.Clone(tt.in.Interfaces)
+			if err := Save(path, tt.in); err != nil {
+				t.Fatalf("Save: %v", err)
+			}
+			if !slices.Equal(in, tt.in.Interfaces) {
+				t.Errorf("Save reordered the caller's slice")
+			}
+			got, err := Load(path)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			want := tt.want
+			if want.Version == 0 {
+				want = tt.in
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("Load after Save (-want +got):\n%s", diff)
+			}
+			for p, mode := range map[string]fs.FileMode{path: 0o600, dir: 0o700 | fs.ModeDir} {
+				if fi, err := os.Stat(p); err != nil || fi.Mode() != mode {
+					t.Errorf("%s: mode %v (%v); want %v", p, fi.Mode(), err, mode)
+				}
+			}
+			if names := dirNames(t, dir); !slices.Equal(names, []string{"state.json"}) {
+				t.Errorf("directory holds %q after Save; want only state.json", names)
+			}
+		})
+	}
+}
+
+func TestSavedAtDefaultsToNow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	before := time.Now()
+	if err := Save(path, State{Interfaces: []notify.Interface{cpu(0)}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SavedAt.Before(before.Truncate(time.Second)) || got.SavedAt.After(time.Now()) {
+		t.Errorf("SavedAt = %v; want the time of Save (after %v)", got.SavedAt, before)
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	_, err := Load(path)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), path) {
+		t.Errorf("Load of a missing file: %v; want an error wrapping fs.ErrNotExist that names %s", err, path)
+	}
+}
+
+// valid is a state file as Save writes it, with a processor and a memory block.
+const valid = `{
+  "version": 1,
+  "saved_at": "2026-11-21T23:50:00Z",
+  "last_event_id": 0,
+  "interfaces": [
+    {
+      "class_guid": "97fadb10-4e33-40ae-359c-8bef029dbdd0",
+      "symbolic_link": "/sys/devices/system/cpu/cpu1",
+      "number": 1,
+      "node": 0,
+      "state": "online"
+    },
+    {
+      "class_guid": "3fd0f03d-92e0-45fb-b75c-5ed8ffb01021",
+      "symbolic_link": "/sys/devices/system/memory/memory32",
+      "number": 32,
+      "node": -1,
+      "phys_start": 4294967296,
+      "size": 134217728,
+      "state": "online",
+      "zones": "Normal"
+    }
+  ]
+}
+`
+
+// withInterface is a valid file whose only interface is the JSON object rec.
+func withInterface(rec string) string {
+	return `{"version": 1, "saved_at": "2026-11-21T23:50:00Z", "interfaces": [` + rec + `]}`
+}
+
+func cpuRecord(link string, number int) string {
+	return fmt.Sprintf(`{"class_guid": "97fadb10-4e33-40ae-359c-8bef029dbdd0", "symbolic_link": %q, "number": %d, "node": 0}`, link, number)
+}
+
+// checkLoadError checks that err is a one-line error that names path and says want.
+func checkLoadError(t *testing.T, err error, path, want string) {
+	t.Helper()
+	switch {
+	case err == nil:
+		t.Errorf("Load succeeded; want an error saying %q", want)
+	case !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want):
+		t.Errorf("Load error %q; want one naming %s and saying %q", err, path, want)
+	case strings.ContainsAny(err.Error(), "\n\r"):
+		t.Errorf("Load error %q spans lines", err)
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	if _, err := decode([]byte(valid)); err != nil {
+		t.Fatalf("the valid file is refused: %v", err)
+	}
+	memRec := `{"class_guid": "3fd0f03d-92e0-45fb-b75c-5ed8ffb01021", "symbolic_link": "/sys/devices/system/memory/memory3", "number": 3, "node": 0}`
+	tests := []struct {
+		name, content, want string
+	}{
+		{"empty", "", "empty file"},
+		{"blank", " \n\t\n", "empty file"},
+		{"truncated", valid[:len(valid)/2], "truncated"},
+		{"truncated inside a string", valid[:strings.Index(valid, "/sys/devices/system/mem")+8], "truncated"},
+		{"NUL bytes", "\x00\x00\x00\x00", "not a valid state file"},
+		{"garbage", "this is not\nJSON at all", "not a valid state file"},
+		{"array", `[{"version": 1}]`, "a JSON array where an object is wanted"},
+		{"string", `"version"`, "a JSON string where an object is wanted"},
+		{"null", `null`, "no version field"},
+		{"no version", `{"interfaces": []}`, "no version field"},
+		{"version null", `{"version": null, "interfaces": []}`, "no version field"},
+		{"version 2", strings.Replace(valid, `"version": 1`, `"version": 2`, 1), `format version "2": this agent reads version 1`},
+		{"version 0", strings.Replace(valid, `"version": 1`, `"version": 0`, 1), `format version "0"`},
+		{"version as a string", strings.Replace(valid, `"version": 1`, `"version": "1"`, 1), `format version "\"1\""`},
+		{"version as an object", strings.Replace(valid, `"version": 1`, "\"version\": {\n\"major\": 1}", 1), `format version "{\n`},
+		{"two documents", valid + valid, "more data after the JSON object (at byte 569)"},
+		{"trailing garbage", valid + "x", "more data after the JSON object"},
+		{"unknown field", strings.Replace(valid, `"last_event_id": 0`, `"last_event": 0`, 1), `unknown field "last_event"`},
+		{"unknown interface field", withInterface(`{"class_guid": "97fadb10-4e33-40ae-359c-8bef029dbdd0", "symbolic_link": "/sys/devices/system/cpu/cpu0", "number": 0, "online": true}`), `unknown field "online"`},
+		{"number as a string", strings.Replace(valid, `"number": 1`, `"number": "1"`, 1), "field interfaces.number: string where int is wanted"},
+		{"negative phys_start", strings.Replace(valid, `"phys_start": 4294967296`, `"phys_start": -1`, 1), "interfaces.phys_start: number -1 where uint64 is wanted"},
+		{"no interfaces", `{"version": 1, "saved_at": "2026-11-21T23:50:00Z"}`, "no interfaces field"},
+		{"interfaces null", `{"version": 1, "saved_at": "2026-11-21T23:50:00Z", "interfaces": null}`, "no interfaces field"},
+		{"no saved_at", `{"version": 1, "interfaces": []}`, "no saved_at field"},
+		{"bad saved_at", `{"version": 1, "saved_at": "yesterday", "interfaces": []}`, "not a valid state file"},
+		{"class not a GUID", withInterface(`{"class_guid": "processor", "symbolic_link": "/sys/devices/system/cpu/cpu0", "number": 0}`), `interfaces[0]: class_guid "processor"`},
+		{"class of disks", withInterface(`{"class_guid": "53f56307-b6bf-11d0-94f2-00a0c91efb8b", "symbolic_link": "/sys/devices/system/cpu/cpu0", "number": 0}`), "interfaces[0]: class 53f56307-b6bf-11d0-94f2-00a0c91efb8b is neither processor"},
+		{"link of another number", withInterface(cpuRecord("/sys/devices/system/cpu/cpu4", 5)), `symbolic link "/sys/devices/system/cpu/cpu4" is not that of processor 5 (/sys/devices/system/cpu/cpu5)`},
+		{"link of another class", withInterface(cpuRecord("/sys/devices/system/memory/memory0", 0)), "is not that of processor 0"},
+		{"link leaving /sys/devices/system", withInterface(cpuRecord("/sys/devices/system/cpu/../../../cpu0", 0)), "is not that of processor 0"},
+		{"link with a doubled slash", withInterface(cpuRecord("/sys/devices/system//cpu/cpu0", 0)), "is not that of processor 0"},
+		{"link with a leading zero", withInterface(cpuRecord("/sys/devices/system/cpu/cpu01", 1)), "is not that of processor 1"},
+		{"link with a trailing slash", withInterface(cpuRecord("/sys/devices/system/cpu/cpu1/", 1)), "is not that of processor 1"},
+		{"link with a newline", withInterface(cpuRecord("/sys/devices/system/cpu/cpu1\n", 1)), `"/sys/devices/system/cpu/cpu1\n" is not that of processor 1`},
+		{"link without /sys", withInterface(cpuRecord("/devices/system/cpu/cpu1", 1)), "is not that of processor 1"},
+		{"negative number", withInterface(cpuRecord("/sys/devices/system/cpu/cpu-1", -1)), "processor number -1 out of range"},
+		{"ten-digit number", withInterface(cpuRecord("/sys/devices/system/cpu/cpu1000000000", 1000000000)), "processor number 1000000000 out of range"},
+		{"number beyond int", withInterface(`{"class_guid": "97fadb10-4e33-40ae-359c-8bef029dbdd0", "symbolic_link": "/sys/devices/system/cpu/cpu0", "number": 99999999999999999999}`), "where int is wanted"},
+		{"node -2", withInterface(`{"class_guid": "97fadb10-4e33-40ae-359c-8bef029dbdd0", "symbolic_link": "/sys/devices/system/cpu/cpu0", "number": 0, "node": -2}`), "node -2 out of range"},
+		{"duplicate", withInterface(memRec + "," + cpuRecord("/sys/devices/system/cpu/cpu0", 0) + "," + memRec), "interfaces: /sys/devices/system/memory/memory3 is listed twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			checkLoadError(t, err, path, tt.want)
+			t.Log(err)
+		})
+	}
+}
+
+// TestLoadEveryTruncation cuts a valid file at every byte: each cut that loses more than the
+// final newline must be refused as truncated, with a one-line error.
+func TestLoadEveryTruncation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	body := strings.TrimRight(valid, "\n")
+	for n := range len(body) {
+		if err := os.WriteFile(path, []byte(valid[:n]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path)
+		want := "truncated"
+		if strings.TrimSpace(valid[:n]) == "" {
+			want = "empty file"
+		}
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("Load of the first %d of %d bytes: %v; want a one-line error saying %q", n, len(valid), err, want)
+		}
+	}
+}
+
+func TestLoadNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	t.Run("oversized", func(t *testing.T) {
+		path := filepath.Join(dir, "huge.json")
+		// Sparse: the size is there without writing 64 MiB.
+		if err := os.WriteFile(path, []byte(valid), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(path, MaxSize+1); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path)
+		checkLoadError(t, err, path, fmt.Sprintf("%d bytes, more than the %d", MaxSize+1, MaxSize))
+	})
+	t.Run("directory", func(t *testing.T) {
+		_, err := Load(dir)
+		checkLoadError(t, err, dir, "is a directory")
+	})
+}
+
+func TestSaveRefuses(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	before := State{Interfaces: []notify.Interface{cpu(0)}, SavedAt: savedAt}
+	if err := Save(path, before); err != nil {
+		t.Fatal(err)
+	}
+	bad := cpu(3)
+	bad.SymbolicLink = "/sys/devices/system/cpu/../cpu3"
+	noClass := cpu(4)
+	noClass.ClassGUID = notify.AllClasses
+	tests := []struct {
+		name string
+		s    State
+		want string
+	}{
+		{"version 2", State{Version: 2}, "format version 2"},
+		{"bad link", State{Interfaces: []notify.Interface{cpu(1), bad}}, `symbolic link "/sys/devices/system/cpu/../cpu3" is not that of processor 3`},
+		{"no class", State{Interfaces: []notify.Interface{noClass}}, "is neither processor"},
+		{"duplicate", State{Interfaces: []notify.Interface{mem(1), cpu(1), mem(1)}}, "memory1 is listed twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Save(path, tt.s)
+			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Save: %v; want an error naming %s and saying %q", err, path, tt.want)
+			}
+			got, err := Load(path)
+			if err != nil || !cmp.Equal(got.Interfaces, before.Interfaces) {
+				t.Errorf("after a refused Save, Load = %v, %v; want the earlier state", got.Interfaces, err)
+			}
+			if names := dirNames(t, dir); !slices.Equal(names, []string{"state.json"}) {
+				t.Errorf("a refused Save left %q", names)
+			}
+		})
+	}
+	t.Run("path is a directory", func(t *testing.T) {
+		err := Save(dir+"/", State{})
+		if err == nil || !strings.Contains(err.Error(), "names a directory") {
+			t.Errorf("Save(%s/): %v; want an error saying it names a directory", dir, err)
+		}
+	})
+	t.Run("parent is a file", func(t *testing.T) {
+		p := filepath.Join(path, "state.json")
+		err := Save(p, State{})
+		if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "mkdir") {
+			t.Errorf("Save(%s): %v; want an error naming it and saying mkdir failed", p, err)
+		}
+	})
+}
+
+// TestCrashBeforeRename leaves what a Save killed between writing its temporary file and renaming
+// it leaves: Load must not see it, and the next Save must remove it.
+func TestCrashBeforeRename(t *testing.T) {
+	for _, existed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("earlier file %v", existed), func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "state.json")
+			old := State{Version: 1, Interfaces: []notify.Interface{cpu(0), cpu(1)}, SavedAt: savedAt}
+			if existed {
+				if err := Save(path, old); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// A complete new file and a half-written one, as two crashed saves would leave them.
+			stray := []string{tempPrefix("state.json") + "1234", tempPrefix("state.json") + "99"}
+			os.WriteFile(filepath.Join(dir, stray[0]), []byte(withInterface(cpuRecord("/sys/devices/system/cpu/cpu7", 7))), 0o600)
+			os.WriteFile(filepath.Join(dir, stray[1]), []byte(valid[:100]), 0o600)
+			// A file of another name that merely looks alike is not Save's to remove.
+			other := ".state.json.bak"
+			os.WriteFile(filepath.Join(dir, other), []byte("keep"), 0o600)
+
+			got, err := Load(path)
+			if existed {
+				if err != nil || !cmp.Equal(old, got) {
+					t.Errorf("Load with stray temporary files = %+v, %v; want the earlier state", got, err)
+				}
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("Load with only stray temporary files: %v; want fs.ErrNotExist", err)
+			}
+
+			next := State{Version: 1, Interfaces: []notify.Interface{cpu(2)}, SavedAt: savedAt}
+			if err := Save(path, next); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := Load(path); err != nil || !cmp.Equal(next, got) {
+				t.Errorf("Load after the next Save = %+v, %v; want %+v", got, err, next)
+			}
+			if names, want := dirNames(t, dir), []string{other, "state.json"}; !slices.Equal(names, want) {
+				t.Errorf("after the next Save the directory holds %q; want %q", names, want)
+			}
+		})
+	}
+}
