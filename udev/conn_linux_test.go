@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"log/slog"
 	"net"
 	"os"
@@ -149,6 +150,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 }
 
 func TestCancelUnblocksRead(t *testing.T) {
+	testenv.LockCPUs(t) // no other package's uevent storm while this one reads real events
 	c := listen(t, Options{})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -246,6 +248,7 @@ func TestAccept(t *testing.T) {
 }
 
 func TestIntegrationRejectsForgedSender(t *testing.T) {
+	testenv.LockCPUs(t) // no other package's uevent storm while this one reads real events
 	requireRoot(t, "send to the uevent multicast group (CAP_NET_ADMIN) and write a uevent file")
 	var reasons []string // OnReject runs on the reading goroutine: this one
 	c := listen(t, Options{OnReject: func(r string) { reasons = append(reasons, r) }})
@@ -282,6 +285,7 @@ func TestIntegrationRejectsForgedSender(t *testing.T) {
 }
 
 func TestIntegrationSyntheticUevents(t *testing.T) {
+	testenv.LockCPUs(t) // no other package's uevent storm while this one reads real events
 	requireRoot(t, "write uevent files in /sys")
 	c := listen(t, Options{})
 	cpu, mem := highestCPU(t), memoryBlock(t)
@@ -329,6 +333,7 @@ func TestIntegrationSyntheticUevents(t *testing.T) {
 }
 
 func TestIntegrationReceiveBuffer(t *testing.T) {
+	testenv.LockCPUs(t) // no other package's uevent storm while this one reads real events
 	rmemDefault := readProcInt(t, "/proc/sys/net/core/rmem_default")
 	rmemMax := readProcInt(t, "/proc/sys/net/core/rmem_max")
 	// Twice rmem_max: only SO_RCVBUFFORCE can get it.
@@ -386,6 +391,7 @@ func readProcInt(t *testing.T, p string) int {
 }
 
 func TestIntegrationOverflow(t *testing.T) {
+	testenv.LockCPUs(t) // no other package's uevent storm while this one reads real events
 	requireRoot(t, "force a tiny receive buffer and write uevent files")
 	var rejects []string
 	c := listen(t, Options{ReceiveBufferBytes: 1024, OnReject: func(r string) { rejects = append(rejects, r) }})

@@ -14,8 +14,10 @@ import (
 	"testing"
 )
 
-// CPULockPath is the file every test package locks before it changes a CPU's online state:
-// test packages run in parallel, and two of them cycling one CPU would confuse both.
+// CPULockPath is the file every test package locks before it changes a CPU's online state,
+// floods the kernel with uevents, or counts on receiving particular real uevents: test packages
+// run in parallel, and two of them cycling one CPU, or one's storm overflowing the other's
+// socket, would confuse both.
 const CPULockPath = "/tmp/hotplug-agent-test-cpu.lock"
 
 // RequireRoot skips t unless it runs as root, saying why.
