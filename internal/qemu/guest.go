@@ -1,0 +1,100 @@
+//go:build linux
+
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/qemu/kmod"
+)
+
+// GuestModules are the modules a guest needs: virtio over PCI, the NIC, and virtio-mem. Their
+// dependencies are packed too.
+var GuestModules = []string{"virtio_pci", "virtio_net", "virtio_mem"}
+
+// BuildStatic builds the Go package pkg (a path like ./cmd/hotplug-agent, relative to dir) as a
+// static binary at out: CGO_ENABLED=0, trimmed paths, no symbols.
+func BuildStatic(ctx context.Context, dir, pkg, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+// Guest is what goes into a guest's initramfs.
+type Guest struct {
+	// Init is the host path of the static /init (cmd/hotplug-guest-init).
+	Init string
+	// Agent is the host path of the static agent, packed as /bin/hotplug-agent.
+	Agent string
+	// AgentConfig is /etc/hotplug-agent/config.yaml.
+	AgentConfig string
+	// AgentArgs are the agent's arguments after "run --config.file=... --web.listen-address=:Port".
+	AgentArgs []string
+	// Port is the agent's HTTP port in the guest.
+	Port int
+	// Kernel supplies the modules; Modules names the ones to pack (default GuestModules), with
+	// their dependencies.
+	Kernel  Kernel
+	Modules []string
+}
+
+// WriteInitramfs writes the guest's initramfs to the file out.
+func (g Guest) WriteInitramfs(out string) error {
+	mods := g.Modules
+	if mods == nil {
+		mods = GuestModules
+	}
+	idx, err := kmod.Scan(g.Kernel.Modules)
+	if err != nil {
+		return err
+	}
+	ordered, err := idx.Order(mods...)
+	if err != nil {
+		return err
+	}
+	initCfg := struct {
+		Agent []string `json:"agent"`
+	}{Agent: append([]string{"/bin/hotplug-agent", "run",
+		"--config.file=/etc/hotplug-agent/config.yaml",
+		fmt.Sprintf("--web.listen-address=:%d", g.Port)}, g.AgentArgs...)}
+	initJSON, err := json.MarshalIndent(initCfg, "", "  ")
+	if err != nil {
+		return err
+	}
+
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	a := NewInitramfs(f)
+	for _, d := range []string{"/dev", "/proc", "/sys", "/run", "/tmp", "/bin", "/etc/hotplug-agent", "/lib/modules"} {
+		a.Dir(d, 0o755)
+	}
+	a.CharDev("/dev/console", 0o600, 5, 1)
+	a.CharDev("/dev/null", 0o666, 1, 3)
+	a.CopyFile("/init", 0o755, g.Init)
+	a.CopyFile("/bin/hotplug-agent", 0o755, g.Agent)
+	a.File("/etc/hotplug-agent/config.yaml", 0o644, []byte(g.AgentConfig))
+	a.File("/etc/hotplug-guest-init.json", 0o644, initJSON)
+	for _, m := range ordered {
+		a.CopyFile(path.Join("/lib/modules", filepath.Base(m.Path)), 0o644, m.Path)
+	}
+	err = a.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("initramfs %s: %w", out, err)
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# qemu-deps.sh: installs what the QEMU end-to-end tests (./e2e) need, and does nothing when it is
+# already there, so `make test` runs it every time.
+#
+#   1. QEMU 10 (qemu-system-x86_64). On Debian bookworm it comes from bookworm-backports: the
+#      suite is added to the existing Debian source entry, and only qemu-system-x86,
+#      qemu-system-common, qemu-system-data and seabios are installed from it (bookworm's QEMU 7.2
+#      corrupts its heap after a vCPU unplug under TCG and refuses device_del of virtio-mem).
+#   2. A guest kernel: Debian's linux-image package for amd64, fetched with `apt-get download` and
+#      unpacked (never installed on this host) into .cache/qemu/kernel/: vmlinuz, vmlinux (the
+#      uncompressed ELF, booted through PVH with qboot: about twice as fast under TCG), the config
+#      and the modules the guest loads (virtio PCI, virtio-net, virtio-mem and what they need).
+#
+# Only apt is used. Installing QEMU needs root (CI runs as root); the kernel needs none.
+# Environment: HOTPLUG_QEMU_CACHE overrides the cache folder (default <repo>/.cache/qemu).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${HOTPLUG_QEMU_CACHE:-$root/.cache/qemu}
+kdir=$cache/kernel
+export DEBIAN_FRONTEND=noninteractive
+
+say() { echo "qemu-deps: $*"; }
+die() { echo "qemu-deps: $*" >&2; exit 1; }
+
+as_root() {
+	if [ "$(id -u)" = 0 ]; then
+		"$@"
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+		sudo -n "$@"
+	else
+		return 126
+	fi
+}
+
+updated=
+apt_update() {
+	[ -n "$updated" ] && return 0
+	say "apt-get update"
+	as_root apt-get update -qq || die "apt-get update failed (root is needed to install QEMU)"
+	updated=1
+}
+
+qemu_major() {
+	command -v qemu-system-x86_64 >/dev/null || { echo 0; return; }
+	qemu-system-x86_64 --version | sed -n 's/^QEMU emulator version \([0-9]*\)\..*/\1/p' | head -1
+}
+
+codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
+
+# add_backports adds "$codename-backports" to the Suites of the Debian entry (deb822 sources) or
+# a matching line next to the Debian line (one-line sources.list). It changes nothing when present.
+add_backports() {
+	local bp=$codename-backports f
+	if grep -rqs -- "$bp" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+		return 0
+	fi
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -f "$f" ] || continue
+		# A stanza whose URIs end in /debian (not debian-security) and whose Suites name the release.
+		if awk -v rel="$codename" '
+			/^[ \t]*$/ { if (deb && suite) found = 1; deb = suite = 0; next }
+			/^URIs:/ { for (i = 2; i <= NF; i++) if ($i ~ /\/debian\/?$/) deb = 1 }
+			/^Suites:/ { for (i = 2; i <= NF; i++) if ($i == rel) suite = 1 }
+			END { if (deb && suite) found = 1; exit !found }' "$f"; then
+			as_root awk -v rel="$codename" -v bp="$bp" '
+				function flush() { for (j = 1; j <= n; j++) { l = buf[j]; if (j == si && deb) l = l " " bp; print l } n = deb = si = 0 }
+				/^[ \t]*$/ { flush(); print; next }
+				{ buf[++n] = $0 }
+				/^URIs:/ { for (i = 2; i <= NF; i++) if ($i ~ /\/debian\/?$/) deb = 1 }
+				/^Suites:/ { for (i = 2; i <= NF; i++) if ($i == rel) si = n }
+				END { flush() }' "$f" >"$f.new.$$" ||
+				die "cannot rewrite $f (root is needed to install QEMU)"
+			as_root sh -c "cat '$f.new.$$' > '$f' && rm -f '$f.new.$$'"
+			say "added $bp to the Debian entry of $f"
+			updated=
+			return 0
+		fi
+	done
+	f=/etc/apt/sources.list
+	local line
+	line=$(grep -Es "^deb +(\[[^]]*\] +)?[a-z]+://[^ ]*/debian/? +$codename( |$)" "$f" | head -1 || true)
+	[ -n "$line" ] || die "no Debian $codename source entry found to add $bp to"
+	line=$(echo "$line" | sed -E "s/ $codename( |$)/ $bp\1/")
+	as_root sh -c "echo '$line' >> '$f'" || die "cannot write $f (root is needed)"
+	say "added '$line' to $f"
+	updated=
+}
+
+install_qemu() {
+	local major
+	major=$(qemu_major)
+	if [ "${major:-0}" -ge 10 ]; then
+		say "QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}') already installed"
+		return 0
+	fi
+	if ! as_root true 2>/dev/null; then
+		die "QEMU 10 is missing and installing it needs root (run: sudo bash scripts/qemu-deps.sh)"
+	fi
+	local pkgs=(qemu-system-x86 qemu-system-common qemu-system-data seabios) target=()
+	if [ "$codename" = bookworm ]; then
+		add_backports
+		target=(-t bookworm-backports)
+	fi
+	apt_update
+	say "apt-get install ${target[*]} ${pkgs[*]}"
+	as_root apt-get install -y -qq --no-install-recommends "${target[@]}" "${pkgs[@]}" >/dev/null ||
+		die "apt-get install ${pkgs[*]} failed"
+	major=$(qemu_major)
+	[ "${major:-0}" -ge 10 ] || die "installed QEMU is $(qemu-system-x86_64 --version | head -1), need 10 or newer"
+	say "installed: $(dpkg-query -W -f '${Package} ${Version}, ' "${pkgs[@]}" | sed 's/, $//')"
+}
+
+# kernel_package names the versioned linux-image package the amd64 meta-package depends on.
+kernel_package() {
+	apt-cache depends linux-image-amd64 2>/dev/null |
+		awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
+}
+
+fetch_kernel() {
+	if [ -s "$kdir/version" ] && [ -s "$kdir/vmlinuz" ] && [ -s "$kdir/vmlinux" ] && [ -d "$kdir/modules" ]; then
+		say "guest kernel $(cat "$kdir/version") already in $kdir"
+		return 0
+	fi
+	local pkg
+	pkg=$(kernel_package)
+	if [ -z "$pkg" ]; then
+		apt_update
+		pkg=$(kernel_package)
+	fi
+	[ -n "$pkg" ] || die "apt knows no linux-image-amd64: cannot choose a guest kernel"
+	local ver=${pkg#linux-image-}
+	mkdir -p "$cache"
+	tmp=$(mktemp -d "$cache/kernel.tmp.XXXXXX")
+	trap 'rm -rf "${tmp:-}"' EXIT
+	say "apt-get download $pkg"
+	if ! (cd "$tmp" && apt-get download -q "$pkg" >/dev/null 2>&1); then
+		apt_update
+		(cd "$tmp" && apt-get download -q "$pkg" >/dev/null) || die "apt-get download $pkg failed"
+	fi
+	local deb m=./lib/modules/$ver/kernel
+	deb=$(ls "$tmp"/*.deb)
+	# Only what the guest needs: the kernel, its config and the virtio modules.
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" \
+		"./boot/vmlinuz-$ver" "./boot/config-$ver" \
+		"$m/drivers/virtio" "$m/drivers/net/virtio_net.ko" "$m/drivers/net/net_failover.ko" \
+		"$m/net/core/failover.ko"
+	mkdir -p "$tmp/out"
+	mv "$tmp/boot/vmlinuz-$ver" "$tmp/out/vmlinuz"
+	mv "$tmp/boot/config-$ver" "$tmp/out/config"
+	mv "$tmp/lib/modules/$ver/kernel" "$tmp/out/modules"
+	# vmlinux: the xz payload of the bzImage (CONFIG_KERNEL_XZ), as scripts/extract-vmlinux does.
+	local off
+	off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$tmp/out/vmlinuz" | head -1 | cut -d: -f1 || true)
+	[ -n "$off" ] || die "no xz payload in vmlinuz-$ver: cannot extract vmlinux"
+	# (tail may die of SIGPIPE once xz has read its one stream: only xz's status counts)
+	{ tail -c +$((off + 1)) "$tmp/out/vmlinuz" || true; } | xz -dc --single-stream >"$tmp/out/vmlinux" 2>/dev/null ||
+		die "cannot decompress vmlinux from vmlinuz-$ver"
+	head -c 4 "$tmp/out/vmlinux" | grep -q 'ELF' || die "vmlinux extracted from vmlinuz-$ver is not an ELF file"
+	echo "$ver" >"$tmp/out/version"
+	rm -rf "$kdir"
+	mv "$tmp/out" "$kdir"
+	say "guest kernel $ver unpacked into $kdir ($(du -sh "$kdir" | cut -f1))"
+}
+
+command -v xz >/dev/null || { apt_update; as_root apt-get install -y -qq xz-utils >/dev/null || die "cannot install xz-utils"; }
+install_qemu
+fetch_kernel
