@@ -315,11 +315,20 @@ func tail(s string, n int) string {
 
 var client = &http.Client{Timeout: 10 * time.Second}
 
+// waitHealthy waits for the init to start the agent, then for /healthz to answer 200. (A
+// connection made through the host forward before the guest listens is not refused: QEMU's
+// user-mode stack retransmits its SYN with a backoff of seconds. So nothing is asked before
+// the agent runs, and each attempt is short.)
 func (g *guest) waitHealthy(ctx context.Context) error {
+	if err := g.vm.WaitSerial(ctx, "hotplug-guest-init: agent started"); err != nil {
+		return err
+	}
 	var last error
 	for {
-		req, _ := http.NewRequestWithContext(ctx, "GET", g.base+"/healthz", nil)
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		req, _ := http.NewRequestWithContext(actx, "GET", g.base+"/healthz", nil)
 		resp, err := client.Do(req)
+		cancel()
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -334,7 +343,7 @@ func (g *guest) waitHealthy(ctx context.Context) error {
 			return fmt.Errorf("waiting for the agent's /healthz through %s: %w (last error: %v)", g.base, ctx.Err(), last)
 		case <-g.vm.Exited():
 			return fmt.Errorf("waiting for the agent's /healthz: QEMU exited (%v)", g.vm.ExitErr())
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

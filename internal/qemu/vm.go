@@ -186,7 +186,9 @@ func (c Config) PVH() bool {
 // whose QMP server listens on qmpSocket.
 func (c Config) Args(serialLog, qmpSocket string) []string {
 	c.defaults()
-	cmdline := append([]string{"console=ttyS0", "panic=-1", "loglevel=4", "rdinit=/init"}, c.Append...)
+	// mitigations=off, tsc=reliable and no_timer_check save about half a second of a TCG boot.
+	cmdline := append([]string{"console=ttyS0", "panic=-1", "loglevel=4", "rdinit=/init",
+		"mitigations=off", "tsc=reliable", "no_timer_check"}, c.Append...)
 	a := []string{
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-machine", "q35", "-accel", "tcg",
