@@ -95,7 +95,11 @@ install_qemu() {
 		return 0
 	fi
 	if ! as_root true 2>/dev/null; then
-		die "QEMU 10 is missing and installing it needs root (run: sudo bash scripts/qemu-deps.sh)"
+		# Without root a developer's `make test` goes on and the QEMU tests skip, saying why; CI
+		# (CI=true) must never skip them.
+		[ "${CI:-}" = true ] && die "QEMU 10 is missing and installing it needs root"
+		echo "qemu-deps: QEMU 10 is missing and installing it needs root: the QEMU end-to-end tests will skip (run: sudo bash scripts/qemu-deps.sh)" >&2
+		return 0
 	fi
 	local pkgs=(qemu-system-x86 qemu-system-common qemu-system-data seabios) target=()
 	if [ "$codename" = bookworm ]; then
