@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/qemu"
 )
 
 const (
@@ -174,10 +177,12 @@ func hotAddCPUs(t *testing.T, g *guest, n int) []int {
 	}
 	present := len(g.interfaces(t, "processor"))
 	var ids []string
+	var osts []*qemu.Subscription
 	start := time.Now()
 	for i := 0; i < n; i++ {
 		g.seq++
 		id := fmt.Sprintf("cpu-%d", g.seq)
+		osts = append(osts, g.vm.QMP.Subscribe())
 		if err := g.vm.AddCPU(ctx, id, slots[i]); err != nil {
 			t.Fatal(err)
 		}
@@ -187,6 +192,9 @@ func hotAddCPUs(t *testing.T, g *guest, n int) []int {
 	got := s.take(t, n, 60*time.Second, fmt.Sprintf("%d processor arrivals after device_add of %v", n, ids))
 	t.Logf("%d processor arrivals %v after the first device_add", n, time.Since(start).Round(time.Millisecond))
 	s.quiet(t, 500*time.Millisecond, "the processor arrivals")
+	for i, id := range ids {
+		waitInsertOST(t, ctx, osts[i], id)
+	}
 	var nums []int
 	for i, a := range got {
 		// CPU numbers are given in plug order: the kernel takes the lowest free one.
@@ -205,6 +213,20 @@ func hotAddCPUs(t *testing.T, g *guest, n int) []int {
 		t.Errorf("hotplug_agent_online_attempts_total{processor,success} grew by %v; want %d", d, n)
 	}
 	return nums
+}
+
+// waitInsertOST waits for the guest's _OST answer to the insertion of device id: ACPI source 1
+// (device check), status 0 (success).
+func waitInsertOST(t *testing.T, ctx context.Context, sub *qemu.Subscription, id string) {
+	t.Helper()
+	e, err := sub.Wait(ctx, "ACPI_DEVICE_OST", qemu.OSTFor(id))
+	if err != nil {
+		t.Fatalf("the guest's _OST for the insertion of %s: %v", id, err)
+	}
+	var o qemu.OST
+	if err := json.Unmarshal(e.Data, &o); err != nil || o.Info.Source != 1 || o.Info.Status != 0 {
+		t.Errorf("ACPI_DEVICE_OST for %s: %s; want source 1 (insertion), status 0 (success)", id, e.Data)
+	}
 }
 
 // plugged is a device a scenario hot-added and has not removed: a CPU (cpu) or a pc-dimm (blocks).
@@ -236,10 +258,12 @@ func hotAddDIMM(t *testing.T, g *guest, s *stream) []notification {
 	g.seq++
 	id := fmt.Sprintf("dimm-%d", g.seq)
 	start := time.Now()
+	ost := g.vm.QMP.Subscribe()
 	if err := g.vm.AddDIMM(ctx, id, 256*mib); err != nil {
 		t.Fatal(err)
 	}
 	got := s.take(t, 2, 60*time.Second, "two memory arrivals after device_add pc-dimm "+id+" (256 MiB)")
+	waitInsertOST(t, ctx, ost, id)
 	t.Logf("pc-dimm %s: two memory arrivals %v after device_add", id, time.Since(start).Round(time.Millisecond))
 	d := plugged{id: id}
 	for i, a := range got {
