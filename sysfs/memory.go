@@ -24,8 +24,11 @@ type MemoryBlock struct {
 	PhysStart uint64
 	// Size is the block size in bytes (memory/block_size_bytes).
 	Size uint64
-	// ValidZones is valid_zones as read, trimmed, e.g. "Normal", "Movable", "none" or
-	// "DMA32 Normal Movable"; "" when the file is absent.
+	// ValidZones is valid_zones as read, trimmed: the zone of an online block, e.g. "Normal",
+	// "Movable", "DMA32" or "none"; "" when the file is absent or the block is not online. It is
+	// not read for other blocks: for an offline block the kernel computes the zones it could
+	// join, and Linux 6.1 dereferences NULL doing that for a block still being hot-added (seen
+	// in the QEMU tests), killing the reader.
 	ValidZones string
 	// Removable reports whether removable reads 1; false when the file is absent.
 	Removable bool
@@ -161,7 +164,8 @@ func (fsys FS) MemoryBlock(n int) (MemoryBlock, error) {
 
 // readMemoryBlock reads block n, using buf as scratch space of scratchSize bytes. It lists
 // memoryN once, which gives the node link and tells which optional files exist, then reads state
-// and phys_index (required) and valid_zones and removable (when listed).
+// and phys_index (required), valid_zones (when listed and the block is online) and removable
+// (when listed).
 func (fsys FS) readMemoryBlock(n int, buf []byte) (MemoryBlock, error) {
 	p := fsys.MemoryBlockPath(n)
 	d, err := openDir(p)
@@ -205,7 +209,7 @@ func (fsys FS) readMemoryBlock(n int, buf []byte) (MemoryBlock, error) {
 	}
 	blk.PhysStart = lo
 
-	if has(names, "valid_zones") {
+	if blk.State == "online" && has(names, "valid_zones") {
 		if b, err = read("valid_zones"); err != nil {
 			return MemoryBlock{}, err
 		}

@@ -58,7 +58,7 @@ func TestMemoryBlocks(t *testing.T) {
 				return tr
 			}(),
 			want: []MemoryBlock{
-				{Index: 9, State: "offline", PhysIndex: 9, PhysStart: 9 * mib128, Size: mib128, ValidZones: "Normal", Removable: true, Node: 0},
+				{Index: 9, State: "offline", PhysIndex: 9, PhysStart: 9 * mib128, Size: mib128, ValidZones: "", Removable: true, Node: 0}, // valid_zones of an offline block is not read
 				{Index: 10, State: "online", PhysIndex: 10, PhysStart: 10 * mib128, Size: mib128, ValidZones: "Normal", Removable: true, Node: 0},
 				{Index: 100, State: "online", PhysIndex: 100, PhysStart: 100 * mib128, Size: mib128, ValidZones: "Normal", Removable: true, Node: 0},
 			},
@@ -86,7 +86,7 @@ func TestMemoryBlocks(t *testing.T) {
 			want: []MemoryBlock{
 				{Index: 0, State: "online", PhysIndex: 0, PhysStart: 0, Size: 2 << 30, Node: 2},
 				{Index: 1, State: "online", PhysIndex: 1, PhysStart: 2 << 30, Size: 2 << 30, Node: 3},
-				{Index: 2, State: "offline", PhysIndex: 2, PhysStart: 4 << 30, Size: 2 << 30, ValidZones: "DMA32 Normal Movable", Removable: false, Node: -1},
+				{Index: 2, State: "offline", PhysIndex: 2, PhysStart: 4 << 30, Size: 2 << 30, ValidZones: "", Removable: false, Node: -1},
 			},
 		},
 	}
