@@ -10,18 +10,23 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	toolkit "github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/hotplug-agent/hotplug-agent/callback"
 	"github.com/hotplug-agent/hotplug-agent/config"
+	"github.com/hotplug-agent/hotplug-agent/control"
 	"github.com/hotplug-agent/hotplug-agent/metrics"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/online"
@@ -51,6 +56,12 @@ type Options struct {
 	StatePath string
 	// Source replaces the kernel's uevent socket (tests); nil opens the socket.
 	Source Source
+	// ControlSocket is the path of the control socket (hotplug-agent online/offline); "" serves
+	// none.
+	ControlSocket string
+	// ControlSocketOptional makes a control socket that cannot be created (a read-only /run,
+	// another agent listening on it) a warning instead of an error: for the default path.
+	ControlSocketOptional bool
 }
 
 // Source is where uevents come from: the kernel's netlink socket (*udev.Conn), or a test's fake.
@@ -71,8 +82,13 @@ type Agent struct {
 	source     Source
 	tracker    *state.Tracker
 	registry   *notify.Registry
-	onliner    *online.Onliner // nil when the policy onlines nothing
+	onliner    *online.Onliner
+	changes    *notify.ChangeRegistry // the two-phase registrations
+	targets    *notify.TargetRegistry // the target-device registrations
+	gate       *online.Gate           // the path of notifications to the registry
+	control    *control.Server        // nil without a control socket
 	metrics    *metrics.Metrics
+	phases     *metrics.Phases
 	listeners  []net.Listener
 	handler    http.Handler
 	stuckAfter time.Duration
@@ -125,6 +141,16 @@ func New(o Options) (*Agent, error) {
 		return len(sets.Present), len(blocks), err
 	})
 	a.registry = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics})
+	a.phases = metrics.NewPhases(reg, a.metrics)
+	tp := o.Config.TwoPhase
+	a.changes = notify.NewChangeRegistry(notify.ChangeOptions{
+		Logger: o.Logger, Observer: a.phases, Timeout: tp.VetoTimeout(), ConsentOnTimeout: tp.ConsentOnTimeout(),
+		Existing: func(class uuid.UUID) ([]notify.Interface, error) { return onlineOf(fs, class) },
+	})
+	a.targets = notify.NewTargetRegistry(notify.TargetOptions{
+		Logger: o.Logger, Observer: a.phases, Timeout: tp.VetoTimeout(), ConsentOnTimeout: tp.ConsentOnTimeout(),
+	})
+	a.gate = online.NewGate(a.publishOne, a.targets.Removed)
 
 	// The socket first, then the snapshot: a change between the two is then both in the snapshot
 	// and in the socket's queue, and the tracker drops the duplicate.
@@ -166,8 +192,18 @@ func New(o Options) (*Agent, error) {
 	if err := a.registerCallbacks(); err != nil {
 		return nil, err
 	}
-	if p := o.Config.Online.Policy(); p.Enabled() {
-		a.onliner = online.New(p, fs, o.Logger, a.metrics.OnlineAttempt)
+	a.onliner = online.New(o.Config.Online.Policy(), onlineFS{fs}, o.Logger, a.metrics.OnlineAttempt)
+	a.onliner.SetParticipants(online.Participants{Changes: a.changes, Targets: a.targets, Gate: a.gate})
+	if o.ControlSocket != "" {
+		a.control, err = control.Listen(control.Options{
+			Path: o.ControlSocket, Handler: a.handleControl, Logger: o.Logger, Observe: a.phases.ControlRequest,
+		})
+		switch {
+		case err != nil && o.ControlSocketOptional:
+			a.log.Warn("no control socket: hotplug-agent online and offline will not reach this agent", "err", err)
+		case err != nil:
+			return nil, err
+		}
 	}
 	a.handler, err = web.Handler(web.Options{
 		Registry: a.registry,
@@ -270,6 +306,17 @@ func (a *Agent) close() {
 	for _, l := range a.listeners {
 		l.Close()
 	}
+	if a.control != nil {
+		a.control.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.o.ShutdownGrace)
+	defer cancel()
+	if a.changes != nil {
+		a.changes.Close(ctx)
+	}
+	if a.targets != nil {
+		a.targets.Close(ctx)
+	}
 	if a.source != nil {
 		a.source.Close()
 	}
@@ -284,15 +331,52 @@ func (a *Agent) registerCallbacks() error {
 		a.metrics.InitCallback("log")
 	}
 	limiter := callback.NewLimiter(a.o.Config.ExecLimit())
+	policy := a.o.Config.Online.Policy()
 	for _, c := range a.o.Config.Callbacks {
+		logger := a.log.With("callback", c.Name)
+		var ex *callback.Exec
+		if c.Exec != nil {
+			ex = &callback.Exec{Command: c.Exec.Command, Timeout: c.Exec.Timeout, Limiter: limiter, Logger: logger}
+		}
+		switch c.Kind {
+		case config.KindTwoPhase:
+			cb := changeLog(logger)
+			if ex != nil {
+				cb = ex.ChangeCallback()
+			}
+			var flags notify.ChangeFlags
+			if c.IncludeExisting {
+				flags |= notify.FlagAddExisting
+			}
+			if _, err := a.changes.Register(context.Background(), c.ClassGUID, flags, c.Name, cb, nil); err != nil {
+				return fmt.Errorf("callback %s: %w", c.Name, err)
+			}
+			a.phases.InitCallback(c.Name, "add_start", notify.ClassName(c.ClassGUID))
+			if (c.ClassGUID == notify.GUIDDeviceProcessor && policy.CPU != online.Online) ||
+				(c.ClassGUID == notify.GUIDDeviceMemory && policy.Memory == online.None) {
+				a.log.Info("two-phase callback: the online policy leaves hot-added resources of its class to others, so it gets add_start only for `hotplug-agent online` requests",
+					"callback", c.Name, "class", notify.ClassName(c.ClassGUID), "online_cpu", policy.CPU, "online_memory", policy.Memory)
+			}
+			continue
+		case config.KindTargetDevice:
+			cb := targetLog(logger)
+			if ex != nil {
+				cb = ex.TargetCallback()
+			}
+			if _, err := a.targets.Register(c.Target, c.Name, cb, nil); err != nil {
+				return fmt.Errorf("callback %s: %w", c.Name, err)
+			}
+			a.phases.InitCallback(c.Name, "query_remove", notify.ClassName(c.ClassGUID))
+			continue
+		}
 		var flags notify.Flags
 		if c.IncludeExisting {
 			flags |= notify.FlagIncludeExistingInterfaces
 		}
 		var cb notify.Callback
 		switch {
-		case c.Exec != nil:
-			cb = callback.Exec{Command: c.Exec.Command, Timeout: c.Exec.Timeout, Limiter: limiter, Logger: a.log.With("callback", c.Name)}.Callback()
+		case ex != nil:
+			cb = ex.Callback()
 		case c.Webhook != nil:
 			retries := 5
 			if c.Webhook.Retries != nil {
@@ -300,9 +384,9 @@ func (a *Agent) registerCallbacks() error {
 			}
 			cb = callback.Webhook{URL: c.Webhook.URL, Timeout: c.Webhook.Timeout, Retries: retries,
 				InsecureSkipVerify: c.Webhook.InsecureSkipVerify, Headers: c.Webhook.Headers,
-				Logger: a.log.With("callback", c.Name)}.Callback()
+				Logger: logger}.Callback()
 		default:
-			cb = callback.Log(a.log.With("callback", c.Name))
+			cb = callback.Log(logger)
 		}
 		if _, err := a.registry.Register(notify.EventCategoryDeviceInterfaceChange, flags, c.ClassGUID, c.Name, cb, nil); err != nil {
 			return fmt.Errorf("callback %s: %w", c.Name, err)
@@ -310,6 +394,107 @@ func (a *Agent) registerCallbacks() error {
 		a.metrics.InitCallback(c.Name)
 	}
 	return nil
+}
+
+// changeLog is the log action of a two-phase callback: one line per phase; it never vetoes.
+func changeLog(l *slog.Logger) notify.ChangeCallback {
+	return func(ctx context.Context, n notify.ChangeNotification, _ any) error {
+		attrs := []slog.Attr{
+			slog.String("phase", n.State.String()),
+			slog.String("interface_class", notify.ClassName(n.InterfaceClassGUID)),
+			slog.String("symbolic_link", n.SymbolicLinkName),
+			slog.String("cause", string(n.Cause)),
+		}
+		if n.Status != nil {
+			attrs = append(attrs, slog.String("status", n.Status.Error()))
+		}
+		l.LogAttrs(ctx, slog.LevelInfo, "processor change", attrs...)
+		return nil
+	}
+}
+
+// targetLog is the log action of a target-device callback: one line per event; it never vetoes.
+func targetLog(l *slog.Logger) notify.TargetCallback {
+	return func(ctx context.Context, n notify.TargetNotification, _ any) error {
+		attrs := []slog.Attr{
+			slog.String("event", notify.EventName(n.Event)),
+			slog.String("symbolic_link", n.SymbolicLinkName),
+			slog.Bool("requested", n.Requested),
+		}
+		if n.Requested {
+			attrs = append(attrs, slog.Int("requester_uid", n.Requester.UID), slog.Int("requester_pid", n.Requester.PID))
+		}
+		if n.Status != nil {
+			attrs = append(attrs, slog.String("status", n.Status.Error()))
+		}
+		l.LogAttrs(ctx, slog.LevelInfo, "target device change", attrs...)
+		return nil
+	}
+}
+
+// handleControl carries out one item of a control request.
+func (a *Agent) handleControl(ctx context.Context, op string, t control.Target, peer control.Peer) control.Result {
+	if t.Kind == control.KindMemoryDevice {
+		return control.NewResult(t, control.NotSupported, errors.New("memory devices: not supported yet; name its blocks with memory N"))
+	}
+	n, err := t.Number()
+	if err != nil {
+		return control.NewResult(t, control.NotFound, err)
+	}
+	res := a.onliner.Request(ctx, online.Resource{Memory: t.Kind == control.KindMemory, Number: n},
+		op == control.OpOnline, notify.Requester{UID: peer.UID, PID: peer.PID})
+	return control.NewResult(t, string(res.Outcome), res.Err)
+}
+
+// onlineFS is the sysfs the onliner reads and writes: sysfs.FS, with a read of a memory block
+// that leaves out valid_zones (see online.Sysfs.MemoryBlockBasics).
+type onlineFS struct{ sysfs.FS }
+
+// MemoryBlockBasics reads memory block n's state, phys_index and node link, not valid_zones. An
+// error wraps fs.ErrNotExist when there is no such block. It blocks on a few file reads.
+func (f onlineFS) MemoryBlockBasics(n int) (sysfs.MemoryBlock, error) {
+	dir := f.MemoryBlockPath(n)
+	read := func(name string) (string, error) {
+		b, err := os.ReadFile(dir + "/" + name)
+		if err != nil {
+			return "", fmt.Errorf("sysfs: read memory block %d: %w", n, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	state, err := read("state")
+	if err != nil {
+		return sysfs.MemoryBlock{}, err
+	}
+	b := sysfs.MemoryBlock{Index: n, State: state, Size: f.BlockSize(), Node: -1}
+	if s, err := read("phys_index"); err == nil {
+		if b.PhysIndex, err = strconv.ParseUint(s, 16, 64); err != nil {
+			return sysfs.MemoryBlock{}, fmt.Errorf("sysfs: memory block %d: phys_index %q: %w", n, s, err)
+		}
+		b.PhysStart = b.PhysIndex * b.Size
+	}
+	if nodes, _ := filepath.Glob(dir + "/node[0-9]*"); len(nodes) > 0 {
+		for _, p := range nodes {
+			if m, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(p), "node")); err == nil && (b.Node < 0 || m < b.Node) {
+				b.Node = m
+			}
+		}
+	}
+	return b, nil
+}
+
+// onlineOf returns the online interfaces of class in fs, for the add-existing replay.
+func onlineOf(fs sysfs.FS, class uuid.UUID) ([]notify.Interface, error) {
+	present, err := state.Present(fs)
+	if err != nil {
+		return nil, err
+	}
+	var out []notify.Interface
+	for _, i := range present {
+		if i.ClassGUID == class && (i.State == "online" || i.State == "going-offline") {
+			out = append(out, i)
+		}
+	}
+	return out, nil
 }
 
 // Addrs are the addresses the HTTP server listens on.
@@ -358,8 +543,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	saverCtx, stopSaver := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSaver()
 	wg.Go(func() { a.saver(saverCtx) })
-	if a.onliner != nil {
-		wg.Go(func() { a.onliner.Run(loopCtx) })
+	wg.Go(func() { a.onliner.Run(loopCtx) })
+	if a.control != nil {
+		wg.Go(func() {
+			if err := a.control.Serve(loopCtx); err != nil {
+				a.log.Error("control socket failed", "err", err)
+			}
+		})
 	}
 	if interval := notifyReady(a.log); interval > 0 {
 		a.stuckAfter = min(a.stuckAfter, interval)
@@ -402,6 +592,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if e := a.registry.Close(shutdown); e != nil {
 		a.log.Warn("callbacks still running at shutdown", "err", e)
+	}
+	if e := a.changes.Close(shutdown); e != nil {
+		a.log.Warn("two-phase callbacks still running at shutdown", "err", e)
+	}
+	if e := a.targets.Close(shutdown); e != nil {
+		a.log.Warn("target device callbacks still running at shutdown", "err", e)
 	}
 	stopSaver()
 	wg.Wait()
@@ -454,14 +650,15 @@ func (a *Agent) loop(ctx context.Context) error {
 		}
 		notes, gap := a.tracker.Handle(&ev)
 		a.publish(notes)
-		if a.onliner != nil && ev.Action == "add" && !ev.Synthetic() {
+		if ev.Action == "add" && !ev.Synthetic() {
 			// The arrival follows the online uevent the write causes, as Windows announces a
-			// processor only once threads can run on it.
+			// processor only once threads can run on it; with two-phase registrations, AddStart
+			// comes before the write and AddComplete before the arrival.
 			switch kind {
 			case state.KindCPU:
-				a.onliner.AddCPU(n, ev.ReadAt)
+				a.onliner.AddCPU(n, ev.Seqnum, ev.ReadAt)
 			case state.KindMemory:
-				a.onliner.AddMemoryBlock(n, ev.ReadAt)
+				a.onliner.AddMemoryBlock(n, ev.Seqnum, ev.ReadAt)
 			}
 		}
 		if gap {
@@ -488,21 +685,33 @@ func (a *Agent) resync(reason string, seqnum uint64, readAt time.Time) {
 	a.log.Error("resync failed; the next uevent or resync will retry", "reason", reason, "err", err)
 }
 
+// publish hands notes to the registry through the gate, which holds back those of a CPU or
+// block the onliner is changing until its participants have been told.
 func (a *Agent) publish(notes []notify.Notification) {
-	published := false
-	for i := range notes {
-		if a.registry.Publish(notes[i]) {
-			a.metrics.Notified(&notes[i])
-			published = true
-		}
-	}
-	if published {
-		select {
-		case a.saveReq <- struct{}{}:
-		default:
-		}
+	if len(notes) > 0 {
+		a.gate.Publish(notes)
 	}
 }
+
+// publishOne publishes one notification, counts it and asks for the state file to be saved. The
+// gate calls it, in order.
+func (a *Agent) publishOne(n notify.Notification) bool {
+	if !a.registry.Publish(n) {
+		return false
+	}
+	a.metrics.Notified(&n)
+	select {
+	case a.saveReq <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// ChangeRegistry is the agent's two-phase registry, for code built into the agent.
+func (a *Agent) ChangeRegistry() *notify.ChangeRegistry { return a.changes }
+
+// TargetRegistry is the agent's target-device registry, for code built into the agent.
+func (a *Agent) TargetRegistry() *notify.TargetRegistry { return a.targets }
 
 // healthy reports an event loop stuck on one event for longer than stuckAfter.
 func (a *Agent) healthy() error {

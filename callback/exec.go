@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
@@ -108,6 +112,116 @@ func (l *Limiter) release() {
 // command that cannot start, exits non-zero or times out, and for a context that ends while it
 // waits for a slot (the command then never starts). It is safe for concurrent use.
 func (e Exec) Callback() notify.Callback {
+	e = e.withDefaults()
+	return func(ctx context.Context, n notify.Notification, _ any) error {
+		return e.run(ctx, Env(n), notify.EventName(n.Event), n.SymbolicLinkName)
+	}
+}
+
+// ChangeCallback returns the notify.ChangeCallback that runs e for each phase of a two-phase add,
+// with ChangeEnv in its environment. A non-zero exit (or a failure to start, or the timeout) of
+// the AddStart run is its error, and so vetoes the add; the command's context ends at the
+// AddStart deadline, which kills its process group. It blocks as Callback does and is safe for
+// concurrent use.
+func (e Exec) ChangeCallback() notify.ChangeCallback {
+	e = e.withDefaults()
+	return func(ctx context.Context, n notify.ChangeNotification, _ any) error {
+		return e.run(ctx, ChangeEnv(n), n.State.String(), n.SymbolicLinkName)
+	}
+}
+
+// TargetCallback returns the notify.TargetCallback that runs e for each target-device event, with
+// TargetEnv in its environment. A non-zero exit of the query-remove run vetoes the removal. It
+// blocks as Callback does and is safe for concurrent use.
+func (e Exec) TargetCallback() notify.TargetCallback {
+	e = e.withDefaults()
+	return func(ctx context.Context, n notify.TargetNotification, _ any) error {
+		return e.run(ctx, TargetEnv(n), notify.EventName(n.Event), n.SymbolicLinkName)
+	}
+}
+
+// ChangeEnv returns the environment an exec callback gets for a phase of a two-phase add:
+// HOTPLUG_PHASE (add_start, add_complete, add_failure), HOTPLUG_EVENT (the same), HOTPLUG_CAUSE
+// (uevent, request, existing), HOTPLUG_SEQNUM, HOTPLUG_STATUS (why an add_failure happened), and
+// the interface's variables as for a notification (HOTPLUG_INTERFACE_CLASS, HOTPLUG_SYMBOLIC_LINK,
+// HOTPLUG_CPU or HOTPLUG_MEMORY_*, HOTPLUG_NODE).
+func ChangeEnv(n notify.ChangeNotification) []string {
+	env := []string{
+		"HOTPLUG_PHASE=" + n.State.String(),
+		"HOTPLUG_EVENT=" + n.State.String(),
+		"HOTPLUG_CAUSE=" + string(n.Cause),
+		"HOTPLUG_SEQNUM=" + strconv.FormatUint(n.Seqnum, 10),
+	}
+	if n.Status != nil {
+		env = append(env, "HOTPLUG_STATUS="+oneLine(n.Status.Error()))
+	}
+	return append(env, interfaceEnv(n.InterfaceClassGUID, n.SymbolicLinkName, n.Interface)...)
+}
+
+// TargetEnv returns the environment an exec callback gets for a target-device event:
+// HOTPLUG_PHASE and HOTPLUG_EVENT (query_remove, remove_complete, remove_cancelled),
+// HOTPLUG_EVENT_GUID (GUID_TARGET_DEVICE_*), HOTPLUG_REQUESTED (1 for a removal asked for through
+// the control socket, 0 for a surprise removal), HOTPLUG_REQUESTER_UID and HOTPLUG_REQUESTER_PID
+// (when requested), HOTPLUG_SEQNUM, HOTPLUG_STATUS (why a removal was cancelled), and the
+// interface's variables.
+func TargetEnv(n notify.TargetNotification) []string {
+	env := []string{
+		"HOTPLUG_PHASE=" + notify.EventName(n.Event),
+		"HOTPLUG_EVENT=" + notify.EventName(n.Event),
+		"HOTPLUG_EVENT_GUID=" + n.Event.String(),
+		"HOTPLUG_SEQNUM=" + strconv.FormatUint(n.Seqnum, 10),
+	}
+	if n.Requested {
+		env = append(env, "HOTPLUG_REQUESTED=1",
+			"HOTPLUG_REQUESTER_UID="+strconv.Itoa(n.Requester.UID),
+			"HOTPLUG_REQUESTER_PID="+strconv.Itoa(n.Requester.PID))
+	} else {
+		env = append(env, "HOTPLUG_REQUESTED=0")
+	}
+	if n.Status != nil {
+		env = append(env, "HOTPLUG_STATUS="+oneLine(n.Status.Error()))
+	}
+	return append(env, interfaceEnv(n.Interface.ClassGUID, n.SymbolicLinkName, n.Interface)...)
+}
+
+// interfaceEnv returns the variables that describe an interface, as Env sets them.
+func interfaceEnv(class uuid.UUID, link string, i notify.Interface) []string {
+	env := []string{
+		"HOTPLUG_INTERFACE_CLASS=" + notify.ClassName(class),
+		"HOTPLUG_INTERFACE_CLASS_GUID=" + class.String(),
+		"HOTPLUG_SYMBOLIC_LINK=" + link,
+	}
+	switch class {
+	case notify.GUIDDeviceProcessor:
+		env = append(env, "HOTPLUG_CPU="+strconv.Itoa(i.Number))
+	case notify.GUIDDeviceMemory:
+		env = append(env,
+			"HOTPLUG_MEMORY_BLOCK="+strconv.Itoa(i.Number),
+			"HOTPLUG_MEMORY_PHYS_START=0x"+strconv.FormatUint(i.PhysStart, 16),
+			"HOTPLUG_MEMORY_SIZE="+strconv.FormatUint(i.Size, 10))
+	}
+	if i.Node >= 0 {
+		env = append(env, "HOTPLUG_NODE="+strconv.Itoa(i.Node))
+	}
+	return env
+}
+
+// lastLine returns the last non-empty line of s, at most 200 bytes of it.
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\r\n\t ")
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return strings.TrimSpace(s)
+}
+
+// oneLine keeps an error message on one line for the environment.
+func oneLine(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "\r", " "), "\n", " ") }
+
+func (e Exec) withDefaults() Exec {
 	if e.Timeout <= 0 {
 		e.Timeout = 30 * time.Second
 	}
@@ -117,12 +231,11 @@ func (e Exec) Callback() notify.Callback {
 	if e.Logger == nil {
 		e.Logger = slog.New(slog.DiscardHandler)
 	}
-	return func(ctx context.Context, n notify.Notification, _ any) error {
-		return e.run(ctx, n)
-	}
+	return e
 }
 
-func (e Exec) run(ctx context.Context, n notify.Notification) error {
+// run runs the command once with env (and PATH); event and link label its log lines.
+func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	if len(e.Command) == 0 {
 		return errors.New("exec: empty command")
 	}
@@ -130,10 +243,11 @@ func (e Exec) run(ctx context.Context, n notify.Notification) error {
 		return fmt.Errorf("exec %s: waiting for one of the %d process slots: %w", e.Command[0], e.Limiter.Limit(), err)
 	}
 	defer e.Limiter.release()
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, e.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.Command[0], e.Command[1:]...)
-	cmd.Env = append(Env(n), "PATH="+DefaultPath)
+	cmd.Env = append(env, "PATH="+DefaultPath)
 	cmd.Dir = "/"
 	stdout := &cappedBuffer{limit: e.OutputLimit}
 	stderr := &cappedBuffer{limit: e.OutputLimit}
@@ -145,8 +259,8 @@ func (e Exec) run(ctx context.Context, n notify.Notification) error {
 	err := cmd.Run()
 	attrs := []slog.Attr{
 		slog.String("command", e.Command[0]),
-		slog.String("event", notify.EventName(n.Event)),
-		slog.String("symbolic_link", n.SymbolicLinkName),
+		slog.String("event", event),
+		slog.String("symbolic_link", link),
 		slog.Duration("took", time.Since(start)),
 	}
 	if stdout.Len() > 0 {
@@ -156,8 +270,14 @@ func (e Exec) run(ctx context.Context, n notify.Notification) error {
 		attrs = append(attrs, slog.String("stderr", stderr.String()))
 	}
 	switch {
-	case ctx.Err() == context.DeadlineExceeded:
+	case ctx.Err() == context.DeadlineExceeded && parent.Err() == nil:
 		err = fmt.Errorf("exec %s: killed after the %s timeout", e.Command[0], e.Timeout)
+	case ctx.Err() != nil && parent.Err() != nil:
+		// The caller's deadline (an AddStart or query-remove deadline) or cancellation.
+		err = fmt.Errorf("exec %s: killed: %w", e.Command[0], parent.Err())
+	case err != nil && stderr.Len() > 0:
+		// The command's own last word says why: a vetoing script's reason, for one.
+		err = fmt.Errorf("exec %s: %w: %s", e.Command[0], err, lastLine(stderr.buf.String()))
 	case err != nil:
 		err = fmt.Errorf("exec %s: %w", e.Command[0], err)
 	}

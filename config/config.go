@@ -33,7 +33,48 @@ type Config struct {
 	// MaxExecProcesses bounds the exec callback processes running at once, across all
 	// callbacks. Default 16.
 	MaxExecProcesses *int `yaml:"max_exec_processes"`
+	// TwoPhase sets the deadline of the calls that may veto a change (AddStart of a two-phase
+	// add, query-remove of a removal on request) and what a missed deadline counts as.
+	TwoPhase TwoPhase `yaml:"two_phase"`
 }
+
+// The kinds of callback registration.
+const (
+	// KindDeviceInterface is IoRegisterPlugPlayNotification(EventCategoryDeviceInterfaceChange):
+	// arrivals and removals of a class, after the fact. The default.
+	KindDeviceInterface = "device_interface"
+	// KindTwoPhase is KeRegisterProcessorChangeCallback, for processors or memory: add_start
+	// (which may veto) before the agent onlines a CPU or block, then add_complete or add_failure.
+	KindTwoPhase = "two_phase"
+	// KindTargetDevice is IoRegisterPlugPlayNotification(EventCategoryTargetDeviceChange) for one
+	// interface: query_remove (which may veto) before a removal on request, then remove_complete
+	// or remove_cancelled; remove_complete also for a removal nobody asked the agent for.
+	KindTargetDevice = "target_device"
+)
+
+// DefaultVetoTimeout is the default deadline of a call that may veto.
+const DefaultVetoTimeout = 10 * time.Second
+
+// TwoPhase configures the calls that may veto a change.
+type TwoPhase struct {
+	// Timeout is the deadline of each AddStart and query-remove call, and how long a change
+	// waits for the calls that end it. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// OnTimeout is what a callback that misses the deadline counts as: "veto" (default) or
+	// "consent". Either way it is logged.
+	OnTimeout string `yaml:"on_timeout"`
+}
+
+// VetoTimeout is Timeout with its default.
+func (t TwoPhase) VetoTimeout() time.Duration {
+	if t.Timeout <= 0 {
+		return DefaultVetoTimeout
+	}
+	return t.Timeout
+}
+
+// ConsentOnTimeout reports whether a missed deadline counts as consent.
+func (t TwoPhase) ConsentOnTimeout() bool { return t.OnTimeout == "consent" }
 
 // ExecLimit is MaxExecProcesses with its default.
 func (c *Config) ExecLimit() int {
@@ -74,10 +115,18 @@ func (o Online) Policy() online.Policy {
 type Callback struct {
 	// Name is the owner: it labels the callback's logs and metrics. Unique, [a-zA-Z0-9_.-]+.
 	Name string `yaml:"name"`
-	// Class is "processor", "memory", or an interface class GUID.
+	// Kind is the registration: KindDeviceInterface (default), KindTwoPhase or KindTargetDevice.
+	Kind string `yaml:"kind"`
+	// Class is "processor", "memory", or an interface class GUID; for KindTwoPhase processor or
+	// memory; for KindTargetDevice optional (the target says it).
 	Class string `yaml:"class"`
+	// Target is the symbolic link of the one interface a KindTargetDevice callback watches, such
+	// as /sys/devices/system/cpu/cpu1.
+	Target string `yaml:"target"`
 	// IncludeExisting delivers an arrival for every interface already active at start
-	// (PNPNOTIFY_DEVICE_INTERFACE_INCLUDE_EXISTING_INTERFACES).
+	// (PNPNOTIFY_DEVICE_INTERFACE_INCLUDE_EXISTING_INTERFACES); for KindTwoPhase it replays the
+	// online CPUs or blocks at start, add_start for each, then add_complete for each
+	// (KE_PROCESSOR_CHANGE_ADD_EXISTING).
 	IncludeExisting bool `yaml:"include_existing"`
 	// Exec runs a command per notification.
 	Exec *Exec `yaml:"exec"`
@@ -158,6 +207,14 @@ func (c *Config) validate() error {
 	if n := c.ExecLimit(); n < 1 || n > 4096 {
 		return fmt.Errorf("max_exec_processes: %d: want 1 to 4096", n)
 	}
+	if d := c.TwoPhase.Timeout; d < 0 || d > time.Hour {
+		return fmt.Errorf("two_phase.timeout: %s: want a duration up to 1h", d)
+	}
+	switch c.TwoPhase.OnTimeout {
+	case "", "veto", "consent":
+	default:
+		return fmt.Errorf("two_phase.on_timeout: %q: want veto or consent", c.TwoPhase.OnTimeout)
+	}
 	seen := map[string]bool{"log": c.LogEnabled()}
 	for i := range c.Callbacks {
 		cb := &c.Callbacks[i]
@@ -171,14 +228,12 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%s.name: %q is used twice", field, cb.Name)
 		}
 		seen[cb.Name] = true
-		if cb.Class == "" {
-			return fmt.Errorf("%s.class: required (processor, memory or a GUID)", field)
+		if cb.Kind == "" {
+			cb.Kind = KindDeviceInterface
 		}
-		g, err := notify.ParseClass(cb.Class)
-		if err != nil {
-			return fmt.Errorf("%s.class: %w", field, err)
+		if err := cb.validateKind(field); err != nil {
+			return err
 		}
-		cb.ClassGUID = g
 		actions := 0
 		for _, set := range []bool{cb.Exec != nil, cb.Webhook != nil, cb.Log} {
 			if set {
@@ -212,6 +267,56 @@ func (c *Config) validate() error {
 			}
 		}
 	}
+	return nil
+}
+
+// validateKind checks the fields that depend on the kind, and sets ClassGUID.
+func (cb *Callback) validateKind(field string) error {
+	var class uuid.UUID
+	if cb.Class != "" {
+		g, err := notify.ParseClass(cb.Class)
+		if err != nil {
+			return fmt.Errorf("%s.class: %w", field, err)
+		}
+		class = g
+	}
+	switch cb.Kind {
+	case KindDeviceInterface:
+		if cb.Class == "" {
+			return fmt.Errorf("%s.class: required (processor, memory or a GUID)", field)
+		}
+		if cb.Target != "" {
+			return fmt.Errorf("%s.target: only with kind: %s", field, KindTargetDevice)
+		}
+	case KindTwoPhase:
+		if class != notify.GUIDDeviceProcessor && class != notify.GUIDDeviceMemory {
+			return fmt.Errorf("%s.class: kind %s needs class processor or memory", field, KindTwoPhase)
+		}
+		if cb.Target != "" {
+			return fmt.Errorf("%s.target: only with kind: %s", field, KindTargetDevice)
+		}
+	case KindTargetDevice:
+		if cb.Target == "" {
+			return fmt.Errorf("%s.target: required with kind %s: the symbolic link of one interface, like /sys/devices/system/cpu/cpu1", field, KindTargetDevice)
+		}
+		linkClass, _, err := notify.ParseSymbolicLink(cb.Target)
+		if err != nil {
+			return fmt.Errorf("%s.target: %w", field, err)
+		}
+		if cb.Class != "" && class != linkClass {
+			return fmt.Errorf("%s.class: %s, but the target %s is a %s", field, cb.Class, cb.Target, notify.ClassName(linkClass))
+		}
+		if cb.IncludeExisting {
+			return fmt.Errorf("%s.include_existing: not with kind %s", field, KindTargetDevice)
+		}
+		class = linkClass
+	default:
+		return fmt.Errorf("%s.kind: %q: want %s, %s or %s", field, cb.Kind, KindDeviceInterface, KindTwoPhase, KindTargetDevice)
+	}
+	if cb.Kind != KindDeviceInterface && cb.Webhook != nil {
+		return fmt.Errorf("%s.webhook: kind %s takes exec or log (webhooks are for kind device_interface)", field, cb.Kind)
+	}
+	cb.ClassGUID = class
 	return nil
 }
 

@@ -64,13 +64,20 @@ func ParseClass(s string) (uuid.UUID, error) {
 	return g, nil
 }
 
-// EventName returns "arrival" or "removal" for the event GUIDs, the GUID's text otherwise.
+// EventName returns "arrival" or "removal" for the device-interface event GUIDs, "query_remove",
+// "remove_complete" or "remove_cancelled" for the target-device ones, the GUID's text otherwise.
 func EventName(event uuid.UUID) string {
 	switch event {
 	case GUIDDeviceInterfaceArrival:
 		return "arrival"
 	case GUIDDeviceInterfaceRemoval:
 		return "removal"
+	case GUIDTargetDeviceQueryRemove:
+		return "query_remove"
+	case GUIDTargetDeviceRemoveComplete:
+		return "remove_complete"
+	case GUIDTargetDeviceRemoveCancelled:
+		return "remove_cancelled"
 	}
 	return event.String()
 }

@@ -58,7 +58,8 @@ const DefaultQueueLimit = 4096
 
 var (
 	// ErrNotSupported is wrapped by the error of Register for an event category that this
-	// agent does not implement yet (HardwareProfileChange, TargetDeviceChange).
+	// agent does not implement yet (HardwareProfileChange) or that Registry does not take
+	// (TargetDeviceChange, which TargetRegistry.Register takes, for one symbolic link).
 	ErrNotSupported = errors.New("not supported yet")
 	// ErrUnregistered is wrapped by the error of Unregister and UnregisterEx for an entry that
 	// was already removed, a nil entry, or an entry of another registry.
@@ -246,8 +247,11 @@ func (r *Registry) Register(category EventCategory, flags Flags, class uuid.UUID
 	}
 	switch category {
 	case EventCategoryDeviceInterfaceChange:
-	case EventCategoryHardwareProfileChange, EventCategoryTargetDeviceChange:
+	case EventCategoryHardwareProfileChange:
 		return nil, fmt.Errorf("notify: register %s: event category %s: %w", owner, category, ErrNotSupported)
+	case EventCategoryTargetDeviceChange:
+		// Its EventCategoryData is one device, not a class: TargetRegistry.Register takes it.
+		return nil, fmt.Errorf("notify: register %s: event category %s with an interface class: %w; register for one interface's symbolic link with TargetRegistry.Register", owner, category, ErrNotSupported)
 	default:
 		return nil, fmt.Errorf("notify: register %s: unknown event category %d", owner, int(category))
 	}

@@ -3,10 +3,19 @@
 // paths it builds from a validated CPU number or block index, checks the state before each write
 // (never onlining twice, nor fighting the kernel's own auto-online), onlines the blocks of one
 // hot-add in ascending order, and retries a failed online a bounded number of times.
+//
+// Because the agent is then the one that onlines, it can run the Windows two-phase model around
+// the write: AddStart to the two-phase registrations before it (any may veto: the resource stays
+// offline), AddComplete or AddFailure after it, and the ordinary arrival only then (the Gate
+// holds it back). Under the policy "none", or where the kernel onlines memory itself, the agent
+// does not online, and there is no AddStart. The same package takes CPUs and blocks offline or
+// online on request (the control socket): a removal asks the target-device registrations first
+// (query-remove), then tells them remove-complete or remove-cancelled.
 package online
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -14,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/state"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
 
@@ -61,10 +72,15 @@ func (p Policy) Enabled() bool {
 	return p.CPU == Online || (p.Memory != "" && p.Memory != None)
 }
 
-// Sysfs is what the onliner reads and writes: the subset of sysfs.FS it needs.
+// Sysfs is what the onliner reads and writes: the subset of sysfs.FS it needs, and a read of a
+// memory block without valid_zones (the agent adds it to sysfs.FS).
 type Sysfs interface {
 	CPU(n int) (sysfs.CPU, error)
-	MemoryBlock(n int) (sysfs.MemoryBlock, error)
+	// MemoryBlockBasics reads memory block n without its valid_zones (Zones stays ""): Linux
+	// 6.1 dereferences a null node in valid_zones_show for a block that is being hot-added
+	// (its node is set after the add uevent) and kills the reading thread, so the onliner, which
+	// reads a block right after its add, must not read valid_zones.
+	MemoryBlockBasics(n int) (sysfs.MemoryBlock, error)
 	AutoOnlineBlocks() (string, error)
 	SetCPUOnline(n int, online bool) error
 	SetMemoryState(n int, state string) error
@@ -74,12 +90,22 @@ type Sysfs interface {
 // "failure", and for a success the time from the add uevent to the resource being online.
 type Observer func(class, result string, sinceAdd time.Duration)
 
-// Onliner applies a Policy. Add queues work and never blocks; Run does it. Safe for concurrent use.
+// Onliner applies a Policy, and takes CPUs and memory blocks online or offline on request. Add
+// queues work and never blocks; Run does it. With Participants, each online it makes is a
+// two-phase add (AddStart, which may veto, then AddComplete or AddFailure) and each offline on
+// request a target-device removal (query-remove, which may veto, then remove-complete or
+// remove-cancelled). One change is made at a time. Safe for concurrent use.
 type Onliner struct {
 	p       Policy
 	fs      Sysfs
 	log     *slog.Logger
 	observe Observer
+
+	changes *notify.ChangeRegistry // nil: no two-phase participants
+	targets *notify.TargetRegistry // nil: no target-device participants
+	gate    *Gate                  // nil: notifications are not held back
+
+	op chan struct{} // capacity 1: held while one change is made
 
 	mu      sync.Mutex
 	pending []item
@@ -89,6 +115,7 @@ type Onliner struct {
 type item struct {
 	memory bool
 	n      int
+	seqnum uint64
 	added  time.Time
 }
 
@@ -103,20 +130,41 @@ func New(p Policy, fs Sysfs, log *slog.Logger, observe Observer) *Onliner {
 	if observe == nil {
 		observe = func(string, string, time.Duration) {}
 	}
-	return &Onliner{p: p, fs: fs, log: log, observe: observe, wake: make(chan struct{}, 1)}
+	return &Onliner{p: p, fs: fs, log: log, observe: observe, wake: make(chan struct{}, 1), op: make(chan struct{}, 1)}
 }
 
-// AddCPU queues CPU n, reported added by the kernel at time added. It never blocks.
-func (o *Onliner) AddCPU(n int, added time.Time) {
+// Participants are who takes part in the changes the onliner makes. Each field may be nil.
+type Participants struct {
+	// Changes holds the two-phase registrations: an online is begun and ended through it.
+	Changes *notify.ChangeRegistry
+	// Targets holds the target-device registrations: an offline on request is queried and ended
+	// through it.
+	Targets *notify.TargetRegistry
+	// Gate holds back the notifications of the interface being changed until the participants
+	// have been told the outcome.
+	Gate *Gate
+}
+
+// SetParticipants sets who takes part in the changes. Call it before Run and before any
+// Request; it does not block.
+func (o *Onliner) SetParticipants(p Participants) {
+	o.changes, o.targets, o.gate = p.Changes, p.Targets, p.Gate
+}
+
+// AddCPU queues CPU n, reported added by the kernel's add uevent seqnum, read at time added. It
+// never blocks. Under the policy "none" it does nothing: the agent does not online the CPU, so no
+// two-phase add happens either.
+func (o *Onliner) AddCPU(n int, seqnum uint64, added time.Time) {
 	if o.p.CPU == Online {
-		o.push(item{n: n, added: added})
+		o.push(item{n: n, seqnum: seqnum, added: added})
 	}
 }
 
-// AddMemoryBlock queues memory block n, reported added by the kernel at time added. It never blocks.
-func (o *Onliner) AddMemoryBlock(n int, added time.Time) {
+// AddMemoryBlock queues memory block n, reported added by the kernel's add uevent seqnum, read
+// at time added. It never blocks. Under the policy "none" it does nothing.
+func (o *Onliner) AddMemoryBlock(n int, seqnum uint64, added time.Time) {
 	if o.p.Memory != "" && o.p.Memory != None {
-		o.push(item{memory: true, n: n, added: added})
+		o.push(item{memory: true, n: n, seqnum: seqnum, added: added})
 	}
 }
 
@@ -161,6 +209,18 @@ func (o *Onliner) Run(ctx context.Context) error {
 	}
 }
 
+// lock takes the change lock, or returns ctx's error.
+func (o *Onliner) lock(ctx context.Context) error {
+	select {
+	case o.op <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (o *Onliner) unlock() { <-o.op }
+
 // handle onlines one resource unless it is online already or the policy leaves it to the kernel.
 func (o *Onliner) handle(ctx context.Context, it item) {
 	class, what := "processor", fmt.Sprintf("cpu%d", it.n)
@@ -183,17 +243,58 @@ func (o *Onliner) handle(ctx context.Context, it item) {
 			state = Online
 		}
 	}
-	for attempt := 0; ; attempt++ {
-		online, err := o.isOnline(it)
+	if o.lock(ctx) != nil {
+		return
+	}
+	defer o.unlock()
+	iface, online, err := o.read(it.memory, it.n)
+	if err != nil {
+		o.log.Warn("online policy: cannot read state; giving up", "device", what, "err", err)
+		o.observe(class, "failure", 0)
+		return
+	}
+	if online {
+		o.log.Debug("online policy: already online", "device", what)
+		return
+	}
+	var add *notify.Add
+	if o.changes != nil {
+		if add, err = o.changes.Begin(ctx, iface, it.seqnum, it.added, notify.CauseUevent); err != nil {
+			if _, vetoed := errors.AsType[*notify.VetoError](err); vetoed {
+				o.log.Warn("online policy: add vetoed; leaving it offline", "device", what, "err", err)
+			}
+			return
+		}
+	}
+	o.gate.hold(iface.SymbolicLink, true)
+	err = o.onlineWithRetries(ctx, it, class, what, state)
+	if add != nil {
 		if err != nil {
-			o.log.Warn("online policy: cannot read state; giving up", "device", what, "err", err)
-			o.observe(class, "failure", 0)
-			return
+			add.Fail(err)
+		} else {
+			add.Complete()
 		}
-		if online {
-			o.log.Debug("online policy: already online", "device", what, "attempt", attempt+1)
-			return
+	}
+	o.gate.release(iface.SymbolicLink, err == nil)
+}
+
+// onlineWithRetries writes the online state, retrying a failed write. It returns nil once the
+// resource is online (by its write or anyone's), else the last error.
+func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, state string) error {
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			online, err := o.isOnline(it)
+			if err != nil {
+				o.log.Warn("online policy: cannot read state; giving up", "device", what, "err", err)
+				o.observe(class, "failure", 0)
+				return err
+			}
+			if online {
+				o.log.Debug("online policy: already online", "device", what, "attempt", attempt+1)
+				return nil
+			}
 		}
+		var err error
 		if it.memory {
 			err = o.fs.SetMemoryState(it.n, state)
 		} else {
@@ -202,26 +303,42 @@ func (o *Onliner) handle(ctx context.Context, it item) {
 		if err == nil {
 			o.observe(class, "success", time.Since(it.added))
 			o.log.Info("online policy: brought online", "device", what, "state", state, "attempt", attempt+1)
-			return
+			return nil
 		}
 		// The kernel or another tool may have onlined it meanwhile: the next round checks.
 		o.observe(class, "failure", 0)
 		if attempt >= o.p.Retries {
 			o.log.Error("online policy: could not bring online", "device", what, "attempts", attempt+1, "err", err)
-			return
+			return err
 		}
 		o.log.Warn("online policy: online failed; retrying", "device", what, "attempt", attempt+1, "err", err)
 		select {
 		case <-ctx.Done():
-			return
+			return fmt.Errorf("online %s: %w (after: %w)", what, ctx.Err(), err)
 		case <-time.After(o.p.Backoff << attempt):
 		}
 	}
 }
 
+// read returns the interface of CPU or memory block n as sysfs shows it, and whether it is online.
+func (o *Onliner) read(memory bool, n int) (notify.Interface, bool, error) {
+	if memory {
+		b, err := o.fs.MemoryBlockBasics(n)
+		if err != nil {
+			return notify.Interface{}, false, err
+		}
+		return state.MemoryInterface(b), b.Online(), nil
+	}
+	c, err := o.fs.CPU(n)
+	if err != nil {
+		return notify.Interface{}, false, err
+	}
+	return state.CPUInterface(c), c.Online, nil
+}
+
 func (o *Onliner) isOnline(it item) (bool, error) {
 	if it.memory {
-		b, err := o.fs.MemoryBlock(it.n)
+		b, err := o.fs.MemoryBlockBasics(it.n)
 		return b.Online(), err
 	}
 	c, err := o.fs.CPU(it.n)

@@ -2,11 +2,11 @@ package online
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,13 +21,15 @@ type fakeFS struct {
 	cpus     map[int]bool
 	blocks   map[int]string
 	auto     string
-	failures int // the next writes that fail with EBUSY
+	failures int          // the next writes that fail with EBUSY
+	fixed    map[int]bool // CPUs without an online file
 	writes   []string
 	wrote    chan string
+	onWrite  func(w string) // called after a successful write, as the kernel sends its uevent
 }
 
 func newFake() *fakeFS {
-	return &fakeFS{cpus: map[int]bool{}, blocks: map[int]string{}, auto: "offline", wrote: make(chan string, 100)}
+	return &fakeFS{cpus: map[int]bool{}, blocks: map[int]string{}, fixed: map[int]bool{}, auto: "offline", wrote: make(chan string, 100)}
 }
 
 func (f *fakeFS) CPU(n int) (sysfs.CPU, error) {
@@ -37,7 +39,7 @@ func (f *fakeFS) CPU(n int) (sysfs.CPU, error) {
 	if !ok {
 		return sysfs.CPU{}, fmt.Errorf("cpu%d: %w", n, fs.ErrNotExist)
 	}
-	return sysfs.CPU{Number: n, Online: on}, nil
+	return sysfs.CPU{Number: n, Online: on, Hotpluggable: !f.fixed[n], Node: 0}, nil
 }
 
 func (f *fakeFS) MemoryBlock(n int) (sysfs.MemoryBlock, error) {
@@ -47,8 +49,10 @@ func (f *fakeFS) MemoryBlock(n int) (sysfs.MemoryBlock, error) {
 	if !ok {
 		return sysfs.MemoryBlock{}, fmt.Errorf("memory%d: %w", n, fs.ErrNotExist)
 	}
-	return sysfs.MemoryBlock{Index: n, State: s}, nil
+	return sysfs.MemoryBlock{Index: n, State: s, PhysStart: uint64(n) << 27, Size: 1 << 27, Node: 0}, nil
 }
+
+func (f *fakeFS) MemoryBlockBasics(n int) (sysfs.MemoryBlock, error) { return f.MemoryBlock(n) }
 
 func (f *fakeFS) AutoOnlineBlocks() (string, error) { return f.auto, nil }
 
@@ -61,10 +65,14 @@ func (f *fakeFS) write(w string, apply func()) error {
 	} else {
 		apply()
 	}
+	hook := f.onWrite
 	f.mu.Unlock()
 	f.wrote <- w
 	if fail {
-		return errors.New("device or resource busy")
+		return fmt.Errorf("write %s: %w", w, syscall.EBUSY)
+	}
+	if hook != nil {
+		hook(w)
 	}
 	return nil
 }
@@ -74,7 +82,12 @@ func (f *fakeFS) SetCPUOnline(n int, on bool) error {
 }
 
 func (f *fakeFS) SetMemoryState(n int, s string) error {
-	return f.write(fmt.Sprintf("memory%d=%s", n, s), func() { f.blocks[n] = "online" })
+	return f.write(fmt.Sprintf("memory%d=%s", n, s), func() {
+		if strings.HasPrefix(s, "online") {
+			s = "online"
+		}
+		f.blocks[n] = s
+	})
 }
 
 type outcome struct{ Class, Result string }
@@ -123,8 +136,8 @@ func TestCPUOnline(t *testing.T) {
 	f := newFake()
 	f.cpus[2], f.cpus[3] = true, false
 	o, got := start(t, Policy{CPU: Online}, f)
-	o.AddCPU(2, time.Now()) // already online: no write
-	o.AddCPU(3, time.Now())
+	o.AddCPU(2, 0, time.Now()) // already online: no write
+	o.AddCPU(3, 0, time.Now())
 	waitWrite(t, f, "cpu3=true")
 	if diff := cmp.Diff([]outcome{{"processor", "success"}}, outcomes(t, got, 1)); diff != "" {
 		t.Errorf("outcomes (-want +got):\n%s", diff)
@@ -138,9 +151,9 @@ func TestMemoryAscendingWithZone(t *testing.T) {
 	}
 	o := New(Policy{Memory: OnlineMovable}, f, nil, nil)
 	// Queued before Run starts: one batch, in whatever order the events came.
-	o.AddMemoryBlock(42, time.Now())
-	o.AddMemoryBlock(40, time.Now())
-	o.AddMemoryBlock(41, time.Now())
+	o.AddMemoryBlock(42, 0, time.Now())
+	o.AddMemoryBlock(40, 0, time.Now())
+	o.AddMemoryBlock(41, 0, time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go o.Run(ctx)
@@ -172,7 +185,7 @@ func TestRetries(t *testing.T) {
 	f.cpus[1] = false
 	f.failures = 2
 	o, got := start(t, Policy{CPU: Online, Retries: 3}, f)
-	o.AddCPU(1, time.Now())
+	o.AddCPU(1, 0, time.Now())
 	for range 3 {
 		waitWrite(t, f, "cpu1=true")
 	}
@@ -185,7 +198,7 @@ func TestRetries(t *testing.T) {
 		t.Errorf("outcomes with recovery (-want +got):\n%s", diff)
 	}
 	o2, got2 := start(t, Policy{CPU: Online, Retries: 2}, f)
-	o2.AddCPU(2, time.Now())
+	o2.AddCPU(2, 0, time.Now())
 	for range 3 {
 		waitWrite(t, f, "cpu2=true")
 	}
@@ -193,7 +206,7 @@ func TestRetries(t *testing.T) {
 	f.mu.Lock()
 	f.failures, f.cpus[3] = 0, false
 	f.mu.Unlock()
-	o2.AddCPU(3, time.Now())
+	o2.AddCPU(3, 0, time.Now())
 	waitWrite(t, f, "cpu3=true")
 	if diff := cmp.Diff([]outcome{{"processor", "failure"}, {"processor", "failure"}, {"processor", "failure"}}, outcomes(t, got2, 3)); diff != "" {
 		t.Errorf("outcomes when it never works (-want +got):\n%s", diff)
@@ -204,8 +217,8 @@ func TestNoneWritesNothing(t *testing.T) {
 	f := newFake()
 	f.cpus[1], f.blocks[3] = false, "offline"
 	o := New(Policy{CPU: None, Memory: None}, f, nil, nil)
-	o.AddCPU(1, time.Now())
-	o.AddMemoryBlock(3, time.Now())
+	o.AddCPU(1, 0, time.Now())
+	o.AddMemoryBlock(3, 0, time.Now())
 	if len(o.pending) != 0 {
 		t.Errorf("policy none queued %d items", len(o.pending))
 	}

@@ -23,6 +23,8 @@ Commands:
   run       start the agent (uevent listener, callbacks, HTTP API on --web.listen-address)
   list      print the CPUs and memory blocks present now, read from sysfs (no agent needed)
   monitor   print a running agent's notifications as they come (--kernel: the kernel's uevents)
+  offline   ask the running agent to take CPUs or memory blocks offline: offline cpu 1 memory 32
+  online    ask the running agent to bring CPUs or memory blocks online: online cpu 1
   version   print the version
 
 Run 'hotplug-agent <command> -h' for a command's flags.
@@ -49,6 +51,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runList(args[1:], stdout, stderr)
 	case "monitor":
 		err = runMonitor(args[1:], stdout, stderr)
+	case "offline", "online":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err = runControl(ctx, args[0], args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "hotplug-agent %s\n", version)
 	case "help", "-h", "--help", "-help":
@@ -63,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errFailed):
+		return 1 // the per-item results say why
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "hotplug-agent %s: %v (see 'hotplug-agent %s -h')\n", args[0], ue.err, args[0])
 		return 2
@@ -76,6 +84,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 type usageError struct{ err error }
 
 func (u usageError) Error() string { return u.err.Error() }
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
 
 // parseFlags parses args into fs, printing usage only when asked for it.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hotplug-agent/hotplug-agent/agent"
 	"github.com/hotplug-agent/hotplug-agent/config"
+	"github.com/hotplug-agent/hotplug-agent/control"
 )
 
 // DefaultListenAddress is the HTTP API's default address. Port 19100 lies outside the range
@@ -37,6 +38,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	configFile := fs.String("config.file", "", "YAML configuration file (callbacks); empty: log every notification")
 	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log.format", "logfmt", "log format: logfmt or json")
+	controlSocket := fs.String("control.socket", control.DefaultSocket, "Unix socket for hotplug-agent online/offline (mode 0600, root only); empty serves none")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -67,6 +69,10 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		Config:             cfg,
 		Version:            version,
 		Logger:             logger,
+		ControlSocket:      *controlSocket,
+		// The default path may be taken (another agent) or read-only (a unit without
+		// RuntimeDirectory=): the agent then runs without it; a path asked for must work.
+		ControlSocketOptional: !flagSet(fs, "control.socket"),
 	})
 	if err != nil {
 		return err

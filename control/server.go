@@ -1,0 +1,276 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Handler carries out one operation on one target for peer. It blocks until the change is made
+// (or refused) and must be safe for concurrent use.
+type Handler func(ctx context.Context, op string, t Target, peer Peer) Result
+
+// Options configure a Server.
+type Options struct {
+	// Path is the socket's path; its directory is created (0755) when missing.
+	Path string
+	// Handler carries out the requests.
+	Handler Handler
+	// Logger receives one line per request, with the peer's uid and pid; nil discards.
+	Logger *slog.Logger
+	// Authorize decides whether a peer may make requests; nil is RootOnly.
+	Authorize func(Peer) error
+	// Observe, when set, is told each request's op and the response of each item ("denied" and
+	// "bad-request" for requests refused as a whole).
+	Observe func(op, response string)
+}
+
+// readTimeout bounds the wait for a request once a client has connected.
+const readTimeout = 10 * time.Second
+
+// Server serves the control socket. Its methods are safe for concurrent use.
+type Server struct {
+	o   Options
+	ln  *net.UnixListener
+	log *slog.Logger
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// Listen creates the socket at o.Path with mode 0600: a stale socket file left by an agent that
+// died is replaced, but a live one (another agent answers on it) or a file that is not a socket
+// is an error. It does not block.
+func Listen(o Options) (*Server, error) {
+	if o.Path == "" {
+		return nil, errors.New("control: empty socket path")
+	}
+	if o.Handler == nil {
+		return nil, errors.New("control: nil handler")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Authorize == nil {
+		o.Authorize = RootOnly
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Path), 0o755); err != nil {
+		return nil, fmt.Errorf("control: socket directory: %w", err)
+	}
+	switch st, err := os.Lstat(o.Path); {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("control: %w", err)
+	case st.Mode().Type() != fs.ModeSocket:
+		return nil, fmt.Errorf("control: %s exists and is not a socket", o.Path)
+	default:
+		if c, err := net.DialTimeout("unix", o.Path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control: %s: another agent is listening on it", o.Path)
+		}
+		if err := os.Remove(o.Path); err != nil {
+			return nil, fmt.Errorf("control: remove the stale socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: o.Path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control: listen on %s: %w", o.Path, err)
+	}
+	ln.SetUnlinkOnClose(true)
+	// Created 0777 minus the umask; nobody but root may connect.
+	if err := os.Chmod(o.Path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	return &Server{o: o, ln: ln, log: o.Logger.With("component", "control"), conns: make(map[net.Conn]struct{})}, nil
+}
+
+// Path returns the socket's path. It does not block.
+func (s *Server) Path() string { return s.o.Path }
+
+// Serve accepts connections and answers their requests until ctx ends or Close is called, then
+// closes the socket (removing its file), cancels the requests in progress and waits for them. It
+// blocks until then; call it once.
+func (s *Server) Serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	s.log.Info("control socket ready", "path", s.o.Path)
+	var err error
+	for {
+		var c *net.UnixConn
+		c, err = s.ln.AcceptUnix()
+		if err != nil {
+			break
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			break
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			s.serve(ctx, c)
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+	cancel()
+	s.Close()
+	s.wg.Wait()
+	if s.isClosed() {
+		return nil
+	}
+	return fmt.Errorf("control: accept: %w", err)
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Close stops accepting, closes the socket and removes its file. Requests in progress are
+// cancelled by Serve. It does not block and may be called more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	return s.ln.Close()
+}
+
+// serve answers the one request of c.
+func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
+	defer c.Close()
+	peer, err := peerOf(c)
+	if err != nil {
+		s.log.Warn("control connection refused: no peer credentials", "err", err)
+		s.observe("", "denied")
+		writeResponse(c, Response{Error: "peer credentials: " + err.Error()})
+		return
+	}
+	if err := s.o.Authorize(peer); err != nil {
+		s.log.Warn("control request refused", "uid", peer.UID, "pid", peer.PID, "err", err)
+		s.observe("", "denied")
+		writeResponse(c, Response{Error: err.Error()})
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(readTimeout))
+	var req Request
+	dec := json.NewDecoder(bufio.NewReader(io.LimitReader(c, maxRequestBytes)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		s.log.Warn("control request unreadable", "uid", peer.UID, "pid", peer.PID, "err", err)
+		s.observe("", "bad-request")
+		writeResponse(c, Response{Error: "bad request: " + err.Error()})
+		return
+	}
+	if err := req.Validate(); err != nil {
+		s.log.Warn("control request invalid", "uid", peer.UID, "pid", peer.PID, "op", req.Op, "err", err)
+		op := req.Op
+		if op != OpOnline && op != OpOffline {
+			op = "" // never a label value taken from the wire
+		}
+		s.observe(op, "bad-request")
+		writeResponse(c, Response{Error: "bad request: " + err.Error()})
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	s.log.Info("control request", "uid", peer.UID, "pid", peer.PID, "op", req.Op, "targets", targetList(req.Targets))
+	resp := Response{Results: make([]Result, 0, len(req.Targets))}
+	for _, t := range req.Targets {
+		r := s.o.Handler(ctx, req.Op, t, peer)
+		r.Kind, r.ID = t.Kind, t.ID
+		resp.Results = append(resp.Results, r)
+		s.observe(req.Op, r.Response)
+		level := slog.LevelInfo
+		if r.Response != Success {
+			level = slog.LevelWarn
+		}
+		s.log.Log(ctx, level, "control request result", "uid", peer.UID, "pid", peer.PID, "op", req.Op,
+			"target", t.String(), "response", r.Response, "err", r.Error)
+	}
+	writeResponse(c, resp)
+}
+
+func (s *Server) observe(op, response string) {
+	if s.o.Observe != nil {
+		s.o.Observe(op, response)
+	}
+}
+
+func writeResponse(c net.Conn, r Response) {
+	c.SetWriteDeadline(time.Now().Add(readTimeout))
+	json.NewEncoder(c).Encode(r) // a client that went away has no one to tell
+}
+
+func targetList(ts []Target) string {
+	const show = 16
+	out := ""
+	for i, t := range ts {
+		if i == show {
+			return out + fmt.Sprintf(" ... (%d in all)", len(ts))
+		}
+		if i > 0 {
+			out += ", "
+		}
+		out += t.String()
+	}
+	return out
+}
+
+// Do sends req to the agent listening at path and returns its response. An error means the
+// request did not get an answer (no agent, not allowed to connect, ctx ended); a refused request
+// is a Response with Error set. It blocks until the agent answers or ctx ends.
+func Do(ctx context.Context, path string, req Request) (Response, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist), errors.Is(err, errConnRefused):
+			return Response{}, fmt.Errorf("no agent is listening on %s (is `hotplug-agent run` running? --control.socket gives the path)", path)
+		case errors.Is(err, fs.ErrPermission):
+			return Response{}, fmt.Errorf("%s: permission denied: the control socket is for root", path)
+		}
+		return Response{}, fmt.Errorf("connect to %s: %w", path, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	// An agent that refuses the peer answers without reading the request: the write may fail,
+	// and the answer is there to read all the same.
+	sendErr := json.NewEncoder(c).Encode(req)
+	var resp Response
+	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&resp); err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return Response{}, fmt.Errorf("waiting for the agent's answer: %w", ctx.Err())
+		case sendErr != nil:
+			return Response{}, fmt.Errorf("send the request to %s: %w", path, sendErr)
+		}
+		return Response{}, fmt.Errorf("read the answer from %s: %w", path, err)
+	}
+	return resp, nil
+}

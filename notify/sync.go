@@ -1,0 +1,343 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// This file holds the machinery shared by the registrations whose callbacks the agent waits for:
+// the two-phase add (ChangeRegistry) and the target-device notifications (TargetRegistry). Each
+// registration has its own goroutine that runs its calls one at a time, in the order they were
+// posted, so a registration always sees the phases of one change in order; the caller posts a
+// call and waits for its outcome up to a deadline, so one stuck callback delays a change by at
+// most the deadline and never blocks the agent for good.
+
+// DefaultVetoTimeout is the deadline of a vetoable call (AddStart, query-remove) when the
+// registry's options give none.
+const DefaultVetoTimeout = 10 * time.Second
+
+// VetoError is the error of a vetoed change: a registration answered AddStart or query-remove
+// with an error, or did not answer within the deadline while timeouts count as vetoes.
+type VetoError struct {
+	// Owner is the registration that vetoed.
+	Owner string
+	// Phase is "add_start" or "query_remove".
+	Phase string
+	// Err is the callback's error; nil when it missed the deadline.
+	Err error
+	// Timeout is the deadline the callback missed; zero when it answered.
+	Timeout time.Duration
+}
+
+// Error says who vetoed and why. It does not block and is safe for concurrent use.
+func (v *VetoError) Error() string {
+	if v.Err == nil {
+		return fmt.Sprintf("vetoed by %s: no answer to %s within %s", v.Owner, v.Phase, v.Timeout)
+	}
+	return fmt.Sprintf("vetoed by %s at %s: %v", v.Owner, v.Phase, v.Err)
+}
+
+// Unwrap returns the callback's error. It does not block and is safe for concurrent use.
+func (v *VetoError) Unwrap() error { return v.Err }
+
+// SyncObserver receives the outcomes of the calls a change waits for (the daemon maps them to
+// Prometheus). Its methods are called from the goroutines that make changes and must not block.
+type SyncObserver interface {
+	// SyncCallDone is called when a callback of owner has returned from phase (add_start,
+	// add_complete, add_failure, query_remove, remove_complete, remove_cancelled); err is its
+	// error, or a *PanicError.
+	SyncCallDone(owner, phase string, took time.Duration, err error)
+	// Vetoed is called for each veto of phase (add_start or query_remove) by owner, of an
+	// interface of the class named class ("processor", "memory"); timedOut when the veto was a
+	// missed deadline.
+	Vetoed(owner, phase, class string, timedOut bool)
+	// TimedOut is called when a callback of owner missed the deadline of phase; consent says
+	// whether that counted as consent (else as a veto, or, for phases that cannot veto, nothing).
+	TimedOut(owner, phase string, consent bool)
+}
+
+// syncEntry is one registration whose calls the caller waits for. Its methods are safe for
+// concurrent use.
+type syncEntry[N any] struct {
+	owner   string
+	cb      func(ctx context.Context, n N, userCtx any) error
+	userCtx any
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wake    chan struct{} // capacity 1
+	done    chan struct{} // closed when the goroutine has exited
+	gid     atomic.Uint64
+	obs     SyncObserver
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	removed bool
+	queue   []*syncCall[N]
+}
+
+// syncCall is one posted call and its outcome.
+type syncCall[N any] struct {
+	n        N
+	phase    string
+	deadline time.Time       // zero: the callback's context ends only with the registration
+	result   chan callResult // capacity 1; closed without a value when the call was dropped
+}
+
+// callResult is what a callback answered, and whether it answered after the deadline (then the
+// answer does not count: the waiter has decided, or is about to decide, on the timeout).
+type callResult struct {
+	err  error
+	late bool
+}
+
+// newSyncEntry starts the goroutine of a new registration. It does not block.
+func newSyncEntry[N any](owner string, cb func(context.Context, N, any) error, userCtx any, obs SyncObserver, log *slog.Logger) *syncEntry[N] {
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &syncEntry[N]{
+		owner: owner, cb: cb, userCtx: userCtx, ctx: ctx, cancel: cancel, obs: obs, log: log,
+		wake: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	go e.run()
+	return e
+}
+
+// post queues a call and returns it, or nil when the registration is removed. It does not block.
+func (e *syncEntry[N]) post(n N, phase string, deadline time.Time) *syncCall[N] {
+	c := &syncCall[N]{n: n, phase: phase, deadline: deadline, result: make(chan callResult, 1)}
+	e.mu.Lock()
+	if e.removed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.queue = append(e.queue, c)
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+	return c
+}
+
+// outcome is how a call ended for its waiter.
+type outcome int
+
+const (
+	answered outcome = iota // the callback returned; err is its error
+	timedOut                // the deadline passed first
+	dropped                 // the registration was removed before the call ran
+)
+
+// await waits for c until timeout fires. An answer given after the call's deadline counts as
+// the timeout. It blocks.
+func (c *syncCall[N]) await(timeout <-chan time.Time) (outcome, error) {
+	got := func(r callResult, ok bool) (outcome, error) {
+		switch {
+		case !ok:
+			return dropped, nil
+		case r.late:
+			return timedOut, nil
+		}
+		return answered, r.err
+	}
+	select {
+	case r, ok := <-c.result:
+		return got(r, ok)
+	case <-timeout:
+		// A result that came in time, at the same moment, still counts.
+		select {
+		case r, ok := <-c.result:
+			return got(r, ok)
+		default:
+			return timedOut, nil
+		}
+	}
+}
+
+// run is the registration's goroutine: it runs the queued calls in order until removed.
+func (e *syncEntry[N]) run() {
+	e.gid.Store(goid())
+	defer close(e.done)
+	for {
+		e.mu.Lock()
+		if e.removed {
+			e.mu.Unlock()
+			return
+		}
+		if len(e.queue) == 0 {
+			e.mu.Unlock()
+			select {
+			case <-e.wake:
+			case <-e.ctx.Done():
+			}
+			continue
+		}
+		c := e.queue[0]
+		e.queue[0] = nil
+		e.queue = e.queue[1:]
+		e.mu.Unlock()
+		err := e.call(c)
+		c.result <- callResult{err: err, late: !c.deadline.IsZero() && !time.Now().Before(c.deadline)}
+	}
+}
+
+// call runs the callback for c, turning a panic into a *PanicError.
+func (e *syncEntry[N]) call(c *syncCall[N]) (err error) {
+	ctx := e.ctx
+	if !c.deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, c.deadline)
+		defer cancel()
+	}
+	start := time.Now()
+	defer func() {
+		if v := recover(); v != nil {
+			pe := &PanicError{Value: v, Stack: debug.Stack()}
+			e.log.Error("callback panicked", "owner", e.owner, "phase", c.phase, "err", pe, "stack", string(pe.Stack))
+			err = pe
+		}
+		if e.obs != nil {
+			e.obs.SyncCallDone(e.owner, c.phase, time.Since(start), err)
+		}
+	}()
+	return e.cb(ctx, c.n, e.userCtx)
+}
+
+// remove marks the registration removed, drops its queued calls (their waiters see them
+// dropped) and cancels its context. It returns false when it was removed already. It does not
+// block.
+func (e *syncEntry[N]) remove() bool {
+	e.mu.Lock()
+	if e.removed {
+		e.mu.Unlock()
+		return false
+	}
+	e.removed = true
+	for _, c := range e.queue {
+		close(c.result)
+	}
+	e.queue = nil
+	e.mu.Unlock()
+	e.cancel()
+	return true
+}
+
+// isRemoved reports whether remove was called.
+func (e *syncEntry[N]) isRemoved() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.removed
+}
+
+// wait blocks until the registration's goroutine has exited (no callback of it runs), or ctx
+// ends; called from the registration's own callback it returns at once.
+func (e *syncEntry[N]) wait(ctx context.Context) error {
+	if g := e.gid.Load(); g != 0 && g == goid() {
+		return nil
+	}
+	select {
+	case <-e.done:
+		return nil
+	default:
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	select {
+	case <-e.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("callback of %s is still running: %w", e.owner, ctx.Err())
+	}
+}
+
+// pending is one posted call with the entry it went to.
+type pending[N any] struct {
+	e *syncEntry[N]
+	c *syncCall[N]
+}
+
+// awaitAll waits for every call in ps up to one shared deadline and logs the callbacks that
+// failed or missed it. Used for the phases that cannot veto: their outcome changes nothing.
+// It blocks until then.
+func awaitAll[N any](ps []pending[N], timeout time.Duration, log *slog.Logger, obs SyncObserver, what string) {
+	if len(ps) == 0 {
+		return
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	expired := false
+	for _, p := range ps {
+		var out outcome
+		var err error
+		if expired {
+			out, err = p.c.await(closedTime)
+		} else {
+			out, err = p.c.await(t.C)
+			expired = out == timedOut
+		}
+		switch {
+		case out == timedOut:
+			log.Warn("callback did not finish in time; going on without it", "owner", p.e.owner, "phase", p.c.phase, "timeout", timeout, "change", what)
+			if obs != nil {
+				obs.TimedOut(p.e.owner, p.c.phase, false)
+			}
+		case out == answered && err != nil:
+			var pe *PanicError
+			if !errors.As(err, &pe) { // a panic is logged where it was recovered
+				log.Warn("callback failed", "owner", p.e.owner, "phase", p.c.phase, "change", what, "err", err)
+			}
+		}
+	}
+}
+
+// closedTime is a channel that is always ready: awaiting on it only collects outcomes already
+// there.
+var closedTime = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
+
+// vote posts the vetoable call n of phase to e and waits for its answer up to timeout. It
+// returns reached=false when e was removed before the call could run (a registration that is
+// gone has no say), and the veto, if any: an error from the callback, or a missed deadline unless
+// consent. Vetoes and missed deadlines are logged and reported to obs. It blocks until then.
+func vote[N any](e *syncEntry[N], n N, phase, class, link string, timeout time.Duration, consent bool, log *slog.Logger, obs SyncObserver) (reached bool, veto *VetoError) {
+	c := e.post(n, phase, time.Now().Add(timeout))
+	if c == nil {
+		return false, nil
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	out, err := c.await(t.C)
+	switch out {
+	case dropped:
+		return false, nil
+	case timedOut:
+		if obs != nil {
+			obs.TimedOut(e.owner, phase, consent)
+		}
+		if consent {
+			log.Warn("callback did not answer in time; counted as consent (on_timeout: consent)", "owner", e.owner, "phase", phase, "interface", link, "timeout", timeout)
+			return true, nil
+		}
+		log.Warn("callback did not answer in time; counted as a veto (on_timeout: veto)", "owner", e.owner, "phase", phase, "interface", link, "timeout", timeout)
+		veto = &VetoError{Owner: e.owner, Phase: phase, Timeout: timeout}
+	default:
+		if err == nil {
+			return true, nil
+		}
+		veto = &VetoError{Owner: e.owner, Phase: phase, Err: err}
+	}
+	log.Warn("change vetoed", "owner", e.owner, "phase", phase, "interface", link, "err", veto)
+	if obs != nil {
+		obs.Vetoed(e.owner, phase, class, veto.Err == nil)
+	}
+	return true, veto
+}
