@@ -7,7 +7,7 @@ BIN       := bin/hotplug-agent
 FUZZTIME  ?= 10s
 RUN_ARGS  ?=
 
-.PHONY: all build deps test quick lint fuzz run install clean
+.PHONY: all build deps test quick lint fuzz run install lib examples clean
 
 all: build
 
@@ -25,6 +25,13 @@ test: deps lint
 # Debian's packages, idempotently; cached downloads live in the ignored .cache/.
 deps:
 	bash scripts/test-deps.sh
+
+# The C API: bin/libhotplug.so with capi/hotplug.h, and the example C program linked to it.
+lib:
+	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=c-shared -o bin/libhotplug.so ./capi
+	rm -f bin/libhotplug.h   # cgo's generated header; capi/hotplug.h is the interface
+examples: lib
+	$(CC) -std=c11 -Wall -Wextra -O2 -I capi examples/c/monitor.c -Lbin -lhotplug -Wl,-rpath,'$$ORIGIN' -o bin/hotplug-monitor-c
 
 # The inner loop: unit tests only, no kernel, no fuzzing.
 quick:

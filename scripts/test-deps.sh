@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)              # the status page test (headless)
 command -v systemd-analyze >/dev/null || need+=(systemd)  # the unit's verify/security tests
+command -v gcc >/dev/null || need+=(gcc libc6-dev)          # the C API's example and checks
+command -v valgrind >/dev/null || need+=(valgrind)          # the C example under memcheck
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test-deps: missing ${need[*]}; run as root to install them (tests that need them skip)" >&2

@@ -1,21 +1,20 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/client"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/state"
 	"github.com/hotplug-agent/hotplug-agent/udev"
@@ -43,103 +42,71 @@ func runMonitor(args []string, stdout, stderr io.Writer) error {
 	if *kernel {
 		return monitorKernel(ctx, stdout, stderr)
 	}
-	u, err := url.Parse(*base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usageError{fmt.Errorf("--url %q: want http://host:port", *base)}
-	}
-	u = u.JoinPath("events")
-	q := url.Values{}
-	if *class != "" {
-		q.Set("class", *class)
-	}
+	filter, _ := client.ParseFilter(*class) // checked above
+	var flags notify.Flags
 	if *existing {
-		q.Set("include_existing", "true")
+		flags |= notify.FlagIncludeExistingInterfaces
 	}
-	u.RawQuery = q.Encode()
-	return monitorAgent(ctx, u.String(), *asJSON, stdout, stderr)
+	return monitorAgent(ctx, *base, filter, flags, *asJSON, stdout, stderr)
 }
 
-// monitorAgent follows the event stream, reconnecting with backoff when it breaks.
-func monitorAgent(ctx context.Context, u string, asJSON bool, stdout, stderr io.Writer) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := followStream(ctx, u, asJSON, stdout, stderr)
-		if ctx.Err() != nil {
-			return nil
-		}
-		fmt.Fprintf(stderr, "hotplug-agent monitor: %v; reconnecting in %s\n", err, backoff)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
-func followStream(ctx context.Context, u string, asJSON bool, stdout, stderr io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+// monitorAgent follows the agent with the Go client, which reconnects with backoff, resumes
+// after the last notification it printed and reconciles after an agent restart (those lines say
+// cause "resync"), until ctx ends.
+func monitorAgent(ctx context.Context, base string, filter client.Filter, flags notify.Flags, asJSON bool, stdout, stderr io.Writer) error {
+	// Only what the state changes below do not say already: inconsistencies, cut-offs.
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	following := strings.TrimSuffix(base, "/") + "/events (class " + filter.String() + ")"
+	c, err := client.New(base, client.Options{
+		Logger: logger,
+		OnStateChange: func(s client.StateChange) {
+			switch s.State {
+			case client.Connected:
+				fmt.Fprintf(stderr, "hotplug-agent monitor: following %s\n", following)
+			case client.Backoff:
+				fmt.Fprintf(stderr, "hotplug-agent monitor: %v; reconnecting in %s\n", s.Err, s.Delay.Round(time.Millisecond))
+			}
+		},
+	})
 	if err != nil {
-		return err
+		return usageError{fmt.Errorf("--url: %w", err)}
 	}
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	fmt.Fprintf(stderr, "hotplug-agent monitor: following %s\n", u)
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
+	_, err = c.Register(filter, flags, func(_ context.Context, n notify.Notification) error {
 		if asJSON {
-			fmt.Fprintln(stdout, data)
-			continue
+			b, err := json.Marshal(n)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(stdout, "%s\n", b)
+			return err
 		}
-		var n struct {
-			Event          string `json:"event"`
-			InterfaceClass string `json:"interface_class"`
-			SymbolicLink   string `json:"symbolic_link"`
-			CPU            *int   `json:"cpu"`
-			MemoryBlock    *int   `json:"memory_block"`
-			PhysStart      uint64 `json:"phys_start"`
-			Size           uint64 `json:"size"`
-			Node           *int   `json:"node"`
-			Seqnum         uint64 `json:"seqnum"`
-			Cause          string `json:"cause"`
-			Error          string `json:"error"`
-		}
-		if err := json.Unmarshal([]byte(data), &n); err != nil {
-			return fmt.Errorf("bad event %q: %w", data, err)
-		}
-		if n.Error != "" {
-			return errors.New(n.Error)
-		}
-		detail := ""
-		switch {
-		case n.CPU != nil:
-			detail = fmt.Sprintf("cpu %d", *n.CPU)
-		case n.MemoryBlock != nil:
-			detail = fmt.Sprintf("block %d, 0x%x-0x%x", *n.MemoryBlock, n.PhysStart, n.PhysStart+n.Size-1)
-		}
-		if n.Node != nil {
-			detail += fmt.Sprintf(", node %d", *n.Node)
-		}
-		fmt.Fprintf(stdout, "%s %-8s %-9s %s (%s) seq=%d %s\n", time.Now().Format("15:04:05.000000"),
-			strings.ToUpper(n.Event), n.InterfaceClass, n.SymbolicLink, detail, n.Seqnum, n.Cause)
-	}
-	if err := sc.Err(); err != nil {
+		_, err := fmt.Fprintln(stdout, monitorLine(time.Now(), n))
+		return err
+	})
+	if err != nil {
+		c.Close()
 		return err
 	}
-	return io.ErrUnexpectedEOF
+	<-ctx.Done()
+	return c.Close()
+}
+
+// monitorLine is one notification as `monitor` prints it.
+func monitorLine(now time.Time, n notify.Notification) string {
+	i := n.Interface
+	detail := ""
+	switch n.InterfaceClassGUID {
+	case notify.GUIDDeviceProcessor:
+		detail = fmt.Sprintf("cpu %d", i.Number)
+	case notify.GUIDDeviceMemory:
+		detail = fmt.Sprintf("block %d, 0x%x-0x%x", i.Number, i.PhysStart, i.PhysStart+i.Size-1)
+	}
+	if i.Node >= 0 {
+		detail += fmt.Sprintf(", node %d", i.Node)
+	}
+	return fmt.Sprintf("%s %-8s %-9s %s (%s) seq=%d %s", now.Format("15:04:05.000000"),
+		strings.ToUpper(notify.EventName(n.Event)), notify.ClassName(n.InterfaceClassGUID), n.SymbolicLinkName,
+		detail, n.Seqnum, n.Cause)
 }
 
 // monitorKernel prints the kernel's cpu and memory uevents as they come.
