@@ -1,0 +1,60 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hotplug-agent/hotplug-agent/control"
+)
+
+// TestControlBadInput: mistakes on the offline/online command line end in one line on stderr
+// and exit 2 before anything is sent; no agent listening is exit 1 with a hint.
+func TestControlBadInput(t *testing.T) {
+	none := "--control.socket=" + filepath.Join(t.TempDir(), "none.sock")
+	for _, tt := range []struct {
+		args     []string
+		code     int
+		contains string
+	}{
+		{[]string{"offline"}, 2, "name what to change: cpu N, memory N or memory-device ID"},
+		{[]string{"offline", "cpu"}, 2, "cpu: which one? (cpu N)"},
+		{[]string{"online", "cpu", "one"}, 2, "cpu one: want a number"},
+		{[]string{"online", "memory", "-1"}, 2, "memory -1: want a number"},
+		{[]string{"offline", "disk", "3"}, 2, `"disk": want cpu, memory or memory-device`},
+		{[]string{"offline", "cpu", "1", "--json"}, 2, `"--json": flags go before the targets`},
+		{[]string{"offline", "--timeout=0s", "cpu", "1"}, 2, "--timeout: 0s"},
+		{[]string{"offline", "--no-such-flag", "cpu", "1"}, 2, "flag provided but not defined"},
+		{[]string{"offline", none, "cpu", "1"}, 1, "no agent is listening on"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(tt.args, &stdout, &stderr)
+		out := stderr.String()
+		if code != tt.code || !strings.Contains(out, tt.contains) || strings.Count(strings.TrimSpace(out), "\n") != 0 || stdout.Len() != 0 {
+			t.Errorf("hotplug-agent %s: exit %d, stderr %q, stdout %q; want exit %d and one line containing %q",
+				strings.Join(tt.args, " "), code, out, stdout.String(), tt.code, tt.contains)
+		}
+	}
+}
+
+func TestControlResultLines(t *testing.T) {
+	for _, tt := range []struct {
+		r    control.Result
+		want string
+	}{
+		{control.Result{Kind: "cpu", ID: "1", Response: control.Success}, "cpu 1: success"},
+		{control.Result{Kind: "memory", ID: "0", Response: control.Failed, Error: "write offline: device or resource busy", ErrorCode: 16, ErrorName: "EBUSY"},
+			"memory 0: operation-failed: write offline: device or resource busy (EBUSY)"},
+		{control.Result{Kind: "cpu", ID: "9", Response: control.NotFound, Error: "cpu 9: no such CPU"}, "cpu 9: not-found: cpu 9: no such CPU"},
+	} {
+		if got := resultLine(tt.r); got != tt.want {
+			t.Errorf("resultLine(%+v) = %q; want %q", tt.r, got, tt.want)
+		}
+	}
+	targets, err := parseTargets([]string{"cpu", "1", "memory", "32", "memory-device", "PNP0C80:00"})
+	want := []control.Target{{Kind: "cpu", ID: "1"}, {Kind: "memory", ID: "32"}, {Kind: "memory-device", ID: "PNP0C80:00"}}
+	if err != nil || len(targets) != 3 || targets[0] != want[0] || targets[1] != want[1] || targets[2] != want[2] {
+		t.Errorf("parseTargets = %v, %v; want %v", targets, err, want)
+	}
+}
