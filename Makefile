@@ -7,7 +7,7 @@ BIN       := bin/hotplug-agent
 FUZZTIME  ?= 10s
 RUN_ARGS  ?=
 
-.PHONY: all build deps test quick lint fuzz run install lib examples clean
+.PHONY: all build deps test quick lint fuzz run install lib examples bench clean
 
 all: build
 
@@ -32,6 +32,12 @@ lib:
 	rm -f bin/libhotplug.h   # cgo's generated header; capi/hotplug.h is the interface
 examples: lib
 	$(CC) -std=c11 -Wall -Wextra -O2 -I capi examples/c/monitor.c -Lbin -lhotplug -Wl,-rpath,'$$ORIGIN' -o bin/hotplug-monitor-c
+
+# The benchmarks of BENCHMARKS.md on this machine's real kernel, beside systemd-udevd (root; about
+# four minutes; installs what it needs), then the figures in BENCHMARKS.md rewritten from them.
+# BENCH="latency storm" runs some of them. Not part of `make test`.
+bench:
+	bash bench/run.sh $(BENCH)
 
 # The inner loop: unit tests only, no kernel, no fuzzing.
 quick:

@@ -645,7 +645,9 @@ func (a *Agent) loop(ctx context.Context) error {
 			continue
 		}
 		kind, n := state.Classify(ev.Subsystem, ev.DevPath)
-		if kind != state.KindNone {
+		if kind != state.KindNone && a.log.Enabled(ctx, slog.LevelDebug) {
+			// Guarded: building the attributes costs allocations on the hot path (the profile in
+			// BENCHMARKS.md).
 			a.log.Debug("uevent", "action", ev.Action, "devpath", ev.DevPath, "seqnum", ev.Seqnum, "synthetic", ev.Synthetic())
 		}
 		notes, gap := a.tracker.Handle(&ev)

@@ -1,0 +1,140 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// pipelineCmd runs the Go benchmarks of package bench (go test -bench) and a CPU profile of the
+// one-registration pipeline, and keeps their output for the report: pipeline.txt (the benchmark
+// lines), pipeline-profile.txt (a table of where the CPU goes) and pipeline.json (the machine).
+func pipelineCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
+	count := fs.Int("count", 5, "runs of each benchmark (the report takes the median)")
+	benchtime := fs.String("benchtime", "1s", "go test -benchtime")
+	fs.Parse(os.Args[2:])
+	m := machine()
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	args := []string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-count", strconv.Itoa(*count), "-benchtime", *benchtime, "./bench/"}
+	fmt.Fprintf(os.Stderr, "go %s\n", strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Stderr = os.Stderr
+	b, err := cmd.Output()
+	os.Stdout.Write(b)
+	if err != nil {
+		return fmt.Errorf("go test -bench: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(*out, "pipeline.txt"), b, 0o644); err != nil {
+		return err
+	}
+
+	// The profile: one registration, long enough for a few thousand samples.
+	prof, bin := filepath.Join(*out, "pipeline.prof"), filepath.Join(*out, "bench.test")
+	args = []string{"test", "-run", "^$", "-bench", "^BenchmarkPipeline$/^registrations=1$", "-benchtime", "3s",
+		"-cpuprofile", prof, "-o", bin, "./bench/"}
+	fmt.Fprintf(os.Stderr, "go %s\n", strings.Join(args, " "))
+	cmd = exec.CommandContext(ctx, "go", args...)
+	cmd.Stderr = os.Stderr
+	b, err = cmd.Output()
+	if err != nil {
+		return fmt.Errorf("go test -cpuprofile: %w", err)
+	}
+	// The profile covers the benchmark's calibration runs too: it gives the shares, and the
+	// benchmark's own figure the CPU time per event.
+	var perCPUSecond float64
+	if m := regexp.MustCompile(`(?m)^BenchmarkPipeline/registrations=1\S*\s.*\s([0-9.]+) events/cpu-s`).FindSubmatch(b); m != nil {
+		perCPUSecond, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	top, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", "-nodecount", "400", bin, prof).Output()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(*out, "pipeline-top.txt"), top, 0o644); err != nil {
+		return err
+	}
+	table, err := profileTable(string(top), perCPUSecond)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "pipeline-profile.txt"), []byte(table), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(table)
+	m.done()
+	return save(*out, "pipeline", &m)
+}
+
+// profiled are the parts of the pipeline the profile table shows, by the function that holds
+// them; cumulative time, so a part includes what it calls (a runtime line includes every caller).
+var profiled = []struct{ label, fn string }{
+	{"parse (`udev.Parse`)", "github.com/hotplug-agent/hotplug-agent/udev.Parse"},
+	{"... of which the copy of the datagram into a string", "runtime.slicebytetostring"},
+	{"count it (`metrics.Uevent`: a label lookup)", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Uevent"},
+	{"`Event.Synthetic` (a scan of every field; called twice per event)", "github.com/hotplug-agent/hotplug-agent/udev.(*Event).Synthetic"},
+	{"translate (`state.(*Tracker).Handle`)", "github.com/hotplug-agent/hotplug-agent/state.(*Tracker).Handle"},
+	{"publish (`notify.(*Registry).Publish`: lock, queue, wake)", "github.com/hotplug-agent/hotplug-agent/notify.(*Registry).Publish"},
+	{"count it (`metrics.Notified`: two label lookups)", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Notified"},
+	{"the registration's goroutine (`Registry.run`: wait, dispatch, callback, two histograms)", "github.com/hotplug-agent/hotplug-agent/notify.(*Registry).run"},
+	{"all Prometheus label lookups (`GetMetricWithLabelValues`)", "github.com/prometheus/client_golang/prometheus.(*MetricVec).GetMetricWithLabelValues"},
+	{"allocation (`runtime.mallocgc`)", "runtime.mallocgc"},
+	{"garbage collection (`runtime.gcBgMarkWorker`)", "runtime.gcBgMarkWorker"},
+	{"goroutine scheduling (`runtime.schedule`)", "runtime.schedule"},
+}
+
+// profileTable turns go tool pprof -top -cum output into the report's table: for each part, its
+// share of all samples, and that share of the CPU time per event (1/perCPUSecond).
+func profileTable(top string, perCPUSecond float64) (string, error) {
+	var total float64
+	if m := regexp.MustCompile(`Total samples = ([0-9.]+)(m?s)`).FindStringSubmatch(top); m != nil {
+		total, _ = strconv.ParseFloat(m[1], 64)
+		if m[2] == "ms" {
+			total /= 1000
+		}
+	}
+	if total == 0 || perCPUSecond == 0 {
+		return "", fmt.Errorf("pprof output without a total, or no events/cpu-s (%v)", perCPUSecond)
+	}
+	cum := map[string]float64{}
+	for _, l := range strings.Split(top, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 6 {
+			continue
+		}
+		v, err := parseSeconds(f[3])
+		if err != nil {
+			continue
+		}
+		cum[strings.TrimSuffix(strings.Join(f[5:], " "), " (inline)")] = v
+	}
+	perEvent := 1e9 / perCPUSecond
+	var s strings.Builder
+	fmt.Fprintf(&s, "In the profiled run (the profiler's own cost included): %.0f ns of CPU per event (%s events per CPU-second), %.1f s of samples.\n\n", perEvent, rate(perCPUSecond), total)
+	s.WriteString("| part | share of CPU | ns per event |\n|---|---|---|\n")
+	for _, p := range profiled {
+		share := cum[p.fn] / total
+		fmt.Fprintf(&s, "| %s | %.1f%% | %.0f |\n", p.label, 100*share, share*perEvent)
+	}
+	return s.String(), nil
+}
+
+// parseSeconds parses pprof's "1.23s" or "450ms".
+func parseSeconds(s string) (float64, error) {
+	switch {
+	case strings.HasSuffix(s, "ms"):
+		v, err := strconv.ParseFloat(strings.TrimSuffix(s, "ms"), 64)
+		return v / 1000, err
+	case strings.HasSuffix(s, "s"):
+		return strconv.ParseFloat(strings.TrimSuffix(s, "s"), 64)
+	}
+	return 0, fmt.Errorf("not a duration: %q", s)
+}

@@ -1,0 +1,82 @@
+//go:build linux
+
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestReplaceBlock(t *testing.T) {
+	doc := "# T\n<!-- bench:a -->\nold\n<!-- /bench:a -->\ntext\n"
+	out, err := replaceBlock([]byte(doc), "a", "new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "# T\n<!-- bench:a -->\nnew\n<!-- /bench:a -->\ntext\n"; string(out) != want {
+		t.Errorf("got %q; want %q", out, want)
+	}
+	if _, err := replaceBlock([]byte(doc), "b", "x"); err == nil {
+		t.Error("a missing block is not an error")
+	}
+}
+
+func TestRate(t *testing.T) {
+	for in, want := range map[float64]string{0: "0", 999: "999", 1000: "1,000", 1234567.4: "1,234,567"} {
+		if got := rate(in); got != want {
+			t.Errorf("rate(%v) = %q; want %q", in, got, want)
+		}
+	}
+}
+
+// The report reads go test -bench output, taking the median of the runs of each benchmark.
+func TestPipelineMedian(t *testing.T) {
+	dir := t.TempDir()
+	out := `goos: linux
+BenchmarkParse-2   	 1000000	      500.0 ns/op	 896 B/op	       1 allocs/op
+BenchmarkParse-2   	 1000000	      700.0 ns/op	 896 B/op	       1 allocs/op
+BenchmarkParse-2   	 1000000	      600.0 ns/op	 896 B/op	       1 allocs/op
+BenchmarkPipeline/registrations=1-2   	  400000	      3000 ns/op	    300000 events/cpu-s	    330000 events/s	    1600 B/op	       5 allocs/op
+PASS
+`
+	if err := os.WriteFile(filepath.Join(dir, "pipeline.txt"), []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &report{dir: dir}
+	if err := r.pipelineResult(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.pb["BenchmarkParse"]["ns/op"]; got != 600 {
+		t.Errorf("median ns/op of Parse = %v; want 600", got)
+	}
+	if got := r.pb["BenchmarkPipeline/registrations=1"]["events/cpu-s"]; got != 300000 {
+		t.Errorf("events/cpu-s = %v", got)
+	}
+	text, err := r.pipeline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "| `Parse` | 600 | 1,666,667 | 1,666,667 | 896 | 1 |") {
+		t.Errorf("pipeline table:\n%s", text)
+	}
+}
+
+func TestProfileTable(t *testing.T) {
+	top := `Type: cpu
+Duration: 3s, Total samples = 2.50s (83%)
+      flat  flat%   sum%        cum   cum%
+     0.10s  4.00%  4.00%      0.50s 20.00%  github.com/hotplug-agent/hotplug-agent/udev.Parse
+     0.05s  2.00%  6.00%     250ms 10.00%  github.com/hotplug-agent/hotplug-agent/udev.(*Event).Synthetic (inline)
+`
+	got, err := profileTable(top, 400000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"2500 ns of CPU per event (400,000 events per CPU-second)", "| parse (`udev.Parse`) | 20.0% | 500 |", "| 10.0% | 250 |"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("profile table lacks %q:\n%s", want, got)
+		}
+	}
+}
