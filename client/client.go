@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hotplug-agent/hotplug-agent/internal/goid"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -386,7 +387,7 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		c.setState(Closed, nil, 0)
 		c.log.Debug("client closed", "unregistered", len(regs))
 	}
-	self := goid()
+	self := goid.ID()
 	running := 0
 	for _, r := range live {
 		if self != 0 && r.gid.Load() == self {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hotplug-agent/hotplug-agent/internal/goid"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -202,7 +203,7 @@ func (c *Client) UnregisterEx(ctx context.Context, r *Registration) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if g := r.gid.Load(); g != 0 && g == goid() {
+	if g := r.gid.Load(); g != 0 && g == goid.ID() {
 		return nil
 	}
 	select {
@@ -304,7 +305,7 @@ func reconcile(gone, came []notify.Interface, now time.Time) []notify.Notificati
 
 // deliver is r's goroutine: it runs r's callback for its queue, in order, until r is removed.
 func (c *Client) deliver(r *Registration) {
-	r.gid.Store(goid())
+	r.gid.Store(goid.ID())
 	defer c.exited(r)
 	for {
 		n, ok, overflow, more := c.next(r)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hotplug-agent/hotplug-agent/internal/goid"
 	"log/slog"
 	"maps"
 	"runtime/debug"
@@ -495,7 +496,7 @@ func (r *Registry) Close(ctx context.Context) error {
 		r.log.Info("notification registry closed", "unregistered", len(entries))
 	}
 
-	self := goid()
+	self := goid.ID()
 wait:
 	for _, e := range live {
 		if self != 0 && e.gid.Load() == self {
@@ -623,7 +624,7 @@ func (r *Registry) refuse(n Notification, reason string) {
 
 // run is the dispatch goroutine of e: it delivers e's queue in order until e is removed.
 func (r *Registry) run(e *Entry) {
-	e.gid.Store(goid())
+	e.gid.Store(goid.ID())
 	clean := false
 	defer func() { r.exited(e, clean) }()
 	for {
@@ -747,7 +748,7 @@ func (r *Registry) exited(e *Entry, clean bool) {
 // isCurrentGoroutine reports whether the caller runs on e's dispatch goroutine.
 func (e *Entry) isCurrentGoroutine() bool {
 	g := e.gid.Load()
-	return g != 0 && g == goid()
+	return g != 0 && g == goid.ID()
 }
 
 // matches reports whether a registration for class receives notifications of ifaceClass.

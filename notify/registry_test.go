@@ -1395,21 +1395,6 @@ func TestEntriesActiveSeed(t *testing.T) {
 	})
 }
 
-func TestGoid(t *testing.T) {
-	self := goid()
-	if self == 0 {
-		t.Fatalf("goid() = 0, want the id of this goroutine")
-	}
-	if again := goid(); again != self {
-		t.Errorf("goid() = %d then %d on the same goroutine", self, again)
-	}
-	other := make(chan uint64)
-	go func() { other <- goid() }()
-	if g := <-other; g == 0 || g == self {
-		t.Errorf("goid() on another goroutine = %d, this one is %d", g, self)
-	}
-}
-
 func TestRing(t *testing.T) {
 	tests := []struct {
 		name string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hotplug-agent/hotplug-agent/internal/goid"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -161,7 +162,7 @@ func (c *syncCall[N]) await(timeout <-chan time.Time) (outcome, error) {
 
 // run is the registration's goroutine: it runs the queued calls in order until removed.
 func (e *syncEntry[N]) run() {
-	e.gid.Store(goid())
+	e.gid.Store(goid.ID())
 	defer close(e.done)
 	for {
 		e.mu.Lock()
@@ -237,7 +238,7 @@ func (e *syncEntry[N]) isRemoved() bool {
 // wait blocks until the registration's goroutine has exited (no callback of it runs), or ctx
 // ends; called from the registration's own callback it returns at once.
 func (e *syncEntry[N]) wait(ctx context.Context) error {
-	if g := e.gid.Load(); g != 0 && g == goid() {
+	if g := e.gid.Load(); g != 0 && g == goid.ID() {
 		return nil
 	}
 	select {
