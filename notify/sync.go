@@ -7,6 +7,8 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/internal/goid"
 	"log/slog"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,6 +257,26 @@ func (e *syncEntry[N]) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("callback of %s is still running: %w", e.owner, ctx.Err())
 	}
+}
+
+// closeAll is the shared part of the registries' Close: it removes every registered entry, then
+// waits up to ctx for the goroutines of every live one, and returns an error naming those still
+// running. what names the registry in the error. It blocks until then.
+func closeAll[N any](registered, live []*syncEntry[N], ctx context.Context, what string) error {
+	for _, e := range registered {
+		e.remove()
+	}
+	var running []string
+	for _, e := range live {
+		if e.wait(ctx) != nil {
+			running = append(running, e.owner)
+		}
+	}
+	if len(running) > 0 {
+		slices.Sort(running)
+		return fmt.Errorf("notify: close %s registry: callbacks of %s are still running: %w", what, strings.Join(running, ", "), ctx.Err())
+	}
+	return nil
 }
 
 // pending is one posted call with the entry it went to.

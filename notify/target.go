@@ -224,27 +224,17 @@ func (r *TargetRegistry) Unregister(ctx context.Context, e *TargetEntry) error {
 func (r *TargetRegistry) Close(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
-	entries := r.entries
+	registered := make([]*syncEntry[TargetNotification], 0, len(r.entries))
+	for _, e := range r.entries {
+		registered = append(registered, e.se)
+	}
 	r.entries = nil
-	live := make([]*TargetEntry, 0, len(r.live))
+	live := make([]*syncEntry[TargetNotification], 0, len(r.live))
 	for e := range r.live {
-		live = append(live, e)
+		live = append(live, e.se)
 	}
 	r.mu.Unlock()
-	for _, e := range entries {
-		e.se.remove()
-	}
-	var running []string
-	for _, e := range live {
-		if e.se.wait(ctx) != nil {
-			running = append(running, e.se.owner)
-		}
-	}
-	if len(running) > 0 {
-		slices.Sort(running)
-		return fmt.Errorf("notify: close target device registry: callbacks of %s are still running: %w", strings.Join(running, ", "), ctx.Err())
-	}
-	return nil
+	return closeAll(registered, live, ctx, "target device")
 }
 
 // entriesOf returns the registrations for link, in registration order.
