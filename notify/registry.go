@@ -7,7 +7,6 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/internal/goid"
 	"log/slog"
 	"maps"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,7 +94,9 @@ type Observer interface {
 type PanicError struct {
 	// Value is the value given to panic.
 	Value any
-	// Stack is the stack of the panicking callback goroutine.
+	// Stack is the stack of the panicking callback goroutine, or nil when it was not captured:
+	// a registration's stack is captured on its first panic and then at most once per
+	// StackInterval.
 	Stack []byte
 }
 
@@ -172,6 +173,7 @@ type Entry struct {
 
 	startID   uint64        // the registry's LastID when the entry was registered
 	cur       Notification  // the notification shown to the Observer; dispatch goroutine only
+	stacks    panicStacks   // dispatch goroutine only
 	gid       atomic.Uint64 // goroutine id of the dispatch goroutine, 0 until it starts
 	delivered atomic.Uint64
 	dropped   atomic.Uint64
@@ -690,16 +692,15 @@ func (r *Registry) dispatch(e *Entry, n Notification) {
 	}
 	e.delivered.Add(1)
 	start := time.Now()
-	panicked, err := e.call(n)
+	panicked, omitted, err := e.call(n)
 	took := time.Since(start)
 	switch {
 	case panicked:
-		var stack []byte
+		args := []any{"owner", e.owner, "event", EventName(n.Event), "interface", n.SymbolicLinkName, "err", err}
 		if pe, ok := err.(*PanicError); ok {
-			stack = pe.Stack
+			args = append(args, pe.logArgs(omitted)...)
 		}
-		r.log.Error("callback panicked", "owner", e.owner, "event", EventName(n.Event),
-			"interface", n.SymbolicLinkName, "err", err, "stack", string(stack))
+		r.log.Error("callback panicked", args...)
 	case err != nil && e.ctx.Err() != nil && errors.Is(err, context.Canceled):
 		r.log.Debug("callback cancelled", "owner", e.owner, "event", EventName(n.Event),
 			"interface", n.SymbolicLinkName, "err", err)
@@ -713,14 +714,16 @@ func (r *Registry) dispatch(e *Entry, n Notification) {
 	}
 }
 
-// call runs the callback, turning a panic into a *PanicError.
-func (e *Entry) call(n Notification) (panicked bool, err error) {
+// call runs the callback, turning a panic into a *PanicError; omitted is the number of earlier
+// panics whose stack was not captured, when this one's was.
+func (e *Entry) call(n Notification) (panicked bool, omitted int, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			panicked, err = true, &PanicError{Value: v, Stack: debug.Stack()}
+			panicked = true
+			err, omitted = e.stacks.recovered(v, time.Now())
 		}
 	}()
-	return false, e.cb(e.ctx, n, e.userCtx)
+	return false, 0, e.cb(e.ctx, n, e.userCtx)
 }
 
 // exited runs when e's dispatch goroutine ends. An end that did not come from unregistering

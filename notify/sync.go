@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/hotplug-agent/hotplug-agent/internal/goid"
 	"log/slog"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -78,6 +77,7 @@ type syncEntry[N any] struct {
 	gid     atomic.Uint64
 	obs     SyncObserver
 	log     *slog.Logger
+	stacks  panicStacks // the entry's goroutine only
 
 	mu      sync.Mutex
 	removed bool
@@ -200,8 +200,8 @@ func (e *syncEntry[N]) call(c *syncCall[N]) (err error) {
 	start := time.Now()
 	defer func() {
 		if v := recover(); v != nil {
-			pe := &PanicError{Value: v, Stack: debug.Stack()}
-			e.log.Error("callback panicked", "owner", e.owner, "phase", c.phase, "err", pe, "stack", string(pe.Stack))
+			pe, omitted := e.stacks.recovered(v, time.Now())
+			e.log.Error("callback panicked", append([]any{"owner", e.owner, "phase", c.phase, "err", pe}, pe.logArgs(omitted)...)...)
 			err = pe
 		}
 		if e.obs != nil {
