@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/callback"
 	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/control"
+	"github.com/hotplug-agent/hotplug-agent/memdev"
 	"github.com/hotplug-agent/hotplug-agent/metrics"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/online"
@@ -39,7 +41,10 @@ import (
 
 // Options are the agent's settings, from flags and the configuration file.
 type Options struct {
-	SysfsPath          string
+	SysfsPath string
+	// IOMemPath is /proc/iomem under --path.procfs, where virtio-mem devices are found; ""
+	// leaves them out (ACPI memory devices are found in sysfs).
+	IOMemPath          string
 	ListenAddresses    []string // HTTP API addresses; ignored with SystemdSocket
 	SystemdSocket      bool     // serve on the sockets systemd passes (socket activation)
 	WebConfigFile      string   // exporter-toolkit web configuration: TLS and basic auth
@@ -82,6 +87,8 @@ type Agent struct {
 	source     Source
 	tracker    *state.Tracker
 	registry   *notify.Registry
+	devices    *notify.Registry // the memory-device registrations (notify.FlagMemoryDevices)
+	memdevs    *memdev.Tracker  // memory blocks grouped into devices
 	onliner    *online.Onliner
 	changes    *notify.ChangeRegistry // the two-phase registrations
 	targets    *notify.TargetRegistry // the target-device registrations
@@ -188,6 +195,15 @@ func New(o Options) (*Agent, error) {
 		a.registry.Seed(active)
 	}
 	a.metrics.SetInterfaces(a.registry.Active())
+	a.devices = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics})
+	a.memdevs = memdev.New(memdev.Options{
+		Reader: memdev.NewReader(fs, o.IOMemPath), Publish: a.devices.Publish, Logger: o.Logger,
+	})
+	devices, err := a.memdevs.Seed(a.registry.Active())
+	if err != nil {
+		return nil, err
+	}
+	a.devices.Seed(devices)
 
 	if err := a.registerCallbacks(); err != nil {
 		return nil, err
@@ -212,6 +228,8 @@ func New(o Options) (*Agent, error) {
 		Logger:   o.Logger,
 		Version:  o.Version,
 		Present:  func() ([]notify.Interface, error) { return state.Present(fs) },
+		Devices:  a.memdevs.Announced,
+		DeviceOf: a.memdevs.DeviceOf,
 		History:  o.StreamHistory,
 		OnCut:    a.metrics.StreamCuts.Inc,
 	})
@@ -388,7 +406,10 @@ func (a *Agent) registerCallbacks() error {
 		default:
 			cb = callback.Log(logger)
 		}
-		if _, err := a.registry.Register(notify.EventCategoryDeviceInterfaceChange, flags, c.ClassGUID, c.Name, cb, nil); err != nil {
+		if c.MemoryDevices {
+			flags |= notify.FlagMemoryDevices
+		}
+		if _, err := a.Register(notify.EventCategoryDeviceInterfaceChange, flags, c.ClassGUID, c.Name, cb, nil); err != nil {
 			return fmt.Errorf("callback %s: %w", c.Name, err)
 		}
 		a.metrics.InitCallback(c.Name)
@@ -434,16 +455,56 @@ func targetLog(l *slog.Logger) notify.TargetCallback {
 
 // handleControl carries out one item of a control request.
 func (a *Agent) handleControl(ctx context.Context, op string, t control.Target, peer control.Peer) control.Result {
+	req := notify.Requester{UID: peer.UID, PID: peer.PID}
 	if t.Kind == control.KindMemoryDevice {
-		return control.NewResult(t, control.NotSupported, errors.New("memory devices: not supported yet; name its blocks with memory N"))
+		d, ok := a.memdevs.Device(t.ID)
+		if !ok {
+			return control.NewResult(t, control.NotFound, fmt.Errorf("memory-device %s: no such memory device (hotplug-agent list shows each block's device)", t.ID))
+		}
+		res := a.deviceRequest(ctx, d, op == control.OpOnline, req)
+		return control.NewResult(t, string(res.Outcome), res.Err)
 	}
 	n, err := t.Number()
 	if err != nil {
 		return control.NewResult(t, control.NotFound, err)
 	}
 	res := a.onliner.Request(ctx, online.Resource{Memory: t.Kind == control.KindMemory, Number: n},
-		op == control.OpOnline, notify.Requester{UID: peer.UID, PID: peer.PID})
+		op == control.OpOnline, req)
 	return control.NewResult(t, string(res.Outcome), res.Err)
+}
+
+// deviceRequest takes every block of memory device d offline, highest first, or online,
+// lowest first, each as `offline memory N` would (its target registrations are asked, and may
+// veto). The device is taken offline whole or not at all: when one block cannot go (a veto, or
+// the kernel's error: memory in use), the blocks already offline are brought back online, and
+// the result is that block's. It blocks until done.
+func (a *Agent) deviceRequest(ctx context.Context, d memdev.Device, up bool, req notify.Requester) online.Result {
+	blocks := slices.Clone(d.Blocks)
+	if !up {
+		slices.Reverse(blocks)
+	}
+	var done []int
+	for _, b := range blocks {
+		res := a.onliner.Request(ctx, online.Resource{Memory: true, Number: b}, up, req)
+		if res.Outcome == online.Success {
+			done = append(done, b)
+			continue
+		}
+		res.Err = fmt.Errorf("memory-device %s: %w", d.ID, res.Err)
+		if !up {
+			slices.Reverse(done)
+			for _, r := range done {
+				if back := a.onliner.Request(ctx, online.Resource{Memory: true, Number: r}, true, req); back.Outcome != online.Success {
+					a.log.Error("memory device: a block taken offline could not be brought back online", "device", d.ID, "block", r, "err", back.Err)
+				}
+			}
+			if len(done) > 0 {
+				res.Err = fmt.Errorf("%w (memory blocks %s, taken offline first, are online again)", res.Err, sysfs.FormatCPUList(done))
+			}
+		}
+		return res
+	}
+	return online.Result{Outcome: online.Success}
 }
 
 // onlineFS is the sysfs the onliner reads and writes: sysfs.FS, with a read of a memory block
@@ -509,6 +570,32 @@ func (a *Agent) Addrs() []net.Addr {
 // Registry is the agent's notification registry, for code built into the agent.
 func (a *Agent) Registry() *notify.Registry { return a.registry }
 
+// Register is IoRegisterPlugPlayNotification for code built into the agent: Registry.Register,
+// except that a registration for GUIDDeviceMemory with notify.FlagMemoryDevices goes to the
+// memory-device registry (one arrival per memory device instead of one per block). It does not
+// block on callbacks and is safe for concurrent use.
+func (a *Agent) Register(category notify.EventCategory, flags notify.Flags, class uuid.UUID, owner string, cb notify.Callback, userCtx any) (*notify.Entry, error) {
+	if flags&notify.FlagMemoryDevices == 0 {
+		return a.registry.Register(category, flags, class, owner, cb, userCtx)
+	}
+	if class != notify.GUIDDeviceMemory {
+		return nil, fmt.Errorf("register %s: FlagMemoryDevices is for the memory class, not %s", owner, notify.ClassName(class))
+	}
+	return a.devices.Register(category, flags&^notify.FlagMemoryDevices, class, owner, cb, userCtx)
+}
+
+// Unregister is IoUnregisterPlugPlayNotification for an entry from Register, whichever registry
+// holds it. It does not block on callbacks and is safe for concurrent use.
+func (a *Agent) Unregister(e *notify.Entry) error {
+	if err := a.registry.Unregister(e); !errors.Is(err, notify.ErrUnregistered) {
+		return err
+	}
+	return a.devices.Unregister(e)
+}
+
+// MemoryDevices returns the memory devices announced as present. It does not block.
+func (a *Agent) MemoryDevices() []notify.Interface { return a.memdevs.Announced() }
+
 // Run serves HTTP and follows the kernel's uevents until ctx is cancelled, then shuts down:
 // streams end, callbacks in flight get ShutdownGrace to finish. Under systemd it reports READY=1
 // once everything runs, feeds the watchdog while the event loop is healthy, and reports
@@ -544,6 +631,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopSaver()
 	wg.Go(func() { a.saver(saverCtx) })
 	wg.Go(func() { a.onliner.Run(loopCtx) })
+	wg.Go(func() { a.memdevs.Run(loopCtx) })
 	if a.control != nil {
 		wg.Go(func() {
 			if err := a.control.Serve(loopCtx); err != nil {
@@ -592,6 +680,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if e := a.registry.Close(shutdown); e != nil {
 		a.log.Warn("callbacks still running at shutdown", "err", e)
+	}
+	if e := a.devices.Close(shutdown); e != nil {
+		a.log.Warn("memory device callbacks still running at shutdown", "err", e)
 	}
 	if e := a.changes.Close(shutdown); e != nil {
 		a.log.Warn("two-phase callbacks still running at shutdown", "err", e)
@@ -652,6 +743,14 @@ func (a *Agent) loop(ctx context.Context) error {
 		}
 		notes, gap := a.tracker.Handle(&ev)
 		a.publish(notes)
+		if kind == state.KindMemory && !ev.Synthetic() {
+			switch ev.Action {
+			case "add":
+				a.memdevs.Added(n, ev.ReadAt)
+			case "remove":
+				a.memdevs.Removed(n, ev.ReadAt)
+			}
+		}
 		if ev.Action == "add" && !ev.Synthetic() {
 			// The arrival follows the online uevent the write causes, as Windows announces a
 			// processor only once threads can run on it; with two-phase registrations, AddStart
@@ -701,6 +800,7 @@ func (a *Agent) publishOne(n notify.Notification) bool {
 	if !a.registry.Publish(n) {
 		return false
 	}
+	a.memdevs.Changed(n)
 	a.metrics.Notified(&n)
 	select {
 	case a.saveReq <- struct{}{}:

@@ -22,11 +22,17 @@ func Log(logger *slog.Logger) notify.Callback {
 			slog.Uint64("seqnum", n.Seqnum),
 			slog.String("cause", string(n.Cause)),
 		}
-		if n.InterfaceClassGUID == notify.GUIDDeviceMemory {
+		switch {
+		case n.Interface.IsMemoryDevice():
+			attrs = append(attrs, slog.String("memory_device", n.Interface.Device),
+				slog.String("memory_blocks", n.Interface.Blocks),
+				slog.String("phys_start", "0x"+strconv.FormatUint(n.Interface.PhysStart, 16)),
+				slog.Uint64("size", n.Interface.Size))
+		case n.InterfaceClassGUID == notify.GUIDDeviceMemory:
 			attrs = append(attrs, slog.Int("memory_block", n.Interface.Number),
 				slog.String("phys_start", "0x"+strconv.FormatUint(n.Interface.PhysStart, 16)),
 				slog.Uint64("size", n.Interface.Size))
-		} else {
+		default:
 			attrs = append(attrs, slog.Int("cpu", n.Interface.Number))
 		}
 		if n.Interface.Node >= 0 {
@@ -38,30 +44,17 @@ func Log(logger *slog.Logger) notify.Callback {
 }
 
 // Env returns the environment an exec callback gets for n: HOTPLUG_EVENT, HOTPLUG_EVENT_GUID,
-// HOTPLUG_INTERFACE_CLASS, HOTPLUG_INTERFACE_CLASS_GUID, HOTPLUG_SYMBOLIC_LINK, HOTPLUG_SEQNUM,
-// HOTPLUG_CAUSE, HOTPLUG_NODE (when known), and HOTPLUG_CPU for a processor or
-// HOTPLUG_MEMORY_BLOCK, HOTPLUG_MEMORY_PHYS_START (0x hex) and HOTPLUG_MEMORY_SIZE (bytes) for memory.
+// HOTPLUG_SEQNUM, HOTPLUG_CAUSE, and the interface's: HOTPLUG_INTERFACE_CLASS,
+// HOTPLUG_INTERFACE_CLASS_GUID, HOTPLUG_SYMBOLIC_LINK, HOTPLUG_NODE (when known), and
+// HOTPLUG_CPU for a processor or HOTPLUG_MEMORY_BLOCK, HOTPLUG_MEMORY_PHYS_START (0x hex) and
+// HOTPLUG_MEMORY_SIZE (bytes) for memory; a memory device has HOTPLUG_MEMORY_DEVICE and
+// HOTPLUG_MEMORY_BLOCKS (a list like 32-35) instead of HOTPLUG_MEMORY_BLOCK.
 func Env(n notify.Notification) []string {
 	env := []string{
 		"HOTPLUG_EVENT=" + notify.EventName(n.Event),
 		"HOTPLUG_EVENT_GUID=" + n.Event.String(),
-		"HOTPLUG_INTERFACE_CLASS=" + notify.ClassName(n.InterfaceClassGUID),
-		"HOTPLUG_INTERFACE_CLASS_GUID=" + n.InterfaceClassGUID.String(),
-		"HOTPLUG_SYMBOLIC_LINK=" + n.SymbolicLinkName,
 		"HOTPLUG_SEQNUM=" + strconv.FormatUint(n.Seqnum, 10),
 		"HOTPLUG_CAUSE=" + string(n.Cause),
 	}
-	switch n.InterfaceClassGUID {
-	case notify.GUIDDeviceProcessor:
-		env = append(env, "HOTPLUG_CPU="+strconv.Itoa(n.Interface.Number))
-	case notify.GUIDDeviceMemory:
-		env = append(env,
-			"HOTPLUG_MEMORY_BLOCK="+strconv.Itoa(n.Interface.Number),
-			"HOTPLUG_MEMORY_PHYS_START=0x"+strconv.FormatUint(n.Interface.PhysStart, 16),
-			"HOTPLUG_MEMORY_SIZE="+strconv.FormatUint(n.Interface.Size, 10))
-	}
-	if n.Interface.Node >= 0 {
-		env = append(env, "HOTPLUG_NODE="+strconv.Itoa(n.Interface.Node))
-	}
-	return env
+	return append(env, interfaceEnv(n.InterfaceClassGUID, n.SymbolicLinkName, n.Interface)...)
 }

@@ -144,7 +144,9 @@ func (e Exec) TargetCallback() notify.TargetCallback {
 // HOTPLUG_PHASE (add_start, add_complete, add_failure), HOTPLUG_EVENT (the same), HOTPLUG_CAUSE
 // (uevent, request, existing), HOTPLUG_SEQNUM, HOTPLUG_STATUS (why an add_failure happened), and
 // the interface's variables as for a notification (HOTPLUG_INTERFACE_CLASS, HOTPLUG_SYMBOLIC_LINK,
-// HOTPLUG_CPU or HOTPLUG_MEMORY_*, HOTPLUG_NODE).
+// HOTPLUG_CPU or HOTPLUG_MEMORY_*, HOTPLUG_NODE). A memory device (notify.FlagMemoryDevices)
+// has HOTPLUG_MEMORY_DEVICE and HOTPLUG_MEMORY_BLOCKS (a list like 32-35) instead of
+// HOTPLUG_MEMORY_BLOCK.
 func ChangeEnv(n notify.ChangeNotification) []string {
 	env := []string{
 		"HOTPLUG_PHASE=" + n.State.String(),
@@ -195,10 +197,17 @@ func interfaceEnv(class uuid.UUID, link string, i notify.Interface) []string {
 	case notify.GUIDDeviceProcessor:
 		env = append(env, "HOTPLUG_CPU="+strconv.Itoa(i.Number))
 	case notify.GUIDDeviceMemory:
+		if i.IsMemoryDevice() {
+			env = append(env, "HOTPLUG_MEMORY_BLOCKS="+i.Blocks)
+		} else {
+			env = append(env, "HOTPLUG_MEMORY_BLOCK="+strconv.Itoa(i.Number))
+		}
 		env = append(env,
-			"HOTPLUG_MEMORY_BLOCK="+strconv.Itoa(i.Number),
 			"HOTPLUG_MEMORY_PHYS_START=0x"+strconv.FormatUint(i.PhysStart, 16),
 			"HOTPLUG_MEMORY_SIZE="+strconv.FormatUint(i.Size, 10))
+		if i.Device != "" {
+			env = append(env, "HOTPLUG_MEMORY_DEVICE="+i.Device)
+		}
 	}
 	if i.Node >= 0 {
 		env = append(env, "HOTPLUG_NODE="+strconv.Itoa(i.Node))

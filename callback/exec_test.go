@@ -41,6 +41,13 @@ func TestExecEnvironment(t *testing.T) {
 			"HOTPLUG_MEMORY_BLOCK=32", "HOTPLUG_MEMORY_PHYS_START=0x100000000", "HOTPLUG_MEMORY_SIZE=134217728",
 			"PATH=" + DefaultPath,
 		}},
+		{moduleNote(), []string{
+			"HOTPLUG_EVENT=arrival", "HOTPLUG_EVENT_GUID=cb3a4004-46f0-11d0-b08f-00609713053f",
+			"HOTPLUG_INTERFACE_CLASS=memory", "HOTPLUG_INTERFACE_CLASS_GUID=3fd0f03d-92e0-45fb-b75c-5ed8ffb01021",
+			"HOTPLUG_SYMBOLIC_LINK=/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:00/PNP0C80:00", "HOTPLUG_SEQNUM=950", "HOTPLUG_CAUSE=uevent",
+			"HOTPLUG_MEMORY_DEVICE=PNP0C80:00", "HOTPLUG_MEMORY_BLOCKS=32-35", "HOTPLUG_MEMORY_PHYS_START=0x100000000",
+			"HOTPLUG_MEMORY_SIZE=536870912", "HOTPLUG_NODE=0", "PATH=" + DefaultPath,
+		}},
 	}
 	for _, tt := range tests {
 		if err := cb(context.Background(), tt.n, nil); err != nil {
@@ -63,6 +70,14 @@ func TestExecEnvironment(t *testing.T) {
 			t.Errorf("environment of %s:\n got %q\nwant %q", tt.n.SymbolicLinkName, got, tt.want)
 		}
 	}
+}
+
+// moduleNote is the arrival of a 512 MiB DIMM to a registration with FlagMemoryDevices.
+func moduleNote() notify.Notification {
+	return notify.NewNotification(notify.GUIDDeviceInterfaceArrival, notify.Interface{
+		ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:00/PNP0C80:00",
+		Number: 32, Node: 0, PhysStart: 0x100000000, Size: 512 << 20, State: "online", Device: "PNP0C80:00", Blocks: "32-35",
+	}, 950, time.Now(), notify.CauseUevent)
 }
 
 func TestExecFailures(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
 
 // wireInterface is the agent's JSON of an interface (notify.Interface.MarshalJSON). Pointers
@@ -24,6 +25,8 @@ type wireInterface struct {
 	Node               *int       `json:"node"`
 	State              string     `json:"state"`
 	Zones              string     `json:"zones"`
+	MemoryDevice       string     `json:"memory_device"`
+	MemoryBlocks       string     `json:"memory_blocks"`
 }
 
 // wireNotification is the agent's JSON of a notification (notify.Notification.MarshalJSON).
@@ -149,13 +152,27 @@ func (w *wireInterface) iface() (notify.Interface, error) {
 		}
 		i.Number = *w.CPU
 	case notify.GUIDDeviceMemory:
-		if w.MemoryBlock == nil {
-			return notify.Interface{}, fmt.Errorf("memory %s: no memory_block", w.SymbolicLink)
-		}
 		if w.CPU != nil {
 			return notify.Interface{}, fmt.Errorf("memory %s: a cpu field", w.SymbolicLink)
 		}
-		i.Number = *w.MemoryBlock
+		i.Device = w.MemoryDevice
+		switch {
+		case w.MemoryBlocks != "" && w.MemoryBlock != nil:
+			return notify.Interface{}, fmt.Errorf("memory %s: both memory_block and memory_blocks", w.SymbolicLink)
+		case w.MemoryBlocks != "":
+			blocks, err := sysfs.ParseCPUList(w.MemoryBlocks)
+			if err != nil || len(blocks) == 0 {
+				return notify.Interface{}, fmt.Errorf("memory device %s: memory_blocks %q: want a list like 32-35", w.SymbolicLink, w.MemoryBlocks)
+			}
+			if w.MemoryDevice == "" {
+				return notify.Interface{}, fmt.Errorf("memory device %s: no memory_device", w.SymbolicLink)
+			}
+			i.Number, i.Blocks = blocks[0], sysfs.FormatCPUList(blocks)
+		case w.MemoryBlock == nil:
+			return notify.Interface{}, fmt.Errorf("memory %s: no memory_block", w.SymbolicLink)
+		default:
+			i.Number = *w.MemoryBlock
+		}
 		if w.PhysStart != nil {
 			i.PhysStart = *w.PhysStart
 		}

@@ -442,7 +442,12 @@ func TestIntegrationAgentRestartDuringStorm(t *testing.T) {
 	la = start()
 	px.SetTarget(la.addr)
 	waitFor(t, "the resync after the reset", func() bool { return c.Stats().Resyncs == resyncs+2 }, func() string { return fmt.Sprintf("%+v", c.Stats()) })
-	waitFor(t, "the arrival", func() bool { got := all.all(); return got[len(got)-1].SymbolicLinkName == link }, nil)
+	// A resync may give a removal and then the arrival (an interface whose details changed): wait
+	// for the arrival, not for the first notification of the CPU.
+	waitFor(t, "the arrival", func() bool {
+		got := all.all()
+		return got[len(got)-1].SymbolicLinkName == link && got[len(got)-1].IsArrival()
+	}, func() string { got := all.all(); return short(got[len(got)-1]) })
 	if got := all.all(); got[len(got)-1].Cause != notify.CauseResync || !got[len(got)-1].IsArrival() {
 		t.Errorf("last notification after the reset: %s; want the arrival of %s, cause resync", short(got[len(got)-1]), link)
 	}

@@ -128,6 +128,11 @@ type Callback struct {
 	// online CPUs or blocks at start, add_start for each, then add_complete for each
 	// (KE_PROCESSOR_CHANGE_ADD_EXISTING).
 	IncludeExisting bool `yaml:"include_existing"`
+	// MemoryDevices, for KindDeviceInterface and class memory, delivers one arrival per memory
+	// device (a DIMM, a virtio-mem device's plug) once all its blocks are online, and its
+	// removal when the first of them goes, instead of one per memory block
+	// (notify.FlagMemoryDevices).
+	MemoryDevices bool `yaml:"memory_devices"`
 	// Exec runs a command per notification.
 	Exec *Exec `yaml:"exec"`
 	// Webhook POSTs each notification's JSON to a URL.
@@ -312,6 +317,9 @@ func (cb *Callback) validateKind(field string) error {
 		class = linkClass
 	default:
 		return fmt.Errorf("%s.kind: %q: want %s, %s or %s", field, cb.Kind, KindDeviceInterface, KindTwoPhase, KindTargetDevice)
+	}
+	if cb.MemoryDevices && (cb.Kind != KindDeviceInterface || class != notify.GUIDDeviceMemory) {
+		return fmt.Errorf("%s.memory_devices: only with kind %s and class memory", field, KindDeviceInterface)
 	}
 	if cb.Kind != KindDeviceInterface && cb.Webhook != nil {
 		return fmt.Errorf("%s.webhook: kind %s takes exec or log (webhooks are for kind device_interface)", field, cb.Kind)

@@ -58,6 +58,8 @@ func TestParseKindErrors(t *testing.T) {
 		{"target without link", "callbacks:\n  - {name: a, kind: target_device, log: true}", "callbacks[0].target: required"},
 		{"target bad link", "callbacks:\n  - {name: a, kind: target_device, target: /sys/bus/cpu/devices/cpu1, log: true}", "callbacks[0].target: symbolic link"},
 		{"target class mismatch", "callbacks:\n  - {name: a, kind: target_device, class: memory, target: /sys/devices/system/cpu/cpu1, log: true}", "callbacks[0].class: memory, but the target"},
+		{"memory devices of processors", "callbacks:\n  - {name: a, class: processor, memory_devices: true, log: true}", "callbacks[0].memory_devices: only with kind device_interface and class memory"},
+		{"memory devices two-phase", "callbacks:\n  - {name: a, kind: two_phase, class: memory, memory_devices: true, log: true}", "callbacks[0].memory_devices"},
 		{"target include existing", "callbacks:\n  - {name: a, kind: target_device, target: /sys/devices/system/cpu/cpu1, include_existing: true, log: true}", "callbacks[0].include_existing"},
 		{"target on an interface callback", "callbacks:\n  - {name: a, class: processor, target: /sys/devices/system/cpu/cpu1, log: true}", "callbacks[0].target: only with kind: target_device"},
 		{"negative veto timeout", "two_phase: {timeout: -1s}", "two_phase.timeout: -1s"},

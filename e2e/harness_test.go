@@ -358,6 +358,8 @@ type iface struct {
 	Size           uint64 `json:"size"`
 	State          string `json:"state"`
 	Zones          string `json:"zones"`
+	MemoryDevice   string `json:"memory_device"`
+	MemoryBlocks   string `json:"memory_blocks"`
 }
 
 // notification is one /events data line.

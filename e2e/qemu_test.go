@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +54,10 @@ callbacks:
     exec:
       command: ["/init", "sleep", "0s"]
       timeout: 60s
+  - name: modules
+    class: memory
+    memory_devices: true
+    log: true
 `,
 	}
 	// agentOnlines: the kernel leaves hot-added memory offline; the agent onlines it as movable.
@@ -91,6 +97,7 @@ func TestIntegrationQEMU(t *testing.T) {
 		{"slow_callback", kernelOnlines, testSlowCallback},
 		{"cpu_hot_add", kernelOnlines, testCPUHotAdd},
 		{"dimm_kernel_online", kernelOnlines, testDIMMKernelOnline},
+		{"dimm_module", kernelOnlines, testDIMMModule},
 		{"virtio_mem", kernelOnlines, testVirtioMem},
 		{"hot_remove", kernelOnlines, testHotRemove},
 		{"dimm_agent_online", agentOnlines, testDIMMAgentOnline},
@@ -348,12 +355,120 @@ func testDIMMAgentOnline(t *testing.T, g *guest) {
 	}
 }
 
+// moduleLine matches the log line of the "modules" callback (memory_devices: true).
+var moduleLine = regexp.MustCompile(`msg="device interface change" callback=modules event=(arrival|removal) .*symbolic_link=(\S+) .*memory_device=(\S+) memory_blocks=(\S+) phys_start=0x([0-9a-f]+) size=(\d+)`)
+
+// module is one notification of the "modules" callback, as it logged it.
+type module struct {
+	event, link, device, blocks string
+	physStart, size             uint64
+}
+
+// moduleLog returns the notifications the "modules" callback logged on the console, in order.
+func moduleLog(g *guest) []module {
+	var out []module
+	for _, m := range moduleLine.FindAllStringSubmatch(g.vm.Serial(), -1) {
+		start, _ := strconv.ParseUint(m[5], 16, 64)
+		size, _ := strconv.ParseUint(m[6], 10, 64)
+		out = append(out, module{event: m[1], link: m[2], device: m[3], blocks: m[4], physStart: start, size: size})
+	}
+	return out
+}
+
+// waitModules waits until the "modules" callback has logged n notifications, then a second
+// more in which nothing else comes, and returns them.
+func waitModules(t *testing.T, g *guest, n int, what string) []module {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); len(moduleLog(g)) < n; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the memory-device registration logged %d notifications in a minute; want %d (%s): %+v", len(moduleLog(g)), n, what, moduleLog(g))
+		}
+	}
+	time.Sleep(time.Second)
+	got := moduleLog(g)
+	if len(got) != n {
+		t.Fatalf("the memory-device registration logged %d notifications; want %d (%s): %+v", len(got), n, what, got)
+	}
+	return got
+}
+
+// deviceListed returns the entry of /interfaces?memory_devices=true for device, if any.
+func deviceListed(t *testing.T, g *guest, device string) (iface, bool) {
+	t.Helper()
+	var devs []iface
+	if err := json.Unmarshal(g.get(t, "/interfaces?memory_devices=true"), &devs); err != nil {
+		t.Fatalf("/interfaces?memory_devices=true: %v", err)
+	}
+	for _, d := range devs {
+		if d.MemoryDevice == device {
+			return d, true
+		}
+	}
+	return iface{}, false
+}
+
+// acpiMemoryDevice is the sysfs name of an ACPI memory device.
+var acpiMemoryDevice = regexp.MustCompile(`^PNP0C80:[0-9a-f]{2}$`)
+
+// Scenario 3c: a 512 MiB pc-dimm gives four block arrivals and, to the registration with
+// memory_devices, one arrival of the whole module with the address and size QEMU gave it;
+// /interfaces names the device of each block and lists the device with memory_devices=true.
+func testDIMMModule(t *testing.T, g *guest) {
+	ctx := ctxFor(t, 90*time.Second)
+	s := g.subscribe(t, "class=memory")
+	before := len(moduleLog(g))
+	g.seq++
+	id := fmt.Sprintf("dimm-%d", g.seq)
+	ost := g.vm.QMP.Subscribe()
+	start := time.Now()
+	if err := g.vm.AddDIMM(ctx, id, 512*mib); err != nil {
+		t.Fatal(err)
+	}
+	got := s.take(t, 4, 60*time.Second, "four memory arrivals after device_add pc-dimm "+id+" (512 MiB)")
+	waitInsertOST(t, ctx, ost, id)
+	var blocks []int
+	for i, a := range got {
+		if a.Event != "arrival" || a.MemoryBlock == nil || a.State != "online" {
+			t.Fatalf("memory notification %d: got %v; want an online block arrival", i, a)
+		}
+		blocks = append(blocks, *a.MemoryBlock)
+	}
+	for i := 1; i < len(blocks); i++ {
+		if blocks[i] != blocks[0]+i {
+			t.Fatalf("the DIMM's blocks arrived as %v; want four consecutive blocks in ascending order", blocks)
+		}
+	}
+	g.dimms = append(g.dimms, plugged{id: id, blocks: blocks})
+	dev, err := g.vm.MemoryDevice(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods := waitModules(t, g, before+1, "one arrival for the DIMM")[before:]
+	t.Logf("pc-dimm %s (512 MiB at %#x): four block arrivals and one module arrival %v after device_add", id, dev.Data.Addr, time.Since(start).Round(time.Millisecond))
+	m := mods[0]
+	wantBlocks := fmt.Sprintf("%d-%d", blocks[0], blocks[3])
+	if m.event != "arrival" || !acpiMemoryDevice.MatchString(m.device) || m.blocks != wantBlocks ||
+		m.physStart != dev.Data.Addr || m.size != dev.Data.Size || m.size != 512*mib || !strings.HasSuffix(m.link, "/"+m.device) {
+		t.Errorf("module notification %+v; want the arrival of an ACPI memory device PNP0C80:xx with blocks %s at %#x, %d bytes (QEMU's query-memory-devices)",
+			m, wantBlocks, dev.Data.Addr, dev.Data.Size)
+	}
+	for _, i := range g.interfaces(t, "memory") {
+		if i.MemoryBlock != nil && slices.Contains(blocks, *i.MemoryBlock) && i.MemoryDevice != m.device {
+			t.Errorf("/interfaces: memory%d belongs to device %q; want %s", *i.MemoryBlock, i.MemoryDevice, m.device)
+		}
+	}
+	if d, ok := deviceListed(t, g, m.device); !ok || d.SymbolicLink != m.link || d.PhysStart != dev.Data.Addr || d.Size != 512*mib || d.MemoryBlocks != wantBlocks {
+		t.Errorf("/interfaces?memory_devices=true lists %s as %+v (listed: %v); want %s at %#x, 512 MiB, blocks %s", m.device, d, ok, m.link, dev.Data.Addr, wantBlocks)
+	}
+}
+
 // Scenario 4: virtio-mem on a pcie-root-port, grown and shrunk with qom-set requested-size: an
 // arrival per block as it grows, a removal per block as it shrinks.
 func testVirtioMem(t *testing.T, g *guest) {
 	ctx := ctxFor(t, 90*time.Second)
 	s := g.subscribe(t, "class=memory")
 	present := len(g.interfaces(t, "memory"))
+	modulesBefore := len(moduleLog(g))
 	g.seq++
 	id := fmt.Sprintf("vmem-%d", g.seq)
 	if err := g.vm.AddVirtioMem(ctx, id, "rp0", 1024*mib); err != nil {
@@ -385,6 +500,14 @@ func testVirtioMem(t *testing.T, g *guest) {
 	if c := len(g.interfaces(t, "memory")); c != present+2 {
 		t.Errorf("/interfaces lists %d memory blocks after growth; want %d", c, present+2)
 	}
+	// The memory-device registration: one arrival for the plug, with the blocks' range.
+	mods := waitModules(t, g, modulesBefore+1, "one arrival for virtio-mem's plug")[modulesBefore:]
+	wantBlocks := fmt.Sprintf("%d-%d", blocks[0], blocks[1])
+	if m := mods[0]; m.event != "arrival" || !strings.HasPrefix(m.device, "virtio") || m.blocks != wantBlocks ||
+		m.physStart != uint64(blocks[0])*blockSize || m.size != 256*mib {
+		t.Errorf("module notification %+v; want the arrival of a virtio device with blocks %s, 256 MiB", m, wantBlocks)
+	}
+	modulesBefore += 1
 
 	start = time.Now()
 	if err := g.vm.ResizeVirtioMem(ctx, id, 0); err != nil {
@@ -412,6 +535,11 @@ func testVirtioMem(t *testing.T, g *guest) {
 	s.quiet(t, 500*time.Millisecond, "virtio-mem's shrink and unplug")
 	if c := len(g.interfaces(t, "memory")); c != present {
 		t.Errorf("/interfaces lists %d memory blocks after the shrink; want %d", c, present)
+	}
+	// Its removal came with the first block that went, and nothing arrived for the empty device.
+	mods = waitModules(t, g, modulesBefore+1, "the removal of virtio-mem's plug")[modulesBefore-1:]
+	if m := mods[1]; m.event != "removal" || m.device != mods[0].device || m.blocks != mods[0].blocks {
+		t.Errorf("module notification %+v after the shrink; want the removal of %+v", m, mods[0])
 	}
 }
 
@@ -478,6 +606,19 @@ func testHotRemove(t *testing.T, g *guest) {
 	}
 	if len(free) != 4-g.bootCPUs {
 		t.Errorf("query-hotpluggable-cpus has %d free slots; want %d", len(free), 4-g.bootCPUs)
+	}
+	// Each memory device that arrived was removed when its first block went.
+	last := map[string]string{}
+	for _, md := range moduleLog(g) {
+		last[md.device] = md.event
+	}
+	for device, event := range last {
+		if event != "removal" {
+			t.Errorf("memory device %s: its last notification is the %s; want its removal after device_del", device, event)
+		}
+		if d, ok := deviceListed(t, g, device); ok {
+			t.Errorf("/interfaces?memory_devices=true still lists %+v after device_del", d)
+		}
 	}
 }
 

@@ -19,6 +19,8 @@ type interfaceJSON struct {
 	Node               *int      `json:"node,omitempty"`
 	State              string    `json:"state,omitempty"`
 	Zones              string    `json:"zones,omitempty"`
+	MemoryDevice       string    `json:"memory_device,omitempty"`
+	MemoryBlocks       string    `json:"memory_blocks,omitempty"`
 }
 
 func (i Interface) wire() interfaceJSON {
@@ -28,6 +30,8 @@ func (i Interface) wire() interfaceJSON {
 		SymbolicLink:       i.SymbolicLink,
 		State:              i.State,
 		Zones:              i.Zones,
+		MemoryDevice:       i.Device,
+		MemoryBlocks:       i.Blocks,
 	}
 	n := i.Number
 	switch i.ClassGUID {
@@ -35,7 +39,10 @@ func (i Interface) wire() interfaceJSON {
 		w.CPU = &n
 	case GUIDDeviceMemory:
 		start, size := i.PhysStart, i.Size
-		w.MemoryBlock, w.PhysStart, w.Size = &n, &start, &size
+		w.PhysStart, w.Size = &start, &size
+		if !i.IsMemoryDevice() {
+			w.MemoryBlock = &n
+		}
 	}
 	if i.Node >= 0 {
 		node := i.Node
@@ -46,7 +53,9 @@ func (i Interface) wire() interfaceJSON {
 
 // MarshalJSON encodes the interface with the field names of the agent's HTTP API:
 // interface_class ("processor", "memory"), interface_class_guid, symbolic_link, cpu or
-// memory_block/phys_start/size, node (when known), state and zones.
+// memory_block/phys_start/size, node (when known), state, zones, memory_device (the device a
+// block belongs to, when known) and, for a memory-device interface, memory_blocks instead of
+// memory_block.
 func (i Interface) MarshalJSON() ([]byte, error) { return json.Marshal(i.wire()) }
 
 // notificationJSON is the wire form of a Notification: the interface's fields and the event's.

@@ -102,7 +102,19 @@ type Interface struct {
 	State string
 	// Zones is a memory block's valid_zones as read (for an online block, its zone).
 	Zones string
+	// Device is the id of the memory device (package memdev) a memory block belongs to, such
+	// as "PNP0C80:00" or "virtio5", where it is known: /interfaces and `hotplug-agent list`
+	// show it. In a memory-device interface it is the device's own id.
+	Device string
+	// Blocks is set only in a memory-device interface (see FlagMemoryDevices): its memory
+	// blocks as a list like "32-35". Then Number is its first block, PhysStart that block's
+	// address, and Size the sum of its blocks' sizes.
+	Blocks string
 }
+
+// IsMemoryDevice reports whether i is a whole memory device rather than one memory block or
+// processor.
+func (i Interface) IsMemoryDevice() bool { return i.Blocks != "" }
 
 // Less orders interfaces by class name, then number: processors before memory.
 func (i Interface) Less(j Interface) bool {

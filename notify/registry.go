@@ -49,6 +49,14 @@ type Flags uint32
 // new registration first receives an arrival for every interface of its class that is active.
 const FlagIncludeExistingInterfaces Flags = 0x1
 
+// FlagMemoryDevices is this agent's extension, for registrations of GUIDDeviceMemory: one
+// arrival per memory device (a DIMM, a virtio-mem device's plug; Interface.IsMemoryDevice)
+// once all its blocks are online, and one removal when the first of them goes, instead of one
+// per memory block. A Registry holds either kind of interface; the agent keeps a second
+// Registry for memory devices and Agent.Register routes a registration with this flag there.
+// Registry.Register refuses it.
+const FlagMemoryDevices Flags = 0x100
+
 // knownFlags holds every flag bit that Register accepts.
 const knownFlags = FlagIncludeExistingInterfaces
 
@@ -257,6 +265,9 @@ func (r *Registry) Register(category EventCategory, flags Flags, class uuid.UUID
 		return nil, fmt.Errorf("notify: register %s: event category %s with an interface class: %w; register for one interface's symbolic link with TargetRegistry.Register", owner, category, ErrNotSupported)
 	default:
 		return nil, fmt.Errorf("notify: register %s: unknown event category %d", owner, int(category))
+	}
+	if flags&FlagMemoryDevices != 0 {
+		return nil, fmt.Errorf("notify: register %s: FlagMemoryDevices: register through the agent, which keeps the memory devices' registry", owner)
 	}
 	if unknown := flags &^ knownFlags; unknown != 0 {
 		return nil, fmt.Errorf("notify: register %s: unknown flags %#x", owner, uint32(unknown))

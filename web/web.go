@@ -43,6 +43,12 @@ type Options struct {
 	// Present lists every CPU and memory block present, online or not, for the status page;
 	// nil shows the active ones only.
 	Present func() ([]notify.Interface, error)
+	// Devices lists the memory devices announced as present, for /interfaces?memory_devices=true;
+	// nil: none.
+	Devices func() []notify.Interface
+	// DeviceOf names the memory device a memory block belongs to ("" for none), shown in
+	// /interfaces; nil: none.
+	DeviceOf func(block int) string
 }
 
 // Handler returns the agent's HTTP handler, after registering the event stream's registration
@@ -79,8 +85,28 @@ type server struct {
 	hub *hub
 }
 
+// interfaces lists the active interfaces as JSON, each memory block with the memory device it
+// belongs to (memory_device) where known. Query parameters: class (processor, memory or a
+// GUID); memory_devices=true lists the memory devices announced as present instead (the
+// interfaces a registration with memory_devices receives).
 func (s *server) interfaces(w http.ResponseWriter, r *http.Request) {
 	active := s.o.Registry.Active()
+	switch v := r.URL.Query().Get("memory_devices"); v {
+	case "", "false", "0":
+		for k, i := range active {
+			if i.ClassGUID == notify.GUIDDeviceMemory && s.o.DeviceOf != nil {
+				active[k].Device = s.o.DeviceOf(i.Number)
+			}
+		}
+	case "true", "1":
+		active = nil
+		if s.o.Devices != nil {
+			active = s.o.Devices()
+		}
+	default:
+		http.Error(w, fmt.Sprintf("memory_devices=%q: want true or false", v), http.StatusBadRequest)
+		return
+	}
 	if q := r.URL.Query().Get("class"); q != "" {
 		class, err := notify.ParseClass(q)
 		if err != nil {

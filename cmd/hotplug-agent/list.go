@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"text/tabwriter"
 
+	"github.com/hotplug-agent/hotplug-agent/memdev"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/state"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
@@ -17,6 +19,7 @@ func runList(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("list", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print a JSON array (the fields of /interfaces, with state)")
 	sysfsPath := fs.String("path.sysfs", "/sys", "sysfs mount point")
+	procfsPath := fs.String("path.procfs", "/proc", "procfs mount point (its iomem shows virtio-mem devices)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -28,6 +31,20 @@ func runList(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The memory device of each block. Without root /proc/iomem shows no addresses: virtio-mem
+	// devices are then left out, said on stderr.
+	layout, warn, err := memdev.NewReader(root, filepath.Join(*procfsPath, "iomem")).Read()
+	if err != nil {
+		return err
+	}
+	if warn != nil {
+		fmt.Fprintf(stderr, "hotplug-agent list: %v\n", warn)
+	}
+	for k, i := range ifaces {
+		if i.ClassGUID == notify.GUIDDeviceMemory {
+			ifaces[k].Device = layout.DeviceOf(i.Number)
+		}
+	}
 	if *asJSON {
 		if ifaces == nil {
 			ifaces = []notify.Interface{}
@@ -37,9 +54,9 @@ func runList(args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(ifaces)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLASS\tNUMBER\tSTATE\tNODE\tRANGE\tSIZE\tZONES\tSYMBOLIC LINK")
+	fmt.Fprintln(tw, "CLASS\tNUMBER\tSTATE\tNODE\tRANGE\tSIZE\tZONES\tDEVICE\tSYMBOLIC LINK")
 	for _, i := range ifaces {
-		node, rng, size, zones := "-", "-", "-", i.Zones
+		node, rng, size, zones, device := "-", "-", "-", i.Zones, i.Device
 		if i.Node >= 0 {
 			node = fmt.Sprint(i.Node)
 		}
@@ -50,7 +67,10 @@ func runList(args []string, stdout, stderr io.Writer) error {
 		if zones == "" {
 			zones = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", notify.ClassName(i.ClassGUID), i.Number, i.State, node, rng, size, zones, i.SymbolicLink)
+		if device == "" {
+			device = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", notify.ClassName(i.ClassGUID), i.Number, i.State, node, rng, size, zones, device, i.SymbolicLink)
 	}
 	return tw.Flush()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 
 	"github.com/hotplug-agent/hotplug-agent/agent"
@@ -32,6 +33,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	webConfig := fs.String("web.config.file", "", "exporter-toolkit web configuration file: TLS and basic auth for every endpoint")
 	systemdSocket := fs.Bool("web.systemd-socket", false, "serve on the sockets systemd passes (socket activation) instead of --web.listen-address")
 	sysfsPath := fs.String("path.sysfs", "/sys", "sysfs mount point")
+	procfsPath := fs.String("path.procfs", "/proc", "procfs mount point (its iomem shows virtio-mem devices)")
 	rcvbuf := fs.Int("netlink.receive-buffer-bytes", DefaultReceiveBufferBytes, "netlink receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default)")
 	statePath := fs.String("path.state", DefaultStatePath, "file that keeps the announced interfaces and the last event ID across restarts; empty keeps none")
 	history := fs.Int("web.stream-history", 4096, "notifications /events keeps for clients that resume with Last-Event-ID")
@@ -60,6 +62,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	a, err := agent.New(agent.Options{
 		SysfsPath:          *sysfsPath,
+		IOMemPath:          filepath.Join(*procfsPath, "iomem"),
 		ListenAddresses:    listen.or(DefaultListenAddress),
 		SystemdSocket:      *systemdSocket,
 		StatePath:          *statePath,

@@ -87,6 +87,20 @@ func (vm *VM) AddDIMM(ctx context.Context, id string, size uint64) error {
 	return nil
 }
 
+// MemoryDevice returns QEMU's query-memory-devices entry of the pc-dimm or virtio-mem device id.
+func (vm *VM) MemoryDevice(ctx context.Context, id string) (MemoryDevice, error) {
+	var devs []MemoryDevice
+	if err := vm.QMP.Execute(ctx, "query-memory-devices", nil, &devs); err != nil {
+		return MemoryDevice{}, err
+	}
+	for _, d := range devs {
+		if d.Data.ID == id {
+			return d, nil
+		}
+	}
+	return MemoryDevice{}, fmt.Errorf("query-memory-devices: no device %s among %d", id, len(devs))
+}
+
 // DelDIMM unplugs the pc-dimm with device id and waits for its DEVICE_DELETED (sent once the guest
 // has offlined and ejected its blocks), then deletes its memory backend.
 func (vm *VM) DelDIMM(ctx context.Context, id string) error {

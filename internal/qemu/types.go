@@ -60,3 +60,18 @@ func OSTFor(id string) func(Event) bool {
 		return json.Unmarshal(e.Data, &o) == nil && o.Info.Device == id
 	}
 }
+
+// MemoryDevice is one entry of query-memory-devices: a pc-dimm ("dimm") or a virtio-mem device,
+// with where QEMU placed it in the guest's physical address space.
+type MemoryDevice struct {
+	Type string `json:"type"`
+	Data struct {
+		ID string `json:"id"`
+		// Addr is a pc-dimm's guest physical address; MemAddr a virtio-mem device's region.
+		Addr    uint64 `json:"addr"`
+		MemAddr uint64 `json:"memaddr"`
+		// Size is a pc-dimm's size, or what the guest has plugged into a virtio-mem device.
+		Size uint64 `json:"size"`
+		Node int    `json:"node"`
+	} `json:"data"`
+}

@@ -1,0 +1,389 @@
+package memdev
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/sysfs"
+)
+
+// Options configure a Tracker. Reader and Publish are required.
+type Options struct {
+	// Reader reads the layout; only the Tracker's goroutine uses it once Run has started.
+	Reader *Reader
+	// Publish delivers a memory-device notification (normally to the agent's memory-device
+	// registry). It is called in order, with the Tracker's lock held: it must not block.
+	Publish func(notify.Notification) bool
+	Logger  *slog.Logger
+	// Settle is how long the blocks of a virtio-mem device must stay unchanged before the device
+	// is announced: it plugs memory block by block as its requested size changes, and one
+	// arrival for the whole plug is the point. Default 250 ms.
+	Settle time.Duration
+	// Pending is how long a block the kernel added is waited for to show its device (an ACPI
+	// memory device links its blocks only once all are added) before it is taken for memory of
+	// no device. Default 5 s.
+	Pending time.Duration
+	// Poll is how often pending blocks are read again. Default 10 ms.
+	Poll time.Duration
+}
+
+// blockEvent is what produced a block's last notification.
+type blockEvent struct {
+	seqnum uint64
+	readAt time.Time
+	cause  notify.Cause
+}
+
+// Tracker turns memory-block notifications into memory-device notifications: an arrival once
+// all of a device's blocks are online, a removal as soon as one of them is not. Feed it with
+// Added and Removed (the kernel's add and remove of a block) and Changed (every block
+// notification the agent publishes), and run Run. Its methods are safe for concurrent use; only Run and Seed block, on
+// sysfs reads.
+type Tracker struct {
+	o   Options
+	log *slog.Logger
+
+	kick chan struct{} // capacity 1: "something changed"
+
+	mu        sync.Mutex
+	online    map[int]notify.Interface // the online blocks, as last announced
+	events    map[int]blockEvent       // what announced each online block, or took it away
+	pending   map[int]time.Time        // blocks added by the kernel whose device is not known yet
+	changed   map[int]time.Time        // when each recently changed block changed (virtio-mem settle)
+	forget    []int                    // blocks whose firmware_node must be read again
+	announced map[string]notify.Interface
+	blocksOf  map[string][]int // the blocks of each announced device, as announced
+	layout    Layout
+}
+
+// New returns a Tracker with no blocks; call Seed, then Run.
+func New(o Options) *Tracker {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Settle <= 0 {
+		o.Settle = 250 * time.Millisecond
+	}
+	if o.Pending <= 0 {
+		o.Pending = 5 * time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = 10 * time.Millisecond
+	}
+	return &Tracker{
+		o: o, log: o.Logger, kick: make(chan struct{}, 1),
+		online: map[int]notify.Interface{}, events: map[int]blockEvent{}, pending: map[int]time.Time{},
+		changed: map[int]time.Time{}, announced: map[string]notify.Interface{}, blocksOf: map[string][]int{},
+	}
+}
+
+// Seed sets the online blocks (the memory interfaces among active; others are ignored) and
+// returns the devices they make whole, without publishing anything: the starting state, for
+// the memory-device registry's Seed. Call it before Run. It blocks on sysfs reads.
+func (t *Tracker) Seed(active []notify.Interface) ([]notify.Interface, error) {
+	t.mu.Lock()
+	for _, i := range active {
+		if i.ClassGUID == notify.GUIDDeviceMemory && !i.IsMemoryDevice() {
+			t.online[i.Number] = i
+		}
+	}
+	t.mu.Unlock()
+	var seeded []notify.Interface
+	if _, err := t.evaluate(func(n notify.Notification) { seeded = append(seeded, n.Interface) }); err != nil {
+		return nil, err
+	}
+	return seeded, nil
+}
+
+// Added records that the kernel added memory block n (an add uevent, not a synthetic one): its
+// device may show only after all the device's blocks are added. It does not block.
+func (t *Tracker) Added(n int, at time.Time) {
+	t.mu.Lock()
+	t.pending[n] = at
+	t.changed[n] = at
+	t.forget = append(t.forget, n)
+	t.mu.Unlock()
+	t.poke()
+}
+
+// Removed records that the kernel removed memory block n (a remove uevent): the device it
+// belonged to changed. It does not block.
+func (t *Tracker) Removed(n int, at time.Time) {
+	t.mu.Lock()
+	delete(t.pending, n)
+	t.changed[n] = at
+	t.forget = append(t.forget, n)
+	t.mu.Unlock()
+	t.poke()
+}
+
+// Changed records a published block notification (others are ignored). It does not block.
+func (t *Tracker) Changed(n notify.Notification) {
+	if n.InterfaceClassGUID != notify.GUIDDeviceMemory || n.Interface.IsMemoryDevice() {
+		return
+	}
+	b := n.Interface.Number
+	t.mu.Lock()
+	if n.IsArrival() {
+		t.online[b] = n.Interface
+	} else {
+		delete(t.online, b)
+		t.forget = append(t.forget, b)
+	}
+	t.events[b] = blockEvent{n.Seqnum, n.ReadAt, n.Cause}
+	t.changed[b] = time.Now()
+	t.mu.Unlock()
+	t.poke()
+}
+
+func (t *Tracker) poke() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run evaluates the devices whenever a block changes, and again while blocks are pending or a
+// virtio-mem device settles, until ctx ends. It blocks.
+func (t *Tracker) Run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.kick:
+		case <-timer.C:
+		}
+		wait, err := t.evaluate(nil)
+		if err != nil {
+			t.log.Warn("memory devices not evaluated; retrying", "err", err)
+			wait = max(wait, 100*time.Millisecond)
+		}
+		if wait > 0 {
+			timer.Reset(wait)
+		}
+	}
+}
+
+// DeviceOf returns the id of the device memory block n belongs to, "" when none is known. It
+// does not block.
+func (t *Tracker) DeviceOf(n int) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.layout.DeviceOf(n)
+}
+
+// Device returns the device id as last read, with a copy of its blocks. It does not block.
+func (t *Tracker) Device(id string) (Device, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d, ok := t.layout.Devices[id]
+	if !ok {
+		return Device{}, false
+	}
+	c := *d
+	c.Blocks = slices.Clone(d.Blocks)
+	return c, true
+}
+
+// Announced returns the devices announced as present, sorted by first block. It does not block.
+func (t *Tracker) Announced() []notify.Interface {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := slices.Collect(maps.Values(t.announced))
+	slices.SortFunc(out, func(a, b notify.Interface) int { return cmp.Compare(a.Number, b.Number) })
+	return out
+}
+
+// evaluate reads the layout and announces what changed: removals of devices that lost a block
+// (or changed), then arrivals of devices whose blocks are all online. With seed non-nil it
+// announces nothing and gives seed the devices present instead. It returns how soon it must run
+// again (0: only when something changes).
+func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error) {
+	t.mu.Lock()
+	forget := t.forget
+	t.forget = nil
+	for b := range t.pending { // the link may have come since the last look
+		forget = append(forget, b)
+	}
+	t.mu.Unlock()
+
+	for _, b := range forget {
+		t.o.Reader.Forget(b)
+	}
+	layout, warn, err := t.o.Reader.Read()
+	if warn != nil {
+		t.log.Warn("memory devices: virtio-mem devices are not tracked", "err", warn)
+	}
+	if err != nil {
+		return 0, err
+	}
+	now := time.Now()
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.layout = layout
+	for b, since := range t.pending {
+		if layout.DeviceOf(b) != "" || now.Sub(since) >= t.o.Pending {
+			delete(t.pending, b)
+		}
+	}
+	for b, at := range t.changed {
+		if now.Sub(at) >= t.o.Settle {
+			delete(t.changed, b)
+		}
+	}
+	publish := func(n notify.Notification) {
+		if seed != nil {
+			seed(n)
+		} else if !t.o.Publish(n) {
+			t.log.Warn("memory device notification refused", "event", notify.EventName(n.Event), "device", n.Interface.Device)
+		}
+	}
+
+	var wait time.Duration
+	soonest := func(d time.Duration) {
+		if d > 0 && (wait == 0 || d < wait) {
+			wait = d
+		}
+	}
+
+	// Removals: a device goes as soon as one of its announced blocks is not online, or when its
+	// blocks changed (a virtio-mem resize) and the new set is ready to be announced.
+	for _, id := range sortedKeys(t.announced) {
+		a := t.announced[id]
+		lost := -1
+		for _, b := range t.blocksOf[id] {
+			if _, ok := t.online[b]; !ok {
+				lost = b
+				break
+			}
+		}
+		resized := false
+		if d := layout.Devices[id]; lost < 0 && d != nil && !slices.Equal(d.Blocks, t.blocksOf[id]) {
+			w := t.ready(d, now)
+			resized = w == 0
+			soonest(w)
+		}
+		if lost < 0 && !resized {
+			continue
+		}
+		ev := t.events[lost]
+		if resized {
+			ev = t.latest(layout.Devices[id].Blocks)
+		}
+		publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, a, ev.seqnum, ev.readAt, ev.cause))
+		delete(t.announced, id)
+		delete(t.blocksOf, id)
+	}
+
+	// Arrivals.
+	ids := sortedKeys(layout.Devices)
+	slices.SortFunc(ids, func(a, b string) int {
+		return cmp.Compare(layout.Devices[a].Blocks[0], layout.Devices[b].Blocks[0])
+	})
+	for _, id := range ids {
+		d := layout.Devices[id]
+		if _, ok := t.announced[id]; ok {
+			continue
+		}
+		if w := t.ready(d, now); w != 0 {
+			soonest(w)
+			continue
+		}
+		iface, ok := t.deviceInterface(d)
+		if !ok {
+			continue
+		}
+		ev := t.latest(d.Blocks)
+		publish(notify.NewNotification(notify.GUIDDeviceInterfaceArrival, iface, ev.seqnum, ev.readAt, ev.cause))
+		t.announced[id] = iface
+		t.blocksOf[id] = slices.Clone(d.Blocks)
+	}
+	if len(t.pending) > 0 {
+		soonest(t.o.Poll)
+	}
+	for b := range t.events {
+		if _, ok := t.online[b]; !ok {
+			delete(t.events, b) // a removal's event is needed only by the evaluation that follows it
+		}
+	}
+	return wait, nil
+}
+
+// ready returns 0 when d may be announced now: all its blocks online, and nothing that could
+// still change it: for an ACPI device no block without a known device yet, for virtio-mem no
+// block changed within Settle. Otherwise it returns how soon to look again, or -1 when only a
+// change will tell (a block is not online). t.mu must be held.
+func (t *Tracker) ready(d *Device, now time.Time) time.Duration {
+	for _, b := range d.Blocks {
+		if _, ok := t.online[b]; !ok {
+			return -1
+		}
+	}
+	switch d.Kind {
+	case KindACPI:
+		if len(t.pending) > 0 {
+			return t.o.Poll
+		}
+	case KindVirtioMem:
+		var last time.Time // the last change anywhere in its region: blocks that left count too
+		for b, at := range t.changed {
+			if b >= d.First && b <= d.Last && at.After(last) {
+				last = at
+			}
+		}
+		if left := t.o.Settle - now.Sub(last); !last.IsZero() && left > 0 {
+			return left
+		}
+	}
+	return 0
+}
+
+// deviceInterface builds the interface of d from its online blocks. t.mu must be held.
+func (t *Tracker) deviceInterface(d *Device) (notify.Interface, bool) {
+	if len(d.Blocks) == 0 {
+		return notify.Interface{}, false
+	}
+	first := t.online[d.Blocks[0]]
+	iface := notify.Interface{
+		ClassGUID:    notify.GUIDDeviceMemory,
+		SymbolicLink: d.Path,
+		Number:       d.Blocks[0],
+		Node:         first.Node,
+		PhysStart:    first.PhysStart,
+		State:        "online",
+		Device:       d.ID,
+		Blocks:       sysfs.FormatCPUList(d.Blocks),
+	}
+	for _, b := range d.Blocks {
+		iface.Size += t.online[b].Size
+	}
+	return iface, true
+}
+
+// latest returns the newest event among blocks. t.mu must be held.
+func (t *Tracker) latest(blocks []int) blockEvent {
+	var ev blockEvent
+	for _, b := range blocks {
+		if e, ok := t.events[b]; ok && e.readAt.After(ev.readAt) {
+			ev = e
+		}
+	}
+	if ev.readAt.IsZero() {
+		ev = blockEvent{readAt: time.Now(), cause: notify.CauseUevent}
+	}
+	return ev
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}

@@ -1,0 +1,300 @@
+package memdev
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/state"
+	"github.com/hotplug-agent/hotplug-agent/sysfs"
+)
+
+const blockSize = 128 << 20
+
+// fixture is a sysfs tree with memory blocks, ACPI memory devices and an iomem file.
+type fixture struct {
+	t     *testing.T
+	root  string
+	iomem string
+	fs    sysfs.FS
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	root := t.TempDir()
+	f := &fixture{t: t, root: root, iomem: filepath.Join(root, "iomem")}
+	f.write("devices/system/cpu/present", "0\n")
+	f.write("devices/system/memory/block_size_bytes", fmt.Sprintf("%x\n", blockSize))
+	f.setIOMem("00100000-3fffffff : System RAM\n")
+	var err error
+	if f.fs, err = sysfs.NewFS(root); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) write(rel, content string) {
+	f.t.Helper()
+	p := filepath.Join(f.root, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) setIOMem(s string) { f.write("iomem", s) }
+
+// addBlocks makes memory blocks first..last, online.
+func (f *fixture) addBlocks(first, last int) {
+	for b := first; b <= last; b++ {
+		f.write(fmt.Sprintf("devices/system/memory/memory%d/state", b), "online\n")
+		f.write(fmt.Sprintf("devices/system/memory/memory%d/phys_index", b), fmt.Sprintf("%08x\n", b))
+	}
+}
+
+// link binds blocks first..last to ACPI memory device id, as acpi_bind_one does.
+func (f *fixture) link(id string, first, last int) {
+	f.t.Helper()
+	dev := filepath.Join(f.root, "devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:00", id)
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+	for b := first; b <= last; b++ {
+		dir := filepath.Join(f.root, fmt.Sprintf("devices/system/memory/memory%d", b))
+		rel, _ := filepath.Rel(dir, dev)
+		if err := os.Symlink(rel, dir+"/firmware_node"); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
+func block(b int) notify.Interface {
+	return notify.Interface{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: state.MemoryBlockLink(b), Number: b,
+		Node: 0, PhysStart: uint64(b) * blockSize, Size: blockSize, State: "online"}
+}
+
+// recorder collects published device notifications.
+type recorder struct {
+	mu  sync.Mutex
+	got []notify.Notification
+}
+
+func (r *recorder) publish(n notify.Notification) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, n)
+	return true
+}
+
+func (r *recorder) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, n := range r.got {
+		out = append(out, describe(n))
+	}
+	return out
+}
+
+func describe(n notify.Notification) string {
+	i := n.Interface
+	return fmt.Sprintf("%s %s blocks %s at %#x size %dM", notify.EventName(n.Event), i.Device, i.Blocks, i.PhysStart, i.Size>>20)
+}
+
+// waitList waits until r holds want, and fails when it holds anything else for a second.
+func (r *recorder) waitList(t *testing.T, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := r.list()
+		if strings.Join(got, "\n") == strings.Join(want, "\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("device notifications:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func startTracker(t *testing.T, f *fixture, active []notify.Interface) (*Tracker, *recorder, []notify.Interface) {
+	t.Helper()
+	rec := &recorder{}
+	tr := New(Options{Reader: NewReader(f.fs, f.iomem), Publish: rec.publish, Settle: 50 * time.Millisecond,
+		Pending: time.Second, Poll: 5 * time.Millisecond})
+	seeded, err := tr.Seed(active)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); tr.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return tr, rec, seeded
+}
+
+func arrive(tr *Tracker, b int, seq uint64) {
+	tr.Changed(notify.NewNotification(notify.GUIDDeviceInterfaceArrival, block(b), seq, time.Now(), notify.CauseUevent))
+}
+
+func leave(tr *Tracker, b int, seq uint64) {
+	tr.Changed(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, block(b), seq, time.Now(), notify.CauseUevent))
+}
+
+// TestACPIDeviceLifecycle: boot memory of no device and a DIMM present at start are seeded, not
+// announced; a hot-added DIMM whose blocks come online before the kernel links them to their
+// device arrives once, whole, after the links appear; it is removed when its first block goes,
+// once; /interfaces' device column (DeviceOf) follows.
+func TestACPIDeviceLifecycle(t *testing.T) {
+	f := newFixture(t)
+	f.addBlocks(0, 7)
+	f.addBlocks(32, 35)
+	f.link("PNP0C80:00", 32, 35)
+	var active []notify.Interface
+	for _, b := range []int{0, 1, 2, 3, 4, 5, 6, 7, 32, 33, 34, 35} {
+		active = append(active, block(b))
+	}
+	tr, rec, seeded := startTracker(t, f, active)
+	if len(seeded) != 1 || seeded[0].Device != "PNP0C80:00" || seeded[0].Blocks != "32-35" || seeded[0].Size != 4*blockSize ||
+		seeded[0].SymbolicLink != "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:00/PNP0C80:00" {
+		t.Fatalf("seeded %+v; want PNP0C80:00 with blocks 32-35, 512 MiB, at its /sys path", seeded)
+	}
+	if got := tr.DeviceOf(33); got != "PNP0C80:00" {
+		t.Errorf("DeviceOf(33) = %q; want PNP0C80:00", got)
+	}
+	if got := tr.DeviceOf(3); got != "" {
+		t.Errorf("DeviceOf(3) = %q; want none (boot memory)", got)
+	}
+
+	// A 512 MiB hot-add: the kernel adds the four blocks, they come online, and only then are
+	// they linked to their device.
+	f.addBlocks(40, 43)
+	for b := 40; b <= 43; b++ {
+		tr.Added(b, time.Now())
+	}
+	for b := 40; b <= 43; b++ {
+		arrive(tr, b, uint64(100+b))
+	}
+	time.Sleep(30 * time.Millisecond) // several polls without the links
+	if got := rec.list(); len(got) != 0 {
+		t.Fatalf("announced %v before the blocks were linked to their device", got)
+	}
+	f.link("PNP0C80:01", 40, 43)
+	rec.waitList(t, "arrival PNP0C80:01 blocks 40-43 at 0x140000000 size 512M")
+	n := rec.got[0]
+	if n.Seqnum != 143 || n.Cause != notify.CauseUevent || n.SymbolicLinkName != "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:00/PNP0C80:01" {
+		t.Errorf("arrival: seqnum %d cause %s link %s; want the last block's seqnum 143, cause uevent, the device's path", n.Seqnum, n.Cause, n.SymbolicLinkName)
+	}
+
+	// Unplug: the first block going offline removes the device; the others add nothing.
+	leave(tr, 41, 200)
+	rec.waitList(t, "arrival PNP0C80:01 blocks 40-43 at 0x140000000 size 512M",
+		"removal PNP0C80:01 blocks 40-43 at 0x140000000 size 512M")
+	if rec.got[1].Seqnum != 200 {
+		t.Errorf("removal seqnum %d; want that of the block that went, 200", rec.got[1].Seqnum)
+	}
+	for _, b := range []int{40, 42, 43} {
+		leave(tr, b, uint64(200+b))
+	}
+	time.Sleep(30 * time.Millisecond)
+	if got := rec.list(); len(got) != 2 {
+		t.Fatalf("after the other blocks went: %v; want nothing more", got)
+	}
+	// Blocks online again (the kernel's error rolled an offline back): the device is whole again.
+	for _, b := range []int{40, 41, 42, 43} {
+		arrive(tr, b, uint64(300+b))
+	}
+	rec.waitList(t, "arrival PNP0C80:01 blocks 40-43 at 0x140000000 size 512M",
+		"removal PNP0C80:01 blocks 40-43 at 0x140000000 size 512M",
+		"arrival PNP0C80:01 blocks 40-43 at 0x140000000 size 512M")
+	if got := tr.Announced(); len(got) != 2 || got[0].Device != "PNP0C80:00" || got[1].Device != "PNP0C80:01" {
+		t.Errorf("Announced() = %+v; want PNP0C80:00 and PNP0C80:01", got)
+	}
+}
+
+// TestDeviceWaitsForEveryBlock: a device with a block still offline is not announced; a block
+// that never shows a device stops delaying the others after Pending.
+func TestDeviceWaitsForEveryBlock(t *testing.T) {
+	f := newFixture(t)
+	f.addBlocks(8, 11)
+	f.link("PNP0C80:00", 8, 11)
+	tr, rec, _ := startTracker(t, f, nil)
+	for b := 8; b <= 10; b++ {
+		arrive(tr, b, uint64(b))
+	}
+	f.addBlocks(20, 20)
+	tr.Added(20, time.Now()) // memory of no device, added at the same time
+	time.Sleep(30 * time.Millisecond)
+	if got := rec.list(); len(got) != 0 {
+		t.Fatalf("announced %v with block 11 offline", got)
+	}
+	start := time.Now()
+	arrive(tr, 11, 11)
+	rec.waitList(t, "arrival PNP0C80:00 blocks 8-11 at 0x40000000 size 512M")
+	if waited := time.Since(start); waited < 500*time.Millisecond {
+		t.Errorf("announced after %v although block 20 was still waiting for a device (Pending 1 s)", waited)
+	}
+}
+
+// TestVirtioMemResize: a virtio-mem device arrives once its plug has settled, and a resize is
+// the removal of the old extent followed by the arrival of the new one.
+func TestVirtioMemResize(t *testing.T) {
+	f := newFixture(t)
+	tr, rec, _ := startTracker(t, f, nil)
+	grow := func(first, last int) {
+		f.setIOMem(fmt.Sprintf("00100000-3fffffff : System RAM\n180000000-27fffffff : virtio5\n  %x-%x : System RAM (virtio_mem)\n",
+			uint64(first)*blockSize, uint64(last+1)*blockSize-1))
+	}
+	// Grow to 256 MiB, block by block.
+	f.addBlocks(48, 49)
+	for b := 48; b <= 49; b++ {
+		grow(48, b)
+		tr.Added(b, time.Now())
+		arrive(tr, b, uint64(b))
+	}
+	rec.waitList(t, "arrival virtio5 blocks 48-49 at 0x180000000 size 256M")
+	if got := rec.got[0].SymbolicLinkName; got != "/sys/bus/virtio/devices/virtio5" {
+		t.Errorf("symbolic link %s; want /sys/bus/virtio/devices/virtio5 (the fixture has no device directory)", got)
+	}
+	// Grow to 512 MiB.
+	f.addBlocks(50, 51)
+	grow(48, 51)
+	for b := 50; b <= 51; b++ {
+		tr.Added(b, time.Now())
+		arrive(tr, b, uint64(b))
+	}
+	rec.waitList(t, "arrival virtio5 blocks 48-49 at 0x180000000 size 256M",
+		"removal virtio5 blocks 48-49 at 0x180000000 size 256M",
+		"arrival virtio5 blocks 48-51 at 0x180000000 size 512M")
+	// Shrink to 128 MiB: the first block to go removes it, the rest arrives once settled.
+	for b := 51; b >= 49; b-- {
+		leave(tr, b, uint64(100+b))
+		grow(48, b-1)
+		tr.Removed(b, time.Now())
+	}
+	rec.waitList(t, "arrival virtio5 blocks 48-49 at 0x180000000 size 256M",
+		"removal virtio5 blocks 48-49 at 0x180000000 size 256M",
+		"arrival virtio5 blocks 48-51 at 0x180000000 size 512M",
+		"removal virtio5 blocks 48-51 at 0x180000000 size 512M",
+		"arrival virtio5 blocks 48 at 0x180000000 size 128M")
+}
+
+// TestUnreadableIOMem: an iomem file that is not one leaves virtio-mem out and ACPI devices in.
+func TestUnreadableIOMem(t *testing.T) {
+	f := newFixture(t)
+	f.setIOMem("this is not iomem\n")
+	f.addBlocks(8, 8)
+	f.link("PNP0C80:00", 8, 8)
+	_, _, seeded := startTracker(t, f, []notify.Interface{block(8)})
+	if len(seeded) != 1 || seeded[0].Device != "PNP0C80:00" {
+		t.Fatalf("seeded %+v; want PNP0C80:00", seeded)
+	}
+}
