@@ -89,6 +89,7 @@ func TestIntegrationQEMUPhases(t *testing.T) {
 		{"veto", twoPhaseVeto, testTwoPhaseVeto},
 		{"consent", twoPhaseConsent, testTwoPhaseConsent},
 		{"offline_on_request", controlGuest, testOfflineOnRequest},
+		{"offline_memory_device", deviceControlGuest, testOfflineMemoryDevice},
 	} {
 		t.Run(s.name, func(t *testing.T) {
 			s.run(t, p.use(t, s.kind))
@@ -440,5 +441,106 @@ func testOfflineOnRequest(t *testing.T, g *guest) {
 	}
 	if v := m.get("hotplug_agent_control_requests_total", "op", "offline", "response", "operation-failed"); v != 4 {
 		t.Errorf("hotplug_agent_control_requests_total{offline,operation-failed} = %v; want 4 (cpu 1 and memory 0, twice)", v)
+	}
+}
+
+// deviceControlGuest runs `hotplug-agent offline memory-device PNP0C80:00 memory-device
+// PNP0C80:01` inside the guest, from an exec callback on processor arrivals: a CPU hot-add sets
+// it off once. The first DIMM hot-added in a guest of 512 MiB is PNP0C80:00 with blocks 32-33,
+// the second PNP0C80:01 with blocks 34-35; memory32's target registration vetoes.
+var deviceControlGuest = guestOptions{
+	name:   "offline-memory-device",
+	append: []string{"memhp_default_state=online_movable"},
+	config: `log_notifications: true
+online:
+  cpu: online
+  memory: auto
+two_phase:
+  timeout: 60s
+callbacks:
+  - name: modules
+    class: memory
+    memory_devices: true
+    log: true
+  - name: guard-memory32
+    kind: target_device
+    target: /sys/devices/system/memory/memory32
+    exec: {command: ["/init", "sleep", "veto"], timeout: 60s}
+  - name: request
+    class: processor
+    exec: {command: ["/bin/hotplug-agent", "offline", "memory-device", "PNP0C80:00", "memory-device", "PNP0C80:01"], timeout: 180s}
+`,
+}
+
+// Offline of whole memory devices on request: PNP0C80:01 goes (its blocks highest first, its
+// module removal with the first), PNP0C80:00 does not: memory33 goes, memory32's registration
+// vetoes, and memory33 is brought back online, so the device is whole again; the command prints
+// each device's result as qemu-guest-agent would.
+func testOfflineMemoryDevice(t *testing.T, g *guest) {
+	ctx := ctxFor(t, 180*time.Second)
+	mem := g.subscribe(t, "class=memory")
+	for k := range 2 {
+		g.seq++
+		id := fmt.Sprintf("dimm-%d", g.seq)
+		ost := g.vm.QMP.Subscribe()
+		if err := g.vm.AddDIMM(ctx, id, 256*mib); err != nil {
+			t.Fatal(err)
+		}
+		got := mem.take(t, 2, 60*time.Second, "the two block arrivals of "+id)
+		for i, a := range got {
+			if want := blockLink(32 + 2*k + i); a.Event != "arrival" || a.SymbolicLink != want {
+				t.Fatalf("after device_add %s got %v; want the arrival of %s", id, a, want)
+			}
+		}
+		waitInsertOST(t, ctx, ost, id)
+	}
+	waitModules(t, g, 2, "the arrivals of the two DIMMs")
+
+	slots, err := g.vm.FreeCPUSlots(ctx)
+	if err != nil || len(slots) == 0 {
+		t.Fatalf("want a free CPU slot: %d, %v", len(slots), err)
+	}
+	g.seq++
+	if err := g.vm.AddCPU(ctx, fmt.Sprintf("cpu-%d", g.seq), slots[0]); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"removal " + blockLink(33), "arrival " + blockLink(33), // PNP0C80:00: vetoed at memory32, rolled back
+		"removal " + blockLink(35), "removal " + blockLink(34), // PNP0C80:01: taken offline, highest first
+	}
+	var got []string
+	for _, n := range mem.take(t, len(want), 120*time.Second, "the block changes of the request") {
+		got = append(got, n.Event+" "+n.SymbolicLink)
+	}
+	mem.quiet(t, time.Second, "the request's block changes")
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("memory blocks changed as:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	var run string
+	for deadline := time.Now().Add(60 * time.Second); run == "" && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if m := requestLine.FindStringSubmatch(g.vm.Serial()); m != nil {
+			run = strings.ReplaceAll(strings.ReplaceAll(m[1], `\n`, "\n"), `\"`, `"`)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(run), "\n")
+	vetoed := regexp.MustCompile(`^memory-device PNP0C80:00: operation-failed: memory-device PNP0C80:00: .*vetoed by guard-memory32 at query_remove.*\(memory blocks 33, taken offline first, are online again\)$`)
+	if len(lines) != 2 || !vetoed.MatchString(lines[0]) || lines[1] != "memory-device PNP0C80:01: success" {
+		t.Errorf("hotplug-agent offline memory-device PNP0C80:00 memory-device PNP0C80:01 printed:\n%s\nwant PNP0C80:00 vetoed by guard-memory32 with memory33 online again, PNP0C80:01: success", run)
+	}
+
+	var mods []string
+	for _, m := range waitModules(t, g, 5, "the request's device changes")[2:] {
+		mods = append(mods, m.event+" "+m.device+" "+m.blocks)
+	}
+	wantMods := []string{"removal PNP0C80:00 32-33", "arrival PNP0C80:00 32-33", "removal PNP0C80:01 34-35"}
+	if strings.Join(mods, "\n") != strings.Join(wantMods, "\n") {
+		t.Errorf("memory devices changed as:\n%s\nwant:\n%s", strings.Join(mods, "\n"), strings.Join(wantMods, "\n"))
+	}
+	if _, ok := deviceListed(t, g, "PNP0C80:01"); ok {
+		t.Errorf("/interfaces?memory_devices=true still lists PNP0C80:01 after it was taken offline")
+	}
+	if _, ok := deviceListed(t, g, "PNP0C80:00"); !ok {
+		t.Errorf("/interfaces?memory_devices=true does not list PNP0C80:00, whose removal was vetoed")
 	}
 }
