@@ -18,6 +18,7 @@ import (
 // queue overflows per owner.
 type latencyObserver struct {
 	owner string
+	done  map[string]chan struct{} // per owner given to newLatencyObserver: one value per CallbackDone
 
 	mu        sync.Mutex
 	latencies []time.Duration
@@ -25,8 +26,14 @@ type latencyObserver struct {
 	overflows map[string]int
 }
 
-func newLatencyObserver(owner string) *latencyObserver {
-	return &latencyObserver{owner: owner, panics: map[string]int{}, overflows: map[string]int{}}
+// newLatencyObserver measures owner's dispatch latency; CallbackDone of owner and of each of
+// paced is signalled on o.done[who] (publishPaced waits for it).
+func newLatencyObserver(owner string, paced ...string) *latencyObserver {
+	o := &latencyObserver{owner: owner, done: map[string]chan struct{}{}, panics: map[string]int{}, overflows: map[string]int{}}
+	for _, who := range append(paced, owner) {
+		o.done[who] = make(chan struct{}, 1)
+	}
+	return o
 }
 
 func (o *latencyObserver) CallbackStarted(owner string, _ *Notification, latency time.Duration) {
@@ -43,6 +50,9 @@ func (o *latencyObserver) CallbackDone(owner string, _ *Notification, _ time.Dur
 		o.mu.Lock()
 		o.panics[owner]++
 		o.mu.Unlock()
+	}
+	if ch := o.done[owner]; ch != nil {
+		ch <- struct{}{}
 	}
 }
 
@@ -107,9 +117,10 @@ func toggles(n int, first uint64, start map[int]bool) []Notification {
 }
 
 // publishPaced publishes ns one at a time, each stamped with the time it is published, and waits
-// until every one of waitOn has received it before the next: the dispatch latency measured is
-// that of one notification, not of a queue.
-func publishPaced(t *testing.T, r *Registry, ns []Notification, waitOn map[string]*signalling) {
+// until every one of waitOn has received it, and, with obs, has finished with it (returned or
+// panicked) before the next: the dispatch latency measured is that of one notification, not of
+// a queue nor of the previous notification's callbacks still running.
+func publishPaced(t *testing.T, r *Registry, ns []Notification, waitOn map[string]*signalling, obs *latencyObserver) {
 	t.Helper()
 	for _, n := range ns {
 		n.ReadAt = time.Now()
@@ -118,6 +129,14 @@ func publishPaced(t *testing.T, r *Registry, ns []Notification, waitOn map[strin
 		}
 		for who, s := range waitOn {
 			s.waitGot(t, who, n.Seqnum)
+			if obs == nil {
+				continue
+			}
+			select {
+			case <-obs.done[who]:
+			case <-time.After(time.Minute):
+				t.Fatalf("%s's callback did not finish notification %d within a minute", who, n.Seqnum)
+			}
 		}
 	}
 }
@@ -152,7 +171,7 @@ func TestMisbehavingCallbacks(t *testing.T) {
 	aloneSeq := toggles(n, 0, nil)
 
 	// With the misbehaving ones.
-	obs := newLatencyObserver("good")
+	obs := newLatencyObserver("good", "panics")
 	r := NewRegistry(Options{Observer: obs, QueueLimit: limit})
 	release := make(chan struct{})
 	defer func() {
@@ -197,8 +216,8 @@ func TestMisbehavingCallbacks(t *testing.T) {
 	const chunk = 50
 	for k := 0; k < n; k += chunk {
 		end := min(k+chunk, n)
-		publishPaced(t, alone, aloneSeq[k:end], map[string]*signalling{"good": goodAlone})
-		publishPaced(t, r, published[k:end], map[string]*signalling{"good": good, "panics": panicky})
+		publishPaced(t, alone, aloneSeq[k:end], map[string]*signalling{"good": goodAlone}, aloneObs)
+		publishPaced(t, r, published[k:end], map[string]*signalling{"good": good, "panics": panicky}, obs)
 	}
 
 	if diff := seqDiff(published, good.list()); diff != "" {
@@ -244,7 +263,7 @@ func TestMisbehavingCallbacks(t *testing.T) {
 	}
 	// The registry carries on for the others.
 	more := toggles(8, uint64(n), activeAfter(published))
-	publishPaced(t, r, more, map[string]*signalling{"good": good, "panics": panicky})
+	publishPaced(t, r, more, map[string]*signalling{"good": good, "panics": panicky}, obs)
 	if diff := seqDiff(append(slices.Clone(published), more...), good.list()); diff != "" {
 		t.Errorf("the well-behaved callback after UnregisterEx timed out: %s", diff)
 	}
@@ -305,7 +324,7 @@ func TestStuckRegistrationLargeChange(t *testing.T) {
 	for k := range blocks {
 		published = append(published, arrival(mem(k), uint64(k+1)))
 	}
-	publishPaced(t, r, published, map[string]*signalling{"good": goodSig})
+	publishPaced(t, r, published, map[string]*signalling{"good": goodSig}, nil)
 	if diff := seqDiff(published, goodSig.list()); diff != "" {
 		t.Errorf("the well-behaved registration: %s", diff)
 	}
