@@ -177,7 +177,16 @@ func New(o Options) (*Agent, error) {
 	// agent was down are announced before any live event. Without a usable state file, the
 	// machine as it is now is the starting point and nothing is announced for it.
 	var startup []notify.Notification
+	a.devices = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics})
+	a.memdevs = memdev.New(memdev.Options{
+		Reader: memdev.NewReader(fs, o.IOMemPath), Publish: a.publishDevice, Logger: o.Logger,
+	})
 	if prev, ok := a.loadState(); ok {
+		// The devices announced before the restart: what changed for them while the agent was
+		// down follows from the block notifications below.
+		a.memdevs.Restore(prev.Interfaces, prev.MemoryDevices)
+		a.devices.Seed(prev.MemoryDevices)
+		a.devices.SetLastID(prev.MemoryDeviceLastEventID)
 		a.tracker.Restore(prev.Interfaces)
 		a.registry.Seed(prev.Interfaces)
 		a.registry.SetLastID(prev.LastEventID)
@@ -193,17 +202,13 @@ func New(o Options) (*Agent, error) {
 			return nil, err
 		}
 		a.registry.Seed(active)
+		devices, err := a.memdevs.Seed(active)
+		if err != nil {
+			return nil, err
+		}
+		a.devices.Seed(devices)
 	}
 	a.metrics.SetInterfaces(a.registry.Active())
-	a.devices = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics})
-	a.memdevs = memdev.New(memdev.Options{
-		Reader: memdev.NewReader(fs, o.IOMemPath), Publish: a.devices.Publish, Logger: o.Logger,
-	})
-	devices, err := a.memdevs.Seed(a.registry.Active())
-	if err != nil {
-		return nil, err
-	}
-	a.devices.Seed(devices)
 
 	if err := a.registerCallbacks(); err != nil {
 		return nil, err
@@ -271,9 +276,11 @@ func (a *Agent) saveState() error {
 		return nil
 	}
 	return statefile.Save(a.o.StatePath, statefile.State{
-		Interfaces:  a.registry.Active(),
-		LastEventID: a.registry.LastID(),
-		SavedAt:     time.Now(),
+		Interfaces:              a.registry.Active(),
+		LastEventID:             a.registry.LastID(),
+		MemoryDevices:           a.devices.Active(),
+		MemoryDeviceLastEventID: a.devices.LastID(),
+		SavedAt:                 time.Now(),
 	})
 }
 
@@ -802,6 +809,19 @@ func (a *Agent) publishOne(n notify.Notification) bool {
 	}
 	a.memdevs.Changed(n)
 	a.metrics.Notified(&n)
+	select {
+	case a.saveReq <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// publishDevice publishes a memory-device notification and asks for the state file to be saved.
+// The memory-device tracker calls it, in order.
+func (a *Agent) publishDevice(n notify.Notification) bool {
+	if !a.devices.Publish(n) {
+		return false
+	}
 	select {
 	case a.saveReq <- struct{}{}:
 	default:

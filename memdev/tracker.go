@@ -101,6 +101,29 @@ func (t *Tracker) Seed(active []notify.Interface) ([]notify.Interface, error) {
 	return seeded, nil
 }
 
+// Restore sets the starting state saved before a restart: the memory blocks announced online
+// (the memory interfaces among blocks) and the devices announced (devices, memory-device
+// interfaces). Nothing is published; the block notifications the agent then publishes for what
+// changed while it was down, and Run's first evaluation, announce what changed for the devices.
+// Call it instead of Seed, before Run. It does not block.
+func (t *Tracker) Restore(blocks, devices []notify.Interface) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, i := range blocks {
+		if i.ClassGUID == notify.GUIDDeviceMemory && !i.IsMemoryDevice() {
+			t.online[i.Number] = i
+		}
+	}
+	for _, d := range devices {
+		list, err := sysfs.ParseCPUList(d.Blocks)
+		if !d.IsMemoryDevice() || d.Device == "" || err != nil {
+			continue
+		}
+		t.announced[d.Device] = d
+		t.blocksOf[d.Device] = list
+	}
+}
+
 // Added records that the kernel added memory block n (an add uevent, not a synthetic one): its
 // device may show only after all the device's blocks are added. It does not block.
 func (t *Tracker) Added(n int, at time.Time) {
@@ -152,8 +175,7 @@ func (t *Tracker) poke() {
 // Run evaluates the devices whenever a block changes, and again while blocks are pending or a
 // virtio-mem device settles, until ctx ends. It blocks.
 func (t *Tracker) Run(ctx context.Context) {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	timer := time.NewTimer(0) // a first evaluation: Restore may have left work
 	defer timer.Stop()
 	for {
 		select {

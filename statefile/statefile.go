@@ -6,12 +6,15 @@ package statefile
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +24,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
 
 // Version is the file format version that Save writes and Load accepts.
@@ -41,6 +45,11 @@ type State struct {
 	LastEventID uint64
 	// SavedAt is when the state was saved (Save writes the current time when zero).
 	SavedAt time.Time
+	// MemoryDevices are the memory devices announced as present to the registrations that
+	// asked for whole devices (notify.Interface.IsMemoryDevice), sorted by first block, and
+	// MemoryDeviceLastEventID the last id given to their notifications.
+	MemoryDevices           []notify.Interface
+	MemoryDeviceLastEventID uint64
 }
 
 // fileJSON is the JSON form of the whole file.
@@ -49,6 +58,19 @@ type fileJSON struct {
 	SavedAt     time.Time    `json:"saved_at"`
 	LastEventID uint64       `json:"last_event_id"`
 	Interfaces  []recordJSON `json:"interfaces"`
+	// Optional: a file written before memory devices existed has neither.
+	MemoryDevices           []deviceJSON `json:"memory_devices,omitempty"`
+	MemoryDeviceLastEventID uint64       `json:"memory_device_last_event_id,omitempty"`
+}
+
+// deviceJSON is the JSON form of one memory device in the file.
+type deviceJSON struct {
+	ID           string `json:"id"`
+	SymbolicLink string `json:"symbolic_link"`
+	Blocks       string `json:"blocks"`
+	Node         int    `json:"node"`
+	PhysStart    uint64 `json:"phys_start"`
+	Size         uint64 `json:"size"`
 }
 
 // recordJSON is the JSON form of one interface in the file.
@@ -114,6 +136,14 @@ func Save(path string, s State) error {
 		}
 	}
 	if _, err := check(f.Interfaces); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	f.MemoryDeviceLastEventID = s.MemoryDeviceLastEventID
+	for _, d := range s.MemoryDevices {
+		f.MemoryDevices = append(f.MemoryDevices, deviceJSON{ID: d.Device, SymbolicLink: d.SymbolicLink, Blocks: d.Blocks,
+			Node: d.Node, PhysStart: d.PhysStart, Size: d.Size})
+	}
+	if _, err := checkDevices(f.MemoryDevices); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
 	data, err := json.MarshalIndent(f, "", "  ")
@@ -257,7 +287,12 @@ func decode(data []byte) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
-	return State{Version: f.Version, Interfaces: ifaces, LastEventID: f.LastEventID, SavedAt: f.SavedAt}, nil
+	devices, err := checkDevices(f.MemoryDevices)
+	if err != nil {
+		return State{}, err
+	}
+	return State{Version: f.Version, Interfaces: ifaces, LastEventID: f.LastEventID, SavedAt: f.SavedAt,
+		MemoryDevices: devices, MemoryDeviceLastEventID: f.MemoryDeviceLastEventID}, nil
 }
 
 // syntaxError describes a JSON error in one line, with the byte offset where it can. data holds
@@ -281,6 +316,39 @@ func syntaxError(data []byte, err error) error {
 		return fmt.Errorf("not a valid state file: field %s: %s where %s is wanted (at byte %d)", te.Field, te.Value, te.Type, te.Offset)
 	}
 	return fmt.Errorf("not a valid state file: %v", err)
+}
+
+// deviceID is what a memory device id may look like: PNP0C80:00, virtio5.
+var deviceID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9:_.-]{0,63}$`)
+
+// checkDevices validates the memory-device records and returns them as interfaces, sorted by
+// first block. An error names the record by its index.
+func checkDevices(recs []deviceJSON) ([]notify.Interface, error) {
+	var out []notify.Interface
+	seen := map[string]bool{}
+	for k, r := range recs {
+		if !deviceID.MatchString(r.ID) {
+			return nil, fmt.Errorf("memory_devices[%d]: id %.40q: want a sysfs device name like PNP0C80:00", k, r.ID)
+		}
+		if !strings.HasPrefix(r.SymbolicLink, "/sys/devices/") || path.Clean(r.SymbolicLink) != r.SymbolicLink || path.Base(r.SymbolicLink) != r.ID {
+			return nil, fmt.Errorf("memory_devices[%d] (%s): symbolic link %.80q is not a clean /sys/devices path ending in the id", k, r.ID, r.SymbolicLink)
+		}
+		blocks, err := sysfs.ParseCPUList(r.Blocks)
+		if err != nil || len(blocks) == 0 || blocks[len(blocks)-1] > maxNumber {
+			return nil, fmt.Errorf("memory_devices[%d] (%s): blocks %.40q: want a list of block numbers like 32-35", k, r.ID, r.Blocks)
+		}
+		if r.Node < -1 || r.Node > maxNumber {
+			return nil, fmt.Errorf("memory_devices[%d] (%s): node %d out of range -1-%d", k, r.ID, r.Node, maxNumber)
+		}
+		if seen[r.ID] {
+			return nil, fmt.Errorf("memory_devices: %s is listed twice", r.ID)
+		}
+		seen[r.ID] = true
+		out = append(out, notify.Interface{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: r.SymbolicLink, Number: blocks[0],
+			Node: r.Node, PhysStart: r.PhysStart, Size: r.Size, State: "online", Device: r.ID, Blocks: sysfs.FormatCPUList(blocks)})
+	}
+	slices.SortFunc(out, func(a, b notify.Interface) int { return cmp.Compare(a.Number, b.Number) })
+	return out, nil
 }
 
 // check validates the records and returns them as interfaces, sorted. An error names the record

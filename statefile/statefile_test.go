@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
 
 var savedAt = time.Date(2026, 11, 21, 23, 50, 0, 0, time.UTC)
@@ -73,6 +74,11 @@ func TestRoundTrip(t *testing.T) {
 				{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/system/memory/memory7", Number: 7, Node: 3,
 					PhysStart: 1 << 63, Size: 1<<64 - 1, State: "going-offline", Zones: "é \"quoted\"\ttab"},
 			}, LastEventID: 1<<64 - 1, SavedAt: savedAt}, State{}},
+		{"memory devices",
+			State{Interfaces: []notify.Interface{mem(36), mem(32), mem(33), mem(34), mem(35)}, SavedAt: savedAt,
+				MemoryDevices: []notify.Interface{dimm("PNP0C80:01", 36, 36), dimm("PNP0C80:00", 32, 35)}, MemoryDeviceLastEventID: 7},
+			State{Version: 1, Interfaces: []notify.Interface{mem(32), mem(33), mem(34), mem(35), mem(36)}, SavedAt: savedAt,
+				MemoryDevices: []notify.Interface{dimm("PNP0C80:00", 32, 35), dimm("PNP0C80:01", 36, 36)}, MemoryDeviceLastEventID: 7}},
 		{"saved at in another zone", State{Version: 1, Interfaces: []notify.Interface{cpu(2)},
 			SavedAt: savedAt.In(time.FixedZone("CET", 3600))}, State{}},
 	}
@@ -229,6 +235,14 @@ func TestLoadRejects(t *testing.T) {
 		{"ten-digit number", withInterface(cpuRecord("/sys/devices/system/cpu/cpu1000000000", 1000000000)), "processor number 1000000000 out of range"},
 		{"number beyond int", withInterface(`{"class_guid": "97fadb10-4e33-40ae-359c-8bef029dbdd0", "symbolic_link": "/sys/devices/system/cpu/cpu0", "number": 99999999999999999999}`), "where int is wanted"},
 		{"node -2", withInterface(`{"class_guid": "97fadb10-4e33-40ae-359c-8bef029dbdd0", "symbolic_link": "/sys/devices/system/cpu/cpu0", "number": 0, "node": -2}`), "node -2 out of range"},
+		{"device id with a slash", withDevice(`{"id": "../x", "symbolic_link": "/sys/devices/x", "blocks": "32", "node": 0, "phys_start": 0, "size": 0}`), `memory_devices[0]: id "../x"`},
+		{"device link outside /sys/devices", withDevice(`{"id": "PNP0C80:00", "symbolic_link": "/etc/PNP0C80:00", "blocks": "32", "node": 0, "phys_start": 0, "size": 0}`), "is not a clean /sys/devices path"},
+		{"device link not clean", withDevice(`{"id": "PNP0C80:00", "symbolic_link": "/sys/devices/../PNP0C80:00", "blocks": "32", "node": 0, "phys_start": 0, "size": 0}`), "is not a clean /sys/devices path"},
+		{"device link of another id", withDevice(`{"id": "PNP0C80:00", "symbolic_link": "/sys/devices/PNP0C80:01", "blocks": "32", "node": 0, "phys_start": 0, "size": 0}`), "ending in the id"},
+		{"device without blocks", withDevice(`{"id": "PNP0C80:00", "symbolic_link": "/sys/devices/PNP0C80:00", "blocks": "", "node": 0, "phys_start": 0, "size": 0}`), `blocks "": want a list`},
+		{"device blocks not a list", withDevice(`{"id": "PNP0C80:00", "symbolic_link": "/sys/devices/PNP0C80:00", "blocks": "35-32", "node": 0, "phys_start": 0, "size": 0}`), `blocks "35-32": want a list`},
+		{"device twice", withDevice(`{"id": "PNP0C80:00", "symbolic_link": "/sys/devices/PNP0C80:00", "blocks": "32", "node": 0, "phys_start": 0, "size": 0}, {"id": "PNP0C80:00", "symbolic_link": "/sys/devices/PNP0C80:00", "blocks": "33", "node": 0, "phys_start": 0, "size": 0}`), "memory_devices: PNP0C80:00 is listed twice"},
+		{"unknown device field", withDevice(`{"id": "PNP0C80:00", "symbolic_link": "/sys/devices/PNP0C80:00", "blocks": "32", "online": true}`), `unknown field "online"`},
 		{"duplicate", withInterface(memRec + "," + cpuRecord("/sys/devices/system/cpu/cpu0", 0) + "," + memRec), "interfaces: /sys/devices/system/memory/memory3 is listed twice"},
 	}
 	for _, tt := range tests {
@@ -377,4 +391,20 @@ func TestCrashBeforeRename(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withDevice returns the valid file with the memory-device records recs.
+func withDevice(recs string) string {
+	return strings.Replace(valid, `"interfaces": [`, `"memory_devices": [`+recs+`], "interfaces": [`, 1)
+}
+
+// dimm is an ACPI memory device of blocks first..last.
+func dimm(id string, first, last int) notify.Interface {
+	var blocks []int
+	for b := first; b <= last; b++ {
+		blocks = append(blocks, b)
+	}
+	return notify.Interface{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/" + id,
+		Number: first, Node: 0, PhysStart: uint64(first) << 27, Size: uint64(last-first+1) << 27, State: "online", Device: id,
+		Blocks: sysfs.FormatCPUList(blocks)}
 }

@@ -1,0 +1,183 @@
+//go:build linux
+
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/config"
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+// moduleJournal records the notifications a memory-device registration receives.
+type moduleJournal struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (j *moduleJournal) callback(_ context.Context, n notify.Notification, _ any) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.got = append(j.got, fmt.Sprintf("%s %s blocks %s size %dM cause %s", notify.EventName(n.Event), n.Interface.Device,
+		n.Interface.Blocks, n.Interface.Size>>20, n.Cause))
+	return nil
+}
+
+func (j *moduleJournal) wait(t *testing.T, want ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		j.mu.Lock()
+		got := strings.Join(j.got, "\n")
+		j.mu.Unlock()
+		if got == strings.Join(want, "\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("memory-device notifications:\n  %s\nwant:\n  %s", strings.ReplaceAll(got, "\n", "\n  "), strings.Join(want, "\n  "))
+		}
+	}
+}
+
+// linkDIMM makes blocks 32 and 33 of the fixture an ACPI memory device, PNP0C80:00.
+func linkDIMM(t *testing.T, root string) {
+	t.Helper()
+	dev := filepath.Join(root, "devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00")
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []int{32, 33} {
+		dir := filepath.Join(root, fmt.Sprintf("devices/system/memory/memory%d", b))
+		rel, _ := filepath.Rel(dir, dev)
+		if err := os.Symlink(rel, filepath.Join(dir, "firmware_node")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestMemoryDevices: through the agent, a registration with FlagMemoryDevices gets the DIMM
+// present at start (include existing), its removal when one block goes offline and its arrival
+// when it is back; /interfaces names each block's device and lists the device; a registration
+// for processors cannot ask for memory devices; and a DIMM removed while the agent was down is
+// announced gone at restart (cause startup), from the state file.
+func TestMemoryDevices(t *testing.T) {
+	root := fixture(t)
+	linkDIMM(t, root)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	a, src, stop, done := runAgent(t, Options{SysfsPath: root, StatePath: statePath})
+
+	if _, err := a.Register(notify.EventCategoryDeviceInterfaceChange, notify.FlagMemoryDevices, notify.GUIDDeviceProcessor, "cpus",
+		func(context.Context, notify.Notification, any) error { return nil }, nil); err == nil || !strings.Contains(err.Error(), "FlagMemoryDevices is for the memory class") {
+		t.Errorf("a processor registration with FlagMemoryDevices: %v; want an error saying it is for memory", err)
+	}
+	j := &moduleJournal{}
+	if _, err := a.Register(notify.EventCategoryDeviceInterfaceChange, notify.FlagMemoryDevices|notify.FlagIncludeExistingInterfaces,
+		notify.GUIDDeviceMemory, "modules", j.callback, nil); err != nil {
+		t.Fatal(err)
+	}
+	j.wait(t, "arrival PNP0C80:00 blocks 32-33 size 256M cause existing")
+
+	writeAttr(t, root, "devices/system/memory/memory33/state", "offline")
+	src.send(t, "offline", "/devices/system/memory/memory33", "memory", 10)
+	j.wait(t, "arrival PNP0C80:00 blocks 32-33 size 256M cause existing",
+		"removal PNP0C80:00 blocks 32-33 size 256M cause uevent")
+	writeAttr(t, root, "devices/system/memory/memory33/state", "online")
+	src.send(t, "online", "/devices/system/memory/memory33", "memory", 11)
+	j.wait(t, "arrival PNP0C80:00 blocks 32-33 size 256M cause existing",
+		"removal PNP0C80:00 blocks 32-33 size 256M cause uevent",
+		"arrival PNP0C80:00 blocks 32-33 size 256M cause uevent")
+
+	base := "http://" + a.Addrs()[0].String()
+	var blocks, devices []map[string]any
+	getJSON(t, base+"/interfaces?class=memory", &blocks)
+	getJSON(t, base+"/interfaces?memory_devices=true", &devices)
+	for _, b := range blocks {
+		want := ""
+		if n := b["memory_block"].(float64); n == 32 || n == 33 {
+			want = "PNP0C80:00"
+		}
+		if got, _ := b["memory_device"].(string); got != want {
+			t.Errorf("/interfaces: memory%v has memory_device %q; want %q", b["memory_block"], got, want)
+		}
+	}
+	if len(devices) != 1 || devices[0]["memory_device"] != "PNP0C80:00" || devices[0]["memory_blocks"] != "32-33" ||
+		devices[0]["symbolic_link"] != "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00" || devices[0]["memory_block"] != nil {
+		t.Errorf("/interfaces?memory_devices=true = %v; want PNP0C80:00 with blocks 32-33 at its /sys path, no memory_block", devices)
+	}
+	if resp, err := http.Get(base + "/interfaces?memory_devices=maybe"); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("/interfaces?memory_devices=maybe: %v %v; want 400", resp.Status, err)
+	}
+
+	// The DIMM goes while the agent is stopped. The restarted agent's configured registration
+	// (registered before anything is published) gets the device's removal.
+	stop()
+	err := <-done
+	done <- err
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []int{32, 33} {
+		if err := os.RemoveAll(filepath.Join(root, fmt.Sprintf("devices/system/memory/memory%d", b))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := config.Parse([]byte("log_notifications: false\ncallbacks:\n  - {name: modules, class: memory, memory_devices: true, log: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	a, _, _, _ = runAgent(t, Options{SysfsPath: root, StatePath: statePath, Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	want := regexp.MustCompile(`msg="device interface change" callback=modules event=removal .* cause=startup memory_device=PNP0C80:00 memory_blocks=32-33 `)
+	for deadline := time.Now().Add(10 * time.Second); !want.MatchString(logs.String()); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no removal of PNP0C80:00 with cause startup in the restarted agent's log:\n%s", logs)
+		}
+	}
+	if got := a.MemoryDevices(); len(got) != 0 {
+		t.Errorf("MemoryDevices() after the restart = %+v; want none", got)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the agent's goroutines and the test's.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
