@@ -227,16 +227,16 @@ func New(o Options) (*Agent, error) {
 		}
 	}
 	a.handler, err = web.Handler(web.Options{
-		Registry: a.registry,
-		Gatherer: reg,
-		Healthy:  a.healthy,
-		Logger:   o.Logger,
-		Version:  o.Version,
-		Present:  func() ([]notify.Interface, error) { return state.Present(fs) },
-		Devices:  a.memdevs.Announced,
-		DeviceOf: a.memdevs.DeviceOf,
-		History:  o.StreamHistory,
-		OnCut:    a.metrics.StreamCuts.Inc,
+		Registry:       a.registry,
+		Gatherer:       reg,
+		Healthy:        a.healthy,
+		Logger:         o.Logger,
+		Version:        o.Version,
+		Present:        func() ([]notify.Interface, error) { return state.Present(fs) },
+		DeviceRegistry: a.devices,
+		DeviceOf:       a.memdevs.DeviceOf,
+		History:        o.StreamHistory,
+		OnCut:          a.metrics.StreamCuts.Inc,
 	})
 	if err != nil {
 		return nil, err

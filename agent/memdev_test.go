@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/client"
 	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
@@ -87,6 +88,19 @@ func TestMemoryDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	j.wait(t, "arrival PNP0C80:00 blocks 32-33 size 256M cause existing")
+	// A subscriber in another process, through /events?memory_devices=true.
+	base := "http://" + a.Addrs()[0].String()
+	c, err := client.New(base, client.Options{MemoryDevices: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	remote := &moduleJournal{}
+	if _, err := c.Register(client.Filter{Class: notify.GUIDDeviceMemory}, notify.FlagIncludeExistingInterfaces,
+		func(ctx context.Context, n notify.Notification) error { return remote.callback(ctx, n, nil) }); err != nil {
+		t.Fatal(err)
+	}
+	remote.wait(t, "arrival PNP0C80:00 blocks 32-33 size 256M cause existing")
 
 	writeAttr(t, root, "devices/system/memory/memory33/state", "offline")
 	src.send(t, "offline", "/devices/system/memory/memory33", "memory", 10)
@@ -97,8 +111,16 @@ func TestMemoryDevices(t *testing.T) {
 	j.wait(t, "arrival PNP0C80:00 blocks 32-33 size 256M cause existing",
 		"removal PNP0C80:00 blocks 32-33 size 256M cause uevent",
 		"arrival PNP0C80:00 blocks 32-33 size 256M cause uevent")
+	remote.wait(t, "arrival PNP0C80:00 blocks 32-33 size 256M cause existing",
+		"removal PNP0C80:00 blocks 32-33 size 256M cause uevent",
+		"arrival PNP0C80:00 blocks 32-33 size 256M cause uevent")
+	for _, q := range []string{"memory_devices=maybe", "memory_devices=true&class=processor"} {
+		if resp, err := http.Get(base + "/events?" + q); err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("/events?%s: %v %v; want 400", q, resp.Status, err)
+		}
+	}
+	c.Close()
 
-	base := "http://" + a.Addrs()[0].String()
 	var blocks, devices []map[string]any
 	getJSON(t, base+"/interfaces?class=memory", &blocks)
 	getJSON(t, base+"/interfaces?memory_devices=true", &devices)
@@ -122,7 +144,7 @@ func TestMemoryDevices(t *testing.T) {
 	// The DIMM goes while the agent is stopped. The restarted agent's configured registration
 	// (registered before anything is published) gets the device's removal.
 	stop()
-	err := <-done
+	err = <-done
 	done <- err
 	if err != nil {
 		t.Fatal(err)

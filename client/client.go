@@ -114,6 +114,11 @@ type Options struct {
 	// the client's stream goroutine (Closed: on the goroutine that closed the client). It must
 	// not block, and must not call Close or Shutdown (they wait for that goroutine).
 	OnStateChange func(StateChange)
+	// MemoryDevices follows the agent's stream of memory devices (/events?memory_devices=true):
+	// one arrival per DIMM or virtio-mem plug once all its blocks are online, one removal when
+	// the first goes, and no processors. A client follows one stream: use a second client for
+	// processors and memory blocks.
+	MemoryDevices bool
 }
 
 // Filter selects the notifications of a registration, as CM_NOTIFY_FILTER does for
@@ -234,6 +239,9 @@ func New(baseURL string, opts Options) (*Client, error) {
 	}
 	if b.Max < b.Min {
 		return nil, fmt.Errorf("client: backoff %s..%s: the maximum is below the minimum", b.Min, b.Max)
+	}
+	if opts.MemoryDevices {
+		u.RawQuery = "memory_devices=true"
 	}
 	c := &Client{
 		log:       opts.Logger,

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -43,9 +44,9 @@ type Options struct {
 	// Present lists every CPU and memory block present, online or not, for the status page;
 	// nil shows the active ones only.
 	Present func() ([]notify.Interface, error)
-	// Devices lists the memory devices announced as present, for /interfaces?memory_devices=true;
-	// nil: none.
-	Devices func() []notify.Interface
+	// DeviceRegistry is the agent's memory-device registry (notify.FlagMemoryDevices), served
+	// by /interfaces?memory_devices=true and /events?memory_devices=true; nil: none.
+	DeviceRegistry *notify.Registry
 	// DeviceOf names the memory device a memory block belongs to ("" for none), shown in
 	// /interfaces; nil: none.
 	DeviceOf func(block int) string
@@ -71,6 +72,11 @@ func Handler(o Options) (http.Handler, error) {
 		return nil, err
 	}
 	s := &server{o: o, hub: h}
+	if o.DeviceRegistry != nil {
+		if s.devHub, err = newHub(o.DeviceRegistry, o.History); err != nil {
+			return nil, err
+		}
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /interfaces", s.interfaces)
@@ -81,8 +87,22 @@ func Handler(o Options) (http.Handler, error) {
 }
 
 type server struct {
-	o   Options
-	hub *hub
+	o      Options
+	hub    *hub
+	devHub *hub // the memory devices' stream; nil without Options.DeviceRegistry
+}
+
+// memoryDevices reads the memory_devices query parameter: false when absent.
+func memoryDevices(q url.Values) (bool, error) {
+	v := q.Get("memory_devices")
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("memory_devices=%q: want true or false", v)
+	}
+	return b, nil
 }
 
 // interfaces lists the active interfaces as JSON, each memory block with the memory device it
@@ -91,21 +111,22 @@ type server struct {
 // interfaces a registration with memory_devices receives).
 func (s *server) interfaces(w http.ResponseWriter, r *http.Request) {
 	active := s.o.Registry.Active()
-	switch v := r.URL.Query().Get("memory_devices"); v {
-	case "", "false", "0":
+	devices, err := memoryDevices(r.URL.Query())
+	switch {
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	case devices:
+		active = nil
+		if s.o.DeviceRegistry != nil {
+			active = s.o.DeviceRegistry.Active()
+		}
+	case s.o.DeviceOf != nil:
 		for k, i := range active {
-			if i.ClassGUID == notify.GUIDDeviceMemory && s.o.DeviceOf != nil {
+			if i.ClassGUID == notify.GUIDDeviceMemory {
 				active[k].Device = s.o.DeviceOf(i.Number)
 			}
 		}
-	case "true", "1":
-		active = nil
-		if s.o.Devices != nil {
-			active = s.o.Devices()
-		}
-	default:
-		http.Error(w, fmt.Sprintf("memory_devices=%q: want true or false", v), http.StatusBadRequest)
-		return
 	}
 	if q := r.URL.Query().Get("class"); q != "" {
 		class, err := notify.ParseClass(q)
@@ -142,8 +163,9 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 // events streams notifications as Server-Sent Events. Each notification is one event: an `id:`
 // line with its ID and a `data:` line of JSON. Query parameters: class (processor, memory or a
-// GUID; default every class) and include_existing (true: first an arrival for every active
-// interface). A client that reconnects with the Last-Event-ID header (EventSource does it by
+// GUID; default every class), include_existing (true: first an arrival for every active
+// interface) and memory_devices (true: the stream of the memory devices, one arrival per DIMM or
+// virtio-mem plug instead of one per block, with IDs of its own). A client that reconnects with the Last-Event-ID header (EventSource does it by
 // itself; ?last_event_id= works too) receives exactly what followed that ID, or an `event:
 // resync` whose data is the active set when the history no longer reaches back. The subscription
 // exists once the response headers are sent, so nothing that happens after is missed.
@@ -178,9 +200,23 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	hub := s.hub
+	switch devices, err := memoryDevices(q); {
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	case devices && s.devHub == nil:
+		http.Error(w, "memory_devices: this agent has no memory-device stream", http.StatusNotFound)
+		return
+	case devices && class != notify.AllClasses && class != notify.GUIDDeviceMemory:
+		http.Error(w, "memory_devices: the stream of memory devices has class memory only", http.StatusBadRequest)
+		return
+	case devices:
+		hub = s.devHub
+	}
 	rc := http.NewResponseController(w)
-	sub, pre := s.hub.subscribe(class, s.o.StreamBuffer, existing, last != "", lastID)
-	defer s.hub.unsubscribe(sub)
+	sub, pre := hub.subscribe(class, s.o.StreamBuffer, existing, last != "", lastID)
+	defer hub.unsubscribe(sub)
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

@@ -43,6 +43,8 @@ func TestBadInput(t *testing.T) {
 		{"unknown config field", []string{"run", "--config.file=" + unknownField}, 1, "field exek not found", false},
 		{"not a sysfs tree", []string{"run", "--path.sysfs=" + notSysfs}, 1, "is not a sysfs tree", false},
 		{"list on a non-sysfs tree", []string{"list", "--path.sysfs=" + notSysfs}, 1, "is not a sysfs tree", false},
+		{"memory devices of processors", []string{"monitor", "--memory-devices", "--class=processor"}, 2, "--memory-devices are of class memory", false},
+		{"memory devices from the kernel", []string{"monitor", "--memory-devices", "--kernel"}, 2, "not with --kernel", false},
 		{"port in use", []string{"run", "--web.listen-address=" + busy.Addr().String()}, 1, "address already in use", true},
 	}
 	for _, tt := range tests {

@@ -29,13 +29,21 @@ func runMonitor(args []string, stdout, stderr io.Writer) error {
 	existing := fs.Bool("include-existing", false, "first an arrival for every interface already active")
 	asJSON := fs.Bool("json", false, "print each notification as the agent's JSON")
 	kernel := fs.Bool("kernel", false, "listen to the kernel's cpu and memory uevents directly (no agent)")
+	devices := fs.Bool("memory-devices", false, "follow whole memory devices (a DIMM, a virtio-mem plug) instead of CPUs and blocks")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
 	if *class != "" {
-		if _, err := notify.ParseClass(*class); err != nil {
+		c, err := notify.ParseClass(*class)
+		if err != nil {
 			return usageError{fmt.Errorf("--class: %w", err)}
 		}
+		if *devices && c != notify.GUIDDeviceMemory {
+			return usageError{fmt.Errorf("--class %s: --memory-devices are of class memory", *class)}
+		}
+	}
+	if *devices && *kernel {
+		return usageError{fmt.Errorf("--memory-devices: the kernel's uevents are per block; not with --kernel")}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -47,18 +55,22 @@ func runMonitor(args []string, stdout, stderr io.Writer) error {
 	if *existing {
 		flags |= notify.FlagIncludeExistingInterfaces
 	}
-	return monitorAgent(ctx, *base, filter, flags, *asJSON, stdout, stderr)
+	return monitorAgent(ctx, *base, filter, flags, *devices, *asJSON, stdout, stderr)
 }
 
 // monitorAgent follows the agent with the Go client, which reconnects with backoff, resumes
 // after the last notification it printed and reconciles after an agent restart (those lines say
 // cause "resync"), until ctx ends.
-func monitorAgent(ctx context.Context, base string, filter client.Filter, flags notify.Flags, asJSON bool, stdout, stderr io.Writer) error {
+func monitorAgent(ctx context.Context, base string, filter client.Filter, flags notify.Flags, devices, asJSON bool, stdout, stderr io.Writer) error {
 	// Only what the state changes below do not say already: inconsistencies, cut-offs.
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	following := strings.TrimSuffix(base, "/") + "/events (class " + filter.String() + ")"
+	if devices {
+		following = strings.TrimSuffix(base, "/") + "/events (memory devices)"
+	}
 	c, err := client.New(base, client.Options{
-		Logger: logger,
+		MemoryDevices: devices,
+		Logger:        logger,
 		OnStateChange: func(s client.StateChange) {
 			switch s.State {
 			case client.Connected:
@@ -99,7 +111,11 @@ func monitorLine(now time.Time, n notify.Notification) string {
 	case notify.GUIDDeviceProcessor:
 		detail = fmt.Sprintf("cpu %d", i.Number)
 	case notify.GUIDDeviceMemory:
-		detail = fmt.Sprintf("block %d, 0x%x-0x%x", i.Number, i.PhysStart, i.PhysStart+i.Size-1)
+		if i.IsMemoryDevice() {
+			detail = fmt.Sprintf("device %s, blocks %s, %d MiB from 0x%x", i.Device, i.Blocks, i.Size>>20, i.PhysStart)
+		} else {
+			detail = fmt.Sprintf("block %d, 0x%x-0x%x", i.Number, i.PhysStart, i.PhysStart+i.Size-1)
+		}
 	}
 	if i.Node >= 0 {
 		detail += fmt.Sprintf(", node %d", i.Node)
