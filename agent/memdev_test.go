@@ -3,7 +3,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/hotplug-agent/hotplug-agent/client"
 	"github.com/hotplug-agent/hotplug-agent/config"
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
@@ -158,7 +158,7 @@ func TestMemoryDevices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testenv.Buffer{}
 	a, _, _, _ = runAgent(t, Options{SysfsPath: root, StatePath: statePath, Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	want := regexp.MustCompile(`msg="device interface change" callback=modules event=removal .* cause=startup memory_device=PNP0C80:00 memory_blocks=32-33 `)
 	for deadline := time.Now().Add(10 * time.Second); !want.MatchString(logs.String()); time.Sleep(5 * time.Millisecond) {
@@ -169,24 +169,6 @@ func TestMemoryDevices(t *testing.T) {
 	if got := a.MemoryDevices(); len(got) != 0 {
 		t.Errorf("MemoryDevices() after the restart = %+v; want none", got)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for the agent's goroutines and the test's.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func getJSON(t *testing.T, url string, v any) {

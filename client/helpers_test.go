@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/web"
 )
@@ -35,28 +35,10 @@ func blockIface(n int) notify.Interface {
 		Number: n, Node: -1, PhysStart: uint64(n) << 27, Size: 1 << 27, State: "online", Zones: "Normal"}
 }
 
-// logBuffer collects a test's logs, shown when it fails.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // testLogger returns a debug logger whose output the test prints if it fails.
 func testLogger(t *testing.T, name string) *slog.Logger {
 	t.Helper()
-	buf := &logBuffer{}
+	buf := &testenv.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s log:\n%s", name, buf.String())

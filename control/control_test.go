@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
@@ -38,24 +39,6 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-// logBuffer collects log output safely.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // serve runs a server at path until the test ends.
@@ -83,7 +66,7 @@ func TestServeRequest(t *testing.T) {
 	var seen []string
 	var peers []Peer
 	var observed []string
-	logs := &logBuffer{}
+	logs := &testenv.Buffer{}
 	serve(t, Options{
 		Path:      path,
 		Logger:    slog.New(slog.NewTextHandler(logs, nil)),
@@ -237,7 +220,7 @@ func TestIntegrationControlRejectsNonRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "control.sock")
-	logs := &logBuffer{}
+	logs := &testenv.Buffer{}
 	serve(t, Options{Path: path, Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		Handler: func(context.Context, string, Target, Peer) Result {
 			t.Error("the handler ran for a non-root peer")

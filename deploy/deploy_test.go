@@ -6,7 +6,6 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,7 +18,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -488,37 +486,18 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use: a process writes its output, the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // process is a command the test started; it is killed when the test ends, and its output is
 // logged if the test failed.
 type process struct {
 	name   string
-	out    *syncBuffer
+	out    *testenv.Buffer
 	exited chan struct{}
 	err    error // valid once exited is closed
 }
 
 func startProcess(t *testing.T, name string, args ...string) *process {
 	t.Helper()
-	p := &process{name: filepath.Base(name), out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &process{name: filepath.Base(name), out: &testenv.Buffer{}, exited: make(chan struct{})}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {

@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,24 +48,7 @@ func TestMain(m *testing.M) {
 type agentProc struct {
 	cmd  *exec.Cmd
 	base string // http://127.0.0.1:port
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testenv.Buffer
 }
 
 var listenRE = regexp.MustCompile(`msg="agent ready" listen=(\S+)`)
@@ -87,7 +69,7 @@ func startAgent(t *testing.T, args ...string) *agentProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	a := &agentProc{cmd: cmd, logs: &syncBuffer{}}
+	a := &agentProc{cmd: cmd, logs: &testenv.Buffer{}}
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
