@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"fmt"
+	"iter"
 	"slices"
 	"sync"
 	"time"
@@ -20,9 +21,9 @@ import (
 type hub struct {
 	mu      sync.Mutex
 	size    int
-	history []notify.Notification // the last published notifications, oldest first
-	floor   uint64                // history holds every notification with an ID above floor
-	last    uint64                // the ID of the last notification the hub has seen
+	history ring   // the last published notifications
+	floor   uint64 // history holds every notification with an ID above floor
+	last    uint64 // the ID of the last notification the hub has seen
 	active  map[string]notify.Interface
 	broken  bool // the hub fell behind and was resynchronised; the history restarts
 	subs    map[*subscriber]struct{}
@@ -89,7 +90,7 @@ func (h *hub) deliver(_ context.Context, n notify.Notification, _ any) error {
 		}
 		// The hub itself fell behind and the registry resynchronised it: its history has a
 		// hole. Clients are told to come back, and get a resync then.
-		h.history = h.history[:0]
+		h.history.reset()
 		h.broken = true
 		for s := range h.subs {
 			s.cutOff("the event stream was resynchronised; reconnect with your last event ID")
@@ -101,12 +102,9 @@ func (h *hub) deliver(_ context.Context, n notify.Notification, _ any) error {
 		h.floor, h.broken = n.ID-1, false // the history starts again here
 	}
 	h.last = n.ID
-	if len(h.history) == h.size {
-		h.floor = h.history[0].ID
-		copy(h.history, h.history[1:])
-		h.history = h.history[:h.size-1]
+	if dropped, ok := h.history.push(n, h.size); ok {
+		h.floor = dropped.ID
 	}
-	h.history = append(h.history, n)
 	cut := 0
 	for s := range h.subs {
 		if matches(s.class, n.InterfaceClassGUID) && !s.offer(frame{n: n, id: n.ID}) {
@@ -166,7 +164,7 @@ func (h *hub) subscribe(class uuid.UUID, buffer int, includeExisting, hasLast bo
 	switch {
 	case hasLast && !h.broken && lastID == h.last:
 	case hasLast && !h.broken && lastID >= h.floor && lastID < h.last:
-		for _, n := range h.history {
+		for n := range h.history.all() {
 			if n.ID > lastID && matches(class, n.InterfaceClassGUID) {
 				pre = append(pre, frame{n: n, id: n.ID})
 			}
@@ -188,3 +186,37 @@ func (h *hub) unsubscribe(s *subscriber) {
 	delete(h.subs, s)
 	h.mu.Unlock()
 }
+
+// ring holds the last notifications, oldest first, in a slice that never moves once full:
+// pushing is O(1) however long the history (a slice shifted by one on each push cost a
+// history-sized copy per notification). The zero value is empty. Not safe for concurrent use.
+type ring struct {
+	buf   []notify.Notification
+	start int // index of the oldest once buf is full
+}
+
+// push appends n, keeping at most size; when that drops the oldest, it returns it and true.
+func (r *ring) push(n notify.Notification, size int) (dropped notify.Notification, ok bool) {
+	if len(r.buf) < size {
+		r.buf = append(r.buf, n)
+		return notify.Notification{}, false
+	}
+	dropped = r.buf[r.start]
+	r.buf[r.start] = n
+	r.start = (r.start + 1) % len(r.buf)
+	return dropped, true
+}
+
+// all yields the notifications, oldest first.
+func (r *ring) all() iter.Seq[notify.Notification] {
+	return func(yield func(notify.Notification) bool) {
+		for k := range r.buf {
+			if !yield(r.buf[(r.start+k)%len(r.buf)]) {
+				return
+			}
+		}
+	}
+}
+
+// reset empties the ring, keeping its memory.
+func (r *ring) reset() { r.buf, r.start = r.buf[:0], 0 }

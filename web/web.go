@@ -3,11 +3,13 @@ package web
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
 
@@ -37,7 +39,10 @@ type Options struct {
 	// History is how many notifications the event stream keeps for clients that reconnect with
 	// their last event ID; 0 means 4096.
 	History int
-	// OnCut is called when a stream subscriber is cut off (too slow); nil: nothing.
+	// WriteTimeout bounds each batch of writes to a stream subscriber: one whose socket stays
+	// full that long (it stopped reading) is cut off; 0 means 30 s.
+	WriteTimeout time.Duration
+	// OnCut is called when a stream subscriber is cut off (too slow, or not reading); nil: nothing.
 	OnCut func()
 	// Version is shown on the status page.
 	Version string
@@ -60,6 +65,9 @@ func Handler(o Options) (http.Handler, error) {
 	}
 	if o.KeepAlive <= 0 {
 		o.KeepAlive = 15 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
 	}
 	if o.StreamBuffer <= 0 {
 		o.StreamBuffer = 1024
@@ -223,13 +231,31 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	// Every batch of writes must reach the subscriber's socket within WriteTimeout: one that
+	// stops reading (its socket full) is let go, rather than holding a goroutine and a connection
+	// for ever.
+	begin := func() { _ = rc.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout)) }
+	failed := func(err error) {
+		// A timed-out write leaves the connection's writer failed: the error may surface in a
+		// later batch, so the error says what happened, not the clock.
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.o.Logger.Warn("event stream subscriber cut off", "remote", r.RemoteAddr,
+				"reason", fmt.Sprintf("not reading: a write did not complete in %s", s.o.WriteTimeout))
+			if s.o.OnCut != nil {
+				s.o.OnCut()
+			}
+		}
+	}
+	begin()
 	fmt.Fprintf(w, ": hotplug-agent event stream, class %s\nretry: 1000\n\n", notify.ClassName(class))
 	for _, f := range pre {
-		if writeFrame(w, f) != nil {
+		if err := writeFrame(w, f); err != nil {
+			failed(err)
 			return
 		}
 	}
 	if err := rc.Flush(); err != nil {
+		failed(err)
 		return
 	}
 	tick := time.NewTicker(s.o.KeepAlive)
@@ -240,8 +266,10 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-sub.cut:
 			// Deliver what was queued before the cut, then say why the stream ends.
+			begin()
 			for len(sub.ch) > 0 {
-				if writeFrame(w, <-sub.ch) != nil {
+				if err := writeFrame(w, <-sub.ch); err != nil {
+					failed(err)
 					return
 				}
 			}
@@ -254,25 +282,35 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			_ = rc.Flush()
 			return
 		case f := <-sub.ch:
-			if writeFrame(w, f) != nil {
+			begin()
+			if err := writeFrame(w, f); err != nil {
+				failed(err)
 				return
 			}
 			// Write whatever else is ready before one flush.
 			for drained := false; !drained; {
 				select {
 				case f := <-sub.ch:
-					if writeFrame(w, f) != nil {
+					if err := writeFrame(w, f); err != nil {
+						failed(err)
 						return
 					}
 				default:
 					drained = true
 				}
 			}
-			if rc.Flush() != nil {
+			if err := rc.Flush(); err != nil {
+				failed(err)
 				return
 			}
 		case <-tick.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
+			begin()
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				failed(err)
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				failed(err)
 				return
 			}
 		}

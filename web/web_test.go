@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -318,5 +320,52 @@ func TestEventsResyncWhenHistoryIsGone(t *testing.T) {
 	defer done()
 	if e := nextEvent(t, sc); e.id != "10" || e.typ != "" {
 		t.Errorf("resume from 9: %+v; want id 10", e)
+	}
+}
+
+// TestEventsSubscriberNotReadingIsLetGo: a subscriber whose socket stays full (it stopped
+// reading, its host froze) is cut off once a write has waited WriteTimeout, even when its queue
+// never fills: it must not hold a goroutine and a connection for ever.
+func TestEventsSubscriberNotReadingIsLetGo(t *testing.T) {
+	reg := notify.NewRegistry(notify.Options{})
+	reg.Seed([]notify.Interface{cpu(0), cpu(1)})
+	cut := make(chan struct{}, 1)
+	h, err := Handler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), StreamBuffer: 1 << 20,
+		WriteTimeout: 200 * time.Millisecond, OnCut: func() { cut <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	if _, err := fmt.Fprintf(conn, "GET /events?class=processor HTTP/1.1\r\nHost: agent\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Never read. Publish until the server's writes block for good, then some more.
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		select {
+		case <-cut:
+			return
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a subscriber that never reads was not let go within 30 s (%d notifications published)", i)
+		}
+		ev := notify.GUIDDeviceInterfaceRemoval
+		if i%2 == 1 {
+			ev = notify.GUIDDeviceInterfaceArrival
+		}
+		reg.Publish(notify.NewNotification(ev, cpu(1), uint64(i), time.Now(), notify.CauseUevent))
+		if i%100 == 99 {
+			// Slowly enough that the hub keeps up (a hub that falls behind cuts everyone off with
+			// a resync instead), fast enough to fill the socket within seconds.
+			time.Sleep(time.Millisecond)
+		}
 	}
 }
