@@ -181,15 +181,24 @@ func New(o Options) (*Agent, error) {
 	a.memdevs = memdev.New(memdev.Options{
 		Reader: memdev.NewReader(fs, o.IOMemPath), Publish: a.publishDevice, Logger: o.Logger,
 	})
-	if prev, ok := a.loadState(); ok {
+	prev, ok := a.loadState()
+	// Event IDs continue exactly after an orderly shutdown. After anything else (a kill, a
+	// crash, no state file) they jump ahead, so that no ID is ever given to two notifications: a
+	// client resuming with an ID the last run gave after its last save gets a resync, not another
+	// notification under the same ID.
+	a.registry.SetLastID(nextIDs(prev.LastEventID, prev.Clean && ok))
+	a.devices.SetLastID(nextIDs(prev.MemoryDeviceLastEventID, prev.Clean && ok))
+	if ok && !prev.Clean {
+		a.log.Warn("the agent did not stop cleanly last time: event IDs jump ahead so that none is given twice",
+			"last_saved_id", prev.LastEventID, "next_id", a.registry.LastID()+1)
+	}
+	if ok {
 		// The devices announced before the restart: what changed for them while the agent was
 		// down follows from the block notifications below.
 		a.memdevs.Restore(prev.Interfaces, prev.MemoryDevices)
 		a.devices.Seed(prev.MemoryDevices)
-		a.devices.SetLastID(prev.MemoryDeviceLastEventID)
 		a.tracker.Restore(prev.Interfaces)
 		a.registry.Seed(prev.Interfaces)
-		a.registry.SetLastID(prev.LastEventID)
 		if startup, err = a.tracker.Resync(0, time.Now()); err != nil {
 			return nil, err
 		}
@@ -245,7 +254,7 @@ func New(o Options) (*Agent, error) {
 	if len(startup) > 0 {
 		a.log.Info("announced the changes made while the agent was down", "notifications", len(startup))
 	}
-	if err := a.saveState(); err != nil {
+	if err := a.saveState(false); err != nil {
 		return nil, err // an unusable --path.state fails at start, not at the first change
 	}
 	ok = true
@@ -271,7 +280,24 @@ func (a *Agent) loadState() (statefile.State, bool) {
 }
 
 // saveState writes the announced set and the last notification ID to the state file.
-func (a *Agent) saveState() error {
+// idJump is how far event IDs jump after a start that did not follow an orderly shutdown: more
+// than the agent can number between two saves of its state file.
+const idJump = 1 << 20
+
+// nextIDs returns the last event ID to continue from: last itself after a clean shutdown;
+// otherwise beyond anything the previous run can have given, last+idJump, and beyond the
+// microseconds since 1970, so that a run that lost its state file (or keeps none) does not
+// start again at IDs an earlier run gave.
+func nextIDs(last uint64, clean bool) uint64 {
+	if clean {
+		return last
+	}
+	return max(last+idJump, uint64(time.Now().UnixMicro()))
+}
+
+// saveState saves the state file; clean marks the save of an orderly shutdown, after which no
+// notification is published.
+func (a *Agent) saveState(clean bool) error {
 	if a.o.StatePath == "" {
 		return nil
 	}
@@ -280,6 +306,7 @@ func (a *Agent) saveState() error {
 		LastEventID:             a.registry.LastID(),
 		MemoryDevices:           a.devices.Active(),
 		MemoryDeviceLastEventID: a.devices.LastID(),
+		Clean:                   clean,
 		SavedAt:                 time.Now(),
 	})
 }
@@ -294,7 +321,7 @@ func (a *Agent) saver(ctx context.Context) {
 			return
 		case <-a.saveReq:
 		}
-		if err := a.saveState(); err != nil {
+		if err := a.saveState(false); err != nil {
 			a.log.Warn("state file not saved", "err", err)
 		}
 	}
@@ -699,7 +726,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopSaver()
 	wg.Wait()
-	if e := a.saveState(); e != nil {
+	if e := a.saveState(true); e != nil {
 		a.log.Error("state file not saved at shutdown", "err", e)
 	}
 	return err

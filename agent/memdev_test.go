@@ -20,6 +20,7 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/statefile"
 )
 
 // moduleJournal records the notifications a memory-device registration receives.
@@ -183,5 +184,72 @@ func getJSON(t *testing.T, url string, v any) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// TestEventIDsAcrossRestarts: IDs continue exactly after an orderly shutdown, and jump ahead
+// after a start without a clean state (a first start, a kill), so that no ID names two
+// notifications.
+func TestEventIDsAcrossRestarts(t *testing.T) {
+	root := fixture(t)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	seq := uint64(100)
+	// toggle changes cpu1 and returns the ID of the notification it causes.
+	toggle := func(a *Agent, src *fakeSource) uint64 {
+		t.Helper()
+		before := a.Registry().LastID()
+		state, action := "0", "offline"
+		if s, _ := os.ReadFile(filepath.Join(root, "devices/system/cpu/cpu1/online")); strings.TrimSpace(string(s)) == "0" {
+			state, action = "1", "online"
+		}
+		writeAttr(t, root, "devices/system/cpu/cpu1/online", state)
+		seq++
+		src.send(t, action, "/devices/system/cpu/cpu1", "cpu", seq)
+		for deadline := time.Now().Add(10 * time.Second); a.Registry().LastID() == before; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no notification for %s of cpu1", action)
+			}
+		}
+		return a.Registry().LastID()
+	}
+	start := func() (*Agent, *fakeSource, func()) {
+		a, src, stop, done := runAgent(t, Options{SysfsPath: root, StatePath: statePath})
+		return a, src, func() {
+			stop()
+			err := <-done
+			done <- err
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	began := uint64(time.Now().UnixMicro())
+	a, src, stop := start()
+	first := toggle(a, src)
+	if first <= began {
+		t.Errorf("first ID of a first start %d; want one beyond the microseconds since 1970 (%d), so no earlier run's ID comes again", first, began)
+	}
+	last := toggle(a, src)
+	stop()
+
+	a, src, stop = start()
+	if got := toggle(a, src); got != last+1 {
+		t.Errorf("after an orderly shutdown at ID %d the next ID is %d; want %d", last, got, last+1)
+	}
+	stop()
+
+	// As if killed: the last state saved while running is not marked clean.
+	s, err := statefile.Load(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Clean = false
+	if err := statefile.Save(statePath, s); err != nil {
+		t.Fatal(err)
+	}
+	a, src, _ = start()
+	if got := toggle(a, src); got < s.LastEventID+idJump+1 {
+		t.Errorf("after an unclean stop at saved ID %d the next ID is %d; want at least %d", s.LastEventID, got, s.LastEventID+idJump+1)
 	}
 }

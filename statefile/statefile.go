@@ -50,6 +50,10 @@ type State struct {
 	// MemoryDeviceLastEventID the last id given to their notifications.
 	MemoryDevices           []notify.Interface
 	MemoryDeviceLastEventID uint64
+	// Clean says the agent saved this at its orderly shutdown: the last event IDs are exactly
+	// the last ones given. After any other save the agent may have gone on numbering
+	// notifications before it was killed.
+	Clean bool
 }
 
 // fileJSON is the JSON form of the whole file.
@@ -61,6 +65,7 @@ type fileJSON struct {
 	// Optional: a file written before memory devices existed has neither.
 	MemoryDevices           []deviceJSON `json:"memory_devices,omitempty"`
 	MemoryDeviceLastEventID uint64       `json:"memory_device_last_event_id,omitempty"`
+	CleanShutdown           bool         `json:"clean_shutdown,omitempty"`
 }
 
 // deviceJSON is the JSON form of one memory device in the file.
@@ -139,6 +144,7 @@ func Save(path string, s State) error {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
 	f.MemoryDeviceLastEventID = s.MemoryDeviceLastEventID
+	f.CleanShutdown = s.Clean
 	for _, d := range s.MemoryDevices {
 		f.MemoryDevices = append(f.MemoryDevices, deviceJSON{ID: d.Device, SymbolicLink: d.SymbolicLink, Blocks: d.Blocks,
 			Node: d.Node, PhysStart: d.PhysStart, Size: d.Size})
@@ -292,7 +298,7 @@ func decode(data []byte) (State, error) {
 		return State{}, err
 	}
 	return State{Version: f.Version, Interfaces: ifaces, LastEventID: f.LastEventID, SavedAt: f.SavedAt,
-		MemoryDevices: devices, MemoryDeviceLastEventID: f.MemoryDeviceLastEventID}, nil
+		MemoryDevices: devices, MemoryDeviceLastEventID: f.MemoryDeviceLastEventID, Clean: f.CleanShutdown}, nil
 }
 
 // syntaxError describes a JSON error in one line, with the byte offset where it can. data holds

@@ -79,6 +79,7 @@ func TestRoundTrip(t *testing.T) {
 				MemoryDevices: []notify.Interface{dimm("PNP0C80:01", 36, 36), dimm("PNP0C80:00", 32, 35)}, MemoryDeviceLastEventID: 7},
 			State{Version: 1, Interfaces: []notify.Interface{mem(32), mem(33), mem(34), mem(35), mem(36)}, SavedAt: savedAt,
 				MemoryDevices: []notify.Interface{dimm("PNP0C80:00", 32, 35), dimm("PNP0C80:01", 36, 36)}, MemoryDeviceLastEventID: 7}},
+		{"clean shutdown", State{Version: 1, Interfaces: []notify.Interface{cpu(0)}, LastEventID: 9, SavedAt: savedAt, Clean: true}, State{}},
 		{"saved at in another zone", State{Version: 1, Interfaces: []notify.Interface{cpu(2)},
 			SavedAt: savedAt.In(time.FixedZone("CET", 3600))}, State{}},
 	}
