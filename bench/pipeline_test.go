@@ -114,7 +114,6 @@ func (m memSysfs) MemoryBlocks() ([]sysfs.MemoryBlock, error) {
 type pipeline struct {
 	log       *slog.Logger
 	metrics   *metrics.Metrics
-	tuned     *tunedMetrics // nil: the agent's code as it is
 	tracker   *state.Tracker
 	registry  *notify.Registry
 	overflows atomic.Int64 // queue overflows the registry reported
@@ -131,17 +130,11 @@ func (o observer) QueueOverflow(owner string, dropped int) {
 	o.Observer.QueueOverflow(owner, dropped)
 }
 
-// newPipeline returns the agent's loop over fs. With owners, it is the tuned loop, its metrics
-// resolved ahead for those registration owners.
-func newPipeline(tb testing.TB, fs memSysfs, owners ...string) *pipeline {
+// newPipeline returns the agent's loop over fs.
+func newPipeline(tb testing.TB, fs memSysfs) *pipeline {
 	p := &pipeline{log: slog.New(slog.DiscardHandler), tracker: state.New(fs)}
 	p.metrics = metrics.New(prometheus.NewRegistry(), "bench")
-	var obs notify.Observer = p.metrics
-	if owners != nil {
-		p.tuned = newTunedMetrics(p.metrics, owners)
-		obs = p.tuned
-	}
-	p.registry = notify.NewRegistry(notify.Options{Logger: p.log, Observer: observer{obs, &p.overflows}})
+	p.registry = notify.NewRegistry(notify.Options{Logger: p.log, Observer: observer{p.metrics, &p.overflows}})
 	active, err := p.tracker.Scan()
 	if err != nil {
 		tb.Fatal(err)
@@ -158,28 +151,17 @@ func (p *pipeline) handle(b []byte, now time.Time) error {
 		return err
 	}
 	ev.ReadAt = now
-	if p.tuned != nil {
-		p.tuned.uevent(ev.Subsystem, ev.Action)
-	} else {
-		p.metrics.Uevent(ev.Subsystem, ev.Action)
-	}
+	p.metrics.Uevent(ev.Subsystem, ev.Action)
 	if state.Suspicious(ev.Subsystem, ev.DevPath) {
 		return fmt.Errorf("suspicious devpath %s", ev.DevPath)
 	}
-	if kind, _ := state.Classify(ev.Subsystem, ev.DevPath); kind != state.KindNone {
-		// The tuned loop builds the debug line's arguments only when debug logging is on.
-		if p.tuned == nil || p.log.Enabled(context.Background(), slog.LevelDebug) {
-			p.log.Debug("uevent", "action", ev.Action, "devpath", ev.DevPath, "seqnum", ev.Seqnum, "synthetic", ev.Synthetic())
-		}
+	if kind, _ := state.Classify(ev.Subsystem, ev.DevPath); kind != state.KindNone && p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.Debug("uevent", "action", ev.Action, "devpath", ev.DevPath, "seqnum", ev.Seqnum, "synthetic", ev.Synthetic())
 	}
 	notes, gap := p.tracker.Handle(&ev)
 	for i := range notes {
 		if p.registry.Publish(notes[i]) {
-			if p.tuned != nil {
-				p.tuned.notified(&notes[i])
-			} else {
-				p.metrics.Notified(&notes[i])
-			}
+			p.metrics.Notified(&notes[i])
 		}
 	}
 	if gap {
@@ -187,71 +169,6 @@ func (p *pipeline) handle(b []byte, now time.Time) error {
 	}
 	return nil
 }
-
-// tunedMetrics is what the agent's metrics would cost with their series looked up once rather
-// than on every event (a counter vector hashes its label values and takes a lock per lookup):
-// the same collectors, resolved ahead of time. It stands for a proposed change to package
-// metrics, measured here before it is made.
-type tunedMetrics struct {
-	m        *metrics.Metrics
-	uevents  map[[2]string]prometheus.Counter
-	notes    map[[2]string]prometheus.Counter
-	ifaces   map[string]prometheus.Gauge
-	dispatch map[string]prometheus.Observer
-	duration map[string]prometheus.Observer
-}
-
-func newTunedMetrics(m *metrics.Metrics, owners []string) *tunedMetrics {
-	t := &tunedMetrics{m: m, uevents: map[[2]string]prometheus.Counter{}, notes: map[[2]string]prometheus.Counter{},
-		ifaces: map[string]prometheus.Gauge{}, dispatch: map[string]prometheus.Observer{}, duration: map[string]prometheus.Observer{}}
-	for _, sub := range []string{"cpu", "memory"} {
-		for _, a := range []string{"add", "remove", "change", "move", "online", "offline", "bind", "unbind"} {
-			t.uevents[[2]string{sub, a}] = m.Uevents.WithLabelValues(sub, a)
-		}
-	}
-	for _, c := range []string{"processor", "memory"} {
-		for _, e := range []string{"arrival", "removal"} {
-			t.notes[[2]string{c, e}] = m.Notifications.WithLabelValues(c, e)
-		}
-		t.ifaces[c] = m.Interfaces.WithLabelValues(c)
-	}
-	for _, o := range owners {
-		t.dispatch[o] = m.DispatchLatency.WithLabelValues(o)
-		t.duration[o] = m.CallbackDuration.WithLabelValues(o)
-	}
-	return t
-}
-
-func (t *tunedMetrics) uevent(subsystem, action string) {
-	if c, ok := t.uevents[[2]string{subsystem, action}]; ok {
-		c.Inc()
-		return
-	}
-	t.m.Uevent(subsystem, action)
-}
-
-func (t *tunedMetrics) notified(n *notify.Notification) {
-	class := notify.ClassName(n.InterfaceClassGUID)
-	t.notes[[2]string{class, notify.EventName(n.Event)}].Inc()
-	if n.IsArrival() {
-		t.ifaces[class].Inc()
-	} else {
-		t.ifaces[class].Dec()
-	}
-}
-
-func (t *tunedMetrics) CallbackStarted(owner string, _ *notify.Notification, latency time.Duration) {
-	t.dispatch[owner].Observe(latency.Seconds())
-}
-
-func (t *tunedMetrics) CallbackDone(owner string, _ *notify.Notification, took time.Duration, err error) {
-	t.duration[owner].Observe(took.Seconds())
-	if err != nil {
-		t.m.CallbackErrors.WithLabelValues(owner).Inc()
-	}
-}
-
-func (t *tunedMetrics) QueueOverflow(owner string, dropped int) { t.m.QueueOverflow(owner, dropped) }
 
 // cpuTime is this process's CPU time.
 func cpuTime(tb testing.TB) time.Duration {
@@ -290,29 +207,13 @@ func BenchmarkParse(b *testing.B) {
 // registrations' included): the events one core handles per second.
 func BenchmarkPipeline(b *testing.B) {
 	for _, regs := range []int{1, 8, 64} {
-		b.Run("registrations="+strconv.Itoa(regs), func(b *testing.B) { benchPipeline(b, regs, false) })
+		b.Run("registrations="+strconv.Itoa(regs), func(b *testing.B) { benchPipeline(b, regs) })
 	}
 }
 
-// BenchmarkPipelineTuned is BenchmarkPipeline with two changes proposed for the agent applied to
-// the benchmark's copy of its loop: the debug log line's arguments built only when debug logging
-// is on, and the metrics' series looked up once (tunedMetrics).
-func BenchmarkPipelineTuned(b *testing.B) {
-	for _, regs := range []int{1, 8} {
-		b.Run("registrations="+strconv.Itoa(regs), func(b *testing.B) { benchPipeline(b, regs, true) })
-	}
-}
-
-func benchPipeline(b *testing.B, regs int, tuned bool) {
+func benchPipeline(b *testing.B, regs int) {
 	const cpus = 64
-	var owners []string
-	for i := range regs {
-		owners = append(owners, "bench-"+strconv.Itoa(i))
-	}
-	if !tuned {
-		owners = nil
-	}
-	p := newPipeline(b, memSysfs{cpus: cpus, blocks: 0}, owners...)
+	p := newPipeline(b, memSysfs{cpus: cpus, blocks: 0})
 	var delivered atomic.Int64
 	var target atomic.Int64
 	done := make(chan struct{}, 1)

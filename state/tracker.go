@@ -47,14 +47,29 @@ const (
 // loop owns it.
 type Tracker struct {
 	fs      Sysfs
-	known   map[string]notify.Interface // by symbolic link
+	known   map[key]notify.Interface
 	lastSeq uint64
 	now     func() time.Time
 }
 
 // New returns a Tracker over fs with an empty record; call Scan before handling events.
 func New(fs Sysfs) *Tracker {
-	return &Tracker{fs: fs, known: make(map[string]notify.Interface), now: time.Now}
+	return &Tracker{fs: fs, known: make(map[key]notify.Interface), now: time.Now}
+}
+
+// key names an interface in the record: its kind and number, so that handling a uevent needs no
+// symbolic link string built.
+type key struct {
+	kind Kind
+	n    int
+}
+
+// keyOf is the key of an interface of the record (a processor or a memory block).
+func keyOf(i notify.Interface) key {
+	if i.ClassGUID == notify.GUIDDeviceProcessor {
+		return key{KindCPU, i.Number}
+	}
+	return key{KindMemory, i.Number}
 }
 
 // Kind says which interface class a device path names.
@@ -118,9 +133,9 @@ func (t *Tracker) Scan() ([]notify.Interface, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.known = make(map[string]notify.Interface, len(active))
+	t.known = make(map[key]notify.Interface, len(active))
 	for _, i := range active {
-		t.known[i.SymbolicLink] = i
+		t.known[keyOf(i)] = i
 	}
 	return active, nil
 }
@@ -128,9 +143,9 @@ func (t *Tracker) Scan() ([]notify.Interface, error) {
 // Restore makes ifaces the record (what was announced before a restart) without reading sysfs;
 // a following Resync announces what changed since.
 func (t *Tracker) Restore(ifaces []notify.Interface) {
-	t.known = make(map[string]notify.Interface, len(ifaces))
+	t.known = make(map[key]notify.Interface, len(ifaces))
 	for _, i := range ifaces {
-		t.known[i.SymbolicLink] = i
+		t.known[keyOf(i)] = i
 	}
 }
 
@@ -198,21 +213,21 @@ func (t *Tracker) Resync(seqnum uint64, readAt time.Time) ([]notify.Notification
 	if err != nil {
 		return nil, err
 	}
-	now := make(map[string]notify.Interface, len(active))
+	now := make(map[key]notify.Interface, len(active))
 	for _, i := range active {
-		now[i.SymbolicLink] = i
+		now[keyOf(i)] = i
 	}
 	var out []notify.Notification
 	for _, old := range t.Known() {
-		if _, ok := now[old.SymbolicLink]; !ok {
-			delete(t.known, old.SymbolicLink)
+		if _, ok := now[keyOf(old)]; !ok {
+			delete(t.known, keyOf(old))
 			old.State = "offline"
 			out = append(out, notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, old, seqnum, readAt, notify.CauseResync))
 		}
 	}
 	for _, i := range active {
-		if _, ok := t.known[i.SymbolicLink]; !ok {
-			t.known[i.SymbolicLink] = i
+		if _, ok := t.known[keyOf(i)]; !ok {
+			t.known[keyOf(i)] = i
 			out = append(out, notify.NewNotification(notify.GUIDDeviceInterfaceArrival, i, seqnum, readAt, notify.CauseResync))
 		}
 	}
@@ -245,11 +260,8 @@ func (t *Tracker) Handle(ev *udev.Event) (out []notify.Notification, gap bool) {
 	if kind == KindNone {
 		return nil, gap
 	}
-	link := CPULink(n)
-	if kind == KindMemory {
-		link = MemoryBlockLink(n)
-	}
-	_, announced := t.known[link]
+	k := key{kind, n}
+	_, announced := t.known[k]
 	switch ev.Action {
 	case "online":
 		if !announced {
@@ -257,7 +269,7 @@ func (t *Tracker) Handle(ev *udev.Event) (out []notify.Notification, gap bool) {
 		}
 	case "offline", "remove":
 		if announced {
-			return t.remove(link, ev), gap
+			return t.remove(k, ev), gap
 		}
 	}
 	return nil, gap
@@ -281,14 +293,14 @@ func (t *Tracker) arrive(kind Kind, n int, ev *udev.Event) []notify.Notification
 		b.State = "online"
 		iface = MemoryInterface(b)
 	}
-	t.known[iface.SymbolicLink] = iface
+	t.known[key{kind, n}] = iface
 	return []notify.Notification{notify.NewNotification(notify.GUIDDeviceInterfaceArrival, iface, ev.Seqnum, ev.ReadAt, notify.CauseUevent)}
 }
 
-// remove forgets and announces the removal of the interface at link.
-func (t *Tracker) remove(link string, ev *udev.Event) []notify.Notification {
-	iface := t.known[link]
-	delete(t.known, link)
+// remove forgets and announces the removal of the interface of k.
+func (t *Tracker) remove(k key, ev *udev.Event) []notify.Notification {
+	iface := t.known[k]
+	delete(t.known, k)
 	iface.State = "offline"
 	return []notify.Notification{notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, iface, ev.Seqnum, ev.ReadAt, notify.CauseUevent)}
 }

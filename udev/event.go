@@ -25,6 +25,8 @@ type Event struct {
 
 	// raw is the whole datagram as one string; keys are read from it on demand.
 	raw string
+	// synthetic: Parse saw a SYNTH_UUID key (Synthetic is asked of every event).
+	synthetic bool
 }
 
 // Get returns the value of key, with trailing newlines trimmed, scanning the stored
@@ -61,10 +63,7 @@ func (e *Event) All() iter.Seq2[string, string] {
 // Synthetic reports whether the event carries SYNTH_UUID, that is whether it was
 // caused by a write to a device's uevent file rather than by a change of the device.
 // It does not block and is safe for concurrent use.
-func (e *Event) Synthetic() bool {
-	_, ok := e.Get("SYNTH_UUID")
-	return ok
-}
+func (e *Event) Synthetic() bool { return e.synthetic }
 
 // String returns a short form for logs, such as "online@/devices/system/cpu/cpu1 seq=815".
 // It does not block and is safe for concurrent use.

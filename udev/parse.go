@@ -79,6 +79,8 @@ func Parse(b []byte) (Event, error) {
 				return Event{}, &ParseError{Offset: off, Reason: "SEQNUM is not a decimal uint64"}
 			}
 			ev.Seqnum, haveSeq = n, true
+		case key == "SYNTH_UUID":
+			ev.synthetic = true
 		}
 		off += len(field) + 1
 		rest = next
