@@ -244,6 +244,8 @@ func New(o Options) (*Agent, error) {
 		Present:        func() ([]notify.Interface, error) { return state.Present(fs) },
 		DeviceRegistry: a.devices,
 		DeviceOf:       a.memdevs.DeviceOf,
+		Changes:        a.changes,
+		Targets:        a.targets,
 		History:        o.StreamHistory,
 		OnCut:          a.metrics.StreamCuts.Inc,
 	})

@@ -55,6 +55,10 @@ type Options struct {
 	// DeviceOf names the memory device a memory block belongs to ("" for none), shown in
 	// /interfaces; nil: none.
 	DeviceOf func(block int) string
+	// Changes and Targets are the two-phase and target-device registrations, listed on the
+	// status page; nil: none.
+	Changes *notify.ChangeRegistry
+	Targets *notify.TargetRegistry
 }
 
 // Handler returns the agent's HTTP handler, after registering the event stream's registration
@@ -362,12 +366,16 @@ API: <a href="interfaces">/interfaces</a>, <a href="events">/events</a>, <a href
 {{range .CPUs}}<tr data-link="{{.SymbolicLink}}"><td>{{.Number}}</td><td class="state {{.State}}">{{.State}}</td><td>{{if ge .Node 0}}{{.Node}}{{end}}</td><td><code>{{.SymbolicLink}}</code></td></tr>
 {{end}}</tbody></table>
 <h2>Memory blocks</h2>
-<table id="memory"><thead><tr><th>block</th><th>state</th><th>zones</th><th>node</th><th>range</th><th>symbolic link</th></tr></thead><tbody>
-{{range .Blocks}}<tr data-link="{{.SymbolicLink}}"><td>{{.Number}}</td><td class="state {{.State}}">{{.State}}</td><td>{{.Zones}}</td><td>{{if ge .Node 0}}{{.Node}}{{end}}</td><td><code>{{printf "0x%x" .PhysStart}}+{{printf "%d" .SizeMiB}}M</code></td><td><code>{{.SymbolicLink}}</code></td></tr>
+<table id="memory"><thead><tr><th>block</th><th>state</th><th>zones</th><th>node</th><th>range</th><th>device</th><th>symbolic link</th></tr></thead><tbody>
+{{range .Blocks}}<tr data-link="{{.SymbolicLink}}"><td>{{.Number}}</td><td class="state {{.State}}">{{.State}}</td><td>{{.Zones}}</td><td>{{if ge .Node 0}}{{.Node}}{{end}}</td><td><code>{{printf "0x%x" .PhysStart}}+{{printf "%d" .SizeMiB}}M</code></td><td>{{.Device}}</td><td><code>{{.SymbolicLink}}</code></td></tr>
 {{end}}</tbody></table>
+{{if .HasDevices}}<h2>Memory devices</h2>
+<table id="memory-devices"><thead><tr><th>device</th><th>blocks</th><th>node</th><th>start, size</th><th>symbolic link</th></tr></thead><tbody>
+{{range .Devices}}<tr data-link="{{.SymbolicLink}}"><td>{{.Device}}</td><td>{{.Blocks}}</td><td>{{if ge .Node 0}}{{.Node}}{{end}}</td><td><code>{{printf "0x%x" .PhysStart}}+{{printf "%d" .SizeMiB}}M</code></td><td><code>{{.SymbolicLink}}</code></td></tr>
+{{end}}</tbody></table>{{end}}
 <h2>Registrations</h2>
-<table id="registrations"><thead><tr><th>owner</th><th>class</th><th>queued</th><th>delivered</th><th>dropped</th></tr></thead><tbody>
-{{range .Entries}}<tr><td>{{.Owner}}</td><td>{{.ClassName}}</td><td>{{.Queued}}</td><td>{{.Delivered}}</td><td>{{.Dropped}}</td></tr>
+<table id="registrations"><thead><tr><th>owner</th><th>kind</th><th>class or target</th><th>queued</th><th>delivered</th><th>dropped</th></tr></thead><tbody>
+{{range .Entries}}<tr><td>{{.Owner}}</td><td>{{.Kind}}</td><td>{{.What}}</td><td>{{.Queued}}</td><td>{{.Delivered}}</td><td>{{.Dropped}}</td></tr>
 {{end}}</tbody></table>
 <script>
 (function () {
@@ -401,9 +409,9 @@ API: <a href="interfaces">/interfaces</a>, <a href="events">/events</a>, <a href
 
 func (s *server) index(w http.ResponseWriter, _ *http.Request) {
 	type row struct {
-		Owner, ClassName   string
-		Queued             int
-		Delivered, Dropped uint64
+		Owner, Kind, What string
+		// Queued, Delivered and Dropped are blank for the synchronous kinds.
+		Queued, Delivered, Dropped string
 	}
 	type iface struct {
 		notify.Interface
@@ -414,8 +422,11 @@ func (s *server) index(w http.ResponseWriter, _ *http.Request) {
 		Error   string
 		CPUs    []iface
 		Blocks  []iface
+		Devices []iface
 		Entries []row
-	}{Version: s.o.Version}
+
+		HasDevices bool
+	}{Version: s.o.Version, HasDevices: s.o.DeviceRegistry != nil}
 	present := s.o.Registry.Active()
 	if s.o.Present != nil {
 		var err error
@@ -425,13 +436,37 @@ func (s *server) index(w http.ResponseWriter, _ *http.Request) {
 	}
 	for _, i := range present {
 		if i.ClassGUID == notify.GUIDDeviceMemory {
+			if s.o.DeviceOf != nil {
+				i.Device = s.o.DeviceOf(i.Number)
+			}
 			page.Blocks = append(page.Blocks, iface{i, i.Size >> 20})
 		} else {
 			page.CPUs = append(page.CPUs, iface{i, 0})
 		}
 	}
+	counted := func(owner, kind, what string, e notify.EntryInfo) row {
+		return row{owner, kind, what, strconv.Itoa(e.Queued), strconv.FormatUint(e.Delivered, 10), strconv.FormatUint(e.Dropped, 10)}
+	}
 	for _, e := range s.o.Registry.Entries() {
-		page.Entries = append(page.Entries, row{e.Owner, className(e.Class), e.Queued, e.Delivered, e.Dropped})
+		page.Entries = append(page.Entries, counted(e.Owner, "device interface", className(e.Class), e))
+	}
+	if s.o.DeviceRegistry != nil {
+		for _, d := range s.o.DeviceRegistry.Active() {
+			page.Devices = append(page.Devices, iface{d, d.Size >> 20})
+		}
+		for _, e := range s.o.DeviceRegistry.Entries() {
+			page.Entries = append(page.Entries, counted(e.Owner, "memory devices", className(e.Class), e))
+		}
+	}
+	if s.o.Changes != nil {
+		for _, e := range s.o.Changes.Entries() {
+			page.Entries = append(page.Entries, row{Owner: e.Owner, Kind: "two-phase", What: className(e.Class)})
+		}
+	}
+	if s.o.Targets != nil {
+		for _, e := range s.o.Targets.Entries() {
+			page.Entries = append(page.Entries, row{Owner: e.Owner, Kind: "target device", What: e.Target})
+		}
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, page); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -366,6 +367,69 @@ func TestEventsSubscriberNotReadingIsLetGo(t *testing.T) {
 			// Slowly enough that the hub keeps up (a hub that falls behind cuts everyone off with
 			// a resync instead), fast enough to fill the socket within seconds.
 			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// TestStatusPageListsEverything: the status page shows each block's memory device, the memory
+// devices, and every kind of registration: device interface, memory devices, two-phase and
+// target device.
+func TestStatusPageListsEverything(t *testing.T) {
+	reg := notify.NewRegistry(notify.Options{})
+	memBlock := func(n int) notify.Interface {
+		i := block(n)
+		i.SymbolicLink = "/sys/devices/system/memory/memory" + strconv.Itoa(n)
+		return i
+	}
+	reg.Seed([]notify.Interface{cpu(0), memBlock(32), memBlock(33)})
+	devices := notify.NewRegistry(notify.Options{})
+	dimm := notify.Interface{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00",
+		Number: 32, Node: 0, PhysStart: 32 << 27, Size: 2 << 27, State: "online", Device: "PNP0C80:00", Blocks: "32-33"}
+	devices.Seed([]notify.Interface{dimm})
+	nop := func(context.Context, notify.Notification, any) error { return nil }
+	if _, err := devices.Register(notify.EventCategoryDeviceInterfaceChange, 0, notify.GUIDDeviceMemory, "pools", nop, nil); err != nil {
+		t.Fatal(err)
+	}
+	changes := notify.NewChangeRegistry(notify.ChangeOptions{})
+	defer changes.Close(context.Background())
+	if _, err := changes.Register(context.Background(), notify.GUIDDeviceProcessor, 0, "cpu-gate",
+		func(context.Context, notify.ChangeNotification, any) error { return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
+	targets := notify.NewTargetRegistry(notify.TargetOptions{})
+	defer targets.Close(context.Background())
+	if _, err := targets.Register("/sys/devices/system/cpu/cpu1", "guard-cpu1",
+		func(context.Context, notify.TargetNotification, any) error { return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
+	h, err := Handler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), DeviceRegistry: devices,
+		DeviceOf: func(b int) string { return map[int]string{32: "PNP0C80:00", 33: "PNP0C80:00"}[b] },
+		Changes:  changes, Targets: targets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(context.Background())
+	defer devices.Close(context.Background())
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	for _, want := range []string{
+		`<td><code>0x100000000+128M</code></td><td>PNP0C80:00</td><td><code>/sys/devices/system/memory/memory32</code>`,
+		`<tr data-link="/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00"><td>PNP0C80:00</td><td>32-33</td><td>0</td><td><code>0x100000000+256M</code>`,
+		`<tr><td>events</td><td>device interface</td><td>all</td>`,
+		`<tr><td>pools</td><td>memory devices</td><td>memory</td><td>0</td>`,
+		`<tr><td>events</td><td>memory devices</td><td>all</td>`,
+		`<tr><td>cpu-gate</td><td>two-phase</td><td>processor</td><td></td><td></td><td></td></tr>`,
+		`<tr><td>guard-cpu1</td><td>target device</td><td>/sys/devices/system/cpu/cpu1</td>`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the status page lacks %s", want)
 		}
 	}
 }
