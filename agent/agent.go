@@ -218,6 +218,7 @@ func New(o Options) (*Agent, error) {
 		a.devices.Seed(devices)
 	}
 	a.metrics.SetInterfaces(a.registry.Active())
+	metrics.RegisterMemoryDevices(reg, func() int { return len(a.devices.Active()) })
 
 	if err := a.registerCallbacks(); err != nil {
 		return nil, err
@@ -851,6 +852,7 @@ func (a *Agent) publishDevice(n notify.Notification) bool {
 	if !a.devices.Publish(n) {
 		return false
 	}
+	a.metrics.DeviceNotified(&n)
 	select {
 	case a.saveReq <- struct{}{}:
 	default:

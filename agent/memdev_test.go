@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -137,6 +138,18 @@ func TestMemoryDevices(t *testing.T) {
 	if len(devices) != 1 || devices[0]["memory_device"] != "PNP0C80:00" || devices[0]["memory_blocks"] != "32-33" ||
 		devices[0]["symbolic_link"] != "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00" || devices[0]["memory_block"] != nil {
 		t.Errorf("/interfaces?memory_devices=true = %v; want PNP0C80:00 with blocks 32-33 at its /sys path, no memory_block", devices)
+	}
+	if a, r := counterValue(a.metrics.DeviceNotifications.WithLabelValues("arrival")), counterValue(a.metrics.DeviceNotifications.WithLabelValues("removal")); a != 1 || r != 1 {
+		t.Errorf("hotplug_agent_memory_device_notifications_total: arrival %v, removal %v; want 1 and 1", a, r)
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposition, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(exposition), "\nhotplug_agent_memory_devices 1\n") {
+		t.Errorf("/metrics has no hotplug_agent_memory_devices 1")
 	}
 	if resp, err := http.Get(base + "/interfaces?memory_devices=maybe"); err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("/interfaces?memory_devices=maybe: %v %v; want 400", resp.Status, err)

@@ -36,9 +36,12 @@ type Metrics struct {
 	Resyncs          *prometheus.CounterVec
 	Interfaces       *prometheus.GaugeVec
 	StreamCuts       prometheus.Counter
-	OnlineAttempts   *prometheus.CounterVec
-	OnlineDuration   *prometheus.HistogramVec
-	BuildInfo        *prometheus.GaugeVec
+	// DeviceNotifications counts the memory-device notifications (notify.FlagMemoryDevices),
+	// apart from Notifications: the blocks of a device are counted there already.
+	DeviceNotifications *prometheus.CounterVec
+	OnlineAttempts      *prometheus.CounterVec
+	OnlineDuration      *prometheus.HistogramVec
+	BuildInfo           *prometheus.GaugeVec
 
 	// The series of the hot path, looked up once: WithLabelValues checks and hashes the values
 	// and takes the vector's lock on every call, a fifth of the agent's CPU per event before.
@@ -137,8 +140,12 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"interface_class"}),
 		StreamCuts: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "stream_subscribers_cut_total",
-			Help: "Event stream (/events) subscribers cut off for falling too far behind; they resume by event ID.",
+			Help: "Event stream (/events) subscribers cut off for falling too far behind or not reading; they resume by event ID.",
 		}),
+		DeviceNotifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "memory_device_notifications_total",
+			Help: "Notifications of whole memory devices (a DIMM, a virtio-mem plug), by event.",
+		}, []string{"event"}),
 		OnlineAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "online_attempts_total",
 			Help: "Writes of the online policy to bring a hot-added CPU or memory block online, by interface class and result (success, failure).",
@@ -155,7 +162,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	reg.MustRegister(m.Notifications, m.DispatchLatency, m.CallbackDuration, m.CallbackErrors,
 		m.QueueOverflows, m.Uevents, m.UeventsRejected, m.NetlinkOverflows, m.Resyncs, m.Interfaces,
-		m.StreamCuts, m.OnlineAttempts, m.OnlineDuration, m.BuildInfo)
+		m.StreamCuts, m.OnlineAttempts, m.OnlineDuration, m.BuildInfo, m.DeviceNotifications)
 
 	revision, goversion := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -176,6 +183,9 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}
 	}
 	m.NetlinkOverflows.Add(0)
+	for _, e := range []string{"arrival", "removal"} {
+		m.DeviceNotifications.WithLabelValues(e)
+	}
 	for _, r := range []string{"overflow", "seqnum_gap"} {
 		m.Resyncs.WithLabelValues(r)
 	}
@@ -256,6 +266,20 @@ func (m *Metrics) Notified(n *notify.Notification) {
 	} else {
 		g.Dec()
 	}
+}
+
+// DeviceNotified counts one memory-device notification.
+func (m *Metrics) DeviceNotified(n *notify.Notification) {
+	m.DeviceNotifications.WithLabelValues(notify.EventName(n.Event)).Inc()
+}
+
+// RegisterMemoryDevices registers hotplug_agent_memory_devices, the memory devices announced as
+// present, read from count at scrape time.
+func RegisterMemoryDevices(reg prometheus.Registerer, count func() int) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "memory_devices",
+		Help: "Memory devices (a DIMM, a virtio-mem plug) announced as present: all their blocks online.",
+	}, func() float64 { return float64(count()) }))
 }
 
 // SetInterfaces sets the active interface counts from the active set.
