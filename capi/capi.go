@@ -82,10 +82,15 @@ func hotplug_register(url *C.hotplug_const_char, class *C.hotplug_const_char, fl
 		}
 		filter = f
 	}
-	if flags&^C.HOTPLUG_FLAG_INCLUDE_EXISTING_INTERFACES != 0 {
+	if flags&^(C.HOTPLUG_FLAG_INCLUDE_EXISTING_INTERFACES|C.HOTPLUG_FLAG_MEMORY_DEVICES) != 0 {
 		return C.HOTPLUG_E_INVALID_FLAGS
 	}
-	c, err := client.New(C.GoString((*C.char)(url)), client.Options{Logger: logger()})
+	devices := flags&C.HOTPLUG_FLAG_MEMORY_DEVICES != 0
+	if devices && filter.Class != notify.AllClasses && filter.Class != notify.GUIDDeviceMemory {
+		return C.HOTPLUG_E_INVALID_CLASS
+	}
+	flags &^= C.HOTPLUG_FLAG_MEMORY_DEVICES // the client follows the devices' stream instead
+	c, err := client.New(C.GoString((*C.char)(url)), client.Options{Logger: logger(), MemoryDevices: devices})
 	if err != nil {
 		return C.HOTPLUG_E_INVALID_URL
 	}
@@ -217,10 +222,14 @@ func (cr *creg) deliver(_ context.Context, n notify.Notification) error {
 	case notify.GUIDDeviceProcessor:
 		cn.cpu = C.int32_t(i.Number)
 	case notify.GUIDDeviceMemory:
-		cn.memory_block = C.int64_t(i.Number)
+		if !i.IsMemoryDevice() {
+			cn.memory_block = C.int64_t(i.Number)
+		}
 		cn.phys_start = C.uint64_t(i.PhysStart)
 		cn.size_bytes = C.uint64_t(i.Size)
 	}
+	cn.memory_device = cstr(i.Device)
+	cn.memory_blocks = cstr(i.Blocks)
 	cn.node = C.int32_t(i.Node)
 	cn.state = cstr(i.State)
 	cn.zones = cstr(i.Zones)

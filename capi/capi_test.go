@@ -121,9 +121,15 @@ func (l *logSink) Write(p []byte) (int, error) {
 // startAgent runs the real agent in this process on 127.0.0.1 and returns its URL.
 func startAgent(t *testing.T) string {
 	t.Helper()
+	return startAgentOn(t, "/sys")
+}
+
+// startAgentOn starts an agent on the sysfs tree at root and returns its URL.
+func startAgentOn(t *testing.T, root string) string {
+	t.Helper()
 	logs := &logSink{}
 	a, err := agent.New(agent.Options{
-		SysfsPath:       "/sys",
+		SysfsPath:       root,
 		ListenAddresses: []string{"127.0.0.1:0"},
 		StatePath:       filepath.Join(t.TempDir(), "state.json"),
 		Version:         "test",
@@ -177,6 +183,37 @@ func TestIntegrationCAPIChecks(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "all checks passed") {
 		t.Fatalf("api_check: %v\n%s", err, out)
+	}
+}
+
+// TestIntegrationCMemoryDevices: a C program registered with HOTPLUG_FLAG_MEMORY_DEVICES
+// receives the DIMM of a sysfs fixture (blocks 32 and 33 linked to PNP0C80:00) as one arrival,
+// with its id and blocks in the fields added for it.
+func TestIntegrationCMemoryDevices(t *testing.T) {
+	notShort(t)
+	root := filepath.Join(t.TempDir(), "sys")
+	if out, err := exec.Command("cp", "-a", "../sysfs/testdata/vm/sys", root).CombinedOutput(); err != nil {
+		t.Fatalf("copy the sysfs fixture: %v: %s", err, out)
+	}
+	dev := filepath.Join(root, "devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00")
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []int{32, 33} {
+		dir := filepath.Join(root, fmt.Sprintf("devices/system/memory/memory%d", b))
+		rel, _ := filepath.Rel(dir, dev)
+		if err := os.Symlink(rel, filepath.Join(dir, "firmware_node")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lib := library(t, "")
+	prog := compile(t, lib, "testdata/devices.c", "devices")
+	cmd := exec.Command(prog, startAgentOn(t, root))
+	cmd.WaitDelay = patience
+	out, err := cmd.CombinedOutput()
+	want := "ARRIVAL /sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00 device=PNP0C80:00 blocks=32-33 memory_block=-1 size=268435456 cause=existing\n"
+	if err != nil || string(out) != want {
+		t.Errorf("devices: %v\n%s\nwant %s", err, out, want)
 	}
 }
 

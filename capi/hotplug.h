@@ -98,8 +98,9 @@ enum {
     HOTPLUG_OK = 0,
     HOTPLUG_E_INVALID_ARGUMENT = 1, /* a NULL url, callback or out pointer */
     HOTPLUG_E_INVALID_URL = 2,      /* not http://host:port or https://host:port */
-    HOTPLUG_E_INVALID_CLASS = 3,    /* not NULL, "processor", "memory" or a GUID */
-    HOTPLUG_E_INVALID_FLAGS = 4,    /* a flag other than HOTPLUG_FLAG_INCLUDE_EXISTING_INTERFACES */
+    HOTPLUG_E_INVALID_CLASS = 3,    /* not NULL, "processor", "memory" or a GUID; or not memory
+                                       (or NULL) with HOTPLUG_FLAG_MEMORY_DEVICES */
+    HOTPLUG_E_INVALID_FLAGS = 4,    /* a flag other than the HOTPLUG_FLAG_ ones */
     HOTPLUG_E_NOT_REGISTERED = 5,   /* the registration was already unregistered, or is not one */
     HOTPLUG_E_TIMEOUT = 6,          /* hotplug_wait_ready: the agent was not reached in time */
     HOTPLUG_E_INTERNAL = 7
@@ -114,6 +115,14 @@ const char *hotplug_strerror(int code);
  * no gap and no duplicate (PNPNOTIFY_DEVICE_INTERFACE_INCLUDE_EXISTING_INTERFACES).
  */
 #define HOTPLUG_FLAG_INCLUDE_EXISTING_INTERFACES 0x1
+
+/*
+ * HOTPLUG_FLAG_MEMORY_DEVICES (this agent's extension; class "memory" or NULL): one arrival per
+ * memory device (a DIMM, a virtio-mem device's plug) once all its blocks are online, and one
+ * removal when the first of them goes, instead of one per memory block. Such notifications have
+ * memory_block -1 and memory_device and memory_blocks set.
+ */
+#define HOTPLUG_FLAG_MEMORY_DEVICES 0x100
 
 /* The action of a notification (CM_NOTIFY_ACTION_DEVICEINTERFACEARRIVAL / ...REMOVAL). */
 typedef enum hotplug_action {
@@ -134,9 +143,9 @@ typedef struct hotplug_notification {
     const char *symbolic_link;         /* the sysfs path, e.g. /sys/devices/system/cpu/cpu1 */
     const char *interface_class;       /* "processor", "memory", or the class GUID's text */
     int32_t cpu;                       /* processors: the CPU number; -1 otherwise */
-    int64_t memory_block;              /* memory: the block index; -1 otherwise */
-    uint64_t phys_start;               /* memory: the block's physical start address */
-    uint64_t size_bytes;               /* memory: the block's size in bytes */
+    int64_t memory_block;              /* memory: the block index; -1 otherwise (and for a device) */
+    uint64_t phys_start;               /* memory: the block's (a device's first block's) start */
+    uint64_t size_bytes;               /* memory: the block's (the device's) size in bytes */
     int32_t node;                      /* the NUMA node; -1 when the kernel does not say */
     const char *state;                 /* as sysfs said: "online", "offline", ... ("" unknown) */
     const char *zones;                 /* memory: valid_zones as read ("" otherwise) */
@@ -144,6 +153,9 @@ typedef struct hotplug_notification {
     uint64_t id;                       /* the agent's notification ID; 0 for existing/resync */
     const char *cause;                 /* "uevent", "existing", "resync" or "startup" */
     int64_t read_at_unix_nano;         /* when the agent read the uevent (ns since 1970) */
+    /* Since the memory devices: check struct_size before reading these. */
+    const char *memory_device;         /* memory: the block's device, or the device ("" none) */
+    const char *memory_blocks;         /* a memory device: its blocks, like "32-35" ("" otherwise) */
 } hotplug_notification;
 
 /* An opaque registration handle (HCMNOTIFICATION). */
@@ -159,7 +171,8 @@ typedef int (*hotplug_callback)(hotplug_registration *reg, void *context, const 
 /*
  * hotplug_register (CM_Register_Notification) registers cb for the interfaces of class_or_null
  * ("processor", "memory", a GUID, or NULL for every class) of the agent at url (such as
- * "http://localhost:19100"), with flags 0 or HOTPLUG_FLAG_INCLUDE_EXISTING_INTERFACES, and stores
+ * "http://localhost:19100"), with flags 0, HOTPLUG_FLAG_INCLUDE_EXISTING_INTERFACES and/or
+ * HOTPLUG_FLAG_MEMORY_DEVICES, and stores
  * the handle in *out. It returns HOTPLUG_OK or an error code, and does not wait for the agent:
  * the registration starts when the library first reaches it (hotplug_wait_ready waits for that),
  * and follows it across disconnections and restarts from then on.

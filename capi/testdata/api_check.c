@@ -98,6 +98,18 @@ int main(int argc, char **argv)
     CHECK(hotplug_register(url, "disk", 0, noop, NULL, &reg) == HOTPLUG_E_INVALID_CLASS, "bad class");
     CHECK(hotplug_register(url, "", 0, noop, NULL, &reg) == HOTPLUG_E_INVALID_CLASS, "empty class");
     CHECK(hotplug_register(url, NULL, 0x4, noop, NULL, &reg) == HOTPLUG_E_INVALID_FLAGS, "bad flags");
+    CHECK(hotplug_register(url, "processor", HOTPLUG_FLAG_MEMORY_DEVICES, noop, NULL, &reg) == HOTPLUG_E_INVALID_CLASS,
+          "memory devices of processors");
+    {
+        hotplug_registration *devs = NULL;
+        int rc = hotplug_register(url, "memory", HOTPLUG_FLAG_MEMORY_DEVICES, noop, NULL, &devs);
+        CHECK(rc == HOTPLUG_OK && devs != NULL, "register for memory devices: %s", hotplug_strerror(rc));
+        if (devs != NULL) {
+            rc = hotplug_wait_ready(devs, 30000);
+            CHECK(rc == HOTPLUG_OK, "the memory devices' stream: %s", hotplug_strerror(rc));
+            CHECK(hotplug_unregister(devs) == HOTPLUG_OK, "unregister the memory devices' registration");
+        }
+    }
     CHECK(strstr(hotplug_strerror(HOTPLUG_E_INVALID_CLASS), "processor") != NULL, "strerror: %s",
           hotplug_strerror(HOTPLUG_E_INVALID_CLASS));
     CHECK(strcmp(hotplug_strerror(12345), "unknown result code") == 0, "strerror of an unknown code");
