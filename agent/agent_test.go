@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -26,6 +25,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/udev"
 )
 
@@ -71,14 +71,7 @@ func (f *fakeSource) send(t *testing.T, action, devpath, subsystem string, seq u
 }
 
 // fixture copies the vm sysfs fixture into a temporary directory the test may change.
-func fixture(t *testing.T) string {
-	t.Helper()
-	dst := filepath.Join(t.TempDir(), "sys")
-	if out, err := exec.Command("cp", "-a", "../sysfs/testdata/vm/sys", dst).CombinedOutput(); err != nil {
-		t.Fatalf("copy fixture: %v: %s", err, out)
-	}
-	return dst
-}
+func fixture(t *testing.T) string { return testenv.SysfsFixture(t, "..") }
 
 // runAgent starts an agent on root with a fake source and returns its first address.
 func runAgent(t *testing.T, o Options) (*Agent, *fakeSource, context.CancelFunc, chan error) {

@@ -53,22 +53,6 @@ func (j *moduleJournal) wait(t *testing.T, want ...string) {
 	}
 }
 
-// linkDIMM makes blocks 32 and 33 of the fixture an ACPI memory device, PNP0C80:00.
-func linkDIMM(t *testing.T, root string) {
-	t.Helper()
-	dev := filepath.Join(root, "devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00")
-	if err := os.MkdirAll(dev, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range []int{32, 33} {
-		dir := filepath.Join(root, fmt.Sprintf("devices/system/memory/memory%d", b))
-		rel, _ := filepath.Rel(dir, dev)
-		if err := os.Symlink(rel, filepath.Join(dir, "firmware_node")); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // TestMemoryDevices: through the agent, a registration with FlagMemoryDevices gets the DIMM
 // present at start (include existing), its removal when one block goes offline and its arrival
 // when it is back; /interfaces names each block's device and lists the device; a registration
@@ -76,7 +60,7 @@ func linkDIMM(t *testing.T, root string) {
 // announced gone at restart (cause startup), from the state file.
 func TestMemoryDevices(t *testing.T) {
 	root := fixture(t)
-	linkDIMM(t, root)
+	testenv.LinkMemoryDevice(t, root, "PNP0C80:00", 32, 33)
 	statePath := filepath.Join(t.TempDir(), "state.json")
 	a, src, stop, done := runAgent(t, Options{SysfsPath: root, StatePath: statePath})
 

@@ -106,18 +106,6 @@ func compile(t *testing.T, libDir, src, name string, extra ...string) string {
 	return out
 }
 
-// logSink keeps the agent's log for a failing test.
-type logSink struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
 // startAgent runs the real agent in this process on 127.0.0.1 and returns its URL.
 func startAgent(t *testing.T) string {
 	t.Helper()
@@ -127,7 +115,7 @@ func startAgent(t *testing.T) string {
 // startAgentOn starts an agent on the sysfs tree at root and returns its URL.
 func startAgentOn(t *testing.T, root string) string {
 	t.Helper()
-	logs := &logSink{}
+	logs := &testenv.Buffer{}
 	a, err := agent.New(agent.Options{
 		SysfsPath:       root,
 		ListenAddresses: []string{"127.0.0.1:0"},
@@ -149,9 +137,7 @@ func startAgentOn(t *testing.T, root string) string {
 			t.Error("agent did not stop")
 		}
 		if t.Failed() {
-			logs.mu.Lock()
-			t.Logf("agent log:\n%s", logs.b.String())
-			logs.mu.Unlock()
+			t.Logf("agent log:\n%s", logs)
 		}
 	})
 	return "http://" + a.Addrs()[0].String()
@@ -191,21 +177,8 @@ func TestIntegrationCAPIChecks(t *testing.T) {
 // with its id and blocks in the fields added for it.
 func TestIntegrationCMemoryDevices(t *testing.T) {
 	notShort(t)
-	root := filepath.Join(t.TempDir(), "sys")
-	if out, err := exec.Command("cp", "-a", "../sysfs/testdata/vm/sys", root).CombinedOutput(); err != nil {
-		t.Fatalf("copy the sysfs fixture: %v: %s", err, out)
-	}
-	dev := filepath.Join(root, "devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00")
-	if err := os.MkdirAll(dev, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range []int{32, 33} {
-		dir := filepath.Join(root, fmt.Sprintf("devices/system/memory/memory%d", b))
-		rel, _ := filepath.Rel(dir, dev)
-		if err := os.Symlink(rel, filepath.Join(dir, "firmware_node")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	root := testenv.SysfsFixture(t, "..")
+	testenv.LinkMemoryDevice(t, root, "PNP0C80:00", 32, 33)
 	lib := library(t, "")
 	prog := compile(t, lib, "testdata/devices.c", "devices")
 	cmd := exec.Command(prog, startAgentOn(t, root))
