@@ -84,3 +84,26 @@ func FuzzParseIOMem(f *testing.F) {
 		}
 	})
 }
+
+func TestPhysicalNodeLinks(t *testing.T) {
+	for name, want := range map[string]bool{"physical_node": true, "physical_node1": true, "physical_node12": true,
+		"physical_node_x": false, "physical_nodes": false, "firmware_node": false, "physical_node-1": false} {
+		if got := isPhysicalNode(name); got != want {
+			t.Errorf("isPhysicalNode(%q) = %v; want %v", name, got, want)
+		}
+	}
+	for link, want := range map[string]int{
+		"../../../system/memory/memory32":           32,
+		"../../../../devices/system/memory/memory0": 0,
+		"../../../system/memory/memory032":          -1,
+		"../../../system/memory/memory":             -1,
+		"../../../system/memory/memory3x":           -1,
+		"../../../system/cpu/cpu3":                  -1,
+		"../../../system/memory/memory99999999999":  -1,
+	} {
+		n, ok := memoryBlockOf(link)
+		if (want < 0 && ok) || (want >= 0 && (!ok || n != want)) {
+			t.Errorf("memoryBlockOf(%q) = %d, %v; want %d", link, n, ok, want)
+		}
+	}
+}

@@ -1,5 +1,5 @@
 // Package memdev groups memory blocks into the memory devices they came from: an ACPI memory
-// device (a DIMM; a pc-dimm in QEMU), found through each block's firmware_node link, or a
+// device (a DIMM; a pc-dimm in QEMU), found through its physical_node links to its blocks, or a
 // virtio-mem device, found through its region in /proc/iomem. A [Tracker] turns the blocks'
 // arrivals and removals into one arrival per device, sent when all its blocks are online, and
 // one removal, sent when the first of them goes.
@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
@@ -46,8 +48,8 @@ type Device struct {
 	Kind string
 	// Path is the device's sysfs directory as /sys/..., its symbolic link.
 	Path string
-	// Blocks are the indexes of its memory blocks, sorted: for an ACPI device those whose
-	// firmware_node is the device, for virtio-mem those its plugged System RAM covers.
+	// Blocks are the indexes of its memory blocks, sorted: for an ACPI device those its
+	// physical_node links name, for virtio-mem those its plugged System RAM covers.
 	Blocks []int
 	// First and Last are the first and last block of a virtio-mem device's whole region,
 	// plugged or not.
@@ -64,97 +66,125 @@ type Layout struct {
 // memory on most machines) or is not known yet.
 func (l Layout) DeviceOf(n int) string { return l.device[n] }
 
-// Reader reads layouts. It caches each block's firmware_node (a block does not change device
-// while it exists); Forget drops an entry. A Reader is not safe for concurrent use.
+// Reader reads layouts. It is not safe for concurrent use.
 type Reader struct {
 	fs        sysfs.FS
 	iomemPath string
-	links     map[int]string // block -> ACPI device path under the root, "" when none
 	warned    bool
 }
 
 // NewReader returns a Reader of the sysfs tree fsys and the iomem file at iomemPath (normally
 // /proc/iomem; "" leaves virtio-mem devices out).
 func NewReader(fsys sysfs.FS, iomemPath string) *Reader {
-	return &Reader{fs: fsys, iomemPath: iomemPath, links: map[int]string{}}
+	return &Reader{fs: fsys, iomemPath: iomemPath}
 }
 
-// Forget drops what r knows of block n: its next Read reads its firmware_node again. Call it
-// when the block is added or removed.
-func (r *Reader) Forget(n int) { delete(r.links, n) }
-
-// Read builds the layout of the memory blocks present. It reads the directory of memory
-// blocks, the firmware_node link of each block it has not read before (or was told to Forget)
-// and /proc/iomem once. A block that vanished in between is simply left out. A /proc/iomem that cannot be read or parsed, or that
-// shows no addresses (read without CAP_SYS_ADMIN), leaves virtio-mem devices out and is
-// returned as warn, once per Reader; err is for a failure of sysfs itself. Read blocks on file
-// reads.
+// Read builds the layout of the memory devices present. The ACPI ones come from
+// bus/acpi/devices: each PNP0C80:NN device's physical_node links name its blocks (the kernel
+// makes them, with each block's firmware_node, once it has added all the device's memory), which
+// costs a few system calls per device and none per block of memory that belongs to no device.
+// The virtio-mem ones come from one read of /proc/iomem. A device or block that vanishes in
+// between is simply left out. A /proc/iomem that cannot be read or parsed, or that shows no
+// addresses (read without CAP_SYS_ADMIN), leaves virtio-mem devices out and is returned as warn,
+// once per Reader; err is for a failure of sysfs itself. Read blocks on file reads.
 func (r *Reader) Read() (l Layout, warn, err error) {
 	l = Layout{Devices: map[string]*Device{}, device: map[int]string{}}
-	blocks, err := r.fs.MemoryBlockIndexes()
+	acpi, err := r.acpiDevices()
 	if err != nil {
-		return Layout{}, nil, fmt.Errorf("memdev: %w", err)
+		return Layout{}, nil, err
 	}
-	for _, n := range blocks {
-		target, ok := r.links[n]
-		if !ok {
-			if target, err = r.firmwareNode(n); err != nil {
-				return Layout{}, nil, err
-			}
-			r.links[n] = target
-		}
-		if target == "" {
-			continue
-		}
-		id := filepath.Base(target)
-		d := l.Devices[id]
-		if d == nil {
-			d = &Device{ID: id, Kind: KindACPI, Path: r.sysPath(target)}
-			l.Devices[id] = d
-		}
-		d.Blocks = append(d.Blocks, n)
-		l.device[n] = id
-	}
+	var vws []*Device
 	if r.iomemPath != "" {
-		var vws []*Device
 		vws, warn = r.virtioMem()
 		if warn != nil && r.warned {
 			warn = nil
 		}
 		r.warned = r.warned || warn != nil
-		for _, d := range vws {
-			l.Devices[d.ID] = d
-			for _, n := range d.Blocks {
-				l.device[n] = d.ID
-			}
-		}
 	}
-	for _, d := range l.Devices {
+	for _, d := range append(acpi, vws...) {
 		slices.Sort(d.Blocks)
 		d.Blocks = slices.Compact(d.Blocks)
+		l.Devices[d.ID] = d
+		for _, n := range d.Blocks {
+			l.device[n] = d.ID
+		}
 	}
 	return l, warn, nil
 }
 
-// firmwareNode returns the ACPI memory device block n's firmware_node points to, as a path
-// under the root, or "" when it has none or it is not a memory device.
-func (r *Reader) firmwareNode(n int) (string, error) {
-	dir := r.fs.MemoryBlockPath(n)
-	link, err := os.Readlink(dir + "/firmware_node")
+// acpiBus is where the kernel lists ACPI devices, as links to their directories.
+const acpiBus = "bus/acpi/devices"
+
+// acpiDevices returns the ACPI memory devices that have memory blocks bound to them.
+func (r *Reader) acpiDevices() ([]*Device, error) {
+	bus := r.fs.Path(acpiBus)
+	entries, err := os.ReadDir(bus)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return "", nil // no link, or the block itself vanished
+		return nil, nil // no ACPI
 	case err != nil:
-		return "", fmt.Errorf("memdev: memory block %d: %w", n, err)
+		return nil, fmt.Errorf("memdev: %w", err)
 	}
-	target := link
-	if !filepath.IsAbs(target) {
-		target = filepath.Join(dir, link)
+	var out []*Device
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), acpiMemoryHID) {
+			continue
+		}
+		dir, err := filepath.EvalSymlinks(filepath.Join(bus, e.Name()))
+		if err != nil || !within(r.fs.Root(), dir) {
+			continue // gone since the listing, or not a device of this tree
+		}
+		nodes, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		d := &Device{ID: e.Name(), Kind: KindACPI, Path: r.sysPath(dir)}
+		for _, nd := range nodes {
+			if !isPhysicalNode(nd.Name()) {
+				continue
+			}
+			link, err := os.Readlink(filepath.Join(dir, nd.Name()))
+			if err != nil {
+				continue
+			}
+			if n, ok := memoryBlockOf(link); ok {
+				d.Blocks = append(d.Blocks, n)
+			}
+		}
+		if len(d.Blocks) > 0 {
+			out = append(out, d)
+		}
 	}
-	if !strings.HasPrefix(filepath.Base(target), acpiMemoryHID) || !within(r.fs.Root(), target) {
-		return "", nil
+	return out, nil
+}
+
+// isPhysicalNode reports whether name is one of an ACPI device's links to the devices it stands
+// for: physical_node, physical_node1, physical_node2, ...
+func isPhysicalNode(name string) bool {
+	rest, ok := strings.CutPrefix(name, "physical_node")
+	if !ok {
+		return false
 	}
-	return target, nil
+	for _, c := range []byte(rest) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// memoryBlockOf returns N when link ends in system/memory/memoryN.
+func memoryBlockOf(link string) (int, bool) {
+	dir, base := path.Split(filepath.ToSlash(link))
+	if !strings.HasSuffix(dir, "system/memory/") {
+		return 0, false
+	}
+	digits, ok := strings.CutPrefix(base, "memory")
+	if !ok || digits == "" || len(digits) > 9 || (len(digits) > 1 && digits[0] == '0') {
+		return 0, false
+	}
+	n, err := strconv.Atoi(digits)
+	return n, err == nil && n >= 0
 }
 
 // virtioMem returns the virtio-mem devices /proc/iomem shows: a top-level resource named like

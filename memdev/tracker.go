@@ -56,7 +56,6 @@ type Tracker struct {
 	events    map[int]blockEvent       // what announced each online block, or took it away
 	pending   map[int]time.Time        // blocks added by the kernel whose device is not known yet
 	changed   map[int]time.Time        // when each recently changed block changed (virtio-mem settle)
-	forget    []int                    // blocks whose firmware_node must be read again
 	announced map[string]notify.Interface
 	blocksOf  map[string][]int // the blocks of each announced device, as announced
 	layout    Layout
@@ -130,7 +129,6 @@ func (t *Tracker) Added(n int, at time.Time) {
 	t.mu.Lock()
 	t.pending[n] = at
 	t.changed[n] = at
-	t.forget = append(t.forget, n)
 	t.mu.Unlock()
 	t.poke()
 }
@@ -141,7 +139,6 @@ func (t *Tracker) Removed(n int, at time.Time) {
 	t.mu.Lock()
 	delete(t.pending, n)
 	t.changed[n] = at
-	t.forget = append(t.forget, n)
 	t.mu.Unlock()
 	t.poke()
 }
@@ -157,7 +154,6 @@ func (t *Tracker) Changed(n notify.Notification) {
 		t.online[b] = n.Interface
 	} else {
 		delete(t.online, b)
-		t.forget = append(t.forget, b)
 	}
 	t.events[b] = blockEvent{n.Seqnum, n.ReadAt, n.Cause}
 	t.changed[b] = time.Now()
@@ -230,17 +226,6 @@ func (t *Tracker) Announced() []notify.Interface {
 // announces nothing and gives seed the devices present instead. It returns how soon it must run
 // again (0: only when something changes).
 func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error) {
-	t.mu.Lock()
-	forget := t.forget
-	t.forget = nil
-	for b := range t.pending { // the link may have come since the last look
-		forget = append(forget, b)
-	}
-	t.mu.Unlock()
-
-	for _, b := range forget {
-		t.o.Reader.Forget(b)
-	}
 	layout, warn, err := t.o.Reader.Read()
 	if warn != nil {
 		t.log.Warn("memory devices: virtio-mem devices are not tracked", "err", warn)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/state"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
@@ -60,20 +61,15 @@ func (f *fixture) addBlocks(first, last int) {
 	}
 }
 
-// link binds blocks first..last to ACPI memory device id, as acpi_bind_one does.
+// link binds blocks first..last to ACPI memory device id, as the kernel does: the device in
+// bus/acpi/devices, a physical_node link from the device to each block, a firmware_node link back.
 func (f *fixture) link(id string, first, last int) {
 	f.t.Helper()
-	dev := filepath.Join(f.root, "devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:00", id)
-	if err := os.MkdirAll(dev, 0o755); err != nil {
-		f.t.Fatal(err)
-	}
+	var blocks []int
 	for b := first; b <= last; b++ {
-		dir := filepath.Join(f.root, fmt.Sprintf("devices/system/memory/memory%d", b))
-		rel, _ := filepath.Rel(dir, dev)
-		if err := os.Symlink(rel, dir+"/firmware_node"); err != nil {
-			f.t.Fatal(err)
-		}
+		blocks = append(blocks, b)
 	}
+	testenv.LinkMemoryDevice(f.t, f.root, id, blocks...)
 }
 
 func block(b int) notify.Interface {
@@ -164,7 +160,7 @@ func TestACPIDeviceLifecycle(t *testing.T) {
 	}
 	tr, rec, seeded := startTracker(t, f, active)
 	if len(seeded) != 1 || seeded[0].Device != "PNP0C80:00" || seeded[0].Blocks != "32-35" || seeded[0].Size != 4*blockSize ||
-		seeded[0].SymbolicLink != "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:00/PNP0C80:00" {
+		seeded[0].SymbolicLink != "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00" {
 		t.Fatalf("seeded %+v; want PNP0C80:00 with blocks 32-35, 512 MiB, at its /sys path", seeded)
 	}
 	if got := tr.DeviceOf(33); got != "PNP0C80:00" {
@@ -190,7 +186,7 @@ func TestACPIDeviceLifecycle(t *testing.T) {
 	f.link("PNP0C80:01", 40, 43)
 	rec.waitList(t, "arrival PNP0C80:01 blocks 40-43 at 0x140000000 size 512M")
 	n := rec.got[0]
-	if n.Seqnum != 143 || n.Cause != notify.CauseUevent || n.SymbolicLinkName != "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:00/PNP0C80:01" {
+	if n.Seqnum != 143 || n.Cause != notify.CauseUevent || n.SymbolicLinkName != "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:01" {
 		t.Errorf("arrival: seqnum %d cause %s link %s; want the last block's seqnum 143, cause uevent, the device's path", n.Seqnum, n.Cause, n.SymbolicLinkName)
 	}
 
