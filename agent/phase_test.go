@@ -219,7 +219,7 @@ func TestMemoryBlockBasics(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		full.ValidZones, full.Removable = "", false
+		full.ValidZones = ""
 		if diff := cmp.Diff(full, basics); diff != "" {
 			t.Errorf("memory%d (-sysfs without zones +basics):\n%s", n, diff)
 		}

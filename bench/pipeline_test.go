@@ -97,7 +97,7 @@ func (m memSysfs) CPUs() ([]sysfs.CPU, error) {
 
 func (m memSysfs) MemoryBlock(n int) (sysfs.MemoryBlock, error) {
 	return sysfs.MemoryBlock{Index: n, State: "online", PhysIndex: uint64(n), PhysStart: uint64(n) << 27,
-		Size: 1 << 27, ValidZones: "Normal", Removable: true, Node: 0}, nil
+		Size: 1 << 27, ValidZones: "Normal", Node: 0}, nil
 }
 
 func (m memSysfs) MemoryBlocks() ([]sysfs.MemoryBlock, error) {

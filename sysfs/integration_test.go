@@ -146,6 +146,10 @@ func TestIntegrationRealSysfs(t *testing.T) {
 			if b.PhysStart != b.PhysIndex*wantSize || b.Size != wantSize {
 				t.Errorf("memory%d: PhysStart %#x, Size %#x; want %#x, %#x", b.Index, b.PhysStart, b.Size, b.PhysIndex*wantSize, wantSize)
 			}
+			// PhysIndex is not read but taken from the name: the kernel's phys_index must agree.
+			if pi, err := strconv.ParseUint(raw(filepath.Join(fsys.MemoryBlockPath(b.Index), "phys_index")), 16, 64); err != nil || pi != b.PhysIndex {
+				t.Errorf("memory%d: PhysIndex %d, the kernel's phys_index says %d (%v)", b.Index, b.PhysIndex, pi, err)
+			}
 			if state := raw(filepath.Join(fsys.MemoryBlockPath(b.Index), "state")); b.State != state {
 				t.Errorf("memory%d: State = %q, the kernel says %q", b.Index, b.State, state)
 			}

@@ -6,7 +6,6 @@ import (
 	"math/bits"
 	"runtime"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 )
@@ -18,7 +17,8 @@ type MemoryBlock struct {
 	Index int
 	// State is the state file as read, trimmed: "online", "offline" or "going-offline".
 	State string
-	// PhysIndex is phys_index (hex): the block's number in physical address order.
+	// PhysIndex is the block's number in physical address order: N of memoryN, which is what
+	// the kernel's phys_index shows (memory_block_id of its first section), so it is not read.
 	PhysIndex uint64
 	// PhysStart is the block's first physical address: PhysIndex times the block size.
 	PhysStart uint64
@@ -30,8 +30,6 @@ type MemoryBlock struct {
 	// join, and Linux 6.1 dereferences NULL doing that for a block still being hot-added (seen
 	// in the QEMU tests), killing the reader.
 	ValidZones string
-	// Removable reports whether removable reads 1; false when the file is absent.
-	Removable bool
 	// Node is M from a memoryN/nodeM link (the lowest M if there are several); -1 when there is
 	// none.
 	Node int
@@ -90,9 +88,9 @@ func (fsys FS) MemoryBlocks() ([]MemoryBlock, error) {
 	return fsys.memoryBlocks(nums, workers)
 }
 
-// A scan of many memory blocks is shared among goroutines: each block costs some 16 system
-// calls (list the block's directory; open, read and close state, phys_index, valid_zones and
-// removable), and a machine with 1 TiB of memory in 128 MiB blocks has 8,192 blocks.
+// A scan of many memory blocks is shared among goroutines: each block costs some 10 system
+// calls (list the block's directory; open, read and close state, and valid_zones when online),
+// and a machine with 1 TiB of memory in 128 MiB blocks has 8,192 blocks.
 const (
 	maxScanners   = 8   // goroutines per scan at most
 	minScanBlocks = 512 // blocks per goroutine at least: fewer would not repay its start
@@ -164,8 +162,8 @@ func (fsys FS) MemoryBlock(n int) (MemoryBlock, error) {
 
 // readMemoryBlock reads block n, using buf as scratch space of scratchSize bytes. It lists
 // memoryN once, which gives the node link and tells which optional files exist, then reads state
-// and phys_index (required), valid_zones (when listed and the block is online) and removable
-// (when listed).
+// (required) and valid_zones (when listed and the block is online). phys_index is N (see
+// MemoryBlock.PhysIndex) and removable is 1 for every block since Linux 5.8: neither is read.
 func (fsys FS) readMemoryBlock(n int, buf []byte) (MemoryBlock, error) {
 	p := fsys.MemoryBlockPath(n)
 	d, err := openDir(p)
@@ -187,9 +185,6 @@ func (fsys FS) readMemoryBlock(n int, buf []byte) (MemoryBlock, error) {
 		}
 		return b, nil
 	}
-	parseErr := func(name string, err error) error {
-		return fmt.Errorf("sysfs: parse %s/%s: %w", p, name, err)
-	}
 
 	b, err := read("state")
 	if err != nil {
@@ -197,15 +192,10 @@ func (fsys FS) readMemoryBlock(n int, buf []byte) (MemoryBlock, error) {
 	}
 	blk.State = string(b)
 
-	if b, err = read("phys_index"); err != nil {
-		return MemoryBlock{}, err
-	}
-	if blk.PhysIndex, err = strconv.ParseUint(string(b), 16, 64); err != nil {
-		return MemoryBlock{}, parseErr("phys_index", err)
-	}
+	blk.PhysIndex = uint64(n)
 	hi, lo := bits.Mul64(blk.PhysIndex, fsys.blockSize)
 	if hi != 0 {
-		return MemoryBlock{}, parseErr("phys_index", fmt.Errorf("%#x blocks of %#x bytes overflow the address space", blk.PhysIndex, fsys.blockSize))
+		return MemoryBlock{}, fmt.Errorf("sysfs: %s: %#x blocks of %#x bytes overflow the address space", p, blk.PhysIndex, fsys.blockSize)
 	}
 	blk.PhysStart = lo
 
@@ -214,14 +204,6 @@ func (fsys FS) readMemoryBlock(n int, buf []byte) (MemoryBlock, error) {
 			return MemoryBlock{}, err
 		}
 		blk.ValidZones = string(b)
-	}
-	if has(names, "removable") {
-		if b, err = read("removable"); err != nil {
-			return MemoryBlock{}, err
-		}
-		if blk.Removable, err = parseBool(b); err != nil {
-			return MemoryBlock{}, parseErr("removable", err)
-		}
 	}
 	return blk, nil
 }

@@ -58,9 +58,9 @@ func TestMemoryBlocks(t *testing.T) {
 				return tr
 			}(),
 			want: []MemoryBlock{
-				{Index: 9, State: "offline", PhysIndex: 9, PhysStart: 9 * mib128, Size: mib128, ValidZones: "", Removable: true, Node: 0}, // valid_zones of an offline block is not read
-				{Index: 10, State: "online", PhysIndex: 10, PhysStart: 10 * mib128, Size: mib128, ValidZones: "Normal", Removable: true, Node: 0},
-				{Index: 100, State: "online", PhysIndex: 100, PhysStart: 100 * mib128, Size: mib128, ValidZones: "Normal", Removable: true, Node: 0},
+				{Index: 9, State: "offline", PhysIndex: 9, PhysStart: 9 * mib128, Size: mib128, ValidZones: "", Node: 0}, // valid_zones of an offline block is not read
+				{Index: 10, State: "online", PhysIndex: 10, PhysStart: 10 * mib128, Size: mib128, ValidZones: "Normal", Node: 0},
+				{Index: 100, State: "online", PhysIndex: 100, PhysStart: 100 * mib128, Size: mib128, ValidZones: "Normal", Node: 0},
 			},
 		},
 		{
@@ -86,7 +86,7 @@ func TestMemoryBlocks(t *testing.T) {
 			want: []MemoryBlock{
 				{Index: 0, State: "online", PhysIndex: 0, PhysStart: 0, Size: 2 << 30, Node: 2},
 				{Index: 1, State: "online", PhysIndex: 1, PhysStart: 2 << 30, Size: 2 << 30, Node: 3},
-				{Index: 2, State: "offline", PhysIndex: 2, PhysStart: 4 << 30, Size: 2 << 30, ValidZones: "", Removable: false, Node: -1},
+				{Index: 2, State: "offline", PhysIndex: 2, PhysStart: 4 << 30, Size: 2 << 30, ValidZones: "", Node: -1},
 			},
 		},
 	}
@@ -147,36 +147,11 @@ func TestMemoryBlockErrors(t *testing.T) {
 			wantMsg: "devices/system/memory/memory99: no such file or directory",
 		},
 		{
-			name:    "garbage phys_index",
-			edit:    func(tr tree) { tr["devices/system/memory/memory1/phys_index"] = "0x1z\n" },
-			n:       1,
-			wantMsg: `memory1/phys_index: strconv.ParseUint: parsing "0x1z": invalid syntax`,
-		},
-		{
-			name:    "phys_index beyond the address space",
-			edit:    func(tr tree) { tr["devices/system/memory/memory1/phys_index"] = "ffffffffffff\n" },
-			n:       1,
-			wantMsg: "memory1/phys_index: 0xffffffffffff blocks of 0x8000000 bytes overflow the address space",
-		},
-		{
 			name:    "missing state",
 			edit:    func(tr tree) { delete(tr, "devices/system/memory/memory1/state") },
 			n:       1,
 			wantIs:  fs.ErrNotExist,
 			wantMsg: "memory1/state: no such file or directory",
-		},
-		{
-			name:    "missing phys_index",
-			edit:    func(tr tree) { delete(tr, "devices/system/memory/memory1/phys_index") },
-			n:       1,
-			wantIs:  fs.ErrNotExist,
-			wantMsg: "memory1/phys_index: no such file or directory",
-		},
-		{
-			name:    "garbage removable",
-			edit:    func(tr tree) { tr["devices/system/memory/memory1/removable"] = "yes\n" },
-			n:       1,
-			wantMsg: `memory1/removable: "yes" is not 0 or 1`,
 		},
 		{
 			name:    "state too large",
@@ -235,7 +210,7 @@ func TestMemoryBlocksVanished(t *testing.T) {
 	var want []MemoryBlock
 	for _, n := range []int{0, 2, 3, 5, 6, 8} {
 		tr.block(strconv.Itoa(n), fmt.Sprintf("%08x", n), "online")
-		want = append(want, MemoryBlock{Index: n, State: "online", PhysIndex: uint64(n), PhysStart: uint64(n) * mib128, Size: mib128, ValidZones: "Normal", Removable: true, Node: 0})
+		want = append(want, MemoryBlock{Index: n, State: "online", PhysIndex: uint64(n), PhysStart: uint64(n) * mib128, Size: mib128, ValidZones: "Normal", Node: 0})
 	}
 	fsys := tr.mustFS(t)
 	// As if memory1, memory4, memory7 and memory9 were listed, then removed.
@@ -262,7 +237,7 @@ func TestMemoryBlocksParallelError(t *testing.T) {
 	for n := range 10 {
 		tr.block(strconv.Itoa(n), fmt.Sprintf("%08x", n), "online")
 	}
-	tr["devices/system/memory/memory6/phys_index"] = "six\n"
+	tr["devices/system/memory/memory6/state"] = strings.Repeat("online ", 1000) // larger than an attribute can be
 	fsys := tr.mustFS(t)
 	for _, workers := range []int{1, 2, 4} {
 		t.Run(fmt.Sprintf("%d goroutines", workers), func(t *testing.T) {
@@ -271,7 +246,7 @@ func TestMemoryBlocksParallelError(t *testing.T) {
 			if err == nil {
 				t.Fatalf("memoryBlocks() = %d blocks, no error; want an error for memory6", len(got))
 			}
-			if want := "memory6/phys_index"; !strings.Contains(err.Error(), want) {
+			if want := "memory6/state"; !strings.Contains(err.Error(), want) {
 				t.Errorf("memoryBlocks() error = %q, want it to name %s", err, want)
 			}
 		})
