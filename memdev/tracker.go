@@ -283,9 +283,12 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 		if lost < 0 && !resized {
 			continue
 		}
-		ev := t.events[lost]
-		if resized {
+		ev, ok := t.events[lost]
+		switch {
+		case resized:
 			ev = t.latest(layout.Devices[id].Blocks)
+		case !ok: // restored from the state file and gone before any event said so
+			ev = blockEvent{readAt: now, cause: notify.CauseResync}
 		}
 		publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, a, ev.seqnum, ev.readAt, ev.cause))
 		delete(t.announced, id)
