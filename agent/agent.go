@@ -10,10 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -223,7 +220,7 @@ func New(o Options) (*Agent, error) {
 	if err := a.registerCallbacks(); err != nil {
 		return nil, err
 	}
-	a.onliner = online.New(o.Config.Online.Policy(), onlineFS{fs}, o.Logger, a.metrics.OnlineAttempt)
+	a.onliner = online.New(o.Config.Online.Policy(), fs, o.Logger, a.metrics.OnlineAttempt)
 	a.onliner.SetParticipants(online.Participants{Changes: a.changes, Targets: a.targets, Gate: a.gate})
 	if o.ControlSocket != "" {
 		a.control, err = control.Listen(control.Options{
@@ -542,42 +539,6 @@ func (a *Agent) deviceRequest(ctx context.Context, d memdev.Device, up bool, req
 		return res
 	}
 	return online.Result{Outcome: online.Success}
-}
-
-// onlineFS is the sysfs the onliner reads and writes: sysfs.FS, with a read of a memory block
-// that leaves out valid_zones (see online.Sysfs.MemoryBlockBasics).
-type onlineFS struct{ sysfs.FS }
-
-// MemoryBlockBasics reads memory block n's state, phys_index and node link, not valid_zones. An
-// error wraps fs.ErrNotExist when there is no such block. It blocks on a few file reads.
-func (f onlineFS) MemoryBlockBasics(n int) (sysfs.MemoryBlock, error) {
-	dir := f.MemoryBlockPath(n)
-	read := func(name string) (string, error) {
-		b, err := os.ReadFile(dir + "/" + name)
-		if err != nil {
-			return "", fmt.Errorf("sysfs: read memory block %d: %w", n, err)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
-	state, err := read("state")
-	if err != nil {
-		return sysfs.MemoryBlock{}, err
-	}
-	b := sysfs.MemoryBlock{Index: n, State: state, Size: f.BlockSize(), Node: -1}
-	if s, err := read("phys_index"); err == nil {
-		if b.PhysIndex, err = strconv.ParseUint(s, 16, 64); err != nil {
-			return sysfs.MemoryBlock{}, fmt.Errorf("sysfs: memory block %d: phys_index %q: %w", n, s, err)
-		}
-		b.PhysStart = b.PhysIndex * b.Size
-	}
-	if nodes, _ := filepath.Glob(dir + "/node[0-9]*"); len(nodes) > 0 {
-		for _, p := range nodes {
-			if m, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(p), "node")); err == nil && (b.Node < 0 || m < b.Node) {
-				b.Node = m
-			}
-		}
-	}
-	return b, nil
 }
 
 // onlineOf returns the online interfaces of class in fs, for the add-existing replay.

@@ -215,7 +215,7 @@ func TestMemoryBlockBasics(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		basics, err := onlineFS{fs}.MemoryBlockBasics(n)
+		basics, err := fs.MemoryBlockBasics(n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +224,7 @@ func TestMemoryBlockBasics(t *testing.T) {
 			t.Errorf("memory%d (-sysfs without zones +basics):\n%s", n, diff)
 		}
 	}
-	if _, err := (onlineFS{fs}).MemoryBlockBasics(999); !errors.Is(err, iofs.ErrNotExist) {
+	if _, err := fs.MemoryBlockBasics(999); !errors.Is(err, iofs.ErrNotExist) {
 		t.Errorf("MemoryBlockBasics(999) = %v; want an error wrapping fs.ErrNotExist", err)
 	}
 }

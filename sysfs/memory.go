@@ -108,7 +108,7 @@ func (fsys FS) memoryBlocks(nums []int, workers int) ([]MemoryBlock, error) {
 	scan := func(w int) {
 		buf := make([]byte, scratchSize)
 		for i := len(nums) * w / workers; i < len(nums)*(w+1)/workers && !failed.Load(); i++ {
-			b, err := fsys.readMemoryBlock(nums[i], buf)
+			b, err := fsys.readMemoryBlock(nums[i], buf, true)
 			if err != nil {
 				if vanished(err, fsys.MemoryBlockPath(nums[i])) {
 					gone[i] = true
@@ -156,15 +156,31 @@ func (fsys FS) MemoryBlock(n int) (MemoryBlock, error) {
 		return MemoryBlock{}, fmt.Errorf("sysfs: read %s: %w", fsys.MemoryBlockPath(n), fs.ErrNotExist)
 	}
 	var buf [scratchSize]byte
-	b, err := fsys.readMemoryBlock(n, buf[:])
+	b, err := fsys.readMemoryBlock(n, buf[:], true)
+	return b, notExistIfVanished(err, fsys.MemoryBlockPath(n))
+}
+
+// MemoryBlockBasics is MemoryBlock without valid_zones (ValidZones stays ""), for code that
+// reads a block while it may still be being hot-added: Linux 6.1 dereferences NULL computing
+// the zones of such a block (see MemoryBlock.ValidZones). The same errors; it blocks on file
+// reads and is safe for concurrent use.
+func (fsys FS) MemoryBlockBasics(n int) (MemoryBlock, error) {
+	if n < 0 {
+		return MemoryBlock{}, fmt.Errorf("sysfs: invalid memory block number %d", n)
+	}
+	if !fsys.HasMemory() {
+		return MemoryBlock{}, fmt.Errorf("sysfs: read %s: %w", fsys.MemoryBlockPath(n), fs.ErrNotExist)
+	}
+	var buf [scratchSize]byte
+	b, err := fsys.readMemoryBlock(n, buf[:], false)
 	return b, notExistIfVanished(err, fsys.MemoryBlockPath(n))
 }
 
 // readMemoryBlock reads block n, using buf as scratch space of scratchSize bytes. It lists
 // memoryN once, which gives the node link and tells which optional files exist, then reads state
-// (required) and valid_zones (when listed and the block is online). phys_index is N (see
-// MemoryBlock.PhysIndex) and removable is 1 for every block since Linux 5.8: neither is read.
-func (fsys FS) readMemoryBlock(n int, buf []byte) (MemoryBlock, error) {
+// (required) and, with zones, valid_zones (when listed and the block is online). phys_index is N
+// (see MemoryBlock.PhysIndex) and removable is 1 for every block since Linux 5.8: neither is read.
+func (fsys FS) readMemoryBlock(n int, buf []byte, zones bool) (MemoryBlock, error) {
 	p := fsys.MemoryBlockPath(n)
 	d, err := openDir(p)
 	if err != nil {
@@ -199,7 +215,7 @@ func (fsys FS) readMemoryBlock(n int, buf []byte) (MemoryBlock, error) {
 	}
 	blk.PhysStart = lo
 
-	if blk.State == "online" && has(names, "valid_zones") {
+	if zones && blk.State == "online" && has(names, "valid_zones") {
 		if b, err = read("valid_zones"); err != nil {
 			return MemoryBlock{}, err
 		}
