@@ -28,17 +28,10 @@ import (
 // patience bounds every wait: a deadline for what must happen, never a measurement.
 const patience = 60 * time.Second
 
-// tool finds a program the test needs: missing, the test skips saying so, or fails under CI.
+// tool finds a program the test needs; a missing one ends the test through testenv.Unavailable.
 func tool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed; CI must have it (Debian package %s)", name, name)
-		}
-		t.Skipf("%s is not installed (Debian package %s): this test builds and runs C against libhotplug", name, name)
-	}
-	return p
+	return testenv.Tool(t, name, "Debian package "+name+"; make deps installs it")
 }
 
 var (
@@ -191,10 +184,22 @@ func TestIntegrationCMemoryDevices(t *testing.T) {
 }
 
 // runMonitor runs the example (argv), waits until it has registered, takes cpu offline and online,
-// and returns its stdout and stderr once it has exited with status 0.
-func runMonitor(t *testing.T, cpu int, argv ...string) (string, string) {
+// and returns its stdout and stderr once it has exited with status 0. Under a memory checker (c
+// not nil) its environment is the checker's, and a valgrind that cannot execute the program on
+// this CPU skips t, saying so.
+func runMonitor(t *testing.T, cpu int, c *memChecker, argv ...string) (string, string) {
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if c != nil {
+		cmd.Env = append(cmd.Environ(), c.env...)
+	}
+	toolLimit := func(err error, stderr string) {
+		if c != nil && c.name == "valgrind" {
+			if why, ok := toolCannotRun(stderr, err); ok {
+				skipToolLimit(t, why)
+			}
+		}
+	}
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	stderrPipe, err := cmd.StderrPipe()
@@ -225,6 +230,7 @@ func runMonitor(t *testing.T, cpu int, argv ...string) (string, string) {
 	select {
 	case <-registered:
 	case err := <-exited:
+		toolLimit(err, stderr.String())
 		t.Fatalf("%s exited before registering: %v\nstderr:\n%s", argv[0], err, stderr.String())
 	case <-time.After(patience):
 		cmd.Process.Kill()
@@ -235,6 +241,7 @@ func runMonitor(t *testing.T, cpu int, argv ...string) (string, string) {
 	select {
 	case err := <-exited:
 		if err != nil {
+			toolLimit(err, stderr.String())
 			t.Fatalf("%s: %v\nstdout:\n%s\nstderr:\n%s", argv[0], err, stdout.String(), stderr.String())
 		}
 	case <-time.After(patience):
@@ -269,8 +276,9 @@ func checkCycle(t *testing.T, cpu int, stdout, stderr string) {
 
 // TestIntegrationCExample builds examples/c/monitor.c with gcc against libhotplug.so and runs it
 // against the real agent: it registers for processors, sees the removal and the arrival of a real
-// CPU offline/online cycle, unregisters and exits 0. Then again under valgrind (memcheck), with
-// the library built with Go's valgrind support: no error, no leak.
+// CPU offline/online cycle, unregisters and exits 0. Then again under each memory checker
+// (AddressSanitizer with LeakSanitizer on every machine, valgrind's memcheck with the library built
+// with Go's valgrind support where valgrind can run): no error, no leak.
 func TestIntegrationCExample(t *testing.T) {
 	notShort(t)
 	testenv.RequireRoot(t)
@@ -281,37 +289,36 @@ func TestIntegrationCExample(t *testing.T) {
 	t.Run("plain", func(t *testing.T) {
 		lib := library(t, "")
 		prog := compile(t, lib, "../examples/c/monitor.c", "monitor")
-		stdout, stderr := runMonitor(t, cpu, prog, "-n", "2", url)
+		stdout, stderr := runMonitor(t, cpu, nil, prog, "-n", "2", url)
 		checkCycle(t, cpu, stdout, stderr)
 	})
-	t.Run("valgrind", func(t *testing.T) {
-		vg := tool(t, "valgrind")
-		lib := library(t, "valgrind")
-		prog := compile(t, lib, "../examples/c/monitor.c", "monitor")
-		stdout, stderr := runMonitor(t, cpu, append(valgrindArgs(vg), prog, "-n", "2", url)...)
-		checkCycle(t, cpu, stdout, stderr)
-	})
+	for _, c := range memCheckers() {
+		t.Run(c.name, func(t *testing.T) {
+			prog := c.build(t, "../examples/c/monitor.c", "monitor")
+			stdout, stderr := runMonitor(t, cpu, &c, c.argv(t, prog, "-n", "2", url)...)
+			checkCycle(t, cpu, stdout, stderr)
+		})
+	}
 }
 
-func valgrindArgs(vg string) []string {
-	return []string{vg, "--error-exitcode=99", "--leak-check=full", "--show-leak-kinds=all", "--errors-for-leak-kinds=all",
-		"--suppressions=testdata/go-runtime.supp", "-q"}
-}
-
-// TestIntegrationValgrindSeesMisuse: the valgrind setup above does catch the C side's errors.
-// A program that reads a notification after its callback returned must fail under it.
-func TestIntegrationValgrindSeesMisuse(t *testing.T) {
+// TestIntegrationMemcheckSeesMisuse: each memory checker above does catch the C side's errors.
+// A program that reads a notification after its callback returned must fail under it, with the
+// invalid read reported.
+func TestIntegrationMemcheckSeesMisuse(t *testing.T) {
 	notShort(t)
-	vg := tool(t, "valgrind")
-	lib := library(t, "valgrind")
-	prog := compile(t, lib, "testdata/misuse.c", "misuse")
 	url := startAgent(t)
-	cmd := exec.Command(valgrindArgs(vg)[0], append(valgrindArgs(vg)[1:], prog, url)...)
-	cmd.WaitDelay = patience
-	out, err := cmd.CombinedOutput()
-	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 99 || !strings.Contains(string(out), "Invalid read") {
-		t.Fatalf("valgrind on a use after free: %v; want exit status 99 and an invalid read reported:\n%s", err, out)
+	for _, c := range memCheckers() {
+		t.Run(c.name, func(t *testing.T) {
+			prog := c.build(t, "testdata/misuse.c", "misuse")
+			argv := c.argv(t, prog, url)
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.WaitDelay = patience
+			out, err := c.run(t, cmd)
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != memcheckExit || !strings.Contains(out, c.invalidRead) {
+				t.Fatalf("%s on a use after free: %v; want exit status %d and %q reported:\n%s", c.name, err, memcheckExit, c.invalidRead, out)
+			}
+		})
 	}
 }
 

@@ -199,7 +199,7 @@ func TestDefaultRefusesNonRoot(t *testing.T) {
 // the refusal is logged with its uid and pid.
 func TestIntegrationControlRejectsNonRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: it runs the client as another user (uid 65534)")
+		testenv.Unavailable(t, "needs root: it runs the client as another user (uid 65534)")
 	}
 	dir, err := os.MkdirTemp("", "hotplug-control")
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
+
 	"github.com/hotplug-agent/hotplug-agent/config"
 )
 
@@ -26,9 +28,7 @@ func TestExampleConfigLoads(t *testing.T) {
 // TestMakeInstall stages `make install` under DESTDIR with another PREFIX: every file lands, the
 // unit starts the installed binary, and the installed binary runs.
 func TestMakeInstall(t *testing.T) {
-	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("make not found")
-	}
+	testenv.Tool(t, "make", "Debian package make")
 	dest := t.TempDir()
 	cmd := exec.Command("make", "-C", "..", "install", "DESTDIR="+dest, "PREFIX=/usr", "UNITDIR=/usr/lib/systemd/system")
 	if out, err := cmd.CombinedOutput(); err != nil {

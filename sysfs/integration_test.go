@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -23,7 +25,7 @@ func TestIntegrationRealSysfs(t *testing.T) {
 	const root = "/sys"
 	cpuRoot := filepath.Join(root, cpuDir)
 	if _, err := os.Stat(cpuRoot); err != nil {
-		t.Skipf("no real sysfs to read: %v (not Linux, or /sys not mounted)", err)
+		testenv.Unavailable(t, "no real sysfs to read: %v (not Linux, or /sys not mounted)", err)
 	}
 	fsys, err := NewFS(root)
 	if err != nil {
@@ -119,7 +121,7 @@ func TestIntegrationRealSysfs(t *testing.T) {
 			if fsys.HasMemory() {
 				t.Errorf("HasMemory() = true, but %s does not exist", memRoot)
 			}
-			t.Skipf("the kernel has no memory hotplug support: %v", err)
+			testenv.Unavailable(t, "the kernel has no memory hotplug support: %v", err)
 		}
 		if !fsys.HasMemory() {
 			t.Fatalf("HasMemory() = false, but %s exists", memRoot)

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"log/slog"
 	"net"
 	"os"
@@ -18,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
@@ -41,7 +42,7 @@ func listen(t *testing.T, opts Options) *Conn {
 func requireRoot(t *testing.T, why string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skipf("needs root to %s", why)
+		testenv.Unavailable(t, "needs root to %s", why)
 	}
 }
 
@@ -70,7 +71,7 @@ func lastDevice(t *testing.T, dir, prefix string) string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		t.Skipf("no %s: %v", dir, err)
+		testenv.Unavailable(t, "no %s: %v", dir, err)
 	}
 	re := regexp.MustCompile("^" + prefix + "([0-9]+)$")
 	best := -1
@@ -82,7 +83,7 @@ func lastDevice(t *testing.T, dir, prefix string) string {
 		}
 	}
 	if best < 0 {
-		t.Skipf("no %s%s[0-9]+ device", dir, "/"+prefix)
+		testenv.Unavailable(t, "no %s%s[0-9]+ device", dir, "/"+prefix)
 	}
 	return strings.TrimPrefix(dir, "/sys") + "/" + prefix + strconv.Itoa(best)
 }
@@ -381,7 +382,7 @@ func readProcInt(t *testing.T, p string) int {
 	t.Helper()
 	b, err := os.ReadFile(p)
 	if err != nil {
-		t.Skipf("cannot read %s: %v", p, err)
+		testenv.Unavailable(t, "cannot read %s: %v", p, err)
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {

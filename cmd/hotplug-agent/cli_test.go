@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 )
 
 // TestBadInput checks that every mistake a user can make on the command line or in the config
@@ -50,7 +52,7 @@ func TestBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := os.Stat("/sys/devices/system/cpu/possible"); tt.linux && err != nil {
-				t.Skip("needs a Linux sysfs at /sys")
+				testenv.Unavailable(t, "needs a Linux sysfs at /sys")
 			}
 			var stdout, stderr bytes.Buffer
 			code := run(tt.args, &stdout, &stderr)

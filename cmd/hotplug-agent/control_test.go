@@ -216,7 +216,7 @@ func TestIntegrationControlMemoryCannotOffline(t *testing.T) {
 	testenv.RequireRoot(t)
 	const link = "/sys/devices/system/memory/memory0"
 	if b, err := os.ReadFile(link + "/state"); err != nil || strings.TrimSpace(string(b)) != "online" {
-		t.Skipf("needs %s online: %v", link, err)
+		testenv.Unavailable(t, "needs %s online: %v", link, err)
 	}
 	t.Cleanup(func() {
 		// Should the kernel ever accept, give the block back.

@@ -387,7 +387,7 @@ func TestIntegrationIncludeExisting(t *testing.T) {
 // TestIntegrationListMatchesSysfs compares `hotplug-agent list --json` with sysfs read here.
 func TestIntegrationListMatchesSysfs(t *testing.T) {
 	if _, err := os.Stat("/sys/devices/system/cpu/present"); err != nil {
-		t.Skip("no sysfs at /sys")
+		testenv.Unavailable(t, "no sysfs at /sys")
 	}
 	testenv.LockCPUs(t)
 	out, err := exec.Command(binary, "list", "--json").Output()

@@ -10,19 +10,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 )
 
-// tool finds a systemd tool; a missing one is a skip, except in CI where it is a failure.
+// tool finds a systemd tool; a missing one ends the test through testenv.Unavailable.
 func tool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found: CI must check the unit (install Debian's systemd package)", name)
-		}
-		t.Skipf("%s not found: the unit is not checked here (install Debian's systemd package)", name)
-	}
-	return p
+	return testenv.Tool(t, name, "Debian package systemd; make deps installs it")
 }
 
 // unitWithBinary writes a copy of the unit whose ExecStart names a binary that exists, as

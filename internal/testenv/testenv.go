@@ -20,11 +20,11 @@ import (
 // socket, would confuse both.
 const CPULockPath = "/tmp/hotplug-agent-test-cpu.lock"
 
-// RequireRoot skips t unless it runs as root, saying why.
+// RequireRoot ends t through Unavailable unless it runs as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: it changes CPU state and writes uevent files under /sys")
+		Unavailable(t, "needs root: it changes CPU state and writes uevent files under /sys")
 	}
 }
 
@@ -42,8 +42,8 @@ func LockCPUs(t testing.TB) {
 	t.Cleanup(func() { f.Close() })
 }
 
-// HotpluggableCPU returns the highest-numbered CPU that has an online file, skipping t when there
-// is none.
+// HotpluggableCPU returns the highest-numbered CPU that has an online file, ending t through
+// Unavailable when there is none.
 func HotpluggableCPU(t testing.TB) int {
 	t.Helper()
 	paths, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/online")
@@ -55,7 +55,7 @@ func HotpluggableCPU(t testing.TB) int {
 		}
 	}
 	if len(cpus) == 0 {
-		t.Skip("no CPU of this machine can be taken offline (no /sys/devices/system/cpu/cpuN/online)")
+		Unavailable(t, "no CPU of this machine can be taken offline (no /sys/devices/system/cpu/cpuN/online)")
 	}
 	sort.Ints(cpus)
 	return cpus[len(cpus)-1]
