@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,17 +26,27 @@ const kernelGroup = 1
 // header; anything larger is reported as truncated.
 const recvBufferSize = 8 << 10
 
+// credsSpace is the room SCM_CREDENTIALS takes in a control message buffer.
+var credsSpace = unix.CmsgSpace(unix.SizeofUcred)
+
 // Conn is a NETLINK_KOBJECT_UEVENT socket bound to the kernel's uevent group.
-// Read must be called by one goroutine at a time; Close and ReceiveBufferBytes are safe
+// Read must be called by one goroutine at a time; Close, ReceiveBufferBytes and Behind are safe
 // for concurrent use, also with Read.
 type Conn struct {
 	f        *os.File        // the socket, registered with the runtime's netpoller
 	rc       syscall.RawConn // f.SyscallConn()
 	buf      []byte          // reused by every Read
+	oob      []byte          // control messages (the sender's credentials), reused by every Read
 	rcvbuf   int             // SO_RCVBUF as reported after setup
 	log      *slog.Logger
 	onReject func(string)
 	closed   atomic.Bool
+
+	// emptyAt is the last moment (unix nanoseconds) the receive queue was known to be empty:
+	// a receive found nothing (EAGAIN), or the datagram it got woke it from such a wait.
+	// waiting is true from such an empty receive until the next datagram. Behind reads them.
+	emptyAt atomic.Int64
+	waiting atomic.Bool
 }
 
 // Listen opens a netlink socket for kernel uevents and joins multicast group 1.
@@ -71,6 +82,12 @@ func Listen(opts Options) (*Conn, error) {
 			}
 		}
 	}
+	// The sender's credentials come with every datagram: the kernel's own uevents carry pid 0,
+	// while one that a process with CAP_SYS_ADMIN sent to the kernel (Linux 4.18 and later) is
+	// re-broadcast from port id 0 too, but with that process's pid.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		return fail("setsockopt SO_PASSCRED", err)
+	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: kernelGroup}); err != nil {
 		return fail("bind netlink group 1", err)
 	}
@@ -102,14 +119,29 @@ func Listen(opts Options) (*Conn, error) {
 	}
 	log.Info("udev: listening for kernel uevents", attrs...)
 
-	return &Conn{
+	c := &Conn{
 		f:        f,
 		rc:       rc,
 		buf:      make([]byte, recvBufferSize),
+		oob:      make([]byte, credsSpace),
 		rcvbuf:   rcvbuf,
 		log:      log,
 		onReject: opts.OnReject,
-	}, nil
+	}
+	c.emptyAt.Store(time.Now().UnixNano())
+	c.waiting.Store(true) // a new socket's queue is empty
+	return c, nil
+}
+
+// Behind returns how long the receive queue has held datagrams without a Read finding it
+// empty: 0 while the reader waits for the next uevent, and a growing duration while uevents
+// arrive faster than the reader takes them (or the reader is stuck). It does not block and is
+// safe for concurrent use.
+func (c *Conn) Behind(now time.Time) time.Duration {
+	if c.waiting.Load() {
+		return 0
+	}
+	return max(0, now.Sub(time.Unix(0, c.emptyAt.Load())))
 }
 
 // ReceiveBufferBytes returns the receive buffer size the kernel reported (SO_RCVBUF)
@@ -167,7 +199,7 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 	}
 
 	for {
-		n, flags, from, at, err := c.recv()
+		n, oobn, flags, from, at, err := c.recv()
 		if err != nil {
 			switch {
 			case c.closed.Load():
@@ -180,7 +212,7 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 			}
 			return Event{}, c.wrap("recvmsg", err)
 		}
-		ev, reason, perr := accept(c.buf, n, flags, from)
+		ev, reason, perr := accept(c.buf, n, flags, from, c.oob[:oobn])
 		if reason != "" {
 			c.reject(reason, n, from, perr)
 			continue
@@ -190,26 +222,35 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 	}
 }
 
-// recv waits for one datagram and receives it into c.buf.
-func (c *Conn) recv() (n, flags int, from unix.Sockaddr, at time.Time, err error) {
+// recv waits for one datagram and receives it into c.buf, its control messages into c.oob.
+func (c *Conn) recv() (n, oobn, flags int, from unix.Sockaddr, at time.Time, err error) {
 	var opErr error
 	err = c.rc.Read(func(fd uintptr) bool {
 		for {
-			n, _, flags, from, opErr = unix.Recvmsg(int(fd), c.buf, nil, 0)
+			n, oobn, flags, from, opErr = unix.Recvmsg(int(fd), c.buf, c.oob, 0)
 			if opErr != unix.EINTR {
 				break
 			}
 		}
 		if opErr == unix.EAGAIN {
+			if !c.waiting.Load() {
+				c.emptyAt.Store(time.Now().UnixNano())
+				c.waiting.Store(true)
+			}
 			return false // wait for the netpoller
 		}
 		at = time.Now()
+		if c.waiting.Load() {
+			// The queue was empty until this datagram arrived.
+			c.emptyAt.Store(at.UnixNano())
+			c.waiting.Store(false)
+		}
 		return true
 	})
 	if err == nil {
 		err = opErr
 	}
-	return n, flags, from, at, err
+	return n, oobn, flags, from, at, err
 }
 
 // drain discards the datagrams queued on the socket, without waiting. The kernel
@@ -257,13 +298,19 @@ func (c *Conn) reject(reason string, n int, from unix.Sockaddr, perr error) {
 	}
 }
 
-// accept checks one received datagram (n bytes in buf, recvmsg flags, source address)
-// and parses it. It returns the event, or the reason it must be dropped (and, for
-// "malformed", the parse error).
-func accept(buf []byte, n, flags int, from unix.Sockaddr) (Event, string, error) {
+// accept checks one received datagram (n bytes in buf, recvmsg flags, source address,
+// control messages) and parses it. It returns the event, or the reason it must be dropped (and,
+// for "malformed", the parse error).
+func accept(buf []byte, n, flags int, from unix.Sockaddr, oob []byte) (Event, string, error) {
 	// Only the kernel sends from port id 0; any process with CAP_NET_ADMIN can send
 	// to the group from its own port.
 	if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
+		return Event{}, rejectSender, nil
+	}
+	// A uevent that a process sent to the kernel is re-broadcast from port id 0 as well, but
+	// its credentials name that process; the kernel's own carry pid 0. No credentials at all
+	// (SO_PASSCRED not in force) proves nothing, so it is refused too.
+	if pid, ok := senderPID(oob); !ok || pid != 0 {
 		return Event{}, rejectSender, nil
 	}
 	if flags&unix.MSG_TRUNC != 0 || n > len(buf) {
@@ -274,6 +321,27 @@ func accept(buf []byte, n, flags int, from unix.Sockaddr) (Event, string, error)
 		return Event{}, rejectMalformed, err
 	}
 	return ev, "", nil
+}
+
+// senderPID returns the pid of the SCM_CREDENTIALS control message in oob, without allocating.
+func senderPID(oob []byte) (int32, bool) {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		if uint64(h.Len) < unix.SizeofCmsghdr || uint64(h.Len) > uint64(len(oob)) {
+			return 0, false
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_CREDENTIALS && uint64(h.Len) >= uint64(unix.CmsgLen(unix.SizeofUcred)) {
+			var u unix.Ucred
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&u)), unix.SizeofUcred), oob[unix.CmsgLen(0):])
+			return u.Pid, true
+		}
+		next := unix.CmsgSpace(int(h.Len) - unix.CmsgLen(0))
+		if next > len(oob) {
+			break
+		}
+		oob = oob[next:]
+	}
+	return 0, false
 }
 
 // wrap names the operation in err, and reports a closed Conn as net.ErrClosed.

@@ -218,23 +218,34 @@ func TestAccept(t *testing.T) {
 	kernel := &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}
 	buf := make([]byte, recvBufferSize)
 	n := copy(buf, rawMemoryOnline)
+	kcreds := unix.UnixCredentials(&unix.Ucred{Pid: 0, Uid: 0, Gid: 0})
+	// What the kernel re-broadcasts for a process that sent it a uevent: port id 0, the
+	// sender's pid and uid.
+	injected := unix.UnixCredentials(&unix.Ucred{Pid: 4242, Uid: 0, Gid: 0})
+	rights := unix.UnixRights(3)
 	tests := []struct {
 		name       string
 		n, flags   int
 		from       unix.Sockaddr
+		oob        []byte
 		wantReason string
 	}{
-		{"kernel", n, 0, kernel, ""},
-		{"userspace sender", n, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1, Pid: 4242}, "sender"},
-		{"no source address", n, 0, nil, "sender"},
-		{"not netlink", n, 0, &unix.SockaddrInet4{Port: 1}, "sender"},
-		{"MSG_TRUNC", n, unix.MSG_TRUNC, kernel, "truncated"},
-		{"malformed", n - 12, 0, kernel, "malformed"}, // cut inside SEQNUM's key
-		{"empty", 0, 0, kernel, "malformed"},
+		{"kernel", n, 0, kernel, kcreds, ""},
+		{"kernel, credentials after another message", n, 0, kernel, append(slices.Clone(rights), kcreds...), ""},
+		{"userspace sender", n, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1, Pid: 4242}, kcreds, "sender"},
+		{"sent to the kernel and re-broadcast", n, 0, kernel, injected, "sender"},
+		{"no credentials", n, 0, kernel, nil, "sender"},
+		{"other control message only", n, 0, kernel, rights, "sender"},
+		{"credentials cut short", n, 0, kernel, kcreds[:len(kcreds)-8], "sender"},
+		{"no source address", n, 0, nil, kcreds, "sender"},
+		{"not netlink", n, 0, &unix.SockaddrInet4{Port: 1}, kcreds, "sender"},
+		{"MSG_TRUNC", n, unix.MSG_TRUNC, kernel, kcreds, "truncated"},
+		{"malformed", n - 12, 0, kernel, kcreds, "malformed"}, // cut inside SEQNUM's key
+		{"empty", 0, 0, kernel, kcreds, "malformed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev, reason, err := accept(buf, tt.n, tt.flags, tt.from)
+			ev, reason, err := accept(buf, tt.n, tt.flags, tt.from, tt.oob)
 			if reason != tt.wantReason {
 				t.Fatalf("accept reason = %q (err %v), want %q", reason, err, tt.wantReason)
 			}
@@ -282,6 +293,67 @@ func TestIntegrationRejectsForgedSender(t *testing.T) {
 	}
 	if !slices.Contains(reasons, "sender") {
 		t.Errorf("OnReject reasons = %q, want one \"sender\"", reasons)
+	}
+}
+
+// TestIntegrationRejectsUeventSentThroughKernel: a root process has the kernel itself broadcast a
+// well-formed online of a CPU. The datagram comes from port id 0 like the kernel's own, with the
+// process's pid in its credentials: Read drops it as "sender" and returns the kernel's next uevent.
+func TestIntegrationRejectsUeventSentThroughKernel(t *testing.T) {
+	testenv.LockCPUs(t)
+	requireRoot(t, "send a uevent to the kernel (CAP_SYS_ADMIN) and write a uevent file")
+	var reasons []string // OnReject runs on the reading goroutine: this one
+	c := listen(t, Options{OnReject: func(r string) { reasons = append(reasons, r) }})
+	cpu := highestCPU(t)
+	forgedID, realID := uuid.NewString(), uuid.NewString()
+	// The kernel appends its own SEQNUM; the parser takes the first, the forged one.
+	forged := "online@" + cpu + "\x00ACTION=online\x00DEVPATH=" + cpu + "\x00SUBSYSTEM=cpu\x00SYNTH_UUID=" + forgedID + "\x00SEQNUM=18446744073709551615\x00"
+	testenv.SendToKernel(t, []byte(forged))
+	trigger(t, cpu, "online "+realID)
+	ev := readUntil(t, c, func(e *Event) bool {
+		if hasUUID(forgedID)(e) {
+			t.Fatalf("Read returned the uevent sent through the kernel: %v", e)
+		}
+		return hasUUID(realID)(e)
+	})
+	if ev.DevPath != cpu || ev.Action != "online" || ev.Seqnum == 1<<64-1 {
+		t.Errorf("real event = %v, want online@%s with the kernel's SEQNUM", ev, cpu)
+	}
+	if !slices.Contains(reasons, "sender") {
+		t.Errorf("OnReject reasons = %q, want one \"sender\"", reasons)
+	}
+}
+
+// TestIntegrationBehind: Behind is 0 while the reader waits, grows while uevents stay queued
+// unread, and is 0 again once a Read has emptied the queue.
+func TestIntegrationBehind(t *testing.T) {
+	testenv.LockCPUs(t)
+	requireRoot(t, "write a uevent file")
+	c := listen(t, Options{})
+	if d := c.Behind(time.Now()); d != 0 {
+		t.Fatalf("Behind on a new socket = %v, want 0", d)
+	}
+	mem := memoryBlock(t)
+	first, second := uuid.NewString(), uuid.NewString()
+	trigger(t, mem, "change "+first)
+	readUntil(t, c, hasUUID(first)) // the reader has taken a datagram: not waiting now
+	trigger(t, mem, "change "+second)
+	time.Sleep(50 * time.Millisecond)
+	if d := c.Behind(time.Now()); d < 50*time.Millisecond {
+		t.Errorf("Behind with a uevent queued unread for 50ms = %v, want at least 50ms", d)
+	}
+	readUntil(t, c, hasUUID(second))
+	// Nothing else is queued (other packages' uevents wait for the CPU lock): the next Read
+	// finds the queue empty and waits.
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	for {
+		if _, err := c.Read(ctx); err != nil {
+			break
+		}
+	}
+	if d := c.Behind(time.Now()); d != 0 {
+		t.Errorf("Behind after a Read waited on an empty queue = %v, want 0", d)
 	}
 }
 

@@ -21,8 +21,8 @@ func (e *ParseError) Error() string {
 //
 // A field is split at its first '=', so values may contain '='; trailing newlines are
 // trimmed from values; the final NUL may be missing. ACTION, DEVPATH, SUBSYSTEM and
-// SEQNUM (a decimal uint64) are required, and the header's action and path must equal
-// the ACTION and DEVPATH keys (the first occurrence of a key counts). Parse rejects
+// SEQNUM (a decimal uint64) are required, each once, and the header's action and path must
+// equal the ACTION and DEVPATH keys; of other keys the first occurrence counts. Parse rejects
 // udevd's re-broadcast format (a "libudev" header), empty fields, fields without '='
 // and empty keys. It returns a *ParseError on bad input and never panics.
 //
@@ -58,22 +58,27 @@ func Parse(b []byte) (Event, error) {
 		}
 		value = trimValue(value)
 		switch {
-		case key == "ACTION" && !haveAction:
+		case key == "ACTION" && haveAction, key == "DEVPATH" && haveDevPath,
+			key == "SUBSYSTEM" && haveSubsystem, key == "SEQNUM" && haveSeq:
+			// The kernel never sends these twice; a uevent that a process sent to the kernel
+			// is re-broadcast with the kernel's SEQNUM appended after the sender's.
+			return Event{}, &ParseError{Offset: off, Reason: "duplicate " + key}
+		case key == "ACTION":
 			if value != action {
 				return Event{}, &ParseError{Offset: off, Reason: "ACTION does not match the header"}
 			}
 			ev.Action, haveAction = value, true
-		case key == "DEVPATH" && !haveDevPath:
+		case key == "DEVPATH":
 			if value != devpath {
 				return Event{}, &ParseError{Offset: off, Reason: "DEVPATH does not match the header"}
 			}
 			ev.DevPath, haveDevPath = value, true
-		case key == "SUBSYSTEM" && !haveSubsystem:
+		case key == "SUBSYSTEM":
 			if value == "" {
 				return Event{}, &ParseError{Offset: off, Reason: "empty SUBSYSTEM"}
 			}
 			ev.Subsystem, haveSubsystem = value, true
-		case key == "SEQNUM" && !haveSeq:
+		case key == "SEQNUM":
 			n, err := strconv.ParseUint(value, 10, 64)
 			if err != nil {
 				return Event{}, &ParseError{Offset: off, Reason: "SEQNUM is not a decimal uint64"}

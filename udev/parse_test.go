@@ -111,10 +111,10 @@ func TestParse(t *testing.T) {
 			}},
 		},
 		{
-			name: "duplicate key: the first occurrence counts",
-			raw:  "add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00SUBSYSTEM=a\x00SUBSYSTEM=b\x00SEQNUM=1\x00SEQNUM=bad\x00",
+			name: "duplicate key other than the four: the first occurrence counts",
+			raw:  "add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00SUBSYSTEM=a\x00DRIVER=a\x00DRIVER=b\x00SEQNUM=1\x00",
 			want: parsed{Action: "add", DevPath: "/devices/x", Subsystem: "a", Seqnum: 1, Fields: [][2]string{
-				{"ACTION", "add"}, {"DEVPATH", "/devices/x"}, {"SUBSYSTEM", "a"}, {"SUBSYSTEM", "b"}, {"SEQNUM", "1"}, {"SEQNUM", "bad"},
+				{"ACTION", "add"}, {"DEVPATH", "/devices/x"}, {"SUBSYSTEM", "a"}, {"DRIVER", "a"}, {"DRIVER", "b"}, {"SEQNUM", "1"},
 			}},
 		},
 	}
@@ -166,6 +166,11 @@ func TestParseErrors(t *testing.T) {
 		{"empty key", "add@/devices/x\x00ACTION=add\x00=value\x00DEVPATH=/devices/x\x00SUBSYSTEM=cpu\x00SEQNUM=1\x00", ParseError{26, "empty key"}},
 		{"field without '='", "add@/devices/x\x00ACTION=add\x00DEVPATH\x00SUBSYSTEM=cpu\x00SEQNUM=1\x00", ParseError{26, "field without '='"}},
 		{"empty field (two NULs)", "add@/devices/x\x00ACTION=add\x00\x00DEVPATH=/devices/x\x00SUBSYSTEM=cpu\x00SEQNUM=1\x00", ParseError{26, "empty field"}},
+		// What the kernel broadcasts for a uevent a process sent it: the sender's SEQNUM, then its own.
+		{"SEQNUM twice", "offline@/devices/system/cpu/cpu0\x00ACTION=offline\x00DEVPATH=/devices/system/cpu/cpu0\x00SUBSYSTEM=cpu\x00SEQNUM=18446744073709551615\x00SEQNUM=162991\x00", ParseError{123, "duplicate SEQNUM"}},
+		{"SUBSYSTEM twice", "add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00SUBSYSTEM=a\x00SUBSYSTEM=b\x00SEQNUM=1\x00", ParseError{57, "duplicate SUBSYSTEM"}},
+		{"ACTION twice", "add@/devices/x\x00ACTION=add\x00ACTION=add\x00DEVPATH=/devices/x\x00SUBSYSTEM=a\x00SEQNUM=1\x00", ParseError{26, "duplicate ACTION"}},
+		{"DEVPATH twice", "add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00DEVPATH=/devices/x\x00SUBSYSTEM=a\x00SEQNUM=1\x00", ParseError{45, "duplicate DEVPATH"}},
 		{"two final NULs", "add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00SUBSYSTEM=cpu\x00SEQNUM=1\x00\x00", ParseError{68, "empty field"}},
 	}
 	for _, tt := range tests {
