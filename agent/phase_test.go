@@ -67,6 +67,22 @@ func counterValue(c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// unplugBlock takes memory block n out of the sysfs tree at root and returns the function that
+// puts it back, as the kernel's hot-add of the block would.
+func unplugBlock(t *testing.T, root string, n int) func() {
+	t.Helper()
+	dir := filepath.Join(root, "devices/system/memory", fmt.Sprintf("memory%d", n))
+	aside := filepath.Join(t.TempDir(), filepath.Base(dir))
+	if err := os.Rename(dir, aside); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := os.Rename(aside, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func writeAttr(t *testing.T, root, rel, v string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(root, rel), []byte(v+"\n"), 0o644); err != nil {
@@ -92,6 +108,9 @@ func TestTwoPhaseHotAdd(t *testing.T) {
 	const state33, state23 = "devices/system/memory/memory33/state", "devices/system/memory/memory23/state"
 	writeAttr(t, root, state33, "offline")
 	writeAttr(t, root, state23, "offline")
+	// Both blocks are hot-added: absent when the agent starts, there when the kernel says add.
+	plug33 := unplugBlock(t, root, 33)
+	plug23 := unplugBlock(t, root, 23)
 	a, src, _, _ := runAgent(t, Options{SysfsPath: root, Config: &config.Config{Online: config.Online{Memory: "online"}}})
 
 	j := newPhaseJournal()
@@ -132,6 +151,7 @@ func TestTwoPhaseHotAdd(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	plug33()
 	src.send(t, "add", "/devices/system/memory/memory33", "memory", 100)
 	want := []string{
 		"pool add_start /sys/devices/system/memory/memory33 seqnum=100",
@@ -149,6 +169,7 @@ func TestTwoPhaseHotAdd(t *testing.T) {
 	}
 
 	// A veto: no write, AddFailure with the veto, counted.
+	plug23()
 	src.send(t, "add", "/devices/system/memory/memory23", "memory", 102)
 	want = append(want,
 		"pool add_start /sys/devices/system/memory/memory23 seqnum=102",

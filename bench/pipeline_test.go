@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strconv"
@@ -100,6 +101,11 @@ func (m memSysfs) MemoryBlock(n int) (sysfs.MemoryBlock, error) {
 		Size: 1 << 27, ValidZones: "Normal", Node: 0}, nil
 }
 
+func (m memSysfs) MemoryBlockBasics(n int) (sysfs.MemoryBlock, error) { return m.MemoryBlock(n) }
+
+// UeventSeqnum: the machine in memory has no counter to check SEQNUMs against.
+func (m memSysfs) UeventSeqnum() (uint64, error) { return 0, fs.ErrNotExist }
+
 func (m memSysfs) MemoryBlocks() ([]sysfs.MemoryBlock, error) {
 	out := make([]sysfs.MemoryBlock, m.blocks)
 	for i := range out {
@@ -158,13 +164,13 @@ func (p *pipeline) handle(b []byte, now time.Time) error {
 	if kind, _ := state.Classify(ev.Subsystem, ev.DevPath); kind != state.KindNone && p.log.Enabled(context.Background(), slog.LevelDebug) {
 		p.log.Debug("uevent", "action", ev.Action, "devpath", ev.DevPath, "seqnum", ev.Seqnum, "synthetic", ev.Synthetic())
 	}
-	notes, gap := p.tracker.Handle(&ev)
-	for i := range notes {
-		if p.registry.Publish(notes[i]) {
-			p.metrics.Notified(&notes[i])
+	out := p.tracker.Handle(&ev)
+	for i := range out.Notes {
+		if p.registry.Publish(out.Notes[i]) {
+			p.metrics.Notified(&out.Notes[i])
 		}
 	}
-	if gap {
+	if out.Gap {
 		return fmt.Errorf("SEQNUM gap at %d", ev.Seqnum)
 	}
 	return nil

@@ -4,7 +4,9 @@
 package state
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"slices"
 	"strconv"
@@ -22,6 +24,10 @@ type Sysfs interface {
 	CPU(n int) (sysfs.CPU, error)
 	MemoryBlocks() ([]sysfs.MemoryBlock, error)
 	MemoryBlock(n int) (sysfs.MemoryBlock, error)
+	// MemoryBlockBasics reads a block without its zones: safe while it is being hot-added.
+	MemoryBlockBasics(n int) (sysfs.MemoryBlock, error)
+	// UeventSeqnum is the kernel's last uevent SEQNUM (kernel/uevent_seqnum).
+	UeventSeqnum() (uint64, error)
 }
 
 // LinkPrefix is what a DEVPATH is joined to for a symbolic link: the kernel names its devices
@@ -42,19 +48,48 @@ const (
 	ReasonSeqnumGap = "seqnum_gap"
 )
 
-// Tracker is the agent's record of announced interfaces. Its methods return the notifications
-// that bring the record in line with the machine. It is not safe for concurrent use: one event
-// loop owns it.
+// Reasons a uevent is not believed, passed to the tracker's OnReject and counted in
+// hotplug_agent_uevents_rejected_total.
+const (
+	// RejectSeqnum: a SEQNUM beyond the kernel's own counter (kernel/uevent_seqnum).
+	RejectSeqnum = "seqnum"
+	// RejectUnconfirmed: an online, offline or remove that sysfs did not show when the event
+	// was handled, and that no later uevent of the same device confirmed (see Handle).
+	RejectUnconfirmed = "unconfirmed"
+)
+
+// Tracker is the agent's record of announced interfaces, and of the CPUs and memory blocks
+// present. Its methods return the notifications that bring the record in line with the machine.
+// It is not safe for concurrent use: one event loop owns it.
 type Tracker struct {
-	fs      Sysfs
-	known   map[key]notify.Interface
-	lastSeq uint64
-	now     func() time.Time
+	fs    Sysfs
+	known map[key]notify.Interface
+	// present holds every CPU and memory block sysfs showed at the last scan, updated by
+	// confirmed adds and removes: what tells a hot-add from an add of something already there.
+	present map[key]struct{}
+	// held is, per present device, a transition sysfs did not show when its uevent was handled:
+	// undone since (a quick offline and online), or not real. The next uevent of the device
+	// decides (see Handle). At most one per present or announced device.
+	held     map[key]udev.Event
+	lastSeq  uint64
+	now      func() time.Time
+	onReject func(reason string)
 }
 
 // New returns a Tracker over fs with an empty record; call Scan before handling events.
 func New(fs Sysfs) *Tracker {
-	return &Tracker{fs: fs, known: make(map[key]notify.Interface), now: time.Now}
+	return &Tracker{fs: fs, known: make(map[key]notify.Interface), present: make(map[key]struct{}),
+		held: make(map[key]udev.Event), now: time.Now}
+}
+
+// OnReject sets the function told, with a Reject* reason, of each uevent the tracker does not
+// believe. Call it before handling events.
+func (t *Tracker) OnReject(f func(reason string)) { t.onReject = f }
+
+func (t *Tracker) reject(reason string) {
+	if t.onReject != nil {
+		t.onReject(reason)
+	}
 }
 
 // key names an interface in the record: its kind and number, so that handling a uevent needs no
@@ -137,7 +172,16 @@ func (t *Tracker) Scan() ([]notify.Interface, error) {
 	for _, i := range active {
 		t.known[keyOf(i)] = i
 	}
+	t.startSeq()
 	return active, nil
+}
+
+// startSeq takes the kernel's SEQNUM as the last one seen: uevents queued before the scan are
+// older, and the first one after it is checked like any that skips numbers.
+func (t *Tracker) startSeq() {
+	if k, err := t.fs.UeventSeqnum(); err == nil && k > t.lastSeq {
+		t.lastSeq = k
+	}
 }
 
 // Restore makes ifaces the record (what was announced before a restart) without reading sysfs;
@@ -159,7 +203,7 @@ func (t *Tracker) Known() []notify.Interface {
 	return out
 }
 
-// read returns every active interface in sysfs, sorted.
+// read returns every active interface in sysfs, sorted, and makes what it found present.
 func (t *Tracker) read() ([]notify.Interface, error) {
 	cpus, err := t.fs.CPUs()
 	if err != nil {
@@ -170,16 +214,20 @@ func (t *Tracker) read() ([]notify.Interface, error) {
 		return nil, fmt.Errorf("state: scan memory blocks: %w", err)
 	}
 	out := make([]notify.Interface, 0, len(cpus)+len(blocks))
+	present := make(map[key]struct{}, len(cpus)+len(blocks))
 	for _, c := range cpus {
+		present[key{KindCPU, c.Number}] = struct{}{}
 		if c.Online {
 			out = append(out, CPUInterface(c))
 		}
 	}
 	for _, b := range blocks {
+		present[key{KindMemory, b.Index}] = struct{}{}
 		if b.Online() {
 			out = append(out, MemoryInterface(b))
 		}
 	}
+	t.present = present
 	slices.SortFunc(out, compare)
 	return out, nil
 }
@@ -207,11 +255,19 @@ func Present(fs Sysfs) ([]notify.Interface, error) {
 }
 
 // Resync rescans sysfs and returns the notifications that turn the record into the truth:
-// removals first, then arrivals, each sorted. It is called after lost events.
+// removals first, then arrivals, each sorted. It is called after lost events. Transitions held
+// for confirmation are dropped: sysfs is the truth now.
 func (t *Tracker) Resync(seqnum uint64, readAt time.Time) ([]notify.Notification, error) {
 	active, err := t.read()
 	if err != nil {
 		return nil, err
+	}
+	for k := range t.held {
+		delete(t.held, k)
+		t.reject(RejectUnconfirmed)
+	}
+	if seqnum == 0 {
+		t.startSeq()
 	}
 	now := make(map[key]notify.Interface, len(active))
 	for _, i := range active {
@@ -234,67 +290,160 @@ func (t *Tracker) Resync(seqnum uint64, readAt time.Time) ([]notify.Notification
 	return out, nil
 }
 
-// Handle applies one uevent and returns the notifications it causes, in order. gap reports that
-// the event's SEQNUM skipped numbers since the previous event: events may have been lost, and the
-// caller should Resync (the gap is a hint, not proof, because SEQNUM also counts uevents sent to
-// other network namespaces).
+// Outcome is what one uevent did.
+type Outcome struct {
+	// Notes are the notifications the event causes, in order.
+	Notes []notify.Notification
+	// Gap reports that the event's SEQNUM skipped numbers since the previous event: events may
+	// have been lost, and the caller should Resync (a hint, not proof: SEQNUM also counts
+	// uevents sent to other network namespaces). A sysfs read that failed sets it too.
+	Gap bool
+	// HotAdd is true for the kernel's add of a CPU or memory block that sysfs shows and that
+	// was not present before; HotRemove for its remove of one that was present and that sysfs
+	// no longer shows. An add of something already present (a forgery, or a replay) is neither.
+	HotAdd, HotRemove bool
+}
+
+// Handle applies one uevent and returns what it does.
 //
 // Only the kernel's own transitions change the record: "online" of a CPU or block not announced
-// is an arrival; "offline" or "remove" of an announced one is a removal. The kernel sends them for
-// every transition (device_online and device_offline do, whoever asked), so nothing else needs a
-// look at sysfs, and each notification carries the SEQNUM of the uevent that really caused it.
-// Synthetic uevents (written to a uevent file, they carry SYNTH_UUID) change nothing in the
-// machine and announce nothing; neither do add, change, bind, unbind and move. A hot-added CPU
-// or block arrives with its "online". Lost events are repaired by Resync, not guessed at here.
-func (t *Tracker) Handle(ev *udev.Event) (out []notify.Notification, gap bool) {
-	if t.lastSeq != 0 && ev.Seqnum > t.lastSeq+1 {
-		gap = true
+// is an arrival; "offline" or "remove" of an announced one is a removal. Each is confirmed
+// against sysfs before it is announced: the device must be online (arrival), or offline or gone
+// (removal). A transition sysfs does not show is held, one per device: a quick offline and
+// online read late looks like that, and the kernel's next uevent of the device, the reverse
+// transition, then confirms both, which are announced in order, each with the SEQNUM of the
+// uevent that caused it. Any other next uevent (the same transition again) or a Resync drops
+// the held one as unconfirmed. So a single uevent that sysfs contradicts is never announced,
+// and the record agrees with sysfs once each device's uevents are handled; two forged uevents,
+// a transition and its reverse, would pass for a real quick one, which is why udev refuses
+// every uevent the kernel did not originate. An offline of a CPU that cannot go offline (no
+// online file) is refused outright. Synthetic uevents (written to a uevent file, they carry
+// SYNTH_UUID) change nothing and announce nothing; neither do change, bind, unbind and move. A
+// hot-added CPU or block arrives with its "online". A SEQNUM beyond the kernel's counter is not
+// believed: the event is dropped. Lost events are repaired by Resync, not guessed at here.
+func (t *Tracker) Handle(ev *udev.Event) (out Outcome) {
+	// The numbers of datagrams the listener dropped (ev.Skipped) are not lost uevents.
+	if ev.Seqnum > t.lastSeq+1+ev.Skipped {
+		// Read the kernel's counter only when numbers were skipped: it cannot be lower than
+		// the SEQNUM of a uevent the kernel has sent.
+		if k, err := t.fs.UeventSeqnum(); err == nil && ev.Seqnum > k {
+			t.reject(RejectSeqnum)
+			return out
+		}
+		out.Gap = t.lastSeq != 0
 	}
 	if ev.Seqnum > t.lastSeq {
 		t.lastSeq = ev.Seqnum
 	}
 	if ev.Synthetic() {
-		return nil, gap
+		return out
 	}
 	kind, n := Classify(ev.Subsystem, ev.DevPath)
 	if kind == KindNone {
-		return nil, gap
+		return out
 	}
 	k := key{kind, n}
-	_, announced := t.known[k]
 	switch ev.Action {
-	case "online":
-		if !announced {
-			return t.arrive(kind, n, ev), gap
+	case "add":
+		if _, ok := t.present[k]; !ok {
+			if _, _, err := t.observe(k, false); err == nil {
+				t.present[k] = struct{}{}
+				out.HotAdd = true
+			}
 		}
-	case "offline", "remove":
-		if announced {
-			return t.remove(k, ev), gap
+		return out
+	case "online", "offline", "remove":
+	default:
+		return out
+	}
+	up := ev.Action == "online"
+	if h, ok := t.held[k]; ok {
+		delete(t.held, k)
+		if (h.Action == "online") != up {
+			// The kernel's reverse transition: the held one was real, and sysfs had moved on.
+			var iface notify.Interface
+			if h.Action == "online" {
+				iface, _, _ = t.observe(k, false) // the details as they are now: a fallback on error
+			}
+			out.Notes = t.apply(k, &h, iface, out.Notes)
+		} else {
+			t.reject(RejectUnconfirmed)
 		}
 	}
-	return nil, gap
+	if _, announced := t.known[k]; announced != up {
+		iface, s, err := t.observe(k, up)
+		switch {
+		case err != nil && !errors.Is(err, fs.ErrNotExist):
+			out.Gap = true // sysfs could not say: a rescan will
+		case s.online == up:
+			out.Notes = t.apply(k, ev, iface, out.Notes)
+		case s.exists && !s.hotpluggable:
+			t.reject(RejectUnconfirmed) // a CPU without an online file cannot go offline
+		case s.exists || t.isPresent(k) || announced:
+			t.held[k] = *ev
+		default:
+			t.reject(RejectUnconfirmed) // a device that is not there and never was
+		}
+	}
+	if ev.Action == "remove" && t.isPresent(k) {
+		if _, _, err := t.observe(k, false); errors.Is(err, fs.ErrNotExist) {
+			delete(t.present, k)
+			out.HotRemove = true
+		}
+	}
+	return out
 }
 
-// arrive records and announces the arrival of CPU or block n, with details read from sysfs.
-func (t *Tracker) arrive(kind Kind, n int, ev *udev.Event) []notify.Notification {
-	var iface notify.Interface
-	if kind == KindCPU {
-		c, err := t.fs.CPU(n)
+func (t *Tracker) isPresent(k key) bool { _, ok := t.present[k]; return ok }
+
+// deviceState is what sysfs shows of a CPU or block. hotpluggable is false for a CPU without
+// an online file (such as cpu0 on most x86 machines), which never goes offline.
+type deviceState struct{ exists, online, hotpluggable bool }
+
+// observe reads k from sysfs, once: its interface and its state. A device that is not there is
+// the zero state with an error wrapping fs.ErrNotExist. A memory block's zones are read only with
+// zones (for an arrival): never while it may still be being added (see sysfs.MemoryBlock).
+func (t *Tracker) observe(k key, zones bool) (notify.Interface, deviceState, error) {
+	if k.kind == KindCPU {
+		c, err := t.fs.CPU(k.n)
 		if err != nil {
-			c = sysfs.CPU{Number: n, Node: -1}
+			return notify.Interface{}, deviceState{}, err
 		}
-		c.Online = true
-		iface = CPUInterface(c)
-	} else {
-		b, err := t.fs.MemoryBlock(n)
-		if err != nil {
-			b = sysfs.MemoryBlock{Index: n, Node: -1}
-		}
-		b.State = "online"
-		iface = MemoryInterface(b)
+		return CPUInterface(c), deviceState{true, c.Online, c.Hotpluggable}, nil
 	}
-	t.known[key{kind, n}] = iface
-	return []notify.Notification{notify.NewNotification(notify.GUIDDeviceInterfaceArrival, iface, ev.Seqnum, ev.ReadAt, notify.CauseUevent)}
+	read := t.fs.MemoryBlockBasics
+	if zones {
+		read = t.fs.MemoryBlock
+	}
+	b, err := read(k.n)
+	if err != nil {
+		return notify.Interface{}, deviceState{}, err
+	}
+	return MemoryInterface(b), deviceState{true, b.Online(), true}, nil
+}
+
+// apply announces the transition of ev for k, an online (with iface as sysfs showed it; its zero
+// value when it could not be read) or an offline/remove that changes the record, appending its
+// notification to out.
+func (t *Tracker) apply(k key, ev *udev.Event, iface notify.Interface, out []notify.Notification) []notify.Notification {
+	if ev.Action == "online" {
+		return append(out, t.arrive(k, iface, ev))
+	}
+	return append(out, t.remove(k, ev)...)
+}
+
+// arrive records and announces the arrival of k, with iface as sysfs showed it.
+func (t *Tracker) arrive(k key, iface notify.Interface, ev *udev.Event) notify.Notification {
+	if iface.SymbolicLink == "" { // not read: the device's number is all that is known
+		if k.kind == KindCPU {
+			iface = CPUInterface(sysfs.CPU{Number: k.n, Node: -1})
+		} else {
+			iface = MemoryInterface(sysfs.MemoryBlock{Index: k.n, Node: -1})
+		}
+	}
+	iface.State = "online"
+	t.known[k] = iface
+	return notify.NewNotification(notify.GUIDDeviceInterfaceArrival, iface, ev.Seqnum, ev.ReadAt, notify.CauseUevent)
 }
 
 // remove forgets and announces the removal of the interface of k.

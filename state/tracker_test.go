@@ -18,7 +18,17 @@ import (
 type fakeFS struct {
 	cpus   map[int]bool // number -> online
 	blocks map[int]bool // index -> online
+	seqnum uint64       // kernel/uevent_seqnum; 0: the file is absent
 }
+
+func (f *fakeFS) UeventSeqnum() (uint64, error) {
+	if f.seqnum == 0 {
+		return 0, fmt.Errorf("uevent_seqnum: %w", fs.ErrNotExist)
+	}
+	return f.seqnum, nil
+}
+
+func (f *fakeFS) MemoryBlockBasics(n int) (sysfs.MemoryBlock, error) { return f.MemoryBlock(n) }
 
 func newFake(cpus, blocks map[int]bool) *fakeFS { return &fakeFS{cpus: cpus, blocks: blocks} }
 
@@ -217,9 +227,30 @@ func TestHandle(t *testing.T) {
 				return uevent(t, "online", "/devices/system/cpu/cpu1", "cpu", 12, true)
 			}, nil, nil},
 		}},
-		{"offline that sysfs already undid is still a removal, and the online follows", []step{
-			{func(t testing.TB) *udev.Event { return cpuEv(t, "offline", 1, 10) }, nil, []string{"removal " + cpu1}},
-			{func(t testing.TB) *udev.Event { return cpuEv(t, "online", 1, 11) }, nil, []string{"arrival " + cpu1}},
+		{"offline that sysfs already undid is announced when the kernel's online confirms it", []step{
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "offline", 1, 10) }, nil, nil},
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "online", 1, 11) }, nil, []string{"removal " + cpu1, "arrival " + cpu1}},
+		}},
+		{"online that sysfs already undid is announced when the kernel's offline confirms it", []step{
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "offline", 1, 10) }, func(f *fakeFS) { f.cpus[1] = false }, []string{"removal " + cpu1}},
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "online", 1, 11) }, nil, nil},
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "offline", 1, 12) }, nil, []string{"arrival " + cpu1, "removal " + cpu1}},
+		}},
+		{"an offline sysfs does not show, followed by another offline, is one removal", []step{
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "offline", 1, 10) }, nil, nil},
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "offline", 1, 11) }, func(f *fakeFS) { f.cpus[1] = false }, []string{"removal " + cpu1}},
+		}},
+		{"offline of a CPU sysfs shows online is not a removal", []step{
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "offline", 0, 10) }, nil, nil},
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "remove", 0, 11) }, nil, nil},
+		}},
+		{"online of a CPU that does not exist is nothing", []step{
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "online", 7, 10) }, nil, nil},
+			{func(t testing.TB) *udev.Event { return cpuEv(t, "offline", 7, 11) }, nil, nil},
+		}},
+		{"remove of a memory block sysfs still shows online is not a removal", []step{
+			{func(t testing.TB) *udev.Event { return memEv(t, "remove", 0, 10) }, nil, nil},
+			{func(t testing.TB) *udev.Event { return memEv(t, "offline", 0, 11) }, nil, nil},
 		}},
 		{"memory hot-add: add is not an arrival, online is", []step{
 			{func(t testing.TB) *udev.Event { return memEv(t, "add", 9, 10) }, func(f *fakeFS) { f.blocks[9] = false }, nil},
@@ -258,11 +289,11 @@ func TestHandle(t *testing.T) {
 				if s.apply != nil {
 					s.apply(f)
 				}
-				got, gap := tr.Handle(s.ev(t))
-				if gap {
+				got := tr.Handle(s.ev(t))
+				if got.Gap {
 					t.Errorf("step %d: gap reported for consecutive SEQNUMs", i)
 				}
-				if diff := cmp.Diff(s.want, summary(got)); diff != "" {
+				if diff := cmp.Diff(s.want, summary(got.Notes)); diff != "" {
 					t.Errorf("step %d (-want +got):\n%s", i, diff)
 				}
 			}
@@ -276,7 +307,7 @@ func TestHandleNotificationFields(t *testing.T) {
 	tr.Scan()
 	f.cpus[1] = true
 	ev := cpuEv(t, "online", 1, 42)
-	got, _ := tr.Handle(ev)
+	got := tr.Handle(ev).Notes
 	if len(got) != 1 {
 		t.Fatalf("got %d notifications, want 1", len(got))
 	}
@@ -297,16 +328,16 @@ func TestGapAndResync(t *testing.T) {
 	f := newFake(map[int]bool{0: true, 1: true, 2: true}, map[int]bool{0: true, 1: false})
 	tr := New(f)
 	tr.Scan()
-	if _, gap := tr.Handle(cpuEv(t, "change", 0, 100)); gap {
+	if tr.Handle(cpuEv(t, "change", 0, 100)).Gap {
 		t.Error("first event reported a gap")
 	}
-	if _, gap := tr.Handle(cpuEv(t, "change", 0, 101)); gap {
+	if tr.Handle(cpuEv(t, "change", 0, 101)).Gap {
 		t.Error("consecutive SEQNUM reported a gap")
 	}
 	// Events 102-104 are lost: cpu2 went offline, memory1 came online.
 	f.cpus[2] = false
 	f.blocks[1] = true
-	if _, gap := tr.Handle(cpuEv(t, "change", 0, 105)); !gap {
+	if !tr.Handle(cpuEv(t, "change", 0, 105)).Gap {
 		t.Error("SEQNUM 101 -> 105 not reported as a gap")
 	}
 	got, err := tr.Resync(105, time.Now())
@@ -383,8 +414,7 @@ func TestRandomSequencesAlternate(t *testing.T) {
 				check(ns)
 				continue
 			}
-			ns, _ := tr.Handle(ev)
-			check(ns)
+			check(tr.Handle(ev).Notes)
 		}
 		ns, _ := tr.Resync(0, time.Now())
 		check(ns)
@@ -392,5 +422,200 @@ func TestRandomSequencesAlternate(t *testing.T) {
 		if diff := cmp.Diff(truth, tr.Known()); diff != "" {
 			t.Fatalf("seed %d: record after resync differs from sysfs (-sysfs +record):\n%s", seed, diff)
 		}
+	}
+}
+
+// TestHotAddAndRemove: only the kernel's add of a device that was not present, and that sysfs
+// shows, is a hot-add (what the online policy acts on); only the remove of a present device that
+// sysfs no longer shows is a hot-remove.
+func TestHotAddAndRemove(t *testing.T) {
+	f := newFake(map[int]bool{0: true, 1: true, 2: false}, map[int]bool{0: true})
+	tr := New(f)
+	var rejected []string
+	tr.OnReject(func(r string) { rejected = append(rejected, r) })
+	if _, err := tr.Scan(); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name              string
+		apply             func()
+		ev                *udev.Event
+		hotAdd, hotRemove bool
+	}{
+		{"add of a CPU present since the scan (administrator-offlined)", nil, cpuEv(t, "add", 2, 10), false, false},
+		{"add of an online CPU", nil, cpuEv(t, "add", 1, 11), false, false},
+		{"add of a CPU sysfs does not show", nil, cpuEv(t, "add", 5, 12), false, false},
+		{"add of a new CPU", func() { f.cpus[3] = false }, cpuEv(t, "add", 3, 13), true, false},
+		{"its add again", nil, cpuEv(t, "add", 3, 14), false, false},
+		{"remove of a CPU sysfs still shows", nil, cpuEv(t, "remove", 2, 15), false, false},
+		{"remove of a CPU gone from sysfs", func() { delete(f.cpus, 3) }, cpuEv(t, "remove", 3, 16), false, true},
+		{"its remove again", nil, cpuEv(t, "remove", 3, 17), false, false},
+		{"add of it again", func() { f.cpus[3] = false }, cpuEv(t, "add", 3, 18), true, false},
+		{"add of a new block", func() { f.blocks[9] = false }, memEv(t, "add", 9, 19), true, false},
+		{"add of block 0", nil, memEv(t, "add", 0, 20), false, false},
+		{"synthetic add of a new block", func() { f.blocks[10] = false }, uevent(t, "add", "/devices/system/memory/memory10", "memory", 21, true), false, false},
+	}
+	for _, s := range steps {
+		if s.apply != nil {
+			s.apply()
+		}
+		got := tr.Handle(s.ev)
+		if got.HotAdd != s.hotAdd || got.HotRemove != s.hotRemove || len(got.Notes) != 0 {
+			t.Errorf("%s: HotAdd %v HotRemove %v notes %v; want %v %v none", s.name, got.HotAdd, got.HotRemove, summary(got.Notes), s.hotAdd, s.hotRemove)
+		}
+	}
+	if len(rejected) != 0 {
+		t.Errorf("rejections %q; an add or remove is not a transition to confirm", rejected)
+	}
+}
+
+// TestSeqnumBeyondKernel: a uevent whose SEQNUM the kernel's counter has not reached is dropped
+// and counted, and does not move the tracker's idea of the last SEQNUM.
+func TestSeqnumBeyondKernel(t *testing.T) {
+	f := newFake(map[int]bool{0: true, 1: true}, map[int]bool{0: true})
+	f.seqnum = 200
+	tr := New(f)
+	var rejected []string
+	tr.OnReject(func(r string) { rejected = append(rejected, r) })
+	tr.Scan()
+	f.cpus[1] = false
+	got := tr.Handle(cpuEv(t, "offline", 1, 1<<64-1))
+	if len(got.Notes) != 0 || got.Gap || fmt.Sprint(rejected) != "[seqnum]" {
+		t.Fatalf("SEQNUM 2^64-1 with the kernel at 200: %v gap %v rejected %q; want nothing and one seqnum rejection", summary(got.Notes), got.Gap, rejected)
+	}
+	f.seqnum = 201
+	got = tr.Handle(cpuEv(t, "offline", 1, 201))
+	if diff := cmp.Diff([]string{"removal /sys/devices/system/cpu/cpu1"}, summary(got.Notes)); diff != "" || got.Gap {
+		t.Errorf("the kernel's next uevent (gap %v) (-want +got):\n%s", got.Gap, diff)
+	}
+	f.seqnum = 205
+	if got = tr.Handle(cpuEv(t, "change", 0, 205)); !got.Gap {
+		t.Error("SEQNUM 201 -> 205 with the kernel at 205: no gap reported")
+	}
+	if len(rejected) != 1 {
+		t.Errorf("rejections %q; want only the first", rejected)
+	}
+}
+
+// TestLateReadsAndForgeries drives the tracker with a machine whose CPUs and a memory block go
+// offline and online (each transition a real uevent), read late, so that sysfs has often moved
+// on when a uevent is handled, mixed with lost uevents and forged ones: any action, on any CPU
+// or block, real or not, with the SEQNUM next in line as the kernel gives it to a uevent a
+// process sent it. The forger never sends the reverse of its own last forgery of a device
+// before a real uevent of that device: such a pair passes for a real quick offline and online,
+// which sysfs cannot tell apart (udev's credential check stops it). Per interface, arrivals and
+// removals alternate; cpu0 and memory0, which never change, and devices that do not exist are
+// never announced; every real uevent handled leaves the record equal to sysfs.
+func TestLateReadsAndForgeries(t *testing.T) {
+	stable := map[string]bool{"/sys/devices/system/cpu/cpu0": true, "/sys/devices/system/memory/memory0": true}
+	exists := map[string]bool{"/sys/devices/system/memory/memory1": true}
+	for n := range 4 {
+		exists[CPULink(n)] = true
+	}
+	for seed := range uint64(300) {
+		r := rand.New(rand.NewPCG(seed, 7))
+		f := newFake(map[int]bool{0: true, 1: true, 2: true, 3: false}, map[int]bool{0: true, 1: true})
+		tr := New(f)
+		initial, _ := tr.Scan()
+		active := map[string]bool{}
+		for _, i := range initial {
+			active[i.SymbolicLink] = true
+		}
+		check := func(ns []notify.Notification) {
+			for _, n := range ns {
+				if stable[n.SymbolicLinkName] || !exists[n.SymbolicLinkName] {
+					t.Fatalf("seed %d: %s %s announced: a forgery", seed, notify.EventName(n.Event), n.SymbolicLinkName)
+				}
+				if n.IsArrival() == active[n.SymbolicLinkName] {
+					t.Fatalf("seed %d: %s %s while active=%v", seed, notify.EventName(n.Event), n.SymbolicLinkName, active[n.SymbolicLinkName])
+				}
+				active[n.SymbolicLinkName] = n.IsArrival()
+			}
+		}
+		var queue []*udev.Event
+		lastForged := map[string]string{} // devpath -> direction of the forger's last uevent since a real one
+		var seq uint64 = 1
+		for range 400 {
+			seq++
+			switch r.IntN(8) {
+			case 0, 1, 2, 3: // a real transition of cpu1-3 or memory1; its uevent is queued
+				var ev *udev.Event
+				if b := r.IntN(4); b == 3 {
+					f.blocks[1] = !f.blocks[1]
+					ev = memEv(t, map[bool]string{true: "online", false: "offline"}[f.blocks[1]], 1, seq)
+				} else {
+					f.cpus[b+1] = !f.cpus[b+1]
+					ev = cpuEv(t, map[bool]string{true: "online", false: "offline"}[f.cpus[b+1]], b+1, seq)
+				}
+				delete(lastForged, ev.DevPath)
+				queue = append(queue, ev)
+			case 4: // a forgery
+				action := []string{"online", "offline", "remove", "add"}[r.IntN(4)]
+				var ev *udev.Event
+				if r.IntN(3) == 0 {
+					ev = memEv(t, action, r.IntN(3), seq)
+				} else {
+					ev = cpuEv(t, action, r.IntN(6), seq)
+				}
+				dir := map[string]string{"online": "up", "offline": "down", "remove": "down"}[action]
+				if last := lastForged[ev.DevPath]; dir != "" && last != "" && last != dir {
+					continue // the reverse of its own held forgery: see above
+				}
+				if dir != "" {
+					lastForged[ev.DevPath] = dir
+				}
+				queue = append(queue, ev)
+			case 5: // the agent reads a few
+				for n := r.IntN(4); n > 0 && len(queue) > 0; n-- {
+					check(tr.Handle(queue[0]).Notes)
+					queue = queue[1:]
+				}
+			case 6: // a lost real transition, then an overflow: the queue is dropped and a resync follows
+				if r.IntN(4) == 0 {
+					f.cpus[2] = !f.cpus[2]
+					queue = nil
+					clear(lastForged)
+					ns, err := tr.Resync(0, time.Now())
+					if err != nil {
+						t.Fatal(err)
+					}
+					check(ns)
+				}
+			case 7: // the agent catches up
+				for _, ev := range queue {
+					check(tr.Handle(ev).Notes)
+				}
+				queue = nil
+			}
+		}
+		for _, ev := range queue {
+			check(tr.Handle(ev).Notes)
+		}
+		truth, _ := New(f).Scan()
+		if diff := cmp.Diff(truth, tr.Known()); diff != "" {
+			t.Fatalf("seed %d: record after every uevent differs from sysfs (-sysfs +record):\n%s", seed, diff)
+		}
+		if ns, _ := tr.Resync(0, time.Now()); len(ns) != 0 {
+			t.Fatalf("seed %d: a resync after every uevent still announced %v", seed, summary(ns))
+		}
+	}
+}
+
+// TestSkippedSeqnumsAreNoGap: the SEQNUMs of datagrams the listener dropped (uevents a process
+// had the kernel broadcast) are not lost uevents: no gap, no resync; numbers beyond them are.
+func TestSkippedSeqnumsAreNoGap(t *testing.T) {
+	f := newFake(map[int]bool{0: true, 1: true}, map[int]bool{0: true})
+	tr := New(f)
+	tr.Scan()
+	tr.Handle(cpuEv(t, "change", 0, 100))
+	ev := cpuEv(t, "change", 0, 112)
+	ev.Skipped = 11
+	if tr.Handle(ev).Gap {
+		t.Error("SEQNUM 100 -> 112 with 11 dropped in between reported as a gap")
+	}
+	ev = cpuEv(t, "change", 0, 120)
+	ev.Skipped = 2
+	if !tr.Handle(ev).Gap {
+		t.Error("SEQNUM 112 -> 120 with 2 dropped in between not reported as a gap")
 	}
 }

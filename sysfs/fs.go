@@ -259,3 +259,19 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// UeventSeqnum returns kernel/uevent_seqnum: the SEQNUM of the last uevent the kernel sent. The
+// error wraps fs.ErrNotExist when the file is absent (as in a fixture tree). It blocks on one
+// small file read and is safe for concurrent use.
+func (fsys FS) UeventSeqnum() (uint64, error) {
+	p := fsys.Path("kernel", "uevent_seqnum")
+	s, err := readString(p)
+	if err != nil {
+		return 0, fmt.Errorf("sysfs: read %s: %w", p, err)
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("sysfs: parse %s: %w", p, err)
+	}
+	return n, nil
+}

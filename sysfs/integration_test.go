@@ -160,6 +160,18 @@ func TestIntegrationRealSysfs(t *testing.T) {
 			t.Errorf("AutoOnlineBlocks: %v", err)
 		}
 	})
+
+	t.Run("UeventSeqnum", func(t *testing.T) {
+		before, err := strconv.ParseUint(raw(filepath.Join(root, "kernel/uevent_seqnum")), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fsys.UeventSeqnum()
+		after, _ := strconv.ParseUint(raw(filepath.Join(root, "kernel/uevent_seqnum")), 10, 64)
+		if err != nil || got < before || got > after {
+			t.Errorf("UeventSeqnum() = %d, %v; the kernel's counter read %d before and %d after", got, err, before, after)
+		}
+	})
 }
 
 // BenchmarkMemoryBlocksRealSysfs scans this machine's memory blocks, for the cost per block of

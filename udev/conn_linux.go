@@ -41,6 +41,7 @@ type Conn struct {
 	log      *slog.Logger
 	onReject func(string)
 	closed   atomic.Bool
+	skipped  uint64 // kernel-numbered datagrams dropped since the last event returned (Read's)
 
 	// emptyAt is the last moment (unix nanoseconds) the receive queue was known to be empty:
 	// a receive found nothing (EAGAIN), or the datagram it got woke it from such a wait.
@@ -208,16 +209,22 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 				return Event{}, ctx.Err()
 			case errors.Is(err, unix.ENOBUFS):
 				c.drain()
+				c.skipped = 0 // the caller rescans
 				return Event{}, ErrOverflow
 			}
 			return Event{}, c.wrap("recvmsg", err)
 		}
 		ev, reason, perr := accept(c.buf, n, flags, from, c.oob[:oobn])
 		if reason != "" {
+			if sa, ok := from.(*unix.SockaddrNetlink); ok && sa.Pid == 0 {
+				// The kernel broadcast it, and numbered it: its SEQNUM is not a lost uevent.
+				c.skipped++
+			}
 			c.reject(reason, n, from, perr)
 			continue
 		}
 		ev.ReadAt = at
+		ev.Skipped, c.skipped = c.skipped, 0
 		return ev, nil
 	}
 }

@@ -291,6 +291,9 @@ func TestIntegrationRejectsForgedSender(t *testing.T) {
 	if ev.DevPath != cpu || ev.Action != "online" {
 		t.Errorf("real event = %v, want online@%s", ev, cpu)
 	}
+	if ev.Skipped != 0 {
+		t.Errorf("real event Skipped = %d; want 0: the forgery came from a process's port, not numbered by the kernel", ev.Skipped)
+	}
 	if !slices.Contains(reasons, "sender") {
 		t.Errorf("OnReject reasons = %q, want one \"sender\"", reasons)
 	}
@@ -318,6 +321,11 @@ func TestIntegrationRejectsUeventSentThroughKernel(t *testing.T) {
 	})
 	if ev.DevPath != cpu || ev.Action != "online" || ev.Seqnum == 1<<64-1 {
 		t.Errorf("real event = %v, want online@%s with the kernel's SEQNUM", ev, cpu)
+	}
+	// The kernel numbered the dropped datagram: the real event says so, so that its SEQNUM, one
+	// further on, is not taken for a lost uevent.
+	if ev.Skipped != 1 {
+		t.Errorf("real event Skipped = %d; want 1 (the uevent sent through the kernel)", ev.Skipped)
 	}
 	if !slices.Contains(reasons, "sender") {
 		t.Errorf("OnReject reasons = %q, want one \"sender\"", reasons)

@@ -22,6 +22,10 @@ type Event struct {
 	Subsystem string
 	Seqnum    uint64
 	ReadAt    time.Time // set by Conn.Read right after recvmsg returns; zero from Parse
+	// Skipped is how many datagrams the kernel numbered that Conn.Read dropped since the event
+	// before this one (each carried one SEQNUM between the two): uevents a process had the
+	// kernel broadcast, or malformed ones. Zero from Parse.
+	Skipped uint64
 
 	// raw is the whole datagram as one string; keys are read from it on demand.
 	raw string
