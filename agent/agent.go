@@ -136,6 +136,7 @@ func New(o Options) (*Agent, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = metrics.New(reg, o.Version)
+	a.tracker.OnReject(a.metrics.Rejected)
 	metrics.RegisterPresent(reg, func() (int, int, error) {
 		sets, err := fs.CPUSets()
 		if err != nil {
@@ -216,6 +217,7 @@ func New(o Options) (*Agent, error) {
 	}
 	a.metrics.SetInterfaces(a.registry.Active())
 	metrics.RegisterMemoryDevices(reg, func() int { return len(a.devices.Active()) })
+	metrics.RegisterBacklog(reg, func() time.Duration { return a.backlog(time.Now()) })
 
 	if err := a.registerCallbacks(); err != nil {
 		return nil, err
@@ -599,6 +601,11 @@ func (a *Agent) MemoryDevices() []notify.Interface { return a.memdevs.Announced(
 // once everything runs, feeds the watchdog while the event loop is healthy, and reports
 // STOPPING=1 on the way out. It blocks; call it once.
 func (a *Agent) Run(ctx context.Context) error {
+	// Before anything serves /healthz, which reads stuckAfter.
+	interval := watchdogInterval(a.log)
+	if interval > 0 {
+		a.stuckAfter = min(a.stuckAfter, interval)
+	}
 	streams, stopStreams := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStreams()
 	servers := make([]*http.Server, len(a.listeners))
@@ -637,8 +644,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		})
 	}
-	if interval := notifyReady(a.log); interval > 0 {
-		a.stuckAfter = min(a.stuckAfter, interval)
+	notifyReady(a.log)
+	if interval > 0 {
 		wg.Go(func() { a.watchdog(loopCtx, interval) })
 	}
 	addrs := make([]string, len(a.listeners))
@@ -739,17 +746,19 @@ func (a *Agent) loop(ctx context.Context) error {
 			// BENCHMARKS.md).
 			a.log.Debug("uevent", "action", ev.Action, "devpath", ev.DevPath, "seqnum", ev.Seqnum, "synthetic", ev.Synthetic())
 		}
-		notes, gap := a.tracker.Handle(&ev)
-		a.publish(notes)
-		if kind == state.KindMemory && !ev.Synthetic() {
-			switch ev.Action {
-			case "add":
+		out := a.tracker.Handle(&ev)
+		a.publish(out.Notes)
+		// Only the kernel's add of a device that was not there, and that sysfs shows, is a
+		// hot-add; only its remove of one that sysfs no longer shows is a hot-remove.
+		if kind == state.KindMemory {
+			switch {
+			case out.HotAdd:
 				a.memdevs.Added(n, ev.ReadAt)
-			case "remove":
+			case out.HotRemove:
 				a.memdevs.Removed(n, ev.ReadAt)
 			}
 		}
-		if ev.Action == "add" && !ev.Synthetic() {
+		if out.HotAdd {
 			// The arrival follows the online uevent the write causes, as Windows announces a
 			// processor only once threads can run on it; with two-phase registrations, AddStart
 			// comes before the write and AddComplete before the arrival.
@@ -760,7 +769,7 @@ func (a *Agent) loop(ctx context.Context) error {
 				a.onliner.AddMemoryBlock(n, ev.Seqnum, ev.ReadAt)
 			}
 		}
-		if gap {
+		if out.Gap {
 			a.resync(state.ReasonSeqnumGap, ev.Seqnum, ev.ReadAt)
 		}
 	}
@@ -827,12 +836,26 @@ func (a *Agent) ChangeRegistry() *notify.ChangeRegistry { return a.changes }
 // TargetRegistry is the agent's target-device registry, for code built into the agent.
 func (a *Agent) TargetRegistry() *notify.TargetRegistry { return a.targets }
 
-// healthy reports an event loop stuck on one event for longer than stuckAfter.
+// healthy reports an event loop stuck on one event for longer than stuckAfter, or behind the
+// kernel: uevents waiting in its socket's queue that long, without it catching up.
 func (a *Agent) healthy() error {
+	now := time.Now()
 	if since := a.busy.Load(); since != 0 {
-		if d := time.Since(time.Unix(0, since)); d > a.stuckAfter {
+		if d := now.Sub(time.Unix(0, since)); d > a.stuckAfter {
 			return fmt.Errorf("event loop busy with one event for %s", d.Round(time.Millisecond))
 		}
 	}
+	if d := a.backlog(now); d > a.stuckAfter {
+		return fmt.Errorf("event loop behind the kernel: uevents have waited in its queue for %s", d.Round(time.Millisecond))
+	}
 	return nil
+}
+
+// backlog is how long the uevent socket's queue has held uevents without the loop catching up
+// (udev.Conn.Behind); 0 for a source that cannot tell.
+func (a *Agent) backlog(now time.Time) time.Duration {
+	if b, ok := a.source.(interface{ Behind(time.Time) time.Duration }); ok {
+		return b.Behind(now)
+	}
+	return 0
 }

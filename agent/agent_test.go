@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -273,4 +274,53 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte, pool *x509.CertPool) {
 	pool.AddCert(cert)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), pool
+}
+
+// behindSource is a fake source whose socket queue has held uevents for behind.
+type behindSource struct {
+	*fakeSource
+	behind atomic.Int64
+}
+
+func (b *behindSource) Behind(time.Time) time.Duration { return time.Duration(b.behind.Load()) }
+
+// TestHealthzBehindKernel: /healthz fails, saying so, while uevents have waited in the socket's
+// queue longer than the loop may take for one, and recovers once the loop has caught up; the
+// backlog is on /metrics.
+func TestHealthzBehindKernel(t *testing.T) {
+	src := &behindSource{fakeSource: newFakeSource()}
+	a, err := New(Options{SysfsPath: fixture(t), Source: src, ListenAddresses: []string{"127.0.0.1:0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	base := "http://" + a.Addrs()[0].String()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz = %d %q with nothing queued; want 200", code, body)
+	}
+	src.behind.Store(int64(defaultStuckAfter + 2*time.Second))
+	code, body := get("/healthz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "behind the kernel") {
+		t.Errorf("/healthz = %d %q with uevents queued for 12s; want 503 saying the loop is behind the kernel", code, body)
+	}
+	if _, m := get("/metrics"); !strings.Contains(m, "hotplug_agent_uevent_backlog_seconds 12\n") {
+		t.Errorf("/metrics lacks hotplug_agent_uevent_backlog_seconds 12")
+	}
+	src.behind.Store(0)
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d %q once caught up; want 200", code, body)
+	}
 }

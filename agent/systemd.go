@@ -8,13 +8,17 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 )
 
-// notifyReady tells systemd (Type=notify) that the agent is ready, and returns the watchdog
-// interval systemd asked for (WatchdogSec=), 0 when there is none. Outside systemd it does
+// notifyReady tells systemd (Type=notify) that the agent is ready. Outside systemd it does
 // nothing.
-func notifyReady(log *slog.Logger) time.Duration {
+func notifyReady(log *slog.Logger) {
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("systemd notify READY=1 failed", "err", err)
 	}
+}
+
+// watchdogInterval returns the watchdog interval systemd asked for (WatchdogSec=), 0 when there
+// is none or outside systemd.
+func watchdogInterval(log *slog.Logger) time.Duration {
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil {
 		log.Warn("systemd watchdog settings unreadable; not feeding it", "err", err)

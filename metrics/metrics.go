@@ -3,10 +3,8 @@
 package metrics
 
 import (
-	"maps"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,10 +43,31 @@ type Metrics struct {
 
 	// The series of the hot path, looked up once: WithLabelValues checks and hashes the values
 	// and takes the vector's lock on every call, a fifth of the agent's CPU per event before.
-	uevents   cache[[2]string, prometheus.Counter] // subsystem, action
+	// Those whose labels come from a uevent are made at start, one per allowed value.
+	uevents   [len(subsystems)][len(actions)]prometheus.Counter
+	rejected  [len(rejectReasons)]prometheus.Counter
 	notes     cache[[2]string, prometheus.Counter] // class, event
 	ifaces    cache[string, prometheus.Gauge]      // class
 	callbacks cache[string, callbackSeries]        // owner
+}
+
+// The values of labels taken from uevents: anything else counts as "other", so that no uevent
+// can add a series (a flood of distinct subsystems once made thousands).
+var (
+	subsystems = [...]string{"cpu", "memory", "other"}
+	actions    = [...]string{"add", "remove", "change", "move", "online", "offline", "bind", "unbind", "other"}
+	// rejectReasons are those of hotplug_agent_uevents_rejected_total.
+	rejectReasons = [...]string{"sender", "malformed", "truncated", "devpath", "seqnum", "unconfirmed", "other"}
+)
+
+// indexOf returns the index of v in values, or the last index ("other").
+func indexOf(values []string, v string) int {
+	for i, s := range values[:len(values)-1] {
+		if s == v {
+			return i
+		}
+	}
+	return len(values) - 1
 }
 
 // callbackSeries are one registration's series.
@@ -57,39 +76,23 @@ type callbackSeries struct {
 	errors            prometheus.Counter
 }
 
-// cache holds the series of a vector by their label values. The agent's label values are a small
-// set (subsystems and actions, classes and events, registration owners), so nothing is evicted,
-// and the map is copied on the rare write: a read is one atomic load, which the event loop and
-// the registrations' goroutines on other cores can do at once without sharing a written cache
-// line (a read lock's counter is one). Safe for concurrent use.
+// cache holds the series of a vector by their label values, none of which comes from outside
+// input (classes and events, registration owners), so nothing is evicted. A sync.Map: a read
+// takes no lock, which the event loop and the registrations' goroutines on other cores can do at
+// once without sharing a written cache line (a read lock's counter is one), and an insert costs
+// the same however many keys there are. Safe for concurrent use.
 type cache[K comparable, V any] struct {
-	m  atomic.Pointer[map[K]V]
-	mu sync.Mutex // serialises writers
+	m sync.Map // K -> V
 }
 
-// get returns the series of k, made by mk the first time.
+// get returns the series of k, made by mk the first time (mk may run twice for one k when two
+// goroutines race; the vector returns the same series both times).
 func (c *cache[K, V]) get(k K, mk func(K) V) V {
-	if m := c.m.Load(); m != nil {
-		if v, ok := (*m)[k]; ok {
-			return v
-		}
+	if v, ok := c.m.Load(k); ok {
+		return v.(V)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := c.m.Load()
-	if old != nil {
-		if v, ok := (*old)[k]; ok {
-			return v
-		}
-	}
-	next := make(map[K]V, 1)
-	if old != nil {
-		maps.Copy(next, *old)
-	}
-	v := mk(k)
-	next[k] = v
-	c.m.Store(&next)
-	return v
+	v, _ := c.m.LoadOrStore(k, mk(k))
+	return v.(V)
 }
 
 // New creates the collectors and registers them with reg. It panics only if reg already holds
@@ -120,11 +123,11 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"callback"}),
 		Uevents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "uevents_total",
-			Help: "Kernel uevents received, by subsystem and action.",
+			Help: "Kernel uevents received, by subsystem (cpu, memory, other) and action (other for one the kernel may add later).",
 		}, []string{"subsystem", "action"}),
 		UeventsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "uevents_rejected_total",
-			Help: "Datagrams dropped: not sent by the kernel (sender), unparseable (malformed), cut short (truncated), or naming a device path outside /devices/system (devpath).",
+			Help: "Datagrams dropped: not originated by the kernel (sender), unparseable (malformed), cut short (truncated), naming a device path outside /devices/system (devpath), with a SEQNUM the kernel has not reached (seqnum), or a transition sysfs did not confirm (unconfirmed).",
 		}, []string{"reason"}),
 		NetlinkOverflows: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "netlink_overflows_total",
@@ -189,8 +192,13 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	for _, r := range []string{"overflow", "seqnum_gap"} {
 		m.Resyncs.WithLabelValues(r)
 	}
-	for _, r := range []string{"sender", "malformed", "truncated", "devpath"} {
-		m.UeventsRejected.WithLabelValues(r)
+	for i, r := range rejectReasons {
+		m.rejected[i] = m.UeventsRejected.WithLabelValues(r)
+	}
+	for i, sub := range subsystems {
+		for j, a := range actions {
+			m.uevents[i][j] = m.Uevents.WithLabelValues(sub, a)
+		}
 	}
 	return m
 }
@@ -228,12 +236,6 @@ func (c presentCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(blocks), "memory")
 }
 
-// knownActions bounds the action label: anything else the kernel may add later is "other".
-var knownActions = map[string]bool{
-	"add": true, "remove": true, "change": true, "move": true,
-	"online": true, "offline": true, "bind": true, "unbind": true,
-}
-
 // InitCallback creates the per-callback series of owner at zero, so that a query or an alert on
 // a callback that has not failed yet finds a series.
 func (m *Metrics) InitCallback(owner string) {
@@ -241,18 +243,13 @@ func (m *Metrics) InitCallback(owner string) {
 	m.QueueOverflows.WithLabelValues(owner)
 }
 
-// Uevent counts one received uevent.
+// Uevent counts one received uevent under its subsystem and action, or "other".
 func (m *Metrics) Uevent(subsystem, action string) {
-	if !knownActions[action] {
-		action = "other"
-	}
-	m.uevents.get([2]string{subsystem, action}, func(k [2]string) prometheus.Counter {
-		return m.Uevents.WithLabelValues(k[0], k[1])
-	}).Inc()
+	m.uevents[indexOf(subsystems[:], subsystem)][indexOf(actions[:], action)].Inc()
 }
 
-// Rejected counts one dropped datagram.
-func (m *Metrics) Rejected(reason string) { m.UeventsRejected.WithLabelValues(reason).Inc() }
+// Rejected counts one dropped datagram under reason, or "other".
+func (m *Metrics) Rejected(reason string) { m.rejected[indexOf(rejectReasons[:], reason)].Inc() }
 
 // Notified counts one notification emitted by the agent and moves the interface gauge with it.
 func (m *Metrics) Notified(n *notify.Notification) {
@@ -280,6 +277,15 @@ func RegisterMemoryDevices(reg prometheus.Registerer, count func() int) {
 		Namespace: namespace, Name: "memory_devices",
 		Help: "Memory devices (a DIMM, a virtio-mem plug) announced as present: all their blocks online.",
 	}, func() float64 { return float64(count()) }))
+}
+
+// RegisterBacklog registers hotplug_agent_uevent_backlog_seconds, read from backlog at scrape
+// time: how long uevents have waited in the socket's queue without the event loop catching up.
+func RegisterBacklog(reg prometheus.Registerer, backlog func() time.Duration) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "uevent_backlog_seconds",
+		Help: "How long kernel uevents have waited in the agent's socket queue without the event loop catching up; 0 while it waits for the next one.",
+	}, func() float64 { return backlog().Seconds() }))
 }
 
 // SetInterfaces sets the active interface counts from the active set.
