@@ -78,3 +78,16 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version: code %d, stdout %q", code, stdout.String())
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"online":         "online",
+		"on\x1b[2Jline":  `"on\x1b[2Jline"`,
+		"\xff\xfe":       `"\xff\xfe"`,
+		"with space ok~": "with space ok~",
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %s; want %s", in, got, want)
+		}
+	}
+}

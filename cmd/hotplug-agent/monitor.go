@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -152,6 +153,18 @@ func monitorKernel(ctx context.Context, stdout, stderr io.Writer) error {
 			synth = " (synthetic)"
 		}
 		fmt.Fprintf(stdout, "KERNEL[%s] %-8s %s (%s) seq=%d%s\n", ev.ReadAt.Format("15:04:05.000000"),
-			ev.Action, ev.DevPath, ev.Subsystem, ev.Seqnum, synth)
+			printable(ev.Action), ev.DevPath, ev.Subsystem, ev.Seqnum, synth)
 	}
+}
+
+// printable returns s if it is printable ASCII, else s quoted: a uevent's value must not write
+// control sequences to a terminal. (The DEVPATH and SUBSYSTEM printed are those Classify
+// accepted.)
+func printable(s string) string {
+	for i := range len(s) {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
