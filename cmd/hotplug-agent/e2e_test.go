@@ -129,6 +129,17 @@ func (a *agentProc) get(t *testing.T, path string) string {
 	return string(b)
 }
 
+// status returns the HTTP status of GET path.
+func (a *agentProc) status(t *testing.T, path string) int {
+	t.Helper()
+	resp, err := http.Get(a.base + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // event is the part of an /events notification the tests check.
 type event struct {
 	Version            int    `json:"version"`

@@ -3,38 +3,16 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
+	"time"
 
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 )
-
-// sendToKernelGroup sends msg, as a userspace process, to multicast group 1 of
-// NETLINK_KOBJECT_UEVENT: where the kernel broadcasts its uevents. Root may do this.
-func sendToKernelGroup(t *testing.T, msg []byte) {
-	t.Helper()
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
-	if err != nil {
-		t.Fatalf("socket(NETLINK_KOBJECT_UEVENT): %v", err)
-	}
-	defer unix.Close(fd)
-	// Port id 0 in bind asks the kernel to choose one: a process cannot take the kernel's port id.
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		t.Fatalf("bind netlink: %v", err)
-	}
-	err = unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1})
-	// The datagram is broadcast to the group first; the unicast copy to the kernel's socket,
-	// which takes no input, is then refused. The broadcast has happened all the same.
-	if err != nil && !errors.Is(err, unix.ECONNREFUSED) {
-		t.Fatalf("send to netlink uevent group 1: %v", err)
-	}
-}
 
 func ueventSeqnum(t *testing.T) uint64 {
 	t.Helper()
@@ -47,6 +25,15 @@ func ueventSeqnum(t *testing.T) uint64 {
 		t.Fatalf("/sys/kernel/uevent_seqnum: %v", err)
 	}
 	return n
+}
+
+// uevent is a well-formed uevent datagram, as the kernel formats one.
+func uevent(action, devpath, subsystem string, extra ...string) []byte {
+	s := fmt.Sprintf("%s@%s\x00ACTION=%s\x00DEVPATH=%s\x00SUBSYSTEM=%s\x00", action, devpath, action, devpath, subsystem)
+	for _, e := range extra {
+		s += e + "\x00"
+	}
+	return []byte(s)
 }
 
 // TestIntegrationForgedUevent is guarantee 3: a root process sends the kernel's uevent group a
@@ -68,9 +55,7 @@ func TestIntegrationForgedUevent(t *testing.T) {
 
 	// The forgery looks like the kernel's next uevent: the SEQNUM it would use next, no SYNTH_UUID.
 	forgedSeq := ueventSeqnum(t) + 1
-	forged := fmt.Sprintf("online@%s\x00ACTION=online\x00DEVPATH=%s\x00SUBSYSTEM=cpu\x00DRIVER=processor\x00SEQNUM=%d\x00",
-		devpath, devpath, forgedSeq)
-	sendToKernelGroup(t, []byte(forged))
+	testenv.SendToGroup(t, uevent("online", devpath, "cpu", "DRIVER=processor", fmt.Sprintf("SEQNUM=%d", forgedSeq)))
 	// A real (synthetic, announcing nothing) uevent takes the SEQNUM the forgery claimed, so that
 	// the real online below has a higher one.
 	if err := testenv.Synthesize("/sys/devices/system/cpu/cpu0", "change"); err != nil {
@@ -89,5 +74,122 @@ func TestIntegrationForgedUevent(t *testing.T) {
 	if after := metric(t, a.get(t, "/metrics"), rejected); after < before+1 {
 		t.Errorf("%s went from %v to %v after a forged uevent; want it to rise", rejected, before, after)
 	}
+	a.stop(t)
+}
+
+// TestIntegrationForgedThroughKernel: a root process has the kernel itself broadcast forged
+// uevents (Linux 4.18 and later): from port id 0, with the kernel's next SEQNUM appended, like
+// the kernel's own. The agent runs with the online policy `cpu: online`, and the administrator
+// has taken a CPU offline. None of the forgeries may reach a callback or the stream, none may
+// make the agent online the CPU, and each is counted as rejected (sender). The first
+// notification is then the real arrival when the administrator brings the CPU back.
+func TestIntegrationForgedThroughKernel(t *testing.T) {
+	testenv.RequireRoot(t)
+	cpu := testenv.HotpluggableCPU(t)
+	testenv.LockCPUs(t)
+	link := fmt.Sprintf("/sys/devices/system/cpu/cpu%d", cpu)
+	devpath := strings.TrimPrefix(link, "/sys")
+	mems, _ := filepath.Glob("/sys/devices/system/memory/memory[0-9]*")
+	if len(mems) == 0 {
+		testenv.Unavailable(t, "no memory blocks in sysfs")
+	}
+
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte("online:\n  cpu: online\n  memory: online\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.SetCPUOnline(t, cpu, false) // the administrator's; back online in cleanup whatever happens
+	a := startAgent(t, "--config.file="+cfg)
+	events := a.subscribe(t, "")
+	m := a.get(t, "/metrics")
+	const rejected = `hotplug_agent_uevents_rejected_total{reason="sender"}`
+	const onlined = `hotplug_agent_online_attempts_total{interface_class="processor",result="success"}`
+	before, onlinedBefore := metric(t, m, rejected), metric(t, m, onlined)
+
+	mem0 := "/devices/system/memory/memory0"
+	memLast := strings.TrimPrefix(mems[len(mems)-1], "/sys")
+	forgeries := [][]byte{
+		uevent("offline", "/devices/system/cpu/cpu0", "cpu", "DRIVER=processor"), // a false removal of cpu0
+		uevent("remove", "/devices/system/cpu/cpu0", "cpu"),
+		uevent("offline", mem0, "memory"), // a false removal of memory0
+		uevent("remove", mem0, "memory"),
+		uevent("online", "/devices/system/cpu/cpu4095", "cpu"), // a CPU that does not exist
+		uevent("add", "/devices/system/cpu/cpu4095", "cpu"),
+		uevent("add", devpath, "cpu"), // the administrator's offline CPU, "hot-added" to the online policy
+		uevent("online", devpath, "cpu", "DRIVER=processor"),
+		uevent("add", memLast, "memory"),
+		uevent("offline", devpath, "cpu", "SEQNUM=18446744073709551615"), // a SEQNUM far ahead
+		uevent("change", "/devices/system/cpu/cpu0", "\xff\xfe"),         // a subsystem that is not UTF-8
+	}
+	for _, f := range forgeries {
+		testenv.SendToKernel(t, f)
+	}
+	// The agent reads its socket in order: once it has delivered this, it has seen them all.
+	testenv.SetCPUOnline(t, cpu, true)
+	first := next(t, events, "the real arrival of "+link)
+	if first.Event != "arrival" || first.SymbolicLink != link || first.Cause != "uevent" {
+		// "cause resync" would mean the forgeries' SEQNUMs were taken for lost uevents.
+		t.Errorf("first notification after %d forgeries = %+v; want the administrator's arrival of %s", len(forgeries), first, link)
+	}
+	m = a.get(t, "/metrics")
+	if after := metric(t, m, rejected); after < before+float64(len(forgeries)) {
+		t.Errorf("%s went from %v to %v after %d forgeries; want each counted", rejected, before, after, len(forgeries))
+	}
+	if after := metric(t, m, onlined); after != onlinedBefore {
+		t.Errorf("%s went from %v to %v: a forged add made the agent online a CPU", onlined, onlinedBefore, after)
+	}
+	a.stop(t)
+}
+
+// TestIntegrationFloodOfSubsystems: 20,000 uevents with distinct subsystems, sent through the
+// kernel, then a real CPU offline. Its removal reaches /events within 10 s (the agent drops each
+// forgery in microseconds; a per-subsystem series once delayed it by minutes), /healthz stays
+// 200, and /metrics stays small: no series per subsystem.
+func TestIntegrationFloodOfSubsystems(t *testing.T) {
+	testenv.RequireRoot(t)
+	cpu := testenv.HotpluggableCPU(t)
+	testenv.LockCPUs(t)
+	link := fmt.Sprintf("/sys/devices/system/cpu/cpu%d", cpu)
+	a := startAgent(t, "--log.level=info")
+	events := a.subscribe(t, "class=processor")
+	m := a.get(t, "/metrics")
+	linesBefore := strings.Count(m, "\n")
+	const rescans = `hotplug_agent_resyncs_total{reason="seqnum_gap"}`
+	rescansBefore := metric(t, m, rescans)
+
+	const flood = 20000
+	start := time.Now()
+	for i := range flood {
+		testenv.SendToKernel(t, uevent("change", "/devices/system/cpu/cpu0", fmt.Sprintf("flood%05d", i)))
+	}
+	sent := time.Since(start)
+	offlineAt := time.Now()
+	testenv.SetCPUOnline(t, cpu, false)
+	e := next(t, events, "the removal of "+link)
+	took := time.Since(offlineAt)
+	if e.Event != "removal" || e.SymbolicLink != link || e.Cause != "uevent" {
+		t.Fatalf("first notification after the flood = %+v; want the removal of %s, from its uevent", e, link)
+	}
+	if took > 10*time.Second {
+		t.Errorf("the removal of %s reached /events %s after the offline, behind %d flood uevents; want within 10 s", link, took, flood)
+	}
+	t.Logf("flood of %d sent in %s; the removal reached /events %s after the offline", flood, sent.Round(time.Millisecond), took.Round(time.Millisecond))
+	if code := a.status(t, "/healthz"); code != 200 {
+		t.Errorf("/healthz = %d after the flood; want 200", code)
+	}
+	m = a.get(t, "/metrics")
+	// Each forgery took a kernel SEQNUM; none of them is a lost uevent to rescan sysfs for.
+	if after := metric(t, m, rescans); after != rescansBefore {
+		t.Errorf("%s went from %v to %v: the flood made the agent rescan sysfs", rescans, rescansBefore, after)
+	}
+	if strings.Contains(m, "flood0") {
+		t.Errorf("/metrics has a series named after a flood subsystem")
+	}
+	if lines := strings.Count(m, "\n"); lines > linesBefore+50 {
+		t.Errorf("/metrics grew from %d to %d lines after the flood", linesBefore, lines)
+	}
+	testenv.SetCPUOnline(t, cpu, true)
+	next(t, events, "the arrival of "+link)
 	a.stop(t)
 }
