@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -31,7 +32,8 @@ import (
 const Version = 1
 
 // MaxSize is the largest state file Load reads. A real one holds at most some thousands of
-// interfaces, about 250 bytes each; anything this large is not a state file.
+// interfaces, about 250 bytes each (1,024 CPUs, 8,192 memory blocks and 1,024 memory devices,
+// every field at its widest, make 3.0 MB); anything this large is not a state file.
 const MaxSize = 64 << 20
 
 // State is what the agent persists.
@@ -101,8 +103,12 @@ var saveMu sync.Mutex
 // validates it, and a State that Load would refuse is not written. Interfaces are sorted in the
 // file; s is not modified.
 //
-// Save blocks on the disk (two fsyncs). It is safe for concurrent use within a process (calls
-// are serialised); two processes must not save to the same path.
+// Save replaces nothing but a regular file: when Load would refuse the path with ErrRefused (a
+// device, a FIFO, a symbolic link, a file of another user, a directory others may write to),
+// Save returns an error wrapping ErrRefused and leaves the path as it is.
+//
+// Save blocks on the disk (two fsyncs), never on opening anything. It is safe for concurrent use
+// within a process (calls are serialised); two processes must not save to the same path.
 func Save(path string, s State) error {
 	if s.Version == 0 {
 		s.Version = Version
@@ -166,6 +172,19 @@ func Save(path string, s State) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
+	if err := checkDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	// Only a regular file of ours is replaced: the rename would put a file in the place of a
+	// device (--path.state=/dev/null), a FIFO, a socket or a symbolic link.
+	switch fi, err := os.Lstat(path); {
+	case err == nil:
+		if err := checkFile(path, fi); err != nil {
+			return fmt.Errorf("statefile: save %s: %w: not replaced", path, err)
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("statefile: save %s: %w", path, bare(err))
+	}
 	if err := removeStale(dir, base); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
@@ -194,7 +213,7 @@ func Save(path string, s State) error {
 	}
 	renamed = true
 	// The rename is durable only once the directory is.
-	d, err := os.Open(dir)
+	d, err := os.OpenFile(dir, os.O_RDONLY|dirFlags, 0)
 	if err != nil {
 		return fmt.Errorf("statefile: save %s: fsync directory: %w", path, err)
 	}
@@ -225,34 +244,60 @@ func removeStale(dir, base string) error {
 // and Load never reads them.
 func tempPrefix(base string) string { return "." + base + ".tmp-" }
 
-// Load reads the state saved at path. A missing file gives an error wrapping fs.ErrNotExist
-// (the agent's first start). A file that is empty, truncated, not JSON, of another format
-// version, larger than MaxSize, or that holds an invalid interface (a class other than
-// processor or memory, a symbolic link that is not exactly /sys/devices/system/cpu/cpuN or
-// /sys/devices/system/memory/memoryN for its Number, a duplicate) gives a one-line error naming
-// path and what is wrong. Interfaces are returned sorted with notify.Interface.Less.
+// Load reads the state saved at path. A missing file (or directory) gives an error wrapping
+// fs.ErrNotExist (the agent's first start). A path that cannot be trusted gives an error
+// wrapping ErrRefused, and nothing is opened that could block or change anything: something
+// other than a regular file (a device, a FIFO, a socket, a directory, a symbolic link, which is
+// not followed), a file owned by another user than the one this process runs as or writable by
+// group or others, or one in a directory that another user could replace it in. A file that is
+// empty, truncated, not JSON, of another format version, larger than MaxSize, that holds an
+// invalid interface (a class other than processor or memory, a symbolic link that is not
+// exactly /sys/devices/system/cpu/cpuN or /sys/devices/system/memory/memoryN for its Number, a
+// duplicate) gives a one-line error naming path and what is wrong. Interfaces are returned sorted with notify.Interface.Less.
 //
-// Load blocks on the disk. It is safe for concurrent use, also with Save (it sees the old file
-// or the new one).
+// Load blocks on the disk, never on the file (it opens with O_NONBLOCK). It is safe for
+// concurrent use, also with Save (it sees the old file or the new one).
 func Load(path string) (State, error) {
-	f, err := os.Open(path)
+	fail := func(err error) (State, error) {
+		return State{}, fmt.Errorf("statefile: load %s: %w", path, err)
+	}
+	if err := checkDir(filepath.Dir(path)); err != nil {
+		return fail(err)
+	}
+	// Lstat first, so that a device or a FIFO is refused without being opened at all; then the
+	// open file is checked again, in case the path changed in between.
+	fi, err := os.Lstat(path)
 	if err != nil {
-		return State{}, fmt.Errorf("statefile: load: %w", err)
+		return fail(bare(err))
+	}
+	if err := checkFile(path, fi); err != nil {
+		return fail(err)
+	}
+	f, err := openFile(path)
+	if err != nil {
+		return fail(bare(err))
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxSize {
-		return State{}, fmt.Errorf("statefile: load %s: %d bytes, more than the %d a state file may have", path, fi.Size(), MaxSize)
+	fi, err = f.Stat()
+	if err != nil {
+		return fail(bare(err))
+	}
+	if err := checkFile(path, fi); err != nil {
+		return fail(err)
+	}
+	if fi.Size() > MaxSize {
+		return fail(fmt.Errorf("%d bytes, more than the %d a state file may have", fi.Size(), MaxSize))
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
-		return State{}, fmt.Errorf("statefile: load: %w", err)
+		return fail(bare(err))
 	}
 	if len(data) > MaxSize {
-		return State{}, fmt.Errorf("statefile: load %s: more than the %d bytes a state file may have", path, MaxSize)
+		return fail(fmt.Errorf("more than the %d bytes a state file may have", MaxSize))
 	}
 	s, err := decode(data)
 	if err != nil {
-		return State{}, fmt.Errorf("statefile: load %s: %w", path, err)
+		return fail(err)
 	}
 	return s, nil
 }
