@@ -10,11 +10,13 @@ import (
 )
 
 // FuzzLoad checks that Load never panics on any file, that its errors are one line naming the
-// file, and that whatever it accepts is valid: Save writes it back and Load gives the same state.
+// file, and that whatever it accepts is valid: no event ID above MaxEventID, and Save writes it
+// back and Load gives the same state.
 // More seeds (every corruption class of TestLoadRejects) are in testdata/fuzz/FuzzLoad.
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte(valid))
 	f.Add([]byte(withInterface(cpuRecord("/sys/devices/system/cpu/../cpu0", 0))))
+	f.Add([]byte(strings.Replace(valid, `"last_event_id": 0`, `"last_event_id": 18446744073709551615`, 1)))
 	dir := f.TempDir()
 	path := filepath.Join(dir, "state.json")
 	again := filepath.Join(dir, "again.json")
@@ -28,6 +30,9 @@ func FuzzLoad(f *testing.F) {
 				t.Fatalf("Load error %q: want one line beginning with the path", msg)
 			}
 			return
+		}
+		if s.LastEventID > MaxEventID || s.MemoryDeviceLastEventID > MaxEventID {
+			t.Fatalf("Load accepted event IDs %d and %d, above %d", s.LastEventID, s.MemoryDeviceLastEventID, uint64(MaxEventID))
 		}
 		if err := Save(again, s); err != nil {
 			t.Fatalf("Save of a state Load accepted: %v", err)

@@ -36,6 +36,12 @@ const Version = 1
 // every field at its widest, make 3.0 MB); anything this large is not a state file.
 const MaxSize = 64 << 20
 
+// MaxEventID is the largest event ID a state file may hold: 2^62. An agent without a state file
+// starts from the microseconds since 1970 (about 2^51 in 2026) and would need a million
+// notifications a second for over a hundred thousand years to get there, so a file above it is
+// not one an agent wrote; and IDs counted on from it, up to 2^64, could never wrap to 0.
+const MaxEventID = 1 << 62
+
 // State is what the agent persists.
 type State struct {
 	// Version is the file format version: Version (Save writes it when zero).
@@ -100,7 +106,9 @@ var saveMu sync.Mutex
 // renames it over path and syncs the directory, so that a crash at any moment leaves the old file
 // or the new one. The file has mode 0600; a missing directory is created with mode 0700.
 // Temporary files left by an interrupted earlier Save are removed. s is validated as Load
-// validates it, and a State that Load would refuse is not written. Interfaces are sorted in the
+// validates it, and a State that Load would refuse is not written, but for event IDs above
+// MaxEventID, which are written (no agent gets there; one that did would still save, and start
+// numbering anew at its next start, when Load refuses the file). Interfaces are sorted in the
 // file; s is not modified.
 //
 // Save replaces nothing but a regular file: when Load would refuse the path with ErrRefused (a
@@ -253,7 +261,8 @@ func tempPrefix(base string) string { return "." + base + ".tmp-" }
 // empty, truncated, not JSON, of another format version, larger than MaxSize, that holds an
 // invalid interface (a class other than processor or memory, a symbolic link that is not
 // exactly /sys/devices/system/cpu/cpuN or /sys/devices/system/memory/memoryN for its Number, a
-// duplicate) gives a one-line error naming path and what is wrong. Interfaces are returned sorted with notify.Interface.Less.
+// duplicate) or an event ID above MaxEventID gives a one-line error naming path and what is
+// wrong. Interfaces are returned sorted with notify.Interface.Less.
 //
 // Load blocks on the disk, never on the file (it opens with O_NONBLOCK). It is safe for
 // concurrent use, also with Save (it sees the old file or the new one).
@@ -342,8 +351,22 @@ func decode(data []byte) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
+	if err := checkEventID("last_event_id", f.LastEventID); err != nil {
+		return State{}, err
+	}
+	if err := checkEventID("memory_device_last_event_id", f.MemoryDeviceLastEventID); err != nil {
+		return State{}, err
+	}
 	return State{Version: f.Version, Interfaces: ifaces, LastEventID: f.LastEventID, SavedAt: f.SavedAt,
 		MemoryDevices: devices, MemoryDeviceLastEventID: f.MemoryDeviceLastEventID, Clean: f.CleanShutdown}, nil
+}
+
+// checkEventID refuses an event ID above MaxEventID; field is its name in the file.
+func checkEventID(field string, id uint64) error {
+	if id > MaxEventID {
+		return fmt.Errorf("%s %d is above %d, the largest an agent gives: not a state file an agent wrote", field, id, uint64(MaxEventID))
+	}
+	return nil
 }
 
 // syntaxError describes a JSON error in one line, with the byte offset where it can. data holds

@@ -73,7 +73,7 @@ func TestRoundTrip(t *testing.T) {
 				{ClassGUID: notify.GUIDDeviceProcessor, SymbolicLink: "/sys/devices/system/cpu/cpu999999999", Number: 999999999, Node: -1, State: "offline"},
 				{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/system/memory/memory7", Number: 7, Node: 3,
 					PhysStart: 1 << 63, Size: 1<<64 - 1, State: "going-offline", Zones: "é \"quoted\"\ttab"},
-			}, LastEventID: 1<<64 - 1, SavedAt: savedAt}, State{}},
+			}, LastEventID: MaxEventID, SavedAt: savedAt, MemoryDeviceLastEventID: MaxEventID}, State{}},
 		{"memory devices",
 			State{Interfaces: []notify.Interface{mem(36), mem(32), mem(33), mem(34), mem(35)}, SavedAt: savedAt,
 				MemoryDevices: []notify.Interface{dimm("PNP0C80:01", 36, 36), dimm("PNP0C80:00", 32, 35)}, MemoryDeviceLastEventID: 7},
@@ -245,6 +245,14 @@ func TestLoadRejects(t *testing.T) {
 		{"device twice", withDevice(`{"id": "PNP0C80:00", "symbolic_link": "/sys/devices/PNP0C80:00", "blocks": "32", "node": 0, "phys_start": 0, "size": 0}, {"id": "PNP0C80:00", "symbolic_link": "/sys/devices/PNP0C80:00", "blocks": "33", "node": 0, "phys_start": 0, "size": 0}`), "memory_devices: PNP0C80:00 is listed twice"},
 		{"unknown device field", withDevice(`{"id": "PNP0C80:00", "symbolic_link": "/sys/devices/PNP0C80:00", "blocks": "32", "online": true}`), `unknown field "online"`},
 		{"duplicate", withInterface(memRec + "," + cpuRecord("/sys/devices/system/cpu/cpu0", 0) + "," + memRec), "interfaces: /sys/devices/system/memory/memory3 is listed twice"},
+		{"last event id at the uint64 maximum", strings.Replace(valid, `"last_event_id": 0`, `"last_event_id": 18446744073709551615`, 1),
+			"last_event_id 18446744073709551615 is above 4611686018427387904, the largest an agent gives"},
+		{"last event id just above the largest", strings.Replace(valid, `"last_event_id": 0`, `"last_event_id": 4611686018427387905`, 1),
+			"last_event_id 4611686018427387905 is above 4611686018427387904"},
+		{"memory device last event id at the uint64 maximum", strings.Replace(valid, `"last_event_id": 0`, `"last_event_id": 0, "memory_device_last_event_id": 18446744073709551615`, 1),
+			"memory_device_last_event_id 18446744073709551615 is above 4611686018427387904"},
+		{"last event id beyond uint64", strings.Replace(valid, `"last_event_id": 0`, `"last_event_id": 18446744073709551616`, 1),
+			"field last_event_id: number 18446744073709551616 where uint64 is wanted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -348,6 +356,17 @@ func TestSaveRefuses(t *testing.T) {
 			t.Errorf("Save(%s): %v; want an error naming it and saying mkdir failed", p, err)
 		}
 	})
+}
+
+// TestSaveEventIDAboveMax: an event ID above MaxEventID is saved (an agent that got there must
+// still save), and Load then refuses the file, so that the agent starts numbering anew.
+func TestSaveEventIDAboveMax(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := Save(path, State{Interfaces: []notify.Interface{cpu(0)}, LastEventID: MaxEventID + 1}); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	_, err := Load(path)
+	checkLoadError(t, err, path, "last_event_id 4611686018427387905 is above 4611686018427387904")
 }
 
 // TestCrashBeforeRename leaves what a Save killed between writing its temporary file and renaming
