@@ -179,18 +179,19 @@ func New(o Options) (*Agent, error) {
 	a.memdevs = memdev.New(memdev.Options{
 		Reader: memdev.NewReader(fs, o.IOMemPath), Publish: a.publishDevice, Logger: o.Logger,
 	})
-	prev, ok := a.loadState()
+	// restored, not ok: the deferred close reads ok, which says whether New succeeded.
+	prev, restored := a.loadState()
 	// Event IDs continue exactly after an orderly shutdown. After anything else (a kill, a
 	// crash, no state file) they jump ahead, so that no ID is ever given to two notifications: a
 	// client resuming with an ID the last run gave after its last save gets a resync, not another
 	// notification under the same ID.
-	a.registry.SetLastID(nextIDs(prev.LastEventID, prev.Clean && ok))
-	a.devices.SetLastID(nextIDs(prev.MemoryDeviceLastEventID, prev.Clean && ok))
-	if ok && !prev.Clean {
+	a.registry.SetLastID(nextIDs(prev.LastEventID, prev.Clean && restored))
+	a.devices.SetLastID(nextIDs(prev.MemoryDeviceLastEventID, prev.Clean && restored))
+	if restored && !prev.Clean {
 		a.log.Warn("the agent did not stop cleanly last time: event IDs jump ahead so that none is given twice",
 			"last_saved_id", prev.LastEventID, "next_id", a.registry.LastID()+1)
 	}
-	if ok {
+	if restored {
 		// The devices announced before the restart: what changed for them while the agent was
 		// down follows from the block notifications below.
 		a.memdevs.Restore(prev.Interfaces, prev.MemoryDevices)
