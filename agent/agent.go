@@ -54,7 +54,8 @@ type Options struct {
 	// StreamHistory is how many notifications /events keeps for clients that resume; 0: 4096.
 	StreamHistory int
 	// StatePath is the file that keeps the announced interfaces and the last notification ID
-	// across restarts; "" keeps none.
+	// across restarts; "" keeps none. A path that statefile refuses (statefile.ErrRefused)
+	// makes New fail; a file whose contents are bad is reported, and replaced.
 	StatePath string
 	// Source replaces the kernel's uevent socket (tests); nil opens the socket.
 	Source Source
@@ -180,7 +181,10 @@ func New(o Options) (*Agent, error) {
 		Reader: memdev.NewReader(fs, o.IOMemPath), Publish: a.publishDevice, Logger: o.Logger,
 	})
 	// restored, not ok: the deferred close reads ok, which says whether New succeeded.
-	prev, restored := a.loadState()
+	prev, restored, err := a.loadState()
+	if err != nil {
+		return nil, err
+	}
 	// Event IDs continue exactly after an orderly shutdown. After anything else (a kill, a
 	// crash, no state file) they jump ahead, so that no ID is ever given to two notifications: a
 	// client resuming with an ID the last run gave after its last save gets a resync, not another
@@ -264,22 +268,28 @@ func New(o Options) (*Agent, error) {
 	return a, nil
 }
 
-// loadState reads the state file; false when there is none or it is unusable (said in the log).
-func (a *Agent) loadState() (statefile.State, bool) {
+// loadState reads the state file: restored is false when there is none or its contents are
+// unusable (said in the log), and the machine as it is now is the starting point. A path that
+// statefile refuses (statefile.ErrRefused: a device, a FIFO, a symbolic link, a file of another
+// user or that others may write) is an error: the agent must neither believe it nor, at its
+// first save, replace it, so the operator must fix --path.state.
+func (a *Agent) loadState() (s statefile.State, restored bool, err error) {
 	if a.o.StatePath == "" {
-		return statefile.State{}, false
+		return statefile.State{}, false, nil
 	}
-	s, err := statefile.Load(a.o.StatePath)
+	s, err = statefile.Load(a.o.StatePath)
 	switch {
+	case errors.Is(err, statefile.ErrRefused):
+		return s, false, err
 	case errors.Is(err, fs.ErrNotExist):
 		a.log.Info("no state file: a first start; the interfaces present now are the starting point", "path", a.o.StatePath)
-		return s, false
+		return s, false, nil
 	case err != nil:
 		a.log.Warn("state file unusable; the interfaces present now are the starting point", "err", err)
-		return s, false
+		return s, false, nil
 	}
 	a.log.Info("state restored", "path", a.o.StatePath, "interfaces", len(s.Interfaces), "last_event_id", s.LastEventID, "saved_at", s.SavedAt)
-	return s, true
+	return s, true, nil
 }
 
 // saveState writes the announced set and the last notification ID to the state file.

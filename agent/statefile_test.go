@@ -3,10 +3,18 @@
 package agent
 
 import (
+	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/statefile"
 )
 
@@ -33,5 +41,120 @@ func TestNewFailsCleanlyAfterRestoringState(t *testing.T) {
 	case <-src.closed:
 	default:
 		t.Errorf("New failed (%v) after restoring the state file, and left the uevent source open", err)
+	}
+}
+
+// forged is a state file that announced a CPU the fixture does not have: believed, it makes the
+// agent announce that CPU's removal at start.
+const forged = `{"version": 1, "saved_at": "2026-11-21T23:50:00Z", "last_event_id": 7, "clean_shutdown": true, "interfaces": [
+  {"class_guid": "97fadb10-4e33-40ae-359c-8bef029dbdd0", "symbolic_link": "/sys/devices/system/cpu/cpu63", "number": 63, "node": 0, "state": "online"}]}
+`
+
+// TestStatePathRefused: a --path.state that is not a regular file of the agent's user, only it
+// may write, makes New fail at once with the state file's one-line error, before anything is
+// announced, and the path is left as it was. A file of the agent's own whose contents are bad
+// is, as before, reported and replaced.
+func TestStatePathRefused(t *testing.T) {
+	tests := []struct {
+		name string
+		make func(t *testing.T, path string)
+		want string // "": New succeeds
+	}{
+		{"a FIFO", func(t *testing.T, path string) {
+			if err := unix.Mkfifo(path, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "is a FIFO (named pipe), not a regular file"},
+		{"a null device", func(t *testing.T, path string) {
+			if os.Geteuid() != 0 {
+				testenv.Unavailable(t, "needs root: it makes a device node")
+			}
+			if err := unix.Mknod(path, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+				t.Fatal(err)
+			}
+		}, "is a character device, not a regular file"},
+		{"a forged file of another user", func(t *testing.T, path string) {
+			if os.Geteuid() != 0 {
+				testenv.Unavailable(t, "needs root: it gives a file to another user")
+			}
+			if err := os.WriteFile(path, []byte(forged), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(path, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}, fmt.Sprintf("owned by uid 65534, not by uid %d", os.Geteuid())},
+		{"a forged file anyone may write", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, []byte(forged), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, 0o666); err != nil {
+				t.Fatal(err)
+			}
+		}, "mode 0666 lets group or others write it"},
+		{"a corrupt file of the agent's own", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, []byte(`{"version": 1, "interfaces": [{"class_guid": "trunc`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			tt.make(t, path)
+			var before unix.Stat_t
+			unix.Lstat(path, &before)
+			src := newFakeSource()
+			logs := &testenv.Buffer{}
+			var a *Agent
+			var err error
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				a, err = New(Options{SysfsPath: fixture(t), StatePath: path, ListenAddresses: []string{"127.0.0.1:0"}, Source: src,
+					Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			}()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("New still blocked after 5 s on a state file path that is %s", tt.name)
+			}
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				a.close()
+				if !strings.Contains(logs.String(), "state file unusable") {
+					t.Errorf("a corrupt state file was not reported; log:\n%s", logs)
+				}
+				if _, err := statefile.Load(path); err != nil {
+					t.Errorf("the corrupt state file was not replaced: %v", err)
+				}
+				return
+			}
+			switch {
+			case err == nil:
+				a.close()
+				t.Fatalf("New succeeded; want it to fail saying %q", tt.want)
+			case !errors.Is(err, statefile.ErrRefused) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tt.want):
+				t.Errorf("New: %q; want an error naming %s and saying %q", err, path, tt.want)
+			case strings.ContainsAny(err.Error(), "\n\r"):
+				t.Errorf("New: %q spans lines", err)
+			}
+			if l := logs.String(); strings.Contains(l, "cpu63") || strings.Contains(l, "state file unusable") {
+				t.Errorf("the refused state file was read, or taken for one whose contents are bad; log:\n%s", l)
+			}
+			var after unix.Stat_t
+			unix.Lstat(path, &after)
+			if after.Mode != before.Mode || after.Ino != before.Ino || after.Uid != before.Uid {
+				t.Errorf("New changed the refused path: mode %o inode %d uid %d, then mode %o inode %d uid %d",
+					before.Mode, before.Ino, before.Uid, after.Mode, after.Ino, after.Uid)
+			}
+			select {
+			case <-src.closed:
+			default:
+				t.Error("New failed and left the uevent source open")
+			}
+		})
 	}
 }
