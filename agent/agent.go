@@ -300,12 +300,18 @@ const idJump = 1 << 20
 // nextIDs returns the last event ID to continue from: last itself after a clean shutdown;
 // otherwise beyond anything the previous run can have given, last+idJump, and beyond the
 // microseconds since 1970, so that a run that lost its state file (or keeps none) does not
-// start again at IDs an earlier run gave.
+// start again at IDs an earlier run gave. A last above statefile.MaxEventID, which no state file
+// that Load accepts holds, is not continued: the IDs start from the clock, as without a state
+// file. So the result is at most MaxEventID+idJump, and counting on from it cannot wrap to 0.
 func nextIDs(last uint64, clean bool) uint64 {
-	if clean {
+	now := min(uint64(max(time.Now().UnixMicro(), 0)), statefile.MaxEventID) // a clock before 1970 or far ahead
+	switch {
+	case last > statefile.MaxEventID:
+		return now
+	case clean:
 		return last
 	}
-	return max(last+idJump, uint64(time.Now().UnixMicro()))
+	return max(last+idJump, now)
 }
 
 // saveState saves the state file; clean marks the save of an orderly shutdown, after which no

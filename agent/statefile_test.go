@@ -3,11 +3,15 @@
 package agent
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +160,89 @@ func TestStatePathRefused(t *testing.T) {
 				t.Error("New failed and left the uevent source open")
 			}
 		})
+	}
+}
+
+// TestNextIDs: the ID the agent continues from is the saved one after a clean shutdown, beyond
+// it and the clock otherwise, and never one from which counting could wrap to 0: an ID above
+// statefile.MaxEventID (no state file Load accepts has one) starts numbering from the clock.
+func TestNextIDs(t *testing.T) {
+	const clock = ^uint64(0) // stands for "the microseconds since 1970"
+	tests := []struct {
+		last  uint64
+		clean bool
+		want  uint64
+	}{
+		{0, true, 0},
+		{0, false, clock},
+		{818, true, 818},
+		{818, false, clock},
+		{statefile.MaxEventID, true, statefile.MaxEventID},
+		{statefile.MaxEventID, false, statefile.MaxEventID + idJump},
+		{statefile.MaxEventID + 1, true, clock},
+		{statefile.MaxEventID + 1, false, clock},
+		{math.MaxUint64 - idJump + 1, false, clock},
+		{math.MaxUint64, true, clock},
+		{math.MaxUint64, false, clock},
+	}
+	for _, tt := range tests {
+		before := uint64(time.Now().UnixMicro())
+		got := nextIDs(tt.last, tt.clean)
+		after := uint64(time.Now().UnixMicro())
+		if tt.want == clock && (got < before || got > after) || tt.want != clock && got != tt.want {
+			want := fmt.Sprint(tt.want)
+			if tt.want == clock {
+				want = fmt.Sprintf("the clock, %d-%d", before, after)
+			}
+			t.Errorf("nextIDs(%d, clean %v) = %d; want %s", tt.last, tt.clean, got, want)
+		}
+		if got > math.MaxUint64-(1<<62) {
+			t.Errorf("nextIDs(%d, clean %v) = %d: counting on from it could wrap to 0", tt.last, tt.clean, got)
+		}
+	}
+}
+
+// TestEventIDsNeverWrap starts the agent from a state file whose last event ID is the uint64
+// maximum, saved at a clean shutdown: believed, the next notification would get ID 0, which
+// /events drops. The agent must refuse the file, say why, and number from the clock.
+func TestEventIDsNeverWrap(t *testing.T) {
+	root := fixture(t)
+	path := filepath.Join(t.TempDir(), "state.json")
+	state := `{"version": 1, "saved_at": "2026-11-21T23:50:00Z", "last_event_id": 18446744073709551615, "clean_shutdown": true, "interfaces": []}`
+	if err := os.WriteFile(path, []byte(state), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testenv.Buffer{}
+	began := uint64(time.Now().UnixMicro())
+	a, src, _, _ := runAgent(t, Options{SysfsPath: root, StatePath: path, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if !strings.Contains(logs.String(), "last_event_id 18446744073709551615 is above") {
+		t.Errorf("the state file's last event ID was not reported; log:\n%s", logs)
+	}
+
+	resp, err := http.Get("http://" + a.Addrs()[0].String() + "/events?class=processor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	ids := make(chan uint64, 1)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+				id, _ := strconv.ParseUint(v, 10, 64)
+				ids <- id
+				return
+			}
+		}
+	}()
+	writeAttr(t, root, "devices/system/cpu/cpu1/online", "0")
+	src.send(t, "offline", "/devices/system/cpu/cpu1", "cpu", 1)
+	select {
+	case id := <-ids:
+		if id < began {
+			t.Errorf("the first notification's ID is %d; want one from the clock, at least %d", id, began)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no notification on /events within 10 s of cpu1 going offline (last ID given: %d)", a.Registry().LastID())
 	}
 }
