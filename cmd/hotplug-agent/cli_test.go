@@ -91,3 +91,29 @@ func TestPrintable(t *testing.T) {
 		}
 	}
 }
+
+// TestUserDefaults checks where `hotplug-agent run` keeps its state and its control socket when
+// no flag says: the system's paths for root, the user's own state directory for anyone else
+// (who may write neither /var/lib nor /run), and no control socket, which needs root.
+func TestUserDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		euid          int
+		env           map[string]string
+		state, socket string
+	}{
+		{"root", 0, map[string]string{"HOME": "/root", "XDG_STATE_HOME": "/root/st"}, DefaultStatePath, "/run/hotplug-agent/control.sock"},
+		{"user", 1000, map[string]string{"HOME": "/home/u"}, "/home/u/.local/state/hotplug-agent/state.json", ""},
+		{"user with XDG_STATE_HOME", 1000, map[string]string{"HOME": "/home/u", "XDG_STATE_HOME": "/srv/st"}, "/srv/st/hotplug-agent/state.json", ""},
+		{"relative XDG_STATE_HOME is ignored", 1000, map[string]string{"HOME": "/home/u", "XDG_STATE_HOME": "st"}, "/home/u/.local/state/hotplug-agent/state.json", ""},
+		{"no home", 65534, map[string]string{"HOME": ""}, "", ""},
+		{"relative home", 65534, map[string]string{"HOME": "."}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			state, socket := userDefaults(tc.euid, func(k string) string { return tc.env[k] })
+			if state != tc.state || socket != tc.socket {
+				t.Errorf("state %q, control socket %q; want %q, %q", state, socket, tc.state, tc.socket)
+			}
+		})
+	}
+}

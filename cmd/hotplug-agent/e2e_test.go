@@ -61,7 +61,13 @@ func startAgent(t *testing.T, args ...string) *agentProc {
 		// Agents under test never share the system's state file, nor each other's.
 		base = append(base, "--path.state="+filepath.Join(t.TempDir(), "state.json"))
 	}
-	cmd := exec.Command(binary, append(base, args...)...)
+	return launchAgent(t, exec.Command(binary, append(base, args...)...))
+}
+
+// launchAgent starts cmd, the binary with the arguments of `run` (its web listen address on a
+// loopback port chosen by the kernel), and waits until it is ready.
+func launchAgent(t *testing.T, cmd *exec.Cmd) *agentProc {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -70,8 +76,9 @@ func startAgent(t *testing.T, args ...string) *agentProc {
 		t.Fatal(err)
 	}
 	a := &agentProc{cmd: cmd, logs: &testenv.Buffer{}}
-	ready := make(chan string, 1)
+	ready, ended := make(chan string, 1), make(chan struct{})
 	go func() {
+		defer close(ended)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
@@ -93,6 +100,13 @@ func startAgent(t *testing.T, args ...string) *agentProc {
 	select {
 	case addr := <-ready:
 		a.base = "http://" + addr
+	case <-ended:
+		select {
+		case addr := <-ready: // ready, then its output closed: the test sees what follows
+			a.base = "http://" + addr
+		default:
+			t.Fatalf("agent exited before it was ready; log:\n%s", a.logs.String())
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("agent not ready within 30 s; log:\n%s", a.logs.String())
 	}

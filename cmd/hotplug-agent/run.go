@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/hotplug-agent/hotplug-agent/agent"
 	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/control"
+	"github.com/hotplug-agent/hotplug-agent/online"
 )
 
 // DefaultListenAddress is the HTTP API's default address. Port 19100 lies outside the range
@@ -19,7 +21,8 @@ import (
 // ephemeral ports, and easy to place: node_exporter's 9100 plus 10000.
 const DefaultListenAddress = ":19100"
 
-// DefaultStatePath is under the StateDirectory= of the systemd unit.
+// DefaultStatePath is under the StateDirectory= of the systemd unit: root's default. Another
+// user's is under its own state directory (see userDefaults).
 const DefaultStatePath = "/var/lib/hotplug-agent/state.json"
 
 // DefaultReceiveBufferBytes matches systemd-udevd's 128 MiB: a limit, not an allocation, large
@@ -35,12 +38,13 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	sysfsPath := fs.String("path.sysfs", "/sys", "sysfs mount point")
 	procfsPath := fs.String("path.procfs", "/proc", "procfs mount point (its iomem shows virtio-mem devices)")
 	rcvbuf := fs.Int("netlink.receive-buffer-bytes", DefaultReceiveBufferBytes, "netlink receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default)")
-	statePath := fs.String("path.state", DefaultStatePath, "file that keeps the announced interfaces and the last event ID across restarts; empty keeps none")
+	defState, defSocket := userDefaults(os.Geteuid(), os.Getenv)
+	statePath := fs.String("path.state", defState, "file that keeps the announced interfaces and the last event ID across restarts; empty keeps none. By user: root "+DefaultStatePath+", others $XDG_STATE_HOME/hotplug-agent/state.json (else under ~/.local/state)")
 	history := fs.Int("web.stream-history", 4096, "notifications /events keeps for clients that resume with Last-Event-ID")
 	configFile := fs.String("config.file", "", "YAML configuration file (callbacks); empty: log every notification")
 	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log.format", "logfmt", "log format: logfmt or json")
-	controlSocket := fs.String("control.socket", control.DefaultSocket, "Unix socket for hotplug-agent online/offline (mode 0600, root only); empty serves none")
+	controlSocket := fs.String("control.socket", defSocket, "Unix socket for hotplug-agent online/offline (mode 0600, root only); empty serves none. By user: root "+control.DefaultSocket+", others none")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -60,9 +64,16 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	iomem := filepath.Join(*procfsPath, "iomem")
+	if euid := os.Geteuid(); euid != 0 {
+		// /proc/iomem shows its addresses only to CAP_SYS_ADMIN: the line below says that
+		// virtio-mem devices are left out, and the memory-device reader need not say it again.
+		iomem = ""
+		logWithoutRoot(logger, euid, *statePath, *controlSocket, cfg.Online.Policy())
+	}
 	a, err := agent.New(agent.Options{
 		SysfsPath:          *sysfsPath,
-		IOMemPath:          filepath.Join(*procfsPath, "iomem"),
+		IOMemPath:          iomem,
 		ListenAddresses:    listen.or(DefaultListenAddress),
 		SystemdSocket:      *systemdSocket,
 		StatePath:          *statePath,
@@ -81,6 +92,48 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	return a.Run(ctx)
+}
+
+// userDefaults returns the defaults of --path.state and --control.socket for a process running
+// as euid, with getenv reading its environment. Root gets the system's paths (the systemd unit's
+// StateDirectory= and RuntimeDirectory=). Another user may write neither, so that
+// `hotplug-agent run` works with no flags: its state file is in its own state directory
+// ($XDG_STATE_HOME, else ~/.local/state), or nowhere without a home, and it serves no control
+// socket, since what the socket serves, taking CPUs and memory online and offline, needs root.
+func userDefaults(euid int, getenv func(string) string) (statePath, controlSocket string) {
+	if euid == 0 {
+		return DefaultStatePath, control.DefaultSocket
+	}
+	// The XDG Base Directory specification: a relative path in these variables is invalid and
+	// must be ignored.
+	if dir := getenv("XDG_STATE_HOME"); filepath.IsAbs(dir) {
+		return filepath.Join(dir, "hotplug-agent", "state.json"), ""
+	}
+	if home := getenv("HOME"); filepath.IsAbs(home) {
+		return filepath.Join(home, ".local", "state", "hotplug-agent", "state.json"), ""
+	}
+	return "", ""
+}
+
+// logWithoutRoot says, in one line at start, what an agent running as euid, not root, does not
+// do: what it announces is complete, but it cannot act on hotplug, and its netlink receive
+// buffer is capped.
+func logWithoutRoot(log *slog.Logger, euid int, statePath, controlSocket string, policy online.Policy) {
+	var cannot []string
+	if policy.CPU != online.None || policy.Memory != online.None {
+		cannot = append(cannot, fmt.Sprintf("the online policy (cpu %s, memory %s) will fail: the CPU and memory online files in sysfs are root's", policy.CPU, policy.Memory))
+	}
+	if controlSocket == "" {
+		cannot = append(cannot, "no control socket: hotplug-agent online and offline need an agent running as root")
+	}
+	cannot = append(cannot, "virtio-mem devices are not grouped for memory_devices registrations: /proc/iomem shows their addresses only to CAP_SYS_ADMIN (ACPI DIMMs are grouped)")
+	cannot = append(cannot, "the netlink receive buffer is capped by net.core.rmem_max (SO_RCVBUFFORCE needs CAP_NET_ADMIN): a large hotplug may overflow it and be followed by a rescan")
+	state := statePath
+	if state == "" {
+		state = "none (set --path.state, or HOME)"
+	}
+	log.Warn("not running as root: hotplug is announced, but the agent cannot act on it",
+		"uid", euid, "state_file", state, "without_root", strings.Join(cannot, "; "))
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
