@@ -68,7 +68,7 @@ run: build
 	./$(BIN) run $(RUN_ARGS)
 
 # Installs the binary, the systemd unit (its ExecStart follows PREFIX), an example configuration
-# (never over an existing one) and the docs. DESTDIR stages the tree for a package.
+# (never over an existing one; it turns the online policy on, and says so) and the docs. DESTDIR stages the tree for a package.
 BINDIR    ?= $(PREFIX)/bin
 UNITDIR   ?= /lib/systemd/system
 SYSCONFDIR ?= /etc
@@ -80,8 +80,12 @@ install: build
 	  deploy/systemd/hotplug-agent.service > $(DESTDIR)$(UNITDIR)/hotplug-agent.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/hotplug-agent.service
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/hotplug-agent
-	[ -e $(DESTDIR)$(SYSCONFDIR)/hotplug-agent/config.yaml ] || \
-	  install -m 0644 deploy/config.example.yaml $(DESTDIR)$(SYSCONFDIR)/hotplug-agent/config.yaml
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/hotplug-agent/config.yaml ]; then \
+	  echo "kept the existing $(SYSCONFDIR)/hotplug-agent/config.yaml (the example is in $(DOCDIR))"; \
+	else \
+	  install -m 0644 deploy/config.example.yaml $(DESTDIR)$(SYSCONFDIR)/hotplug-agent/config.yaml && \
+	  echo "installed $(SYSCONFDIR)/hotplug-agent/config.yaml, the example configuration: it turns the online policy on (cpu: online, memory: auto), so the agent brings hot-added CPUs and memory online (the agent's own default is none); edit its online: section to change that."; \
+	fi
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -D -m 0644 deploy/config.example.yaml $(DESTDIR)$(DOCDIR)/config.example.yaml
 

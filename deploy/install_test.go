@@ -3,6 +3,7 @@
 package deploy
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,13 +27,32 @@ func TestExampleConfigLoads(t *testing.T) {
 }
 
 // TestMakeInstall stages `make install` under DESTDIR with another PREFIX: every file lands, the
-// unit starts the installed binary, and the installed binary runs.
+// unit starts the installed binary, the installed binary runs, and the output says that the
+// installed configuration turns the online policy on (the agent's default is off).
 func TestMakeInstall(t *testing.T) {
 	testenv.Tool(t, "make", "Debian package make")
 	dest := t.TempDir()
 	cmd := exec.Command("make", "-C", "..", "install", "DESTDIR="+dest, "PREFIX=/usr", "UNITDIR=/usr/lib/systemd/system")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
 		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	example, err := config.Load("config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := example.Online.Policy()
+	if p.CPU == "none" && p.Memory == "none" {
+		t.Fatalf("config.example.yaml: the online policy is off: this test checks the warning that it is on")
+	}
+	said := false
+	for _, line := range strings.Split(string(out), "\n") {
+		said = said || strings.HasPrefix(line, "installed /etc/hotplug-agent/config.yaml") &&
+			strings.Contains(line, fmt.Sprintf("turns the online policy on (cpu: %s, memory: %s)", p.CPU, p.Memory)) &&
+			strings.Contains(line, "default is none")
+	}
+	if !said {
+		t.Errorf("make install does not say that the configuration it installs turns the online policy on (cpu: %s, memory: %s):\n%s", p.CPU, p.Memory, out)
 	}
 	for _, f := range []string{
 		"usr/bin/hotplug-agent",
@@ -49,17 +69,20 @@ func TestMakeInstall(t *testing.T) {
 	if !strings.Contains(string(unit), "ExecStart=/usr/bin/hotplug-agent run --config.file=/etc/hotplug-agent/config.yaml") {
 		t.Errorf("the installed unit does not start /usr/bin/hotplug-agent with the installed config:\n%s", unit)
 	}
-	out, err := exec.Command(filepath.Join(dest, "usr/bin/hotplug-agent"), "version").Output()
-	if err != nil || !strings.HasPrefix(string(out), "hotplug-agent ") {
-		t.Errorf("installed binary: %v %q", err, out)
+	if v, err := exec.Command(filepath.Join(dest, "usr/bin/hotplug-agent"), "version").Output(); err != nil || !strings.HasPrefix(string(v), "hotplug-agent ") {
+		t.Errorf("installed binary: %v %q", err, v)
 	}
 	// A second install keeps the configuration the operator edited.
 	cfg := filepath.Join(dest, "etc/hotplug-agent/config.yaml")
 	os.WriteFile(cfg, []byte("log_notifications: false\n"), 0o644)
-	if out, err := exec.Command("make", "-C", "..", "install", "DESTDIR="+dest, "PREFIX=/usr").CombinedOutput(); err != nil {
+	out, err = exec.Command("make", "-C", "..", "install", "DESTDIR="+dest, "PREFIX=/usr").CombinedOutput()
+	if err != nil {
 		t.Fatalf("second make install: %v\n%s", err, out)
 	}
 	if b, _ := os.ReadFile(cfg); string(b) != "log_notifications: false\n" {
 		t.Errorf("make install overwrote an existing configuration")
+	}
+	if !strings.Contains(string(out), "kept the existing /etc/hotplug-agent/config.yaml") || strings.Contains(string(out), "online policy") {
+		t.Errorf("a second make install does not say it kept the configuration, or speaks of a policy it did not install:\n%s", out)
 	}
 }
