@@ -10,7 +10,7 @@ BIN       := bin/hotplug-agent
 FUZZTIME  ?= 100000x
 RUN_ARGS  ?=
 
-.PHONY: all build deps test quick lint fuzz run install lib examples bench clean
+.PHONY: all build deps test quick lint fuzz run install lib examples bench image image-context clean
 
 all: build
 
@@ -88,6 +88,29 @@ install: build
 	fi
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -D -m 0644 deploy/config.example.yaml $(DESTDIR)$(DOCDIR)/config.example.yaml
+
+# The container image of deploy/container/Containerfile, for the DaemonSet in deploy/kubernetes:
+# the static binary and the CA certificates (Debian's ca-certificates) on an empty base, so it
+# builds offline with podman, or buildah, whichever is installed. image-context stages the build
+# context alone: the DaemonSet's test builds the container's root from it without either.
+IMAGE         ?= hotplug-agent:latest
+IMAGE_CONTEXT ?= bin/image
+CA_CERTS      ?= /etc/ssl/certs/ca-certificates.crt
+image-context: build
+	@[ -r $(CA_CERTS) ] || { echo "image: $(CA_CERTS) is missing: install Debian's ca-certificates, or set CA_CERTS"; exit 1; }
+	rm -rf $(IMAGE_CONTEXT)
+	install -D -m 0755 $(BIN) $(IMAGE_CONTEXT)/hotplug-agent
+	install -m 0644 $(CA_CERTS) $(IMAGE_CONTEXT)/ca-certificates.crt
+	install -m 0644 deploy/container/Containerfile $(IMAGE_CONTEXT)/Containerfile
+image: image-context
+	@if command -v podman >/dev/null; then \
+	  podman build --label org.opencontainers.image.version=$(VERSION) -t $(IMAGE) $(IMAGE_CONTEXT); \
+	elif command -v buildah >/dev/null; then \
+	  buildah build --label org.opencontainers.image.version=$(VERSION) -t $(IMAGE) $(IMAGE_CONTEXT); \
+	else \
+	  echo "image: neither podman nor buildah is installed (Debian packages podman, buildah); the build context is ready in $(IMAGE_CONTEXT)"; exit 1; \
+	fi
+	@echo "image $(IMAGE) built; to load it on a node: podman save $(IMAGE) | ctr -n k8s.io images import -"
 
 clean:
 	rm -rf bin

@@ -9,6 +9,7 @@ need=()
 command -v systemd-analyze >/dev/null || need+=(systemd)  # the unit's verify/security tests
 command -v gcc >/dev/null || need+=(gcc libc6-dev)          # the C API's example and checks
 command -v valgrind >/dev/null || need+=(valgrind)          # the C example under memcheck
+[ -r /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)  # the container image's root (DaemonSet test)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test-deps: missing ${need[*]}; run as root to install them (tests that need them skip)" >&2
