@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -406,8 +407,9 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("DaemonSet: %s%s is not the host's /sys%s mounted writable (the online policy writes there)", sysfs, dir, dir)
 		}
 	}
+	stateDir := filepath.Dir(flags["--path.state"])
 	for path, m := range mounts {
-		if !m.ReadOnly && !strings.HasPrefix(path, sysfs+"/devices/system/") {
+		if !m.ReadOnly && !strings.HasPrefix(path, sysfs+"/devices/system/") && path != stateDir {
 			t.Errorf("DaemonSet: %s is mounted writable", path)
 		}
 	}
@@ -486,6 +488,7 @@ func freeAddr(t *testing.T) string {
 // logged if the test failed.
 type process struct {
 	name   string
+	pid    int
 	out    *testenv.Buffer
 	exited chan struct{}
 	err    error // valid once exited is closed
@@ -493,12 +496,18 @@ type process struct {
 
 func startProcess(t *testing.T, name string, args ...string) *process {
 	t.Helper()
-	p := &process{name: filepath.Base(name), out: &testenv.Buffer{}, exited: make(chan struct{})}
-	cmd := exec.Command(name, args...)
+	return startCmd(t, filepath.Base(name), exec.Command(name, args...))
+}
+
+// startCmd starts cmd, with its output going to the process's buffer.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *process {
+	t.Helper()
+	p := &process{name: name, out: &testenv.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
+	p.pid = cmd.Process.Pid
 	go func() { p.err = cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
@@ -508,6 +517,21 @@ func startProcess(t *testing.T, name string, args ...string) *process {
 		}
 	})
 	return p
+}
+
+// stop sends SIGTERM, as Kubernetes and systemd stop a service, and fails t unless the process
+// exits 0 within 30 s.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	syscall.Kill(p.pid, syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		if p.err != nil {
+			t.Errorf("%s: exit after SIGTERM: %v", p.name, p.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not exit within 30 s of SIGTERM", p.name)
+	}
 }
 
 // waitFor calls check until it reports done, failing t after timeout (a bound for a stuck run,
