@@ -38,7 +38,8 @@ import (
 // the manifest drops plus those it adds; its user; no privilege escalation; the host's network
 // namespace only with hostNetwork, and a PID namespace of its own. The agent must become ready by
 // the manifest's readiness probe, and announce a real CPU of this machine going offline and online
-// on /events; stopped as Kubernetes stops it and started again, it must find its state.
+// on /events; through its control socket (as kubectl exec reaches it) take that CPU offline and
+// online itself; stopped as Kubernetes stops it and started again, it must find its state.
 //
 // Where it differs from a node, on purpose: hostPath volumes outside /sys are taken under a
 // temporary directory instead of the host's root (the test must not write /var/lib); the
@@ -87,6 +88,25 @@ func TestIntegrationDaemonSet(t *testing.T) {
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("/events: no %s of %s within 30 s", want, link)
+		}
+	}
+
+	// kubectl exec <pod> -- hotplug-agent offline|online cpu N: the agent itself, with the
+	// privileges the manifest grants, takes the CPU offline and online again.
+	nsenter := testenv.Tool(t, "nsenter", "Debian package util-linux")
+	for _, op := range []struct{ verb, event string }{{"offline", "removal"}, {"online", "arrival"}} {
+		out, err := exec.Command(nsenter, "--target", strconv.Itoa(p.pid), "--mount", "--",
+			img.Entrypoint[0], op.verb, "cpu", strconv.Itoa(cpu)).CombinedOutput()
+		if want := fmt.Sprintf("cpu %d: success", cpu); err != nil || strings.TrimSpace(string(out)) != want {
+			t.Fatalf("kubectl exec ... hotplug-agent %s cpu %d: %v: %q, want %q", op.verb, cpu, err, out, want)
+		}
+		select {
+		case e := <-events:
+			if e.Event != op.event || e.SymbolicLink != link {
+				t.Errorf("/events after %s: %s of %s, want the %s of %s", op.verb, e.Event, e.SymbolicLink, op.event, link)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("/events: no %s of %s within 30 s of %s", op.event, link, op.verb)
 		}
 	}
 
@@ -218,6 +238,7 @@ type mountSpec struct {
 	Source   string // host path, for binds
 	Target   string // in the container
 	Type     string // bind, proc, sysfs, tmpfs
+	Data     string // a tmpfs's options
 	ReadOnly bool
 	Volume   bool // a volumeMount of the manifest (the rest is what every runtime mounts)
 }
@@ -449,13 +470,13 @@ func podFromManifest(t *testing.T, ds *appsv1.DaemonSet, cms []corev1.ConfigMap,
 	// What every container gets, then the volumes, parents before what is mounted in them.
 	rs.Mounts = []mountSpec{
 		{Target: "/proc", Type: "proc"},
-		{Target: "/dev", Type: "tmpfs"},
+		{Target: "/dev", Type: "tmpfs", Data: "mode=755,size=65536k"},
 		{Source: "/dev/null", Target: "/dev/null", Type: "bind"},
 		{Source: "/dev/zero", Target: "/dev/zero", Type: "bind"},
 		{Source: "/dev/urandom", Target: "/dev/urandom", Type: "bind"},
 		{Target: "/sys", Type: "sysfs", ReadOnly: true},
 	}
-	sources := map[string]string{} // volume name -> directory on this machine
+	sources := map[string]mountSpec{} // volume name -> what to mount (Target and ReadOnly left out)
 	cmByName := map[string]corev1.ConfigMap{}
 	for _, cm := range cms {
 		cmByName[cm.Name] = cm
@@ -485,7 +506,24 @@ func podFromManifest(t *testing.T, ds *appsv1.DaemonSet, cms []corev1.ConfigMap,
 			default:
 				t.Fatalf("volume %s: hostPath type %s is not done by this runtime", v.Name, typ)
 			}
-			sources[v.Name] = src
+			sources[v.Name] = mountSpec{Source: src, Type: "bind"}
+		case v.EmptyDir != nil && v.EmptyDir.Medium == corev1.StorageMediumMemory:
+			// A tmpfs of the kubelet's: its root has tmpfs's own mode, 1777.
+			m := mountSpec{Type: "tmpfs"}
+			if l := v.EmptyDir.SizeLimit; l != nil {
+				m.Data = fmt.Sprintf("size=%d", l.Value())
+			}
+			sources[v.Name] = m
+		case v.EmptyDir != nil && v.EmptyDir.Medium == corev1.StorageMediumDefault:
+			// A directory of the kubelet's, mode 0777.
+			src := filepath.Join(volumes, v.Name)
+			if err := os.MkdirAll(src, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(src, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			sources[v.Name] = mountSpec{Source: src, Type: "bind"}
 		case v.ConfigMap != nil:
 			cm, ok := cmByName[v.ConfigMap.Name]
 			if !ok || len(v.ConfigMap.Items) > 0 {
@@ -495,7 +533,7 @@ func podFromManifest(t *testing.T, ds *appsv1.DaemonSet, cms []corev1.ConfigMap,
 			if v.ConfigMap.DefaultMode != nil {
 				mode = os.FileMode(*v.ConfigMap.DefaultMode)
 			}
-			sources[v.Name] = configMapVolume(t, filepath.Join(volumes, v.Name), cm.Data, mode)
+			sources[v.Name] = mountSpec{Source: configMapVolume(t, filepath.Join(volumes, v.Name), cm.Data, mode), Type: "bind"}
 		default:
 			t.Fatalf("volume %s: a kind this runtime does not make", v.Name)
 		}
@@ -506,11 +544,12 @@ func podFromManifest(t *testing.T, ds *appsv1.DaemonSet, cms []corev1.ConfigMap,
 		return strings.Count(filepath.Clean(a.MountPath), "/") - strings.Count(filepath.Clean(b.MountPath), "/")
 	})
 	for _, m := range vms {
-		src, ok := sources[m.Name]
+		ms, ok := sources[m.Name]
 		if !ok || m.SubPath != "" || m.SubPathExpr != "" || m.MountPropagation != nil {
 			t.Fatalf("volumeMount %s: no such volume, or subPath or mountPropagation (not done by this runtime)", m.Name)
 		}
-		rs.Mounts = append(rs.Mounts, mountSpec{Source: src, Target: m.MountPath, Type: "bind", ReadOnly: m.ReadOnly, Volume: true})
+		ms.Target, ms.ReadOnly, ms.Volume = m.MountPath, m.ReadOnly, true
+		rs.Mounts = append(rs.Mounts, ms)
 	}
 
 	pod := &podSpec{Runtime: rs}
@@ -758,7 +797,14 @@ func mount(root string, m mountSpec) error {
 	case "sysfs":
 		err = unix.Mount("sysfs", target, "sysfs", secure|unix.MS_RDONLY, "")
 	case "tmpfs":
-		err = unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k")
+		flags := uintptr(unix.MS_NOSUID | unix.MS_STRICTATIME)
+		if m.Volume { // an emptyDir; the container's /dev holds devices
+			flags |= unix.MS_NODEV
+		}
+		if m.ReadOnly {
+			flags |= unix.MS_RDONLY
+		}
+		err = unix.Mount("tmpfs", target, "tmpfs", flags, m.Data)
 	case "bind":
 		// Kubernetes binds volumes recursively; readOnly applies to the volume's own mount.
 		if err = unix.Mount(m.Source, target, "", unix.MS_BIND|unix.MS_REC, ""); err == nil && m.ReadOnly {

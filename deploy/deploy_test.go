@@ -6,6 +6,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -34,6 +35,7 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/hotplug-agent/hotplug-agent/config"
+	"github.com/hotplug-agent/hotplug-agent/control"
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 )
 
@@ -408,8 +410,9 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 	stateDir := filepath.Dir(flags["--path.state"])
+	controlDir := filepath.Dir(cmp.Or(flags["--control.socket"], control.DefaultSocket))
 	for path, m := range mounts {
-		if !m.ReadOnly && !strings.HasPrefix(path, sysfs+"/devices/system/") && path != stateDir {
+		if !m.ReadOnly && !strings.HasPrefix(path, sysfs+"/devices/system/") && path != stateDir && path != controlDir {
 			t.Errorf("DaemonSet: %s is mounted writable", path)
 		}
 	}
