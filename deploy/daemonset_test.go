@@ -207,6 +207,22 @@ func checkConfinement(t *testing.T, pid int, pod *podSpec) {
 			t.Errorf("the agent sees %s mounted (%v) read-only %v, want read-only %v", path, ok, got, ro)
 		}
 	}
+	// Under a recursively read-only volume, every mount is read-only but the writable volumes
+	// mounted over it: the host's cgroup file systems under /sys are not the agent's to write.
+	under := func(path, dir string) bool { return path == dir || strings.HasPrefix(path, dir+"/") }
+	for _, m := range pod.Runtime.Mounts {
+		if !m.Recursive {
+			continue
+		}
+		for path, ro := range readOnly {
+			if !under(path, m.Target) || ro {
+				continue
+			}
+			if !slices.ContainsFunc(pod.Runtime.Mounts, func(w mountSpec) bool { return w.Volume && !w.ReadOnly && under(path, w.Target) }) {
+				t.Errorf("the agent sees %s, under the recursively read-only %s, mounted writable", path, m.Target)
+			}
+		}
+	}
 }
 
 // The container runtime: a podSpec is what the manifest says, resolved against the image and this
@@ -240,7 +256,10 @@ type mountSpec struct {
 	Type     string // bind, proc, sysfs, tmpfs
 	Data     string // a tmpfs's options
 	ReadOnly bool
-	Volume   bool // a volumeMount of the manifest (the rest is what every runtime mounts)
+	// Recursive: recursiveReadOnly (IfPossible or Enabled): the mounts under the volume's own,
+	// such as the cgroup file systems under /sys, are read-only too.
+	Recursive bool
+	Volume    bool // a volumeMount of the manifest (the rest is what every runtime mounts)
 }
 
 // imageConfig is a built image: its root and the config of its Containerfile.
@@ -549,6 +568,12 @@ func podFromManifest(t *testing.T, ds *appsv1.DaemonSet, cms []corev1.ConfigMap,
 			t.Fatalf("volumeMount %s: no such volume, or subPath or mountPropagation (not done by this runtime)", m.Name)
 		}
 		ms.Target, ms.ReadOnly, ms.Volume = m.MountPath, m.ReadOnly, true
+		if rro := m.RecursiveReadOnly; rro != nil && *rro != corev1.RecursiveReadOnlyDisabled {
+			if !m.ReadOnly {
+				t.Fatalf("volumeMount %s: recursiveReadOnly without readOnly (Kubernetes refuses it)", m.Name)
+			}
+			ms.Recursive = true
+		}
 		rs.Mounts = append(rs.Mounts, ms)
 	}
 
@@ -809,6 +834,10 @@ func mount(root string, m mountSpec) error {
 		// Kubernetes binds volumes recursively; readOnly applies to the volume's own mount.
 		if err = unix.Mount(m.Source, target, "", unix.MS_BIND|unix.MS_REC, ""); err == nil && m.ReadOnly {
 			err = remountReadOnly(target)
+		}
+		if err == nil && m.Recursive {
+			// As runc does for recursiveReadOnly (Linux 5.12 and later).
+			err = unix.MountSetattr(-1, target, unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
 		}
 	default:
 		err = errors.New("unknown type")

@@ -403,6 +403,8 @@ func TestKubernetesManifests(t *testing.T) {
 	sysfs := flags["--path.sysfs"]
 	if m, ok := mounts[sysfs]; !ok || hostPaths[m.Name] != "/sys" || !m.ReadOnly {
 		t.Errorf("DaemonSet: --path.sysfs=%s is not the host's /sys mounted read-only", sysfs)
+	} else if m.RecursiveReadOnly == nil || *m.RecursiveReadOnly == corev1.RecursiveReadOnlyDisabled {
+		t.Errorf("DaemonSet: the host's /sys at %s is not recursiveReadOnly: the cgroup file systems under it would be writable", sysfs)
 	}
 	for _, dir := range []string{"/devices/system/cpu", "/devices/system/memory"} {
 		if m, ok := mounts[sysfs+dir]; !ok || hostPaths[m.Name] != "/sys"+dir || m.ReadOnly {
