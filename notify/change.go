@@ -196,7 +196,11 @@ func (r *ChangeRegistry) Register(ctx context.Context, class uuid.UUID, flags Ch
 		ctx = context.Background()
 	}
 	e := &ChangeEntry{class: class, flags: flags}
-	e.se = newSyncEntry(owner, (func(context.Context, ChangeNotification, any) error)(cb), userCtx, r.obs, r.log)
+	e.se = newSyncEntry(owner, (func(context.Context, ChangeNotification, any) error)(cb), userCtx, r.obs, r.log, func() {
+		r.mu.Lock()
+		delete(r.live, e)
+		r.mu.Unlock()
+	})
 	fail := func(err error) (*ChangeEntry, error) {
 		e.se.remove()
 		// A replay call that missed its deadline may still be running: give it one more.
@@ -287,21 +291,18 @@ func (r *ChangeRegistry) Unregister(ctx context.Context, e *ChangeEntry) error {
 	r.entries = slices.Delete(r.entries, i, i+1)
 	r.mu.Unlock()
 	r.log.Info("processor change callback unregistered", "owner", e.se.owner, "class", ClassName(e.class))
-	err := e.se.wait(ctx)
-	r.mu.Lock()
-	if err == nil {
-		delete(r.live, e)
-	}
-	r.mu.Unlock()
-	if err != nil {
+	// The entry stays live until its goroutine exits (it removes itself then): called from its
+	// own callback, wait returns at once, and Close must still wait for that callback.
+	if err := e.se.wait(ctx); err != nil {
 		return fmt.Errorf("notify: unregister processor change: %w", err)
 	}
 	return nil
 }
 
-// Close unregisters every entry and waits, up to ctx, until none of their callbacks runs. Later
-// Register calls fail with ErrClosed; Begin still works (with no participants). It blocks until
-// then and is safe for concurrent use.
+// Close unregisters every entry and waits, up to ctx, until none of their callbacks runs (that of
+// an entry unregistered from inside its own callback included). Later Register calls fail with
+// ErrClosed; Begin still works (with no participants). It blocks until then and is safe for
+// concurrent use.
 func (r *ChangeRegistry) Close(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true

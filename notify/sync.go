@@ -78,6 +78,7 @@ type syncEntry[N any] struct {
 	obs     SyncObserver
 	log     *slog.Logger
 	stacks  panicStacks // the entry's goroutine only
+	exited  func()      // called by the goroutine as it exits, before done is closed; may be nil
 
 	mu      sync.Mutex
 	removed bool
@@ -99,12 +100,15 @@ type callResult struct {
 	late bool
 }
 
-// newSyncEntry starts the goroutine of a new registration. It does not block.
-func newSyncEntry[N any](owner string, cb func(context.Context, N, any) error, userCtx any, obs SyncObserver, log *slog.Logger) *syncEntry[N] {
+// newSyncEntry starts the goroutine of a new registration. exited, if not nil, is called by that
+// goroutine as it exits (no callback of the entry runs after it): the registry forgets the entry
+// then, and not before, so that Close waits for a callback that unregistered its own entry. It
+// does not block.
+func newSyncEntry[N any](owner string, cb func(context.Context, N, any) error, userCtx any, obs SyncObserver, log *slog.Logger, exited func()) *syncEntry[N] {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &syncEntry[N]{
 		owner: owner, cb: cb, userCtx: userCtx, ctx: ctx, cancel: cancel, obs: obs, log: log,
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		exited: exited, wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	go e.run()
 	return e
@@ -165,7 +169,12 @@ func (c *syncCall[N]) await(timeout <-chan time.Time) (outcome, error) {
 // run is the registration's goroutine: it runs the queued calls in order until removed.
 func (e *syncEntry[N]) run() {
 	e.gid.Store(goid.ID())
-	defer close(e.done)
+	defer func() {
+		if e.exited != nil {
+			e.exited()
+		}
+		close(e.done)
+	}()
 	for {
 		e.mu.Lock()
 		if e.removed {

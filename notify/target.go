@@ -182,7 +182,11 @@ func (r *TargetRegistry) Register(link, owner string, cb TargetCallback, userCtx
 		r.mu.Unlock()
 		return nil, fmt.Errorf("notify: register target device %s: %w", owner, ErrClosed)
 	}
-	e.se = newSyncEntry(owner, (func(context.Context, TargetNotification, any) error)(cb), userCtx, r.obs, r.log)
+	e.se = newSyncEntry(owner, (func(context.Context, TargetNotification, any) error)(cb), userCtx, r.obs, r.log, func() {
+		r.mu.Lock()
+		delete(r.live, e)
+		r.mu.Unlock()
+	})
 	r.entries = append(r.entries, e)
 	r.live[e] = struct{}{}
 	r.mu.Unlock()
@@ -207,20 +211,17 @@ func (r *TargetRegistry) Unregister(ctx context.Context, e *TargetEntry) error {
 	r.entries = slices.Delete(r.entries, i, i+1)
 	r.mu.Unlock()
 	r.log.Info("target device notification unregistered", "owner", e.se.owner, "target", e.link)
-	err := e.se.wait(ctx)
-	r.mu.Lock()
-	if err == nil {
-		delete(r.live, e)
-	}
-	r.mu.Unlock()
-	if err != nil {
+	// The entry stays live until its goroutine exits (it removes itself then): called from its
+	// own callback, wait returns at once, and Close must still wait for that callback.
+	if err := e.se.wait(ctx); err != nil {
 		return fmt.Errorf("notify: unregister target device: %w", err)
 	}
 	return nil
 }
 
-// Close unregisters every entry and waits, up to ctx, until none of their callbacks runs. Later
-// Register calls fail with ErrClosed. It blocks until then.
+// Close unregisters every entry and waits, up to ctx, until none of their callbacks runs (that of
+// an entry unregistered from inside its own callback included). Later Register calls fail with
+// ErrClosed. It blocks until then and is safe for concurrent use.
 func (r *TargetRegistry) Close(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
