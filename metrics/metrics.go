@@ -119,7 +119,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"callback"}),
 		QueueOverflows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "callback_queue_overflows_total",
-			Help: "Times a registration fell so far behind that its queue was replaced by a resynchronisation, by callback.",
+			Help: "Times a registration fell so far behind that notifications were dropped (a device interface registration's queue replaced by a resynchronisation; a target-device registration's oldest queued call), by callback.",
 		}, []string{"callback"}),
 		Uevents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "uevents_total",

@@ -89,6 +89,10 @@ func (p *Phases) TimedOut(owner, phase string, consent bool) {
 	p.Timeouts.WithLabelValues(phase, owner, counted).Inc()
 }
 
+// QueueOverflow implements notify.SyncObserver: calls dropped from a full queue count in
+// callback_queue_overflows_total, as the resynchronisations of device interface registrations do.
+func (p *Phases) QueueOverflow(owner string, dropped int) { p.m.QueueOverflow(owner, dropped) }
+
 // ControlRequest counts one item of a control request, or a request refused whole.
 func (p *Phases) ControlRequest(op, response string) {
 	if op == "" {

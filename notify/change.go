@@ -196,7 +196,7 @@ func (r *ChangeRegistry) Register(ctx context.Context, class uuid.UUID, flags Ch
 		ctx = context.Background()
 	}
 	e := &ChangeEntry{class: class, flags: flags}
-	e.se = newSyncEntry(owner, (func(context.Context, ChangeNotification, any) error)(cb), userCtx, r.obs, r.log, func() {
+	e.se = newSyncEntry(owner, (func(context.Context, ChangeNotification, any) error)(cb), userCtx, r.obs, r.log, 0, func() {
 		r.mu.Lock()
 		delete(r.live, e)
 		r.mu.Unlock()

@@ -73,6 +73,12 @@ func (o *syncObs) TimedOut(owner, phase string, consent bool) {
 	o.calls = append(o.calls, fmt.Sprintf("timeout %s %s consent=%v", owner, phase, consent))
 }
 
+func (o *syncObs) QueueOverflow(owner string, dropped int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.calls = append(o.calls, fmt.Sprintf("overflow %s %d", owner, dropped))
+}
+
 func (o *syncObs) only(prefix string) []string {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -18,7 +18,9 @@ import (
 // registration has its own goroutine that runs its calls one at a time, in the order they were
 // posted, so a registration always sees the phases of one change in order; the caller posts a
 // call and waits for its outcome up to a deadline, so one stuck callback delays a change by at
-// most the deadline and never blocks the agent for good.
+// most the deadline and never blocks the agent for good. A registration's queue may be bounded
+// (TargetRegistry's is): when a call is posted to a full queue the oldest queued call is dropped,
+// so a stuck callback holds at most that many calls whatever happens meanwhile.
 
 // DefaultVetoTimeout is the deadline of a vetoable call (AddStart, query-remove) when the
 // registry's options give none.
@@ -62,6 +64,9 @@ type SyncObserver interface {
 	// TimedOut is called when a callback of owner missed the deadline of phase; consent says
 	// whether that counted as consent (else as a veto, or, for phases that cannot veto, nothing).
 	TimedOut(owner, phase string, consent bool)
+	// QueueOverflow is called when a call to owner was dropped unrun because its registration's
+	// queue was full (its callback has not kept up); dropped is the number of calls dropped.
+	QueueOverflow(owner string, dropped int)
 }
 
 // syncEntry is one registration whose calls the caller waits for. Its methods are safe for
@@ -79,10 +84,12 @@ type syncEntry[N any] struct {
 	log     *slog.Logger
 	stacks  panicStacks // the entry's goroutine only
 	exited  func()      // called by the goroutine as it exits, before done is closed; may be nil
+	limit   int         // the most calls queued at once; 0: no bound
 
-	mu      sync.Mutex
-	removed bool
-	queue   []*syncCall[N]
+	mu          sync.Mutex
+	removed     bool
+	queue       []*syncCall[N]
+	overflowing bool // a call was dropped since the callback last returned
 }
 
 // syncCall is one posted call and its outcome.
@@ -94,27 +101,31 @@ type syncCall[N any] struct {
 }
 
 // callResult is what a callback answered, and whether it answered after the deadline (then the
-// answer does not count: the waiter has decided, or is about to decide, on the timeout).
+// answer does not count: the waiter has decided, or is about to decide, on the timeout), or that
+// the call was dropped unrun because the registration's queue was full.
 type callResult struct {
-	err  error
-	late bool
+	err      error
+	late     bool
+	overflow bool
 }
 
-// newSyncEntry starts the goroutine of a new registration. exited, if not nil, is called by that
-// goroutine as it exits (no callback of the entry runs after it): the registry forgets the entry
-// then, and not before, so that Close waits for a callback that unregistered its own entry. It
-// does not block.
-func newSyncEntry[N any](owner string, cb func(context.Context, N, any) error, userCtx any, obs SyncObserver, log *slog.Logger, exited func()) *syncEntry[N] {
+// newSyncEntry starts the goroutine of a new registration. limit bounds its queue (0: no bound).
+// exited, if not nil, is called by that goroutine as it exits (no callback of the entry runs
+// after it): the registry forgets the entry then, and not before, so that Close waits for a
+// callback that unregistered its own entry. It does not block.
+func newSyncEntry[N any](owner string, cb func(context.Context, N, any) error, userCtx any, obs SyncObserver, log *slog.Logger, limit int, exited func()) *syncEntry[N] {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &syncEntry[N]{
 		owner: owner, cb: cb, userCtx: userCtx, ctx: ctx, cancel: cancel, obs: obs, log: log,
-		exited: exited, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		limit: limit, exited: exited, wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	go e.run()
 	return e
 }
 
-// post queues a call and returns it, or nil when the registration is removed. It does not block.
+// post queues a call and returns it, or nil when the registration is removed. When the queue
+// is full it drops the oldest queued call (its waiter sees it overflowed), logs the first drop
+// since the callback last returned at Error, and reports each to the observer. It does not block.
 func (e *syncEntry[N]) post(n N, phase string, deadline time.Time) *syncCall[N] {
 	c := &syncCall[N]{n: n, phase: phase, deadline: deadline, result: make(chan callResult, 1)}
 	e.mu.Lock()
@@ -122,8 +133,27 @@ func (e *syncEntry[N]) post(n N, phase string, deadline time.Time) *syncCall[N] 
 		e.mu.Unlock()
 		return nil
 	}
+	var drop *syncCall[N]
+	first := false
+	if e.limit > 0 && len(e.queue) >= e.limit {
+		drop = e.queue[0]
+		e.queue[0] = nil
+		e.queue = e.queue[1:]
+		first = !e.overflowing
+		e.overflowing = true
+	}
 	e.queue = append(e.queue, c)
 	e.mu.Unlock()
+	if drop != nil {
+		drop.result <- callResult{overflow: true} // the only send: it is no longer queued
+		if first {
+			e.log.Error("callback queue full: it has not returned for a while; its oldest queued call is dropped, and so are further ones until it returns",
+				"owner", e.owner, "dropped_phase", drop.phase, "limit", e.limit)
+		}
+		if e.obs != nil {
+			e.obs.QueueOverflow(e.owner, 1)
+		}
+	}
 	select {
 	case e.wake <- struct{}{}:
 	default:
@@ -135,9 +165,10 @@ func (e *syncEntry[N]) post(n N, phase string, deadline time.Time) *syncCall[N] 
 type outcome int
 
 const (
-	answered outcome = iota // the callback returned; err is its error
-	timedOut                // the deadline passed first
-	dropped                 // the registration was removed before the call ran
+	answered   outcome = iota // the callback returned; err is its error
+	timedOut                  // the deadline passed first
+	dropped                   // the registration was removed before the call ran
+	overflowed                // the call was dropped unrun: the registration's queue was full
 )
 
 // await waits for c until timeout fires. An answer given after the call's deadline counts as
@@ -147,6 +178,8 @@ func (c *syncCall[N]) await(timeout <-chan time.Time) (outcome, error) {
 		switch {
 		case !ok:
 			return dropped, nil
+		case r.overflow:
+			return overflowed, nil
 		case r.late:
 			return timedOut, nil
 		}
@@ -195,6 +228,9 @@ func (e *syncEntry[N]) run() {
 		e.mu.Unlock()
 		err := e.call(c)
 		c.result <- callResult{err: err, late: !c.deadline.IsZero() && !time.Now().Before(c.deadline)}
+		e.mu.Lock()
+		e.overflowing = false
+		e.mu.Unlock()
 	}
 }
 
@@ -339,7 +375,7 @@ var closedTime = func() <-chan time.Time {
 // vote posts the vetoable call n of phase to e and waits for its answer up to timeout. It
 // returns reached=false when e was removed before the call could run (a registration that is
 // gone has no say), and the veto, if any: an error from the callback, or a missed deadline unless
-// consent. Vetoes and missed deadlines are logged and reported to obs. It blocks until then.
+// consent (a call dropped from the registration's full queue counts as a missed deadline). Vetoes and missed deadlines are logged and reported to obs. It blocks until then.
 func vote[N any](e *syncEntry[N], n N, phase, class, link string, timeout time.Duration, consent bool, log *slog.Logger, obs SyncObserver) (reached bool, veto *VetoError) {
 	c := e.post(n, phase, time.Now().Add(timeout))
 	if c == nil {
@@ -351,7 +387,7 @@ func vote[N any](e *syncEntry[N], n N, phase, class, link string, timeout time.D
 	switch out {
 	case dropped:
 		return false, nil
-	case timedOut:
+	case timedOut, overflowed: // a call dropped from a full queue will never be answered either
 		if obs != nil {
 			obs.TimedOut(e.owner, phase, consent)
 		}

@@ -100,17 +100,35 @@ type TargetOptions struct {
 	// ConsentOnTimeout makes a callback that misses the query-remove deadline consent; by default
 	// it vetoes.
 	ConsentOnTimeout bool
+	// QueueLimit bounds the calls queued for one registration whose callback has not returned;
+	// 0 (or less) means DefaultTargetQueueLimit. See TargetRegistry for what a full queue drops.
+	QueueLimit int
 }
+
+// DefaultTargetQueueLimit is the per-registration queue bound of a TargetRegistry when
+// TargetOptions.QueueLimit is not positive. A callback that keeps up never has more than a few
+// calls queued: a removal on request posts two, a surprise removal one.
+const DefaultTargetQueueLimit = 64
 
 // TargetRegistry holds the target-device registrations (IoRegisterPlugPlayNotification with
 // EventCategoryTargetDeviceChange, for one interface named by its symbolic link) and delivers
 // query-remove, remove-complete and remove-cancelled to them. All methods are safe for
 // concurrent use.
+//
+// Each registration's queue is bounded (TargetOptions.QueueLimit): a callback that does not
+// return while its interface keeps being removed (by request or not) would otherwise hold every
+// call posted meanwhile. When a call is posted to a full queue, the oldest queued call is dropped
+// unrun, so the callback, once it returns, gets the newest events of its interface, which are the
+// ones that say its present state. The first drop since the callback last returned is logged at
+// Error naming the owner, and every drop is reported to the Observer's QueueOverflow
+// (hotplug_agent_callback_queue_overflows_total). A dropped query-remove that a removal is still
+// waiting for counts as a missed deadline (a veto unless timeouts consent).
 type TargetRegistry struct {
 	log     *slog.Logger
 	obs     SyncObserver
 	timeout time.Duration
 	consent bool
+	limit   int
 
 	mu      sync.Mutex
 	entries []*TargetEntry
@@ -126,8 +144,11 @@ func NewTargetRegistry(opts TargetOptions) *TargetRegistry {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultVetoTimeout
 	}
+	if opts.QueueLimit <= 0 {
+		opts.QueueLimit = DefaultTargetQueueLimit
+	}
 	return &TargetRegistry{log: opts.Logger, obs: opts.Observer, timeout: opts.Timeout,
-		consent: opts.ConsentOnTimeout, live: make(map[*TargetEntry]struct{})}
+		consent: opts.ConsentOnTimeout, limit: opts.QueueLimit, live: make(map[*TargetEntry]struct{})}
 }
 
 // TargetEntry is the handle of one target-device registration. Its methods do not block and are
@@ -182,7 +203,7 @@ func (r *TargetRegistry) Register(link, owner string, cb TargetCallback, userCtx
 		r.mu.Unlock()
 		return nil, fmt.Errorf("notify: register target device %s: %w", owner, ErrClosed)
 	}
-	e.se = newSyncEntry(owner, (func(context.Context, TargetNotification, any) error)(cb), userCtx, r.obs, r.log, func() {
+	e.se = newSyncEntry(owner, (func(context.Context, TargetNotification, any) error)(cb), userCtx, r.obs, r.log, r.limit, func() {
 		r.mu.Lock()
 		delete(r.live, e)
 		r.mu.Unlock()

@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 )
 
 // target returns a TargetCallback that records its calls under owner and answers query-remove
@@ -285,5 +290,125 @@ func TestTargetGUIDs(t *testing.T) {
 		if g != want {
 			t.Errorf("EventName = %s; want %s", g, want)
 		}
+	}
+}
+
+// TestTargetStuckQueueBounded: a target callback that does not return while its interface keeps
+// being removed holds at most QueueLimit calls, whatever the number of removals: the oldest are
+// dropped (counted, and logged once), and once it returns it gets the newest ones, in order.
+func TestTargetStuckQueueBounded(t *testing.T) {
+	const limit, removals = 8, 100_000
+	var logs testenv.Buffer
+	obs := &syncObs{}
+	r := NewTargetRegistry(TargetOptions{QueueLimit: limit, Observer: obs,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	entered, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var got []uint64
+	e := mustRegisterTarget(t, r, cpu1Link, "stuck", func(ctx context.Context, n TargetNotification, _ any) error {
+		mu.Lock()
+		got = append(got, n.Seqnum)
+		first := len(got) == 1
+		mu.Unlock()
+		if first {
+			close(entered)
+			<-release
+		}
+		return nil
+	})
+	defer closeTargets(t, r)
+	r.Removed(removal(cpu(1), 1))
+	<-entered // the first call runs, and does not return: the rest queue
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for seq := uint64(2); seq <= removals; seq++ {
+		r.Removed(removal(cpu(1), seq))
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	e.se.mu.Lock()
+	queued := len(e.se.queue)
+	e.se.mu.Unlock()
+	if queued != limit {
+		t.Errorf("%d calls queued after %d removals; want the limit, %d", queued, removals, limit)
+	}
+	// Unbounded, the queue holds 100,000 calls: over 20 MB.
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 4<<20 {
+		t.Errorf("the heap grew by %d bytes over %d removals with a stuck callback; want it bounded", grew, removals)
+	}
+	if n := len(obs.only("overflow stuck 1")); n != removals-1-limit {
+		t.Errorf("%d overflows reported; want %d", n, removals-1-limit)
+	}
+	if n := strings.Count(logs.String(), "callback queue full"); n != 1 {
+		t.Errorf("%d queue-full lines logged; want 1 (the first drop):\n%s", n, logs.String())
+	}
+
+	close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == 1+limit || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	want := []uint64{1}
+	for seq := uint64(removals - limit + 1); seq <= removals; seq++ {
+		want = append(want, seq)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("seqnums delivered (-want +got):\n%s", diff)
+	}
+}
+
+// TestTargetOverflowedQueryRemove: a query-remove dropped from a full queue while the removal
+// waits for it counts as a missed deadline: a veto, or consent under ConsentOnTimeout.
+func TestTargetOverflowedQueryRemove(t *testing.T) {
+	for _, consent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("consent=%v", consent), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := NewTargetRegistry(TargetOptions{QueueLimit: 1, Timeout: time.Hour, ConsentOnTimeout: consent})
+				release := make(chan struct{})
+				mustRegisterTarget(t, r, cpu1Link, "stuck", func(ctx context.Context, n TargetNotification, _ any) error {
+					if !n.Requested {
+						<-release
+					}
+					return nil
+				})
+				r.Removed(removal(cpu(1), 1)) // runs, and does not return
+				synctest.Wait()
+				type res struct {
+					rm  *Removal
+					err error
+				}
+				done := make(chan res, 1)
+				go func() {
+					rm, err := r.QueryRemove(cpu(1), Requester{UID: 0, PID: 1})
+					done <- res{rm, err}
+				}()
+				synctest.Wait()               // query-remove is queued
+				r.Removed(removal(cpu(1), 2)) // and dropped by this one
+				got := <-done
+				switch {
+				case consent && got.err != nil:
+					t.Errorf("QueryRemove = %v; want consent", got.err)
+				case !consent && !errors.As(got.err, new(*VetoError)):
+					t.Errorf("QueryRemove = %v; want a veto", got.err)
+				}
+				if got.rm != nil {
+					got.rm.Complete()
+				}
+				close(release)
+				closeTargets(t, r)
+			})
+		})
 	}
 }
