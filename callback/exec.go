@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -215,20 +217,64 @@ func interfaceEnv(class uuid.UUID, link string, i notify.Interface) []string {
 	return env
 }
 
-// lastLine returns the last non-empty line of s, at most 200 bytes of it.
+// lastLine returns the last non-empty line of s, its control bytes escaped (see escapeControl),
+// at most 200 bytes of it. It is a command's reason for a veto: the others get it in
+// HOTPLUG_STATUS, where a NUL would keep their commands from starting, and people read it in
+// logs and on a terminal.
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\r\n\t ")
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
 		s = s[i+1:]
 	}
+	s = escapeControl(strings.TrimSpace(s))
 	if len(s) > 200 {
-		s = s[:200] + "..."
+		cut := 200
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
 	}
-	return strings.TrimSpace(s)
+	return s
 }
 
-// oneLine keeps an error message on one line for the environment.
-func oneLine(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "\r", " "), "\n", " ") }
+// oneLine keeps an error message on one line for the environment, with its other control bytes
+// escaped: exec refuses an environment that holds a NUL.
+func oneLine(s string) string {
+	return escapeControl(strings.ReplaceAll(strings.ReplaceAll(s, "\r", " "), "\n", " "))
+}
+
+// escapeControl returns s with each control character but the tab (C0, DEL, C1) and each byte
+// that is not UTF-8 written as a Go escape (\x00, \x1b, \u0085), so that the result holds no NUL
+// and writes no control sequence to a terminal. Printable text, backslashes included, is kept as
+// it is.
+func escapeControl(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || (r != '\t' && unicode.IsControl(r)) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r != '\t' && unicode.IsControl(r) && r < 0x80:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case r != '\t' && unicode.IsControl(r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
 
 func (e Exec) withDefaults() Exec {
 	if e.Timeout <= 0 {

@@ -141,3 +141,64 @@ esac`
 		t.Errorf("phases run:\n%s\nwant:\n%s", b, want)
 	}
 }
+
+// TestExecVetoReasonControlBytes: a vetoing command whose stderr holds a NUL and other control
+// bytes does not keep add_failure from the other registrations: the reason they get (and the
+// veto's error) has those bytes escaped.
+func TestExecVetoReasonControlBytes(t *testing.T) {
+	dir := t.TempDir()
+	r := notify.NewChangeRegistry(notify.ChangeOptions{Timeout: 10 * time.Second})
+	defer r.Close(context.Background())
+	record := func(name string) notify.ChangeCallback {
+		script := `printf '%s %s\n' "$HOTPLUG_PHASE" "$HOTPLUG_STATUS" >> ` + dir + "/" + name
+		return Exec{Command: []string{"/bin/sh", "-c", script}}.ChangeCallback()
+	}
+	for _, name := range []string{"first", "second"} {
+		if _, err := r.Register(context.Background(), notify.GUIDDeviceProcessor, 0, name, record(name), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	veto := Exec{Command: []string{"/bin/sh", "-c", `if [ "$HOTPLUG_PHASE" = add_start ]; then printf 'no\000room\033[2J\177\n' >&2; exit 1; fi
+printf '%s %s\n' "$HOTPLUG_PHASE" "$HOTPLUG_STATUS" >> ` + dir + `/veto`}}.ChangeCallback()
+	if _, err := r.Register(context.Background(), notify.GUIDDeviceProcessor, 0, "veto", veto, nil); err != nil {
+		t.Fatal(err)
+	}
+	cpu1 := notify.Interface{ClassGUID: notify.GUIDDeviceProcessor, SymbolicLink: "/sys/devices/system/cpu/cpu1", Number: 1, Node: -1}
+	_, err := r.Begin(context.Background(), cpu1, 0, time.Now(), notify.CauseUevent)
+	const reason = `vetoed by veto at add_start: exec /bin/sh: exit status 1: no\x00room\x1b[2J\x7f`
+	if err == nil || !strings.HasSuffix(err.Error(), reason) {
+		t.Fatalf("Begin = %q; want a veto ending %q", err, reason)
+	}
+	// Begin has waited for the add_failure calls.
+	for name, want := range map[string]string{
+		"first":  "add_start \nadd_failure " + reason + "\n",
+		"second": "add_start \nadd_failure " + reason + "\n",
+		"veto":   "add_failure " + reason + "\n",
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || string(b) != want {
+			t.Errorf("%s ran:\n%q (%v)\nwant:\n%q", name, b, err, want)
+		}
+	}
+}
+
+func TestLastLine(t *testing.T) {
+	long := strings.Repeat("é", 150) // 300 bytes
+	tests := []struct{ name, in, want string }{
+		{"plain", "starting\ncpu1 is reserved\n", "cpu1 is reserved"},
+		{"blank lines after", "why\n\n  \r\n", "why"},
+		{"NUL", "no\x00room", `no\x00room`},
+		{"escape sequence and DEL", "\x1b[31mred\x7f", `\x1b[31mred\x7f`},
+		{"C1 control", "a\u0085b", `a\u0085b`},
+		{"not UTF-8", "bad \xff byte", `bad \xff byte`},
+		{"tab and backslash kept", "a\tb\\x00", "a\tb\\x00"},
+		{"cut at a character", long, strings.Repeat("é", 100) + "..."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := lastLine(tt.in); got != tt.want {
+				t.Errorf("lastLine(%q) = %q; want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
