@@ -92,7 +92,8 @@ type Online struct {
 	// Memory is "online", "online_kernel", "online_movable", "auto" (online only where the
 	// kernel's auto_online_blocks does not) or "none" (default).
 	Memory string `yaml:"memory"`
-	// Retries bounds the further attempts after a failed online. Default 3.
+	// Retries bounds the further attempts after a failed online: 0 to 10 (online.MaxRetries).
+	// Default 3.
 	Retries *int `yaml:"retries"`
 }
 

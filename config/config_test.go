@@ -91,6 +91,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad cpu policy", "online: {cpu: always}", `online.cpu: "always"`},
 		{"bad memory policy", "online: {memory: movable}", `online.memory: "movable"`},
 		{"bad retries", "online: {retries: -2}", "online.retries: -2"},
+		{"retries above the cap", "online: {retries: 100}", "online.retries: 100: want 0 to 10"},
 		{"no exec processes", "max_exec_processes: 0", "max_exec_processes: 0"},
 		{"unknown policy field", "online: {disk: online}", "field disk not found"},
 		{"wrong type", "callbacks: 3", "cannot unmarshal"},

@@ -45,10 +45,44 @@ type Policy struct {
 	// (as "online") only when the kernel's auto_online_blocks is "offline": where the kernel
 	// onlines blocks itself, the agent leaves them to it.
 	Memory string
-	// Retries bounds the further attempts after a failed online.
+	// Retries bounds the further attempts after a failed online: 0 to MaxRetries.
 	Retries int
-	// Backoff is the wait before the first retry; it doubles for each further one. Zero: 50 ms.
+	// Backoff is the wait before the first retry; it doubles for each further one, up to
+	// MaxBackoff. Zero: DefaultBackoff.
 	Backoff time.Duration
+}
+
+// The bounds of the retries of a failed online. With them, the retries of one resource hold the
+// onliner for at most about 21 s (50 ms, 100 ms, ... 3.2 s, then 5 s three times), plus the
+// writes themselves.
+const (
+	// MaxRetries is the most further attempts a Policy may ask for.
+	MaxRetries = 10
+	// MaxBackoff is the longest wait between two attempts.
+	MaxBackoff = 5 * time.Second
+	// DefaultBackoff is the wait before the first retry when Policy.Backoff is zero.
+	DefaultBackoff = 50 * time.Millisecond
+)
+
+// ErrBusy is wrapped by the error of a Request that arrived while the online policy was retrying
+// a failed online: it is answered at once rather than after the retries.
+var ErrBusy = errors.New("busy")
+
+// retryWait returns the wait after failed attempt number attempt (0 for the first) before the
+// next one: base doubled attempt times, at most MaxBackoff, and never negative, however large
+// attempt is. A base that is not positive means DefaultBackoff. It does not block.
+func retryWait(base time.Duration, attempt int) time.Duration {
+	if base <= 0 {
+		base = DefaultBackoff
+	}
+	d := min(base, MaxBackoff)
+	for range attempt {
+		if d >= MaxBackoff/2 {
+			return MaxBackoff
+		}
+		d *= 2
+	}
+	return d
 }
 
 // Validate reports a policy value that is not one of the above, naming the field.
@@ -61,8 +95,8 @@ func (p Policy) Validate() error {
 	default:
 		return fmt.Errorf("memory: %q: want online, online_kernel, online_movable, auto or none", p.Memory)
 	}
-	if p.Retries < 0 || p.Retries > 100 {
-		return fmt.Errorf("retries: %d: want 0 to 100", p.Retries)
+	if p.Retries < 0 || p.Retries > MaxRetries {
+		return fmt.Errorf("retries: %d: want 0 to %d", p.Retries, MaxRetries)
 	}
 	return nil
 }
@@ -94,7 +128,8 @@ type Observer func(class, result string, sinceAdd time.Duration)
 // queues work and never blocks; Run does it. With Participants, each online it makes is a
 // two-phase add (AddStart, which may veto, then AddComplete or AddFailure) and each offline on
 // request a target-device removal (query-remove, which may veto, then remove-complete or
-// remove-cancelled). One change is made at a time. Safe for concurrent use.
+// remove-cancelled). One change is made at a time; a request that finds the policy waiting to
+// retry a failed online is answered at once with ErrBusy. Safe for concurrent use.
 type Onliner struct {
 	p       Policy
 	fs      Sysfs
@@ -110,6 +145,11 @@ type Onliner struct {
 	mu      sync.Mutex
 	pending []item
 	wake    chan struct{}
+	// retrying describes the retry the change in progress waits for ("" when it waits for
+	// none); retryBegan is closed, and replaced, each time such a wait begins. Both change only
+	// while op is held.
+	retrying   string
+	retryBegan chan struct{}
 }
 
 type item struct {
@@ -122,7 +162,7 @@ type item struct {
 // New returns an Onliner for p (which must be valid). observe may be nil.
 func New(p Policy, fs Sysfs, log *slog.Logger, observe Observer) *Onliner {
 	if p.Backoff <= 0 {
-		p.Backoff = 50 * time.Millisecond
+		p.Backoff = DefaultBackoff
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -130,7 +170,8 @@ func New(p Policy, fs Sysfs, log *slog.Logger, observe Observer) *Onliner {
 	if observe == nil {
 		observe = func(string, string, time.Duration) {}
 	}
-	return &Onliner{p: p, fs: fs, log: log, observe: observe, wake: make(chan struct{}, 1), op: make(chan struct{}, 1)}
+	return &Onliner{p: p, fs: fs, log: log, observe: observe, wake: make(chan struct{}, 1), op: make(chan struct{}, 1),
+		retryBegan: make(chan struct{})}
 }
 
 // Participants are who takes part in the changes the onliner makes. Each field may be nil.
@@ -220,6 +261,55 @@ func (o *Onliner) lock(ctx context.Context) error {
 }
 
 func (o *Onliner) unlock() { <-o.op }
+
+// lockForRequest takes the change lock for a request, or returns ctx's error, or an error
+// wrapping ErrBusy as soon as the change in progress waits to retry a failed online: a request
+// waits for a change, not for the policy's retries.
+func (o *Onliner) lockForRequest(ctx context.Context) error {
+	for {
+		o.mu.Lock()
+		retrying, began := o.retrying, o.retryBegan
+		o.mu.Unlock()
+		if retrying != "" {
+			select {
+			case o.op <- struct{}{}:
+				return nil
+			default:
+				return fmt.Errorf("%w: the online policy is retrying %s; try again", ErrBusy, retrying)
+			}
+		}
+		select {
+		case o.op <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-began:
+		}
+	}
+}
+
+// waitRetry waits d before the next attempt at what, telling requests meanwhile (see
+// lockForRequest). It returns ctx's error if ctx ends first. o.op must be held.
+func (o *Onliner) waitRetry(ctx context.Context, what string, attempt int, d time.Duration) error {
+	o.mu.Lock()
+	o.retrying = fmt.Sprintf("%s (attempt %d of %d failed; the next in %s)", what, attempt+1, o.p.Retries+1, d)
+	close(o.retryBegan)
+	o.retryBegan = make(chan struct{})
+	o.mu.Unlock()
+	defer func() {
+		o.mu.Lock()
+		o.retrying = ""
+		o.mu.Unlock()
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
 
 // handle onlines one resource unless it is online already or the policy leaves it to the kernel.
 func (o *Onliner) handle(ctx context.Context, it item) {
@@ -311,11 +401,10 @@ func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, s
 			o.log.Error("online policy: could not bring online", "device", what, "attempts", attempt+1, "err", err)
 			return err
 		}
-		o.log.Warn("online policy: online failed; retrying", "device", what, "attempt", attempt+1, "err", err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("online %s: %w (after: %w)", what, ctx.Err(), err)
-		case <-time.After(o.p.Backoff << attempt):
+		wait := retryWait(o.p.Backoff, attempt)
+		o.log.Warn("online policy: online failed; retrying", "device", what, "attempt", attempt+1, "backoff", wait, "err", err)
+		if werr := o.waitRetry(ctx, what, attempt, wait); werr != nil {
+			return fmt.Errorf("online %s: %w (after: %w)", what, werr, err)
 		}
 	}
 }

@@ -2,16 +2,19 @@ package online
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
 
@@ -26,6 +29,7 @@ type fakeFS struct {
 	writes   []string
 	wrote    chan string
 	onWrite  func(w string) // called after a successful write, as the kernel sends its uevent
+	before   func(w string) // called as a write begins, without the lock
 }
 
 func newFake() *fakeFS {
@@ -57,6 +61,9 @@ func (f *fakeFS) MemoryBlockBasics(n int) (sysfs.MemoryBlock, error) { return f.
 func (f *fakeFS) AutoOnlineBlocks() (string, error) { return f.auto, nil }
 
 func (f *fakeFS) write(w string, apply func()) error {
+	if f.before != nil {
+		f.before(w)
+	}
 	f.mu.Lock()
 	f.writes = append(f.writes, w)
 	fail := f.failures > 0
@@ -232,6 +239,9 @@ func TestValidate(t *testing.T) {
 		{Policy{CPU: "yes"}, `cpu: "yes"`},
 		{Policy{Memory: "movable"}, `memory: "movable"`},
 		{Policy{Retries: -1}, "retries: -1"},
+		{Policy{Retries: 100}, "retries: 100: want 0 to 10"},
+		{Policy{Retries: 11}, "retries: 11: want 0 to 10"},
+		{Policy{Retries: 10}, ""},
 		{Policy{CPU: Online, Memory: Auto, Retries: 3}, ""},
 		{Policy{}, ""},
 	} {
@@ -240,4 +250,99 @@ func TestValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v; want %q", tt.p, err, tt.want)
 		}
 	}
+}
+
+// TestRetryWait: the wait between attempts doubles from the base up to MaxBackoff, and stays
+// there, never negative, however many attempts (the uncapped shift was 14.5 h at attempt 20 and
+// negative at 38).
+func TestRetryWait(t *testing.T) {
+	for _, tt := range []struct {
+		base    time.Duration
+		attempt int
+		want    time.Duration
+	}{
+		{0, 0, 50 * time.Millisecond},
+		{-time.Second, 0, 50 * time.Millisecond},
+		{50 * time.Millisecond, 1, 100 * time.Millisecond},
+		{50 * time.Millisecond, 6, 3200 * time.Millisecond},
+		{50 * time.Millisecond, 7, MaxBackoff},
+		{50 * time.Millisecond, 20, MaxBackoff},
+		{50 * time.Millisecond, 38, MaxBackoff},
+		{50 * time.Millisecond, 1 << 40, MaxBackoff},
+		{time.Nanosecond, 62, MaxBackoff},
+		{time.Hour, 0, MaxBackoff},
+		{time.Millisecond, -1, time.Millisecond},
+	} {
+		if got := retryWait(tt.base, tt.attempt); got != tt.want {
+			t.Errorf("retryWait(%s, %d) = %s; want %s", tt.base, tt.attempt, got, tt.want)
+		}
+	}
+	prev := time.Duration(0)
+	for attempt := range 200 {
+		d := retryWait(DefaultBackoff, attempt)
+		if d <= 0 || d > MaxBackoff || d < prev {
+			t.Fatalf("retryWait(%s, %d) = %s after %s; want it growing, within (0, %s]", DefaultBackoff, attempt, d, prev, MaxBackoff)
+		}
+		prev = d
+	}
+}
+
+// TestRequestDuringRetries: a request does not wait behind the policy's retries of a failed
+// online. Arriving while the policy waits to retry, or while the write that fails is under way, it
+// is answered with ErrBusy, naming what is retried, long before its deadline (the retries take
+// over 20 s); once the retries end, requests are served again.
+func TestRequestDuringRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake()
+		f.cpus[1], f.cpus[2] = false, true
+		f.failures = MaxRetries + 1 // every attempt at cpu1 fails
+		entered, proceed := make(chan struct{}), make(chan struct{})
+		first := sync.OnceFunc(func() { close(entered); <-proceed })
+		f.before = func(w string) {
+			if w == "cpu1=true" {
+				first()
+			}
+		}
+		online := func(n int) bool {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.cpus[n]
+		}
+		o := New(Policy{CPU: Online, Retries: MaxRetries}, f, nil, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { o.Run(ctx); close(done) }()
+		defer func() { cancel(); <-done }()
+		o.AddCPU(1, 0, time.Now())
+		<-entered // the first attempt is under way and holds the change lock
+
+		request := func() Result {
+			rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+			defer rcancel()
+			return o.Request(rctx, Resource{Number: 2}, false, notify.Requester{})
+		}
+		during := make(chan Result, 1)
+		go func() { during <- request() }()
+		synctest.Wait() // it waits for the change in progress
+		close(proceed)  // which fails and waits to retry
+		for name, res := range map[string]Result{"during the write": <-during, "during the wait": request()} {
+			if res.Outcome != Failed || !errors.Is(res.Err, ErrBusy) || !strings.Contains(res.Err.Error(), "retrying cpu1 (attempt 1 of 11 failed") {
+				t.Errorf("request %s = %+v; want operation-failed, busy, naming cpu1", name, res)
+			}
+		}
+		if !online(2) {
+			t.Error("a busy request took cpu2 offline")
+		}
+		// The retries end (about 21 s of waits); then a request is served.
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if res := request(); res.Outcome != Success || online(2) {
+			t.Errorf("request after the retries = %+v; want success", res)
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if n := len(f.writes); n != MaxRetries+2 {
+			t.Errorf("%d writes %v; want %d attempts at cpu1, then cpu2", n, f.writes, MaxRetries+1)
+		}
+	})
 }

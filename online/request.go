@@ -63,12 +63,15 @@ type Result struct {
 // success and nobody is told anything. There are no retries: the kernel's answer is the result.
 //
 // Request blocks until the change and its notifications to the participants are done (or ctx
-// ends while it waits for another change) and is safe for concurrent use.
+// ends while it waits for another change) and is safe for concurrent use. It does not wait for
+// the online policy's retries: when the change in progress is waiting to retry a failed online,
+// or begins to while Request waits for it, the result is Failed with an error wrapping ErrBusy
+// that says what is being retried.
 func (o *Onliner) Request(ctx context.Context, r Resource, online bool, req notify.Requester) Result {
 	if r.Number < 0 {
 		return Result{Outcome: NotFound, Err: fmt.Errorf("%s: no such %s", r, kindName(r))}
 	}
-	if err := o.lock(ctx); err != nil {
+	if err := o.lockForRequest(ctx); err != nil {
 		return Result{Outcome: Failed, Err: fmt.Errorf("%s: waiting for the change in progress: %w", r, err)}
 	}
 	defer o.unlock()
