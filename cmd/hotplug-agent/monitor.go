@@ -126,14 +126,17 @@ func monitorLine(now time.Time, n notify.Notification) string {
 		detail, n.Seqnum, n.Cause)
 }
 
-// monitorKernel prints the kernel's cpu and memory uevents as they come.
+// monitorKernel prints the kernel's cpu and memory uevents as they come. It asks for the agent's
+// receive buffer (DefaultReceiveBufferBytes, SO_RCVBUFFORCE as root), as udevadm monitor asks for
+// 128 MiB: with the kernel's default (208 KiB) a burst of a few hundred uevents overflows it
+// while the lines are written.
 func monitorKernel(ctx context.Context, stdout, stderr io.Writer) error {
-	conn, err := udev.Listen(udev.Options{})
+	conn, err := udev.Listen(udev.Options{ReceiveBufferBytes: DefaultReceiveBufferBytes})
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	fmt.Fprintln(stderr, "hotplug-agent monitor: listening to the kernel's cpu and memory uevents")
+	fmt.Fprintf(stderr, "hotplug-agent monitor: listening to the kernel's cpu and memory uevents (receive buffer %d bytes)\n", conn.ReceiveBufferBytes())
 	for {
 		ev, err := conn.Read(ctx)
 		switch {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,4 +94,84 @@ func TestIntegrationMonitor(t *testing.T) {
 	nextLine(t, jsonLines, `"event":"removal"`, `"symbolic_link":"`+link+`"`)
 	nextLine(t, kernelLines, "offline", fmt.Sprintf("/devices/system/cpu/cpu%d", cpu))
 	nextLine(t, kernelLines, "online", fmt.Sprintf("/devices/system/cpu/cpu%d", cpu))
+}
+
+// TestIntegrationMonitorKernelBurst: `monitor --kernel` prints every uevent of a burst of 4,000
+// real ones and no overflow line. Its output is read only after the burst, as a slow terminal
+// would read it: meanwhile its socket's receive buffer holds what it has not printed. With the
+// kernel's default buffer (208 KiB) it printed a few hundred and an overflow line. When udevadm
+// is installed it is read the same way, and monitor must not print fewer than it.
+func TestIntegrationMonitorKernelBurst(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.LockCPUs(t)
+	const burst = 4000
+	const dev, devpath = "/sys/devices/system/cpu/cpu0", "/devices/system/cpu/cpu0"
+
+	// counts are the lines of the burst and the overflow lines a monitor printed.
+	type counts struct{ burst, overflow atomic.Int64 }
+	count := func(out <-chan string, c *counts) {
+		for l := range out {
+			switch {
+			case strings.Contains(l, "overflow"):
+				c.overflow.Add(1)
+			case strings.Contains(l, "change") && strings.Contains(l, devpath+" "):
+				c.burst.Add(1)
+			}
+		}
+	}
+	ourOut := lines(t, exec.Command(binary, "monitor", "--kernel"), "listening")
+	var udevadmOut chan string
+	if path, err := exec.LookPath("udevadm"); err == nil {
+		// Its header on stdout comes once it listens.
+		cmd := exec.Command(path, "monitor", "--kernel", "--subsystem-match=cpu")
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		udevadmOut = make(chan string, 100)
+		ready := make(chan struct{})
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			once := sync.OnceFunc(func() { close(ready) })
+			for sc.Scan() {
+				if strings.Contains(sc.Text(), "monitor will print") {
+					once()
+				}
+				udevadmOut <- sc.Text()
+			}
+			close(udevadmOut)
+		}()
+		select {
+		case <-ready:
+		case <-time.After(20 * time.Second):
+			t.Fatal("udevadm monitor never said it listens")
+		}
+	}
+
+	for range burst {
+		if err := testenv.Synthesize(dev, "change"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ours, udevadm counts
+	go count(ourOut, &ours)
+	if udevadmOut != nil {
+		go count(udevadmOut, &udevadm)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ours.burst.Load() < burst && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if udevadmOut != nil {
+		for deadline := time.Now().Add(10 * time.Second); udevadm.burst.Load() < burst && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("udevadm monitor --kernel printed %d of the %d uevents, and %d overflow lines", udevadm.burst.Load(), burst, udevadm.overflow.Load())
+		if ours.burst.Load() < udevadm.burst.Load() {
+			t.Errorf("monitor --kernel printed %d uevents of the burst, udevadm %d", ours.burst.Load(), udevadm.burst.Load())
+		}
+	}
+	if got, over := ours.burst.Load(), ours.overflow.Load(); got < burst || over != 0 {
+		t.Errorf("monitor --kernel printed %d of the %d uevents and %d overflow lines; want all and none", got, burst, over)
+	}
 }
