@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,12 +20,14 @@ import (
 
 // Webhook configures a callback that POSTs each notification's JSON to a URL.
 type Webhook struct {
-	// URL receives the POSTs.
+	// URL receives the POSTs. Its password, if it has one, is never logged nor put in an error:
+	// they show the URL as url.URL.Redacted does.
 	URL string
 	// Timeout bounds one request. Zero means 10 s.
 	Timeout time.Duration
 	// Retries bounds the further attempts after a failed one; the wait between attempts starts at
-	// Backoff (zero: 200 ms) and doubles up to 30 s.
+	// Backoff (zero: 200 ms) and doubles up to 30 s. A failure that another attempt cannot mend is
+	// not retried: a 4xx answer other than 408 (Request Timeout) and 429 (Too Many Requests).
 	Retries int
 	Backoff time.Duration
 	// InsecureSkipVerify turns TLS certificate verification off. It is on by default.
@@ -39,9 +43,9 @@ type Webhook struct {
 const IdempotencyHeader = "Idempotency-Key"
 
 // Callback returns the notify.Callback that delivers to w. It blocks until the receiver has
-// accepted the notification (a 2xx answer) or the attempts are spent, so one webhook's
-// notifications arrive in order; its registration's bounded queue holds what waits meanwhile.
-// It is safe for concurrent use.
+// accepted the notification (a 2xx answer), refused it for good (a 4xx answer but 408 and 429:
+// an error, at once), or the attempts are spent, so one webhook's notifications arrive in order;
+// its registration's bounded queue holds what waits meanwhile. It is safe for concurrent use.
 func (w Webhook) Callback() notify.Callback {
 	if w.Timeout <= 0 {
 		w.Timeout = 10 * time.Second
@@ -57,6 +61,7 @@ func (w Webhook) Callback() notify.Callback {
 		transport.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the operator asked for it
 	}
 	client := &http.Client{Transport: transport, Timeout: w.Timeout}
+	shown := redactURL(w.URL)
 	return func(ctx context.Context, n notify.Notification, _ any) error {
 		body, err := json.Marshal(n)
 		if err != nil {
@@ -69,13 +74,16 @@ func (w Webhook) Callback() notify.Callback {
 			if err == nil {
 				return nil
 			}
-			if attempt >= w.Retries || ctx.Err() != nil {
-				return fmt.Errorf("webhook %s: gave up after %d attempts: %w", w.URL, attempt+1, err)
+			if se, ok := errors.AsType[*statusError](err); ok && se.permanent() {
+				return fmt.Errorf("webhook %s: %w: not retried, another attempt would get the same answer", shown, err)
 			}
-			w.Logger.Warn("webhook attempt failed; retrying", "url", w.URL, "attempt", attempt+1, "backoff", wait, "err", err)
+			if attempt >= w.Retries || ctx.Err() != nil {
+				return fmt.Errorf("webhook %s: gave up after %d attempts: %w", shown, attempt+1, err)
+			}
+			w.Logger.Warn("webhook attempt failed; retrying", "url", shown, "attempt", attempt+1, "backoff", wait, "err", err)
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("webhook %s: %w", w.URL, ctx.Err())
+				return fmt.Errorf("webhook %s: %w", shown, ctx.Err())
 			case <-time.After(wait):
 			}
 			wait = min(2*wait, 30*time.Second)
@@ -86,7 +94,7 @@ func (w Webhook) Callback() notify.Callback {
 func (w Webhook) post(ctx context.Context, client *http.Client, body []byte, key string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return fmt.Errorf("request to %s: %w", redactURL(w.URL), errors.Unwrap(err)) // not the *url.Error: it quotes the URL whole
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "hotplug-agent")
@@ -96,12 +104,36 @@ func (w Webhook) post(ctx context.Context, client *http.Client, body []byte, key
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return err // a *url.Error, whose URL net/http has stripped of its password
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("answered %s", resp.Status)
+		return &statusError{code: resp.StatusCode, status: resp.Status}
 	}
 	return nil
+}
+
+// statusError is an answer other than 2xx.
+type statusError struct {
+	code   int
+	status string
+}
+
+func (e *statusError) Error() string { return "answered " + e.status }
+
+// permanent reports an answer that another attempt would get too: a 4xx, but 408 (Request
+// Timeout) and 429 (Too Many Requests), which say to come back later.
+func (e *statusError) permanent() bool {
+	return e.code/100 == 4 && e.code != http.StatusRequestTimeout && e.code != http.StatusTooManyRequests
+}
+
+// redactURL returns raw as logs and errors show it: with its password replaced
+// (url.URL.Redacted), and not at all when it does not parse (the parser's error would quote it).
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
 }

@@ -6,13 +6,18 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
@@ -113,5 +118,79 @@ func TestWebhookVerifiesTLS(t *testing.T) {
 	}
 	if err := (Webhook{URL: srv.URL, InsecureSkipVerify: true}).Callback()(context.Background(), cpuNote(), nil); err != nil {
 		t.Errorf("insecure_skip_verify: %v", err)
+	}
+}
+
+// TestWebhookRetriesOnlyWhatCanMend: a 4xx answer is final, but 408 and 429, which say to come
+// back later; those, 5xx answers and failed connections are retried. Either way the callback
+// returns the error, which the registry counts.
+func TestWebhookRetriesOnlyWhatCanMend(t *testing.T) {
+	for _, tt := range []struct {
+		status   int
+		requests int
+	}{
+		{http.StatusBadRequest, 1},
+		{http.StatusUnauthorized, 1},
+		{http.StatusForbidden, 1},
+		{http.StatusNotFound, 1},
+		{http.StatusGone, 1},
+		{http.StatusUnprocessableEntity, 1},
+		{http.StatusRequestTimeout, 3},
+		{http.StatusTooManyRequests, 3},
+		{http.StatusInternalServerError, 3},
+		{http.StatusServiceUnavailable, 3},
+	} {
+		t.Run(strconv.Itoa(tt.status), func(t *testing.T) {
+			var requests atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				requests.Add(1)
+				w.WriteHeader(tt.status)
+			}))
+			defer srv.Close()
+			err := Webhook{URL: srv.URL, Retries: 2, Backoff: time.Millisecond}.Callback()(context.Background(), cpuNote(), nil)
+			if err == nil || !strings.Contains(err.Error(), strconv.Itoa(tt.status)) {
+				t.Errorf("error = %v; want one naming the %d answer", err, tt.status)
+			}
+			if got := int(requests.Load()); got != tt.requests {
+				t.Errorf("%d requests for a %d answer; want %d", got, tt.status, tt.requests)
+			}
+		})
+	}
+}
+
+// TestWebhookHidesPassword: the password of a webhook URL appears in no log line and no error,
+// whatever goes wrong.
+func TestWebhookHidesPassword(t *testing.T) {
+	const password = "s3cret-pw"
+	for _, tt := range []struct {
+		name   string
+		status int // 0: nobody listens
+	}{
+		{"server error, retried", http.StatusInternalServerError},
+		{"refused for good", http.StatusNotFound},
+		{"nobody listens", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(tt.status) }))
+			u, _ := url.Parse(srv.URL + "/hook")
+			u.User = url.UserPassword("agent", password)
+			if tt.status == 0 {
+				srv.Close()
+			} else {
+				defer srv.Close()
+			}
+			var logs testenv.Buffer
+			err := Webhook{URL: u.String(), Retries: 1, Backoff: time.Millisecond,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))}.Callback()(context.Background(), cpuNote(), nil)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if strings.Contains(err.Error(), password) || strings.Contains(logs.String(), password) {
+				t.Errorf("the password is shown:\nerror: %v\nlog: %s", err, logs.String())
+			}
+			if !strings.Contains(err.Error(), "agent:xxxxx@") {
+				t.Errorf("error = %v; want the URL, its password redacted", err)
+			}
+		})
 	}
 }

@@ -254,8 +254,12 @@ func (c *Config) validate() error {
 		}
 		if w := cb.Webhook; w != nil {
 			u, err := url.Parse(w.URL)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return fmt.Errorf("%s.webhook.url: %q: want an http:// or https:// URL", field, w.URL)
+			if err != nil {
+				// Not quoted: it may hold a password, which the parser cannot tell apart.
+				return fmt.Errorf("%s.webhook.url: not a URL: want an http:// or https:// URL", field)
+			}
+			if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("%s.webhook.url: %q: want an http:// or https:// URL", field, u.Redacted())
 			}
 			if w.Timeout < 0 {
 				return fmt.Errorf("%s.webhook.timeout: %s is negative", field, w.Timeout)

@@ -82,6 +82,8 @@ func TestParseErrors(t *testing.T) {
 		{"webhook and exec", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'http://h'}\n    exec: {command: [x]}", "exclusive"},
 		{"webhook without url", "callbacks:\n  - name: a\n    class: memory\n    webhook: {timeout: 1s}", "callbacks[0].webhook.url"},
 		{"webhook bad scheme", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'file:///etc/passwd'}", "callbacks[0].webhook.url"},
+		{"webhook bad scheme, password hidden", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'ftp://u:s3cret@h/x'}", `callbacks[0].webhook.url: "ftp://u:xxxxx@h/x": want an http:// or https:// URL`},
+		{"webhook not a URL, password hidden", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'http://u:s3cret@h:port/x'}", "callbacks[0].webhook.url: not a URL: want an http:// or https:// URL"},
 		{"webhook bad retries", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'https://h/x', retries: -1}", "callbacks[0].webhook.retries"},
 		{"empty command", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: []}", "callbacks[0].exec.command: required"},
 		{"shell string", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: 'echo hi'}", "cannot unmarshal"},
