@@ -189,13 +189,15 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse parses and validates a configuration document. Unknown fields are errors.
+// Parse parses and validates a configuration document. Unknown keys are errors; a YAML error
+// is one line that names the line, the key's path and what is expected there, in the terms of
+// the file (line 5: callbacks[0].exec.timeout: "30" is not a duration (write 30s)).
 func Parse(b []byte) (*Config, error) {
 	c := &Config{}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s", oneLine(err.Error()))
+		return nil, explain(b, err)
 	}
 	if err := c.validate(); err != nil {
 		return nil, err

@@ -69,8 +69,8 @@ func TestParseEmptyIsDefault(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	tests := []struct{ name, doc, want string }{
-		{"unknown field", "callbackz: []", "field callbackz not found"},
-		{"unknown nested field", "callbacks:\n  - name: a\n    class: memory\n    exec: {cmd: [x]}", "field cmd not found"},
+		{"unknown field", "callbackz: []", `line 1: unknown key "callbackz" (did you mean "callbacks"?)`},
+		{"unknown nested field", "callbacks:\n  - name: a\n    class: memory\n    exec: {cmd: [x]}", `line 4: unknown key "cmd" in callbacks[0].exec (did you mean "command"?)`},
 		{"no name", "callbacks:\n  - class: memory\n    log: true", "callbacks[0].name: required"},
 		{"bad name", "callbacks:\n  - name: 'a b'\n    class: memory\n    log: true", "callbacks[0].name"},
 		{"reserved name", "callbacks:\n  - name: log\n    class: memory\n    log: true", `callbacks[0].name: "log" is used twice`},
@@ -86,7 +86,7 @@ func TestParseErrors(t *testing.T) {
 		{"webhook not a URL, password hidden", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'http://u:s3cret@h:port/x'}", "callbacks[0].webhook.url: not a URL: want an http:// or https:// URL"},
 		{"webhook bad retries", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'https://h/x', retries: -1}", "callbacks[0].webhook.retries"},
 		{"empty command", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: []}", "callbacks[0].exec.command: required"},
-		{"shell string", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: 'echo hi'}", "cannot unmarshal"},
+		{"shell string", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: 'echo hi'}", `callbacks[0].exec.command: "echo hi" is not a list`},
 		{"bad timeout", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: [x], timeout: soon}", "soon"},
 		{"negative timeout", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: [x], timeout: -1s}", "callbacks[0].exec.timeout"},
 		{"not yaml", "{{{", "did not find"},
@@ -95,8 +95,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad retries", "online: {retries: -2}", "online.retries: -2"},
 		{"retries above the cap", "online: {retries: 100}", "online.retries: 100: want 0 to 10"},
 		{"no exec processes", "max_exec_processes: 0", "max_exec_processes: 0"},
-		{"unknown policy field", "online: {disk: online}", "field disk not found"},
-		{"wrong type", "callbacks: 3", "cannot unmarshal"},
+		{"unknown policy field", "online: {disk: online}", `unknown key "disk" in online`},
+		{"wrong type", "callbacks: 3", `line 1: callbacks: "3" is not a list`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,4 +157,39 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseYAMLErrors: the decoder's errors in the terms of the file, exactly: the line, the
+// key's path, what is wrong and what to write; no Go type.
+func TestParseYAMLErrors(t *testing.T) {
+	cb := "callbacks:\n  - name: a\n    class: memory\n"
+	tests := []struct{ name, doc, want string }{
+		{"misspelt key", "callbaks: []", `line 1: unknown key "callbaks" (did you mean "callbacks"?)`},
+		{"misspelt nested key", cb + "    exec:\n      command: [/bin/true]\n      timout: 5s\n",
+			`line 6: unknown key "timout" in callbacks[0].exec (did you mean "timeout"?)`},
+		{"abbreviated key", cb + "    exec: {cmd: [/bin/true]}", `line 4: unknown key "cmd" in callbacks[0].exec (did you mean "command"?)`},
+		{"key far from any", "online: {disk: online}", `line 1: unknown key "disk" in online (the keys here are cpu, memory, retries)`},
+		{"duration without unit", cb + "    exec:\n      command: [/bin/true]\n      timeout: 30\n",
+			`line 6: callbacks[0].exec.timeout: "30" is not a duration (write 30s)`},
+		{"duration in words", "two_phase: {timeout: ten seconds}", `line 1: two_phase.timeout: "ten seconds" is not a duration (write it like 30s, 1m or 500ms)`},
+		{"command as a shell string", cb + "    exec: {command: /usr/bin/logger -t hotplug}",
+			`line 4: callbacks[0].exec.command: "/usr/bin/logger -t hotplug" is not a list (write ["/usr/bin/logger", "-t", "hotplug"]: it is never given to a shell)`},
+		{"number in words", "online: {retries: three}", `line 1: online.retries: "three" is not a whole number`},
+		{"not a boolean", cb + "    log: maybe", `line 4: callbacks[0].log: "maybe" is not true or false`},
+		{"list for a string", "callbacks:\n  - name: [a, b]\n    class: memory\n    log: true", `line 2: callbacks[0].name: a list is not a string (quote it: "...")`},
+		{"callbacks not a list", "callbacks: 3", `line 1: callbacks: "3" is not a list (items starting with "- ")`},
+		{"callback not a mapping", "callbacks: [grow-pool]", `line 1: callbacks[0]: "grow-pool" is not a mapping of class, exec, include_existing, kind, log, memory_devices, name, target, webhook`},
+		{"headers not a mapping", cb + "    webhook: {url: 'https://h/x', headers: [a]}", `line 4: callbacks[0].webhook.headers: a list is not a mapping (key: value lines)`},
+		{"key twice", "log_notifications: true\nlog_notifications: false", `line 2: key "log_notifications" given twice (first at line 1)`},
+		{"several problems", "callbaks: []\nonline: {retries: three}", `line 1: unknown key "callbaks" (did you mean "callbacks"?) (and 1 more problem)`},
+		{"syntax", "callbacks: [", "line 1: did not find expected node content"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.doc))
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("Parse(%q) = %v\nwant %s", tt.doc, err, tt.want)
+			}
+		})
+	}
 }

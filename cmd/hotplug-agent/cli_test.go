@@ -42,7 +42,7 @@ func TestBadInput(t *testing.T) {
 		{"negative buffer", []string{"run", "--netlink.receive-buffer-bytes=-1"}, 2, "is negative", false},
 		{"missing config", []string{"run", "--config.file=" + filepath.Join(dir, "none.yaml")}, 1, "no such file or directory", false},
 		{"invalid class in config", []string{"run", "--config.file=" + badYAML}, 1, "callbacks[0].class", false},
-		{"unknown config field", []string{"run", "--config.file=" + unknownField}, 1, "field exek not found", false},
+		{"unknown config field", []string{"run", "--config.file=" + unknownField}, 1, ": line 4: unknown key \"exek\" in callbacks[0] (did you mean \"exec\"?)", false},
 		{"not a sysfs tree", []string{"run", "--path.sysfs=" + notSysfs}, 1, "is not a sysfs tree", false},
 		{"list on a non-sysfs tree", []string{"list", "--path.sysfs=" + notSysfs}, 1, "is not a sysfs tree", false},
 		{"memory devices of processors", []string{"monitor", "--memory-devices", "--class=processor"}, 2, "--memory-devices are of class memory", false},
