@@ -189,7 +189,7 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse parses and validates a configuration document. Unknown keys are errors; a YAML error
+// Parse parses and validates a configuration: one YAML document. Unknown keys are errors; a YAML error
 // is one line that names the line, the key's path and what is expected there, in the terms of
 // the file (line 5: callbacks[0].exec.timeout: "30" is not a duration (write 30s)).
 func Parse(b []byte) (*Config, error) {
@@ -198,6 +198,16 @@ func Parse(b []byte) (*Config, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, explain(b, err)
+	}
+	// The agent reads one document: one after it (after a "---" line) would be ignored, and the
+	// first may be the empty one before it. A "---" that ends the file starts an empty one.
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, errors.New(oneLine(err.Error()))
+	case len(next.Content) > 0 && next.Content[0].Tag != "!!null":
+		return nil, fmt.Errorf("line %d: the file holds more than one YAML document: the agent reads one (remove the \"---\" line before this one)", next.Content[0].Line)
 	}
 	if err := c.validate(); err != nil {
 		return nil, err

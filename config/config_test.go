@@ -183,6 +183,11 @@ func TestParseYAMLErrors(t *testing.T) {
 		{"key twice", "log_notifications: true\nlog_notifications: false", `line 2: key "log_notifications" given twice (first at line 1)`},
 		{"several problems", "callbaks: []\nonline: {retries: three}", `line 1: unknown key "callbaks" (did you mean "callbacks"?) (and 1 more problem)`},
 		{"syntax", "callbacks: [", "line 1: did not find expected node content"},
+		{"second document", "log_notifications: false\n---\ncallbacks: []\n",
+			`line 3: the file holds more than one YAML document: the agent reads one (remove the "---" line before this one)`},
+		{"empty document first", "---\n---\nlog_notifications: false\n",
+			`line 3: the file holds more than one YAML document: the agent reads one (remove the "---" line before this one)`},
+		{"second document with a syntax error", "log_notifications: false\n---\n{{{", "line 3: did not find expected node content"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,5 +196,21 @@ func TestParseYAMLErrors(t *testing.T) {
 				t.Errorf("Parse(%q) = %v\nwant %s", tt.doc, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestParseOneDocument: a document marker at the start or an end marker is one document; a
+// trailing "---" starts an empty document, which holds nothing to ignore.
+func TestParseOneDocument(t *testing.T) {
+	for _, doc := range []string{
+		"---\nlog_notifications: false\n",
+		"log_notifications: false\n...\n",
+		"log_notifications: false\n---\n",
+		"log_notifications: false\n---\n# nothing more\n",
+	} {
+		c, err := Parse([]byte(doc))
+		if err != nil || c.LogEnabled() {
+			t.Errorf("Parse(%q) = %+v, %v; want the one document", doc, c, err)
+		}
 	}
 }
