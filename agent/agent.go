@@ -408,6 +408,10 @@ func (a *Agent) registerCallbacks() error {
 		var ex *callback.Exec
 		if c.Exec != nil {
 			ex = &callback.Exec{Command: c.Exec.Command, Timeout: c.Exec.Timeout, Limiter: limiter, Logger: logger}
+			if name := c.Exec.Command[0]; !strings.Contains(name, "/") {
+				path, _ := callback.LookPath(name) // config.Parse checked that it is there
+				logger.Info("exec callback: command found in the exec PATH", "command", name, "path", path, "exec_path", callback.DefaultPath)
+			}
 		}
 		switch c.Kind {
 		case config.KindTwoPhase:

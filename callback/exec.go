@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -20,13 +23,56 @@ import (
 )
 
 // DefaultPath is the PATH an exec callback runs with: the notification is its whole environment
-// otherwise, as with udev's RUN+=.
+// otherwise, as with udev's RUN+=. A command named without a slash is looked up in it, not in
+// the agent's own PATH.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// LookPath returns the file an exec callback runs for the command name: name itself when it holds
+// a slash, and it must then be absolute (commands run in /); else the first file called name in a
+// directory of DefaultPath, whatever the agent's own PATH. The file must be a regular file with
+// an execute permission bit. The error says what is wrong in the terms of the configuration. It
+// does not block beyond a few stat calls and is safe for concurrent use.
+func LookPath(name string) (string, error) {
+	if strings.Contains(name, "/") {
+		if !filepath.IsAbs(name) {
+			return "", fmt.Errorf("%s: a relative path: write it from / (commands run in /)", name)
+		}
+		return name, executable(name)
+	}
+	if name == "" || name == "." || name == ".." {
+		return "", fmt.Errorf("%q: not a command name", name)
+	}
+	for _, dir := range filepath.SplitList(DefaultPath) {
+		p := filepath.Join(dir, name)
+		if executable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%q is in no directory of the exec PATH (%s): write its absolute path", name, DefaultPath)
+}
+
+// executable checks that path is a regular file (after symbolic links) with an execute bit.
+func executable(path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s: no such file", path)
+	case err != nil:
+		return err // stat /usr/local/bin/x: permission denied
+	case fi.IsDir():
+		return fmt.Errorf("%s: a directory, not an executable file", path)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%s: not a regular file", path)
+	case fi.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("%s: not executable (no execute permission bit: chmod +x)", path)
+	}
+	return nil
+}
 
 // Exec configures a command run once per notification.
 type Exec struct {
-	// Command is the argument vector; Command[0] is looked up in DefaultPath when it has no slash.
-	// There is no shell.
+	// Command is the argument vector; Command[0] is the file LookPath returns for it, looked up
+	// in DefaultPath when it has no slash, and stays argv[0]. There is no shell.
 	Command []string
 	// Timeout bounds one run; when it passes, the command's whole process group is killed.
 	// Zero means 30 s.
@@ -294,6 +340,10 @@ func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	if len(e.Command) == 0 {
 		return errors.New("exec: empty command")
 	}
+	path, err := LookPath(e.Command[0])
+	if err != nil {
+		return fmt.Errorf("exec %s: %w", e.Command[0], err)
+	}
 	if err := e.Limiter.acquire(ctx); err != nil {
 		return fmt.Errorf("exec %s: waiting for one of the %d process slots: %w", e.Command[0], e.Limiter.Limit(), err)
 	}
@@ -301,7 +351,8 @@ func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, e.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e.Command[0], e.Command[1:]...)
+	cmd := exec.CommandContext(ctx, path, e.Command[1:]...)
+	cmd.Args[0] = e.Command[0] // as a shell would, the name as written
 	cmd.Env = append(env, "PATH="+DefaultPath)
 	cmd.Dir = "/"
 	stdout := &cappedBuffer{limit: e.OutputLimit}
@@ -311,7 +362,7 @@ func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	// A grandchild that keeps the output pipes open must not hold the callback past the kill.
 	cmd.WaitDelay = time.Second
 	start := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	attrs := []slog.Attr{
 		slog.String("command", e.Command[0]),
 		slog.String("event", event),

@@ -87,8 +87,8 @@ func TestExecFailures(t *testing.T) {
 		want    string
 	}{
 		{"non-zero exit", []string{"/bin/sh", "-c", "exit 3"}, "exit status 3"},
-		{"cannot start", []string{"/nonexistent/hook"}, "no such file or directory"},
-		{"not in PATH", []string{"no-such-hook-anywhere"}, "executable file not found"},
+		{"cannot start", []string{"/nonexistent/hook"}, "exec /nonexistent/hook: /nonexistent/hook: no such file"},
+		{"not in PATH", []string{"no-such-hook-anywhere"}, `"no-such-hook-anywhere" is in no directory of the exec PATH`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,6 +97,29 @@ func TestExecFailures(t *testing.T) {
 				t.Errorf("error = %v; want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestExecLooksUpDefaultPath: a command named without a slash is looked up in DefaultPath, the
+// PATH it runs with, and not in the agent's own PATH; it keeps its name as argv[0].
+func TestExecLooksUpDefaultPath(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "agent-only-hook"), []byte("#!/bin/sh\ntouch "+dir+"/ran\n"), 0o755)
+	t.Setenv("PATH", dir) // the agent's PATH: neither sh nor cat in it, the hook only there
+	out := filepath.Join(dir, "argv0")
+	err := Exec{Command: []string{"sh", "-c", "cat /proc/$$/cmdline > " + out}}.Callback()(context.Background(), cpuNote(), nil)
+	if err != nil {
+		t.Fatalf("sh, in DefaultPath only: %v", err)
+	}
+	if b, _ := os.ReadFile(out); !strings.HasPrefix(string(b), "sh\x00-c\x00") {
+		t.Errorf("argv = %q; want sh as argv[0], as written", b)
+	}
+	err = Exec{Command: []string{"agent-only-hook"}}.Callback()(context.Background(), cpuNote(), nil)
+	if err == nil || !strings.Contains(err.Error(), "is in no directory of the exec PATH") {
+		t.Errorf("a command in the agent's PATH only: %v; want it not found", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+		t.Error("a command found through the agent's PATH ran")
 	}
 }
 

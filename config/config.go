@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/hotplug-agent/hotplug-agent/callback"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/online"
 )
@@ -148,6 +149,8 @@ type Callback struct {
 // Exec is the exec action of a callback.
 type Exec struct {
 	// Command is the argument vector (never a shell string): ["/usr/local/bin/grow-pool", "--cpu"].
+	// Its first element is an executable file: an absolute path, or a name found in the fixed
+	// exec PATH (callback.DefaultPath), not in the agent's own; Parse checks that it is there.
 	Command []string `yaml:"command"`
 	// Timeout bounds one run; the command's process group is killed when it passes. Default 30s.
 	Timeout time.Duration `yaml:"timeout"`
@@ -286,6 +289,10 @@ func (c *Config) validate() error {
 			}
 			if cb.Exec.Timeout < 0 {
 				return fmt.Errorf("%s.exec.timeout: %s is negative", field, cb.Exec.Timeout)
+			}
+			// The command must be there now: one that is not would fail at every notification.
+			if _, err := callback.LookPath(cb.Exec.Command[0]); err != nil {
+				return fmt.Errorf("%s.exec.command: %w", field, err)
 			}
 		}
 	}

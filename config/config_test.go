@@ -18,7 +18,7 @@ callbacks:
     class: memory
     include_existing: true
     exec:
-      command: ["/usr/local/bin/grow", "--x"]
+      command: ["/bin/sh", "--x"]
       timeout: 5s
   - name: cpus.log
     class: "{97fadb10-4e33-40ae-359c-8bef029dbdd0}"
@@ -35,7 +35,7 @@ callbacks:
 	}
 	g := c.Callbacks[0]
 	if g.ClassGUID != notify.GUIDDeviceMemory || !g.IncludeExisting || g.Exec == nil ||
-		g.Exec.Timeout != 5*time.Second || strings.Join(g.Exec.Command, " ") != "/usr/local/bin/grow --x" {
+		g.Exec.Timeout != 5*time.Second || strings.Join(g.Exec.Command, " ") != "/bin/sh --x" {
 		t.Errorf("callbacks[0] = %+v", g)
 	}
 	if c.Callbacks[1].ClassGUID != notify.GUIDDeviceProcessor || !c.Callbacks[1].Log {
@@ -212,5 +212,44 @@ func TestParseOneDocument(t *testing.T) {
 		if err != nil || c.LogEnabled() {
 			t.Errorf("Parse(%q) = %+v, %v; want the one document", doc, c, err)
 		}
+	}
+}
+
+// TestParseExecCommand: an exec command must be there at start, as the callback will run it: an
+// absolute path to an executable file, or a name found in the fixed exec PATH (not the agent's
+// own PATH, which the command never sees).
+func TestParseExecCommand(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "on-hotplug")
+	plain := filepath.Join(dir, "notes.txt")
+	os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755)
+	os.WriteFile(plain, []byte("x"), 0o644)
+	// Found only through the agent's PATH.
+	t.Setenv("PATH", dir)
+	doc := func(command string) string {
+		return "callbacks:\n  - name: a\n    class: memory\n    exec: {command: [" + command + "]}\n"
+	}
+	const path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	tests := []struct{ name, command, want string }{
+		{"absolute", script, ""},
+		{"name in the exec PATH", "sh", ""}, // in /bin or /usr/bin, though not in PATH
+		{"missing", filepath.Join(dir, "missing"), "callbacks[0].exec.command: " + dir + "/missing: no such file"},
+		{"directory", dir, "callbacks[0].exec.command: " + dir + ": a directory, not an executable file"},
+		{"not executable", plain, "callbacks[0].exec.command: " + plain + ": not executable (no execute permission bit: chmod +x)"},
+		{"device", "/dev/null", "callbacks[0].exec.command: /dev/null: not a regular file"},
+		{"relative", "bin/sh", "callbacks[0].exec.command: bin/sh: a relative path: write it from / (commands run in /)"},
+		{"name only in the agent's PATH", "on-hotplug", `callbacks[0].exec.command: "on-hotplug" is in no directory of the exec PATH (` + path + `): write its absolute path`},
+		{"name nowhere", "no-such-hook-anywhere", `callbacks[0].exec.command: "no-such-hook-anywhere" is in no directory of the exec PATH (` + path + `): write its absolute path`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(doc(tt.command)))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Parse(command %s) = %v; want it accepted", tt.command, err)
+			case tt.want != "" && (err == nil || err.Error() != tt.want):
+				t.Errorf("Parse(command %s) = %v\nwant %s", tt.command, err, tt.want)
+			}
+		})
 	}
 }

@@ -18,7 +18,7 @@ callbacks:
     kind: two_phase
     class: processor
     include_existing: true
-    exec: {command: [/usr/local/bin/pool]}
+    exec: {command: [/bin/sh]}
   - name: guard
     kind: target_device
     target: /sys/devices/system/memory/memory0
