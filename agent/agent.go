@@ -373,6 +373,10 @@ func (a *Agent) listen() error {
 	return nil
 }
 
+// close undoes what New did when New fails: it closes the listeners, the control socket and the
+// uevent source, and closes every registry, waiting up to ShutdownGrace for the callbacks in
+// flight (exec callbacks of include_existing registrations, say), so that a failed New leaves no
+// goroutine and no file descriptor behind. It blocks until then.
 func (a *Agent) close() {
 	for _, l := range a.listeners {
 		l.Close()
@@ -380,16 +384,28 @@ func (a *Agent) close() {
 	if a.control != nil {
 		a.control.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.o.ShutdownGrace)
-	defer cancel()
-	if a.changes != nil {
-		a.changes.Close(ctx)
-	}
-	if a.targets != nil {
-		a.targets.Close(ctx)
-	}
 	if a.source != nil {
 		a.source.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.o.ShutdownGrace)
+	defer cancel()
+	var closers []func(context.Context) error
+	if a.registry != nil {
+		closers = append(closers, a.registry.Close)
+	}
+	if a.devices != nil {
+		closers = append(closers, a.devices.Close)
+	}
+	if a.changes != nil {
+		closers = append(closers, a.changes.Close)
+	}
+	if a.targets != nil {
+		closers = append(closers, a.targets.Close)
+	}
+	for _, c := range closers {
+		if err := c(ctx); err != nil {
+			a.log.Warn("start failed; callbacks still running", "err", err)
+		}
 	}
 }
 
