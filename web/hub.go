@@ -39,22 +39,55 @@ type frame struct {
 }
 
 // subscriber is one /events client. The hub hands it frames without ever blocking: a client
-// that falls a whole buffer behind is cut off, and comes back with its last ID.
+// that falls limit frames behind is cut off, and comes back with its last ID. Its queue grows
+// with what is waiting and no further: an idle subscriber holds no buffer.
 type subscriber struct {
 	class   uuid.UUID
-	ch      chan frame
+	limit   int           // how many frames may wait before the subscriber is cut off
+	wake    chan struct{} // capacity 1: "frames are waiting"
 	cut     chan struct{}
 	cutOnce sync.Once
 	reason  string
+
+	mu    sync.Mutex
+	queue []frame // the frames waiting, oldest first
 }
 
+// queueKeep is the largest queue capacity a subscriber keeps between batches; a burst's larger
+// queue is let go once written, so that a subscriber idle after it holds little.
+const queueKeep = 16
+
+func newSubscriber(class uuid.UUID, limit int) *subscriber {
+	return &subscriber{class: class, limit: limit, wake: make(chan struct{}, 1), cut: make(chan struct{})}
+}
+
+// offer queues f unless limit frames are waiting already; it never blocks.
 func (s *subscriber) offer(f frame) bool {
-	select {
-	case s.ch <- f:
-		return true
-	default:
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) >= s.limit {
 		return false
 	}
+	s.queue = append(s.queue, f)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns the frames waiting, oldest first, and empties the queue; spare, the batch the
+// caller has written, is reused for the next frames when it is small. It never blocks long.
+func (s *subscriber) take(spare []frame) []frame {
+	clear(spare) // the frames' interface lists are not kept alive by a spare queue
+	if cap(spare) > queueKeep {
+		spare = nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	batch := s.queue
+	s.queue = spare[:0]
+	return batch
 }
 
 func (s *subscriber) cutOff(reason string) {
@@ -108,7 +141,7 @@ func (h *hub) deliver(_ context.Context, n notify.Notification, _ any) error {
 	cut := 0
 	for s := range h.subs {
 		if matches(s.class, n.InterfaceClassGUID) && !s.offer(frame{n: n, id: n.ID}) {
-			s.cutOff(fmt.Sprintf("subscriber too slow: %d notifications behind; reconnect with your last event ID", cap(s.ch)))
+			s.cutOff(fmt.Sprintf("subscriber too slow: %d notifications behind; reconnect with your last event ID", s.limit))
 			delete(h.subs, s)
 			cut++
 		}
@@ -157,7 +190,7 @@ func (h *hub) activeOf(class uuid.UUID) []notify.Interface {
 //     a resync with the active set;
 //   - new, with includeExisting: an arrival for every active interface.
 func (h *hub) subscribe(class uuid.UUID, buffer int, includeExisting, hasLast bool, lastID uint64) (*subscriber, []frame) {
-	s := &subscriber{class: class, ch: make(chan frame, buffer), cut: make(chan struct{})}
+	s := newSubscriber(class, buffer)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var pre []frame

@@ -34,7 +34,7 @@ type Options struct {
 	// KeepAlive is the interval of SSE comment lines that keep idle connections open; 0 means 15 s.
 	KeepAlive time.Duration
 	// StreamBuffer is how many notifications a subscriber may fall behind before it is cut off;
-	// 0 means 1024.
+	// 0 means 1024. A subscriber's queue grows to it on demand: an idle one holds none.
 	StreamBuffer int
 	// History is how many notifications the event stream keeps for clients that reconnect with
 	// their last event ID; 0 means 4096.
@@ -264,6 +264,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	tick := time.NewTicker(s.o.KeepAlive)
 	defer tick.Stop()
+	var batch []frame
 	for {
 		select {
 		case <-r.Context().Done():
@@ -271,8 +272,8 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		case <-sub.cut:
 			// Deliver what was queued before the cut, then say why the stream ends.
 			begin()
-			for len(sub.ch) > 0 {
-				if err := writeFrame(w, <-sub.ch); err != nil {
+			for _, f := range sub.take(batch) {
+				if err := writeFrame(w, f); err != nil {
 					failed(err)
 					return
 				}
@@ -285,22 +286,17 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)
 			_ = rc.Flush()
 			return
-		case f := <-sub.ch:
-			begin()
-			if err := writeFrame(w, f); err != nil {
-				failed(err)
-				return
+		case <-sub.wake:
+			// Everything waiting, written before one flush.
+			batch = sub.take(batch)
+			if len(batch) == 0 {
+				continue
 			}
-			// Write whatever else is ready before one flush.
-			for drained := false; !drained; {
-				select {
-				case f := <-sub.ch:
-					if err := writeFrame(w, f); err != nil {
-						failed(err)
-						return
-					}
-				default:
-					drained = true
+			begin()
+			for _, f := range batch {
+				if err := writeFrame(w, f); err != nil {
+					failed(err)
+					return
 				}
 			}
 			if err := rc.Flush(); err != nil {
