@@ -53,6 +53,9 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// StreamHistory is how many notifications /events keeps for clients that resume; 0: 4096.
 	StreamHistory int
+	// MaxStreamSubscribers bounds the /events subscribers at once; beyond it a request gets 503
+	// and is counted. 0: web.DefaultMaxStreamSubscribers.
+	MaxStreamSubscribers int
 	// StatePath is the file that keeps the announced interfaces and the last notification ID
 	// across restarts; "" keeps none. A path that statefile refuses (statefile.ErrRefused)
 	// makes New fail; a file whose contents are bad is reported, and replaced.
@@ -253,6 +256,9 @@ func New(o Options) (*Agent, error) {
 		Targets:        a.targets,
 		History:        o.StreamHistory,
 		OnCut:          a.metrics.StreamCuts.Inc,
+
+		MaxStreamSubscribers: o.MaxStreamSubscribers,
+		OnRefused:            a.metrics.Refused,
 	})
 	if err != nil {
 		return nil, err

@@ -34,6 +34,9 @@ type Metrics struct {
 	Resyncs          *prometheus.CounterVec
 	Interfaces       *prometheus.GaugeVec
 	StreamCuts       prometheus.Counter
+	// HTTPRefused counts the HTTP connections and /events subscribers refused at their limits,
+	// by reason: connections, subscribers (web.RefusedConnections, web.RefusedSubscribers).
+	HTTPRefused *prometheus.CounterVec
 	// DeviceNotifications counts the memory-device notifications (notify.FlagMemoryDevices),
 	// apart from Notifications: the blocks of a device are counted there already.
 	DeviceNotifications *prometheus.CounterVec
@@ -145,6 +148,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Namespace: namespace, Name: "stream_subscribers_cut_total",
 			Help: "Event stream (/events) subscribers cut off for falling too far behind or not reading; they resume by event ID.",
 		}),
+		HTTPRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "http_refused_total",
+			Help: "HTTP connections refused beyond the connection limit (connections), and /events requests answered 503 beyond the subscriber limit (subscribers).",
+		}, []string{"reason"}),
 		DeviceNotifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "memory_device_notifications_total",
 			Help: "Notifications of whole memory devices (a DIMM, a virtio-mem plug), by event.",
@@ -165,7 +172,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	reg.MustRegister(m.Notifications, m.DispatchLatency, m.CallbackDuration, m.CallbackErrors,
 		m.QueueOverflows, m.Uevents, m.UeventsRejected, m.NetlinkOverflows, m.Resyncs, m.Interfaces,
-		m.StreamCuts, m.OnlineAttempts, m.OnlineDuration, m.BuildInfo, m.DeviceNotifications)
+		m.StreamCuts, m.HTTPRefused, m.OnlineAttempts, m.OnlineDuration, m.BuildInfo, m.DeviceNotifications)
 
 	revision, goversion := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -199,6 +206,9 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		for j, a := range actions {
 			m.uevents[i][j] = m.Uevents.WithLabelValues(sub, a)
 		}
+	}
+	for _, r := range []string{"connections", "subscribers"} {
+		m.HTTPRefused.WithLabelValues(r)
 	}
 	return m
 }
@@ -331,6 +341,15 @@ func (m *Metrics) OnlineAttempt(class, result string, sinceAdd time.Duration) {
 	m.OnlineAttempts.WithLabelValues(class, result).Inc()
 	if result == "success" {
 		m.OnlineDuration.WithLabelValues(class).Observe(sinceAdd.Seconds())
+	}
+}
+
+// Refused counts an HTTP connection or /events request refused at its limit; reason is
+// "connections" or "subscribers" (other values would grow the series without bound, and are
+// counted as neither).
+func (m *Metrics) Refused(reason string) {
+	if reason == "connections" || reason == "subscribers" {
+		m.HTTPRefused.WithLabelValues(reason).Inc()
 	}
 }
 

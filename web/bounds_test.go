@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,7 +37,7 @@ func TestIdleSubscribersCostLittle(t *testing.T) {
 	reg := notify.NewRegistry(notify.Options{})
 	reg.Seed([]notify.Interface{cpu(0), cpu(1)})
 	defer reg.Close(context.Background())
-	h, err := Handler(Options{Registry: reg, Gatherer: prometheus.NewRegistry()})
+	h, err := Handler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), MaxStreamSubscribers: n})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,5 +65,73 @@ func TestIdleSubscribersCostLittle(t *testing.T) {
 	t.Logf("%d idle subscribers: %d bytes each (heap and stack)", n, per)
 	if per > 16<<10 {
 		t.Errorf("an idle subscriber costs %d bytes; want at most 16 KiB", per)
+	}
+}
+
+// TestEventsSubscriberLimit: beyond MaxStreamSubscribers, of both streams together, /events
+// answers 503 with Retry-After and a line that names the limit and the flag, and counts the
+// refusal; a subscriber that leaves makes room for another.
+func TestEventsSubscriberLimit(t *testing.T) {
+	reg := notify.NewRegistry(notify.Options{})
+	reg.Seed([]notify.Interface{cpu(0), cpu(1)})
+	devices := notify.NewRegistry(notify.Options{})
+	defer reg.Close(context.Background())
+	defer devices.Close(context.Background())
+	var mu sync.Mutex
+	refused := map[string]int{}
+	h, err := Handler(Options{Registry: reg, DeviceRegistry: devices, Gatherer: prometheus.NewRegistry(),
+		MaxStreamSubscribers: 3, OnRefused: func(reason string) { mu.Lock(); refused[reason]++; mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	_, done1 := stream(t, srv.URL+"/events")
+	defer done1()
+	_, done2 := stream(t, srv.URL+"/events?class=processor")
+	defer done2()
+	_, done3 := stream(t, srv.URL+"/events?memory_devices=true")
+	defer done3()
+
+	resp, err := http.Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		resp.Body.Close()
+		t.Fatalf("a fourth subscriber: %s, Retry-After %q; want 503 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "at most 3") || !strings.Contains(string(body), "--web.max-stream-subscribers") ||
+		strings.Count(string(body), "\n") != 1 {
+		t.Errorf("refusal body %q; want one line naming the limit and the flag", body)
+	}
+	mu.Lock()
+	if refused[RefusedSubscribers] != 1 || len(refused) != 1 {
+		t.Errorf("refusals counted: %v; want subscribers: 1", refused)
+	}
+	mu.Unlock()
+
+	// Other endpoints are not affected.
+	if resp, err := http.Get(srv.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/healthz with the subscribers at their limit: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	done2()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get(srv.URL + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a subscriber left, and a new one still gets %s after 10 s", resp.Status)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -19,6 +20,19 @@ import (
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
+
+// DefaultMaxStreamSubscribers is Options.MaxStreamSubscribers when unset: more than any
+// dashboard or fleet of monitors on one host needs, few enough that they cost a few MiB.
+const DefaultMaxStreamSubscribers = 1024
+
+// The reasons a request or a connection is refused, for Options.OnRefused.
+const (
+	RefusedSubscribers = "subscribers" // the /events subscribers are at MaxStreamSubscribers
+	RefusedConnections = "connections" // the connections are at LimitListener's limit
+)
+
+// refusedRetryAfter is the Retry-After of a refusal, in seconds.
+const refusedRetryAfter = "5"
 
 // StreamOwner is the owner name of every /events registration: one label value in the metrics
 // however many subscribers there are.
@@ -44,6 +58,13 @@ type Options struct {
 	WriteTimeout time.Duration
 	// OnCut is called when a stream subscriber is cut off (too slow, or not reading); nil: nothing.
 	OnCut func()
+	// MaxStreamSubscribers bounds the /events subscribers at once, of both streams together:
+	// one more is answered 503 Service Unavailable with Retry-After; 0 means
+	// DefaultMaxStreamSubscribers.
+	MaxStreamSubscribers int
+	// OnRefused is called with RefusedSubscribers for each /events request refused that way
+	// (and, from LimitListener, with RefusedConnections); nil: nothing.
+	OnRefused func(reason string)
 	// Version is shown on the status page.
 	Version string
 	// Present lists every CPU and memory block present, online or not, for the status page;
@@ -79,6 +100,12 @@ func Handler(o Options) (http.Handler, error) {
 	if o.History <= 0 {
 		o.History = 4096
 	}
+	if o.MaxStreamSubscribers <= 0 {
+		o.MaxStreamSubscribers = DefaultMaxStreamSubscribers
+	}
+	if o.OnRefused == nil {
+		o.OnRefused = func(string) {}
+	}
 	h, err := newHub(o.Registry, o.History)
 	if err != nil {
 		return nil, err
@@ -99,9 +126,10 @@ func Handler(o Options) (http.Handler, error) {
 }
 
 type server struct {
-	o      Options
-	hub    *hub
-	devHub *hub // the memory devices' stream; nil without Options.DeviceRegistry
+	o           Options
+	hub         *hub
+	devHub      *hub         // the memory devices' stream; nil without Options.DeviceRegistry
+	subscribers atomic.Int64 // /events requests being served, of both hubs
 }
 
 // memoryDevices reads the memory_devices query parameter: false when absent.
@@ -177,10 +205,12 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 // line with its ID and a `data:` line of JSON. Query parameters: class (processor, memory or a
 // GUID; default every class), include_existing (true: first an arrival for every active
 // interface) and memory_devices (true: the stream of the memory devices, one arrival per DIMM or
-// virtio-mem plug instead of one per block, with IDs of its own). A client that reconnects with the Last-Event-ID header (EventSource does it by
-// itself; ?last_event_id= works too) receives exactly what followed that ID, or an `event:
-// resync` whose data is the active set when the history no longer reaches back. The subscription
-// exists once the response headers are sent, so nothing that happens after is missed.
+// virtio-mem plug instead of one per block, with IDs of its own). A client that reconnects with
+// the Last-Event-ID header (EventSource does it by itself; ?last_event_id= works too) receives
+// exactly what followed that ID, or an `event: resync` whose data is the active set when the
+// history no longer reaches back. The subscription exists once the response headers are sent, so
+// nothing that happens after is missed. Beyond MaxStreamSubscribers at once, a request is
+// answered 503 with Retry-After, and counted.
 func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	class := notify.AllClasses
@@ -226,6 +256,15 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	case devices:
 		hub = s.devHub
 	}
+	if n := s.subscribers.Add(1); n > int64(s.o.MaxStreamSubscribers) {
+		s.subscribers.Add(-1)
+		s.o.OnRefused(RefusedSubscribers)
+		w.Header().Set("Retry-After", refusedRetryAfter)
+		http.Error(w, fmt.Sprintf("too many event stream subscribers: this agent serves at most %d at once (hotplug-agent run --web.max-stream-subscribers)",
+			s.o.MaxStreamSubscribers), http.StatusServiceUnavailable)
+		return
+	}
+	defer s.subscribers.Add(-1)
 	rc := http.NewResponseController(w)
 	sub, pre := hub.subscribe(class, s.o.StreamBuffer, existing, last != "", lastID)
 	defer hub.unsubscribe(sub)

@@ -39,6 +39,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown flag", []string{"run", "--no-such-flag"}, 2, "flag provided but not defined: -no-such-flag", false},
 		{"stray argument", []string{"list", "extra"}, 2, `unexpected argument "extra"`, false},
 		{"bad log level", []string{"run", "--log.level=loud"}, 2, `--log.level: "loud"`, false},
+		{"no stream subscribers", []string{"run", "--web.max-stream-subscribers=0"}, 2, "--web.max-stream-subscribers: 0: want at least 1", false},
 		{"negative buffer", []string{"run", "--netlink.receive-buffer-bytes=-1"}, 2, "is negative", false},
 		{"missing config", []string{"run", "--config.file=" + filepath.Join(dir, "none.yaml")}, 1, "no such file or directory", false},
 		{"invalid class in config", []string{"run", "--config.file=" + badYAML}, 1, "callbacks[0].class", false},

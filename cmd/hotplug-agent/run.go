@@ -14,6 +14,7 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/control"
 	"github.com/hotplug-agent/hotplug-agent/online"
+	"github.com/hotplug-agent/hotplug-agent/web"
 )
 
 // DefaultListenAddress is the HTTP API's default address. Port 19100 lies outside the range
@@ -41,6 +42,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	defState, defSocket := userDefaults(os.Geteuid(), os.Getenv)
 	statePath := fs.String("path.state", defState, "file that keeps the announced interfaces and the last event ID across restarts; empty keeps none. By user: root "+DefaultStatePath+", others $XDG_STATE_HOME/hotplug-agent/state.json (else under ~/.local/state)")
 	history := fs.Int("web.stream-history", 4096, "notifications /events keeps for clients that resume with Last-Event-ID")
+	maxSubscribers := fs.Int("web.max-stream-subscribers", web.DefaultMaxStreamSubscribers, "most /events subscribers at once; one more is answered 503 and counted in hotplug_agent_http_refused_total")
 	configFile := fs.String("config.file", "", "YAML configuration file (callbacks); empty: log every notification")
 	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log.format", "logfmt", "log format: logfmt or json")
@@ -50,6 +52,9 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *history < 1 {
 		return usageError{fmt.Errorf("--web.stream-history: %d: want at least 1", *history)}
+	}
+	if *maxSubscribers < 1 {
+		return usageError{fmt.Errorf("--web.max-stream-subscribers: %d: want at least 1", *maxSubscribers)}
 	}
 	if *rcvbuf < 0 {
 		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d is negative", *rcvbuf)}
@@ -72,18 +77,19 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		logWithoutRoot(logger, euid, *statePath, *controlSocket, cfg.Online.Policy())
 	}
 	a, err := agent.New(agent.Options{
-		SysfsPath:          *sysfsPath,
-		IOMemPath:          iomem,
-		ListenAddresses:    listen.or(DefaultListenAddress),
-		SystemdSocket:      *systemdSocket,
-		StatePath:          *statePath,
-		StreamHistory:      *history,
-		WebConfigFile:      *webConfig,
-		ReceiveBufferBytes: *rcvbuf,
-		Config:             cfg,
-		Version:            version,
-		Logger:             logger,
-		ControlSocket:      *controlSocket,
+		SysfsPath:            *sysfsPath,
+		IOMemPath:            iomem,
+		ListenAddresses:      listen.or(DefaultListenAddress),
+		SystemdSocket:        *systemdSocket,
+		StatePath:            *statePath,
+		StreamHistory:        *history,
+		MaxStreamSubscribers: *maxSubscribers,
+		WebConfigFile:        *webConfig,
+		ReceiveBufferBytes:   *rcvbuf,
+		Config:               cfg,
+		Version:              version,
+		Logger:               logger,
+		ControlSocket:        *controlSocket,
 		// The default path may be taken (another agent) or read-only (a unit without
 		// RuntimeDirectory=): the agent then runs without it; a path asked for must work.
 		ControlSocketOptional: !flagSet(fs, "control.socket"),
