@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,11 @@ type Options struct {
 	// MaxStreamSubscribers bounds the /events subscribers at once; beyond it a request gets 503
 	// and is counted. 0: web.DefaultMaxStreamSubscribers.
 	MaxStreamSubscribers int
+	// MaxConnections bounds the HTTP connections open at once, of every listener together;
+	// beyond it a connection is refused (a 503, then closed) and counted. The agent lowers it to
+	// what its descriptor limit holds beside the descriptors it keeps for everything else (see
+	// descriptorReserve). 0: web.DefaultMaxConnections.
+	MaxConnections int
 	// StatePath is the file that keeps the announced interfaces and the last notification ID
 	// across restarts; "" keeps none. A path that statefile refuses (statefile.ErrRefused)
 	// makes New fail; a file whose contents are bad is reported, and replaced.
@@ -98,6 +104,7 @@ type Agent struct {
 	metrics    *metrics.Metrics
 	phases     *metrics.Phases
 	listeners  []net.Listener
+	conns      *web.ConnLimit // bounds the connections of every listener together
 	handler    http.Handler
 	stuckAfter time.Duration
 	busy       atomic.Int64  // unix nanoseconds since the loop began the current event; 0 when waiting
@@ -117,6 +124,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 10 * time.Second
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = web.DefaultMaxConnections
 	}
 	fs, err := sysfs.NewFS(o.SysfsPath)
 	if err != nil {
@@ -141,6 +151,7 @@ func New(o Options) (*Agent, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = metrics.New(reg, o.Version)
 	a.tracker.OnReject(a.metrics.Rejected)
+	a.conns = web.NewConnLimit(a.connectionLimit(), a.metrics.Refused)
 	metrics.RegisterPresent(reg, func() (int, int, error) {
 		sets, err := fs.CPUSets()
 		if err != nil {
@@ -377,6 +388,67 @@ func (a *Agent) listen() error {
 		a.listeners = append(a.listeners, l)
 	}
 	return nil
+}
+
+// Descriptors the agent keeps out of the HTTP connections' reach (descriptorReserve).
+const (
+	// reserveBase: standard input, output and error; the netlink socket; the netpoller's epoll
+	// and event descriptors; the listeners; the control socket and its clients; the state file's
+	// temporary file and directory; the sysfs and /proc files read or written at a time; the
+	// systemd notification socket.
+	reserveBase = 64
+	// reservePerExec: an exec command being started holds /dev/null, two pipes for its output,
+	// the start-up status pipe and a pidfd.
+	reservePerExec = 8
+	// reservePerWebhook: a webhook callback's connection, and one being dialled.
+	reservePerWebhook = 4
+	// minConnections is the connection limit however few descriptors the agent has.
+	minConnections = 16
+)
+
+// descriptorReserve returns how many file descriptors the agent keeps for everything but HTTP
+// connections, so that connections can never take those that callbacks and the state file
+// need: what reserveBase lists, the connections being refused (web.RefusingConnections), and
+// per exec command that can run at once (one per exec callback, at most max_exec_processes)
+// and per webhook callback.
+func descriptorReserve(c *config.Config) int {
+	execs, webhooks := 0, 0
+	for _, cb := range c.Callbacks {
+		if cb.Exec != nil {
+			execs++
+		}
+		if cb.Webhook != nil {
+			webhooks++
+		}
+	}
+	return reserveBase + web.RefusingConnections + reservePerExec*min(execs, c.ExecLimit()) + reservePerWebhook*webhooks
+}
+
+// connectionLimit returns the HTTP connection limit for a wish of want connections, a descriptor
+// limit of nofile (0: unknown) and a reserve: want, or what nofile holds beside the reserve when
+// that is less, but not under minConnections for that.
+func connectionLimit(want, nofile, reserve int) int {
+	if nofile <= 0 {
+		return want
+	}
+	return min(want, max(nofile-reserve, minConnections))
+}
+
+// connectionLimit returns the agent's HTTP connection limit, and logs it.
+func (a *Agent) connectionLimit() int {
+	nofile, reserve := descriptorLimit(), descriptorReserve(a.o.Config)
+	n := connectionLimit(a.o.MaxConnections, nofile, reserve)
+	attrs := []any{"max_connections", n, "max_stream_subscribers", cmp.Or(a.o.MaxStreamSubscribers, web.DefaultMaxStreamSubscribers),
+		"descriptor_limit", nofile, "descriptors_reserved", reserve}
+	switch {
+	case nofile > 0 && nofile-reserve < minConnections:
+		a.log.Warn("the descriptor limit leaves too few descriptors for HTTP connections beside those kept for callbacks and the state file; raise it (LimitNOFILE=, ulimit -n)", attrs...)
+	case n < a.o.MaxConnections:
+		a.log.Info("HTTP connection limit lowered to what the descriptor limit holds beside those kept for callbacks and the state file", attrs...)
+	default:
+		a.log.Info("HTTP connection limit", attrs...)
+	}
+	return n
 }
 
 // close undoes what New did when New fails: it closes the listeners, the control socket and the
@@ -655,6 +727,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	serveErr := make(chan error, len(a.listeners))
 	webLog := a.log.With("component", "web")
 	for i, l := range a.listeners {
+		l = a.conns.Listener(l)
 		srv := &http.Server{
 			Handler:           a.handler,
 			ReadHeaderTimeout: 10 * time.Second,

@@ -43,6 +43,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	statePath := fs.String("path.state", defState, "file that keeps the announced interfaces and the last event ID across restarts; empty keeps none. By user: root "+DefaultStatePath+", others $XDG_STATE_HOME/hotplug-agent/state.json (else under ~/.local/state)")
 	history := fs.Int("web.stream-history", 4096, "notifications /events keeps for clients that resume with Last-Event-ID")
 	maxSubscribers := fs.Int("web.max-stream-subscribers", web.DefaultMaxStreamSubscribers, "most /events subscribers at once; one more is answered 503 and counted in hotplug_agent_http_refused_total")
+	maxConns := fs.Int("web.max-connections", web.DefaultMaxConnections, "most HTTP connections open at once, /events streams included; one more is answered 503 and closed, and counted in hotplug_agent_http_refused_total. Lowered at start to what the descriptor limit (ulimit -n) holds beside those kept for callbacks and the state file")
 	configFile := fs.String("config.file", "", "YAML configuration file (callbacks); empty: log every notification")
 	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log.format", "logfmt", "log format: logfmt or json")
@@ -55,6 +56,9 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *maxSubscribers < 1 {
 		return usageError{fmt.Errorf("--web.max-stream-subscribers: %d: want at least 1", *maxSubscribers)}
+	}
+	if *maxConns < 1 {
+		return usageError{fmt.Errorf("--web.max-connections: %d: want at least 1", *maxConns)}
 	}
 	if *rcvbuf < 0 {
 		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d is negative", *rcvbuf)}
@@ -84,6 +88,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		StatePath:            *statePath,
 		StreamHistory:        *history,
 		MaxStreamSubscribers: *maxSubscribers,
+		MaxConnections:       *maxConns,
 		WebConfigFile:        *webConfig,
 		ReceiveBufferBytes:   *rcvbuf,
 		Config:               cfg,
