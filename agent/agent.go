@@ -62,6 +62,9 @@ type Options struct {
 	// what its descriptor limit holds beside the descriptors it keeps for everything else (see
 	// descriptorReserve). 0: web.DefaultMaxConnections.
 	MaxConnections int
+	// IdleTimeout closes a keep-alive HTTP connection that has waited that long for its next
+	// request; 0: DefaultIdleTimeout. An /events stream is a request in progress: it stays.
+	IdleTimeout time.Duration
 	// StatePath is the file that keeps the announced interfaces and the last notification ID
 	// across restarts; "" keeps none. A path that statefile refuses (statefile.ErrRefused)
 	// makes New fail; a file whose contents are bad is reported, and replaced.
@@ -82,6 +85,10 @@ type Source interface {
 	Read(ctx context.Context) (udev.Event, error)
 	Close() error
 }
+
+// DefaultIdleTimeout is Options.IdleTimeout when unset: longer than Prometheus's default scrape
+// interval (1 minute), so that a scraper keeps its connection.
+const DefaultIdleTimeout = 2 * time.Minute
 
 // defaultStuckAfter is how long the event loop may spend on one event before /healthz fails and
 // the systemd watchdog stops being fed; a shorter watchdog interval lowers it.
@@ -127,6 +134,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = web.DefaultMaxConnections
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
 	}
 	fs, err := sysfs.NewFS(o.SysfsPath)
 	if err != nil {
@@ -439,7 +449,7 @@ func (a *Agent) connectionLimit() int {
 	nofile, reserve := descriptorLimit(), descriptorReserve(a.o.Config)
 	n := connectionLimit(a.o.MaxConnections, nofile, reserve)
 	attrs := []any{"max_connections", n, "max_stream_subscribers", cmp.Or(a.o.MaxStreamSubscribers, web.DefaultMaxStreamSubscribers),
-		"descriptor_limit", nofile, "descriptors_reserved", reserve}
+		"idle_timeout", a.o.IdleTimeout, "descriptor_limit", nofile, "descriptors_reserved", reserve}
 	switch {
 	case nofile > 0 && nofile-reserve < minConnections:
 		a.log.Warn("the descriptor limit leaves too few descriptors for HTTP connections beside those kept for callbacks and the state file; raise it (LimitNOFILE=, ulimit -n)", attrs...)
@@ -731,6 +741,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		srv := &http.Server{
 			Handler:           a.handler,
 			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       a.o.IdleTimeout,
 			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 			BaseContext:       func(net.Listener) context.Context { return streams },
 		}

@@ -123,3 +123,58 @@ func TestConnectionsBeyondTheLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleConnectionsTimeOut: a keep-alive connection that sends no further request is closed
+// after IdleTimeout, while an /events stream open as long carries on.
+func TestIdleConnectionsTimeOut(t *testing.T) {
+	root := fixture(t)
+	a, src, _, _ := runAgent(t, Options{SysfsPath: root, IdleTimeout: 300 * time.Millisecond})
+	base := "http://" + a.Addrs()[0].String()
+	resp, err := http.Get(base + "/events?class=processor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+
+	c, err := net.Dial("tcp", a.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if code, body := httpGet(t, c, r, "/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d %s", code, body)
+	}
+	began := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Fatalf("an idle keep-alive connection: %v after %s; want the agent to close it after 300ms", err, time.Since(began).Round(time.Millisecond))
+	}
+	if d := time.Since(began); d < 250*time.Millisecond {
+		t.Errorf("the idle connection was closed after %s; want 300ms", d)
+	}
+
+	// The stream, open for longer than the idle timeout, still delivers.
+	time.Sleep(time.Second)
+	writeAttr(t, root, "devices/system/cpu/cpu1/online", "0")
+	src.send(t, "offline", "/devices/system/cpu/cpu1", "cpu", 100)
+	sc := bufio.NewScanner(resp.Body)
+	got := make(chan string, 1)
+	go func() {
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "data: ") {
+				got <- sc.Text()
+				return
+			}
+		}
+		got <- "the stream ended: " + fmt.Sprint(sc.Err())
+	}()
+	select {
+	case line := <-got:
+		if !strings.Contains(line, `"event":"removal"`) {
+			t.Errorf("the stream after the idle timeout: %s; want the removal of cpu1", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream delivered nothing within 10 s")
+	}
+}

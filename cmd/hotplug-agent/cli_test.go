@@ -41,6 +41,7 @@ func TestBadInput(t *testing.T) {
 		{"bad log level", []string{"run", "--log.level=loud"}, 2, `--log.level: "loud"`, false},
 		{"no stream subscribers", []string{"run", "--web.max-stream-subscribers=0"}, 2, "--web.max-stream-subscribers: 0: want at least 1", false},
 		{"no connections", []string{"run", "--web.max-connections=0"}, 2, "--web.max-connections: 0: want at least 1", false},
+		{"no idle time", []string{"run", "--web.idle-timeout=0s"}, 2, "--web.idle-timeout: 0s: want a positive duration", false},
 		{"negative buffer", []string{"run", "--netlink.receive-buffer-bytes=-1"}, 2, "is negative", false},
 		{"missing config", []string{"run", "--config.file=" + filepath.Join(dir, "none.yaml")}, 1, "no such file or directory", false},
 		{"invalid class in config", []string{"run", "--config.file=" + badYAML}, 1, "callbacks[0].class", false},

@@ -44,6 +44,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	history := fs.Int("web.stream-history", 4096, "notifications /events keeps for clients that resume with Last-Event-ID")
 	maxSubscribers := fs.Int("web.max-stream-subscribers", web.DefaultMaxStreamSubscribers, "most /events subscribers at once; one more is answered 503 and counted in hotplug_agent_http_refused_total")
 	maxConns := fs.Int("web.max-connections", web.DefaultMaxConnections, "most HTTP connections open at once, /events streams included; one more is answered 503 and closed, and counted in hotplug_agent_http_refused_total. Lowered at start to what the descriptor limit (ulimit -n) holds beside those kept for callbacks and the state file")
+	idle := fs.Duration("web.idle-timeout", agent.DefaultIdleTimeout, "close a keep-alive HTTP connection idle that long between requests (an /events stream is not idle)")
 	configFile := fs.String("config.file", "", "YAML configuration file (callbacks); empty: log every notification")
 	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log.format", "logfmt", "log format: logfmt or json")
@@ -59,6 +60,9 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *maxConns < 1 {
 		return usageError{fmt.Errorf("--web.max-connections: %d: want at least 1", *maxConns)}
+	}
+	if *idle <= 0 {
+		return usageError{fmt.Errorf("--web.idle-timeout: %s: want a positive duration", *idle)}
 	}
 	if *rcvbuf < 0 {
 		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d is negative", *rcvbuf)}
@@ -89,6 +93,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		StreamHistory:        *history,
 		MaxStreamSubscribers: *maxSubscribers,
 		MaxConnections:       *maxConns,
+		IdleTimeout:          *idle,
 		WebConfigFile:        *webConfig,
 		ReceiveBufferBytes:   *rcvbuf,
 		Config:               cfg,
