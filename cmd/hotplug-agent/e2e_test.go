@@ -27,6 +27,9 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(connectHelperEnv) != "" {
+		os.Exit(connectHelper())
+	}
 	dir, err := os.MkdirTemp("", "hotplug-agent-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
