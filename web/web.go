@@ -21,14 +21,15 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
-// DefaultMaxStreamSubscribers is Options.MaxStreamSubscribers when unset: more than any
-// dashboard or fleet of monitors on one host needs, few enough that they cost a few MiB.
+// DefaultMaxStreamSubscribers is Options.MaxStreamSubscribers when unset: more than the
+// dashboards and monitors of one host need, few enough that with their connections they hold
+// tens of MiB, not hundreds.
 const DefaultMaxStreamSubscribers = 1024
 
 // The reasons a request or a connection is refused, for Options.OnRefused.
 const (
 	RefusedSubscribers = "subscribers" // the /events subscribers are at MaxStreamSubscribers
-	RefusedConnections = "connections" // the connections are at LimitListener's limit
+	RefusedConnections = "connections" // the connections are at a ConnLimit's limit
 )
 
 // refusedRetryAfter is the Retry-After of a refusal, in seconds.
@@ -62,8 +63,8 @@ type Options struct {
 	// one more is answered 503 Service Unavailable with Retry-After; 0 means
 	// DefaultMaxStreamSubscribers.
 	MaxStreamSubscribers int
-	// OnRefused is called with RefusedSubscribers for each /events request refused that way
-	// (and, from LimitListener, with RefusedConnections); nil: nothing.
+	// OnRefused is called with RefusedSubscribers for each /events request refused that way;
+	// nil: nothing. (A ConnLimit calls the function it is given with RefusedConnections.)
 	OnRefused func(reason string)
 	// Version is shown on the status page.
 	Version string
