@@ -135,3 +135,37 @@ func TestEventsSubscriberLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriberLimit: a subscriber is cut off once limit frames are not yet written to it,
+// whether they wait in its queue or were taken and wait for the socket.
+func TestSubscriberLimit(t *testing.T) {
+	s := newSubscriber(notify.AllClasses, 3)
+	f := frame{id: 1}
+	for i := range 3 {
+		if !s.offer(f) {
+			t.Fatalf("frame %d of 3 refused", i+1)
+		}
+	}
+	if s.offer(f) {
+		t.Fatal("a fourth frame queued; want it refused")
+	}
+	batch := s.take(nil)
+	if len(batch) != 3 {
+		t.Fatalf("took %d frames; want 3", len(batch))
+	}
+	if s.offer(f) {
+		t.Fatal("a frame queued while 3 taken wait to be written; want it refused")
+	}
+	s.wrote()
+	if !s.offer(f) {
+		t.Fatal("a frame refused with 2 frames waiting")
+	}
+	s.wrote()
+	s.wrote()
+	if !s.offer(f) || !s.offer(f) || s.offer(f) {
+		t.Error("with the batch written and one queued, want two more queued and the next refused")
+	}
+	if got := s.take(batch); len(got) != 3 {
+		t.Errorf("took %d frames; want 3", len(got))
+	}
+}

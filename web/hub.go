@@ -6,6 +6,7 @@ import (
 	"iter"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,8 +40,9 @@ type frame struct {
 }
 
 // subscriber is one /events client. The hub hands it frames without ever blocking: a client
-// that falls limit frames behind is cut off, and comes back with its last ID. Its queue grows
-// with what is waiting and no further: an idle subscriber holds no buffer.
+// with limit frames not yet written to it (queued, or taken and waiting for the socket) is cut
+// off, and comes back with its last ID. Its queue grows with what is waiting and no further: an
+// idle subscriber holds no buffer.
 type subscriber struct {
 	class   uuid.UUID
 	limit   int           // how many frames may wait before the subscriber is cut off
@@ -49,8 +51,9 @@ type subscriber struct {
 	cutOnce sync.Once
 	reason  string
 
-	mu    sync.Mutex
-	queue []frame // the frames waiting, oldest first
+	mu      sync.Mutex
+	queue   []frame      // the frames waiting, oldest first
+	writing atomic.Int64 // frames of the last batch taken and not yet written
 }
 
 // queueKeep is the largest queue capacity a subscriber keeps between batches; a burst's larger
@@ -65,7 +68,7 @@ func newSubscriber(class uuid.UUID, limit int) *subscriber {
 func (s *subscriber) offer(f frame) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.queue) >= s.limit {
+	if len(s.queue)+int(s.writing.Load()) >= s.limit {
 		return false
 	}
 	s.queue = append(s.queue, f)
@@ -76,8 +79,9 @@ func (s *subscriber) offer(f frame) bool {
 	return true
 }
 
-// take returns the frames waiting, oldest first, and empties the queue; spare, the batch the
-// caller has written, is reused for the next frames when it is small. It never blocks long.
+// take returns the frames waiting, oldest first, and empties the queue; they count against the
+// limit until the caller reports each written with wrote. spare, the batch the caller has
+// written, is reused for the next frames when it is small. It never blocks long.
 func (s *subscriber) take(spare []frame) []frame {
 	clear(spare) // the frames' interface lists are not kept alive by a spare queue
 	if cap(spare) > queueKeep {
@@ -87,8 +91,12 @@ func (s *subscriber) take(spare []frame) []frame {
 	defer s.mu.Unlock()
 	batch := s.queue
 	s.queue = spare[:0]
+	s.writing.Store(int64(len(batch)))
 	return batch
 }
+
+// wrote reports one frame of the batch taken last as written. It does not block.
+func (s *subscriber) wrote() { s.writing.Add(-1) }
 
 func (s *subscriber) cutOff(reason string) {
 	s.cutOnce.Do(func() {

@@ -338,6 +338,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 					failed(err)
 					return
 				}
+				sub.wrote()
 			}
 			if err := rc.Flush(); err != nil {
 				failed(err)
