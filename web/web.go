@@ -86,6 +86,12 @@ type Options struct {
 // Handler returns the agent's HTTP handler, after registering the event stream's registration
 // (owner "events") with o.Registry. The handler is safe for concurrent use.
 func Handler(o Options) (http.Handler, error) {
+	_, h, err := newHandler(o)
+	return h, err
+}
+
+// newHandler is Handler, also returning its server.
+func newHandler(o Options) (*server, http.Handler, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -109,12 +115,12 @@ func Handler(o Options) (http.Handler, error) {
 	}
 	h, err := newHub(o.Registry, o.History)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s := &server{o: o, hub: h}
 	if o.DeviceRegistry != nil {
 		if s.devHub, err = newHub(o.DeviceRegistry, o.History); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	mux := http.NewServeMux()
@@ -123,7 +129,7 @@ func Handler(o Options) (http.Handler, error) {
 	mux.HandleFunc("GET /events", s.events)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /{$}", s.index)
-	return mux, nil
+	return s, mux, nil
 }
 
 type server struct {

@@ -33,10 +33,16 @@ func newServer(t *testing.T, buffer int) (*notify.Registry, *httptest.Server) {
 }
 
 func newServerHistory(t *testing.T, buffer, history int) (*notify.Registry, *httptest.Server) {
+	reg, srv, _ := newServerHub(t, buffer, history)
+	return reg, srv
+}
+
+// newServerHub is newServerHistory, also returning the event stream's hub.
+func newServerHub(t *testing.T, buffer, history int) (*notify.Registry, *httptest.Server, *hub) {
 	t.Helper()
 	reg := notify.NewRegistry(notify.Options{})
 	reg.Seed([]notify.Interface{cpu(0), cpu(1), block(0)})
-	h, err := Handler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), StreamBuffer: buffer, History: history})
+	s, h, err := newHandler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), StreamBuffer: buffer, History: history})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +54,24 @@ func newServerHistory(t *testing.T, buffer, history int) (*notify.Registry, *htt
 		defer cancel()
 		reg.Close(ctx)
 	})
-	return reg, srv
+	return reg, srv, s.hub
+}
+
+// caughtUp waits until the hub has received every notification reg published: its callback
+// runs on a goroutine of its own, after Publish returns.
+func caughtUp(t *testing.T, h *hub, reg *notify.Registry) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		h.mu.Lock()
+		last := h.last
+		h.mu.Unlock()
+		if last == reg.LastID() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub has seen up to ID %d of %d after 10 s", last, reg.LastID())
+		}
+	}
 }
 
 type wire struct {
@@ -289,8 +312,9 @@ func TestEventsResume(t *testing.T) {
 // TestEventsResyncWhenHistoryIsGone resumes from an ID older than the history and from one the
 // agent never gave (as after a reset): both get a resync carrying the active set.
 func TestEventsResyncWhenHistoryIsGone(t *testing.T) {
-	reg, srv := newServerHistory(t, 0, 4)
+	reg, srv, h := newServerHub(t, 0, 4)
 	flip(reg, 11) // ids 1..11; cpu1 ends removed; history holds 8..11
+	caughtUp(t, h, reg)
 	for _, last := range []string{"2", "999"} {
 		t.Run("last "+last, func(t *testing.T) {
 			sc, done := streamFrom(t, srv.URL+"/events", last)
