@@ -114,3 +114,15 @@ image: image-context
 
 clean:
 	rm -rf bin
+
+# The .deb and .rpm of the static binary in PKGDIR (bin/hotplug-agent_*.deb, bin/hotplug-agent-*.rpm),
+# built by nfpm (a Go library pinned in go.mod) from deploy/package/nfpm.yaml: the unit (ExecStart
+# /usr/bin/hotplug-agent), the example configuration as a conffile, the docs, and the man page and
+# shell completions when the binary can print them (--help-man); the Debian package enables and
+# starts the service as dh_installsystemd's scripts do. The packager runs on this machine whatever
+# GOOS and GOARCH the binary is built for.
+PKGDIR ?= bin
+.PHONY: package
+package: build
+	rm -f $(PKGDIR)/hotplug-agent_*.deb $(PKGDIR)/hotplug-agent-*.rpm
+	GOOS= GOARCH= $(GO) run ./deploy/package -bin $(BIN) -version '$(VERSION)' -out $(PKGDIR)

@@ -10,6 +10,8 @@ command -v systemd-analyze >/dev/null || need+=(systemd)  # the unit's verify/se
 command -v gcc >/dev/null || need+=(gcc libc6-dev)          # the C API's example and checks
 command -v valgrind >/dev/null || need+=(valgrind)          # the C example under memcheck
 [ -r /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)  # the container image's root (DaemonSet test)
+command -v lintian >/dev/null || need+=(lintian)            # make package: lintian on the .deb
+command -v rpm >/dev/null || need+=(rpm)                    # make package: the .rpm read with rpm -qp
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test-deps: missing ${need[*]}; run as root to install them (tests that need them skip)" >&2
