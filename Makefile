@@ -122,7 +122,36 @@ clean:
 # starts the service as dh_installsystemd's scripts do. The packager runs on this machine whatever
 # GOOS and GOARCH the binary is built for.
 PKGDIR ?= bin
-.PHONY: package
+.PHONY: package uninstall
 package: build
 	rm -f $(PKGDIR)/hotplug-agent_*.deb $(PKGDIR)/hotplug-agent-*.rpm
 	GOOS= GOARCH= $(GO) run ./deploy/package -bin $(BIN) -version '$(VERSION)' -out $(PKGDIR)
+
+# Removes what `make install` installed; give it the same PREFIX, BINDIR, UNITDIR, SYSCONFDIR,
+# DOCDIR and DESTDIR (MANDIR, BASHCOMPDIR, ZSHCOMPDIR: the man page and completions). It keeps
+# /etc/hotplug-agent/config.yaml unless it is still the example, and the agent's state, and says
+# so. It stops nothing: run `systemctl disable --now hotplug-agent` first.
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+uninstall:
+	@echo "uninstall: this stops no service; if hotplug-agent runs, first: systemctl disable --now hotplug-agent"
+	rm -f $(DESTDIR)$(BINDIR)/hotplug-agent $(DESTDIR)$(UNITDIR)/hotplug-agent.service
+	rm -f $(DESTDIR)$(DOCDIR)/README.md $(DESTDIR)$(DOCDIR)/config.example.yaml
+	rm -f $(DESTDIR)$(MANDIR)/man1/hotplug-agent.1 $(DESTDIR)$(MANDIR)/man1/hotplug-agent.1.gz
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/hotplug-agent $(DESTDIR)$(ZSHCOMPDIR)/_hotplug-agent
+	@rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	@cfg=$(DESTDIR)$(SYSCONFDIR)/hotplug-agent/config.yaml; \
+	if [ -e $$cfg ] && cmp -s $$cfg deploy/config.example.yaml; then \
+	  rm -f $$cfg && echo "removed $(SYSCONFDIR)/hotplug-agent/config.yaml, the example configuration"; \
+	elif [ -e $$cfg ]; then \
+	  echo "kept $(SYSCONFDIR)/hotplug-agent/config.yaml: it differs from deploy/config.example.yaml; remove it yourself if you no longer need it"; \
+	fi; \
+	rmdir $(DESTDIR)$(SYSCONFDIR)/hotplug-agent 2>/dev/null || true
+	@if [ -d $(DESTDIR)/var/lib/hotplug-agent ]; then \
+	  echo "kept /var/lib/hotplug-agent, the agent's state; remove it yourself if you no longer need it"; \
+	fi
+	@if [ -L $(DESTDIR)/etc/systemd/system/multi-user.target.wants/hotplug-agent.service ]; then \
+	  echo "hotplug-agent.service is still enabled: systemctl disable hotplug-agent removes its link"; \
+	fi
+	@if [ -z "$(DESTDIR)" ]; then echo "then: systemctl daemon-reload"; fi
