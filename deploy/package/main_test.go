@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -45,6 +46,22 @@ func TestParseVersion(t *testing.T) {
 	if _, err := parseVersion("abcdef0", func() (int, error) { return 0, errors.New("not a git repository") }); err == nil {
 		t.Errorf("parseVersion of a commit whose count is unknown: no error")
 	}
+}
+
+// FuzzParseVersion: whatever git describe or VERSION= says, a version made of it is one that dpkg
+// and rpm both take as a version without a revision or release: a digit first, then letters,
+// digits and . + ~ only (no hyphen, no colon, no space).
+func FuzzParseVersion(f *testing.F) {
+	for _, s := range []string{"v1.2.3", "v1.2.3-rc.1-2-gabcdef0-dirty", "abcdef0", "1.2.3-", "v1.2.3--4-gabcd", "v1.2.3-rc:1"} {
+		f.Add(s)
+	}
+	valid := regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
+	f.Fuzz(func(t *testing.T, describe string) {
+		v, err := parseVersion(describe, func() (int, error) { return 7, nil })
+		if err == nil && !valid.MatchString(v.String()) {
+			t.Errorf("parseVersion(%q) = %q, not a version dpkg and rpm take", describe, v)
+		}
+	})
 }
 
 // TestVersionsSortAsCommits checks with dpkg and rpm themselves that a later commit's package is
