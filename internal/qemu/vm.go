@@ -143,10 +143,30 @@ type Config struct {
 	Forwards []Forward
 	// NoPVH boots the bzImage with the default firmware even when vmlinux and qboot are there.
 	NoPVH bool
+	// Drives are virtio-blk disks, in order: the guest sees /dev/vda, /dev/vdb, ...
+	Drives []Drive
+	// GuestAgent adds a virtio-serial port org.qemu.guest_agent.0 for qemu-guest-agent in the
+	// guest, served on the host by a unix socket beside the QMP one (VM.GuestAgentSocket).
+	GuestAgent bool
 	// Dir holds the serial log, and the QMP socket when its path is short enough; it must exist.
 	Dir string
 	// Extra arguments appended to the command line.
 	Extra []string
+}
+
+// Drive is a raw disk image attached as a virtio-blk device.
+type Drive struct {
+	// Path is the image file.
+	Path string
+	// ReadOnly attaches it read-only; Snapshot lets the guest write to a temporary overlay that
+	// QEMU drops at exit, leaving Path unchanged. Otherwise the guest writes Path itself, with
+	// cache=unsafe: the host does not flush for the guest (a test disk outlives no host crash).
+	ReadOnly, Snapshot bool
+}
+
+// guestAgentSocket is the host end of the guest agent's port, beside the QMP socket.
+func guestAgentSocket(qmpSocket string) string {
+	return filepath.Join(filepath.Dir(qmpSocket), "qga.sock")
 }
 
 func (c *Config) defaults() {
@@ -219,6 +239,26 @@ func (c Config) Args(serialLog, qmpSocket string) []string {
 	)
 	for i := 0; c.RootPorts > 0 && i < c.RootPorts; i++ {
 		a = append(a, "-device", fmt.Sprintf("pcie-root-port,id=rp%d,bus=pcie.0,chassis=%d,addr=0x%x", i, i+1, 0x10+i))
+	}
+	for i, d := range c.Drives {
+		opts := fmt.Sprintf("file=%s,format=raw,if=none,id=disk%d", d.Path, i)
+		switch {
+		case d.ReadOnly:
+			opts += ",readonly=on"
+		case d.Snapshot:
+			opts += ",snapshot=on"
+		default:
+			opts += ",cache=unsafe"
+		}
+		// Fixed slots after the root ports, in order, so that vda, vdb, ... follow Drives.
+		a = append(a, "-drive", opts, "-device", fmt.Sprintf("virtio-blk-pci,drive=disk%d,bus=pcie.0,addr=0x%x", i, 0x18+i))
+	}
+	if c.GuestAgent {
+		a = append(a,
+			"-chardev", "socket,id=qga0,path="+guestAgentSocket(qmpSocket)+",server=on,wait=off",
+			"-device", "virtio-serial-pci,id=vser0",
+			"-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+		)
 	}
 	return append(a, c.Extra...)
 }
@@ -299,6 +339,12 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// GuestAgentSocket returns the host end of the guest agent's port (Config.GuestAgent), for
+// DialGuestAgent.
+func (vm *VM) GuestAgentSocket() string {
+	return guestAgentSocket(filepath.Join(vm.sockDir, "qmp.sock"))
 }
 
 // Command returns the emulator's command line, for logs.

@@ -59,6 +59,31 @@ func TestConfigArgs(t *testing.T) {
 	}
 }
 
+func TestConfigArgsDrivesAndGuestAgent(t *testing.T) {
+	c := Config{
+		Kernel:    Kernel{Vmlinuz: "/k/vmlinuz"},
+		Initramfs: "/tmp/initrd.cpio",
+		Drives: []Drive{
+			{Path: "/d/root.ext4"},
+			{Path: "/d/payload.ext4", ReadOnly: true},
+			{Path: "/d/scratch.ext4", Snapshot: true},
+		},
+		GuestAgent: true,
+		NoPVH:      true,
+	}
+	line := strings.Join(c.Args("/a/serial.log", "/s/qmp.sock"), " ")
+	for _, want := range []string{
+		"-drive file=/d/root.ext4,format=raw,if=none,id=disk0,cache=unsafe -device virtio-blk-pci,drive=disk0,bus=pcie.0,addr=0x18",
+		"-drive file=/d/payload.ext4,format=raw,if=none,id=disk1,readonly=on -device virtio-blk-pci,drive=disk1,bus=pcie.0,addr=0x19",
+		"-drive file=/d/scratch.ext4,format=raw,if=none,id=disk2,snapshot=on -device virtio-blk-pci,drive=disk2,bus=pcie.0,addr=0x1a",
+		"-chardev socket,id=qga0,path=/s/qga.sock,server=on,wait=off -device virtio-serial-pci,id=vser0 -device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("command line lacks %q:\n%s", want, line)
+		}
+	}
+}
+
 func TestFindKernel(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := FindKernel(dir); err == nil || !strings.Contains(err.Error(), "qemu-deps.sh") {
