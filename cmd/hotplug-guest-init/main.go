@@ -8,6 +8,10 @@
 // Config); every step is logged on the console as "hotplug-guest-init: ..." with the time since
 // boot.
 //
+// With a root device in its settings it is the initramfs of a guest that boots a disk: after the
+// modules and the network it mounts the device, moves /dev, /proc, /sys and /run onto it and
+// switches to it, executing its /sbin/init (systemd) as process 1, as switch_root does.
+//
 // Run as any other process it is a small helper for exec callbacks, since the guest has no shell:
 //
 //	hotplug-guest-init sleep DURATION   prints the notification it was called for, sleeps, exits 0
@@ -41,6 +45,12 @@ type Config struct {
 	// QEMU user networking's 10.0.2.15/24 and 10.0.2.2.
 	Address string `json:"address"`
 	Gateway string `json:"gateway"`
+	// Root is the block device of a root file system to switch to (such as /dev/vda) instead of
+	// running the agent; RootFSType its type (default ext4), mounted read-write; Init the program
+	// executed there as process 1 (default /sbin/init).
+	Root       string `json:"root"`
+	RootFSType string `json:"rootfstype"`
+	Init       string `json:"init"`
 }
 
 // DefaultAgent is the agent's command line when the configuration names none.
@@ -88,7 +98,58 @@ func run() error {
 	if err := network(cfg.Address, cfg.Gateway); err != nil {
 		return err
 	}
+	if cfg.Root != "" {
+		return switchRoot(cfg.Root, cfg.RootFSType, cfg.Init)
+	}
 	return runAgent(cfg.Agent)
+}
+
+// switchRoot mounts dev (of type fstype) read-write, moves the API file systems onto it, makes it
+// the root and executes init there as process 1. It returns only on failure.
+func switchRoot(dev, fstype, init string) error {
+	const newRoot = "/newroot"
+	// The disk's driver probes while its module loads; its node appears in devtmpfs then.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(dev); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("root device %s did not appear within 10 s (is its driver's module packed?): %w", dev, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := os.MkdirAll(newRoot, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(dev, newRoot, fstype, 0, ""); err != nil {
+		return fmt.Errorf("mount %s (%s) on %s: %w", dev, fstype, newRoot, err)
+	}
+	if _, err := os.Lstat(newRoot + init); err != nil {
+		return fmt.Errorf("no %s on %s: %w", init, dev, err)
+	}
+	for _, m := range []string{"/dev", "/proc", "/sys", "/run"} {
+		if err := unix.Mount(m, newRoot+m, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s to %s%s: %w", m, newRoot, m, err)
+		}
+	}
+	if err := unix.Unmount("/tmp", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount /tmp: %w", err)
+	}
+	if err := os.Chdir(newRoot); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move %s to /: %w", newRoot, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot %s: %w", newRoot, err)
+	}
+	if err := os.Chdir("/"); err != nil {
+		return err
+	}
+	logf("switching to %s on %s (%s)", init, dev, fstype)
+	err := unix.Exec(init, []string{init}, []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"})
+	return fmt.Errorf("exec %s: %w", init, err)
 }
 
 func mounts() error {
@@ -107,7 +168,8 @@ func mounts() error {
 }
 
 func loadConfig() (Config, error) {
-	cfg := Config{Agent: DefaultAgent, Modules: "/lib/modules", Address: "10.0.2.15/24", Gateway: "10.0.2.2"}
+	cfg := Config{Agent: DefaultAgent, Modules: "/lib/modules", Address: "10.0.2.15/24", Gateway: "10.0.2.2",
+		RootFSType: "ext4", Init: "/sbin/init"}
 	b, err := os.ReadFile(ConfigPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return cfg, nil
@@ -118,7 +180,7 @@ func loadConfig() (Config, error) {
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return cfg, fmt.Errorf("%s: %w", ConfigPath, err)
 	}
-	if len(cfg.Agent) == 0 {
+	if cfg.Root == "" && len(cfg.Agent) == 0 {
 		return cfg, fmt.Errorf("%s: agent: empty command", ConfigPath)
 	}
 	return cfg, nil

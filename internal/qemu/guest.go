@@ -30,6 +30,11 @@ func BuildStatic(ctx context.Context, dir, pkg, out string) error {
 	return nil
 }
 
+// SystemModules are the modules a guest that boots a Debian disk with systemd needs in its
+// initramfs: GuestModules, the disk (virtio-blk, ext4 with the crc32c its checksums load by name)
+// and virtio-console for qemu-guest-agent's port. The guest's disk has no modules of its own.
+var SystemModules = append(append([]string{}, GuestModules...), "virtio_blk", "virtio_console", "crc32c_generic", "ext4")
+
 // Guest is what goes into a guest's initramfs.
 type Guest struct {
 	// Init is the host path of the static /init (cmd/hotplug-guest-init).
@@ -42,16 +47,24 @@ type Guest struct {
 	AgentArgs []string
 	// Port is the agent's HTTP port in the guest.
 	Port int
-	// Kernel supplies the modules; Modules names the ones to pack (default GuestModules), with
-	// their dependencies.
+	// Kernel supplies the modules; Modules names the ones to pack (default GuestModules, or
+	// SystemModules with Root), with their dependencies.
 	Kernel  Kernel
 	Modules []string
+	// Root, when set, is the guest's root device (such as /dev/vda, an ext4 disk): the init
+	// switches to it and runs its /sbin/init, and no agent is packed (Agent, AgentConfig and
+	// AgentArgs are ignored).
+	Root string
 }
 
 // WriteInitramfs writes the guest's initramfs to the file out.
 func (g Guest) WriteInitramfs(out string) error {
 	mods := g.Modules
-	if mods == nil {
+	switch {
+	case mods != nil:
+	case g.Root != "":
+		mods = SystemModules
+	default:
 		mods = GuestModules
 	}
 	idx, err := kmod.Scan(g.Kernel.Modules)
@@ -63,10 +76,14 @@ func (g Guest) WriteInitramfs(out string) error {
 		return err
 	}
 	initCfg := struct {
-		Agent []string `json:"agent"`
-	}{Agent: append([]string{"/bin/hotplug-agent", "run",
-		"--config.file=/etc/hotplug-agent/config.yaml",
-		fmt.Sprintf("--web.listen-address=:%d", g.Port)}, g.AgentArgs...)}
+		Agent []string `json:"agent,omitempty"`
+		Root  string   `json:"root,omitempty"`
+	}{Root: g.Root}
+	if g.Root == "" {
+		initCfg.Agent = append([]string{"/bin/hotplug-agent", "run",
+			"--config.file=/etc/hotplug-agent/config.yaml",
+			fmt.Sprintf("--web.listen-address=:%d", g.Port)}, g.AgentArgs...)
+	}
 	initJSON, err := json.MarshalIndent(initCfg, "", "  ")
 	if err != nil {
 		return err
@@ -83,8 +100,10 @@ func (g Guest) WriteInitramfs(out string) error {
 	a.CharDev("/dev/console", 0o600, 5, 1)
 	a.CharDev("/dev/null", 0o666, 1, 3)
 	a.CopyFile("/init", 0o755, g.Init)
-	a.CopyFile("/bin/hotplug-agent", 0o755, g.Agent)
-	a.File("/etc/hotplug-agent/config.yaml", 0o644, []byte(g.AgentConfig))
+	if g.Root == "" {
+		a.CopyFile("/bin/hotplug-agent", 0o755, g.Agent)
+		a.File("/etc/hotplug-agent/config.yaml", 0o644, []byte(g.AgentConfig))
+	}
 	a.File("/etc/hotplug-guest-init.json", 0o644, initJSON)
 	for _, m := range ordered {
 		a.CopyFile(path.Join("/lib/modules", filepath.Base(m.Path)), 0o644, m.Path)

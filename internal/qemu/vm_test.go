@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestConfigArgs(t *testing.T) {
@@ -99,5 +101,40 @@ func TestFindKernel(t *testing.T) {
 	}
 	if got.Version != "6.1.0-56-amd64" || got.Vmlinux != "" || got.Modules != filepath.Join(k, "modules") {
 		t.Errorf("FindKernel = %+v", got)
+	}
+}
+
+// A guest with a root device: the init's settings name it, and no agent is packed.
+func TestGuestWriteInitramfsRoot(t *testing.T) {
+	dir := t.TempDir()
+	init := filepath.Join(dir, "init")
+	os.WriteFile(init, []byte("#!init"), 0o755)
+	out := filepath.Join(dir, "initramfs.cpio")
+	g := Guest{Init: init, Kernel: Kernel{Modules: dir}, Modules: []string{}, Root: "/dev/vda"}
+	if err := g.WriteInitramfs(out); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for _, e := range readNewc(t, b) {
+		if e.Mode&modeFmt == modeReg {
+			files[e.Name] = e.Data
+		}
+	}
+	if files["init"] != "#!init" {
+		t.Errorf("init: %q", files["init"])
+	}
+	if diff := cmp.Diff(`{
+  "root": "/dev/vda"
+}`, files["etc/hotplug-guest-init.json"]); diff != "" {
+		t.Errorf("the init's settings (-want +got):\n%s", diff)
+	}
+	for _, f := range []string{"bin/hotplug-agent", "etc/hotplug-agent/config.yaml"} {
+		if _, ok := files[f]; ok {
+			t.Errorf("%s packed in a guest that boots its disk", f)
+		}
 	}
 }
