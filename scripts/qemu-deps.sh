@@ -9,7 +9,9 @@
 #   2. A guest kernel: Debian's linux-image package for amd64, fetched with `apt-get download` and
 #      unpacked (never installed on this host) into .cache/qemu/kernel/: vmlinuz, vmlinux (the
 #      uncompressed ELF, booted through PVH with qboot: about twice as fast under TCG), the config
-#      and the modules the guest loads (virtio PCI, virtio-net, virtio-mem and what they need).
+#      and the modules the guests load (virtio PCI, virtio-net, virtio-mem and what they need; for
+#      the systemd guest also virtio-blk, virtio-console and ext4 with its checksums).
+#   3. The systemd guest's Debian image (scripts/guest-image.sh), cached the same way.
 #
 # Only apt is used. Installing QEMU needs root (CI runs as root); the kernel needs none.
 # Environment: HOTPLUG_QEMU_CACHE overrides the cache folder (default <repo>/.cache/qemu).
@@ -122,7 +124,8 @@ kernel_package() {
 }
 
 fetch_kernel() {
-	if [ -s "$kdir/version" ] && [ -s "$kdir/vmlinuz" ] && [ -s "$kdir/vmlinux" ] && [ -d "$kdir/modules" ]; then
+	# ext4.ko: the modules of the systemd guest, missing from caches unpacked before it existed.
+	if [ -s "$kdir/version" ] && [ -s "$kdir/vmlinuz" ] && [ -s "$kdir/vmlinux" ] && [ -f "$kdir/modules/fs/ext4/ext4.ko" ]; then
 		say "guest kernel $(cat "$kdir/version") already in $kdir"
 		return 0
 	fi
@@ -144,11 +147,15 @@ fetch_kernel() {
 	fi
 	local deb m=./lib/modules/$ver/kernel
 	deb=$(ls "$tmp"/*.deb)
-	# Only what the guest needs: the kernel, its config and the virtio modules.
+	# Only what the guests need: the kernel, its config and the virtio modules; for the systemd
+	# guest's disk virtio-blk and ext4 (crc32c_generic: ext4 and jbd2 load the crc32c checksum
+	# by name, which only modprobe resolves), and virtio-console for its guest agent's port.
 	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" \
 		"./boot/vmlinuz-$ver" "./boot/config-$ver" \
 		"$m/drivers/virtio" "$m/drivers/net/virtio_net.ko" "$m/drivers/net/net_failover.ko" \
-		"$m/net/core/failover.ko"
+		"$m/net/core/failover.ko" \
+		"$m/drivers/block/virtio_blk.ko" "$m/drivers/char/virtio_console.ko" \
+		"$m/fs/ext4" "$m/fs/jbd2" "$m/fs/mbcache.ko" "$m/lib/crc16.ko" "$m/crypto/crc32c_generic.ko"
 	mkdir -p "$tmp/out"
 	mv "$tmp/boot/vmlinuz-$ver" "$tmp/out/vmlinuz"
 	mv "$tmp/boot/config-$ver" "$tmp/out/config"
@@ -170,3 +177,4 @@ fetch_kernel() {
 command -v xz >/dev/null || { apt_update; as_root apt-get install -y -qq xz-utils >/dev/null || die "cannot install xz-utils"; }
 install_qemu
 fetch_kernel
+bash "$root/scripts/guest-image.sh"
