@@ -364,10 +364,17 @@ type iface struct {
 // notification is one /events data line.
 type notification struct {
 	iface
+	ID     uint64    `json:"id"`
 	Event  string    `json:"event"`
 	Seqnum uint64    `json:"seqnum"`
 	ReadAt time.Time `json:"read_at"`
 	Cause  string    `json:"cause"`
+	// SSEEvent is the frame's `event:` name: empty for a notification, "resync" for the active
+	// set sent instead of a history that no longer reaches back. A resync's data is not a
+	// notification: only LastID and Interfaces are set.
+	SSEEvent   string  `json:"-"`
+	LastID     uint64  `json:"last_id"`
+	Interfaces []iface `json:"interfaces"`
 }
 
 func (n notification) String() string {
@@ -453,8 +460,16 @@ type stream struct {
 }
 
 // subscribe opens /events with the query q and returns once the response headers have arrived
-// (from then on the subscription misses nothing).
+// (from then on the subscription misses nothing). It ends with t.
 func (g *guest) subscribe(t *testing.T, q string) *stream {
+	t.Helper()
+	s := g.openStream(t, q)
+	t.Cleanup(s.cancel)
+	return s
+}
+
+// openStream is subscribe for a stream that outlives t: the caller ends it with its cancel.
+func (g *guest) openStream(t *testing.T, q string) *stream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", g.base+"/events?"+q, nil)
@@ -497,6 +512,7 @@ func (g *guest) subscribe(t *testing.T, q string) *stream {
 					s.errc <- fmt.Errorf("bad notification %q: %v", data, err)
 					return
 				}
+				n.SSEEvent = event
 				s.ch <- n
 			case line == "":
 				event = ""
@@ -504,7 +520,6 @@ func (g *guest) subscribe(t *testing.T, q string) *stream {
 		}
 		s.errc <- fmt.Errorf("stream ended: %v", sc.Err())
 	}()
-	t.Cleanup(cancel)
 	return s
 }
 
