@@ -13,4 +13,10 @@
 // Each guest's serial console, QMP events, command line and agent config are kept in
 // .cache/qemu/artefacts/TestIntegrationQEMU/<guest>/ (or $HOTPLUG_E2E_ARTEFACTS); a failing
 // scenario logs the paths and the end of the console.
+//
+// TestIntegrationSystemd boots instead a Debian guest with systemd (scripts/guest-image.sh builds
+// its disk), installs the agent's package with dpkg and checks the unit as shipped: readiness,
+// hot-add under its hardening, the watchdog, stop, a reboot and dpkg --purge. Commands run in the
+// guest through qemu-guest-agent; its journal of each boot is kept as journal.txt beside the
+// console.
 package e2e

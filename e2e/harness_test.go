@@ -93,6 +93,9 @@ func TestMain(m *testing.M) {
 	if env.binDir != "" {
 		os.RemoveAll(env.binDir)
 	}
+	if sysEnv.dir != "" {
+		os.RemoveAll(sysEnv.dir)
+	}
 	os.Exit(code)
 }
 
@@ -322,6 +325,12 @@ func (g *guest) waitHealthy(ctx context.Context) error {
 	if err := g.vm.WaitSerial(ctx, "hotplug-guest-init: agent started"); err != nil {
 		return err
 	}
+	return g.waitHealthyHTTP(ctx)
+}
+
+// waitHealthyHTTP waits for /healthz to answer 200 through the host forward: ask only once the
+// agent runs (see waitHealthy).
+func (g *guest) waitHealthyHTTP(ctx context.Context) error {
 	var last error
 	for {
 		actx, cancel := context.WithTimeout(ctx, time.Second)
