@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -86,5 +87,37 @@ func TestUnitFlagsExist(t *testing.T) {
 	cmd := exec.Command(args[0], append(args[1:], "-h")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// TestUnitOrderedAfterWhatItWants checks that every unit the agent's unit pulls in with Wants= is
+// also in its After=: Wants= alone starts both at once, so webhooks sent at boot would race
+// network-online.target instead of waiting for the network.
+func TestUnitOrderedAfterWhatItWants(t *testing.T) {
+	b, err := os.ReadFile("hotplug-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := map[string][]string{}
+	section := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			section = line
+			continue
+		}
+		key, value, ok := strings.Cut(line, "=")
+		if section == "[Unit]" && ok && !strings.HasPrefix(line, "#") {
+			deps[key] = append(deps[key], strings.Fields(value)...)
+		}
+	}
+	if len(deps["Wants"]) == 0 {
+		t.Fatalf("the unit wants nothing; it should want network-online.target for webhooks at boot")
+	}
+	for _, want := range deps["Wants"] {
+		if !slices.Contains(deps["After"], want) {
+			t.Errorf("Wants=%s without After=%s: the agent would start before %s is reached (After=%s)",
+				want, want, want, strings.Join(deps["After"], " "))
+		}
 	}
 }
