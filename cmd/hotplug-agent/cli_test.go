@@ -35,10 +35,19 @@ func TestBadInput(t *testing.T) {
 		linux    bool // needs the netlink socket and /sys
 	}{
 		{"no command", nil, 2, "usage: hotplug-agent", false},
-		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`, false},
-		{"unknown flag", []string{"run", "--no-such-flag"}, 2, "flag provided but not defined: -no-such-flag", false},
+		{"unknown command", []string{"frobnicate"}, 2, `hotplug-agent: unknown command "frobnicate" (see 'hotplug-agent --help')`, false},
+		{"help for an unknown command", []string{"help", "frobnicate"}, 2, `"frobnicate"`, false},
+		{"unknown flag", []string{"run", "--no-such-flag"}, 2, "hotplug-agent run: unknown long flag '--no-such-flag' (see 'hotplug-agent run --help')", false},
+		{"a long flag with one dash", []string{"run", "-log.level=debug"}, 2, "-log.level=debug: long flags take two dashes: --log.level=debug", false},
+		{"a switch with a value", []string{"list", "--json=false"}, 2, "--json=false: a switch takes no value: --json or --no-json", false},
+		{"a flag given twice", []string{"run", "--log.level=debug", "--log.level=info"}, 2, "flag 'log.level' cannot be repeated", false},
 		{"stray argument", []string{"list", "extra"}, 2, `unexpected argument "extra"`, false},
-		{"bad log level", []string{"run", "--log.level=loud"}, 2, `--log.level: "loud"`, false},
+		{"bad log level", []string{"run", "--log.level=loud"}, 2, `--log.level: "loud": want one of debug, info, warn, error`, false},
+		{"bad log format", []string{"run", "--log.format=text"}, 2, `--log.format: "text": want logfmt, json or journal`, false},
+		{"a fraction for a number", []string{"run", "--web.max-connections=2.9"}, 2, `--web.max-connections: "2.9": want a whole number`, false},
+		{"a number too large", []string{"run", "--web.stream-history=99999999999999999999"}, 2, `--web.stream-history: "99999999999999999999": out of range`, false},
+		{"not a duration", []string{"run", "--web.idle-timeout=soon"}, 2, `--web.idle-timeout: "soon": want a duration`, false},
+		{"empty listen address", []string{"run", "--web.listen-address="}, 2, "--web.listen-address: empty address", false},
 		{"no stream subscribers", []string{"run", "--web.max-stream-subscribers=0"}, 2, "--web.max-stream-subscribers: 0: want at least 1", false},
 		{"no connections", []string{"run", "--web.max-connections=0"}, 2, "--web.max-connections: 0: want at least 1", false},
 		{"no idle time", []string{"run", "--web.idle-timeout=0s"}, 2, "--web.idle-timeout: 0s: want a positive duration", false},
@@ -66,9 +75,50 @@ func TestBadInput(t *testing.T) {
 			if !strings.Contains(out, tt.contains) {
 				t.Errorf("stderr %q does not contain %q", out, tt.contains)
 			}
-			if tt.name != "no command" && tt.name != "unknown command" { // those print the usage
-				if lines := strings.Count(strings.TrimSpace(out), "\n") + 1; lines != 1 {
-					t.Errorf("error is %d lines, want one: %q", lines, out)
+			if stdout.Len() != 0 {
+				t.Errorf("stdout %q; want nothing", stdout.String())
+			}
+			if tt.name == "no command" { // the usage, on stderr
+				return
+			}
+			if lines := strings.Count(strings.TrimSpace(out), "\n") + 1; lines != 1 {
+				t.Errorf("error is %d lines, want one: %q", lines, out)
+			}
+			if tt.code == 2 && !strings.Contains(out, "hotplug-agent: error:") && !strings.Contains(out, " --help')") {
+				t.Errorf("usage error %q does not say where the help is", out)
+			}
+		})
+	}
+}
+
+// TestHelp checks that help goes to stdout and ends in exit 0, for the application and for
+// each command, however it is asked for, and that a command's help names its flags.
+func TestHelp(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-h"}, []string{"usage: hotplug-agent", "run", "list", "monitor", "offline", "online", "version"}},
+		{[]string{"--help"}, []string{"usage: hotplug-agent"}},
+		{[]string{"help"}, []string{"usage: hotplug-agent"}},
+		{[]string{"run", "-h"}, []string{"usage: hotplug-agent run", "--web.listen-address=:19100 ...", "--log.format=logfmt", "--path.state=\"/var/lib/hotplug-agent/state.json\""}},
+		{[]string{"run", "--config.file=/etc/hotplug-agent/config.yaml", "-h"}, []string{"usage: hotplug-agent run"}},
+		{[]string{"help", "run"}, []string{"usage: hotplug-agent run", "--web.idle-timeout=2m"}},
+		{[]string{"list", "--help"}, []string{"usage: hotplug-agent list", "--[no-]json"}},
+		{[]string{"monitor", "-h"}, []string{"--url=\"http://localhost:19100\""}},
+		{[]string{"offline", "-h"}, []string{"usage: hotplug-agent offline [<flags>] [cpu N | memory N | memory-device ID...]", "--timeout=5m"}},
+		{[]string{"online", "-h"}, []string{"usage: hotplug-agent online"}},
+		{[]string{"--version"}, []string{"hotplug-agent dev"}},
+		{[]string{"version"}, []string{"hotplug-agent dev"}},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(tt.args, &stdout, &stderr); code != 0 || stderr.Len() != 0 {
+				t.Errorf("exit %d, stderr %q; want 0 and nothing", code, stderr.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("stdout does not contain %q:\n%s", w, stdout.String())
 				}
 			}
 		})

@@ -4,11 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
+
+	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/hotplug-agent/hotplug-agent/control"
 )
@@ -17,24 +18,33 @@ import (
 // printed, so main prints nothing more, and exits 1.
 var errFailed = errors.New("not every item succeeded")
 
+// controlFlags are the flags and arguments of `hotplug-agent offline` and `online`.
+type controlFlags struct {
+	socket  *string
+	json    *bool
+	timeout *time.Duration
+	targets *[]string
+}
+
+// addControlFlags defines the flags and arguments of offline or online on cmd.
+func addControlFlags(cmd *kingpin.CmdClause) *controlFlags {
+	cmd.HelpLong("Ask the running agent, over its control socket, to take CPUs, memory blocks or whole memory devices " + cmd.Model().Name +
+		", and print one line per item: success, not-found, operation-not-supported or operation-failed and why " +
+		"(callbacks may veto). Exit status 1 when not every item succeeded.")
+	return &controlFlags{
+		socket:  cmd.Flag("control.socket", "The agent's control socket.").Default(control.DefaultSocket).String(),
+		json:    cmd.Flag("json", "Print the agent's JSON response.").Bool(),
+		timeout: cmd.Flag("timeout", "Give up waiting for the agent after this long (callbacks may veto, each within its deadline).").Default("5m").Duration(),
+		targets: cmd.Arg("target", "What to change: cpu N, memory N or memory-device ID, again and again.").
+			PlaceHolder("cpu N | memory N | memory-device ID").HintOptions(control.KindCPU, control.KindMemory, control.KindMemoryDevice).Strings(),
+	}
+}
+
 // runControl sends an online or offline request to the running agent and prints one line per
 // item, like qemu-guest-agent's guest-set-vcpus and guest-set-memory-blocks report them.
-func runControl(ctx context.Context, op string, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet(op, flag.ContinueOnError)
-	socket := fs.String("control.socket", control.DefaultSocket, "the agent's control socket")
-	asJSON := fs.Bool("json", false, "print the agent's JSON response")
-	timeout := fs.Duration("timeout", 5*time.Minute, "give up waiting for the agent after this long (callbacks may veto, each within its deadline)")
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "usage: hotplug-agent %s [flags] <cpu N | memory N | memory-device ID>...\n\nFlags:\n", op)
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
-			return err
-		}
-		return usageError{err}
-	}
-	targets, err := parseTargets(fs.Args())
+func runControl(ctx context.Context, op string, f *controlFlags, stdout, stderr io.Writer) error {
+	socket, asJSON, timeout := f.socket, f.json, f.timeout
+	targets, err := parseTargets(*f.targets)
 	if err != nil {
 		return usageError{err}
 	}

@@ -25,7 +25,7 @@ func TestControlBadInput(t *testing.T) {
 		{[]string{"offline", "disk", "3"}, 2, `"disk": want cpu, memory or memory-device`},
 		{[]string{"offline", "cpu", "1", "--json"}, 2, `"--json": flags go before the targets`},
 		{[]string{"offline", "--timeout=0s", "cpu", "1"}, 2, "--timeout: 0s"},
-		{[]string{"offline", "--no-such-flag", "cpu", "1"}, 2, "flag provided but not defined"},
+		{[]string{"offline", "--no-such-flag", "cpu", "1"}, 2, "unknown long flag '--no-such-flag'"},
 		{[]string{"offline", none, "cpu", "1"}, 1, "no agent is listening on"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -59,8 +59,14 @@ var listenRE = regexp.MustCompile(`msg="agent ready" listen=(\S+)`)
 // startAgent runs the binary with args on a free loopback port and waits until it is ready.
 func startAgent(t *testing.T, args ...string) *agentProc {
 	t.Helper()
-	base := []string{"run", "--web.listen-address=127.0.0.1:0", "--log.level=debug"}
-	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--path.state=") }) {
+	base := []string{"run", "--web.listen-address=127.0.0.1:0"}
+	given := func(flag string) bool {
+		return slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, flag+"=") })
+	}
+	if !given("--log.level") { // a flag is given once
+		base = append(base, "--log.level=debug")
+	}
+	if !given("--path.state") {
 		// Agents under test never share the system's state file, nor each other's.
 		base = append(base, "--path.state="+filepath.Join(t.TempDir(), "state.json"))
 	}

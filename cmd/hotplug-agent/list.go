@@ -2,11 +2,12 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
 	"text/tabwriter"
+
+	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/hotplug-agent/hotplug-agent/memdev"
 	"github.com/hotplug-agent/hotplug-agent/notify"
@@ -14,15 +15,26 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
 
-// runList prints every present CPU and memory block with its state, like lscpu and lsmem.
-func runList(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("list", flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print a JSON array (the fields of /interfaces, with state)")
-	sysfsPath := fs.String("path.sysfs", "/sys", "sysfs mount point")
-	procfsPath := fs.String("path.procfs", "/proc", "procfs mount point (its iomem shows virtio-mem devices)")
-	if err := parseFlags(fs, args, stderr); err != nil {
-		return err
+// listFlags are the flags of `hotplug-agent list`.
+type listFlags struct {
+	json          *bool
+	sysfs, procfs *string
+}
+
+// addListFlags defines the flags of list on cmd.
+func addListFlags(cmd *kingpin.CmdClause) *listFlags {
+	cmd.HelpLong("Print every present CPU and memory block with its state, node, physical range, zones and memory device, " +
+		"like lscpu and lsmem together. It reads sysfs (and /proc/iomem) directly: no agent needed.")
+	return &listFlags{
+		json:   cmd.Flag("json", "Print a JSON array (the fields of /interfaces, with state).").Bool(),
+		sysfs:  cmd.Flag("path.sysfs", "sysfs mount point.").Default("/sys").String(),
+		procfs: cmd.Flag("path.procfs", "procfs mount point (its iomem shows virtio-mem devices).").Default("/proc").String(),
 	}
+}
+
+// runList prints every present CPU and memory block with its state, like lscpu and lsmem.
+func runList(f *listFlags, stdout, stderr io.Writer) error {
+	asJSON, sysfsPath, procfsPath := f.json, f.sysfs, f.procfs
 	root, err := sysfs.NewFS(*sysfsPath)
 	if err != nil {
 		return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,25 +14,39 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/alecthomas/kingpin/v2"
+
 	"github.com/hotplug-agent/hotplug-agent/client"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/state"
 	"github.com/hotplug-agent/hotplug-agent/udev"
 )
 
+// monitorFlags are the flags of `hotplug-agent monitor`.
+type monitorFlags struct {
+	url, class                     *string
+	existing, json, kernel, device *bool
+}
+
+// addMonitorFlags defines the flags of monitor on cmd.
+func addMonitorFlags(cmd *kingpin.CmdClause) *monitorFlags {
+	cmd.HelpLong("Follow a running agent's /events and print a line per notification, like udevadm monitor; " +
+		"it reconnects when the stream breaks and resumes after the last notification it printed. " +
+		"With --kernel, print the kernel's own CPU and memory uevents instead, with no agent.")
+	return &monitorFlags{
+		url:      cmd.Flag("url", "The agent's HTTP address.").Default("http://localhost" + DefaultListenAddress).String(),
+		class:    cmd.Flag("class", "Only this interface class: processor, memory or a GUID.").PlaceHolder("CLASS").HintOptions("processor", "memory").String(),
+		existing: cmd.Flag("include-existing", "First an arrival for every interface already active.").Bool(),
+		json:     cmd.Flag("json", "Print each notification as the agent's JSON.").Bool(),
+		kernel:   cmd.Flag("kernel", "Listen to the kernel's CPU and memory uevents directly (no agent).").Bool(),
+		device:   cmd.Flag("memory-devices", "Follow whole memory devices (a DIMM, a virtio-mem plug) instead of CPUs and blocks.").Bool(),
+	}
+}
+
 // runMonitor prints one line per notification of a running agent, like `udevadm monitor`; with
 // --kernel it prints the kernel's cpu and memory uevents instead, with no agent.
-func runMonitor(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("monitor", flag.ContinueOnError)
-	base := fs.String("url", "http://localhost"+DefaultListenAddress, "the agent's HTTP address")
-	class := fs.String("class", "", "only this interface class: processor, memory or a GUID")
-	existing := fs.Bool("include-existing", false, "first an arrival for every interface already active")
-	asJSON := fs.Bool("json", false, "print each notification as the agent's JSON")
-	kernel := fs.Bool("kernel", false, "listen to the kernel's cpu and memory uevents directly (no agent)")
-	devices := fs.Bool("memory-devices", false, "follow whole memory devices (a DIMM, a virtio-mem plug) instead of CPUs and blocks")
-	if err := parseFlags(fs, args, stderr); err != nil {
-		return err
-	}
+func runMonitor(f *monitorFlags, stdout, stderr io.Writer) error {
+	base, class, existing, asJSON, kernel, devices := f.url, f.class, f.existing, f.json, f.kernel, f.device
 	if *class != "" {
 		c, err := notify.ParseClass(*class)
 		if err != nil {

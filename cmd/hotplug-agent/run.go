@@ -2,17 +2,25 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	toolkit "github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/hotplug-agent/hotplug-agent/agent"
 	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/control"
+	"github.com/hotplug-agent/hotplug-agent/logging"
 	"github.com/hotplug-agent/hotplug-agent/online"
 	"github.com/hotplug-agent/hotplug-agent/web"
 )
@@ -30,84 +38,158 @@ const DefaultStatePath = "/var/lib/hotplug-agent/state.json"
 // enough that a 1 TiB memory hot-add (16,384 block uevents) fits while the agent catches up.
 const DefaultReceiveBufferBytes = 128 << 20
 
-func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	var listen listFlag
-	fs.Var(&listen, "web.listen-address", "address of the HTTP API (/metrics, /interfaces, /events, /healthz); repeatable (default "+DefaultListenAddress+")")
-	webConfig := fs.String("web.config.file", "", "exporter-toolkit web configuration file: TLS and basic auth for every endpoint")
-	systemdSocket := fs.Bool("web.systemd-socket", false, "serve on the sockets systemd passes (socket activation) instead of --web.listen-address")
-	sysfsPath := fs.String("path.sysfs", "/sys", "sysfs mount point")
-	procfsPath := fs.String("path.procfs", "/proc", "procfs mount point (its iomem shows virtio-mem devices)")
-	rcvbuf := fs.Int("netlink.receive-buffer-bytes", DefaultReceiveBufferBytes, "netlink receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default)")
+// runFlags are the flags of `hotplug-agent run`.
+type runFlags struct {
+	web            *toolkit.FlagConfig
+	sysfs, procfs  *string
+	rcvbuf         *int64
+	statePath      *string
+	stateSet       bool
+	history        *int64
+	maxSubscribers *int64
+	maxConns       *int64
+	idle           *time.Duration
+	configFile     *string
+	logLevel       *promslog.Level
+	logFormat      logging.Format
+	controlSocket  *string
+	controlSet     bool
+}
+
+// addRunFlags defines the flags of run on cmd. The web flags are exporter-toolkit's, as
+// node_exporter has them; the log flags take promslog's levels and formats, and the journal.
+// Numbers are Int64, which parses integers: kingpin's Int parses a float, taking 2.9 for 2 and
+// wrapping what overflows.
+func addRunFlags(cmd *kingpin.CmdClause) *runFlags {
+	cmd.HelpLong("Start the agent: it listens to the kernel's CPU and memory uevents, keeps the true state from sysfs, " +
+		"announces arrivals and removals to the callbacks of --config.file, serves /metrics, /interfaces, /events and /healthz " +
+		"on --web.listen-address, and tells systemd when it is ready (Type=notify) and that it is alive (WatchdogSec=). " +
+		"Root is needed only to act on hotplug: as another user it announces everything and says in one warning what it cannot do.")
+	f := &runFlags{logLevel: promslog.NewLevel(), logFormat: logging.Logfmt}
+	f.web = kingpinflag.AddFlags(cmd, DefaultListenAddress)
+	// exporter-toolkit's help speaks of vsock:// addresses, which the agent does not listen on.
+	cmd.GetFlag("web.listen-address").Help("Address of the HTTP API (/metrics, /interfaces, /events, /healthz), host:port; repeatable.")
+	cmd.GetFlag("web.config.file").PlaceHolder("FILE")
+	f.sysfs = cmd.Flag("path.sysfs", "sysfs mount point.").Default("/sys").String()
+	f.procfs = cmd.Flag("path.procfs", "procfs mount point (its iomem shows virtio-mem devices).").Default("/proc").String()
+	f.rcvbuf = cmd.Flag("netlink.receive-buffer-bytes", "Netlink receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default).").
+		Default(strconv.Itoa(DefaultReceiveBufferBytes)).Int64()
+	f.configFile = cmd.Flag("config.file", "YAML configuration file (callbacks, online policy); none: log every notification.").PlaceHolder("FILE").String()
+	f.statePath = cmd.Flag("path.state", "File that keeps the announced interfaces and the last event ID across restarts; empty keeps none. "+
+		"This default is root's; as another user it is $XDG_STATE_HOME/hotplug-agent/state.json, else ~/.local/state/hotplug-agent/state.json.").
+		Default(DefaultStatePath).IsSetByUser(&f.stateSet).String()
+	f.controlSocket = cmd.Flag("control.socket", "Unix socket for hotplug-agent online and offline (mode 0600, root only); empty serves none. "+
+		"This default is root's; as another user there is none.").
+		Default(control.DefaultSocket).IsSetByUser(&f.controlSet).String()
+	f.history = cmd.Flag("web.stream-history", "Notifications /events keeps for clients that resume with Last-Event-ID.").Default("4096").Int64()
+	f.maxConns = cmd.Flag("web.max-connections", "Most HTTP connections open at once, /events streams included; one more is answered 503 and closed, "+
+		"and counted in hotplug_agent_http_refused_total. Lowered at start to what the descriptor limit (ulimit -n) holds beside those kept for callbacks and the state file.").
+		Default(strconv.Itoa(web.DefaultMaxConnections)).Int64()
+	f.maxSubscribers = cmd.Flag("web.max-stream-subscribers", "Most /events subscribers at once; one more is answered 503 and counted in hotplug_agent_http_refused_total.").
+		Default(strconv.Itoa(web.DefaultMaxStreamSubscribers)).Int64()
+	f.idle = cmd.Flag("web.idle-timeout", "Close a keep-alive HTTP connection idle that long between requests (an /events stream is not idle).").
+		Default(shortDuration(agent.DefaultIdleTimeout)).Duration()
+	cmd.Flag(promslogflag.LevelFlagName, promslogflag.LevelFlagHelp).
+		Default("info").HintOptions(promslog.LevelFlagOptions...).SetValue(levelValue{f.logLevel})
+	cmd.Flag(promslogflag.FormatFlagName, "Log format: one of logfmt, json, journal (entries sent to journald natively).").
+		Default(string(logging.Logfmt)).HintOptions("logfmt", "json", "journal").SetValue(&f.logFormat)
+	return f
+}
+
+// levelValue is --log.level: promslog's level, with an error that says what it wants.
+type levelValue struct{ *promslog.Level }
+
+func (l levelValue) Set(s string) error {
+	if err := l.Level.Set(s); err != nil {
+		return fmt.Errorf("want one of %s", strings.Join(promslog.LevelFlagOptions, ", "))
+	}
+	return nil
+}
+
+// runAgent runs the agent with the flags f until ctx ends, logging to stderr. Flags it cannot
+// use are a usageError.
+func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
+	listen := *f.web.WebListenAddresses
+	for _, a := range listen {
+		if a == "" {
+			return usageError{fmt.Errorf("--web.listen-address: empty address")}
+		}
+	}
+	if *f.history < 1 {
+		return usageError{fmt.Errorf("--web.stream-history: %d: want at least 1", *f.history)}
+	}
+	if *f.maxSubscribers < 1 {
+		return usageError{fmt.Errorf("--web.max-stream-subscribers: %d: want at least 1", *f.maxSubscribers)}
+	}
+	if *f.maxConns < 1 {
+		return usageError{fmt.Errorf("--web.max-connections: %d: want at least 1", *f.maxConns)}
+	}
+	if *f.idle <= 0 {
+		return usageError{fmt.Errorf("--web.idle-timeout: %s: want a positive duration", *f.idle)}
+	}
+	if *f.rcvbuf < 0 {
+		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d is negative", *f.rcvbuf)}
+	}
+	statePath, controlSocket := *f.statePath, *f.controlSocket
 	defState, defSocket := userDefaults(os.Geteuid(), os.Getenv)
-	statePath := fs.String("path.state", defState, "file that keeps the announced interfaces and the last event ID across restarts; empty keeps none. By user: root "+DefaultStatePath+", others $XDG_STATE_HOME/hotplug-agent/state.json (else under ~/.local/state)")
-	history := fs.Int("web.stream-history", 4096, "notifications /events keeps for clients that resume with Last-Event-ID")
-	maxSubscribers := fs.Int("web.max-stream-subscribers", web.DefaultMaxStreamSubscribers, "most /events subscribers at once; one more is answered 503 and counted in hotplug_agent_http_refused_total")
-	maxConns := fs.Int("web.max-connections", web.DefaultMaxConnections, "most HTTP connections open at once, /events streams included; one more is answered 503 and closed, and counted in hotplug_agent_http_refused_total. Lowered at start to what the descriptor limit (ulimit -n) holds beside those kept for callbacks and the state file")
-	idle := fs.Duration("web.idle-timeout", agent.DefaultIdleTimeout, "close a keep-alive HTTP connection idle that long between requests (an /events stream is not idle)")
-	configFile := fs.String("config.file", "", "YAML configuration file (callbacks); empty: log every notification")
-	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, error")
-	logFormat := fs.String("log.format", "logfmt", "log format: logfmt or json")
-	controlSocket := fs.String("control.socket", defSocket, "Unix socket for hotplug-agent online/offline (mode 0600, root only); empty serves none. By user: root "+control.DefaultSocket+", others none")
-	if err := parseFlags(fs, args, stderr); err != nil {
-		return err
+	if !f.stateSet {
+		statePath = defState
 	}
-	if *history < 1 {
-		return usageError{fmt.Errorf("--web.stream-history: %d: want at least 1", *history)}
+	if !f.controlSet {
+		controlSocket = defSocket
 	}
-	if *maxSubscribers < 1 {
-		return usageError{fmt.Errorf("--web.max-stream-subscribers: %d: want at least 1", *maxSubscribers)}
-	}
-	if *maxConns < 1 {
-		return usageError{fmt.Errorf("--web.max-connections: %d: want at least 1", *maxConns)}
-	}
-	if *idle <= 0 {
-		return usageError{fmt.Errorf("--web.idle-timeout: %s: want a positive duration", *idle)}
-	}
-	if *rcvbuf < 0 {
-		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d is negative", *rcvbuf)}
-	}
-	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	logger, _, err := f.logger(stderr, "")
 	if err != nil {
-		return usageError{err}
+		return usageError{fmt.Errorf("--log.format: %w", err)}
 	}
 	cfg := &config.Config{}
-	if *configFile != "" {
-		if cfg, err = config.Load(*configFile); err != nil {
+	if *f.configFile != "" {
+		if cfg, err = config.Load(*f.configFile); err != nil {
 			return err
 		}
 	}
-	iomem := filepath.Join(*procfsPath, "iomem")
+	iomem := filepath.Join(*f.procfs, "iomem")
 	if euid := os.Geteuid(); euid != 0 {
 		// /proc/iomem shows its addresses only to CAP_SYS_ADMIN: the line below says that
 		// virtio-mem devices are left out, and the memory-device reader need not say it again.
 		iomem = ""
-		logWithoutRoot(logger, euid, *statePath, *controlSocket, cfg.Online.Policy())
+		logWithoutRoot(logger, euid, statePath, controlSocket, cfg.Online.Policy())
 	}
 	a, err := agent.New(agent.Options{
-		SysfsPath:            *sysfsPath,
+		SysfsPath:            *f.sysfs,
 		IOMemPath:            iomem,
-		ListenAddresses:      listen.or(DefaultListenAddress),
-		SystemdSocket:        *systemdSocket,
-		StatePath:            *statePath,
-		StreamHistory:        *history,
-		MaxStreamSubscribers: *maxSubscribers,
-		MaxConnections:       *maxConns,
-		IdleTimeout:          *idle,
-		WebConfigFile:        *webConfig,
-		ReceiveBufferBytes:   *rcvbuf,
+		ListenAddresses:      listen,
+		SystemdSocket:        *f.web.WebSystemdSocket,
+		StatePath:            statePath,
+		StreamHistory:        int(*f.history),
+		MaxStreamSubscribers: int(*f.maxSubscribers),
+		MaxConnections:       int(*f.maxConns),
+		IdleTimeout:          *f.idle,
+		WebConfigFile:        *f.web.WebConfigFile,
+		ReceiveBufferBytes:   int(*f.rcvbuf),
 		Config:               cfg,
 		Version:              version,
 		Logger:               logger,
-		ControlSocket:        *controlSocket,
+		ControlSocket:        controlSocket,
 		// The default path may be taken (another agent) or read-only (a unit without
 		// RuntimeDirectory=): the agent then runs without it; a path asked for must work.
-		ControlSocketOptional: !flagSet(fs, "control.socket"),
+		ControlSocketOptional: !f.controlSet,
 	})
 	if err != nil {
 		return err
 	}
 	return a.Run(ctx)
+}
+
+// logger returns the agent's logger as --log.level and --log.format say, writing to stderr,
+// and the format it chose. journalSocket is journald's socket; empty is the system's.
+func (f *runFlags) logger(stderr io.Writer, journalSocket string) (*slog.Logger, logging.Format, error) {
+	return logging.New(logging.Config{
+		Level:         f.logLevel,
+		Format:        f.logFormat,
+		Stderr:        stderr,
+		JournalSocket: journalSocket,
+	})
 }
 
 // userDefaults returns the defaults of --path.state and --control.socket for a process running
@@ -152,38 +234,14 @@ func logWithoutRoot(log *slog.Logger, euid int, statePath, controlSocket string,
 		"uid", euid, "state_file", state, "without_root", strings.Join(cannot, "; "))
 }
 
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log.level: %q: want debug, info, warn or error", level)
+// shortDuration is d as people write it: 2m, not 2m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
 	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch strings.ToLower(format) {
-	case "logfmt", "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
 	}
-	return nil, fmt.Errorf("--log.format: %q: want logfmt or json", format)
-}
-
-// listFlag is a repeatable string flag.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(v string) error {
-	if v == "" {
-		return fmt.Errorf("empty address")
-	}
-	*l = append(*l, v)
-	return nil
-}
-
-// or returns the values given, or def when none was.
-func (l listFlag) or(def string) []string {
-	if len(l) == 0 {
-		return []string{def}
-	}
-	return l
+	return s
 }
