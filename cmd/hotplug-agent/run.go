@@ -52,6 +52,7 @@ type runFlags struct {
 	configFile     *string
 	logLevel       *promslog.Level
 	logFormat      logging.Format
+	logFormatSet   bool
 	controlSocket  *string
 	controlSet     bool
 }
@@ -91,8 +92,9 @@ func addRunFlags(cmd *kingpin.CmdClause) *runFlags {
 		Default(shortDuration(agent.DefaultIdleTimeout)).Duration()
 	cmd.Flag(promslogflag.LevelFlagName, promslogflag.LevelFlagHelp).
 		Default("info").HintOptions(promslog.LevelFlagOptions...).SetValue(levelValue{f.logLevel})
-	cmd.Flag(promslogflag.FormatFlagName, "Log format: one of logfmt, json, journal (entries sent to journald natively).").
-		Default(string(logging.Logfmt)).HintOptions("logfmt", "json", "journal").SetValue(&f.logFormat)
+	cmd.Flag(promslogflag.FormatFlagName, "Log format: one of logfmt, json, journal (entries sent to journald natively). "+
+		"Not given, the agent logs to the journal when stderr is the journal's stream (a systemd service's: JOURNAL_STREAM), else logfmt.").
+		Default(string(logging.Logfmt)).HintOptions("logfmt", "json", "journal").IsSetByUser(&f.logFormatSet).SetValue(&f.logFormat)
 	return f
 }
 
@@ -138,7 +140,7 @@ func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
 	if !f.controlSet {
 		controlSocket = defSocket
 	}
-	logger, _, err := f.logger(stderr, "")
+	logger, _, err := f.logger(stderr, os.Getenv("JOURNAL_STREAM"), "")
 	if err != nil {
 		return usageError{fmt.Errorf("--log.format: %w", err)}
 	}
@@ -182,12 +184,20 @@ func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
 }
 
 // logger returns the agent's logger as --log.level and --log.format say, writing to stderr,
-// and the format it chose. journalSocket is journald's socket; empty is the system's.
-func (f *runFlags) logger(stderr io.Writer, journalSocket string) (*slog.Logger, logging.Format, error) {
+// and the format it chose. With no --log.format, it logs to the journal when stderr is the
+// journal's stream, as journalStream (JOURNAL_STREAM) says, else logfmt: an explicit
+// --log.format=logfmt keeps text lines under systemd. journalSocket is journald's socket;
+// empty is the system's.
+func (f *runFlags) logger(stderr io.Writer, journalStream, journalSocket string) (*slog.Logger, logging.Format, error) {
+	format := f.logFormat
+	if !f.logFormatSet {
+		format = "" // the journal when stderr is its stream, else logfmt
+	}
 	return logging.New(logging.Config{
 		Level:         f.logLevel,
-		Format:        f.logFormat,
+		Format:        format,
 		Stderr:        stderr,
+		JournalStream: journalStream,
 		JournalSocket: journalSocket,
 	})
 }
