@@ -10,7 +10,7 @@ BIN       := bin/hotplug-agent
 FUZZTIME  ?= 100000x
 RUN_ARGS  ?=
 
-.PHONY: all build deps test quick lint fuzz run install lib examples bench image image-context clean
+.PHONY: all build deps test quick lint fuzz run install man completions lib examples bench image image-context clean
 
 all: build
 
@@ -67,13 +67,34 @@ fuzz:
 run: build
 	./$(BIN) run $(RUN_ARGS)
 
+# The man page and the bash and zsh completion scripts, which the agent renders from its own flags
+# (kingpin's --help-man, --completion-script-bash and --completion-script-zsh). They are rendered by
+# a binary for this machine, so that a package cross-built with GOOS/GOARCH gets them too, and the
+# man page is dated by the last commit (SOURCE_DATE_EPOCH), so that it builds reproducibly.
+MAN             := bin/hotplug-agent.1
+BASH_COMPLETION := bin/completions/hotplug-agent
+ZSH_COMPLETION  := bin/completions/_hotplug-agent
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+HOST_RUN = GOOS=$$($(GO) env GOHOSTOS) GOARCH=$$($(GO) env GOHOSTARCH) SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+	$(GO) run -trimpath -ldflags '-X main.version=$(VERSION)' ./cmd/hotplug-agent
+man:
+	@mkdir -p $(dir $(MAN))
+	$(HOST_RUN) --help-man > $(MAN).tmp && mv $(MAN).tmp $(MAN)
+completions:
+	@mkdir -p $(dir $(BASH_COMPLETION))
+	$(HOST_RUN) --completion-script-bash > $(BASH_COMPLETION).tmp && mv $(BASH_COMPLETION).tmp $(BASH_COMPLETION)
+	$(HOST_RUN) --completion-script-zsh > $(ZSH_COMPLETION).tmp && mv $(ZSH_COMPLETION).tmp $(ZSH_COMPLETION)
+
 # Installs the binary, the systemd unit (its ExecStart follows PREFIX), an example configuration
-# (never over an existing one; it turns the online policy on, and says so) and the docs. DESTDIR stages the tree for a package.
+# (never over an existing one; it turns the online policy on, and says so), the docs, the man page
+# and the completion scripts (MANDIR, BASHCOMPDIR, ZSHCOMPDIR: see uninstall below). DESTDIR stages
+# the tree for a package. zsh finds ZSHCOMPDIR's default under /usr/local; Debian's zsh, under /usr,
+# reads /usr/share/zsh/vendor-completions.
 BINDIR    ?= $(PREFIX)/bin
 UNITDIR   ?= /lib/systemd/system
 SYSCONFDIR ?= /etc
 DOCDIR    ?= $(PREFIX)/share/doc/hotplug-agent
-install: build
+install: build man completions
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/hotplug-agent
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/local/bin/hotplug-agent|$(BINDIR)/hotplug-agent|; s|/etc/hotplug-agent|$(SYSCONFDIR)/hotplug-agent|g' \
@@ -88,6 +109,9 @@ install: build
 	fi
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -D -m 0644 deploy/config.example.yaml $(DESTDIR)$(DOCDIR)/config.example.yaml
+	install -D -m 0644 $(MAN) $(DESTDIR)$(MANDIR)/man1/hotplug-agent.1
+	install -D -m 0644 $(BASH_COMPLETION) $(DESTDIR)$(BASHCOMPDIR)/hotplug-agent
+	install -D -m 0644 $(ZSH_COMPLETION) $(DESTDIR)$(ZSHCOMPDIR)/_hotplug-agent
 
 # The container image of deploy/container/Containerfile, for the DaemonSet in deploy/kubernetes:
 # the static binary and the CA certificates (Debian's ca-certificates) on an empty base, so it

@@ -60,6 +60,9 @@ func TestMakeInstall(t *testing.T) {
 		"etc/hotplug-agent/config.yaml",
 		"usr/share/doc/hotplug-agent/README.md",
 		"usr/share/doc/hotplug-agent/config.example.yaml",
+		"usr/share/man/man1/hotplug-agent.1",
+		"usr/share/bash-completion/completions/hotplug-agent",
+		"usr/share/zsh/site-functions/_hotplug-agent",
 	} {
 		if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
 			t.Errorf("make install did not install %s: %v", f, err)
