@@ -159,7 +159,7 @@ func (h *JournalHandler) Handle(ctx context.Context, r slog.Record) error {
 		return err
 	}
 	if !h.c.failed.Swap(true) {
-		note := slog.NewRecord(time.Now(), slog.LevelError, "cannot log to the journal; logging to stderr instead", 0)
+		note := slog.NewRecord(time.Now(), slog.LevelError, "cannot log to the journal; logging to stderr instead", r.PC)
 		note.AddAttrs(slog.Any("err", err))
 		h.c.fallback.Handle(ctx, note)
 	}

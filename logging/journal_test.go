@@ -538,3 +538,29 @@ func TestFormatValue(t *testing.T) {
 		}
 	}
 }
+
+// TestNewJournalFallsBack checks the agent's journal logger where journald is not: its records
+// go to stderr as promslog's logfmt lines, each with the source of the call that logged.
+func TestNewJournalFallsBack(t *testing.T) {
+	var out bytes.Buffer
+	log, _, err := New(Config{Format: Journal, Stderr: &out, JournalSocket: filepath.Join(t.TempDir(), "none")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("agent ready", "listen", ":19100")
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("stderr %q; want the reason and the record", out.String())
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, " source=journal_test.go:") {
+			t.Errorf("line %q has not the source of the call that logged", l)
+		}
+	}
+	if !strings.Contains(lines[0], `level=ERROR source=journal_test.go:`) || !strings.Contains(lines[0], `msg="cannot log to the journal; logging to stderr instead"`) {
+		t.Errorf("reason %q", lines[0])
+	}
+	if !strings.Contains(lines[1], `level=INFO`) || !strings.Contains(lines[1], `msg="agent ready" listen=:19100`) {
+		t.Errorf("record %q", lines[1])
+	}
+}
