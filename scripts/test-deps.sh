@@ -12,6 +12,8 @@ command -v valgrind >/dev/null || need+=(valgrind)          # the C example unde
 [ -r /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)  # the container image's root (DaemonSet test)
 command -v lintian >/dev/null || need+=(lintian)            # make package: lintian on the .deb
 command -v rpm >/dev/null || need+=(rpm)                    # make package: the .rpm read with rpm -qp
+command -v groff >/dev/null || need+=(groff-base)           # the man page test (groff -ww)
+command -v man >/dev/null || need+=(man-db)                 # the man page test (man -l)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test-deps: missing ${need[*]}; run as root to install them (tests that need them skip)" >&2

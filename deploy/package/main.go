@@ -120,7 +120,7 @@ func build(o options, w io.Writer) error {
 	var missing []string
 	var why error
 	for _, opt := range optionals {
-		b, err := printed(o.bin, opt.flag)
+		b, err := printed(o.bin, opt.flag, mtime)
 		if err == nil && !opt.looksRight(b) {
 			err = fmt.Errorf("%s %s printed something else than a %s", o.bin, opt.flag, opt.what)
 		}
@@ -267,12 +267,15 @@ func binaryArch(bin string) (string, error) {
 }
 
 // printed runs bin with one flag and returns its standard output; a binary that does not know the
-// flag fails with its usage, and the error carries the first line of what it said.
-func printed(bin, flag string) ([]byte, error) {
+// flag fails with its usage, and the error carries the first line of what it said. The binary
+// gets SOURCE_DATE_EPOCH=date, so that what it dates (the man page) is the packaged files' date
+// and a commit packaged twice gives the same packages.
+func printed(bin, flag string, date time.Time) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, flag)
+	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH="+strconv.FormatInt(date.Unix(), 10))
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		first, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
