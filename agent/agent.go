@@ -5,12 +5,16 @@ package agent
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -110,6 +114,7 @@ type Agent struct {
 	control    *control.Server        // nil without a control socket
 	metrics    *metrics.Metrics
 	phases     *metrics.Phases
+	cgroups    *callback.Cgroups // the exec runs' cgroups; nil: process groups only
 	listeners  []net.Listener
 	conns      *web.ConnLimit // bounds the connections of every listener together
 	handler    http.Handler
@@ -495,6 +500,15 @@ func (a *Agent) close() {
 			a.log.Warn("start failed; callbacks still running", "err", err)
 		}
 	}
+	a.closeCgroups()
+}
+
+// closeCgroups kills what is left in the exec runs' cgroups (runs the shutdown cut short) and
+// removes them.
+func (a *Agent) closeCgroups() {
+	if err := a.cgroups.Close(); err != nil {
+		a.log.Warn("exec callbacks: cgroups not removed", "err", err)
+	}
 }
 
 func (a *Agent) registerCallbacks() error {
@@ -506,12 +520,15 @@ func (a *Agent) registerCallbacks() error {
 		a.metrics.InitCallback("log")
 	}
 	limiter := callback.NewLimiter(a.o.Config.ExecLimit())
+	if slices.ContainsFunc(a.o.Config.Callbacks, func(c config.Callback) bool { return c.Exec != nil }) {
+		a.openCgroups()
+	}
 	policy := a.o.Config.Online.Policy()
 	for _, c := range a.o.Config.Callbacks {
 		logger := a.log.With("callback", c.Name)
 		var ex *callback.Exec
 		if c.Exec != nil {
-			ex = &callback.Exec{Command: c.Exec.Command, Timeout: c.Exec.Timeout, Limiter: limiter, Logger: logger}
+			ex = &callback.Exec{Command: c.Exec.Command, Timeout: c.Exec.Timeout, Limiter: limiter, Logger: logger, Cgroups: a.cgroups}
 			if name := c.Exec.Command[0]; !strings.Contains(name, "/") {
 				path, _ := callback.LookPath(name) // config.Parse checked that it is there
 				logger.Info("exec callback: command found in the exec PATH", "command", name, "path", path, "exec_path", callback.DefaultPath)
@@ -576,6 +593,32 @@ func (a *Agent) registerCallbacks() error {
 		a.metrics.InitCallback(c.Name)
 	}
 	return nil
+}
+
+// openCgroups prepares a cgroup of its own for each exec run, where one can be made; a directory
+// of the same name that an agent killed with the same state file left is emptied first, so that
+// nothing its callbacks started still runs when this agent's first callback does.
+func (a *Agent) openCgroups() {
+	cg, err := callback.NewCgroups(execCgroupName(a.o.StatePath), a.log)
+	if err != nil {
+		a.log.Info("exec callbacks: no cgroup of their own; each command's process group is killed when it exits, which a daemon that calls setsid escapes", "reason", err)
+		return
+	}
+	a.cgroups = cg
+	a.log.Info("exec callbacks: each command runs in a cgroup of its own, killed when it exits", "dir", cg.Dir())
+}
+
+// execCgroupName names the directory of the exec runs' cgroups after the state file, which no two
+// agents share and the next start of this agent uses again; without one, after the process.
+func execCgroupName(statePath string) string {
+	if statePath == "" {
+		return fmt.Sprintf("hotplug-agent-exec-pid%d", os.Getpid())
+	}
+	if abs, err := filepath.Abs(statePath); err == nil {
+		statePath = abs
+	}
+	sum := sha256.Sum256([]byte(statePath))
+	return "hotplug-agent-exec-" + hex.EncodeToString(sum[:6])
 }
 
 // changeLog is the log action of a two-phase callback: one line per phase; it never vetoes.
@@ -827,6 +870,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if e := a.saveState(true); e != nil {
 		a.log.Error("state file not saved at shutdown", "err", e)
 	}
+	a.closeCgroups()
 	return err
 }
 

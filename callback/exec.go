@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -74,8 +75,8 @@ type Exec struct {
 	// Command is the argument vector; Command[0] is the file LookPath returns for it, looked up
 	// in DefaultPath when it has no slash, and stays argv[0]. There is no shell.
 	Command []string
-	// Timeout bounds one run; when it passes, the command's whole process group is killed.
-	// Zero means 30 s.
+	// Timeout bounds one run; when it passes, the command is killed with everything it started
+	// (see Cgroups). Zero means 30 s.
 	Timeout time.Duration
 	// OutputLimit caps the bytes of stdout and of stderr kept for the log. Zero means 4 KiB.
 	OutputLimit int
@@ -84,6 +85,11 @@ type Exec struct {
 	// Limiter, shared by the exec callbacks of an agent, bounds how many of their commands run at
 	// once; nil means no bound. The Timeout starts once a slot is obtained.
 	Limiter *Limiter
+	// Cgroups, shared by the exec callbacks of an agent, runs each command in a cgroup of its own,
+	// so that everything it started is killed when it exits, a daemon that called setsid
+	// included; nil (or a kernel that refuses) leaves each command its process group, which is
+	// killed when it exits.
+	Cgroups *Cgroups
 }
 
 // Limiter bounds the number of exec commands running at once across the callbacks that share
@@ -351,18 +357,30 @@ func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, e.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, path, e.Command[1:]...)
-	cmd.Args[0] = e.Command[0] // as a shell would, the name as written
-	cmd.Env = append(env, "PATH="+DefaultPath)
-	cmd.Dir = "/"
 	stdout := &cappedBuffer{limit: e.OutputLimit}
 	stderr := &cappedBuffer{limit: e.OutputLimit}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	setProcessGroup(cmd)
-	// A grandchild that keeps the output pipes open must not hold the callback past the kill.
-	cmd.WaitDelay = time.Second
+	build := func() *exec.Cmd {
+		stdout.reset()
+		stderr.reset()
+		cmd := exec.CommandContext(ctx, path, e.Command[1:]...)
+		cmd.Args[0] = e.Command[0] // as a shell would, the name as written
+		cmd.Env = append(slices.Clip(env), "PATH="+DefaultPath)
+		cmd.Dir = "/"
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		setProcessGroup(cmd)
+		// A process that escaped the kill and keeps the output pipes open (a daemon that called
+		// setsid, without a cgroup) must not hold the callback longer than this.
+		cmd.WaitDelay = time.Second
+		return cmd
+	}
 	start := time.Now()
-	err = cmd.Run()
+	// When the command exits, what it left running is killed: udev's RUN+= rule, that a program
+	// must not leave processes behind, enforced as systemd-udevd enforces it.
+	leftOpen, err := runCommand(build, e.Cgroups)
+	if leftOpen {
+		e.Logger.Warn("exec callback: a process the command started escaped its process group and keeps its output open; it was left running (without a cgroup of its own a command cannot be followed past setsid)",
+			"command", e.Command[0], "event", event, "symbolic_link", link)
+	}
 	attrs := []slog.Attr{
 		slog.String("command", e.Command[0]),
 		slog.String("event", event),
@@ -419,6 +437,8 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 }
 
 func (c *cappedBuffer) Len() int { return c.buf.Len() }
+
+func (c *cappedBuffer) reset() { c.buf.Reset(); c.dropped = 0 }
 
 func (c *cappedBuffer) String() string {
 	s := string(bytes.TrimRight(c.buf.Bytes(), "\n"))
