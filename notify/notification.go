@@ -157,7 +157,9 @@ type Notification struct {
 	Cause Cause
 	// ID numbers the notifications the agent publishes, 1, 2, 3, ... across restarts (the
 	// registry assigns it). Notifications made for one registration only (existing interfaces,
-	// a lagging registration's resynchronisation) have ID 0.
+	// a lagging registration's resynchronisation) have ID 0, except for a durable registration
+	// (Registry.RegisterDurable): they take the registry's next ID, which only that registration
+	// sees, so that its callback can deduplicate everything it is given again after a restart.
 	ID uint64
 }
 

@@ -37,6 +37,9 @@ func (q *ring) pop() Notification {
 	return n
 }
 
+// at returns the k-th oldest notification, 0 being the next pop. k must be below len.
+func (q *ring) at(k int) Notification { return q.buf[(q.head+k)%len(q.buf)] }
+
 // reset empties the ring and releases its buffer.
 func (q *ring) reset() { *q = ring{} }
 

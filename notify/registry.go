@@ -127,6 +127,12 @@ type Options struct {
 	// QueueLimit bounds the notifications queued for one registration; 0 (or less) means
 	// DefaultQueueLimit. A registration that falls further behind gets a resync instead.
 	QueueLimit int
+	// RequestCheckpoint, when set, asks the agent to take a Checkpoint, save it and call Saved:
+	// urgently when a durable registration (RegisterDurable) waits for its next notification to
+	// be in a saved Checkpoint, at leisure when one has finished a notification (so that it is
+	// not given again after a kill). It must not block. Without it, durable registrations do
+	// not wait.
+	RequestCheckpoint func(urgent bool)
 }
 
 // Registry holds the active device interfaces and the registrations for their arrival and
@@ -137,6 +143,8 @@ type Registry struct {
 	log   *slog.Logger
 	obs   Observer
 	limit int
+
+	checkpoint func(urgent bool) // Options.RequestCheckpoint
 
 	mu      sync.Mutex
 	active  map[string]Interface // keyed by SymbolicLink
@@ -156,13 +164,15 @@ func NewRegistry(opts Options) *Registry {
 	if limit <= 0 {
 		limit = DefaultQueueLimit
 	}
-	return &Registry{
+	r := &Registry{
 		log:    log,
 		obs:    opts.Observer,
 		limit:  limit,
 		active: make(map[string]Interface),
 		live:   make(map[*Entry]struct{}),
 	}
+	r.checkpoint = opts.RequestCheckpoint
+	return r
 }
 
 // Entry is the opaque handle of one registration (the NotificationEntry of Windows). Its
@@ -186,12 +196,19 @@ type Entry struct {
 	delivered atomic.Uint64
 	dropped   atomic.Uint64
 
+	durable bool          // RegisterDurable: see durable.go
+	idle    chan struct{} // capacity 1: "running went false"
+	saved   chan struct{} // capacity 1, durable entries: "a Checkpoint was saved"
+
 	mu       sync.Mutex // guards the fields below; taken after Registry.mu
 	removed  bool
+	stopped  bool // Registry.Stop: no callback starts
+	running  bool // a callback runs
 	queue    ring
 	view     map[string]Interface // interfaces announced by the notifications popped so far
 	overflow int                  // dropped by overflows and not yet reported
 	stale    bool                 // the queue overflowed: a resync is owed, computed by catchUp
+	durableState
 }
 
 // StartID is the ID of the last notification published before the entry was registered: the
@@ -253,6 +270,11 @@ func (r *Registry) Seed(ifaces []Interface) {
 //
 // Register does not block on callbacks and is safe for concurrent use, from callbacks too.
 func (r *Registry) Register(category EventCategory, flags Flags, class uuid.UUID, owner string, cb Callback, userCtx any) (*Entry, error) {
+	return r.register(category, flags, class, owner, cb, userCtx, false, nil)
+}
+
+// register is Register, and RegisterDurable when durable.
+func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID, owner string, cb Callback, userCtx any, durable bool, resume *Cursor) (*Entry, error) {
 	if strings.TrimSpace(owner) == "" {
 		return nil, errors.New("notify: register: empty owner")
 	}
@@ -288,8 +310,13 @@ func (r *Registry) Register(category EventCategory, flags Flags, class uuid.UUID
 		cancel:  cancel,
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
+		idle:    make(chan struct{}, 1),
+		durable: durable,
 	}
-	include := flags&FlagIncludeExistingInterfaces != 0
+	if durable {
+		e.saved = make(chan struct{}, 1)
+	}
+	include := flags&FlagIncludeExistingInterfaces != 0 && resume == nil
 
 	r.mu.Lock()
 	if r.closed {
@@ -298,14 +325,18 @@ func (r *Registry) Register(category EventCategory, flags Flags, class uuid.UUID
 		return nil, fmt.Errorf("notify: register %s: %w", owner, ErrClosed)
 	}
 	existing := r.activeOf(class)
-	if include {
+	e.startID = r.lastID
+	switch {
+	case resume != nil:
+		r.resume(e, resume, existing)
+	case include:
 		// The view starts empty: the existing arrivals fill it as they are delivered.
 		e.view = make(map[string]Interface, len(existing))
 		now := time.Now()
 		for _, i := range existing {
-			e.queue.push(NewNotification(GUIDDeviceInterfaceArrival, i, 0, now, CauseExisting))
+			e.push(r.restate(e, NewNotification(GUIDDeviceInterfaceArrival, i, 0, now, CauseExisting)))
 		}
-	} else {
+	default:
 		// The entry is not told about what is active, but its later notifications continue
 		// from that state, so that is where its view starts.
 		e.view = make(map[string]Interface, len(existing))
@@ -313,14 +344,16 @@ func (r *Registry) Register(category EventCategory, flags Flags, class uuid.UUID
 			e.view[i.SymbolicLink] = i
 		}
 	}
+	if durable && resume == nil {
+		e.doneView = maps.Clone(e.view)
+	}
 	r.entries = append(r.entries, e)
 	r.live[e] = struct{}{}
-	e.startID = r.lastID
 	r.mu.Unlock()
 
 	go r.run(e)
 	r.log.Info("notification registered", "owner", owner, "class", ClassName(class),
-		"include_existing", include, "active", len(existing))
+		"include_existing", include, "active", len(existing), "durable", durable, "resumed", resume != nil)
 	return e, nil
 }
 
@@ -351,6 +384,7 @@ func (r *Registry) Unregister(e *Entry) error {
 	r.removeEntry(e)
 	r.mu.Unlock()
 	e.cancel()
+	e.poke()
 	r.log.Info("notification unregistered", "owner", e.owner, "class", ClassName(e.class))
 	return nil
 }
@@ -504,6 +538,7 @@ func (r *Registry) Close(ctx context.Context) error {
 	r.mu.Unlock()
 	for _, e := range entries {
 		e.cancel()
+		e.poke()
 	}
 	if len(entries) > 0 {
 		r.log.Info("notification registry closed", "unregistered", len(entries))
@@ -571,7 +606,7 @@ func (r *Registry) enqueue(e *Entry, n Notification) {
 		e.overflow++
 		e.dropped.Add(1)
 	case e.queue.len() < r.limit:
-		e.queue.push(n)
+		e.push(n)
 	default:
 		// Drop the queue; the entry's own goroutine computes the resync when it is free again
 		// (catchUp), so a stuck registration costs Publish nothing more and holds no queue.
@@ -582,6 +617,17 @@ func (r *Registry) enqueue(e *Entry, n Notification) {
 		e.dropped.Add(uint64(dropped))
 	}
 	e.mu.Unlock()
+	e.poke()
+}
+
+// push appends n to e's queue. e.mu must be held, or e not yet shared.
+func (e *Entry) push(n Notification) {
+	e.queue.push(n)
+	e.pushed++
+}
+
+// poke wakes e's dispatch goroutine. It does not block.
+func (e *Entry) poke() {
 	select {
 	case e.wake <- struct{}{}:
 	default:
@@ -622,10 +668,10 @@ func (r *Registry) resync(e *Entry) {
 	slices.SortFunc(came, compareInterfaces)
 	now := time.Now()
 	for _, i := range gone {
-		e.queue.push(NewNotification(GUIDDeviceInterfaceRemoval, i, 0, now, CauseResync))
+		e.push(r.restate(e, NewNotification(GUIDDeviceInterfaceRemoval, i, 0, now, CauseResync)))
 	}
 	for _, i := range came {
-		e.queue.push(NewNotification(GUIDDeviceInterfaceArrival, i, 0, now, CauseResync))
+		e.push(r.restate(e, NewNotification(GUIDDeviceInterfaceArrival, i, 0, now, CauseResync)))
 	}
 }
 
@@ -653,9 +699,43 @@ func (r *Registry) run(e *Entry) {
 			clean = true
 			return
 		}
-		if ok && e.ctx.Err() == nil {
+		if ok && e.ctx.Err() == nil && e.begin(n) {
 			r.dispatch(e, n)
+			e.end(n)
 		}
+	}
+}
+
+// begin is called with n just taken off e's queue: a durable e waits until a saved Checkpoint
+// holds n. It returns false, and n is not delivered, when e is removed or stopped meanwhile;
+// otherwise e is running.
+func (e *Entry) begin(n Notification) bool {
+	if e.durable && !e.awaitSaved() {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed || e.stopped {
+		return false
+	}
+	e.running = true
+	return true
+}
+
+// end is called when e's callback has returned from n.
+func (e *Entry) end(n Notification) {
+	e.mu.Lock()
+	e.running = false
+	if e.durable {
+		e.finished(n)
+	}
+	e.mu.Unlock()
+	select {
+	case e.idle <- struct{}{}:
+	default:
+	}
+	if e.durable {
+		e.r.requestCheckpoint(false)
 	}
 }
 
@@ -673,9 +753,30 @@ func (e *Entry) next() (n Notification, ok bool, overflow int, more bool) {
 			e.mu.Unlock()
 			return Notification{}, false, 0, false
 		}
+		if e.stopped || e.hasInflight {
+			// Stopped for a shutdown: nothing more is taken off the queue, which a Checkpoint
+			// saves; or a notification taken off it before is still owed to the callback.
+			e.mu.Unlock()
+			<-e.wake
+			continue
+		}
 		overflow, e.overflow = e.overflow, 0
+		if len(e.replay) > 0 {
+			// Given before this start, perhaps seen: e.view already follows from them.
+			n = e.replay[0]
+			e.replay = e.replay[1:]
+			e.inflight, e.hasInflight, e.inflightNum = n, true, 0
+			e.mu.Unlock()
+			return n, true, overflow, true
+		}
 		if e.queue.len() > 0 {
+			if e.durable {
+				e.inflightNum = e.pushed - uint64(e.queue.len()) + 1
+			}
 			n = e.queue.pop()
+			if e.durable {
+				e.inflight, e.hasInflight = n, true
+			}
 			if n.IsArrival() {
 				e.view[n.SymbolicLinkName] = n.Interface
 			} else {
