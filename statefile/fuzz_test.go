@@ -17,6 +17,10 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(valid))
 	f.Add([]byte(withInterface(cpuRecord("/sys/devices/system/cpu/../cpu0", 0))))
 	f.Add([]byte(strings.Replace(valid, `"last_event_id": 0`, `"last_event_id": 18446744073709551615`, 1)))
+	f.Add([]byte(withPending(`"id": 7, "event": "arrival", "cause": "uevent", "seqnum": 817, "read_at": "2026-11-21T23:50:00.123456789+01:00", "interface": ` +
+		cpuRecord("/sys/devices/system/cpu/cpu1", 1))))
+	f.Add([]byte(withField(`"instance": "0b5e2e62-6a53-4a8b-9a55-1f3b5b8c2d10", "memory_device_callbacks": [{"name": "d", "class_guid": "` + memory +
+		`", "view_devices": [` + deviceRec + `], "pending": [{"id": 1, "event": "removal", "cause": "startup", "read_at": "2026-11-21T23:50:00Z", "device": ` + deviceRec + `}]}]`)))
 	dir := f.TempDir()
 	path := filepath.Join(dir, "state.json")
 	again := filepath.Join(dir, "again.json")

@@ -1,5 +1,6 @@
 // Package statefile persists the set of device interfaces the agent last announced, so that a
-// restarted agent can announce exactly what changed while it was down. The file is JSON, owned by
+// restarted agent can announce exactly what changed while it was down, and where each configured
+// callback stands in its delivery, so that it gets what it is owed. The file is JSON, owned by
 // this package (its form does not follow the HTTP API's), and replaced atomically: a crash at any
 // moment leaves either the old file or the new one, never a mix.
 package statefile
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -62,6 +64,15 @@ type State struct {
 	// the last ones given. After any other save the agent may have gone on numbering
 	// notifications before it was killed.
 	Clean bool
+	// Instance identifies the agent that keeps this file, for as long as it keeps it (the webhook
+	// callbacks' Idempotency-Key is made from it); nil in a file written before it existed.
+	Instance uuid.UUID
+	// Callbacks are where the configured callbacks stand in their delivery, by name
+	// (notify.Cursor): what each has seen and what it is still owed. Callbacks holds those of
+	// per-block registrations (their pending notifications carry LastEventID's IDs),
+	// MemoryDeviceCallbacks those of memory-device ones.
+	Callbacks             map[string]notify.Cursor
+	MemoryDeviceCallbacks map[string]notify.Cursor
 }
 
 // fileJSON is the JSON form of the whole file.
@@ -74,6 +85,32 @@ type fileJSON struct {
 	MemoryDevices           []deviceJSON `json:"memory_devices,omitempty"`
 	MemoryDeviceLastEventID uint64       `json:"memory_device_last_event_id,omitempty"`
 	CleanShutdown           bool         `json:"clean_shutdown,omitempty"`
+	// Optional: a file written before callbacks were resumed has none of these.
+	Instance              string         `json:"instance,omitempty"`
+	Callbacks             []callbackJSON `json:"callbacks,omitempty"`
+	MemoryDeviceCallbacks []callbackJSON `json:"memory_device_callbacks,omitempty"`
+}
+
+// callbackJSON is the JSON form of one configured callback's cursor: its view holds interfaces
+// (or, in memory_device_callbacks, memory devices), and each pending notification the
+// interface (or the device) it is about.
+type callbackJSON struct {
+	Name      string        `json:"name"`
+	ClassGUID string        `json:"class_guid"`
+	View      []recordJSON  `json:"view,omitempty"`
+	Devices   []deviceJSON  `json:"view_devices,omitempty"`
+	Pending   []pendingJSON `json:"pending,omitempty"`
+}
+
+// pendingJSON is the JSON form of a notification still owed to a callback.
+type pendingJSON struct {
+	ID        uint64      `json:"id"`
+	Event     string      `json:"event"`
+	Cause     string      `json:"cause"`
+	Seqnum    uint64      `json:"seqnum,omitempty"`
+	ReadAt    time.Time   `json:"read_at"`
+	Interface *recordJSON `json:"interface,omitempty"`
+	Device    *deviceJSON `json:"device,omitempty"`
 }
 
 // deviceJSON is the JSON form of one memory device in the file.
@@ -118,6 +155,21 @@ var saveMu sync.Mutex
 // Save blocks on the disk (two fsyncs), never on opening anything. It is safe for concurrent use
 // within a process (calls are serialised); two processes must not save to the same path.
 func Save(path string, s State) error {
+	return save(path, s, true)
+}
+
+// Write is Save without its two fsyncs: the file is replaced atomically all the same, and the
+// new one survives the agent's death at any moment (the kernel holds it), but a crash of the
+// machine may leave the old file, or, on some file systems, an empty one, which Load reports
+// as unusable. The agent writes with it what a callback is about to be given, which must be on
+// file before the callback runs, without waiting for the disk; its next Save makes it durable.
+// It blocks on writing, not on the disk, and is safe for concurrent use as Save is.
+func Write(path string, s State) error {
+	return save(path, s, false)
+}
+
+// save is Save, with the fsyncs when sync.
+func save(path string, s State, sync bool) error {
 	if s.Version == 0 {
 		s.Version = Version
 	}
@@ -166,6 +218,16 @@ func Save(path string, s State) error {
 	if _, err := checkDevices(f.MemoryDevices); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
+	if s.Instance != uuid.Nil {
+		f.Instance = s.Instance.String()
+	}
+	var err error
+	if f.Callbacks, err = encodeCallbacks(s.Callbacks, false); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	if f.MemoryDeviceCallbacks, err = encodeCallbacks(s.MemoryDeviceCallbacks, true); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
@@ -210,8 +272,10 @@ func Save(path string, s State) error {
 	if _, err := tmp.Write(data); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("statefile: save %s: %w", path, err)
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			return fmt.Errorf("statefile: save %s: %w", path, err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
@@ -220,6 +284,9 @@ func Save(path string, s State) error {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
 	renamed = true
+	if !sync {
+		return nil
+	}
 	// The rename is durable only once the directory is.
 	d, err := os.OpenFile(dir, os.O_RDONLY|dirFlags, 0)
 	if err != nil {
@@ -261,8 +328,10 @@ func tempPrefix(base string) string { return "." + base + ".tmp-" }
 // empty, truncated, not JSON, of another format version, larger than MaxSize, that holds an
 // invalid interface (a class other than processor or memory, a symbolic link that is not
 // exactly /sys/devices/system/cpu/cpuN or /sys/devices/system/memory/memoryN for its Number, a
-// duplicate) or an event ID above MaxEventID gives a one-line error naming path and what is
-// wrong. Interfaces are returned sorted with notify.Interface.Less.
+// duplicate), an event ID above MaxEventID, or a callback's cursor that could not be the agent's
+// (a name the configuration refuses, twice the same name, interfaces or notifications of another
+// class than the callback's, an event or a cause a notification cannot have) gives a one-line
+// error naming path and what is wrong. Interfaces are returned sorted with notify.Interface.Less.
 //
 // Load blocks on the disk, never on the file (it opens with O_NONBLOCK). It is safe for
 // concurrent use, also with Save (it sees the old file or the new one).
@@ -357,8 +426,177 @@ func decode(data []byte) (State, error) {
 	if err := checkEventID("memory_device_last_event_id", f.MemoryDeviceLastEventID); err != nil {
 		return State{}, err
 	}
-	return State{Version: f.Version, Interfaces: ifaces, LastEventID: f.LastEventID, SavedAt: f.SavedAt,
-		MemoryDevices: devices, MemoryDeviceLastEventID: f.MemoryDeviceLastEventID, Clean: f.CleanShutdown}, nil
+	s := State{Version: f.Version, Interfaces: ifaces, LastEventID: f.LastEventID, SavedAt: f.SavedAt,
+		MemoryDevices: devices, MemoryDeviceLastEventID: f.MemoryDeviceLastEventID, Clean: f.CleanShutdown}
+	if f.Instance != "" {
+		if s.Instance, err = uuid.Parse(f.Instance); err != nil || len(f.Instance) != 36 || s.Instance == uuid.Nil {
+			return State{}, fmt.Errorf("instance %.40q: want a UUID", f.Instance)
+		}
+	}
+	if s.Callbacks, err = decodeCallbacks("callbacks", f.Callbacks, false); err != nil {
+		return State{}, err
+	}
+	if s.MemoryDeviceCallbacks, err = decodeCallbacks("memory_device_callbacks", f.MemoryDeviceCallbacks, true); err != nil {
+		return State{}, err
+	}
+	return s, nil
+}
+
+// callbackName is what a configured callback's name may look like (the configuration's rule).
+var callbackName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// encodeCallbacks turns cursors into their JSON form, sorted by name, and checks them as Load
+// does. devices says they are of memory-device registrations.
+func encodeCallbacks(cursors map[string]notify.Cursor, devices bool) ([]callbackJSON, error) {
+	var out []callbackJSON
+	for _, name := range slices.Sorted(maps.Keys(cursors)) {
+		c := cursors[name]
+		cb := callbackJSON{Name: name, ClassGUID: c.Class.String()}
+		for _, i := range c.View {
+			if devices {
+				cb.Devices = append(cb.Devices, deviceRecord(i))
+			} else {
+				cb.View = append(cb.View, record(i))
+			}
+		}
+		for _, n := range c.Pending {
+			p := pendingJSON{ID: n.ID, Event: notify.EventName(n.Event), Cause: string(n.Cause), Seqnum: n.Seqnum, ReadAt: n.ReadAt}
+			if devices {
+				d := deviceRecord(n.Interface)
+				p.Device = &d
+			} else {
+				r := record(n.Interface)
+				p.Interface = &r
+			}
+			cb.Pending = append(cb.Pending, p)
+		}
+		out = append(out, cb)
+	}
+	field := "callbacks"
+	if devices {
+		field = "memory_device_callbacks"
+	}
+	if _, err := decodeCallbacks(field, out, devices); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// decodeCallbacks validates the JSON form of cursors and returns them by name; field names the
+// list in errors.
+func decodeCallbacks(field string, recs []callbackJSON, devices bool) (map[string]notify.Cursor, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]notify.Cursor, len(recs))
+	for k, r := range recs {
+		at := fmt.Sprintf("%s[%d]", field, k)
+		if !callbackName.MatchString(r.Name) {
+			return nil, fmt.Errorf("%s: name %.80q: want letters, digits, '_', '-' or '.', at most 64", at, r.Name)
+		}
+		at = fmt.Sprintf("%s (%s)", at, r.Name)
+		if _, dup := out[r.Name]; dup {
+			return nil, fmt.Errorf("%s: %s is listed twice", field, r.Name)
+		}
+		class, err := uuid.Parse(r.ClassGUID)
+		if err != nil || len(r.ClassGUID) != 36 {
+			return nil, fmt.Errorf("%s: class_guid %.40q: want a GUID", at, r.ClassGUID)
+		}
+		if devices && class != notify.GUIDDeviceMemory {
+			return nil, fmt.Errorf("%s: class %s: memory devices are of the memory class", at, class)
+		}
+		c := notify.Cursor{Class: class}
+		var view []notify.Interface
+		if devices {
+			if len(r.View) > 0 {
+				return nil, fmt.Errorf("%s: view: a memory-device callback's view is view_devices", at)
+			}
+			view, err = checkDevices(r.Devices)
+		} else {
+			if len(r.Devices) > 0 {
+				return nil, fmt.Errorf("%s: view_devices: only a memory-device callback has them", at)
+			}
+			view, err = check(r.View)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: view: %w", at, err)
+		}
+		for _, i := range view {
+			if i.ClassGUID != class {
+				return nil, fmt.Errorf("%s: view: %s is not of the callback's class %s", at, i.SymbolicLink, class)
+			}
+		}
+		if len(view) > 0 {
+			c.View = view
+		}
+		for j, p := range r.Pending {
+			n, err := pendingNotification(p, devices)
+			if err != nil {
+				return nil, fmt.Errorf("%s: pending[%d]: %w", at, j, err)
+			}
+			if n.InterfaceClassGUID != class {
+				return nil, fmt.Errorf("%s: pending[%d]: %s is not of the callback's class %s", at, j, n.SymbolicLinkName, class)
+			}
+			c.Pending = append(c.Pending, n)
+		}
+		out[r.Name] = c
+	}
+	return out, nil
+}
+
+// pendingNotification validates the JSON form of a pending notification and returns it.
+func pendingNotification(p pendingJSON, devices bool) (notify.Notification, error) {
+	var event uuid.UUID
+	switch p.Event {
+	case "arrival":
+		event = notify.GUIDDeviceInterfaceArrival
+	case "removal":
+		event = notify.GUIDDeviceInterfaceRemoval
+	default:
+		return notify.Notification{}, fmt.Errorf("event %.40q: want arrival or removal", p.Event)
+	}
+	cause := notify.Cause(p.Cause)
+	switch cause {
+	case notify.CauseUevent, notify.CauseExisting, notify.CauseResync, notify.CauseStartup:
+	default:
+		return notify.Notification{}, fmt.Errorf("cause %.40q: want uevent, existing, resync or startup", p.Cause)
+	}
+	if err := checkEventID("id", p.ID); err != nil {
+		return notify.Notification{}, err
+	}
+	var iface notify.Interface
+	switch {
+	case devices && p.Device != nil && p.Interface == nil:
+		ds, err := checkDevices([]deviceJSON{*p.Device})
+		if err != nil {
+			return notify.Notification{}, err
+		}
+		iface = ds[0]
+	case !devices && p.Interface != nil && p.Device == nil:
+		is, err := check([]recordJSON{*p.Interface})
+		if err != nil {
+			return notify.Notification{}, err
+		}
+		iface = is[0]
+	case devices:
+		return notify.Notification{}, errors.New("a memory-device callback's notification names its device (device), not an interface")
+	default:
+		return notify.Notification{}, errors.New("a callback's notification names its interface (interface), not a device")
+	}
+	n := notify.NewNotification(event, iface, p.Seqnum, p.ReadAt, cause)
+	n.ID = p.ID
+	return n, nil
+}
+
+// record is the JSON form of a processor or memory block.
+func record(i notify.Interface) recordJSON {
+	return recordJSON{ClassGUID: i.ClassGUID.String(), SymbolicLink: i.SymbolicLink, Number: i.Number, Node: i.Node,
+		PhysStart: i.PhysStart, Size: i.Size, State: i.State, Zones: i.Zones}
+}
+
+// deviceRecord is the JSON form of a memory device.
+func deviceRecord(d notify.Interface) deviceJSON {
+	return deviceJSON{ID: d.Device, SymbolicLink: d.SymbolicLink, Blocks: d.Blocks, Node: d.Node, PhysStart: d.PhysStart, Size: d.Size}
 }
 
 // checkEventID refuses an event ID above MaxEventID; field is its name in the file.

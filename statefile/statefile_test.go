@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
@@ -82,6 +83,24 @@ func TestRoundTrip(t *testing.T) {
 		{"clean shutdown", State{Version: 1, Interfaces: []notify.Interface{cpu(0)}, LastEventID: 9, SavedAt: savedAt, Clean: true}, State{}},
 		{"saved at in another zone", State{Version: 1, Interfaces: []notify.Interface{cpu(2)},
 			SavedAt: savedAt.In(time.FixedZone("CET", 3600))}, State{}},
+		{"callbacks' cursors", State{Version: 1, Interfaces: []notify.Interface{cpu(0), cpu(2), mem(32), mem(33)}, LastEventID: 44, SavedAt: savedAt,
+			MemoryDevices: []notify.Interface{dimm("PNP0C80:00", 32, 33)}, MemoryDeviceLastEventID: 3,
+			Instance: uuid.MustParse("0b5e2e62-6a53-4a8b-9a55-1f3b5b8c2d10"),
+			Callbacks: map[string]notify.Cursor{
+				"grow-pool": {Class: notify.GUIDDeviceProcessor, View: []notify.Interface{cpu(0), cpu(1)}, Pending: []notify.Notification{
+					pending(notify.GUIDDeviceInterfaceRemoval, cpu(1), 43, 817, notify.CauseUevent),
+					pending(notify.GUIDDeviceInterfaceArrival, cpu(2), 44, 0, notify.CauseResync),
+				}},
+				"idle":    {Class: notify.GUIDDeviceProcessor},
+				"blocks":  {Class: notify.GUIDDeviceMemory, View: []notify.Interface{mem(32), mem(33)}},
+				"other.1": {Class: uuid.MustParse("53f56307-b6bf-11d0-94f2-00a0c91efb8b")},
+			},
+			MemoryDeviceCallbacks: map[string]notify.Cursor{
+				"per-dimm": {Class: notify.GUIDDeviceMemory, Pending: []notify.Notification{
+					pending(notify.GUIDDeviceInterfaceArrival, dimm("PNP0C80:00", 32, 33), 3, 0, notify.CauseStartup),
+				}},
+			},
+		}, State{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,6 +133,35 @@ func TestRoundTrip(t *testing.T) {
 				t.Errorf("directory holds %q after Save; want only state.json", names)
 			}
 		})
+	}
+}
+
+// TestWrite: Write replaces the file as Save does, only without waiting for the disk.
+func TestWrite(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	for k, s := range []State{
+		{Version: 1, Interfaces: []notify.Interface{cpu(0)}, LastEventID: 1, SavedAt: savedAt},
+		{Version: 1, Interfaces: []notify.Interface{cpu(0), cpu(1)}, LastEventID: 2, SavedAt: savedAt,
+			Callbacks: map[string]notify.Cursor{"cb": {Class: notify.GUIDDeviceProcessor, View: []notify.Interface{cpu(0)},
+				Pending: []notify.Notification{pending(notify.GUIDDeviceInterfaceArrival, cpu(1), 2, 5, notify.CauseUevent)}}}},
+	} {
+		if err := Write(path, s); err != nil {
+			t.Fatalf("Write %d: %v", k, err)
+		}
+		got, err := Load(path)
+		if err != nil {
+			t.Fatalf("Load after Write %d: %v", k, err)
+		}
+		if diff := cmp.Diff(s, got); diff != "" {
+			t.Errorf("Load after Write %d (-want +got):\n%s", k, diff)
+		}
+		if names := dirNames(t, dir); !slices.Equal(names, []string{"state.json"}) {
+			t.Errorf("directory holds %q after Write; want only state.json", names)
+		}
+	}
+	if err := Write(path, State{Interfaces: []notify.Interface{{ClassGUID: notify.GUIDDeviceProcessor, SymbolicLink: "/etc"}}}); err == nil {
+		t.Errorf("Write of a state Load refuses: no error")
 	}
 }
 
@@ -174,6 +222,26 @@ func withInterface(rec string) string {
 
 func cpuRecord(link string, number int) string {
 	return fmt.Sprintf(`{"class_guid": "97fadb10-4e33-40ae-359c-8bef029dbdd0", "symbolic_link": %q, "number": %d, "node": 0}`, link, number)
+}
+
+const (
+	processor = "97fadb10-4e33-40ae-359c-8bef029dbdd0"
+	memory    = "3fd0f03d-92e0-45fb-b75c-5ed8ffb01021"
+	deviceRec = `{"id": "PNP0C80:00", "symbolic_link": "/sys/devices/PNP0C80:00", "blocks": "32-33", "node": 0, "phys_start": 0, "size": 0}`
+)
+
+// withField is a valid file with no interface and the JSON member field.
+func withField(field string) string {
+	return `{"version": 1, "saved_at": "2026-11-21T23:50:00Z", "interfaces": [], ` + field + `}`
+}
+
+// withCallback is a valid file whose callbacks are the JSON objects recs.
+func withCallback(recs string) string { return withField(`"callbacks": [` + recs + `]`) }
+
+// withPending is a valid file with one processor callback owed one notification, whose members
+// are fields.
+func withPending(fields string) string {
+	return withCallback(`{"name": "a", "class_guid": "` + processor + `", "pending": [{` + fields + `}]}`)
 }
 
 // checkLoadError checks that err is a one-line error that names path and says want.
@@ -253,6 +321,28 @@ func TestLoadRejects(t *testing.T) {
 			"memory_device_last_event_id 18446744073709551615 is above 4611686018427387904"},
 		{"last event id beyond uint64", strings.Replace(valid, `"last_event_id": 0`, `"last_event_id": 18446744073709551616`, 1),
 			"field last_event_id: number 18446744073709551616 where uint64 is wanted"},
+		{"instance not a UUID", withField(`"instance": "host-1"`), `instance "host-1": want a UUID`},
+		{"instance nil", withField(`"instance": "00000000-0000-0000-0000-000000000000"`), `want a UUID`},
+		{"callback name with a slash", withCallback(`{"name": "../x", "class_guid": "` + processor + `"}`), `callbacks[0]: name "../x"`},
+		{"callback name empty", withCallback(`{"name": "", "class_guid": "` + processor + `"}`), `callbacks[0]: name ""`},
+		{"callback twice", withCallback(`{"name": "a", "class_guid": "` + processor + `"}, {"name": "a", "class_guid": "` + processor + `"}`), "callbacks: a is listed twice"},
+		{"callback class not a GUID", withCallback(`{"name": "a", "class_guid": "processor"}`), `callbacks[0] (a): class_guid "processor"`},
+		{"callback view of another class", withCallback(`{"name": "a", "class_guid": "` + processor + `", "view": [` + memRec + `]}`), "view: /sys/devices/system/memory/memory3 is not of the callback's class"},
+		{"callback view with a bad interface", withCallback(`{"name": "a", "class_guid": "` + processor + `", "view": [` + cpuRecord("/sys/devices/system/cpu/cpu4", 5) + `]}`), "callbacks[0] (a): view: interfaces[0]: symbolic link"},
+		{"callback view twice", withCallback(`{"name": "a", "class_guid": "` + processor + `", "view": [` + cpuRecord("/sys/devices/system/cpu/cpu4", 4) + "," + cpuRecord("/sys/devices/system/cpu/cpu4", 4) + `]}`), "is listed twice"},
+		{"callback with devices in its view", withCallback(`{"name": "a", "class_guid": "` + memory + `", "view_devices": [` + deviceRec + `]}`), "view_devices: only a memory-device callback"},
+		{"pending event unknown", withPending(`"event": "query_remove", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1)), `pending[0]: event "query_remove"`},
+		{"pending cause unknown", withPending(`"event": "arrival", "cause": "magic", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1)), `pending[0]: cause "magic"`},
+		{"pending id above the largest", withPending(`"id": 4611686018427387905, "event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1)), "id 4611686018427387905 is above"},
+		{"pending without an interface", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z"`), "names its interface (interface), not a device"},
+		{"pending with a device", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "device": ` + deviceRec), "names its interface (interface), not a device"},
+		{"pending of another class", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + memRec), "pending[0]: /sys/devices/system/memory/memory3 is not of the callback's class"},
+		{"pending with a bad interface", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu01", 1)), "pending[0]: interfaces[0]: symbolic link"},
+		{"pending unknown field", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "phase": "add_start", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1)), `unknown field "phase"`},
+		{"device callback of the processor class", withField(`"memory_device_callbacks": [{"name": "a", "class_guid": "` + processor + `"}]`), "memory_device_callbacks[0] (a): class 97fadb10"},
+		{"device callback with interfaces in its view", withField(`"memory_device_callbacks": [{"name": "a", "class_guid": "` + memory + `", "view": [` + memRec + `]}]`), "a memory-device callback's view is view_devices"},
+		{"device callback's pending with an interface", withField(`"memory_device_callbacks": [{"name": "a", "class_guid": "` + memory + `", "pending": [{"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + memRec + `}]}]`), "names its device (device), not an interface"},
+		{"device callback's bad device", withField(`"memory_device_callbacks": [{"name": "a", "class_guid": "` + memory + `", "view_devices": [{"id": "../x", "symbolic_link": "/sys/devices/x", "blocks": "32"}]}]`), `view: memory_devices[0]: id "../x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -419,6 +509,13 @@ func withDevice(recs string) string {
 }
 
 // dimm is an ACPI memory device of blocks first..last.
+// pending is a notification owed to a callback, as the agent keeps it.
+func pending(event uuid.UUID, i notify.Interface, id, seqnum uint64, cause notify.Cause) notify.Notification {
+	n := notify.NewNotification(event, i, seqnum, savedAt.Add(-time.Duration(id)*time.Microsecond), cause)
+	n.ID = id
+	return n
+}
+
 func dimm(id string, first, last int) notify.Interface {
 	var blocks []int
 	for b := first; b <= last; b++ {
