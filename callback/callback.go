@@ -44,7 +44,8 @@ func Log(logger *slog.Logger) notify.Callback {
 }
 
 // Env returns the environment an exec callback gets for n: HOTPLUG_EVENT, HOTPLUG_EVENT_GUID,
-// HOTPLUG_SEQNUM, HOTPLUG_CAUSE, and the interface's: HOTPLUG_INTERFACE_CLASS,
+// HOTPLUG_ID (n.ID: a notification given again has the same), HOTPLUG_SEQNUM, HOTPLUG_CAUSE,
+// and the interface's: HOTPLUG_INTERFACE_CLASS,
 // HOTPLUG_INTERFACE_CLASS_GUID, HOTPLUG_SYMBOLIC_LINK, HOTPLUG_NODE (when known), and
 // HOTPLUG_CPU for a processor or HOTPLUG_MEMORY_BLOCK, HOTPLUG_MEMORY_PHYS_START (0x hex) and
 // HOTPLUG_MEMORY_SIZE (bytes) for memory; a memory device has HOTPLUG_MEMORY_DEVICE and
@@ -53,6 +54,7 @@ func Env(n notify.Notification) []string {
 	env := []string{
 		"HOTPLUG_EVENT=" + notify.EventName(n.Event),
 		"HOTPLUG_EVENT_GUID=" + n.Event.String(),
+		"HOTPLUG_ID=" + strconv.FormatUint(n.ID, 10),
 		"HOTPLUG_SEQNUM=" + strconv.FormatUint(n.Seqnum, 10),
 		"HOTPLUG_CAUSE=" + string(n.Cause),
 	}

@@ -49,6 +49,14 @@ func TestExecEnvironment(t *testing.T) {
 			"HOTPLUG_MEMORY_SIZE=536870912", "HOTPLUG_NODE=0", "PATH=" + DefaultPath,
 		}},
 	}
+	tests[0].n.ID = 818
+	for k := range tests {
+		id := "0"
+		if k == 0 {
+			id = "818"
+		}
+		tests[k].want = append(tests[k].want, "HOTPLUG_ID="+id)
+	}
 	for _, tt := range tests {
 		if err := cb(context.Background(), tt.n, nil); err != nil {
 			t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -36,11 +37,29 @@ type Webhook struct {
 	Headers map[string]string
 	// Logger receives failed attempts; nil discards.
 	Logger *slog.Logger
+	// Name and Namespace make the Idempotency-Key of a notification with an ID (see Key): the
+	// callback's name, and a UUID of the agent that keeps it across its restarts (its state
+	// file's instance). A nil Namespace is replaced by a random one.
+	Name      string
+	Namespace uuid.UUID
 }
 
 // IdempotencyHeader carries a key that is the same for every attempt at one notification and
-// different for every notification, so a receiver can drop the duplicates retries produce.
+// different for every notification, so a receiver can drop the duplicates retries produce, and
+// those a restart of the agent produces: a notification given again has the key it had.
 const IdempotencyHeader = "Idempotency-Key"
+
+// Key returns the Idempotency-Key of n for the webhook callback name of the agent namespace:
+// for a notification with an ID, the version 5 UUID of "hotplug-agent/<name>/<ID>" in
+// namespace, the same every time n is delivered, by this agent or after its restart; for one
+// without (ID 0: a notification the agent does not give again), a random UUID. It does not block
+// and is safe for concurrent use.
+func Key(namespace uuid.UUID, name string, n notify.Notification) string {
+	if n.ID == 0 {
+		return uuid.NewString()
+	}
+	return uuid.NewSHA1(namespace, []byte("hotplug-agent/"+name+"/"+strconv.FormatUint(n.ID, 10))).String()
+}
 
 // Callback returns the notify.Callback that delivers to w. It blocks until the receiver has
 // accepted the notification (a 2xx answer), refused it for good (a 4xx answer but 408 and 429:
@@ -56,6 +75,9 @@ func (w Webhook) Callback() notify.Callback {
 	if w.Logger == nil {
 		w.Logger = slog.New(slog.DiscardHandler)
 	}
+	if w.Namespace == uuid.Nil {
+		w.Namespace = uuid.New()
+	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if w.InsecureSkipVerify {
 		transport.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the operator asked for it
@@ -67,7 +89,7 @@ func (w Webhook) Callback() notify.Callback {
 		if err != nil {
 			return fmt.Errorf("webhook: encode: %w", err)
 		}
-		key := uuid.NewString()
+		key := Key(w.Namespace, w.Name, n)
 		wait := w.Backoff
 		for attempt := 0; ; attempt++ {
 			err = w.post(ctx, client, body, key)

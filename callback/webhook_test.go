@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
+
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
@@ -76,6 +78,10 @@ func TestWebhookEveryNotificationArrives(t *testing.T) {
 	var want []string
 	for i := range 6 {
 		n := cpuNote()
+		if i%3 != 2 { // some without an ID
+			n.ID = uint64(i + 1)
+		}
+
 		if i%2 == 1 {
 			n.Event = notify.GUIDDeviceInterfaceRemoval
 		}
@@ -96,6 +102,60 @@ func TestWebhookEveryNotificationArrives(t *testing.T) {
 		t.Errorf("no retried duplicate reached the receiver; the slow answers should have produced some")
 	}
 	t.Logf("%d requests for %d notifications, %d duplicates dropped by key", r.requests, len(want), r.dupes)
+}
+
+// TestWebhookKeyAcrossRestarts: the Idempotency-Key of a notification with an ID is the same
+// from a second agent of the same namespace and callback (the same agent after a restart), and
+// differs for another ID, another callback, another agent; one without an ID has a fresh key.
+func TestWebhookKeyAcrossRestarts(t *testing.T) {
+	type got struct {
+		key  string
+		link string
+	}
+	keys := make(chan got, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var v struct {
+			SymbolicLink string `json:"symbolic_link"`
+		}
+		json.NewDecoder(req.Body).Decode(&v)
+		keys <- got{req.Header.Get(IdempotencyHeader), v.SymbolicLink}
+	}))
+	defer srv.Close()
+	agent := uuid.MustParse("0b5e2e62-6a53-4a8b-9a55-1f3b5b8c2d10")
+	send := func(ns uuid.UUID, name string, id uint64) string {
+		t.Helper()
+		n := cpuNote()
+		n.ID = id
+		if err := (Webhook{URL: srv.URL, Name: name, Namespace: ns}).Callback()(context.Background(), n, nil); err != nil {
+			t.Fatal(err)
+		}
+		g := <-keys
+		if g.link != n.SymbolicLinkName {
+			t.Fatalf("posted %s; want %s", g.link, n.SymbolicLinkName)
+		}
+		return g.key
+	}
+	first := send(agent, "scheduler", 42)
+	if want := uuid.NewSHA1(agent, []byte("hotplug-agent/scheduler/42")).String(); first != want {
+		t.Errorf("key of notification 42: %s; want %s", first, want)
+	}
+	if again := send(agent, "scheduler", 42); again != first {
+		t.Errorf("notification 42 given again: key %s; want the first one's, %s", again, first)
+	}
+	others := map[string]string{
+		"another ID":       send(agent, "scheduler", 43),
+		"another callback": send(agent, "pool", 42),
+		"another agent":    send(uuid.MustParse("5d1c0b7e-2f0a-4b55-8d0e-7a9d3c1b2e44"), "scheduler", 42),
+		"no ID":            send(agent, "scheduler", 0),
+	}
+	for what, k := range others {
+		if k == first {
+			t.Errorf("%s: the same key %s", what, k)
+		}
+	}
+	if a, b := send(agent, "scheduler", 0), send(agent, "scheduler", 0); a == b {
+		t.Errorf("two notifications without an ID: the same key %s", a)
+	}
 }
 
 func TestWebhookGivesUp(t *testing.T) {
