@@ -120,7 +120,14 @@ type Agent struct {
 	handler    http.Handler
 	stuckAfter time.Duration
 	busy       atomic.Int64  // unix nanoseconds since the loop began the current event; 0 when waiting
-	saveReq    chan struct{} // capacity 1: "the announced set changed; save it"
+	saveReq    chan struct{} // capacity 1: "the announced set or a callback's cursor changed; save it"
+	writeReq   chan struct{} // capacity 1: "a callback waits for its next notification to be on file"
+
+	// What the last run left in the state file, for the configured callbacks to resume from.
+	instance      uuid.UUID // the state file's: the webhooks' Idempotency-Key namespace
+	cursors       map[string]notify.Cursor
+	deviceCursors map[string]notify.Cursor
+	durable       bool // a configured callback has a durable registration
 }
 
 // New checks the options, binds the HTTP listeners, opens the uevent socket, takes the first
@@ -150,7 +157,8 @@ func New(o Options) (*Agent, error) {
 	if err := toolkit.Validate(o.WebConfigFile); err != nil {
 		return nil, fmt.Errorf("web config %s: %w", o.WebConfigFile, err)
 	}
-	a := &Agent{o: o, log: o.Logger, tracker: state.New(fs), stuckAfter: defaultStuckAfter, saveReq: make(chan struct{}, 1)}
+	a := &Agent{o: o, log: o.Logger, tracker: state.New(fs), stuckAfter: defaultStuckAfter, saveReq: make(chan struct{}, 1),
+		writeReq: make(chan struct{}, 1)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -175,7 +183,14 @@ func New(o Options) (*Agent, error) {
 		blocks, err := fs.MemoryBlockIndexes()
 		return len(sets.Present), len(blocks), err
 	})
-	a.registry = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics})
+	// The configured callbacks' registrations are durable when there is a state file: a
+	// notification is on file before a callback is given it, and a callback resumes at the next
+	// start from what the file says it has seen.
+	var checkpoints func(urgent bool)
+	if o.StatePath != "" {
+		checkpoints = a.requestCheckpoint
+	}
+	a.registry = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics, RequestCheckpoint: checkpoints})
 	a.phases = metrics.NewPhases(reg, a.metrics)
 	tp := o.Config.TwoPhase
 	a.changes = notify.NewChangeRegistry(notify.ChangeOptions{
@@ -205,7 +220,7 @@ func New(o Options) (*Agent, error) {
 	// agent was down are announced before any live event. Without a usable state file, the
 	// machine as it is now is the starting point and nothing is announced for it.
 	var startup []notify.Notification
-	a.devices = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics})
+	a.devices = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics, RequestCheckpoint: checkpoints})
 	a.memdevs = memdev.New(memdev.Options{
 		Reader: memdev.NewReader(fs, o.IOMemPath), Publish: a.publishDevice, Logger: o.Logger,
 	})
@@ -223,6 +238,13 @@ func New(o Options) (*Agent, error) {
 	if restored && !prev.Clean {
 		a.log.Warn("the agent did not stop cleanly last time: event IDs jump ahead so that none is given twice",
 			"last_saved_id", prev.LastEventID, "next_id", a.registry.LastID()+1)
+	}
+	a.instance = uuid.New()
+	if restored {
+		a.cursors, a.deviceCursors = prev.Callbacks, prev.MemoryDeviceCallbacks
+		if prev.Instance != uuid.Nil {
+			a.instance = prev.Instance
+		}
 	}
 	if restored {
 		// The devices announced before the restart: what changed for them while the agent was
@@ -293,7 +315,7 @@ func New(o Options) (*Agent, error) {
 	if len(startup) > 0 {
 		a.log.Info("announced the changes made while the agent was down", "notifications", len(startup))
 	}
-	if err := a.saveState(false); err != nil {
+	if err := a.saveState(false, true); err != nil {
 		return nil, err // an unusable --path.state fails at start, not at the first change
 	}
 	ok = true
@@ -346,34 +368,106 @@ func nextIDs(last uint64, clean bool) uint64 {
 	return max(last+idJump, now)
 }
 
-// saveState saves the state file; clean marks the save of an orderly shutdown, after which no
-// notification is published.
-func (a *Agent) saveState(clean bool) error {
+// maxPendingSaved bounds the notifications the state file keeps for one callback: beyond them a
+// callback that is that far behind is resynchronised at the next start, which it would be by its
+// queue's overflow anyway.
+const maxPendingSaved = 1024
+
+// saveState saves the state file: the announced sets, the last IDs and where each configured
+// callback stands. clean marks the save of an orderly shutdown, after which no notification is
+// published; durable waits for the disk (statefile.Save), else the file is only written
+// (statefile.Write), which a kill of the agent cannot undo. Either way the callbacks waiting for
+// their next notification to be on file then go on, even when the file could not be written
+// (the error says so; delivery is then at least once only as long as the agent runs).
+func (a *Agent) saveState(clean, durable bool) error {
+	cp, dcp := a.registry.Checkpoint(maxPendingSaved), a.devices.Checkpoint(maxPendingSaved)
+	defer func() {
+		a.registry.Saved(cp)
+		a.devices.Saved(dcp)
+	}()
 	if a.o.StatePath == "" {
 		return nil
 	}
-	return statefile.Save(a.o.StatePath, statefile.State{
-		Interfaces:              a.registry.Active(),
-		LastEventID:             a.registry.LastID(),
-		MemoryDevices:           a.devices.Active(),
-		MemoryDeviceLastEventID: a.devices.LastID(),
+	save := statefile.Write
+	if durable {
+		save = statefile.Save
+	}
+	return save(a.o.StatePath, statefile.State{
+		Interfaces:              cp.Active,
+		LastEventID:             cp.LastID,
+		MemoryDevices:           dcp.Active,
+		MemoryDeviceLastEventID: dcp.LastID,
 		Clean:                   clean,
 		SavedAt:                 time.Now(),
+		Instance:                a.instance,
+		Callbacks:               cp.Cursors,
+		MemoryDeviceCallbacks:   dcp.Cursors,
 	})
 }
 
-// saver writes the state file whenever the announced set changed, off the event loop, until ctx
-// ends. A change announced but not yet saved when the agent is killed is announced again at the
-// next start: delivery is at least once across a SIGKILL.
+// requestSave asks the saver for a save of a change. It does not block.
+func (a *Agent) requestSave() {
+	select {
+	case a.saveReq <- struct{}{}:
+	default:
+	}
+}
+
+// requestCheckpoint is the registries' RequestCheckpoint: urgent when a callback waits for its
+// next notification to be on file. It does not block.
+func (a *Agent) requestCheckpoint(urgent bool) {
+	if !urgent {
+		a.requestSave()
+		return
+	}
+	select {
+	case a.writeReq <- struct{}{}:
+	default:
+	}
+}
+
+// saveDelay is how long a change may wait to be saved durably: those that come meanwhile are
+// saved with it, so that a burst of changes costs one fsync.
+const saveDelay = 100 * time.Millisecond
+
+// saver saves the state file, off the event loop, until ctx ends: durably (statefile.Save) at
+// most saveDelay after a change; and at once, without waiting for the disk (statefile.Write),
+// when a callback waits for its next notification to be on file, and when a notification is
+// published that durable callbacks will wait for, so that none waits for an fsync, and most
+// find their notification on file already. A change announced but not yet saved when the agent
+// is killed is announced again at the next start: delivery is at least once across a SIGKILL.
 func (a *Agent) saver(ctx context.Context) {
+	due := time.NewTimer(saveDelay)
+	due.Stop()
+	pending := false // a change waits for the timer
+	later := func() {
+		if !pending {
+			pending = true
+			due.Reset(saveDelay)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			due.Stop()
 			return
+		case <-a.writeReq:
+			if err := a.saveState(false, false); err != nil {
+				a.log.Warn("state file not written", "err", err)
+			}
+			later()
 		case <-a.saveReq:
-		}
-		if err := a.saveState(false); err != nil {
-			a.log.Warn("state file not saved", "err", err)
+			if a.durable {
+				if err := a.saveState(false, false); err != nil {
+					a.log.Warn("state file not written", "err", err)
+				}
+			}
+			later()
+		case <-due.C:
+			pending = false
+			if err := a.saveState(false, true); err != nil {
+				a.log.Warn("state file not saved", "err", err)
+			}
 		}
 	}
 }
@@ -580,19 +674,48 @@ func (a *Agent) registerCallbacks() error {
 			}
 			cb = callback.Webhook{URL: c.Webhook.URL, Timeout: c.Webhook.Timeout, Retries: retries,
 				InsecureSkipVerify: c.Webhook.InsecureSkipVerify, Headers: c.Webhook.Headers,
-				Logger: logger}.Callback()
+				Logger: logger, Name: c.Name, Namespace: a.instance}.Callback()
 		default:
 			cb = callback.Log(logger)
 		}
-		if c.MemoryDevices {
-			flags |= notify.FlagMemoryDevices
-		}
-		if _, err := a.Register(notify.EventCategoryDeviceInterfaceChange, flags, c.ClassGUID, c.Name, cb, nil); err != nil {
+		if err := a.registerConfigured(c, flags, cb, logger); err != nil {
 			return fmt.Errorf("callback %s: %w", c.Name, err)
 		}
 		a.metrics.InitCallback(c.Name)
 	}
 	return nil
+}
+
+// registerConfigured registers the configured device-interface callback c. With a state file its
+// registration is durable and resumes from the cursor the last run saved for c's name, when
+// that was for the same class and kind of registration (per block, per memory device).
+func (a *Agent) registerConfigured(c config.Callback, flags notify.Flags, cb notify.Callback, logger *slog.Logger) error {
+	reg, cursors := a.registry, a.cursors
+	if c.MemoryDevices {
+		if c.ClassGUID != notify.GUIDDeviceMemory {
+			return fmt.Errorf("memory_devices is for the memory class, not %s", notify.ClassName(c.ClassGUID))
+		}
+		reg, cursors = a.devices, a.deviceCursors
+	}
+	if a.o.StatePath == "" {
+		_, err := reg.Register(notify.EventCategoryDeviceInterfaceChange, flags, c.ClassGUID, c.Name, cb, nil)
+		return err
+	}
+	var resume *notify.Cursor
+	if cur, ok := cursors[c.Name]; ok {
+		switch {
+		case cur.Class != c.ClassGUID:
+			logger.Warn("callback's class changed since the last run: it starts afresh", "was", notify.ClassName(cur.Class), "now", notify.ClassName(c.ClassGUID))
+		default:
+			resume = &cur
+			if len(cur.Pending) > 0 {
+				logger.Info("callback resumes: the notifications it was owed come first", "pending", len(cur.Pending), "first_id", cur.Pending[0].ID)
+			}
+		}
+	}
+	_, err := reg.RegisterDurable(notify.EventCategoryDeviceInterfaceChange, flags, c.ClassGUID, c.Name, cb, nil, resume)
+	a.durable = true
+	return err
 }
 
 // openCgroups prepares a cgroup of its own for each exec run, where one can be made; a directory
@@ -853,10 +976,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Warn("web shutdown", "err", e)
 		}
 	}
-	if e := a.registry.Close(shutdown); e != nil {
+	// Callbacks in flight get the grace; nothing more starts, and what is queued stays for the
+	// last save, to be given at the next start.
+	if e := a.registry.Stop(shutdown); e != nil {
 		a.log.Warn("callbacks still running at shutdown", "err", e)
 	}
-	if e := a.devices.Close(shutdown); e != nil {
+	if e := a.devices.Stop(shutdown); e != nil {
 		a.log.Warn("memory device callbacks still running at shutdown", "err", e)
 	}
 	if e := a.changes.Close(shutdown); e != nil {
@@ -867,8 +992,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopSaver()
 	wg.Wait()
-	if e := a.saveState(true); e != nil {
+	if e := a.saveState(true, true); e != nil {
 		a.log.Error("state file not saved at shutdown", "err", e)
+	}
+	// Only now: the last save holds the notifications still queued for the callbacks.
+	closing, cancelClosing := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancelClosing()
+	if e := a.registry.Close(closing); e != nil {
+		a.log.Warn("callbacks still running at shutdown", "err", e)
+	}
+	if e := a.devices.Close(closing); e != nil {
+		a.log.Warn("memory device callbacks still running at shutdown", "err", e)
 	}
 	a.closeCgroups()
 	return err
@@ -980,10 +1114,7 @@ func (a *Agent) publishOne(n notify.Notification) bool {
 	}
 	a.memdevs.Changed(n)
 	a.metrics.Notified(&n)
-	select {
-	case a.saveReq <- struct{}{}:
-	default:
-	}
+	a.requestSave()
 	return true
 }
 
@@ -994,10 +1125,7 @@ func (a *Agent) publishDevice(n notify.Notification) bool {
 		return false
 	}
 	a.metrics.DeviceNotified(&n)
-	select {
-	case a.saveReq <- struct{}{}:
-	default:
-	}
+	a.requestSave()
 	return true
 }
 
