@@ -220,6 +220,7 @@ func New(o Options) (*Agent, error) {
 	// agent was down are announced before any live event. Without a usable state file, the
 	// machine as it is now is the starting point and nothing is announced for it.
 	var startup []notify.Notification
+	var addedWhileDown state.PresentSet // present now, not at the last save: hot-added while down
 	a.devices = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics, RequestCheckpoint: checkpoints})
 	a.memdevs = memdev.New(memdev.Options{
 		Reader: memdev.NewReader(fs, o.IOMemPath), Publish: a.publishDevice, Logger: o.Logger,
@@ -259,6 +260,9 @@ func New(o Options) (*Agent, error) {
 		for i := range startup {
 			startup[i].Cause = notify.CauseStartup
 		}
+		if prev.Present != nil {
+			addedWhileDown = newlyPresent(prev.Present.CPUs, prev.Present.MemoryBlocks, a.tracker.Present())
+		}
 	} else {
 		active, err := a.tracker.Scan()
 		if err != nil {
@@ -280,6 +284,8 @@ func New(o Options) (*Agent, error) {
 	}
 	a.onliner = online.New(o.Config.Online.Policy(), fs, o.Logger, a.metrics.OnlineAttempt)
 	a.onliner.SetParticipants(online.Participants{Changes: a.changes, Targets: a.targets, Gate: a.gate})
+	// Their add uevents went to a socket that is gone (the agent was stopped, killed or frozen).
+	a.hotAdded(addedWhileDown, "CPUs and memory blocks were hot-added while the agent was down")
 	if o.ControlSocket != "" {
 		a.control, err = control.Listen(control.Options{
 			Path: o.ControlSocket, Handler: a.handleControl, Logger: o.Logger, Observe: a.phases.ControlRequest,
@@ -402,7 +408,56 @@ func (a *Agent) saveState(clean, durable bool) error {
 		Instance:                a.instance,
 		Callbacks:               cp.Cursors,
 		MemoryDeviceCallbacks:   dcp.Cursors,
+		Present:                 presentOf(a.tracker.Present()),
 	})
+}
+
+// presentOf is p in the state file's terms; nil for nil.
+func presentOf(p *state.PresentSet) *statefile.Present {
+	if p == nil {
+		return nil
+	}
+	return &statefile.Present{CPUs: p.CPUs, MemoryBlocks: p.MemoryBlocks}
+}
+
+// newlyPresent returns the CPUs and memory blocks of now that are not among cpus and blocks
+// (sorted lists of what was present before).
+func newlyPresent(cpus, blocks []int, now *state.PresentSet) state.PresentSet {
+	var out state.PresentSet
+	if now == nil {
+		return out
+	}
+	for _, n := range now.CPUs {
+		if _, found := slices.BinarySearch(cpus, n); !found {
+			out.CPUs = append(out.CPUs, n)
+		}
+	}
+	for _, n := range now.MemoryBlocks {
+		if _, found := slices.BinarySearch(blocks, n); !found {
+			out.MemoryBlocks = append(out.MemoryBlocks, n)
+		}
+	}
+	return out
+}
+
+// hotAdded hands CPUs and memory blocks that were hot-added without their add uevent reaching
+// the agent (it was down, or the uevent was lost in an overflow) to the online policy, which
+// onlines nothing twice, and to the memory-device tracker, as their uevents would have, and says
+// so in the log with why. It does not block.
+func (a *Agent) hotAdded(added state.PresentSet, why string) {
+	if len(added.CPUs)+len(added.MemoryBlocks) == 0 {
+		return
+	}
+	now := time.Now()
+	a.log.Info(why, "cpus", sysfs.FormatCPUList(added.CPUs), "memory_blocks", sysfs.FormatCPUList(added.MemoryBlocks))
+	for _, n := range added.CPUs {
+		a.onliner.AddCPU(n, 0, now)
+	}
+	for _, n := range added.MemoryBlocks {
+		a.memdevs.Added(n, now)
+		a.onliner.AddMemoryBlock(n, 0, now)
+	}
+	a.requestSave()
 }
 
 // requestSave asks the saver for a save of a change. It does not block.
@@ -1063,6 +1118,9 @@ func (a *Agent) loop(ctx context.Context) error {
 				a.memdevs.Removed(n, ev.ReadAt)
 			}
 		}
+		if out.HotAdd || out.HotRemove {
+			a.requestSave() // what is present is in the state file
+		}
 		if out.HotAdd {
 			// The arrival follows the online uevent the write causes, as Windows announces a
 			// processor only once threads can run on it; with two-phase registrations, AddStart
@@ -1083,6 +1141,7 @@ func (a *Agent) loop(ctx context.Context) error {
 // resync rescans sysfs and publishes what the lost events would have said.
 func (a *Agent) resync(reason string, seqnum uint64, readAt time.Time) {
 	a.metrics.Resyncs.WithLabelValues(reason).Inc()
+	before := a.tracker.Present()
 	var err error
 	for attempt := range 3 {
 		var notes []notify.Notification
@@ -1091,6 +1150,10 @@ func (a *Agent) resync(reason string, seqnum uint64, readAt time.Time) {
 				a.log.Info("resync found changes", "reason", reason, "notifications", len(notes))
 			}
 			a.publish(notes)
+			if before != nil {
+				a.hotAdded(newlyPresent(before.CPUs, before.MemoryBlocks, a.tracker.Present()),
+					"CPUs and memory blocks were hot-added while uevents were lost")
+			}
 			return
 		}
 		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)

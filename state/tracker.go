@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
@@ -74,12 +75,40 @@ type Tracker struct {
 	lastSeq  uint64
 	now      func() time.Time
 	onReject func(reason string)
+	// presentSnap is present as sorted lists, for readers on other goroutines (the state
+	// file's saver); replaced whenever present changes.
+	presentSnap atomic.Pointer[PresentSet]
+}
+
+// PresentSet is a set of CPUs and memory blocks by number, each list sorted.
+type PresentSet struct {
+	CPUs, MemoryBlocks []int
 }
 
 // New returns a Tracker over fs with an empty record; call Scan before handling events.
 func New(fs Sysfs) *Tracker {
 	return &Tracker{fs: fs, known: make(map[key]notify.Interface), present: make(map[key]struct{}),
 		held: make(map[key]udev.Event), now: time.Now}
+}
+
+// Present returns the CPUs and memory blocks present as of the last scan, add and remove the
+// tracker handled; nil before the first scan. The lists are not to be modified. It does not
+// block and, unlike the other methods, is safe for concurrent use.
+func (t *Tracker) Present() *PresentSet { return t.presentSnap.Load() }
+
+// snapshotPresent publishes present for Present.
+func (t *Tracker) snapshotPresent() {
+	p := &PresentSet{}
+	for k := range t.present {
+		if k.kind == KindCPU {
+			p.CPUs = append(p.CPUs, k.n)
+		} else {
+			p.MemoryBlocks = append(p.MemoryBlocks, k.n)
+		}
+	}
+	slices.Sort(p.CPUs)
+	slices.Sort(p.MemoryBlocks)
+	t.presentSnap.Store(p)
 }
 
 // OnReject sets the function told, with a Reject* reason, of each uevent the tracker does not
@@ -228,6 +257,7 @@ func (t *Tracker) read() ([]notify.Interface, error) {
 		}
 	}
 	t.present = present
+	t.snapshotPresent()
 	slices.SortFunc(out, compare)
 	return out, nil
 }
@@ -348,6 +378,7 @@ func (t *Tracker) Handle(ev *udev.Event) (out Outcome) {
 		if _, ok := t.present[k]; !ok {
 			if _, _, err := t.observe(k, false); err == nil {
 				t.present[k] = struct{}{}
+				t.snapshotPresent()
 				out.HotAdd = true
 			}
 		}
@@ -388,6 +419,7 @@ func (t *Tracker) Handle(ev *udev.Event) (out Outcome) {
 	if ev.Action == "remove" && t.isPresent(k) {
 		if _, _, err := t.observe(k, false); errors.Is(err, fs.ErrNotExist) {
 			delete(t.present, k)
+			t.snapshotPresent()
 			out.HotRemove = true
 		}
 	}

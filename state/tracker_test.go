@@ -467,6 +467,11 @@ func TestHotAddAndRemove(t *testing.T) {
 	if len(rejected) != 0 {
 		t.Errorf("rejections %q; an add or remove is not a transition to confirm", rejected)
 	}
+	// What the state file keeps: the scan's devices, with the adds and removes since.
+	want := &PresentSet{CPUs: []int{0, 1, 2, 3}, MemoryBlocks: []int{0, 9}}
+	if diff := cmp.Diff(want, tr.Present()); diff != "" {
+		t.Errorf("Present() (-want +got):\n%s", diff)
+	}
 }
 
 // TestSeqnumBeyondKernel: a uevent whose SEQNUM the kernel's counter has not reached is dropped

@@ -73,6 +73,15 @@ type State struct {
 	// MemoryDeviceCallbacks those of memory-device ones.
 	Callbacks             map[string]notify.Cursor
 	MemoryDeviceCallbacks map[string]notify.Cursor
+	// Present are the CPUs and memory blocks present, online or not, when the state was saved:
+	// what tells one hot-added while the agent was down from one an administrator took offline.
+	// Nil in a file written before it was kept.
+	Present *Present
+}
+
+// Present is a set of CPUs and memory blocks by number, each list sorted.
+type Present struct {
+	CPUs, MemoryBlocks []int
 }
 
 // fileJSON is the JSON form of the whole file.
@@ -89,6 +98,14 @@ type fileJSON struct {
 	Instance              string         `json:"instance,omitempty"`
 	Callbacks             []callbackJSON `json:"callbacks,omitempty"`
 	MemoryDeviceCallbacks []callbackJSON `json:"memory_device_callbacks,omitempty"`
+	// Optional: a file written before it was kept has none.
+	Present *presentJSON `json:"present,omitempty"`
+}
+
+// presentJSON holds the present CPUs and memory blocks as kernel CPU lists ("0-191").
+type presentJSON struct {
+	CPUs         string `json:"cpus"`
+	MemoryBlocks string `json:"memory_blocks"`
 }
 
 // callbackJSON is the JSON form of one configured callback's cursor: its view holds interfaces
@@ -227,6 +244,9 @@ func save(path string, s State, sync bool) error {
 	}
 	if f.MemoryDeviceCallbacks, err = encodeCallbacks(s.MemoryDeviceCallbacks, true); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	if s.Present != nil {
+		f.Present = &presentJSON{CPUs: sysfs.FormatCPUList(s.Present.CPUs), MemoryBlocks: sysfs.FormatCPUList(s.Present.MemoryBlocks)}
 	}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
@@ -438,6 +458,15 @@ func decode(data []byte) (State, error) {
 	}
 	if s.MemoryDeviceCallbacks, err = decodeCallbacks("memory_device_callbacks", f.MemoryDeviceCallbacks, true); err != nil {
 		return State{}, err
+	}
+	if f.Present != nil {
+		s.Present = &Present{}
+		if s.Present.CPUs, err = sysfs.ParseCPUList(f.Present.CPUs); err != nil {
+			return State{}, fmt.Errorf("present.cpus: %w", err)
+		}
+		if s.Present.MemoryBlocks, err = sysfs.ParseCPUList(f.Present.MemoryBlocks); err != nil {
+			return State{}, fmt.Errorf("present.memory_blocks: %w", err)
+		}
 	}
 	return s, nil
 }
