@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -81,6 +83,9 @@ type Options struct {
 	// ControlSocketOptional makes a control socket that cannot be created (a read-only /run,
 	// another agent listening on it) a warning instead of an error: for the default path.
 	ControlSocketOptional bool
+	// LoadConfig reads the configuration again, for Reload (hotplug-agent reload, SIGHUP); nil:
+	// the agent cannot reload.
+	LoadConfig func() (*config.Config, error)
 }
 
 // Source is where uevents come from: the kernel's netlink socket (*udev.Conn), or a test's fake.
@@ -100,21 +105,30 @@ const defaultStuckAfter = 10 * time.Second
 
 // Agent is a configured, not yet running, agent. Create it with New, run it with Run.
 type Agent struct {
-	o          Options
-	log        *slog.Logger
-	source     Source
-	tracker    *state.Tracker
-	registry   *notify.Registry
-	devices    *notify.Registry // the memory-device registrations (notify.FlagMemoryDevices)
-	memdevs    *memdev.Tracker  // memory blocks grouped into devices
-	onliner    *online.Onliner
-	changes    *notify.ChangeRegistry // the two-phase registrations
-	targets    *notify.TargetRegistry // the target-device registrations
-	gate       *online.Gate           // the path of notifications to the registry
-	control    *control.Server        // nil without a control socket
-	metrics    *metrics.Metrics
-	phases     *metrics.Phases
-	cgroups    *callback.Cgroups // the exec runs' cgroups; nil: process groups only
+	o        Options
+	log      *slog.Logger
+	source   Source
+	tracker  *state.Tracker
+	registry *notify.Registry
+	devices  *notify.Registry // the memory-device registrations (notify.FlagMemoryDevices)
+	memdevs  *memdev.Tracker  // memory blocks grouped into devices
+	onliner  *online.Onliner
+	changes  *notify.ChangeRegistry // the two-phase registrations
+	targets  *notify.TargetRegistry // the target-device registrations
+	gate     *online.Gate           // the path of notifications to the registry
+	control  *control.Server        // nil without a control socket
+	metrics  *metrics.Metrics
+	phases   *metrics.Phases
+	cgroups  *callback.Cgroups // the exec runs' cgroups; nil: process groups only
+	// cgroupsTried: openCgroups ran (once is enough, whatever it found).
+	cgroupsTried bool
+
+	// The configuration in force, and what was registered from it; Reload changes them, under
+	// reloadMu. New sets them before anything else runs.
+	reloadMu   sync.Mutex
+	limiter    *callback.Limiter     // the exec callbacks' process slots (max_exec_processes)
+	configured map[string]configured // by callback name
+	logEntry   *notify.Entry         // the log callback (log_notifications); nil without it
 	listeners  []net.Listener
 	conns      *web.ConnLimit // bounds the connections of every listener together
 	handler    http.Handler
@@ -127,7 +141,7 @@ type Agent struct {
 	instance      uuid.UUID // the state file's: the webhooks' Idempotency-Key namespace
 	cursors       map[string]notify.Cursor
 	deviceCursors map[string]notify.Cursor
-	durable       bool // a configured callback has a durable registration
+	durable       atomic.Bool // a configured callback has (or had) a durable registration
 }
 
 // New checks the options, binds the HTTP listeners, opens the uevent socket, takes the first
@@ -289,6 +303,7 @@ func New(o Options) (*Agent, error) {
 	if o.ControlSocket != "" {
 		a.control, err = control.Listen(control.Options{
 			Path: o.ControlSocket, Handler: a.handleControl, Logger: o.Logger, Observe: a.phases.ControlRequest,
+			Reload: func(ctx context.Context, _ control.Peer) error { return a.Reload(ctx) },
 		})
 		switch {
 		case err != nil && o.ControlSocketOptional:
@@ -512,7 +527,7 @@ func (a *Agent) saver(ctx context.Context) {
 			}
 			later()
 		case <-a.saveReq:
-			if a.durable {
+			if a.durable.Load() {
 				if err := a.saveState(false, false); err != nil {
 					a.log.Warn("state file not written", "err", err)
 				}
@@ -660,101 +675,142 @@ func (a *Agent) closeCgroups() {
 	}
 }
 
+// registerCallbacks registers the configured callbacks, and the log callback when the
+// configuration has it, keeping each one's unregistration for Reload.
 func (a *Agent) registerCallbacks() error {
+	a.limiter = callback.NewLimiter(a.o.Config.ExecLimit())
+	a.configured = map[string]configured{}
 	if a.o.Config.LogEnabled() {
-		if _, err := a.registry.Register(notify.EventCategoryDeviceInterfaceChange, 0, notify.AllClasses,
-			"log", callback.Log(a.log), nil); err != nil {
+		if err := a.registerLog(); err != nil {
 			return err
 		}
-		a.metrics.InitCallback("log")
 	}
-	limiter := callback.NewLimiter(a.o.Config.ExecLimit())
-	if slices.ContainsFunc(a.o.Config.Callbacks, func(c config.Callback) bool { return c.Exec != nil }) {
-		a.openCgroups()
-	}
-	policy := a.o.Config.Online.Policy()
 	for _, c := range a.o.Config.Callbacks {
-		logger := a.log.With("callback", c.Name)
-		var ex *callback.Exec
-		if c.Exec != nil {
-			ex = &callback.Exec{Command: c.Exec.Command, Timeout: c.Exec.Timeout, Limiter: limiter, Logger: logger, Cgroups: a.cgroups}
-			if name := c.Exec.Command[0]; !strings.Contains(name, "/") {
-				path, _ := callback.LookPath(name) // config.Parse checked that it is there
-				logger.Info("exec callback: command found in the exec PATH", "command", name, "path", path, "exec_path", callback.DefaultPath)
-			}
+		if err := a.registerCallback(c, a.o.Config.Online.Policy()); err != nil {
+			return err
 		}
-		switch c.Kind {
-		case config.KindTwoPhase:
-			cb := changeLog(logger)
-			if ex != nil {
-				cb = ex.ChangeCallback()
-			}
-			var flags notify.ChangeFlags
-			if c.IncludeExisting {
-				flags |= notify.FlagAddExisting
-			}
-			if _, err := a.changes.Register(context.Background(), c.ClassGUID, flags, c.Name, cb, nil); err != nil {
-				return fmt.Errorf("callback %s: %w", c.Name, err)
-			}
-			a.phases.InitCallback(c.Name, "add_start", notify.ClassName(c.ClassGUID))
-			if (c.ClassGUID == notify.GUIDDeviceProcessor && policy.CPU != online.Online) ||
-				(c.ClassGUID == notify.GUIDDeviceMemory && policy.Memory == online.None) {
-				a.log.Info("two-phase callback: the online policy leaves hot-added resources of its class to others, so it gets add_start only for `hotplug-agent online` requests",
-					"callback", c.Name, "class", notify.ClassName(c.ClassGUID), "online_cpu", policy.CPU, "online_memory", policy.Memory)
-			}
-			continue
-		case config.KindTargetDevice:
-			cb := targetLog(logger)
-			if ex != nil {
-				cb = ex.TargetCallback()
-			}
-			if _, err := a.targets.Register(c.Target, c.Name, cb, nil); err != nil {
-				return fmt.Errorf("callback %s: %w", c.Name, err)
-			}
-			a.phases.InitCallback(c.Name, "query_remove", notify.ClassName(c.ClassGUID))
-			continue
+	}
+	// The cursors of the last run are for the registrations made at start: a callback added by
+	// a reload later, under a name the last run had, starts afresh.
+	a.cursors, a.deviceCursors = nil, nil
+	return nil
+}
+
+// configured is a registration made from the configuration: its definition, and how to undo it.
+type configured struct {
+	def        config.Callback
+	unregister func(context.Context) error
+}
+
+// logOwner is the owner of the built-in log callback (log_notifications).
+const logOwner = "log"
+
+// registerLog registers the built-in log callback.
+func (a *Agent) registerLog() error {
+	e, err := a.registry.Register(notify.EventCategoryDeviceInterfaceChange, 0, notify.AllClasses,
+		logOwner, callback.Log(a.log), nil)
+	if err != nil {
+		return err
+	}
+	a.metrics.InitCallback(logOwner)
+	a.logEntry = e
+	return nil
+}
+
+// registerCallback registers the configured callback c, as IoRegisterPlugPlayNotification (or,
+// by its kind, KeRegisterProcessorChangeCallback or a target-device registration) would, and
+// keeps its unregistration in a.configured.
+func (a *Agent) registerCallback(c config.Callback, policy online.Policy) error {
+	logger := a.log.With("callback", c.Name)
+	var ex *callback.Exec
+	if c.Exec != nil {
+		a.openCgroups()
+		ex = &callback.Exec{Command: c.Exec.Command, Timeout: c.Exec.Timeout, Limiter: a.limiter, Logger: logger, Cgroups: a.cgroups}
+		if name := c.Exec.Command[0]; !strings.Contains(name, "/") {
+			path, _ := callback.LookPath(name) // config.Parse checked that it is there
+			logger.Info("exec callback: command found in the exec PATH", "command", name, "path", path, "exec_path", callback.DefaultPath)
 		}
-		var flags notify.Flags
+	}
+	keep := func(unregister func(context.Context) error) {
+		a.configured[c.Name] = configured{def: c, unregister: unregister}
+	}
+	switch c.Kind {
+	case config.KindTwoPhase:
+		cb := changeLog(logger)
+		if ex != nil {
+			cb = ex.ChangeCallback()
+		}
+		var flags notify.ChangeFlags
 		if c.IncludeExisting {
-			flags |= notify.FlagIncludeExistingInterfaces
+			flags |= notify.FlagAddExisting
 		}
-		var cb notify.Callback
-		switch {
-		case ex != nil:
-			cb = ex.Callback()
-		case c.Webhook != nil:
-			retries := 5
-			if c.Webhook.Retries != nil {
-				retries = *c.Webhook.Retries
-			}
-			cb = callback.Webhook{URL: c.Webhook.URL, Timeout: c.Webhook.Timeout, Retries: retries,
-				InsecureSkipVerify: c.Webhook.InsecureSkipVerify, Headers: c.Webhook.Headers,
-				Logger: logger, Name: c.Name, Namespace: a.instance}.Callback()
-		default:
-			cb = callback.Log(logger)
-		}
-		if err := a.registerConfigured(c, flags, cb, logger); err != nil {
+		e, err := a.changes.Register(context.Background(), c.ClassGUID, flags, c.Name, cb, nil)
+		if err != nil {
 			return fmt.Errorf("callback %s: %w", c.Name, err)
 		}
-		a.metrics.InitCallback(c.Name)
+		keep(func(ctx context.Context) error { return a.changes.Unregister(ctx, e) })
+		a.phases.InitCallback(c.Name, "add_start", notify.ClassName(c.ClassGUID))
+		if (c.ClassGUID == notify.GUIDDeviceProcessor && policy.CPU != online.Online) ||
+			(c.ClassGUID == notify.GUIDDeviceMemory && policy.Memory == online.None) {
+			a.log.Info("two-phase callback: the online policy leaves hot-added resources of its class to others, so it gets add_start only for `hotplug-agent online` requests",
+				"callback", c.Name, "class", notify.ClassName(c.ClassGUID), "online_cpu", policy.CPU, "online_memory", policy.Memory)
+		}
+		return nil
+	case config.KindTargetDevice:
+		cb := targetLog(logger)
+		if ex != nil {
+			cb = ex.TargetCallback()
+		}
+		e, err := a.targets.Register(c.Target, c.Name, cb, nil)
+		if err != nil {
+			return fmt.Errorf("callback %s: %w", c.Name, err)
+		}
+		keep(func(ctx context.Context) error { return a.targets.Unregister(ctx, e) })
+		a.phases.InitCallback(c.Name, "query_remove", notify.ClassName(c.ClassGUID))
+		return nil
 	}
+	var flags notify.Flags
+	if c.IncludeExisting {
+		flags |= notify.FlagIncludeExistingInterfaces
+	}
+	var cb notify.Callback
+	switch {
+	case ex != nil:
+		cb = ex.Callback()
+	case c.Webhook != nil:
+		retries := 5
+		if c.Webhook.Retries != nil {
+			retries = *c.Webhook.Retries
+		}
+		cb = callback.Webhook{URL: c.Webhook.URL, Timeout: c.Webhook.Timeout, Retries: retries,
+			InsecureSkipVerify: c.Webhook.InsecureSkipVerify, Headers: c.Webhook.Headers,
+			Logger: logger, Name: c.Name, Namespace: a.instance}.Callback()
+	default:
+		cb = callback.Log(logger)
+	}
+	reg, e, err := a.registerConfigured(c, flags, cb, logger)
+	if err != nil {
+		return fmt.Errorf("callback %s: %w", c.Name, err)
+	}
+	keep(func(ctx context.Context) error { return reg.UnregisterEx(ctx, e) })
+	a.metrics.InitCallback(c.Name)
 	return nil
 }
 
 // registerConfigured registers the configured device-interface callback c. With a state file its
 // registration is durable and resumes from the cursor the last run saved for c's name, when
 // that was for the same class and kind of registration (per block, per memory device).
-func (a *Agent) registerConfigured(c config.Callback, flags notify.Flags, cb notify.Callback, logger *slog.Logger) error {
+func (a *Agent) registerConfigured(c config.Callback, flags notify.Flags, cb notify.Callback, logger *slog.Logger) (*notify.Registry, *notify.Entry, error) {
 	reg, cursors := a.registry, a.cursors
 	if c.MemoryDevices {
 		if c.ClassGUID != notify.GUIDDeviceMemory {
-			return fmt.Errorf("memory_devices is for the memory class, not %s", notify.ClassName(c.ClassGUID))
+			return nil, nil, fmt.Errorf("memory_devices is for the memory class, not %s", notify.ClassName(c.ClassGUID))
 		}
 		reg, cursors = a.devices, a.deviceCursors
 	}
 	if a.o.StatePath == "" {
-		_, err := reg.Register(notify.EventCategoryDeviceInterfaceChange, flags, c.ClassGUID, c.Name, cb, nil)
-		return err
+		e, err := reg.Register(notify.EventCategoryDeviceInterfaceChange, flags, c.ClassGUID, c.Name, cb, nil)
+		return reg, e, err
 	}
 	var resume *notify.Cursor
 	if cur, ok := cursors[c.Name]; ok {
@@ -768,15 +824,19 @@ func (a *Agent) registerConfigured(c config.Callback, flags notify.Flags, cb not
 			}
 		}
 	}
-	_, err := reg.RegisterDurable(notify.EventCategoryDeviceInterfaceChange, flags, c.ClassGUID, c.Name, cb, nil, resume)
-	a.durable = true
-	return err
+	e, err := reg.RegisterDurable(notify.EventCategoryDeviceInterfaceChange, flags, c.ClassGUID, c.Name, cb, nil, resume)
+	a.durable.Store(true)
+	return reg, e, err
 }
 
 // openCgroups prepares a cgroup of its own for each exec run, where one can be made; a directory
 // of the same name that an agent killed with the same state file left is emptied first, so that
 // nothing its callbacks started still runs when this agent's first callback does.
 func (a *Agent) openCgroups() {
+	if a.cgroupsTried {
+		return
+	}
+	a.cgroupsTried = true
 	cg, err := callback.NewCgroups(execCgroupName(a.o.StatePath), a.log)
 	if err != nil {
 		a.log.Info("exec callbacks: no cgroup of their own; each command's process group is killed when it exits, which a daemon that calls setsid escapes", "reason", err)
@@ -1220,4 +1280,101 @@ func (a *Agent) backlog(now time.Time) time.Duration {
 		return b.Behind(now)
 	}
 	return 0
+}
+
+// Reload reads the configuration again (Options.LoadConfig) and applies what can change while
+// the agent runs: the configured callbacks and log_notifications, and the online policy. A
+// callback whose definition is unchanged is not touched, so it, like every /events subscriber,
+// misses nothing and gets nothing twice; one removed is unregistered (IoUnregisterPlugPlay-
+// NotificationEx: its callback in flight gets ShutdownGrace to finish); one added is
+// registered; one changed is both, and starts afresh as a new registration (with
+// include_existing, from the interfaces active now). What else changed (two_phase,
+// max_exec_processes) takes effect at the next start, and the log says so. A configuration that
+// cannot be read or is invalid is refused with an error saying why, and the running one stays.
+// Reload blocks until done; it is safe for concurrent use (reloads are made one at a time).
+func (a *Agent) Reload(ctx context.Context) error {
+	if a.o.LoadConfig == nil {
+		return errors.New("no configuration to read again")
+	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	notifyReloading(a.log)
+	defer notifyReady(a.log)
+	cfg, err := a.o.LoadConfig()
+	if err == nil {
+		err = cfg.Online.Policy().Validate()
+	}
+	if err != nil {
+		a.log.Error("configuration refused; the running one stays", "err", err)
+		return err
+	}
+	old := a.o.Config
+	var later []string
+	if !reflect.DeepEqual(old.TwoPhase, cfg.TwoPhase) {
+		later = append(later, "two_phase")
+	}
+	if old.ExecLimit() != cfg.ExecLimit() {
+		later = append(later, "max_exec_processes")
+	}
+
+	grace, cancel := context.WithTimeout(ctx, a.o.ShutdownGrace)
+	defer cancel()
+	var removed, added, changed []string
+	next := map[string]config.Callback{}
+	for _, c := range cfg.Callbacks {
+		next[c.Name] = c
+	}
+	for _, name := range slices.Sorted(maps.Keys(a.configured)) {
+		was := a.configured[name]
+		now, ok := next[name]
+		if ok && reflect.DeepEqual(was.def, now) {
+			continue
+		}
+		if err := was.unregister(grace); err != nil {
+			a.log.Warn("reload: a callback unregistered was still running", "callback", name, "err", err)
+		}
+		delete(a.configured, name)
+		if ok {
+			changed = append(changed, name)
+		} else {
+			removed = append(removed, name)
+		}
+	}
+	if a.logEntry != nil && !cfg.LogEnabled() {
+		if err := a.registry.UnregisterEx(grace, a.logEntry); err != nil {
+			a.log.Warn("reload: the log callback was still running", "err", err)
+		}
+		a.logEntry = nil
+		removed = append(removed, logOwner)
+	}
+	var failed []error
+	if a.logEntry == nil && cfg.LogEnabled() {
+		if err := a.registerLog(); err != nil {
+			failed = append(failed, err)
+		} else {
+			added = append(added, logOwner)
+		}
+	}
+	policy := cfg.Online.Policy()
+	for _, c := range cfg.Callbacks {
+		if _, ok := a.configured[c.Name]; ok {
+			continue
+		}
+		if err := a.registerCallback(c, policy); err != nil {
+			failed = append(failed, err)
+			continue
+		}
+		if !slices.Contains(changed, c.Name) {
+			added = append(added, c.Name)
+		}
+	}
+	a.onliner.SetPolicy(policy)
+	a.o.Config = cfg
+	attrs := []any{"added", strings.Join(added, ","), "removed", strings.Join(removed, ","), "changed", strings.Join(changed, ","),
+		"online_cpu", policy.CPU, "online_memory", policy.Memory}
+	if len(later) > 0 {
+		attrs = append(attrs, "at_next_start", strings.Join(later, ","))
+	}
+	a.log.Info("configuration reloaded", attrs...)
+	return errors.Join(failed...)
 }

@@ -58,3 +58,11 @@ func (a *Agent) watchdog(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// notifyReloading tells systemd that the agent is reloading its configuration; READY=1
+// (notifyReady) says it is done. Outside systemd it does nothing.
+func notifyReloading(log *slog.Logger) {
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReloading); err != nil {
+		log.Warn("systemd notify RELOADING=1 failed", "err", err)
+	}
+}

@@ -31,6 +31,10 @@ const DefaultSocket = "/run/hotplug-agent/control.sock"
 const (
 	OpOnline  = "online"
 	OpOffline = "offline"
+	// OpReload takes no targets: the agent reads its configuration file again and applies it
+	// (hotplug-agent reload, the systemd unit's ExecReload). A configuration it refuses is the
+	// response's Error, and the running one stays.
+	OpReload = "reload"
 )
 
 // The kinds of target.
@@ -81,11 +85,17 @@ func (t Target) Number() (int, error) {
 	return n, nil
 }
 
-// Validate checks the request: a known op, 1 to MaxTargets targets of known kinds, numbers for
-// CPUs and blocks. The error is one line naming the bad part.
+// Validate checks the request: a known op; for online and offline 1 to MaxTargets targets of
+// known kinds, numbers for CPUs and blocks, for reload none. The error is one line naming the bad part.
 func (r Request) Validate() error {
+	if r.Op == OpReload {
+		if len(r.Targets) > 0 {
+			return errors.New("reload takes no targets")
+		}
+		return nil
+	}
 	if r.Op != OpOnline && r.Op != OpOffline {
-		return fmt.Errorf("op %q: want online or offline", r.Op)
+		return fmt.Errorf("op %q: want online, offline or reload", r.Op)
 	}
 	if len(r.Targets) == 0 {
 		return errors.New("no targets")

@@ -9,8 +9,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -137,7 +139,7 @@ func TestServeBadRequests(t *testing.T) {
 		req  Request
 		want string
 	}{
-		{Request{Op: "eject", Targets: []Target{{KindCPU, "1"}}}, `bad request: op "eject": want online or offline`},
+		{Request{Op: "eject", Targets: []Target{{KindCPU, "1"}}}, `bad request: op "eject": want online, offline or reload`},
 		{Request{Op: OpOnline}, "bad request: no targets"},
 		{Request{Op: OpOnline, Targets: []Target{{"disk", "1"}}}, `target kind "disk"`},
 		{Request{Op: OpOnline, Targets: []Target{{KindCPU, "01"}}}, "cpu 01: want a number"},
@@ -315,5 +317,62 @@ func TestNewResult(t *testing.T) {
 	}
 	if r := NewResult(tg, Success, nil); r != (Result{Kind: "cpu", ID: "1", Response: Success}) {
 		t.Errorf("NewResult(success) = %+v", r)
+	}
+}
+
+// TestServeReload: a reload request carries no targets; the agent's answer (its Reload) is the
+// response: nothing when the configuration is in force, else why not; and it is counted.
+func TestServeReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	var refuse atomic.Bool
+	var observed []string
+	var mu sync.Mutex
+	serve(t, Options{
+		Path: path,
+		Handler: func(context.Context, string, Target, Peer) Result {
+			t.Error("Handler called for a reload")
+			return Result{}
+		},
+		Authorize: func(Peer) error { return nil },
+		Observe: func(op, response string) {
+			mu.Lock()
+			observed = append(observed, op+" "+response)
+			mu.Unlock()
+		},
+		Reload: func(context.Context, Peer) error {
+			if refuse.Load() {
+				return errors.New(`config /etc/hotplug-agent/config.yaml: line 2: unknown key "callbaks"`)
+			}
+			return nil
+		},
+	})
+	ctx := t.Context()
+	resp, err := Do(ctx, path, Request{Op: OpReload})
+	if err != nil || resp.Error != "" || len(resp.Results) != 0 {
+		t.Errorf("reload: %+v, %v; want an empty response", resp, err)
+	}
+	refuse.Store(true)
+	resp, err = Do(ctx, path, Request{Op: OpReload})
+	if err != nil || !strings.Contains(resp.Error, `unknown key "callbaks"`) {
+		t.Errorf("refused reload: %+v, %v; want the agent's reason as the error", resp, err)
+	}
+	if err := (Request{Op: OpReload, Targets: []Target{{Kind: KindCPU, ID: "1"}}}).Validate(); err == nil {
+		t.Error("a reload with targets is valid")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"reload success", "reload operation-failed"}; !slices.Equal(observed, want) {
+		t.Errorf("observed %q; want %q", observed, want)
+	}
+}
+
+// TestServeReloadUnsupported: an agent with no Reload says it cannot reload.
+func TestServeReloadUnsupported(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	serve(t, Options{Path: path, Handler: func(context.Context, string, Target, Peer) Result { return Result{} },
+		Authorize: func(Peer) error { return nil }})
+	resp, err := Do(t.Context(), path, Request{Op: OpReload})
+	if err != nil || !strings.Contains(resp.Error, "cannot reload") {
+		t.Errorf("reload of an agent that cannot: %+v, %v", resp, err)
 	}
 }

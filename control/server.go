@@ -33,6 +33,10 @@ type Options struct {
 	// Observe, when set, is told each request's op and the response of each item ("denied" and
 	// "bad-request" for requests refused as a whole).
 	Observe func(op, response string)
+	// Reload carries out a reload request: nil when the new configuration is in force, else why
+	// it was refused (the running one stays). Nil: reload requests are answered that this agent
+	// cannot reload. It may block and must be safe for concurrent use.
+	Reload func(ctx context.Context, peer Peer) error
 }
 
 // readTimeout bounds the wait for a request once a client has connected.
@@ -190,7 +194,7 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 	if err := req.Validate(); err != nil {
 		s.log.Warn("control request invalid", "uid", peer.UID, "pid", peer.PID, "op", req.Op, "err", err)
 		op := req.Op
-		if op != OpOnline && op != OpOffline {
+		if op != OpOnline && op != OpOffline && op != OpReload {
 			op = "" // never a label value taken from the wire
 		}
 		s.observe(op, "bad-request")
@@ -198,6 +202,10 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if req.Op == OpReload {
+		s.reload(ctx, c, peer)
+		return
+	}
 	s.log.Info("control request", "uid", peer.UID, "pid", peer.PID, "op", req.Op, "targets", targetList(req.Targets))
 	resp := Response{Results: make([]Result, 0, len(req.Targets))}
 	for _, t := range req.Targets {
@@ -213,6 +221,22 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 			"target", t.String(), "response", r.Response, "err", r.Error)
 	}
 	writeResponse(c, resp)
+}
+
+// reload carries out a reload request and answers it.
+func (s *Server) reload(ctx context.Context, c net.Conn, peer Peer) {
+	s.log.Info("control request", "uid", peer.UID, "pid", peer.PID, "op", OpReload)
+	err := errors.New("this agent cannot reload its configuration")
+	if s.o.Reload != nil {
+		err = s.o.Reload(ctx, peer)
+	}
+	if err != nil {
+		s.observe(OpReload, Failed)
+		writeResponse(c, Response{Error: err.Error()})
+		return
+	}
+	s.observe(OpReload, Success)
+	writeResponse(c, Response{})
 }
 
 func (s *Server) observe(op, response string) {

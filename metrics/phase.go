@@ -48,6 +48,9 @@ func NewPhases(reg prometheus.Registerer, m *Metrics) *Phases {
 			p.ControlRequests.WithLabelValues(op, r)
 		}
 	}
+	for _, r := range []string{"success", "operation-failed"} {
+		p.ControlRequests.WithLabelValues("reload", r)
+	}
 	return p
 }
 

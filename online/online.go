@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
@@ -131,7 +132,7 @@ type Observer func(class, result string, sinceAdd time.Duration)
 // remove-cancelled). One change is made at a time; a request that finds the policy waiting to
 // retry a failed online is answered at once with ErrBusy. Safe for concurrent use.
 type Onliner struct {
-	p       Policy
+	p       atomic.Pointer[Policy] // replaced whole by SetPolicy
 	fs      Sysfs
 	log     *slog.Logger
 	observe Observer
@@ -170,9 +171,24 @@ func New(p Policy, fs Sysfs, log *slog.Logger, observe Observer) *Onliner {
 	if observe == nil {
 		observe = func(string, string, time.Duration) {}
 	}
-	return &Onliner{p: p, fs: fs, log: log, observe: observe, wake: make(chan struct{}, 1), op: make(chan struct{}, 1),
+	o := &Onliner{fs: fs, log: log, observe: observe, wake: make(chan struct{}, 1), op: make(chan struct{}, 1),
 		retryBegan: make(chan struct{})}
+	o.p.Store(&p)
+	return o
 }
+
+// SetPolicy makes p (which must be valid) the policy for what is queued from now on, and for
+// the attempts of changes already under way from their next one (a configuration reload). It
+// does not block and is safe for concurrent use.
+func (o *Onliner) SetPolicy(p Policy) {
+	if p.Backoff <= 0 {
+		p.Backoff = DefaultBackoff
+	}
+	o.p.Store(&p)
+}
+
+// Policy returns the policy in force. It does not block and is safe for concurrent use.
+func (o *Onliner) Policy() Policy { return *o.p.Load() }
 
 // Participants are who takes part in the changes the onliner makes. Each field may be nil.
 type Participants struct {
@@ -196,7 +212,7 @@ func (o *Onliner) SetParticipants(p Participants) {
 // never blocks. Under the policy "none" it does nothing: the agent does not online the CPU, so no
 // two-phase add happens either.
 func (o *Onliner) AddCPU(n int, seqnum uint64, added time.Time) {
-	if o.p.CPU == Online {
+	if o.p.Load().CPU == Online {
 		o.push(item{n: n, seqnum: seqnum, added: added})
 	}
 }
@@ -204,7 +220,7 @@ func (o *Onliner) AddCPU(n int, seqnum uint64, added time.Time) {
 // AddMemoryBlock queues memory block n, reported added by the kernel's add uevent seqnum, read
 // at time added. It never blocks. Under the policy "none" it does nothing.
 func (o *Onliner) AddMemoryBlock(n int, seqnum uint64, added time.Time) {
-	if o.p.Memory != "" && o.p.Memory != None {
+	if p := o.p.Load(); p.Memory != "" && p.Memory != None {
 		o.push(item{memory: true, n: n, seqnum: seqnum, added: added})
 	}
 }
@@ -292,7 +308,7 @@ func (o *Onliner) lockForRequest(ctx context.Context) error {
 // lockForRequest). It returns ctx's error if ctx ends first. o.op must be held.
 func (o *Onliner) waitRetry(ctx context.Context, what string, attempt int, d time.Duration) error {
 	o.mu.Lock()
-	o.retrying = fmt.Sprintf("%s (attempt %d of %d failed; the next in %s)", what, attempt+1, o.p.Retries+1, d)
+	o.retrying = fmt.Sprintf("%s (attempt %d of %d failed; the next in %s)", what, attempt+1, o.p.Load().Retries+1, d)
 	close(o.retryBegan)
 	o.retryBegan = make(chan struct{})
 	o.mu.Unlock()
@@ -319,7 +335,7 @@ func (o *Onliner) handle(ctx context.Context, it item) {
 	}
 	var state string // what to write to a memory block's state file
 	if it.memory {
-		state = o.p.Memory
+		state = o.p.Load().Memory
 		if state == Auto {
 			auto, err := o.fs.AutoOnlineBlocks()
 			if err != nil {
@@ -397,11 +413,11 @@ func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, s
 		}
 		// The kernel or another tool may have onlined it meanwhile: the next round checks.
 		o.observe(class, "failure", 0)
-		if attempt >= o.p.Retries {
+		if attempt >= o.p.Load().Retries {
 			o.log.Error("online policy: could not bring online", "device", what, "attempts", attempt+1, "err", err)
 			return err
 		}
-		wait := retryWait(o.p.Backoff, attempt)
+		wait := retryWait(o.p.Load().Backoff, attempt)
 		o.log.Warn("online policy: online failed; retrying", "device", what, "attempt", attempt+1, "backoff", wait, "err", err)
 		if werr := o.waitRetry(ctx, what, attempt, wait); werr != nil {
 			return fmt.Errorf("online %s: %w (after: %w)", what, werr, err)

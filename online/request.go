@@ -159,8 +159,8 @@ func (o *Onliner) write(r Resource, online bool) error {
 	state := "offline"
 	if online {
 		state = Online
-		if slices.Contains(sysfs.MemoryOnlineTypes, o.p.Memory) {
-			state = o.p.Memory
+		if m := o.p.Load().Memory; slices.Contains(sysfs.MemoryOnlineTypes, m) {
+			state = m
 		}
 	}
 	return o.fs.SetMemoryState(r.Number, state)

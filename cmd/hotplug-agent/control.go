@@ -124,3 +124,39 @@ func resultLine(r control.Result) string {
 	}
 	return b.String()
 }
+
+// reloadFlags are the flags of `hotplug-agent reload`.
+type reloadFlags struct {
+	socket  *string
+	timeout *time.Duration
+}
+
+// addReloadFlags defines the flags of reload on cmd.
+func addReloadFlags(cmd *kingpin.CmdClause) *reloadFlags {
+	cmd.HelpLong("Ask the running agent, over its control socket, to read its configuration file again and apply it: " +
+		"callbacks added, removed or changed, the online policy. It returns once the new configuration is in force, " +
+		"or fails with the agent's one line on why it refused it (the running configuration then stays). " +
+		"SIGHUP does the same without an answer.")
+	return &reloadFlags{
+		socket:  cmd.Flag("control.socket", "The agent's control socket.").Default(control.DefaultSocket).String(),
+		timeout: cmd.Flag("timeout", "Give up waiting for the agent after this long (callbacks removed get their grace to finish).").Default("1m").Duration(),
+	}
+}
+
+// runReload asks the running agent to reload its configuration and says whether it did.
+func runReload(ctx context.Context, f *reloadFlags, stdout io.Writer) error {
+	if *f.timeout <= 0 {
+		return usageError{fmt.Errorf("--timeout: %s: want a positive duration", *f.timeout)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *f.timeout)
+	defer cancel()
+	resp, err := control.Do(ctx, *f.socket, control.Request{Op: control.OpReload})
+	if err != nil {
+		return err
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("the agent kept its configuration: %s", resp.Error)
+	}
+	fmt.Fprintln(stdout, "reloaded")
+	return nil
+}

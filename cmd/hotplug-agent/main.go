@@ -40,6 +40,7 @@ type cli struct {
 	monitor *monitorFlags
 	offline *controlFlags
 	online  *controlFlags
+	reload  *reloadFlags
 }
 
 // newCLI returns the command line of hotplug-agent: help and usage go to stdout, errors are
@@ -63,6 +64,7 @@ func newCLI(stdout, stderr io.Writer, terminate func(code int)) *cli {
 	c.monitor = addMonitorFlags(app.Command("monitor", "Print a running agent's notifications as they come (--kernel: the kernel's uevents)."))
 	c.offline = addControlFlags(app.Command("offline", "Ask the running agent to take CPUs, memory blocks or memory devices offline: offline cpu 1 memory 32."))
 	c.online = addControlFlags(app.Command("online", "Ask the running agent to bring CPUs, memory blocks or memory devices online: online cpu 1."))
+	c.reload = addReloadFlags(app.Command("reload", "Ask the running agent to read its configuration file again and apply it (the systemd unit's ExecReload)."))
 	app.Command("version", "Print the version.")
 	return c
 }
@@ -119,6 +121,10 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		err = runControl(ctx, command, f, stdout, stderr)
+	case "reload":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err = runReload(ctx, c.reload, stdout)
 	case "version":
 		fmt.Fprintf(stdout, "hotplug-agent %s\n", version)
 	}

@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -144,11 +146,20 @@ func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--log.format: %w", err)}
 	}
-	cfg := &config.Config{}
-	if *f.configFile != "" {
-		if cfg, err = config.Load(*f.configFile); err != nil {
-			return err
+	// Read again at each reload: a file given, or the defaults.
+	loadConfig := func() (*config.Config, error) {
+		if *f.configFile == "" {
+			return &config.Config{}, nil
 		}
+		return config.Load(*f.configFile)
+	}
+	// SIGHUP reloads the configuration (and must not end the process): caught from now on.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
 	}
 	iomem := filepath.Join(*f.procfs, "iomem")
 	if euid := os.Geteuid(); euid != 0 {
@@ -176,10 +187,21 @@ func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
 		// The default path may be taken (another agent) or read-only (a unit without
 		// RuntimeDirectory=): the agent then runs without it; a path asked for must work.
 		ControlSocketOptional: !f.controlSet,
+		LoadConfig:            loadConfig,
 	})
 	if err != nil {
 		return err
 	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				a.Reload(ctx) // says in the log what it did, or why not
+			}
+		}
+	}()
 	return a.Run(ctx)
 }
 

@@ -1,0 +1,150 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/config"
+	"github.com/hotplug-agent/hotplug-agent/online"
+)
+
+// recorder is the YAML of an exec callback for processors that appends "ID EVENT" to out.
+func recorder(name, out string) string {
+	return fmt.Sprintf("  - {name: %s, class: processor, exec: {command: [/bin/sh, -c, %q]}}\n", name,
+		fmt.Sprintf(`echo "$HOTPLUG_ID $HOTPLUG_EVENT" >> %s`, out))
+}
+
+// waitLines waits until the file at p has at least n lines, and returns them.
+func waitLines(t *testing.T, p string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(p)
+		ls := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(b) == 0 {
+			ls = nil
+		}
+		if len(ls) >= n {
+			return ls
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has %d lines after 20 s; want %d:\n%s", p, len(ls), n, b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestReload: a reload while notifications flow leaves an unchanged callback every one of them,
+// once, in order; stops a removed one; starts an added one; applies the online policy; and a
+// configuration that does not parse is refused while the running one stays.
+func TestReload(t *testing.T) {
+	root := fixture(t)
+	dir := t.TempDir()
+	keep, drop, added := filepath.Join(dir, "keep"), filepath.Join(dir, "drop"), filepath.Join(dir, "added")
+	cfgPath := filepath.Join(dir, "config.yaml")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("log_notifications: false\ncallbacks:\n" + recorder("keep", keep) + recorder("drop", drop))
+	load := func() (*config.Config, error) { return config.Load(cfgPath) }
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, src, _, _ := runAgent(t, Options{SysfsPath: root, StatePath: filepath.Join(dir, "state.json"), Config: cfg, LoadConfig: load})
+
+	const link = "devices/system/cpu/cpu1"
+	seq := uint64(100)
+	cycle := func() { // cpu1 offline then online, as the kernel does it
+		for _, s := range []struct{ v, action string }{{"0", "offline"}, {"1", "online"}} {
+			// As the kernel changes an attribute: a read sees the old value or the new one,
+			// never the file half written.
+			tmp := filepath.Join(root, link, ".online")
+			if err := os.WriteFile(tmp, []byte(s.v+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, filepath.Join(root, link, "online")); err != nil {
+				t.Fatal(err)
+			}
+			seq++
+			src.send(t, s.action, "/"+link, "cpu", seq)
+		}
+	}
+	cycle()
+	waitLines(t, drop, 2)
+
+	// Reload in the middle of 20 cycles: keep unchanged, drop removed, added new, the policy on.
+	write("log_notifications: false\nonline: {cpu: online}\ncallbacks:\n" + recorder("keep", keep) + recorder("added", added))
+	reloaded := make(chan error, 1)
+	go func() {
+		time.Sleep(2 * time.Millisecond)
+		reloaded <- a.Reload(context.Background())
+	}()
+	for range 20 {
+		cycle()
+	}
+	if err := <-reloaded; err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	cycle() // after the reload for sure
+	got := waitLines(t, keep, 2*22)
+	if len(got) != 2*22 {
+		t.Fatalf("keep, unchanged, got %d notifications for 22 cycles; want 44, each once:\n%s", len(got), strings.Join(got, "\n"))
+	}
+	var last uint64
+	for i, l := range got {
+		id, event, _ := strings.Cut(l, " ")
+		if want := []string{"removal", "arrival"}[i%2]; event != want {
+			t.Errorf("keep's notification %d is %q; want a %s (they alternate)", i, l, want)
+		}
+		n, err := strconv.ParseUint(id, 10, 64)
+		if err != nil || n <= last {
+			t.Errorf("keep's notification %d has ID %q after %d; want increasing IDs, none twice", i, id, last)
+		}
+		last = n
+	}
+	dropped := len(waitLines(t, drop, 2))
+	cycle()
+	all := waitLines(t, keep, 2*23)
+	if n := len(waitLines(t, drop, 2)); n != dropped {
+		t.Errorf("drop, removed by the reload, got %d more notifications after it", n-dropped)
+	}
+	// added, registered during the cycles with no existing interfaces, gets what keep got from
+	// some point on: the same notifications, the same IDs, none missing.
+	newLines := waitLines(t, added, 4) // at least the last two cycles
+	for deadline := time.Now().Add(5 * time.Second); len(newLines) < len(all) && !slices.Equal(newLines, all[len(all)-len(newLines):]); {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+		newLines = waitLines(t, added, 4)
+	}
+	if len(newLines) > len(all) || !slices.Equal(newLines, all[len(all)-len(newLines):]) {
+		t.Errorf("added got\n%s\nwant the last %d of keep's:\n%s", strings.Join(newLines, "\n"), len(newLines), strings.Join(all, "\n"))
+	}
+	if p := a.onliner.Policy(); p.CPU != online.Online {
+		t.Errorf("online policy after the reload: cpu %q; want online", p.CPU)
+	}
+
+	// A configuration that does not parse: refused; the running one stays.
+	write("callbacks: [\n")
+	if err := a.Reload(context.Background()); err == nil {
+		t.Fatal("Reload of a file that does not parse succeeded")
+	}
+	cycle()
+	waitLines(t, keep, 2*24)
+	waitLines(t, added, len(newLines)+2)
+	if p := a.onliner.Policy(); p.CPU != online.Online {
+		t.Errorf("online policy after a refused reload: cpu %q; want online still", p.CPU)
+	}
+}
