@@ -485,6 +485,7 @@ func TestIntegrationSystemd(t *testing.T) {
 	}{
 		{"install", testSysInstall},
 		{"hot_add", testSysHotAdd},
+		{"reload", testSysReload},
 		{"watchdog", testSysWatchdog},
 		{"stop", testSysStop},
 		{"reboot", testSysReboot},
@@ -683,8 +684,14 @@ func testSysHotAdd(t *testing.T, r *sysRun) {
 		links = append(links, fmt.Sprintf("/sys/devices/system/memory/memory%d", b))
 	}
 	for _, l := range links {
-		if !slices.ContainsFunc(entries, func(e string) bool { return strings.Contains(e, l) && strings.Contains(e, "arrival") }) {
-			t.Errorf("journalctl -u hotplug-agent has no arrival line for %s:\n%s", l, journalMessages(entries))
+		// Logged natively: the notification's fields are journal fields, as the exec
+		// environment names them, at priority info.
+		if !slices.ContainsFunc(entries, func(e string) bool {
+			var j map[string]any
+			return json.Unmarshal([]byte(e), &j) == nil && j["HOTPLUG_EVENT"] == "arrival" && j["HOTPLUG_SYMBOLIC_LINK"] == l &&
+				j["PRIORITY"] == "6" && j["SYSLOG_IDENTIFIER"] == "hotplug-agent"
+		}) {
+			t.Errorf("journalctl -u hotplug-agent -o json has no entry with HOTPLUG_EVENT=arrival, HOTPLUG_SYMBOLIC_LINK=%s, PRIORITY=6:\n%s", l, journalMessages(entries))
 		}
 	}
 
@@ -888,9 +895,9 @@ wait $!
 echo done > /var/lib/hotplug-agent/callback-done
 `
 
-// testSysStop registers a slow exec callback (a config change and a restart: the unit has no
-// reload yet), makes it run, and stops the unit while it runs: the callback must finish, and the
-// state file must be saved as a clean shutdown.
+// testSysStop registers a slow exec callback (a config change and a restart, which also checks
+// that a restart with a new configuration works), makes it run, and stops the unit while it
+// runs: the callback must finish, and the state file must be saved as a clean shutdown.
 func testSysStop(t *testing.T, r *sysRun) {
 	g := r.g
 	orig := g.must(t, "cat /etc/hotplug-agent/config.yaml")
@@ -1176,4 +1183,138 @@ func (p *prometheus) waitUp(t *testing.T, d time.Duration) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// reloadRecorder is the exec callback the reload step adds: it notes each notification's event
+// in the unit's state directory (the only place the hardening lets callbacks write).
+const reloadRecorder = `#!/bin/sh
+echo "$HOTPLUG_ID $HOTPLUG_EVENT $HOTPLUG_SYMBOLIC_LINK" >> /var/lib/hotplug-agent/reload-recorded
+`
+
+// testSysReload changes the configuration file and runs `systemctl reload hotplug-agent`: a
+// callback added takes effect, the online policy changed to memory: none leaves a pc-dimm
+// hot-added afterwards offline, the event stream followed across the reload loses and repeats
+// nothing, and a file that does not parse fails the reload with its reason in one journal line
+// while the agent keeps running its configuration. The packaged configuration is put back.
+func testSysReload(t *testing.T, r *sysRun) {
+	g := r.g
+	ctx := ctxFor(t, 3*time.Minute)
+	orig := g.must(t, "cat /etc/hotplug-agent/config.yaml")
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(orig), &cfg); err != nil {
+		t.Fatalf("the packaged config: %v", err)
+	}
+	if cfg == nil {
+		cfg = map[string]any{}
+	}
+	g.must(t, "cp -p /etc/hotplug-agent/config.yaml /root/config.yaml.orig")
+	if res := g.exec(t, []byte(reloadRecorder), "/bin/sh", "-c", "cat > /usr/local/bin/reload-recorder && chmod 755 /usr/local/bin/reload-recorder"); !res.Success() {
+		t.Fatal(res)
+	}
+	reload := func() (qemu.ExecResult, time.Duration) {
+		start := time.Now()
+		res := g.sh(t, "systemctl reload hotplug-agent.service 2>&1")
+		return res, time.Since(start)
+	}
+	t.Cleanup(func() {
+		g.sh(t, "cp -p /root/config.yaml.orig /etc/hotplug-agent/config.yaml && systemctl reload hotplug-agent.service; rm -f /root/config.yaml.orig /usr/local/bin/reload-recorder /var/lib/hotplug-agent/reload-recorded")
+	})
+	pid := g.unit(t, "MainPID")["MainPID"]
+
+	// The new configuration: a callback more, and memory left offline.
+	online, _ := cfg["online"].(map[string]any)
+	if online == nil {
+		online = map[string]any{}
+	}
+	online["memory"] = "none"
+	cfg["online"] = online
+	cfg["callbacks"] = append(asSlice(cfg["callbacks"]), map[string]any{
+		"name": "reload-recorder", "class": "processor", "exec": map[string]any{"command": []string{"/usr/local/bin/reload-recorder"}},
+	})
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := g.exec(t, b, "/bin/sh", "-c", "cat > /etc/hotplug-agent/config.yaml"); !res.Success() {
+		t.Fatal(res)
+	}
+	res, took := reload()
+	if !res.Success() {
+		t.Fatalf("systemctl reload: %v", res)
+	}
+	r.figure(t, "systemctl reload (hotplug-agent reload over the control socket) with a callback added and the online policy changed: %v", took.Round(10*time.Millisecond))
+	if p := g.unit(t, "MainPID", "ActiveState"); p["MainPID"] != pid || p["ActiveState"] != "active" {
+		t.Fatalf("after systemctl reload: %v; want the same main PID %s, active", p, pid)
+	}
+
+	// The stream, followed since before the reload: cpu-a offline and online by the
+	// administrator comes as the next two IDs, once each; the added callback gets both.
+	cpu := r.cpus[0]
+	link := fmt.Sprintf("/sys/devices/system/cpu/cpu%d", cpu)
+	before := r.lastID
+	g.must(t, fmt.Sprintf("echo 0 > %s/online && echo 1 > %s/online", link, link))
+	got := r.take(t, 2, 30*time.Second, "the removal and arrival of "+link+" after the reload")
+	if got[0].Event != "removal" || got[1].Event != "arrival" || got[0].ID != before+1 || got[1].ID != before+2 {
+		t.Errorf("after the reload, the stream gave %v (IDs %d, %d); want the removal and arrival of %s as IDs %d and %d", got, got[0].ID, got[1].ID, link, before+1, before+2)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rec := g.sh(t, "cat /var/lib/hotplug-agent/reload-recorded").Stdout
+		if strings.Count(rec, link) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the callback added by the reload recorded %q; want the removal and the arrival of %s", rec, link)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The policy changed: a pc-dimm hot-added now stays offline, and nothing is announced.
+	ost := g.vm.QMP.Subscribe()
+	if err := g.vm.AddDIMM(ctx, "dimm-r", 256*mib); err != nil {
+		t.Fatal(err)
+	}
+	waitInsertOST(t, ctx, ost, "dimm-r")
+	r.all.quiet(t, 3*time.Second, "a pc-dimm hot-added under online: {memory: none}")
+	if n := strings.Count(g.sh(t, "grep -l offline /sys/devices/system/memory/memory*/state").Stdout, "\n"); n < 2 {
+		t.Errorf("%d memory blocks offline after a 256 MiB pc-dimm under online: {memory: none}; want its two left offline", n)
+	}
+
+	// A file that does not parse: refused, in one journal line; the agent runs on.
+	_, r.cursor = g.journal(t, r.cursor)
+	if res := g.exec(t, []byte("callbacks: [\n"), "/bin/sh", "-c", "cat > /etc/hotplug-agent/config.yaml"); !res.Success() {
+		t.Fatal(res)
+	}
+	if res, _ := reload(); res.Success() {
+		t.Errorf("systemctl reload of a file that does not parse: %v; want it to fail", res)
+	}
+	entries, cursor := g.journal(t, r.cursor)
+	r.cursor = cursor
+	refused, told := 0, false
+	for _, e := range entries {
+		refused += strings.Count(e, "configuration refused")
+		// ExecReload's own line: what systemctl status shows the operator.
+		told = told || (strings.Contains(e, "kept its configuration") && strings.Contains(e, "line"))
+	}
+	if refused != 1 || !told {
+		t.Errorf("the journal has %d lines of the agent's refusal (want one) and the reload command's reason %v:\n%s", refused, told, journalMessages(entries))
+	}
+	if p := g.unit(t, "MainPID", "ActiveState"); p["MainPID"] != pid || p["ActiveState"] != "active" {
+		t.Errorf("after a refused reload: %v; want the same main PID %s, active", p, pid)
+	}
+	g.must(t, fmt.Sprintf("echo 0 > %s/online && echo 1 > %s/online", link, link))
+	r.take(t, 2, 30*time.Second, "the removal and arrival of "+link+" after the refused reload")
+	deadline = time.Now().Add(30 * time.Second)
+	for strings.Count(g.sh(t, "cat /var/lib/hotplug-agent/reload-recorded").Stdout, link) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the callback stopped after a refused reload: the running configuration did not stay")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// asSlice is v as a YAML sequence; nil for anything else.
+func asSlice(v any) []any {
+	s, _ := v.([]any)
+	return s
 }
