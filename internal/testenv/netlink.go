@@ -16,14 +16,8 @@ import (
 // in SCM_CREDENTIALS. It needs CAP_SYS_ADMIN; the broadcast has happened when it returns.
 func SendToKernel(t testing.TB, payload []byte) {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
-	if err != nil {
-		t.Fatalf("socket(NETLINK_KOBJECT_UEVENT): %v", err)
-	}
+	fd := ueventSocket(t)
 	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		t.Fatalf("bind netlink: %v", err)
-	}
 	msg := make([]byte, unix.NLMSG_HDRLEN+len(payload))
 	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
 	// The kernel handles only requests of a type from NLMSG_MIN_TYPE up; lower ones are acks.
@@ -39,19 +33,27 @@ func SendToKernel(t testing.TB, payload []byte) {
 // where the kernel broadcasts its uevents: from this process's own port id. Root may do this.
 func SendToGroup(t testing.TB, payload []byte) {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
-	if err != nil {
-		t.Fatalf("socket(NETLINK_KOBJECT_UEVENT): %v", err)
-	}
+	fd := ueventSocket(t)
 	defer unix.Close(fd)
-	// Port id 0 in bind asks the kernel to choose one: a process cannot take the kernel's port id.
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		t.Fatalf("bind netlink: %v", err)
-	}
-	err = unix.Sendto(fd, payload, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1})
+	err := unix.Sendto(fd, payload, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1})
 	// The datagram is broadcast to the group first; the unicast copy to the kernel's socket is
 	// then refused. The broadcast has happened all the same.
 	if err != nil && !errors.Is(err, unix.ECONNREFUSED) {
 		t.Fatalf("send to netlink uevent group 1: %v", err)
 	}
+}
+
+// ueventSocket opens a NETLINK_KOBJECT_UEVENT socket of this process to send from. Port id 0 in
+// bind asks the kernel to choose one: a process cannot take the kernel's port id.
+func ueventSocket(t testing.TB) int {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
+	if err != nil {
+		t.Fatalf("socket(NETLINK_KOBJECT_UEVENT): %v", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		t.Fatalf("bind netlink: %v", err)
+	}
+	return fd
 }
