@@ -21,6 +21,7 @@ func Log(logger *slog.Logger) notify.Callback {
 			slog.String("symbolic_link", n.SymbolicLinkName),
 			slog.Uint64("seqnum", n.Seqnum),
 			slog.String("cause", string(n.Cause)),
+			slog.Uint64("id", n.ID), // the exec environment's HOTPLUG_ID: a notification given again has the same
 		}
 		switch {
 		case n.Interface.IsMemoryDevice():
@@ -32,6 +33,9 @@ func Log(logger *slog.Logger) notify.Callback {
 			attrs = append(attrs, slog.Int("memory_block", n.Interface.Number),
 				slog.String("phys_start", "0x"+strconv.FormatUint(n.Interface.PhysStart, 16)),
 				slog.Uint64("size", n.Interface.Size))
+			if n.Interface.Device != "" { // as the exec environment's HOTPLUG_MEMORY_DEVICE
+				attrs = append(attrs, slog.String("memory_device", n.Interface.Device))
+			}
 		default:
 			attrs = append(attrs, slog.Int("cpu", n.Interface.Number))
 		}

@@ -247,6 +247,7 @@ func TestJournalNotificationFieldsAreExecEnvironment(t *testing.T) {
 		}, 817, readAt, notify.CauseUevent), nil, fields{
 			"HOTPLUG_EVENT":                {"arrival"},
 			"HOTPLUG_EVENT_GUID":           {"cb3a4004-46f0-11d0-b08f-00609713053f"},
+			"HOTPLUG_ID":                   {"0"},
 			"HOTPLUG_INTERFACE_CLASS":      {"processor"},
 			"HOTPLUG_INTERFACE_CLASS_GUID": {"97fadb10-4e33-40ae-359c-8bef029dbdd0"},
 			"HOTPLUG_SYMBOLIC_LINK":        {"/sys/devices/system/cpu/cpu1"},
@@ -258,7 +259,7 @@ func TestJournalNotificationFieldsAreExecEnvironment(t *testing.T) {
 		{"memory block", notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, notify.Interface{
 			ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/system/memory/memory32", Number: 32, Node: -1,
 			PhysStart: 0x100000000, Size: 128 << 20, Device: "PNP0C80:00",
-		}, 0, readAt, notify.CauseResync), []string{"HOTPLUG_MEMORY_DEVICE"}, nil},
+		}, 0, readAt, notify.CauseResync), nil, nil},
 		{"memory device", notify.NewNotification(notify.GUIDDeviceInterfaceArrival, notify.Interface{
 			ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00", Number: 32, Node: 1,
 			PhysStart: 0x100000000, Size: 512 << 20, Device: "PNP0C80:00", Blocks: "32-35",
