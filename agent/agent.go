@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -185,7 +186,11 @@ func New(o Options) (*Agent, error) {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The Go collector's default series, and the heap the last collection found live
+	// (go_gc_heap_live_bytes): memory that stays, without the garbage heap_inuse counts too.
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = metrics.New(reg, o.Version)
 	a.tracker.OnReject(a.metrics.Rejected)
 	a.conns = web.NewConnLimit(a.connectionLimit(), a.metrics.Refused)
