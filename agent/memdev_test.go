@@ -158,7 +158,7 @@ func TestMemoryDevices(t *testing.T) {
 	}
 	logs := &testenv.Buffer{}
 	a, _, _, _ = runAgent(t, Options{SysfsPath: root, StatePath: statePath, Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	want := regexp.MustCompile(`msg="device interface change" callback=modules event=removal .* cause=startup memory_device=PNP0C80:00 memory_blocks=32-33 `)
+	want := regexp.MustCompile(`msg="device interface change" callback=modules event=removal .* cause=startup id=[1-9][0-9]* memory_device=PNP0C80:00 memory_blocks=32-33 `)
 	for deadline := time.Now().Add(10 * time.Second); !want.MatchString(logs.String()); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no removal of PNP0C80:00 with cause startup in the restarted agent's log:\n%s", logs)
