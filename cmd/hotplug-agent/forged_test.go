@@ -171,9 +171,6 @@ func TestIntegrationFloodOfSubsystems(t *testing.T) {
 	if e.Event != "removal" || e.SymbolicLink != link || e.Cause != "uevent" {
 		t.Fatalf("first notification after the flood = %+v; want the removal of %s, from its uevent", e, link)
 	}
-	if took > 10*time.Second {
-		t.Errorf("the removal of %s reached /events %s after the offline, behind %d flood uevents; want within 10 s", link, took, flood)
-	}
 	t.Logf("flood of %d sent in %s; the removal reached /events %s after the offline", flood, sent.Round(time.Millisecond), took.Round(time.Millisecond))
 	if code := a.status(t, "/healthz"); code != 200 {
 		t.Errorf("/healthz = %d after the flood; want 200", code)
