@@ -25,6 +25,11 @@ type Options struct {
 	// is announced: it plugs memory block by block as its requested size changes, and one
 	// arrival for the whole plug is the point. Default 250 ms.
 	Settle time.Duration
+	// Shrink is Settle for the blocks a virtio-mem device keeps after it shrank: the driver
+	// unplugs a block at a time, each after a round trip to the hypervisor, and on a busy host
+	// those can be seconds apart; a shrink to nothing should be one removal, not a removal, an
+	// arrival of what is left so far and another removal. Default 2 s.
+	Shrink time.Duration
 	// Pending is how long a block the kernel added is waited for to show its device (an ACPI
 	// memory device links its blocks only once all are added) before it is taken for memory of
 	// no device. Default 5 s.
@@ -57,7 +62,8 @@ type Tracker struct {
 	pending   map[int]time.Time        // blocks added by the kernel whose device is not known yet
 	changed   map[int]time.Time        // when each recently changed block changed (virtio-mem settle)
 	announced map[string]notify.Interface
-	blocksOf  map[string][]int // the blocks of each announced device, as announced
+	blocksOf  map[string][]int  // the blocks of each announced device, as announced
+	shrunk    map[string][2]int // devices removed as they lost a block, not announced since: the span of blocks they had
 	layout    Layout
 }
 
@@ -69,6 +75,9 @@ func New(o Options) *Tracker {
 	if o.Settle <= 0 {
 		o.Settle = 250 * time.Millisecond
 	}
+	if o.Shrink <= 0 {
+		o.Shrink = 2 * time.Second
+	}
 	if o.Pending <= 0 {
 		o.Pending = 5 * time.Second
 	}
@@ -79,6 +88,7 @@ func New(o Options) *Tracker {
 		o: o, log: o.Logger, kick: make(chan struct{}, 1),
 		online: map[int]notify.Interface{}, events: map[int]blockEvent{}, pending: map[int]time.Time{},
 		changed: map[int]time.Time{}, announced: map[string]notify.Interface{}, blocksOf: map[string][]int{},
+		shrunk: map[string][2]int{},
 	}
 }
 
@@ -244,7 +254,7 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 		}
 	}
 	for b, at := range t.changed {
-		if now.Sub(at) >= t.o.Settle {
+		if now.Sub(at) >= max(t.o.Settle, t.o.Shrink) {
 			delete(t.changed, b)
 		}
 	}
@@ -291,8 +301,16 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 			ev = blockEvent{readAt: now, cause: notify.CauseResync}
 		}
 		publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, a, ev.seqnum, ev.readAt, ev.cause))
+		if had := t.blocksOf[id]; lost >= 0 && len(had) > 0 {
+			t.shrunk[id] = [2]int{slices.Min(had), slices.Max(had)}
+		}
 		delete(t.announced, id)
 		delete(t.blocksOf, id)
+	}
+	for id := range t.shrunk {
+		if layout.Devices[id] == nil {
+			delete(t.shrunk, id)
+		}
 	}
 
 	// Arrivals.
@@ -317,6 +335,7 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 		publish(notify.NewNotification(notify.GUIDDeviceInterfaceArrival, iface, ev.seqnum, ev.readAt, ev.cause))
 		t.announced[id] = iface
 		t.blocksOf[id] = slices.Clone(d.Blocks)
+		delete(t.shrunk, id)
 	}
 	if len(t.pending) > 0 {
 		soonest(t.o.Poll)
@@ -331,8 +350,8 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 
 // ready returns 0 when d may be announced now: all its blocks online, and nothing that could
 // still change it: for an ACPI device no block without a known device yet, for virtio-mem no
-// block changed within Settle. Otherwise it returns how soon to look again, or -1 when only a
-// change will tell (a block is not online). t.mu must be held.
+// block changed within Settle (Shrink after the device shrank). Otherwise it returns how soon
+// to look again, or -1 when only a change will tell (a block is not online). t.mu must be held.
 func (t *Tracker) ready(d *Device, now time.Time) time.Duration {
 	for _, b := range d.Blocks {
 		if _, ok := t.online[b]; !ok {
@@ -345,13 +364,19 @@ func (t *Tracker) ready(d *Device, now time.Time) time.Duration {
 			return t.o.Poll
 		}
 	case KindVirtioMem:
-		var last time.Time // the last change anywhere in its region: blocks that left count too
+		// The last change anywhere in its region, blocks that left it included: after a shrink the
+		// region is the one it had when it was last announced.
+		first, lastBlock, settle := d.First, d.Last, t.o.Settle
+		if span, ok := t.shrunk[d.ID]; ok {
+			first, lastBlock, settle = min(first, span[0]), max(lastBlock, span[1]), t.o.Shrink
+		}
+		var last time.Time
 		for b, at := range t.changed {
-			if b >= d.First && b <= d.Last && at.After(last) {
+			if b >= first && b <= lastBlock && at.After(last) {
 				last = at
 			}
 		}
-		if left := t.o.Settle - now.Sub(last); !last.IsZero() && left > 0 {
+		if left := settle - now.Sub(last); !last.IsZero() && left > 0 {
 			return left
 		}
 	}
