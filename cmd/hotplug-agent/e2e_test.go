@@ -454,8 +454,11 @@ func TestIntegrationListMatchesSysfs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("list: %v", err)
 	}
-	if lines := strings.Count(string(text), "\n"); lines != len(got)+1 {
-		t.Errorf("list prints %d lines; want a header and %d rows", lines, len(got))
+	if lines := strings.Count(string(text), "\n"); lines != len(got)+2 {
+		t.Errorf("list prints %d lines; want a header, %d rows and the memory hot-add headroom", lines, len(got))
+	}
+	if !strings.Contains(string(text), "\nhot-add headroom: ") {
+		t.Errorf("list prints no memory hot-add headroom:\n%s", text)
 	}
 }
 
