@@ -33,6 +33,7 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/callback"
 	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/control"
+	"github.com/hotplug-agent/hotplug-agent/headroom"
 	"github.com/hotplug-agent/hotplug-agent/memdev"
 	"github.com/hotplug-agent/hotplug-agent/metrics"
 	"github.com/hotplug-agent/hotplug-agent/notify"
@@ -87,6 +88,9 @@ type Options struct {
 	// LoadConfig reads the configuration again, for Reload (hotplug-agent reload, SIGHUP); nil:
 	// the agent cannot reload.
 	LoadConfig func() (*config.Config, error)
+	// Headroom estimates the memory hot-add headroom, exported as a gauge and served by /memory;
+	// nil: neither.
+	Headroom *headroom.Estimator
 }
 
 // Source is where uevents come from: the kernel's netlink socket (*udev.Conn), or a test's fake.
@@ -202,6 +206,11 @@ func New(o Options) (*Agent, error) {
 		blocks, err := fs.MemoryBlockIndexes()
 		return len(sets.Present), len(blocks), err
 	})
+	var memory func() (headroom.Estimate, error)
+	if o.Headroom != nil {
+		metrics.RegisterHeadroom(reg, o.Headroom.Headroom)
+		memory = o.Headroom.Estimate
+	}
 	// The configured callbacks' registrations are durable when there is a state file: a
 	// notification is on file before a callback is given it, and a callback resumes at the next
 	// start from what the file says it has seen.
@@ -328,6 +337,7 @@ func New(o Options) (*Agent, error) {
 		DeviceOf:       a.memdevs.DeviceOf,
 		Changes:        a.changes,
 		Targets:        a.targets,
+		Memory:         memory,
 		History:        o.StreamHistory,
 		OnCut:          a.metrics.StreamCuts.Inc,
 

@@ -355,3 +355,30 @@ func (m *Metrics) Refused(reason string) {
 
 // QueueOverflow implements notify.Observer.
 func (m *Metrics) QueueOverflow(owner string, _ int) { m.QueueOverflows.WithLabelValues(owner).Inc() }
+
+// RegisterHeadroom registers hotplug_agent_memory_hotadd_headroom_bytes, read from headroom at
+// scrape time: the largest hot-add the machine can take now without running out of kernel memory
+// for its memmap and page tables (see package headroom). A scrape when headroom fails (no memory
+// hotplug, procfs unreadable) has no such series, rather than failing whole. RegisterHeadroom
+// does not block; each scrape blocks on headroom, which must be safe for concurrent use.
+func RegisterHeadroom(reg prometheus.Registerer, headroom func() (uint64, error)) {
+	reg.MustRegister(headroomCollector{
+		desc: prometheus.NewDesc(namespace+"_memory_hotadd_headroom_bytes",
+			"Largest memory hot-add, in whole memory blocks, this machine can take now: its memmap and page tables, allocated from kernel memory at add time, fit above the zones' high watermarks and leave the reserve free.",
+			nil, nil),
+		read: headroom,
+	})
+}
+
+type headroomCollector struct {
+	desc *prometheus.Desc
+	read func() (uint64, error)
+}
+
+func (c headroomCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c headroomCollector) Collect(ch chan<- prometheus.Metric) {
+	if v, err := c.read(); err == nil {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v))
+	}
+}

@@ -112,3 +112,25 @@ func BenchmarkCacheInsert(b *testing.B) {
 		})
 	}
 }
+
+// TestHeadroom: the gauge is read at scrape time, and a headroom that cannot be estimated leaves
+// the series out instead of failing the scrape.
+func TestHeadroom(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var err error
+	value := uint64(17536 << 20)
+	RegisterHeadroom(reg, func() (uint64, error) { return value, err })
+	const head = `# HELP hotplug_agent_memory_hotadd_headroom_bytes Largest memory hot-add, in whole memory blocks, this machine can take now: its memmap and page tables, allocated from kernel memory at add time, fit above the zones' high watermarks and leave the reserve free.
+# TYPE hotplug_agent_memory_hotadd_headroom_bytes gauge
+`
+	for _, want := range []string{"1.8387828736e+10", "1.34217728e+08"} {
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(head+"hotplug_agent_memory_hotadd_headroom_bytes "+want+"\n")); err != nil {
+			t.Error(err)
+		}
+		value = 128 << 20
+	}
+	err = fmt.Errorf("headroom: no zoneinfo")
+	if n, gerr := testutil.GatherAndCount(reg); n != 0 || gerr != nil {
+		t.Errorf("with an error: %d series, %v; want none and no error", n, gerr)
+	}
+}

@@ -1,4 +1,4 @@
-// Package web serves the agent's HTTP API: /metrics, /interfaces, /events and /healthz.
+// Package web serves the agent's HTTP API: /metrics, /interfaces, /events, /memory and /healthz.
 package web
 
 import (
@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/hotplug-agent/hotplug-agent/headroom"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
@@ -81,6 +82,9 @@ type Options struct {
 	// status page; nil: none.
 	Changes *notify.ChangeRegistry
 	Targets *notify.TargetRegistry
+	// Memory estimates the memory hot-add headroom, served as JSON by /memory; nil: /memory
+	// answers 404.
+	Memory func() (headroom.Estimate, error)
 }
 
 // Handler returns the agent's HTTP handler, after registering the event stream's registration
@@ -128,6 +132,7 @@ func newHandler(o Options) (*server, http.Handler, error) {
 	mux.HandleFunc("GET /interfaces", s.interfaces)
 	mux.HandleFunc("GET /events", s.events)
 	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /memory", s.memory)
 	mux.HandleFunc("GET /{$}", s.index)
 	return s, mux, nil
 }
@@ -196,6 +201,25 @@ func (s *server) interfaces(w http.ResponseWriter, r *http.Request) {
 		active = []notify.Interface{}
 	}
 	_ = enc.Encode(active)
+}
+
+// memory answers the memory hot-add headroom and its inputs as JSON (headroom.Estimate): 503
+// with the reason when it cannot be estimated (a kernel without memory hotplug, procfs
+// unreadable), 404 when the agent does not estimate it.
+func (s *server) memory(w http.ResponseWriter, _ *http.Request) {
+	if s.o.Memory == nil {
+		http.Error(w, "this agent does not estimate the memory hot-add headroom", http.StatusNotFound)
+		return
+	}
+	est, err := s.o.Memory()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(est)
 }
 
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -400,8 +424,9 @@ code{font-size:.9em}
 <body>
 <h1>hotplug-agent <small>{{.Version}}</small></h1>
 <p>CPU and memory hotplug as Windows Plug and Play device interface notifications.
-API: <a href="interfaces">/interfaces</a>, <a href="events">/events</a>, <a href="metrics">/metrics</a>, <a href="healthz">/healthz</a>.</p>
+API: <a href="interfaces">/interfaces</a>, <a href="events">/events</a>, <a href="metrics">/metrics</a>, <a href="memory">/memory</a>, <a href="healthz">/healthz</a>.</p>
 {{if .Error}}<p><strong>sysfs: {{.Error}}</strong></p>{{end}}
+{{if .Headroom}}<p id="headroom">Memory hot-add headroom: {{.Headroom}} (<a href="memory">/memory</a>).</p>{{end}}
 <h2>Notifications <small id="stream">(connecting)</small></h2>
 <table id="notifications"><thead><tr><th>time</th><th>event</th><th>class</th><th>symbolic link</th><th>seqnum</th><th>cause</th></tr></thead><tbody></tbody></table>
 <h2>Processors</h2>
@@ -461,15 +486,23 @@ func (s *server) index(w http.ResponseWriter, _ *http.Request) {
 		SizeMiB uint64
 	}
 	page := struct {
-		Version string
-		Error   string
-		CPUs    []iface
-		Blocks  []iface
-		Devices []iface
-		Entries []row
+		Version  string
+		Error    string
+		Headroom string
+		CPUs     []iface
+		Blocks   []iface
+		Devices  []iface
+		Entries  []row
 
 		HasDevices bool
 	}{Version: s.o.Version, HasDevices: s.o.DeviceRegistry != nil}
+	if s.o.Memory != nil {
+		if e, err := s.o.Memory(); err != nil {
+			page.Headroom = "unknown: " + err.Error()
+		} else {
+			page.Headroom = fmt.Sprintf("%d MiB, %d blocks of %d MiB", e.Headroom>>20, e.Headroom/e.BlockSize, e.BlockSize>>20)
+		}
+	}
 	present := s.o.Registry.Active()
 	if s.o.Present != nil {
 		var err error

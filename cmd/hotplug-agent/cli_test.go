@@ -52,6 +52,7 @@ func TestBadInput(t *testing.T) {
 		{"no connections", []string{"run", "--web.max-connections=0"}, 2, "--web.max-connections: 0: want at least 1", false},
 		{"no idle time", []string{"run", "--web.idle-timeout=0s"}, 2, "--web.idle-timeout: 0s: want a positive duration", false},
 		{"negative buffer", []string{"run", "--netlink.receive-buffer-bytes=-1"}, 2, "is negative", false},
+		{"negative headroom reserve", []string{"run", "--memory.headroom-reserve-bytes=-1"}, 2, "--memory.headroom-reserve-bytes: -1 is negative", false},
 		{"negative headroom reserve for list", []string{"list", "--memory.headroom-reserve-bytes=-1"}, 2, "--memory.headroom-reserve-bytes: -1 is negative", false},
 		{"missing config", []string{"run", "--config.file=" + filepath.Join(dir, "none.yaml")}, 1, "no such file or directory", false},
 		{"invalid class in config", []string{"run", "--config.file=" + badYAML}, 1, "callbacks[0].class", false},

@@ -22,6 +22,7 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/agent"
 	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/control"
+	"github.com/hotplug-agent/hotplug-agent/headroom"
 	"github.com/hotplug-agent/hotplug-agent/logging"
 	"github.com/hotplug-agent/hotplug-agent/online"
 	"github.com/hotplug-agent/hotplug-agent/web"
@@ -45,6 +46,7 @@ type runFlags struct {
 	web            *toolkit.FlagConfig
 	sysfs, procfs  *string
 	rcvbuf         *int64
+	reserve        *int64
 	statePath      *string
 	stateSet       bool
 	history        *int64
@@ -65,18 +67,19 @@ type runFlags struct {
 // wrapping what overflows.
 func addRunFlags(cmd *kingpin.CmdClause) *runFlags {
 	cmd.HelpLong("Start the agent: it listens to the kernel's CPU and memory uevents, keeps the true state from sysfs, " +
-		"announces arrivals and removals to the callbacks of --config.file, serves /metrics, /interfaces, /events and /healthz " +
+		"announces arrivals and removals to the callbacks of --config.file, serves /metrics, /interfaces, /events, /memory and /healthz " +
 		"on --web.listen-address, and tells systemd when it is ready (Type=notify) and that it is alive (WatchdogSec=). " +
 		"Root is needed only to act on hotplug: as another user it announces everything and says in one warning what it cannot do.")
 	f := &runFlags{logLevel: promslog.NewLevel(), logFormat: logging.Logfmt}
 	f.web = kingpinflag.AddFlags(cmd, DefaultListenAddress)
 	// exporter-toolkit's help speaks of vsock:// addresses, which the agent does not listen on.
-	cmd.GetFlag("web.listen-address").Help("Address of the HTTP API (/metrics, /interfaces, /events, /healthz), host:port; repeatable.")
+	cmd.GetFlag("web.listen-address").Help("Address of the HTTP API (/metrics, /interfaces, /events, /memory, /healthz), host:port; repeatable.")
 	cmd.GetFlag("web.config.file").PlaceHolder("FILE")
 	f.sysfs = cmd.Flag("path.sysfs", "sysfs mount point.").Default("/sys").String()
 	f.procfs = cmd.Flag("path.procfs", "procfs mount point (its iomem shows virtio-mem devices).").Default("/proc").String()
 	f.rcvbuf = cmd.Flag("netlink.receive-buffer-bytes", "Netlink receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default).").
 		Default(strconv.Itoa(DefaultReceiveBufferBytes)).Int64()
+	f.reserve = addReserveFlag(cmd)
 	f.configFile = cmd.Flag("config.file", "YAML configuration file (callbacks, online policy); none: log every notification.").PlaceHolder("FILE").String()
 	f.statePath = cmd.Flag("path.state", "File that keeps the announced interfaces and the last event ID across restarts; empty keeps none. "+
 		"This default is root's; as another user it is $XDG_STATE_HOME/hotplug-agent/state.json, else ~/.local/state/hotplug-agent/state.json.").
@@ -130,6 +133,9 @@ func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
 	}
 	if *f.idle <= 0 {
 		return usageError{fmt.Errorf("--web.idle-timeout: %s: want a positive duration", *f.idle)}
+	}
+	if *f.reserve < 0 {
+		return usageError{fmt.Errorf("--memory.headroom-reserve-bytes: %d is negative", *f.reserve)}
 	}
 	if *f.rcvbuf < 0 {
 		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d is negative", *f.rcvbuf)}
@@ -188,6 +194,7 @@ func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
 		// RuntimeDirectory=): the agent then runs without it; a path asked for must work.
 		ControlSocketOptional: !f.controlSet,
 		LoadConfig:            loadConfig,
+		Headroom:              headroom.New(headroom.Options{ProcPath: *f.procfs, SysPath: *f.sysfs, Reserve: uint64(*f.reserve)}),
 	})
 	if err != nil {
 		return err
