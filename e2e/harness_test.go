@@ -107,6 +107,10 @@ type guestOptions struct {
 	append []string
 	// config is the agent's config.yaml.
 	config string
+	// memory, maxMem and slots size the guest's memory (-m memory,slots=,maxmem=); empty or 0
+	// take qemu.Config's defaults (512M, 4G, 4).
+	memory, maxMem string
+	slots          int
 }
 
 // guest is a booted VM whose agent answers on base.
@@ -184,6 +188,9 @@ func bootGuest(t *testing.T, o guestOptions, dir string) *guest {
 			Kernel:    env.kernel,
 			Initramfs: initrd,
 			Append:    o.append,
+			Memory:    o.memory,
+			MaxMem:    o.maxMem,
+			Slots:     o.slots,
 			Forwards:  []qemu.Forward{{HostPort: port, GuestPort: guestPort}},
 			Dir:       g.dir,
 		}
