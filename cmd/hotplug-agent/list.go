@@ -38,7 +38,7 @@ func addListFlags(cmd *kingpin.CmdClause) *listFlags {
 	return &listFlags{
 		json:    cmd.Flag("json", "Print a JSON array (the fields of /interfaces, with state).").Bool(),
 		sysfs:   cmd.Flag("path.sysfs", "sysfs mount point.").Default("/sys").String(),
-		procfs:  cmd.Flag("path.procfs", "procfs mount point (its iomem shows virtio-mem devices; meminfo and zoneinfo give the headroom).").Default("/proc").String(),
+		procfs:  cmd.Flag("path.procfs", "procfs mount point (its iomem shows virtio-mem devices; meminfo and zoneinfo give the memory hot-add headroom).").Default("/proc").String(),
 		reserve: addReserveFlag(cmd),
 	}
 }
