@@ -63,7 +63,7 @@ fuzz:
 # Runs the agent on this host in the foreground, as any user: root is needed only to act on
 # hotplug (reading uevents and sysfs needs none); as another user the agent keeps its state in
 # ~/.local/state/hotplug-agent and says in one line what it cannot do.
-# Endpoints: http://localhost:19100/{metrics,interfaces,events,healthz}.
+# Endpoints: http://localhost:19100/{metrics,interfaces,events,memory,healthz}.
 run: build
 	./$(BIN) run $(RUN_ARGS)
 
