@@ -31,11 +31,12 @@ const (
 const maxAttrSize = 4096
 
 // FS is a sysfs tree under a root (normally /sys). It is a small value, cheap to copy, and safe
-// for concurrent use: it holds only the root and the memory block size read by [NewFS], and its
-// methods only read files. The zero FS is not usable; call NewFS.
+// for concurrent use: it holds only the root, the memory block size read by [NewFS] and the path
+// of the kernel log ([FS.WithKernelLog]). The zero FS is not usable; call NewFS.
 type FS struct {
 	root      string
 	blockSize uint64 // memory/block_size_bytes; 0 when the tree has no memory directory
+	kmsg      string // the kernel log OfflineMemoryBlock reads; "" for none
 }
 
 // NewFS returns the sysfs tree under root after checking once that it is one:
@@ -53,6 +54,9 @@ func NewFS(root string) (FS, error) {
 		return FS{}, errors.New("sysfs: empty root")
 	}
 	fsys := FS{root: filepath.Clean(root)}
+	if fsys.root == "/sys" {
+		fsys.kmsg = DefaultKernelLog
+	}
 	notSysfs := func(p string, err error) error {
 		return fmt.Errorf("sysfs: %s is not a sysfs tree: %s: %w", root, p, err)
 	}
@@ -108,6 +112,19 @@ func NewFS(root string) (FS, error) {
 	}
 	fsys.blockSize = size
 	return fsys, nil
+}
+
+// DefaultKernelLog is the kernel log that an FS rooted at /sys reads to explain a refused
+// offline (see OfflineMemoryBlock). Reading it needs CAP_SYSLOG where dmesg_restrict is set.
+const DefaultKernelLog = "/dev/kmsg"
+
+// WithKernelLog returns a copy of fsys that reads the kernel log at path (a /dev/kmsg device, or
+// a file of its records for tests) to explain a refused offline; "" reads none. An FS made by
+// NewFS reads DefaultKernelLog when its root is /sys, else none. It does not block and is safe
+// for concurrent use.
+func (fsys FS) WithKernelLog(path string) FS {
+	fsys.kmsg = path
+	return fsys
 }
 
 // Root returns the root the tree was opened at, cleaned. It does not block and is safe for
