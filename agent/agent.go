@@ -911,7 +911,7 @@ func targetLog(l *slog.Logger) notify.TargetCallback {
 }
 
 // handleControl carries out one item of a control request.
-func (a *Agent) handleControl(ctx context.Context, op string, t control.Target, peer control.Peer) control.Result {
+func (a *Agent) handleControl(ctx context.Context, op string, t control.Target, peer control.Peer, progress func(control.Progress)) control.Result {
 	req := notify.Requester{UID: peer.UID, PID: peer.PID}
 	if t.Kind == control.KindMemoryDevice {
 		d, ok := a.memdevs.Device(t.ID)

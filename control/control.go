@@ -12,13 +12,30 @@
 //
 // The per-item responses are those of qemu-guest-agent's guest-set-memory-blocks: success,
 // not-found, operation-not-supported, operation-failed (with the kernel's errno when it refused).
+//
+// A request may also ask for progress and set a deadline. With "progress": true the agent first
+// writes one line per block of a memory device as it goes, then the response; with
+// "timeout_ms" it stops when the deadline passes (the blocks of a memory device already taken
+// offline are brought back online, as after a veto) and the items not begun fail:
+//
+//	{"op":"offline","targets":[{"kind":"memory-device","id":"PNP0C80:00"}],"progress":true,"timeout_ms":300000}
+//	{"progress":{"device":"PNP0C80:00","block":35,"state":"offline","done":1,"of":4,"freed_bytes":134217728,"result":"success","elapsed_ms":412}}
+//	...
+//	{"results":[{"kind":"memory-device","id":"PNP0C80:00","response":"success","freed_bytes":536870912,"freed_blocks":4}],"freed_bytes":536870912}
+//
+// A client cancels its request by sending {"cancel":true} after it, then reads on for the
+// response (the rollback's outcome), or by closing the connection. A client that only shuts
+// down its sending side (as socat and nc -N do once they have sent the request) is not cancelling:
+// it still gets its response.
 package control
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
@@ -58,11 +75,48 @@ const MaxTargets = 65536
 // maxRequestBytes bounds the size of one request.
 const maxRequestBytes = 4 << 20
 
+// MaxTimeout bounds Request.TimeoutMS.
+const MaxTimeout = 30 * 24 * time.Hour
+
 // Request asks for Op on each of Targets, in order.
 type Request struct {
 	Op      string   `json:"op"`
 	Targets []Target `json:"targets"`
+	// Progress asks for a progress line (a Response with only Progress set) for each block of
+	// a memory device as it is done, before the response.
+	Progress bool `json:"progress,omitempty"`
+	// TimeoutMS bounds the request on the agent's side, in milliseconds, up to MaxTimeout; 0
+	// is no bound. When it passes, the item in progress stops as a veto would stop it and the
+	// items not begun fail. A change the kernel is making is not interrupted.
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 }
+
+// Timeout returns TimeoutMS as a duration; 0 for none.
+func (r Request) Timeout() time.Duration { return time.Duration(r.TimeoutMS) * time.Millisecond }
+
+// CancelMessage is what a client sends after its request to cancel it: {"cancel":true}.
+type CancelMessage struct {
+	Cancel bool `json:"cancel"`
+}
+
+// Why a request was cancelled: context.Cause of the handler's context.
+var (
+	// ErrCancelled: the client sent a CancelMessage.
+	ErrCancelled = errors.New("cancelled by the client")
+	// ErrClientGone: the client closed its connection, or stopped reading the progress lines.
+	ErrClientGone = errors.New("cancelled: the client went away")
+	// ErrStopping: the agent is shutting down.
+	ErrStopping = errors.New("cancelled: the agent is stopping")
+)
+
+// TimeoutError is the cause of a request whose deadline (Request.TimeoutMS) passed. It is
+// context.DeadlineExceeded for errors.Is.
+type TimeoutError struct{ After time.Duration }
+
+func (e *TimeoutError) Error() string { return "timed out after " + e.After.String() }
+
+// Is reports whether target is context.DeadlineExceeded.
+func (e *TimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
 
 // Target is one CPU, memory block or memory device.
 type Target struct {
@@ -103,6 +157,9 @@ func (r Request) Validate() error {
 	if len(r.Targets) > MaxTargets {
 		return fmt.Errorf("%d targets: at most %d in one request", len(r.Targets), MaxTargets)
 	}
+	if r.TimeoutMS < 0 || r.TimeoutMS > MaxTimeout.Milliseconds() {
+		return fmt.Errorf("timeout_ms %d: want 0 (none) to %d", r.TimeoutMS, MaxTimeout.Milliseconds())
+	}
 	for _, t := range r.Targets {
 		switch t.Kind {
 		case KindCPU, KindMemory:
@@ -121,10 +178,41 @@ func (r Request) Validate() error {
 }
 
 // Response answers a Request: Error when the request as a whole was refused (not root, bad
-// request), else one result per target, in order.
+// request), else one result per target, in order. A progress line is a Response with only
+// Progress set.
 type Response struct {
 	Error   string   `json:"error,omitempty"`
 	Results []Result `json:"results,omitempty"`
+	// FreedBytes is the memory the request took offline, the sum of the results'.
+	FreedBytes uint64 `json:"freed_bytes,omitempty"`
+	// Progress, in a progress line, is one block of a memory device done.
+	Progress *Progress `json:"progress,omitempty"`
+}
+
+// Progress is one block of a memory device taken offline or online, or brought back online
+// after the device failed (Rollback), as the agent goes (Request.Progress).
+type Progress struct {
+	// Device is the memory device's id (the target's ID).
+	Device string `json:"device"`
+	// Block is the memory block's index.
+	Block int `json:"block"`
+	// State is what the block was asked to become: "offline" or "online".
+	State string `json:"state"`
+	// Rollback is set for a block brought back online because the device could not go whole.
+	Rollback bool `json:"rollback,omitempty"`
+	// Done is how many of the device's blocks are in the state asked for so far (fewer again as
+	// a rollback goes), of Of.
+	Done int `json:"done"`
+	Of   int `json:"of"`
+	// FreedBytes is the memory of the device's blocks offline by this request so far.
+	FreedBytes uint64 `json:"freed_bytes"`
+	// Result is the block's: Success, or Failed with Error (and the kernel's errno).
+	Result    string `json:"result"`
+	Error     string `json:"error,omitempty"`
+	ErrorCode int    `json:"error_code,omitempty"`
+	ErrorName string `json:"error_name,omitempty"`
+	// ElapsedMS is how long the block took, in milliseconds.
+	ElapsedMS int64 `json:"elapsed_ms"`
 }
 
 // Result is the outcome for one target.
@@ -141,6 +229,10 @@ type Result struct {
 	ErrorName string `json:"error_name,omitempty"`
 	// VetoedBy names the registration that vetoed.
 	VetoedBy string `json:"vetoed_by,omitempty"`
+	// FreedBytes is the memory this item took offline (0 for a block that was offline already),
+	// and FreedBlocks how many blocks that was.
+	FreedBytes  uint64 `json:"freed_bytes,omitempty"`
+	FreedBlocks int    `json:"freed_blocks,omitempty"`
 }
 
 // NewResult builds the result for t from a response and its error: the kernel's errno and the
@@ -157,6 +249,13 @@ func NewResult(t Target, response string, err error) Result {
 		r.ErrorCode, r.ErrorName = int(errno), errnoName(errno)
 	}
 	return r
+}
+
+// NewProgress builds the progress line of a block of device from its response and error, as
+// NewResult does; the caller sets the counts.
+func NewProgress(device string, block int, state, response string, err error) Progress {
+	r := NewResult(Target{}, response, err)
+	return Progress{Device: device, Block: block, State: state, Result: response, Error: r.Error, ErrorCode: r.ErrorCode, ErrorName: r.ErrorName}
 }
 
 // Peer is the process at the other end of a connection, from SO_PEERCRED.

@@ -78,7 +78,7 @@ func TestServeRequest(t *testing.T) {
 			observed = append(observed, op+" "+response)
 			mu.Unlock()
 		},
-		Handler: func(ctx context.Context, op string, tg Target, p Peer) Result {
+		Handler: func(ctx context.Context, op string, tg Target, p Peer, _ func(Progress)) Result {
 			mu.Lock()
 			seen = append(seen, op+" "+tg.String())
 			peers = append(peers, p)
@@ -134,7 +134,7 @@ func TestServeBadRequests(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "control.sock")
 	called := false
 	serve(t, Options{Path: path, Authorize: func(Peer) error { return nil },
-		Handler: func(context.Context, string, Target, Peer) Result { called = true; return Result{} }})
+		Handler: func(context.Context, string, Target, Peer, func(Progress)) Result { called = true; return Result{} }})
 	for _, tt := range []struct {
 		req  Request
 		want string
@@ -185,7 +185,7 @@ func TestDefaultRefusesNonRoot(t *testing.T) {
 		t.Skip("runs as root: the peer would be allowed; TestIntegrationControlRejectsNonRoot covers a non-root peer")
 	}
 	path := filepath.Join(t.TempDir(), "control.sock")
-	serve(t, Options{Path: path, Handler: func(context.Context, string, Target, Peer) Result {
+	serve(t, Options{Path: path, Handler: func(context.Context, string, Target, Peer, func(Progress)) Result {
 		t.Error("the handler ran for a non-root peer")
 		return Result{}
 	}})
@@ -224,7 +224,7 @@ func TestIntegrationControlRejectsNonRoot(t *testing.T) {
 	path := filepath.Join(dir, "control.sock")
 	logs := &testenv.Buffer{}
 	serve(t, Options{Path: path, Logger: slog.New(slog.NewTextHandler(logs, nil)),
-		Handler: func(context.Context, string, Target, Peer) Result {
+		Handler: func(context.Context, string, Target, Peer, func(Progress)) Result {
 			t.Error("the handler ran for a non-root peer")
 			return Result{}
 		}})
@@ -262,7 +262,7 @@ func TestIntegrationControlRejectsNonRoot(t *testing.T) {
 
 func TestListenSocketFile(t *testing.T) {
 	dir := t.TempDir()
-	handler := func(context.Context, string, Target, Peer) Result { return Result{} }
+	handler := func(context.Context, string, Target, Peer, func(Progress)) Result { return Result{} }
 
 	// A stale socket (its agent died without removing it) is replaced.
 	stale := filepath.Join(dir, "stale.sock")
@@ -329,7 +329,7 @@ func TestServeReload(t *testing.T) {
 	var mu sync.Mutex
 	serve(t, Options{
 		Path: path,
-		Handler: func(context.Context, string, Target, Peer) Result {
+		Handler: func(context.Context, string, Target, Peer, func(Progress)) Result {
 			t.Error("Handler called for a reload")
 			return Result{}
 		},
@@ -369,7 +369,7 @@ func TestServeReload(t *testing.T) {
 // TestServeReloadUnsupported: an agent with no Reload says it cannot reload.
 func TestServeReloadUnsupported(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "control.sock")
-	serve(t, Options{Path: path, Handler: func(context.Context, string, Target, Peer) Result { return Result{} },
+	serve(t, Options{Path: path, Handler: func(context.Context, string, Target, Peer, func(Progress)) Result { return Result{} },
 		Authorize: func(Peer) error { return nil }})
 	resp, err := Do(t.Context(), path, Request{Op: OpReload})
 	if err != nil || !strings.Contains(resp.Error, "cannot reload") {

@@ -34,3 +34,21 @@ func peerOf(c *net.UnixConn) (Peer, error) {
 }
 
 func errnoName(e syscall.Errno) string { return unix.ErrnoName(e) }
+
+// hungUp reports whether c's peer has closed its end (the kernel marks the socket shut down both
+// ways: POLLHUP), rather than only shut down its sending side (POLLRDHUP alone). It does not
+// block.
+func hungUp(c *net.UnixConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hup := true
+	raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		if n, err := unix.Poll(fds, 0); err == nil {
+			hup = n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return hup
+}

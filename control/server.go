@@ -12,13 +12,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
 
 // Handler carries out one operation on one target for peer. It blocks until the change is made
-// (or refused) and must be safe for concurrent use.
-type Handler func(ctx context.Context, op string, t Target, peer Peer) Result
+// (or refused) and must be safe for concurrent use. ctx ends when the client cancels or goes
+// away, when the request's deadline passes (context.Cause says which: ErrCancelled,
+// ErrClientGone, a *TimeoutError, ErrStopping), or when the agent stops; the handler then stops
+// as soon as it safely can and says so in the result. It calls progress (never nil, and cheap
+// when the client did not ask for progress) for each block of a memory device it is done with.
+type Handler func(ctx context.Context, op string, t Target, peer Peer, progress func(Progress)) Result
 
 // Options configure a Server.
 type Options struct {
@@ -206,21 +211,99 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 		s.reload(ctx, c, peer)
 		return
 	}
-	s.log.Info("control request", "uid", peer.UID, "pid", peer.PID, "op", req.Op, "targets", targetList(req.Targets))
+	s.log.Info("control request", "uid", peer.UID, "pid", peer.PID, "op", req.Op, "targets", targetList(req.Targets),
+		"progress", req.Progress, "timeout", req.Timeout())
+
+	// The request's context: cancelled by the client, its going away, the deadline, or the
+	// agent stopping, each with its cause.
+	rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancel(nil)
+	stopping := context.AfterFunc(ctx, func() { cancel(ErrStopping) })
+	defer stopping()
+	if d := req.Timeout(); d > 0 {
+		var stop context.CancelFunc
+		rctx, stop = context.WithTimeoutCause(rctx, d, &TimeoutError{After: d})
+		defer stop()
+	}
+	watching := s.watch(c, dec, cancel, peer)
+	stopWatching := sync.OnceFunc(func() {
+		c.SetReadDeadline(time.Unix(0, 1)) // ends the watch's read
+		<-watching
+	})
+	defer stopWatching()
+	progress := func(Progress) {}
+	if req.Progress {
+		progress = func(p Progress) {
+			if err := writeLine(c, Response{Progress: &p}); err != nil {
+				s.log.Warn("control request: the client does not take its progress", "uid", peer.UID, "pid", peer.PID, "err", err)
+				cancel(ErrClientGone)
+			}
+		}
+	}
+
 	resp := Response{Results: make([]Result, 0, len(req.Targets))}
 	for _, t := range req.Targets {
-		r := s.o.Handler(ctx, req.Op, t, peer)
+		var r Result
+		if rctx.Err() != nil {
+			r = NewResult(t, Failed, fmt.Errorf("not begun: %w", context.Cause(rctx)))
+		} else {
+			r = s.o.Handler(rctx, req.Op, t, peer, progress)
+		}
 		r.Kind, r.ID = t.Kind, t.ID
 		resp.Results = append(resp.Results, r)
+		resp.FreedBytes += r.FreedBytes
 		s.observe(req.Op, r.Response)
 		level := slog.LevelInfo
 		if r.Response != Success {
 			level = slog.LevelWarn
 		}
 		s.log.Log(ctx, level, "control request result", "uid", peer.UID, "pid", peer.PID, "op", req.Op,
-			"target", t.String(), "response", r.Response, "err", r.Error)
+			"target", t.String(), "response", r.Response, "freed_bytes", r.FreedBytes, "err", r.Error)
 	}
+	// Before the answer: a client that reads it and closes is not cancelling anything.
+	stopWatching()
 	writeResponse(c, resp)
+}
+
+// watch reads what the client sends after its request, until the read deadline set when the
+// request is answered: a CancelMessage cancels the request (ErrCancelled); the client's closing
+// its connection cancels it (ErrClientGone). A client that shut down only its sending side, as
+// socat does once it has sent the request, still waits for the answer: it is not watched any
+// more. The returned channel is closed once watch has stopped.
+func (s *Server) watch(c *net.UnixConn, dec *json.Decoder, cancel context.CancelCauseFunc, peer Peer) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			var m CancelMessage
+			err := dec.Decode(&m)
+			var readErr *net.OpError
+			switch {
+			case err == nil && m.Cancel:
+				s.log.Info("control request cancelled by the client", "uid", peer.UID, "pid", peer.PID)
+				cancel(ErrCancelled)
+				return
+			case err == nil:
+				continue
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				return // answered
+			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+				if hungUp(c) {
+					s.log.Info("control request cancelled: the client went away", "uid", peer.UID, "pid", peer.PID)
+					cancel(ErrClientGone)
+				}
+				return
+			case errors.As(err, &readErr): // the connection is broken (ECONNRESET)
+				s.log.Info("control request cancelled: the client went away", "uid", peer.UID, "pid", peer.PID, "err", err)
+				cancel(ErrClientGone)
+				return
+			default: // not JSON, or not a cancel: what follows cannot be trusted to be either
+				s.log.Debug("control request: the client sent what is not a cancel; not read any further", "uid", peer.UID, "pid", peer.PID, "err", err)
+				return
+			}
+		}
+	}()
+	return done
 }
 
 // reload carries out a reload request and answers it.
@@ -246,8 +329,13 @@ func (s *Server) observe(op, response string) {
 }
 
 func writeResponse(c net.Conn, r Response) {
+	writeLine(c, r) // a client that went away has no one to tell
+}
+
+// writeLine writes r as one line, waiting at most readTimeout for the client to take it.
+func writeLine(c net.Conn, r Response) error {
 	c.SetWriteDeadline(time.Now().Add(readTimeout))
-	json.NewEncoder(c).Encode(r) // a client that went away has no one to tell
+	return json.NewEncoder(c).Encode(r)
 }
 
 func targetList(ts []Target) string {
@@ -267,8 +355,41 @@ func targetList(ts []Target) string {
 
 // Do sends req to the agent listening at path and returns its response. An error means the
 // request did not get an answer (no agent, not allowed to connect, ctx ended); a refused request
-// is a Response with Error set. It blocks until the agent answers or ctx ends.
+// is a Response with Error set. It blocks until the agent answers or ctx ends. With
+// req.Progress set, the progress lines are read and dropped: DoWith passes them on.
 func Do(ctx context.Context, path string, req Request) (Response, error) {
+	return DoWith(ctx, path, req, CallOptions{})
+}
+
+// CallOptions are the optional parts of DoWith.
+type CallOptions struct {
+	// Progress, when set, asks for progress (Request.Progress) and is called with each progress
+	// line, in order, on DoWith's goroutine.
+	Progress func(Progress)
+	// Cancel, once closed, asks the agent to cancel the request (a CancelMessage); DoWith goes
+	// on reading, for the answer that says what the agent undid, until ctx ends.
+	Cancel <-chan struct{}
+}
+
+// DoWith is Do with progress and cancellation. To an agent older than Request.Progress and
+// TimeoutMS, which refuses them as unknown, the request is sent again without them: no progress
+// lines, and no deadline on the agent's side. It blocks until the agent answers or ctx ends.
+func DoWith(ctx context.Context, path string, req Request, o CallOptions) (Response, error) {
+	if o.Progress != nil {
+		req.Progress = true
+	}
+	resp, err := call(ctx, path, req, o)
+	if err == nil && (req.Progress || req.TimeoutMS != 0) &&
+		(strings.HasPrefix(resp.Error, `bad request: json: unknown field "progress"`) ||
+			strings.HasPrefix(resp.Error, `bad request: json: unknown field "timeout_ms"`)) {
+		req.Progress, req.TimeoutMS = false, 0
+		return call(ctx, path, req, o)
+	}
+	return resp, err
+}
+
+// call makes one connection for req (see DoWith).
+func call(ctx context.Context, path string, req Request, o CallOptions) (Response, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -286,15 +407,35 @@ func Do(ctx context.Context, path string, req Request) (Response, error) {
 	// An agent that refuses the peer answers without reading the request: the write may fail,
 	// and the answer is there to read all the same.
 	sendErr := json.NewEncoder(c).Encode(req)
-	var resp Response
-	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&resp); err != nil {
-		switch {
-		case ctx.Err() != nil:
-			return Response{}, fmt.Errorf("waiting for the agent's answer: %w", ctx.Err())
-		case sendErr != nil:
-			return Response{}, fmt.Errorf("send the request to %s: %w", path, sendErr)
-		}
-		return Response{}, fmt.Errorf("read the answer from %s: %w", path, err)
+	if o.Cancel != nil && sendErr == nil {
+		answered := make(chan struct{})
+		defer close(answered)
+		go func() {
+			select {
+			case <-o.Cancel:
+				json.NewEncoder(c).Encode(CancelMessage{Cancel: true}) // an agent gone has nothing to cancel
+			case <-answered:
+			}
+		}()
 	}
-	return resp, nil
+	dec := json.NewDecoder(bufio.NewReader(c))
+	for {
+		var resp Response
+		if err := dec.Decode(&resp); err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return Response{}, fmt.Errorf("waiting for the agent's answer: %w", ctx.Err())
+			case sendErr != nil:
+				return Response{}, fmt.Errorf("send the request to %s: %w", path, sendErr)
+			}
+			return Response{}, fmt.Errorf("read the answer from %s: %w", path, err)
+		}
+		if resp.Progress != nil && resp.Error == "" && resp.Results == nil {
+			if o.Progress != nil {
+				o.Progress(*resp.Progress)
+			}
+			continue
+		}
+		return resp, nil
+	}
 }
