@@ -1,6 +1,7 @@
 package sysfs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -58,14 +59,20 @@ func (e *OfflineError) Unwrap() error { return e.Err }
 // OfflineMemoryBlock writes "offline" to memoryN/state, as SetMemoryState does. When the kernel
 // refuses with EBUSY, the error is an *OfflineError that says why as far as it can be known: the
 // block's zone, and the kernel's own lines about the block, read from the kernel log (see
-// WithKernelLog) from just before the write. Any other error is SetMemoryState's.
+// WithKernelLog) from just before the write. Any other error is the write's.
 //
-// It blocks until the kernel is done: a block of pages in use takes a while (their pages are
-// migrated first), and the kernel retries a migration that fails until it succeeds, or the
-// writing thread gets a fatal signal; only an unmovable page fails at once. It is safe for
-// concurrent use.
-func (fsys FS) OfflineMemoryBlock(n int) error {
-	return fsys.offline(n, func() error { return fsys.SetMemoryState(n, "offline") })
+// It blocks until the kernel is done, or ctx ends. A block of pages in use takes a while (their
+// pages are migrated first), and the kernel retries a migration that fails (a page held by a
+// pipe, by I/O in flight) until it succeeds or the writing thread has a signal pending; only an
+// unmovable page fails at once. When ctx ends during the write, the writing thread is signalled
+// until the kernel gives up (it then leaves the block online, its pages where they went); the
+// error then wraps syscall.EINTR and context.Cause(ctx). It is safe for concurrent use.
+func (fsys FS) OfflineMemoryBlock(ctx context.Context, n int) error {
+	if n < 0 {
+		return fmt.Errorf("sysfs: invalid memory block %d", n)
+	}
+	p := fsys.MemoryBlockPath(n) + "/state"
+	return fsys.offline(n, func() error { return writeInterruptible(ctx, p, "offline") })
 }
 
 // offline runs write, the offline of block n, and explains its EBUSY from the block's zone and

@@ -1,6 +1,7 @@
 package sysfs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -182,5 +183,31 @@ func TestIntegrationKernelLog(t *testing.T) {
 	}
 	if want := []string{tag + ": after"}; !slices.Equal(mine, want) {
 		t.Errorf("records of this test read after the open: %q; want %q", mine, want)
+	}
+}
+
+// TestOfflineMemoryBlockContext: a context that has ended before the write leaves the block
+// alone and says why; a live one writes "offline" to the block's state file.
+func TestOfflineMemoryBlockContext(t *testing.T) {
+	fsys := minimalTree().withMemory().block("32", "32", "online").mustFS(t)
+	state := filepath.Join(fsys.MemoryBlockPath(32), "state")
+	ctx, cancel := context.WithCancelCause(t.Context())
+	stop := errors.New("cancelled by the client")
+	cancel(stop)
+	err := fsys.OfflineMemoryBlock(ctx, 32)
+	if !errors.Is(err, stop) || !strings.Contains(err.Error(), "not begun") {
+		t.Errorf("OfflineMemoryBlock with an ended context = %v; want not begun, wrapping its cause", err)
+	}
+	if b, _ := os.ReadFile(state); string(b) != "online\n" && string(b) != "online" {
+		t.Errorf("state after the ended context: %q; want it untouched", b)
+	}
+	if err := fsys.OfflineMemoryBlock(t.Context(), 32); err != nil {
+		t.Fatalf("OfflineMemoryBlock = %v", err)
+	}
+	if b, _ := os.ReadFile(state); string(b) != "offline" {
+		t.Errorf("state = %q; want offline written", b)
+	}
+	if err := fsys.OfflineMemoryBlock(t.Context(), -1); err == nil {
+		t.Error("OfflineMemoryBlock(-1) succeeded")
 	}
 }
