@@ -119,6 +119,9 @@ type Sysfs interface {
 	AutoOnlineBlocks() (string, error)
 	SetCPUOnline(n int, online bool) error
 	SetMemoryState(n int, state string) error
+	// OfflineMemoryBlock takes memory block n offline, as SetMemoryState(n, "offline") does,
+	// and stops when ctx ends (sysfs.FS.OfflineMemoryBlock).
+	OfflineMemoryBlock(ctx context.Context, n int) error
 }
 
 // Observer receives each attempt's outcome: class "processor" or "memory", result "success" or

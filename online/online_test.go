@@ -97,6 +97,13 @@ func (f *fakeFS) SetMemoryState(n int, s string) error {
 	})
 }
 
+func (f *fakeFS) OfflineMemoryBlock(ctx context.Context, n int) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory%d: not begun: %w", n, context.Cause(ctx))
+	}
+	return f.SetMemoryState(n, "offline")
+}
+
 type outcome struct{ Class, Result string }
 
 func start(t *testing.T, p Policy, f *fakeFS) (*Onliner, chan outcome) {

@@ -379,3 +379,19 @@ func TestGateSurprise(t *testing.T) {
 		t.Errorf("gate (-want +got):\n%s", diff)
 	}
 }
+
+// TestRequestOfflineChanged: a request that takes a memory block offline says it changed it;
+// one that finds it offline already says it did not, and writes nothing.
+func TestRequestOfflineChanged(t *testing.T) {
+	w := newWorld(t, Policy{}, nil, nil)
+	w.fs.blocks[3] = "online"
+	if res := w.o.Request(context.Background(), Resource{Memory: true, Number: 3}, false, notify.Requester{}); res.Outcome != Success || !res.Changed {
+		t.Fatalf("first Request = %+v; want success, changed", res)
+	}
+	if res := w.o.Request(context.Background(), Resource{Memory: true, Number: 3}, false, notify.Requester{}); res.Outcome != Success || res.Changed {
+		t.Fatalf("second Request = %+v; want success, unchanged", res)
+	}
+	if diff := cmp.Diff([]string{"memory3=offline"}, w.fs.writes); diff != "" {
+		t.Errorf("writes (-want +got):\n%s", diff)
+	}
+}

@@ -52,6 +52,9 @@ type Result struct {
 	Outcome Outcome
 	// Err says why, for NotSupported and Failed.
 	Err error
+	// Changed is set when the request changed the resource's state (false when it was in the
+	// state asked for already).
+	Changed bool
 }
 
 // Request brings r online (online true) or takes it offline, on behalf of req (from the control
@@ -63,7 +66,9 @@ type Result struct {
 // success and nobody is told anything. There are no retries: the kernel's answer is the result.
 //
 // Request blocks until the change and its notifications to the participants are done (or ctx
-// ends while it waits for another change) and is safe for concurrent use. It does not wait for
+// ends while it waits for another change, or while the kernel takes a memory block offline: the
+// kernel then stops and leaves the block online, and the result is Failed with an error wrapping
+// context.Cause(ctx)) and is safe for concurrent use. It does not wait for
 // the online policy's retries: when the change in progress is waiting to retry a failed online,
 // or begins to while Request waits for it, the result is Failed with an error wrapping ErrBusy
 // that says what is being retried.
@@ -93,7 +98,7 @@ func (o *Onliner) Request(ctx context.Context, r Resource, online bool, req noti
 	if online {
 		return o.requestOnline(ctx, r, iface)
 	}
-	return o.requestOffline(r, iface, req)
+	return o.requestOffline(ctx, r, iface, req)
 }
 
 func (o *Onliner) requestOnline(ctx context.Context, r Resource, iface notify.Interface) Result {
@@ -120,10 +125,10 @@ func (o *Onliner) requestOnline(ctx context.Context, r Resource, iface notify.In
 		return Result{Outcome: Failed, Err: err}
 	}
 	o.log.Info("request: brought online", "device", r.String())
-	return Result{Outcome: Success}
+	return Result{Outcome: Success, Changed: true}
 }
 
-func (o *Onliner) requestOffline(r Resource, iface notify.Interface, req notify.Requester) Result {
+func (o *Onliner) requestOffline(ctx context.Context, r Resource, iface notify.Interface, req notify.Requester) Result {
 	var rm *notify.Removal
 	if o.targets != nil {
 		var err error
@@ -133,7 +138,12 @@ func (o *Onliner) requestOffline(r Resource, iface notify.Interface, req notify.
 		}
 	}
 	o.gate.hold(iface.SymbolicLink, false)
-	err := o.write(r, false)
+	var err error
+	if r.Memory {
+		err = o.fs.OfflineMemoryBlock(ctx, r.Number)
+	} else {
+		err = o.write(r, false)
+	}
 	if rm != nil {
 		if err != nil {
 			rm.Cancel(err)
@@ -147,7 +157,7 @@ func (o *Onliner) requestOffline(r Resource, iface notify.Interface, req notify.
 		return Result{Outcome: Failed, Err: err}
 	}
 	o.log.Info("request: taken offline", "device", r.String())
-	return Result{Outcome: Success}
+	return Result{Outcome: Success, Changed: true}
 }
 
 // write sets r's state. A memory block is onlined as the policy says when it names a zone type,
