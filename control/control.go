@@ -233,6 +233,32 @@ type Result struct {
 	// and FreedBlocks how many blocks that was.
 	FreedBytes  uint64 `json:"freed_bytes,omitempty"`
 	FreedBlocks int    `json:"freed_blocks,omitempty"`
+	// Stopped, for an item that failed or was not begun because the request ended early, says
+	// why: StoppedCancelled, StoppedTimeout, StoppedClientGone or StoppedAgentStopping.
+	Stopped string `json:"stopped,omitempty"`
+}
+
+// The values of Result.Stopped.
+const (
+	StoppedCancelled     = "cancelled"
+	StoppedTimeout       = "timeout"
+	StoppedClientGone    = "client-gone"
+	StoppedAgentStopping = "agent-stopping"
+)
+
+// stoppedBy names the cause of a request's early end for Result.Stopped.
+func stoppedBy(cause error) string {
+	switch {
+	case errors.Is(cause, ErrCancelled):
+		return StoppedCancelled
+	case errors.Is(cause, context.DeadlineExceeded):
+		return StoppedTimeout
+	case errors.Is(cause, ErrClientGone):
+		return StoppedClientGone
+	case errors.Is(cause, ErrStopping):
+		return StoppedAgentStopping
+	}
+	return StoppedCancelled
 }
 
 // NewResult builds the result for t from a response and its error: the kernel's errno and the

@@ -250,6 +250,9 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 			r = s.o.Handler(rctx, req.Op, t, peer, progress)
 		}
 		r.Kind, r.ID = t.Kind, t.ID
+		if r.Response != Success && rctx.Err() != nil {
+			r.Stopped = stoppedBy(context.Cause(rctx))
+		}
 		resp.Results = append(resp.Results, r)
 		resp.FreedBytes += r.FreedBytes
 		s.observe(req.Op, r.Response)
