@@ -118,13 +118,15 @@ type Agent struct {
 	devices  *notify.Registry // the memory-device registrations (notify.FlagMemoryDevices)
 	memdevs  *memdev.Tracker  // memory blocks grouped into devices
 	onliner  *online.Onliner
-	changes  *notify.ChangeRegistry // the two-phase registrations
-	targets  *notify.TargetRegistry // the target-device registrations
-	gate     *online.Gate           // the path of notifications to the registry
-	control  *control.Server        // nil without a control socket
-	metrics  *metrics.Metrics
-	phases   *metrics.Phases
-	cgroups  *callback.Cgroups // the exec runs' cgroups; nil: process groups only
+	// blockSize is the memory block size, for the memory a request frees; 0 without memory.
+	blockSize uint64
+	changes   *notify.ChangeRegistry // the two-phase registrations
+	targets   *notify.TargetRegistry // the target-device registrations
+	gate      *online.Gate           // the path of notifications to the registry
+	control   *control.Server        // nil without a control socket
+	metrics   *metrics.Metrics
+	phases    *metrics.Phases
+	cgroups   *callback.Cgroups // the exec runs' cgroups; nil: process groups only
 	// cgroupsTried: openCgroups ran (once is enough, whatever it found).
 	cgroupsTried bool
 
@@ -176,8 +178,8 @@ func New(o Options) (*Agent, error) {
 	if err := toolkit.Validate(o.WebConfigFile); err != nil {
 		return nil, fmt.Errorf("web config %s: %w", o.WebConfigFile, err)
 	}
-	a := &Agent{o: o, log: o.Logger, tracker: state.New(fs), stuckAfter: defaultStuckAfter, saveReq: make(chan struct{}, 1),
-		writeReq: make(chan struct{}, 1)}
+	a := &Agent{o: o, log: o.Logger, tracker: state.New(fs), blockSize: fs.BlockSize(), stuckAfter: defaultStuckAfter,
+		saveReq: make(chan struct{}, 1), writeReq: make(chan struct{}, 1)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -910,7 +912,8 @@ func targetLog(l *slog.Logger) notify.TargetCallback {
 	}
 }
 
-// handleControl carries out one item of a control request.
+// handleControl carries out one item of a control request. A memory device goes block by
+// block, with a progress line for each (deviceRequest); ctx ending stops it.
 func (a *Agent) handleControl(ctx context.Context, op string, t control.Target, peer control.Peer, progress func(control.Progress)) control.Result {
 	req := notify.Requester{UID: peer.UID, PID: peer.PID}
 	if t.Kind == control.KindMemoryDevice {
@@ -918,8 +921,7 @@ func (a *Agent) handleControl(ctx context.Context, op string, t control.Target, 
 		if !ok {
 			return control.NewResult(t, control.NotFound, fmt.Errorf("memory-device %s: no such memory device (hotplug-agent list shows each block's device)", t.ID))
 		}
-		res := a.deviceRequest(ctx, d, op == control.OpOnline, req)
-		return control.NewResult(t, string(res.Outcome), res.Err)
+		return a.deviceRequest(ctx, d, op == control.OpOnline, req, progress)
 	}
 	n, err := t.Number()
 	if err != nil {
@@ -927,41 +929,99 @@ func (a *Agent) handleControl(ctx context.Context, op string, t control.Target, 
 	}
 	res := a.onliner.Request(ctx, online.Resource{Memory: t.Kind == control.KindMemory, Number: n},
 		op == control.OpOnline, req)
-	return control.NewResult(t, string(res.Outcome), res.Err)
+	r := control.NewResult(t, string(res.Outcome), res.Err)
+	if t.Kind == control.KindMemory && op == control.OpOffline && res.Changed {
+		r.FreedBytes, r.FreedBlocks = a.blockSize, 1
+	}
+	return r
 }
 
 // deviceRequest takes every block of memory device d offline, highest first, or online,
 // lowest first, each as `offline memory N` would (its target registrations are asked, and may
-// veto). The device is taken offline whole or not at all: when one block cannot go (a veto, or
-// the kernel's error: memory in use), the blocks already offline are brought back online, and
-// the result is that block's. It blocks until done.
-func (a *Agent) deviceRequest(ctx context.Context, d memdev.Device, up bool, req notify.Requester) online.Result {
+// veto), and calls progress after each block. The device is taken offline whole or not at all:
+// when one block cannot go (a veto, the kernel's error: memory in use), or ctx ends (the client
+// cancelled, the deadline passed: the block in the kernel's hands is stopped there), the blocks
+// this request took offline are brought back online, each with a progress line marked rollback,
+// and the result is that block's error. A successful offline says how much memory it freed. It
+// blocks until done.
+func (a *Agent) deviceRequest(ctx context.Context, d memdev.Device, up bool, req notify.Requester, progress func(control.Progress)) control.Result {
+	t := control.Target{Kind: control.KindMemoryDevice, ID: d.ID}
 	blocks := slices.Clone(d.Blocks)
+	state := control.OpOnline
 	if !up {
 		slices.Reverse(blocks)
+		state = control.OpOffline
 	}
-	var done []int
+	var done int      // blocks in the state asked for
+	var changed []int // blocks this request changed
+	var freed uint64
 	for _, b := range blocks {
-		res := a.onliner.Request(ctx, online.Resource{Memory: true, Number: b}, up, req)
-		if res.Outcome == online.Success {
-			done = append(done, b)
-			continue
+		start := time.Now()
+		var res online.Result
+		begun := ctx.Err() == nil
+		if begun {
+			res = a.onliner.Request(ctx, online.Resource{Memory: true, Number: b}, up, req)
+		} else {
+			res = online.Result{Outcome: online.Failed, Err: fmt.Errorf("memory %d: not begun: %w", b, context.Cause(ctx))}
 		}
-		res.Err = fmt.Errorf("memory-device %s: %w", d.ID, res.Err)
-		if !up {
-			slices.Reverse(done)
-			for _, r := range done {
-				if back := a.onliner.Request(ctx, online.Resource{Memory: true, Number: r}, true, req); back.Outcome != online.Success {
-					a.log.Error("memory device: a block taken offline could not be brought back online", "device", d.ID, "block", r, "err", back.Err)
+		if res.Outcome == online.Success {
+			done++
+			if res.Changed {
+				changed = append(changed, b)
+				if !up {
+					freed += a.blockSize
 				}
 			}
-			if len(done) > 0 {
-				res.Err = fmt.Errorf("%w (memory blocks %s, taken offline first, are online again)", res.Err, sysfs.FormatCPUList(done))
+		}
+		if begun {
+			p := control.NewProgress(d.ID, b, state, string(res.Outcome), res.Err)
+			p.Done, p.Of, p.FreedBytes, p.ElapsedMS = done, len(blocks), freed, time.Since(start).Milliseconds()
+			progress(p)
+		}
+		if res.Outcome == online.Success {
+			continue
+		}
+		err := fmt.Errorf("memory-device %s: %w", d.ID, res.Err)
+		if !up && len(changed) > 0 {
+			// The rollback is not the request's to cancel: the device must be whole again.
+			bctx := context.WithoutCancel(ctx)
+			var back, stuck []int
+			for _, r := range slices.Backward(changed) {
+				start := time.Now()
+				res := a.onliner.Request(bctx, online.Resource{Memory: true, Number: r}, true, req)
+				if res.Outcome == online.Success {
+					back = append(back, r)
+					done--
+					freed -= a.blockSize
+				} else {
+					stuck = append(stuck, r)
+					a.log.Error("memory device: a block taken offline could not be brought back online", "device", d.ID, "block", r, "err", res.Err)
+				}
+				p := control.NewProgress(d.ID, r, control.OpOnline, string(res.Outcome), res.Err)
+				p.Rollback = true
+				p.Done, p.Of, p.FreedBytes, p.ElapsedMS = done, len(blocks), freed, time.Since(start).Milliseconds()
+				progress(p)
+			}
+			slices.Sort(back)
+			if len(back) > 0 {
+				err = fmt.Errorf("%w (memory blocks %s, taken offline first, are online again)", err, sysfs.FormatCPUList(back))
+			}
+			if len(stuck) > 0 {
+				slices.Sort(stuck)
+				err = fmt.Errorf("%w (memory blocks %s, taken offline first, could not be brought back online)", err, sysfs.FormatCPUList(stuck))
 			}
 		}
-		return res
+		r := control.NewResult(t, string(res.Outcome), err)
+		if !up && freed > 0 {
+			r.FreedBytes, r.FreedBlocks = freed, int(freed/a.blockSize)
+		}
+		return r
 	}
-	return online.Result{Outcome: online.Success}
+	r := control.NewResult(t, control.Success, nil)
+	if !up {
+		r.FreedBytes, r.FreedBlocks = freed, len(changed)
+	}
+	return r
 }
 
 // onlineOf returns the online interfaces of class in fs, for the add-existing replay.
