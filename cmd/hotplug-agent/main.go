@@ -118,9 +118,11 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		if command == "online" {
 			f = c.online
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		err = runControl(ctx, command, f, stdout, stderr)
+		// The first interrupt cancels the request, the second stops waiting for the answer.
+		interrupts := make(chan os.Signal, 2)
+		signal.Notify(interrupts, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(interrupts)
+		err = runControl(context.Background(), command, f, interrupts, stdout, stderr)
 	case "reload":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -134,6 +136,8 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		return 0
 	case errors.Is(err, errFailed):
 		return 1 // the per-item results say why
+	case errors.Is(err, errStopped):
+		return exitStopped // the per-item results say what was stopped
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "hotplug-agent %s: %v (see 'hotplug-agent %s --help')\n", command, ue.err, command)
 		return 2

@@ -107,6 +107,11 @@ lines of the items that did not succeed).
 .B 2
 Bad usage: an unknown command or flag, a value a flag does not take. One line on standard error
 names it.
+.TP
+.B 3
+\fBoffline\fR and \fBonline\fR: the request was cancelled (an interrupt) or its \fB\-\-timeout\fR
+passed before every item was done; the agent undid the memory device it was working on, and the
+lines of the items say what was stopped.
 .SH ENVIRONMENT
 .TP
 .B JOURNAL_STREAM
