@@ -111,6 +111,8 @@ type guestOptions struct {
 	// take qemu.Config's defaults (512M, 4G, 4).
 	memory, maxMem string
 	slots          int
+	// helpers are static programs (host paths) the init starts beside the agent.
+	helpers []string
 }
 
 // guest is a booted VM whose agent answers on base.
@@ -165,6 +167,7 @@ func bootGuest(t *testing.T, o guestOptions, dir string) *guest {
 		Agent:       env.agent,
 		AgentConfig: o.config,
 		AgentArgs:   []string{"--log.level=debug"},
+		Helpers:     o.helpers,
 		Port:        guestPort,
 		Kernel:      env.kernel,
 	}.WriteInitramfs(initrd)

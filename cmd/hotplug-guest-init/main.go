@@ -39,6 +39,9 @@ const ConfigPath = "/etc/hotplug-guest-init.json"
 type Config struct {
 	// Agent is the agent's argument vector.
 	Agent []string `json:"agent"`
+	// Helpers are programs started without arguments just after the agent, their output on the
+	// console (a test's driver inside the guest).
+	Helpers []string `json:"helpers"`
 	// Modules is the folder of .ko files to load (all of them). Default /lib/modules.
 	Modules string `json:"modules"`
 	// Address is the NIC's address with prefix length; Gateway the default route. Defaults:
@@ -101,7 +104,7 @@ func run() error {
 	if cfg.Root != "" {
 		return switchRoot(cfg.Root, cfg.RootFSType, cfg.Init)
 	}
-	return runAgent(cfg.Agent)
+	return runAgent(cfg.Agent, cfg.Helpers)
 }
 
 // switchRoot mounts dev (of type fstype) read-write, moves the API file systems onto it, makes it
@@ -307,9 +310,9 @@ func ifUp(name string, addr, mask net.IP) error {
 	return nil
 }
 
-// runAgent starts the agent with its output on the console, reaps every child (orphaned exec
-// callbacks end up here) and returns when the agent has exited.
-func runAgent(argv []string) error {
+// runAgent starts the agent, then the helpers, with their output on the console, reaps every
+// child (orphaned exec callbacks end up here) and returns when the agent has exited.
+func runAgent(argv []string, helpers []string) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.Dir = "/"
@@ -319,6 +322,17 @@ func runAgent(argv []string) error {
 	}
 	pid := cmd.Process.Pid
 	logf("agent started: pid %d: %s", pid, strings.Join(argv, " "))
+	for _, h := range helpers {
+		c := exec.Command(h)
+		c.Stdout, c.Stderr = os.Stdout, os.Stderr
+		c.Dir = "/"
+		c.Env = cmd.Env
+		if err := c.Start(); err != nil {
+			logf("helper %s: %v", h, err)
+			continue
+		}
+		logf("helper started: pid %d: %s", c.Process.Pid, h)
+	}
 	// cmd.Wait is never called: the loop below reaps every child, the agent included.
 	for {
 		var ws unix.WaitStatus

@@ -51,6 +51,10 @@ type Guest struct {
 	// SystemModules with Root), with their dependencies.
 	Kernel  Kernel
 	Modules []string
+	// Helpers are more static programs (host paths), packed as /bin/<base name> and started
+	// by the init just after the agent, without arguments, their output on the console; a
+	// test's program that drives the guest from the inside. Ignored with Root.
+	Helpers []string
 	// Root, when set, is the guest's root device (such as /dev/vda, an ext4 disk): the init
 	// switches to it and runs its /sbin/init, and no agent is packed (Agent, AgentConfig and
 	// AgentArgs are ignored).
@@ -76,13 +80,17 @@ func (g Guest) WriteInitramfs(out string) error {
 		return err
 	}
 	initCfg := struct {
-		Agent []string `json:"agent,omitempty"`
-		Root  string   `json:"root,omitempty"`
+		Agent   []string `json:"agent,omitempty"`
+		Helpers []string `json:"helpers,omitempty"`
+		Root    string   `json:"root,omitempty"`
 	}{Root: g.Root}
 	if g.Root == "" {
 		initCfg.Agent = append([]string{"/bin/hotplug-agent", "run",
 			"--config.file=/etc/hotplug-agent/config.yaml",
 			fmt.Sprintf("--web.listen-address=:%d", g.Port)}, g.AgentArgs...)
+		for _, h := range g.Helpers {
+			initCfg.Helpers = append(initCfg.Helpers, path.Join("/bin", filepath.Base(h)))
+		}
 	}
 	initJSON, err := json.MarshalIndent(initCfg, "", "  ")
 	if err != nil {
@@ -102,6 +110,9 @@ func (g Guest) WriteInitramfs(out string) error {
 	a.CopyFile("/init", 0o755, g.Init)
 	if g.Root == "" {
 		a.CopyFile("/bin/hotplug-agent", 0o755, g.Agent)
+		for _, h := range g.Helpers {
+			a.CopyFile(path.Join("/bin", filepath.Base(h)), 0o755, h)
+		}
 		a.File("/etc/hotplug-agent/config.yaml", 0o644, []byte(g.AgentConfig))
 	}
 	a.File("/etc/hotplug-guest-init.json", 0o644, initJSON)
