@@ -24,7 +24,8 @@
 //	{"results":[{"kind":"memory-device","id":"PNP0C80:00","response":"success","freed_bytes":536870912,"freed_blocks":4}],"freed_bytes":536870912}
 //
 // A client cancels its request by sending {"cancel":true} after it, then reads on for the
-// response (the rollback's outcome), or by closing the connection. A client that only shuts
+// response (the rollback's outcome), or by closing the connection. An item stopped early has
+// "stopped" set to why: "cancelled", "timeout", "client-gone" or "agent-stopping". A client that only shuts
 // down its sending side (as socat and nc -N do once they have sent the request) is not cancelling:
 // it still gets its response.
 package control
@@ -87,7 +88,8 @@ type Request struct {
 	Progress bool `json:"progress,omitempty"`
 	// TimeoutMS bounds the request on the agent's side, in milliseconds, up to MaxTimeout; 0
 	// is no bound. When it passes, the item in progress stops as a veto would stop it and the
-	// items not begun fail. A change the kernel is making is not interrupted.
+	// items not begun fail. A memory block the kernel is taking offline is stopped there (the
+	// kernel leaves it online); other changes the kernel is making are let finish.
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 }
 
