@@ -151,3 +151,22 @@ func TestFormatBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressOnTerminal: on a terminal the blocks done share one line, rewritten in place; a
+// failure and a rollback get lines of their own, and the line in place is ended first.
+func TestProgressOnTerminal(t *testing.T) {
+	var b bytes.Buffer
+	p := &progressPrinter{w: &b, tty: true}
+	p.show(control.Progress{Device: "PNP0C80:00", Block: 35, State: "offline", Done: 1, Of: 2, FreedBytes: 128 << 20, Result: control.Success, ElapsedMS: 3})
+	p.show(control.NewProgress("PNP0C80:00", 34, "offline", control.Failed, fmt.Errorf("write: %w", syscall.EBUSY)))
+	p.show(control.Progress{Device: "PNP0C80:00", Block: 35, State: "online", Rollback: true, Of: 2, Result: control.Success})
+	p.show(control.Progress{Device: "PNP0C80:01", Block: 37, State: "offline", Done: 1, Of: 1, FreedBytes: 128 << 20, Result: control.Success, ElapsedMS: 4})
+	p.end()
+	want := "\r\x1b[Kmemory-device PNP0C80:00: memory 35 offline (1 of 2, 128 MiB freed, 3 ms)\n" +
+		"memory-device PNP0C80:00: memory 34: operation-failed: write: device or resource busy (EBUSY)\n" +
+		"memory-device PNP0C80:00: memory 35 online again (rollback; 0 of 2 offline)\n" +
+		"\r\x1b[Kmemory-device PNP0C80:01: memory 37 offline (1 of 1, 128 MiB freed, 4 ms)\n"
+	if b.String() != want {
+		t.Errorf("on a terminal:\n%q\nwant:\n%q", b.String(), want)
+	}
+}
