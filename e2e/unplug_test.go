@@ -17,12 +17,13 @@ import (
 // unplugRun is one `hotplug-agent offline` run in the guest, as e2e/testdata/unplug-guest
 // reports it.
 type unplugRun struct {
-	Name   string   `json:"name"`
-	Args   []string `json:"args"`
-	Code   int      `json:"code"`
-	Stdout string   `json:"stdout"`
-	Stderr string   `json:"stderr"`
-	States []string `json:"states"`
+	Name      string   `json:"name"`
+	Args      []string `json:"args"`
+	Code      int      `json:"code"`
+	Stdout    string   `json:"stdout"`
+	Stderr    string   `json:"stderr"`
+	States    []string `json:"states"`
+	ElapsedMS int64    `json:"elapsed_ms"`
 }
 
 var unplugResultRE = regexp.MustCompile(`UNPLUG result (\{.*\})`)
@@ -90,8 +91,8 @@ func TestUnplugWithProgress(t *testing.T) {
 			t.Fatalf("the driver's line %q: %v", m[1], err)
 		}
 		runs[r.Name] = r
-		t.Logf("hotplug-agent offline %s: exit %d\nstdout:\n%s\nstderr:\n%s\nblocks after: %s",
-			strings.Join(r.Args, " "), r.Code, r.Stdout, r.Stderr, strings.Join(r.States, " "))
+		t.Logf("hotplug-agent offline %s: exit %d after %d ms (the guest's clock)\nstdout:\n%s\nstderr:\n%s\nblocks after: %s",
+			strings.Join(r.Args, " "), r.Code, r.ElapsedMS, r.Stdout, r.Stderr, strings.Join(r.States, " "))
 	}
 	ok = true
 	describe := func(r unplugRun) string {

@@ -40,6 +40,8 @@ type run struct {
 	Stderr string   `json:"stderr"`
 	// States are the blocks' states after the run, "32=online" ...
 	States []string `json:"states"`
+	// ElapsedMS is how long the command ran, on the guest's clock (a figure for the log).
+	ElapsedMS int64 `json:"elapsed_ms"`
 }
 
 func say(format string, args ...any) {
@@ -130,6 +132,7 @@ func drive() error {
 		cmd := exec.Command("/bin/hotplug-agent", append([]string{"offline"}, args...)...)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		start := time.Now()
 		if err := cmd.Start(); err != nil {
 			return err
 		}
@@ -139,7 +142,8 @@ func drive() error {
 			cmd.Process.Signal(os.Interrupt)
 		}
 		err := cmd.Wait()
-		r := run{Name: name, Args: args, Stdout: stdout.String(), Stderr: stderr.String(), States: states(32, 39)}
+		r := run{Name: name, Args: args, Stdout: stdout.String(), Stderr: stderr.String(), States: states(32, 39),
+			ElapsedMS: time.Since(start).Milliseconds()}
 		if ee, ok := errors.AsType[*exec.ExitError](err); ok {
 			r.Code = ee.ExitCode()
 		} else if err != nil {
