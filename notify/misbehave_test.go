@@ -306,10 +306,11 @@ func activeAfter(ns []Notification) map[int]bool {
 func TestStuckRegistrationLargeChange(t *testing.T) {
 	const blocks, limit = 1000, 16
 	r := NewRegistry(Options{QueueLimit: limit})
-	release := make(chan struct{})
+	release, entered := make(chan struct{}), make(chan struct{})
 	var stuck recorder
 	if _, err := r.Register(EventCategoryDeviceInterfaceChange, 0, GUIDDeviceMemory, "stuck", func(_ context.Context, n Notification, _ any) error {
 		if stuck.add(n) == 1 {
+			close(entered)
 			<-release
 		}
 		return nil
@@ -324,7 +325,16 @@ func TestStuckRegistrationLargeChange(t *testing.T) {
 	for k := range blocks {
 		published = append(published, arrival(mem(k), uint64(k+1)))
 	}
-	publishPaced(t, r, published, map[string]*signalling{"good": goodSig}, nil)
+	// The first notification blocks the stuck callback; the rest come while it is blocked (were
+	// they published before its goroutine took the first, the resync of that first overflow
+	// would be dropped in turn and counted again).
+	publishPaced(t, r, published[:1], map[string]*signalling{"good": goodSig}, nil)
+	select {
+	case <-entered:
+	case <-time.After(time.Minute):
+		t.Fatal("the stuck callback was not called within a minute")
+	}
+	publishPaced(t, r, published[1:], map[string]*signalling{"good": goodSig}, nil)
 	if diff := seqDiff(published, goodSig.list()); diff != "" {
 		t.Errorf("the well-behaved registration: %s", diff)
 	}
