@@ -36,16 +36,44 @@ const (
 	OnlineKernel  = "online_kernel"  // memory: online in ZONE_NORMAL
 	OnlineMovable = "online_movable" // memory: online in ZONE_MOVABLE (can be hot-removed again)
 	Auto          = "auto"           // memory: follow the kernel's auto_online_blocks
+	Planned       = "planned"        // memory: the zone planner decides MOVABLE or KERNEL per device
+	Kernel        = "kernel"         // memory: configure the kernel's own onlining (KernelSettings)
+)
+
+// The values of Policy.KernelOnline: what the kernel does with hot-added memory under the policy
+// Kernel.
+const (
+	// KernelAutoMovable: auto_online_blocks "online" with the kernel's auto-movable online policy
+	// (Linux 5.15 and newer) at Policy.MovableRatio: the planner's rule, applied by the kernel.
+	KernelAutoMovable = "auto-movable"
+)
+
+// Who onlined a memory block, as Onlined tells it.
+const (
+	// ByAgent: the agent wrote the block's state (the online policy, or a request).
+	ByAgent = "agent"
+	// ByKernel: the kernel's auto-online was on (auto_online_blocks not "offline").
+	ByKernel = "kernel"
+	// ByOther: someone else: a udev rule, daxctl, an administrator.
+	ByOther = "other"
 )
 
 // Policy says what to do with hot-added resources.
 type Policy struct {
 	// CPU is None or Online.
 	CPU string
-	// Memory is None, Online, OnlineKernel, OnlineMovable or Auto. With Auto the agent onlines
-	// (as "online") only when the kernel's auto_online_blocks is "offline": where the kernel
-	// onlines blocks itself, the agent leaves them to it.
+	// Memory is None, Online, OnlineKernel, OnlineMovable, Auto, Planned or Kernel. With Auto the
+	// agent onlines (as "online") only when the kernel's auto_online_blocks is "offline"; with
+	// the others that online, where the kernel onlines blocks itself the agent leaves them to it
+	// too, and says so once. With Planned the zone planner decides each block's zone (Plan).
+	// With Kernel the agent onlines nothing: it configures the kernel to (KernelSettings).
 	Memory string
+	// MovableRatio is the planner's MOVABLE:KERNEL ratio in percent, per NUMA node and for the
+	// whole machine (Planned, and Kernel with KernelAutoMovable): 0 to MaxMovableRatio.
+	MovableRatio int
+	// KernelOnline is what the kernel is configured to do under Kernel: KernelAutoMovable,
+	// Online, OnlineKernel or OnlineMovable ("" means KernelAutoMovable).
+	KernelOnline string
 	// Retries bounds the further attempts after a failed online: 0 to MaxRetries.
 	Retries int
 	// Backoff is the wait before the first retry; it doubles for each further one, up to
@@ -92,9 +120,20 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("cpu: %q: want online or none", p.CPU)
 	}
 	switch p.Memory {
-	case "", None, Online, OnlineKernel, OnlineMovable, Auto:
+	case "", None, Online, OnlineKernel, OnlineMovable, Auto, Planned, Kernel:
 	default:
-		return fmt.Errorf("memory: %q: want online, online_kernel, online_movable, auto or none", p.Memory)
+		return fmt.Errorf("memory: %q: want online, online_kernel, online_movable, auto, planned, kernel or none", p.Memory)
+	}
+	if p.MovableRatio < 0 || p.MovableRatio > MaxMovableRatio {
+		return fmt.Errorf("movable_ratio: %d: want a percentage from 0 to %d (the kernel's default is %d)", p.MovableRatio, MaxMovableRatio, DefaultMovableRatio)
+	}
+	switch p.KernelOnline {
+	case "", KernelAutoMovable, Online, OnlineKernel, OnlineMovable:
+	default:
+		return fmt.Errorf("kernel_online: %q: want auto-movable, online, online_kernel or online_movable", p.KernelOnline)
+	}
+	if p.KernelOnline != "" && p.Memory != Kernel {
+		return fmt.Errorf("kernel_online: only with memory: kernel")
 	}
 	if p.Retries < 0 || p.Retries > MaxRetries {
 		return fmt.Errorf("retries: %d: want 0 to %d", p.Retries, MaxRetries)
@@ -104,13 +143,25 @@ func (p Policy) Validate() error {
 
 // Enabled reports whether the policy onlines anything.
 func (p Policy) Enabled() bool {
-	return p.CPU == Online || (p.Memory != "" && p.Memory != None)
+	return p.CPU == Online || p.onlinesMemory()
+}
+
+// onlinesMemory reports whether the agent itself onlines hot-added memory blocks.
+func (p Policy) onlinesMemory() bool {
+	return p.Memory != "" && p.Memory != None && p.Memory != Kernel
 }
 
 // Sysfs is what the onliner reads and writes: the subset of sysfs.FS it needs, and a read of a
 // memory block without valid_zones (the agent adds it to sysfs.FS).
 type Sysfs interface {
 	CPU(n int) (sysfs.CPU, error)
+	// MemoryBlock reads block n with its valid_zones (read for an online block only): the zone
+	// planner counts the zones of the blocks that are online.
+	MemoryBlock(n int) (sysfs.MemoryBlock, error)
+	// MemoryBlocks reads every block so: the planner's count of the zones without zoneinfo.
+	MemoryBlocks() ([]sysfs.MemoryBlock, error)
+	// BlockSize is the memory block size in bytes.
+	BlockSize() uint64
 	// MemoryBlockBasics reads memory block n without its valid_zones (Zones stays ""): Linux
 	// 6.1 dereferences a null node in valid_zones_show for a block that is being hot-added
 	// (its node is set after the add uevent) and kills the reading thread, so the onliner, which
@@ -146,9 +197,24 @@ type Onliner struct {
 
 	op chan struct{} // capacity 1: held while one change is made
 
+	planner PlannerSources // the zone planner's sources (Planned); set before Run
+	viewMu  sync.Mutex     // held while the planner reads the machine (Run and requests)
+
 	mu      sync.Mutex
 	pending []item
 	wake    chan struct{}
+	// hotAdded are the blocks the kernel added while the agent ran, until they are onlined or
+	// removed: not boot memory, for the planner. lastAdd is when the last of them was added.
+	hotAdded map[int]bool
+	lastAdd  time.Time
+	// ours are the blocks the agent onlined whose arrival Onlined has not attributed yet.
+	ours map[int]bool
+	// conflicts are the other onliners already logged as onlining memory the policy would have.
+	conflicts map[string]bool
+	// viewFailed: the planner could not read the machine last time (logged once until it can).
+	viewFailed bool
+	// zoneinfoMissing: the planner counted blocks for want of /proc/zoneinfo (logged once).
+	zoneinfoMissing bool
 	// retrying describes the retry the change in progress waits for ("" when it waits for
 	// none); retryBegan is closed, and replaced, each time such a wait begins. Both change only
 	// while op is held.
@@ -175,7 +241,7 @@ func New(p Policy, fs Sysfs, log *slog.Logger, observe Observer) *Onliner {
 		observe = func(string, string, time.Duration) {}
 	}
 	o := &Onliner{fs: fs, log: log, observe: observe, wake: make(chan struct{}, 1), op: make(chan struct{}, 1),
-		retryBegan: make(chan struct{})}
+		retryBegan: make(chan struct{}), hotAdded: map[int]bool{}, ours: map[int]bool{}, conflicts: map[string]bool{}}
 	o.p.Store(&p)
 	return o
 }
@@ -211,6 +277,15 @@ func (o *Onliner) SetParticipants(p Participants) {
 	o.changes, o.targets, o.gate = p.Changes, p.Targets, p.Gate
 }
 
+// SetPlanner sets what the zone planner reads (the policy Planned). Call it before Run; it does
+// not block.
+func (o *Onliner) SetPlanner(p PlannerSources) {
+	if p.DeviceWait <= 0 {
+		p.DeviceWait = DefaultDeviceWait
+	}
+	o.planner = p
+}
+
 // AddCPU queues CPU n, reported added by the kernel's add uevent seqnum, read at time added. It
 // never blocks. Under the policy "none" it does nothing: the agent does not online the CPU, so no
 // two-phase add happens either.
@@ -221,11 +296,24 @@ func (o *Onliner) AddCPU(n int, seqnum uint64, added time.Time) {
 }
 
 // AddMemoryBlock queues memory block n, reported added by the kernel's add uevent seqnum, read
-// at time added. It never blocks. Under the policy "none" it does nothing.
+// at time added. It never blocks. Under the policies "none" and "kernel" it only notes that the
+// block is hot-added memory.
 func (o *Onliner) AddMemoryBlock(n int, seqnum uint64, added time.Time) {
-	if p := o.p.Load(); p.Memory != "" && p.Memory != None {
+	o.mu.Lock()
+	o.hotAdded[n] = true
+	o.lastAdd = time.Now()
+	o.mu.Unlock()
+	if o.p.Load().onlinesMemory() {
 		o.push(item{memory: true, n: n, seqnum: seqnum, added: added})
 	}
+}
+
+// RemovedMemoryBlock notes that the kernel removed memory block n. It never blocks.
+func (o *Onliner) RemovedMemoryBlock(n int) {
+	o.mu.Lock()
+	delete(o.hotAdded, n)
+	delete(o.ours, n)
+	o.mu.Unlock()
 }
 
 func (o *Onliner) push(it item) {
@@ -238,15 +326,23 @@ func (o *Onliner) push(it item) {
 	}
 }
 
+// devicePoll is how often the planner looks again for the device of blocks that wait for it.
+const devicePoll = 10 * time.Millisecond
+
 // Run onlines queued resources until ctx ends. Each round takes everything queued so far and
-// handles it in ascending order, CPUs first, then memory blocks. It blocks; call it once.
+// handles it in ascending order, CPUs first, then memory blocks; under the policy Planned, a
+// block whose device the kernel has not linked yet waits for it (PlannerSources.DeviceWait). It
+// blocks; call it once.
 func (o *Onliner) Run(ctx context.Context) error {
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-o.wake:
+		case <-retry:
 		}
+		retry = nil
 		o.mu.Lock()
 		batch := o.pending
 		o.pending = nil
@@ -260,11 +356,21 @@ func (o *Onliner) Run(ctx context.Context) error {
 			}
 			return a.n - b.n
 		})
+		round := &planRound{}
+		var later []item
 		for _, it := range batch {
 			if ctx.Err() != nil {
 				return nil
 			}
-			o.handle(ctx, it)
+			if o.handle(ctx, it, round) {
+				later = append(later, it)
+			}
+		}
+		if len(later) > 0 {
+			o.mu.Lock()
+			o.pending = append(later, o.pending...)
+			o.mu.Unlock()
+			retry = time.After(devicePoll)
 		}
 	}
 }
@@ -331,40 +437,61 @@ func (o *Onliner) waitRetry(ctx context.Context, what string, attempt int, d tim
 }
 
 // handle onlines one resource unless it is online already or the policy leaves it to the kernel.
-func (o *Onliner) handle(ctx context.Context, it item) {
+// It returns true when the block must wait for its device (the planner), having done nothing.
+func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait bool) {
 	class, what := "processor", fmt.Sprintf("cpu%d", it.n)
 	if it.memory {
 		class, what = "memory", fmt.Sprintf("memory%d", it.n)
 	}
-	var state string // what to write to a memory block's state file
+	p := o.p.Load()
 	if it.memory {
-		state = o.p.Load().Memory
-		if state == Auto {
-			auto, err := o.fs.AutoOnlineBlocks()
-			if err != nil {
-				o.log.Warn("online policy: cannot read auto_online_blocks; leaving the block to the kernel", "block", it.n, "err", err)
-				return
-			}
-			if strings.TrimSpace(auto) != "offline" {
+		if !p.onlinesMemory() {
+			return false // the policy changed since the block was queued
+		}
+		auto, err := o.fs.AutoOnlineBlocks()
+		switch {
+		case err != nil && p.Memory == Auto:
+			o.log.Warn("online policy: cannot read auto_online_blocks; leaving the block to the kernel", "block", it.n, "err", err)
+			return false
+		case err == nil && strings.TrimSpace(auto) != "offline":
+			// The kernel onlines hot-added memory itself: never race it.
+			if p.Memory == Auto {
 				o.log.Debug("online policy: the kernel onlines hot-added memory itself", "block", it.n, "auto_online_blocks", auto)
-				return
+			} else {
+				o.conflict(ByKernel, it.n, "auto_online_blocks", strings.TrimSpace(auto))
 			}
-			state = Online
+			return false
+		}
+		if p.Memory == Planned && o.waitForDevice(it.n, round) {
+			return true
 		}
 	}
 	if o.lock(ctx) != nil {
-		return
+		return false
 	}
 	defer o.unlock()
 	iface, online, err := o.read(it.memory, it.n)
 	if err != nil {
 		o.log.Warn("online policy: cannot read state; giving up", "device", what, "err", err)
 		o.observe(class, "failure", 0)
-		return
+		return false
 	}
 	if online {
 		o.log.Debug("online policy: already online", "device", what)
-		return
+		return false
+	}
+	var state string // what to write to a memory block's state file
+	var plan *planned
+	if it.memory {
+		switch p.Memory {
+		case Auto:
+			state = Online
+		case Planned:
+			plan = o.plan(round, p.MovableRatio, it.n, iface.Node)
+			state = plan.zone.State()
+		default:
+			state = p.Memory
+		}
 	}
 	var add *notify.Add
 	if o.changes != nil {
@@ -372,11 +499,11 @@ func (o *Onliner) handle(ctx context.Context, it item) {
 			if _, vetoed := errors.AsType[*notify.VetoError](err); vetoed {
 				o.log.Warn("online policy: add vetoed; leaving it offline", "device", what, "err", err)
 			}
-			return
+			return false
 		}
 	}
 	o.gate.hold(iface.SymbolicLink, true)
-	err = o.onlineWithRetries(ctx, it, class, what, state)
+	err = o.onlineWithRetries(ctx, it, class, what, state, plan)
 	if add != nil {
 		if err != nil {
 			add.Fail(err)
@@ -385,11 +512,13 @@ func (o *Onliner) handle(ctx context.Context, it item) {
 		}
 	}
 	o.gate.release(iface.SymbolicLink, err == nil)
+	return false
 }
 
 // onlineWithRetries writes the online state, retrying a failed write. It returns nil once the
-// resource is online (by its write or anyone's), else the last error.
-func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, state string) error {
+// resource is online (by its write or anyone's), else the last error. A write that fails because
+// another onliner brought the block online meanwhile is not a failure: the block is left to it.
+func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, state string, plan *planned) error {
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			online, err := o.isOnline(it)
@@ -411,10 +540,21 @@ func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, s
 		}
 		if err == nil {
 			o.observe(class, "success", time.Since(it.added))
-			o.log.Info("online policy: brought online", "device", what, "state", state, "attempt", attempt+1)
+			attrs := []any{"device", what, "state", state, "attempt", attempt + 1}
+			if it.memory {
+				o.onlinedByUs(it.n)
+				if plan != nil {
+					attrs = append(attrs, o.planDone(plan)...)
+				}
+			}
+			o.log.Info("online policy: brought online", attrs...)
 			return nil
 		}
-		// The kernel or another tool may have onlined it meanwhile: the next round checks.
+		// Another onliner (the kernel, a udev rule) may have won the race: leave it the block.
+		if online, rerr := o.isOnline(it); rerr == nil && online {
+			o.log.Debug("online policy: brought online by another meanwhile", "device", what, "err", err)
+			return nil
+		}
 		o.observe(class, "failure", 0)
 		if attempt >= o.p.Load().Retries {
 			o.log.Error("online policy: could not bring online", "device", what, "attempts", attempt+1, "err", err)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +25,8 @@ type fakeFS struct {
 	mu       sync.Mutex
 	cpus     map[int]bool
 	blocks   map[int]string
+	zones    map[int]string // valid_zones of online blocks
+	nodes    map[int]int
 	auto     string
 	failures int          // the next writes that fail with EBUSY
 	fixed    map[int]bool // CPUs without an online file
@@ -33,7 +37,8 @@ type fakeFS struct {
 }
 
 func newFake() *fakeFS {
-	return &fakeFS{cpus: map[int]bool{}, blocks: map[int]string{}, fixed: map[int]bool{}, auto: "offline", wrote: make(chan string, 100)}
+	return &fakeFS{cpus: map[int]bool{}, blocks: map[int]string{}, zones: map[int]string{}, nodes: map[int]int{}, fixed: map[int]bool{},
+		auto: "offline", wrote: make(chan string, 100)}
 }
 
 func (f *fakeFS) CPU(n int) (sysfs.CPU, error) {
@@ -53,7 +58,25 @@ func (f *fakeFS) MemoryBlock(n int) (sysfs.MemoryBlock, error) {
 	if !ok {
 		return sysfs.MemoryBlock{}, fmt.Errorf("memory%d: %w", n, fs.ErrNotExist)
 	}
-	return sysfs.MemoryBlock{Index: n, State: s, PhysStart: uint64(n) << 27, Size: 1 << 27, Node: 0}, nil
+	b := sysfs.MemoryBlock{Index: n, State: s, PhysStart: uint64(n) << 27, Size: 1 << 27, Node: f.nodes[n]}
+	if s == "online" {
+		b.ValidZones = f.zones[n]
+	}
+	return b, nil
+}
+
+func (f *fakeFS) BlockSize() uint64 { return 1 << 27 }
+
+func (f *fakeFS) MemoryBlocks() ([]sysfs.MemoryBlock, error) {
+	f.mu.Lock()
+	nums := slices.Sorted(maps.Keys(f.blocks))
+	f.mu.Unlock()
+	var out []sysfs.MemoryBlock
+	for _, n := range nums {
+		b, _ := f.MemoryBlock(n)
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 func (f *fakeFS) MemoryBlockBasics(n int) (sysfs.MemoryBlock, error) { return f.MemoryBlock(n) }
@@ -90,6 +113,12 @@ func (f *fakeFS) SetCPUOnline(n int, on bool) error {
 
 func (f *fakeFS) SetMemoryState(n int, s string) error {
 	return f.write(fmt.Sprintf("memory%d=%s", n, s), func() {
+		switch s {
+		case "online_movable":
+			f.zones[n] = "Movable"
+		case "online", "online_kernel":
+			f.zones[n] = "Normal"
+		}
 		if strings.HasPrefix(s, "online") {
 			s = "online"
 		}
@@ -186,7 +215,7 @@ func TestAutoFollowsTheKernel(t *testing.T) {
 			f.auto = tt.auto
 			f.blocks[7] = "offline"
 			o := New(Policy{Memory: Auto}, f, nil, nil)
-			o.handle(context.Background(), item{memory: true, n: 7, added: time.Now()})
+			o.handle(context.Background(), item{memory: true, n: 7, added: time.Now()}, &planRound{})
 			if diff := cmp.Diff(tt.write, f.writes); diff != "" {
 				t.Errorf("auto_online_blocks=%s: writes (-want +got):\n%s", tt.auto, diff)
 			}

@@ -161,19 +161,36 @@ func (o *Onliner) requestOffline(ctx context.Context, r Resource, iface notify.I
 }
 
 // write sets r's state. A memory block is onlined as the policy says when it names a zone type,
-// else as "online" (the kernel picks the zone).
+// in the zone the planner decides under the policy Planned, else as "online" (the kernel picks
+// the zone).
 func (o *Onliner) write(r Resource, online bool) error {
 	if !r.Memory {
 		return o.fs.SetCPUOnline(r.Number, online)
 	}
 	state := "offline"
+	var plan *planned
 	if online {
 		state = Online
-		if m := o.p.Load().Memory; slices.Contains(sysfs.MemoryOnlineTypes, m) {
+		switch m := o.p.Load().Memory; {
+		case slices.Contains(sysfs.MemoryOnlineTypes, m):
 			state = m
+		case m == Planned:
+			node := -1
+			if b, err := o.fs.MemoryBlockBasics(r.Number); err == nil {
+				node = b.Node
+			}
+			plan = o.plan(&planRound{}, o.p.Load().MovableRatio, r.Number, node)
+			state = plan.zone.State()
 		}
 	}
-	return o.fs.SetMemoryState(r.Number, state)
+	err := o.fs.SetMemoryState(r.Number, state)
+	if err == nil && online {
+		o.onlinedByUs(r.Number)
+		if plan != nil {
+			o.log.Info("request: zone planned", append([]any{"device", r.String()}, o.planDone(plan)...)...)
+		}
+	}
+	return err
 }
 
 // vetoOr returns the *notify.VetoError in err (what the requester needs to read: who said no and
