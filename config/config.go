@@ -91,8 +91,17 @@ type Online struct {
 	// CPU is "online" or "none" (default).
 	CPU string `yaml:"cpu"`
 	// Memory is "online", "online_kernel", "online_movable", "auto" (online only where the
-	// kernel's auto_online_blocks does not) or "none" (default).
+	// kernel's auto_online_blocks does not), "planned" (the zone planner decides MOVABLE or
+	// KERNEL per memory device), "kernel" (the kernel onlines, configured by the agent while it
+	// runs) or "none" (default).
 	Memory string `yaml:"memory"`
+	// MovableRatio is the most MOVABLE memory per KERNEL memory, in percent, per NUMA node and
+	// for the whole machine, for "planned" and for "kernel" with kernel_online: auto-movable.
+	// Default 301 (the kernel's).
+	MovableRatio *Percent `yaml:"movable_ratio"`
+	// KernelOnline is what the kernel does with hot-added memory under memory: kernel:
+	// "auto-movable" (default), "online_movable", "online_kernel" or "online".
+	KernelOnline string `yaml:"kernel_online"`
 	// Retries bounds the further attempts after a failed online: 0 to 10 (online.MaxRetries).
 	// Default 3.
 	Retries *int `yaml:"retries"`
@@ -100,7 +109,10 @@ type Online struct {
 
 // Policy returns the online policy with its defaults filled in.
 func (o Online) Policy() online.Policy {
-	p := online.Policy{CPU: o.CPU, Memory: o.Memory, Retries: 3}
+	p := online.Policy{CPU: o.CPU, Memory: o.Memory, Retries: 3, MovableRatio: online.DefaultMovableRatio, KernelOnline: o.KernelOnline}
+	if o.MovableRatio != nil {
+		p.MovableRatio = int(*o.MovableRatio)
+	}
 	if p.CPU == "" {
 		p.CPU = online.None
 	}
@@ -111,6 +123,21 @@ func (o Online) Policy() online.Policy {
 		p.Retries = *o.Retries
 	}
 	return p
+}
+
+// Percent is a whole number of percent: 301 means 3.01:1. A number with a fraction is an error,
+// not rounded down as the YAML decoder would round it into an int (3.01 would be 3%).
+type Percent int
+
+// UnmarshalYAML accepts an integer scalar only.
+func (p *Percent) UnmarshalYAML(n *yaml.Node) error {
+	var v int
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" && n.Decode(&v) == nil {
+		*p = Percent(v)
+		return nil
+	}
+	// The decoder's own message for a value of the wrong type, which explain rewrites.
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: cannot unmarshal %s `%s` into config.Percent", n.Line, n.ShortTag(), n.Value)}}
 }
 
 // Callback is one named registration.

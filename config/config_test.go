@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/online"
 )
 
 func TestParseValid(t *testing.T) {
@@ -52,8 +55,27 @@ func TestOnlinePolicy(t *testing.T) {
 		t.Errorf("policy = %+v", p)
 	}
 	c, _ = Parse(nil)
-	if p := c.Online.Policy(); p.CPU != "none" || p.Memory != "none" || p.Retries != 3 || p.Enabled() {
-		t.Errorf("default policy = %+v; want none, none, 3 retries", p)
+	if p := c.Online.Policy(); p.CPU != "none" || p.Memory != "none" || p.Retries != 3 || p.Enabled() || p.MovableRatio != 301 {
+		t.Errorf("default policy = %+v; want none, none, 3 retries, a ratio of 301%%", p)
+	}
+	for _, tc := range []struct {
+		yaml string
+		want online.Policy
+	}{
+		{"online: {memory: planned}", online.Policy{CPU: "none", Memory: "planned", Retries: 3, MovableRatio: 301}},
+		{"online: {memory: planned, movable_ratio: 200}", online.Policy{CPU: "none", Memory: "planned", Retries: 3, MovableRatio: 200}},
+		{"online: {memory: planned, movable_ratio: 0}", online.Policy{CPU: "none", Memory: "planned", Retries: 3, MovableRatio: 0}},
+		{"online: {memory: kernel}", online.Policy{CPU: "none", Memory: "kernel", Retries: 3, MovableRatio: 301}},
+		{"online: {memory: kernel, kernel_online: online_movable}", online.Policy{CPU: "none", Memory: "kernel", Retries: 3, MovableRatio: 301, KernelOnline: "online_movable"}},
+	} {
+		c, err := Parse([]byte(tc.yaml))
+		if err != nil {
+			t.Errorf("%s: %v", tc.yaml, err)
+			continue
+		}
+		if diff := cmp.Diff(tc.want, c.Online.Policy()); diff != "" {
+			t.Errorf("%s: policy (-want +got):\n%s", tc.yaml, diff)
+		}
 	}
 }
 
@@ -94,6 +116,12 @@ func TestParseErrors(t *testing.T) {
 		{"bad memory policy", "online: {memory: movable}", `online.memory: "movable"`},
 		{"bad retries", "online: {retries: -2}", "online.retries: -2"},
 		{"retries above the cap", "online: {retries: 100}", "online.retries: 100: want 0 to 10"},
+		{"negative ratio", "online: {memory: planned, movable_ratio: -1}", "online.movable_ratio: -1: want a percentage from 0 to 3000 (the kernel's default is 301)"},
+		{"ratio beyond the memory map", "online: {memory: planned, movable_ratio: 6300}", "online.movable_ratio: 6300: want a percentage from 0 to 3000"},
+		{"ratio as a fraction", "online: {movable_ratio: 3.01}", `line 1: online.movable_ratio: "3.01" is not a whole number of percent (write 301 for 3.01:1)`},
+		{"ratio in words", "online: {movable_ratio: [301]}", `line 1: online.movable_ratio: a list is not a whole number of percent`},
+		{"bad kernel online type", "online: {memory: kernel, kernel_online: movable}", `online.kernel_online: "movable": want auto-movable, online, online_kernel or online_movable`},
+		{"kernel online type without the kernel mode", "online: {memory: planned, kernel_online: online}", "online.kernel_online: only with memory: kernel"},
 		{"no exec processes", "max_exec_processes: 0", "max_exec_processes: 0"},
 		{"unknown policy field", "online: {disk: online}", `unknown key "disk" in online`},
 		{"wrong type", "callbacks: 3", `line 1: callbacks: "3" is not a list`},
@@ -168,7 +196,7 @@ func TestParseYAMLErrors(t *testing.T) {
 		{"misspelt nested key", cb + "    exec:\n      command: [/bin/true]\n      timout: 5s\n",
 			`line 6: unknown key "timout" in callbacks[0].exec (did you mean "timeout"?)`},
 		{"abbreviated key", cb + "    exec: {cmd: [/bin/true]}", `line 4: unknown key "cmd" in callbacks[0].exec (did you mean "command"?)`},
-		{"key far from any", "online: {disk: online}", `line 1: unknown key "disk" in online (the keys here are cpu, memory, retries)`},
+		{"key far from any", "online: {disk: online}", `line 1: unknown key "disk" in online (the keys here are cpu, kernel_online, memory, movable_ratio, retries)`},
 		{"duration without unit", cb + "    exec:\n      command: [/bin/true]\n      timeout: 30\n",
 			`line 6: callbacks[0].exec.timeout: "30" is not a duration (write 30s)`},
 		{"duration in words", "two_phase: {timeout: ten seconds}", `line 1: two_phase.timeout: "ten seconds" is not a duration (write it like 30s, 1m or 500ms)`},

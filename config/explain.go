@@ -104,6 +104,8 @@ func expected(typ, value, tag string) string {
 		return "a duration (write it like 30s, 1m or 500ms)"
 	case typ == "bool":
 		return "true or false"
+	case typ == "config.Percent":
+		return "a whole number of percent (write 301 for 3.01:1)"
 	case strings.HasPrefix(typ, "int") || strings.HasPrefix(typ, "uint"):
 		return "a whole number"
 	case typ == "string":
