@@ -42,7 +42,13 @@ type Metrics struct {
 	DeviceNotifications *prometheus.CounterVec
 	OnlineAttempts      *prometheus.CounterVec
 	OnlineDuration      *prometheus.HistogramVec
-	BuildInfo           *prometheus.GaugeVec
+	// MemoryBlocksOnlined counts the memory blocks that came online, by who onlined them (agent,
+	// kernel, other) and the zone they joined (movable, kernel, unknown).
+	MemoryBlocksOnlined *prometheus.CounterVec
+	// ZonePlans counts the memory blocks the zone planner decided, by the kind of their device
+	// (acpi, virtio-mem, none) and the zone it chose (movable, kernel).
+	ZonePlans *prometheus.CounterVec
+	BuildInfo *prometheus.GaugeVec
 
 	// The series of the hot path, looked up once: WithLabelValues checks and hashes the values
 	// and takes the vector's lock on every call, a fifth of the agent's CPU per event before.
@@ -61,6 +67,11 @@ var (
 	actions    = [...]string{"add", "remove", "change", "move", "online", "offline", "bind", "unbind", "other"}
 	// rejectReasons are those of hotplug_agent_uevents_rejected_total.
 	rejectReasons = [...]string{"sender", "malformed", "truncated", "devpath", "seqnum", "unconfirmed", "other"}
+	// onliners, zones and planDevices are the label values of hotplug_agent_memory_blocks_onlined_total
+	// and hotplug_agent_zone_plan_blocks_total; the last of each is what any other value counts as.
+	onliners    = [...]string{"agent", "kernel", "other"}
+	zones       = [...]string{"movable", "kernel", "unknown"}
+	planDevices = [...]string{"acpi", "virtio-mem", "none"}
 )
 
 // indexOf returns the index of v in values, or the last index ("other").
@@ -165,6 +176,14 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help:    "Time from the kernel's add uevent to the resource being online by the online policy, by interface class.",
 			Buckets: latencyBuckets,
 		}, []string{"interface_class"}),
+		MemoryBlocksOnlined: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "memory_blocks_onlined_total",
+			Help: "Memory blocks that came online, by who onlined them (agent: the agent wrote their state; kernel: the kernel's auto-online was on; other: a udev rule, daxctl, an administrator) and the zone they joined (movable, kernel).",
+		}, []string{"onliner", "zone"}),
+		ZonePlans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "zone_plan_blocks_total",
+			Help: "Memory blocks the zone planner (online policy planned) brought online, by the kind of their memory device (acpi, virtio-mem, none) and the zone it chose (movable, kernel).",
+		}, []string{"device", "zone"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "build_info",
 			Help: "Build information of the agent; the value is always 1.",
@@ -172,7 +191,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	reg.MustRegister(m.Notifications, m.DispatchLatency, m.CallbackDuration, m.CallbackErrors,
 		m.QueueOverflows, m.Uevents, m.UeventsRejected, m.NetlinkOverflows, m.Resyncs, m.Interfaces,
-		m.StreamCuts, m.HTTPRefused, m.OnlineAttempts, m.OnlineDuration, m.BuildInfo, m.DeviceNotifications)
+		m.StreamCuts, m.HTTPRefused, m.OnlineAttempts, m.OnlineDuration, m.BuildInfo, m.DeviceNotifications,
+		m.MemoryBlocksOnlined, m.ZonePlans)
 
 	revision, goversion := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -209,6 +229,16 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	for _, r := range []string{"connections", "subscribers"} {
 		m.HTTPRefused.WithLabelValues(r)
+	}
+	for _, z := range zones {
+		for _, o := range onliners {
+			m.MemoryBlocksOnlined.WithLabelValues(o, z)
+		}
+		for _, d := range planDevices {
+			if z != "unknown" {
+				m.ZonePlans.WithLabelValues(d, z)
+			}
+		}
 	}
 	return m
 }
@@ -342,6 +372,29 @@ func (m *Metrics) OnlineAttempt(class, result string, sinceAdd time.Duration) {
 	if result == "success" {
 		m.OnlineDuration.WithLabelValues(class).Observe(sinceAdd.Seconds())
 	}
+}
+
+// MemoryOnlined counts one memory block that came online: onliner is "agent", "kernel" or
+// "other" (any other value counts as "other"); validZones is the block's valid_zones ("Movable"
+// counts as movable, DMA, DMA32, Normal and HighMem as kernel, anything else as unknown).
+func (m *Metrics) MemoryOnlined(onliner, validZones string) {
+	zone := "unknown"
+	switch validZones {
+	case "Movable":
+		zone = "movable"
+	case "DMA", "DMA32", "Normal", "HighMem":
+		zone = "kernel"
+	}
+	m.MemoryBlocksOnlined.WithLabelValues(onliners[indexOf(onliners[:], onliner)], zone).Inc()
+}
+
+// ZonePlanned counts one memory block the zone planner decided: device is "acpi", "virtio-mem"
+// or "none" (any other value counts as "none"), zone "movable" or "kernel".
+func (m *Metrics) ZonePlanned(device, zone string) {
+	if zone != "movable" {
+		zone = "kernel"
+	}
+	m.ZonePlans.WithLabelValues(planDevices[indexOf(planDevices[:], device)], zone).Inc()
 }
 
 // Refused counts an HTTP connection or /events request refused at its limit; reason is

@@ -134,3 +134,43 @@ func TestHeadroom(t *testing.T) {
 		t.Errorf("with an error: %d series, %v; want none and no error", n, gerr)
 	}
 }
+
+// TestMemoryOnlinedAndZonePlans: every series exists from the start, and values from outside
+// (an onliner, a valid_zones) cannot add any.
+func TestMemoryOnlinedAndZonePlans(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, "test")
+	m.MemoryOnlined("agent", "Movable")
+	m.MemoryOnlined("agent", "Normal")
+	m.MemoryOnlined("kernel", "DMA32")
+	m.MemoryOnlined("udev", "Movable")
+	m.MemoryOnlined("other", "none")
+	m.MemoryOnlined("other", "")
+	m.ZonePlanned("acpi", "movable")
+	m.ZonePlanned("virtio-mem", "kernel")
+	m.ZonePlanned("dax", "sideways")
+	want := `
+# HELP hotplug_agent_memory_blocks_onlined_total Memory blocks that came online, by who onlined them (agent: the agent wrote their state; kernel: the kernel's auto-online was on; other: a udev rule, daxctl, an administrator) and the zone they joined (movable, kernel).
+# TYPE hotplug_agent_memory_blocks_onlined_total counter
+hotplug_agent_memory_blocks_onlined_total{onliner="agent",zone="kernel"} 1
+hotplug_agent_memory_blocks_onlined_total{onliner="agent",zone="movable"} 1
+hotplug_agent_memory_blocks_onlined_total{onliner="agent",zone="unknown"} 0
+hotplug_agent_memory_blocks_onlined_total{onliner="kernel",zone="kernel"} 1
+hotplug_agent_memory_blocks_onlined_total{onliner="kernel",zone="movable"} 0
+hotplug_agent_memory_blocks_onlined_total{onliner="kernel",zone="unknown"} 0
+hotplug_agent_memory_blocks_onlined_total{onliner="other",zone="kernel"} 0
+hotplug_agent_memory_blocks_onlined_total{onliner="other",zone="movable"} 1
+hotplug_agent_memory_blocks_onlined_total{onliner="other",zone="unknown"} 2
+# HELP hotplug_agent_zone_plan_blocks_total Memory blocks the zone planner (online policy planned) brought online, by the kind of their memory device (acpi, virtio-mem, none) and the zone it chose (movable, kernel).
+# TYPE hotplug_agent_zone_plan_blocks_total counter
+hotplug_agent_zone_plan_blocks_total{device="acpi",zone="kernel"} 0
+hotplug_agent_zone_plan_blocks_total{device="acpi",zone="movable"} 1
+hotplug_agent_zone_plan_blocks_total{device="none",zone="kernel"} 1
+hotplug_agent_zone_plan_blocks_total{device="none",zone="movable"} 0
+hotplug_agent_zone_plan_blocks_total{device="virtio-mem",zone="kernel"} 1
+hotplug_agent_zone_plan_blocks_total{device="virtio-mem",zone="movable"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "hotplug_agent_memory_blocks_onlined_total", "hotplug_agent_zone_plan_blocks_total"); err != nil {
+		t.Error(err)
+	}
+}
