@@ -50,7 +50,10 @@ type Options struct {
 	SysfsPath string
 	// IOMemPath is /proc/iomem under --path.procfs, where virtio-mem devices are found; ""
 	// leaves them out (ACPI memory devices are found in sysfs).
-	IOMemPath          string
+	IOMemPath string
+	// ZoneinfoPath is /proc/zoneinfo under --path.procfs, where the zone planner (online policy
+	// planned) reads the zones' present pages; "": it counts online memory blocks instead.
+	ZoneinfoPath       string
 	ListenAddresses    []string // HTTP API addresses; ignored with SystemdSocket
 	SystemdSocket      bool     // serve on the sockets systemd passes (socket activation)
 	WebConfigFile      string   // exporter-toolkit web configuration: TLS and basic auth
@@ -120,6 +123,7 @@ type Agent struct {
 	onliner  *online.Onliner
 	// blockSize is the memory block size, for the memory a request frees; 0 without memory.
 	blockSize uint64
+	kernel    *online.KernelTakeover // the kernel's own onlining, configured under the policy kernel
 	changes   *notify.ChangeRegistry // the two-phase registrations
 	targets   *notify.TargetRegistry // the target-device registrations
 	gate      *online.Gate           // the path of notifications to the registry
@@ -314,6 +318,28 @@ func New(o Options) (*Agent, error) {
 	}
 	a.onliner = online.New(o.Config.Online.Policy(), fs, o.Logger, a.metrics.OnlineAttempt)
 	a.onliner.SetParticipants(online.Participants{Changes: a.changes, Targets: a.targets, Gate: a.gate})
+	// The planner reads the layout with a reader of its own: memdev.Reader is not safe for
+	// concurrent use, and the tracker's runs on the tracker's goroutine.
+	planLayout := memdev.NewReader(fs, o.IOMemPath)
+	a.onliner.SetPlanner(online.PlannerSources{
+		Zoneinfo: o.ZoneinfoPath,
+		Layout: func() (memdev.Layout, error) {
+			l, _, err := planLayout.Read() // the tracker says once that virtio-mem is not known
+			return l, err
+		},
+		Decided: func(device string, z online.Zone) { a.metrics.ZonePlanned(device, z.String()) },
+	})
+	kernelFile := ""
+	if o.StatePath != "" {
+		kernelFile = o.StatePath + ".kernel"
+	}
+	if a.kernel, err = online.NewKernelTakeover(o.SysfsPath, kernelFile, o.Logger); err != nil {
+		return nil, err
+	}
+	if err := a.kernel.Sync(o.Config.Online.Policy()); err != nil {
+		return nil, err
+	}
+	a.onliner.CheckOthers()
 	// Their add uevents went to a socket that is gone (the agent was stopped, killed or frozen).
 	a.hotAdded(addedWhileDown, "CPUs and memory blocks were hot-added while the agent was down")
 	if o.ControlSocket != "" {
@@ -682,6 +708,11 @@ func (a *Agent) close() {
 		}
 	}
 	a.closeCgroups()
+	if a.kernel != nil {
+		if err := a.kernel.Restore(); err != nil {
+			a.log.Error("the kernel's memory onlining settings were not put back; the next start tries again", "err", err)
+		}
+	}
 }
 
 // closeCgroups kills what is left in the exec runs' cgroups (runs the shutdown cut short) and
@@ -768,7 +799,7 @@ func (a *Agent) registerCallback(c config.Callback, policy online.Policy) error 
 		keep(func(ctx context.Context) error { return a.changes.Unregister(ctx, e) })
 		a.phases.InitCallback(c.Name, "add_start", notify.ClassName(c.ClassGUID))
 		if (c.ClassGUID == notify.GUIDDeviceProcessor && policy.CPU != online.Online) ||
-			(c.ClassGUID == notify.GUIDDeviceMemory && policy.Memory == online.None) {
+			(c.ClassGUID == notify.GUIDDeviceMemory && (policy.Memory == online.None || policy.Memory == online.Kernel)) {
 			a.log.Info("two-phase callback: the online policy leaves hot-added resources of its class to others, so it gets add_start only for `hotplug-agent online` requests",
 				"callback", c.Name, "class", notify.ClassName(c.ClassGUID), "online_cpu", policy.CPU, "online_memory", policy.Memory)
 		}
@@ -1182,6 +1213,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopSaver()
 	wg.Wait()
+	if e := a.kernel.Restore(); e != nil {
+		a.log.Error("the kernel's memory onlining settings were not put back; the next start tries again", "err", e)
+	}
 	if e := a.saveState(true, true); e != nil {
 		a.log.Error("state file not saved at shutdown", "err", e)
 	}
@@ -1251,6 +1285,7 @@ func (a *Agent) loop(ctx context.Context) error {
 				a.memdevs.Added(n, ev.ReadAt)
 			case out.HotRemove:
 				a.memdevs.Removed(n, ev.ReadAt)
+				a.onliner.RemovedMemoryBlock(n)
 			}
 		}
 		if out.HotAdd || out.HotRemove {
@@ -1312,6 +1347,9 @@ func (a *Agent) publishOne(n notify.Notification) bool {
 	}
 	a.memdevs.Changed(n)
 	a.metrics.Notified(&n)
+	if n.InterfaceClassGUID == notify.GUIDDeviceMemory && n.IsArrival() && !n.Interface.IsMemoryDevice() {
+		a.metrics.MemoryOnlined(a.onliner.Onlined(n.Interface.Number), n.Interface.Zones)
+	}
 	a.requestSave()
 	return true
 }
@@ -1379,6 +1417,9 @@ func (a *Agent) Reload(ctx context.Context) error {
 	if err == nil {
 		err = cfg.Online.Policy().Validate()
 	}
+	if err == nil {
+		err = a.kernel.Sync(cfg.Online.Policy())
+	}
 	if err != nil {
 		a.log.Error("configuration refused; the running one stays", "err", err)
 		return err
@@ -1444,6 +1485,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 		}
 	}
 	a.onliner.SetPolicy(policy)
+	a.onliner.CheckOthers()
 	a.o.Config = cfg
 	attrs := []any{"added", strings.Join(added, ","), "removed", strings.Join(removed, ","), "changed", strings.Join(changed, ","),
 		"online_cpu", policy.CPU, "online_memory", policy.Memory}

@@ -76,7 +76,7 @@ func addRunFlags(cmd *kingpin.CmdClause) *runFlags {
 	cmd.GetFlag("web.listen-address").Help("Address of the HTTP API (/metrics, /interfaces, /events, /memory, /healthz), host:port; repeatable.")
 	cmd.GetFlag("web.config.file").PlaceHolder("FILE")
 	f.sysfs = cmd.Flag("path.sysfs", "sysfs mount point.").Default("/sys").String()
-	f.procfs = cmd.Flag("path.procfs", "procfs mount point (its iomem shows virtio-mem devices; meminfo and zoneinfo give the memory hot-add headroom).").Default("/proc").String()
+	f.procfs = cmd.Flag("path.procfs", "procfs mount point (its iomem shows virtio-mem devices; meminfo and zoneinfo give the memory hot-add headroom, zoneinfo also the zones' sizes for the zone planner).").Default("/proc").String()
 	f.rcvbuf = cmd.Flag("netlink.receive-buffer-bytes", "Netlink receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default).").
 		Default(strconv.Itoa(DefaultReceiveBufferBytes)).Int64()
 	f.reserve = addReserveFlag(cmd)
@@ -177,6 +177,7 @@ func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
 	a, err := agent.New(agent.Options{
 		SysfsPath:            *f.sysfs,
 		IOMemPath:            iomem,
+		ZoneinfoPath:         filepath.Join(*f.procfs, "zoneinfo"),
 		ListenAddresses:      listen,
 		SystemdSocket:        *f.web.WebSystemdSocket,
 		StatePath:            statePath,
