@@ -113,6 +113,8 @@ type guestOptions struct {
 	slots          int
 	// helpers are static programs (host paths) the init starts beside the agent.
 	helpers []string
+	// vm, when set, adjusts the QEMU configuration (memory size, slots) before the boot.
+	vm func(*qemu.Config)
 }
 
 // guest is a booted VM whose agent answers on base.
@@ -196,6 +198,9 @@ func bootGuest(t *testing.T, o guestOptions, dir string) *guest {
 			Slots:     o.slots,
 			Forwards:  []qemu.Forward{{HostPort: port, GuestPort: guestPort}},
 			Dir:       g.dir,
+		}
+		if o.vm != nil {
+			o.vm(&cfg)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		g.vm, err = qemu.Start(ctx, cfg, qemu.WithEventHandler(func(e qemu.Event) {
