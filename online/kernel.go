@@ -215,6 +215,11 @@ func (k *KernelTakeover) save(s KernelSettings) error {
 		return nil
 	}
 	b, _ := json.Marshal(s)
+	// At a first start the state file's directory may not be there yet: it is made as the state
+	// file's own save makes it.
+	if err := os.MkdirAll(filepath.Dir(k.path), 0o700); err != nil {
+		return fmt.Errorf("kernel onlining: save the settings found: %w", err)
+	}
 	f, err := os.CreateTemp(filepath.Dir(k.path), filepath.Base(k.path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("kernel onlining: %w", err)

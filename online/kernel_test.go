@@ -157,3 +157,26 @@ func TestKernelTakeoverRefusals(t *testing.T) {
 		t.Error("ReadKernelSettings without auto_online_blocks succeeded")
 	}
 }
+
+// At a first start the state file's directory may not exist yet: the settings found are kept
+// there all the same, and put back.
+func TestKernelTakeoverMakesTheStateDirectory(t *testing.T) {
+	root := kernelTree(t, "offline", "contig-zones", "301")
+	file := filepath.Join(t.TempDir(), "not", "yet", "state.json.kernel")
+	k, err := NewKernelTakeover(root, file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Sync(Policy{Memory: Kernel, MovableRatio: 301}); err != nil {
+		t.Fatalf("Sync with the state directory missing: %v", err)
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Errorf("the settings found are not kept: %v", err)
+	}
+	if err := k.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got := settings(t, root).AutoOnlineBlocks; got != "offline" {
+		t.Errorf("auto_online_blocks = %q after Restore; want offline", got)
+	}
+}
