@@ -14,6 +14,12 @@
 // .cache/qemu/artefacts/TestIntegrationQEMU/<guest>/ (or $HOTPLUG_E2E_ARTEFACTS); a failing
 // scenario logs the paths and the end of the console.
 //
+// TestIntegrationZonePlanner takes three guests under a workload (testdata/memload) through one
+// growth sequence of virtio-mem and pc-dimms and back down: with the agent's zone planner, and
+// with the kernel's online_movable and auto-movable for comparison (HOTPLUG_PLANNER_GROWTH=bench
+// for the larger sequence of `make bench`). TestIntegrationOnlinerCoexistence checks the agent
+// beside the kernel's auto-online, and the policy kernel.
+//
 // TestIntegrationSystemd boots instead a Debian guest with systemd (scripts/guest-image.sh builds
 // its disk), installs the agent's package with dpkg and checks the unit as shipped: readiness,
 // hot-add under its hardening, the watchdog, stop, a reboot and dpkg --purge. Commands run in the
