@@ -30,6 +30,8 @@ type growth struct {
 	grow, shrink []uint64
 	// dimms are the pc-dimm sizes, added in order after the virtio-mem device has grown.
 	dimms []uint64
+	// load is the share of the guest's memory the workload keeps in anonymous pages.
+	load float64
 }
 
 // String describes the sequence for logs and tables.
@@ -38,8 +40,8 @@ func (s growth) String() string {
 	for _, b := range s.dimms {
 		d = append(d, fmt.Sprintf("%d MiB", b/mib))
 	}
-	return fmt.Sprintf("%s boot; virtio-mem grown to %d MiB in %d steps; pc-dimms %s; shrunk to 0 in %d steps; the pc-dimms unplugged",
-		s.boot, s.virtioMax/mib, len(s.grow), strings.Join(d, ", "), len(s.shrink))
+	return fmt.Sprintf("%s boot; virtio-mem grown to %d MiB in %d steps; pc-dimms %s; shrunk to 0 in %d steps; the pc-dimms unplugged; the workload keeps %.0f%% of the memory",
+		s.boot, s.virtioMax/mib, len(s.grow), strings.Join(d, ", "), len(s.shrink), 100*s.load)
 }
 
 // unplugFigures are what one policy made of a growth sequence.
@@ -224,15 +226,17 @@ func withWorkload(t *testing.T, s growth, bin string, w *workload) func(*qemu.Co
 }
 
 // workloadCallback is the agent configuration's callback that starts memload once, for the
-// boot CPU's existing arrival, and lets it run.
-const workloadCallback = `callbacks:
+// boot CPU's existing arrival, and lets it run, keeping the share load of the guest's memory.
+func workloadCallback(load float64) string {
+	return fmt.Sprintf(`callbacks:
   - name: workload
     class: processor
     include_existing: true
     exec:
-      command: ["/bin/memload"]
+      command: ["/bin/memload", "-fraction", "%g"]
       timeout: 24h
-`
+`, load)
+}
 
 // memloadStatus is memload's /status.
 type memloadStatus struct{ Anon, Pipes, Target, Memtotal int64 }
@@ -368,10 +372,10 @@ func runGrowth(t *testing.T, g *guest, w *workload, policy string, s growth) unp
 	for _, d := range s.dimms {
 		dimmBytes += d
 	}
-	// What it keeps (anonymous memory and the pipes it holds on to) must fit in half of what is
-	// left, or the guest would run out of memory whatever the policy.
+	// What it keeps (anonymous memory and the pipes it holds on to) must fit in its share of
+	// what is left, or the guest would run out of memory whatever the policy.
 	keep := func(left uint64) string {
-		return fmt.Sprintf("bytes=%d", max(int64(left/2)-st.Pipes, 4*mib))
+		return fmt.Sprintf("bytes=%d", max(int64(float64(left)*s.load)-st.Pipes, 4*mib))
 	}
 	for _, size := range s.shrink {
 		w.set(t, keep(bootBytes+dimmBytes+size))
@@ -413,15 +417,15 @@ var (
 	ciGrowth = growth{boot: "512M", maxMem: "8G", virtioMax: 3072 * mib,
 		grow:   []uint64{1024 * mib, 1536 * mib, 2048 * mib, 3072 * mib},
 		dimms:  []uint64{512 * mib, 512 * mib},
-		shrink: []uint64{2048 * mib, 1024 * mib, 0}}
-	benchGrowth = growth{boot: "1G", maxMem: "16G", virtioMax: 6144 * mib,
-		grow:   []uint64{1024 * mib, 2048 * mib, 3072 * mib, 4096 * mib, 6144 * mib},
-		dimms:  []uint64{1024 * mib, 1024 * mib},
-		shrink: []uint64{4096 * mib, 2048 * mib, 0}}
+		shrink: []uint64{2048 * mib, 1024 * mib, 0}, load: 0.5}
+	benchGrowth = growth{boot: "1G", maxMem: "24G", virtioMax: 12288 * mib,
+		grow:   []uint64{1024 * mib, 2048 * mib, 4096 * mib, 8192 * mib, 12288 * mib},
+		dimms:  []uint64{1024 * mib, 2048 * mib},
+		shrink: []uint64{8192 * mib, 4096 * mib, 2048 * mib, 0}, load: 0.3}
 )
 
 // TestIntegrationZonePlanner drives the same growth sequence (virtio-mem grown from 1 GiB in
-// steps, pc-dimms beside it, then all of it unplugged again) under a workload that keeps half of
+// steps, pc-dimms beside it, then all of it unplugged again) under a workload that keeps a share of
 // the guest's memory in use and some unmovable kernel memory, three times: with the agent's zone
 // planner (online.memory: planned, the kernel leaving memory offline), and, for comparison, with
 // the kernel onlining everything MOVABLE (memhp_default_state=online_movable) and with the
@@ -447,7 +451,7 @@ func TestIntegrationZonePlanner(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("sequence: %v", s)
-	const cfgNone = "log_notifications: false\nonline:\n  memory: none\n" + workloadCallback
+	cfgNone := "log_notifications: false\nonline:\n  memory: none\n" + workloadCallback(s.load)
 	var all []unplugFigures
 	for _, p := range []struct {
 		name   string
