@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # run.sh: every benchmark of BENCHMARKS.md, then the figures in BENCHMARKS.md rewritten from them.
 # `make bench` runs it. Needs root (uevent files under /sys, udevd in private namespaces) and
-# takes about four minutes, a minute of it the idle window of the footprint.
+# takes about four minutes, a minute of it the idle window of the footprint, and the planner
+# some ten more.
 #
 #   bash bench/run.sh                       all of them
-#   bash bench/run.sh latency storm         some: pipeline latency storm footprint qemu (then the report)
+#   bash bench/run.sh latency storm         some: pipeline latency storm footprint qemu planner (then the report)
+#
+# planner (the zone planner's growth sequence at the larger size, three QEMU guests, some ten
+# minutes) writes its table to $BENCH_OUT/planner.md for BENCHMARKS.md, "Zone planner".
 #
 # Environment:
 #   BENCH_OUT         where results go (default .cache/bench; the report reads them all, so a
@@ -15,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${BENCH_OUT:-.cache/bench}
-all=(pipeline latency storm footprint qemu)
+all=(pipeline latency storm footprint qemu planner)
 which=("$@")
 [ ${#which[@]} -gt 0 ] || which=("${all[@]}")
 
@@ -49,6 +53,9 @@ for b in "${which[@]}"; do
 	storm)     "$hb" storm -out "$out" -agent bin/hotplug-agent ;;
 	footprint) "$hb" footprint -out "$out" -agent bin/hotplug-agent ;;
 	qemu)      "$hb" qemu -out "$out" || echo "bench: the QEMU benchmark failed; its figures are left as they were" ;;
+	planner)   HOTPLUG_PLANNER_GROWTH=bench HOTPLUG_PLANNER_TABLE="$(realpath -m "$out/planner.md")" \
+		go test -count=1 -timeout 60m -run '^TestIntegrationZonePlanner$' -v ./e2e/ >"$out/planner.log" 2>&1 ||
+		echo "bench: the zone planner benchmark failed; see $out/planner.log" ;;
 	*) echo "bench: unknown benchmark $b (want: ${all[*]})" >&2; exit 2 ;;
 	esac
 done
