@@ -81,11 +81,16 @@ func (d datagram) setSeq(seq uint64) {
 	}
 }
 
-// memSysfs is a machine in memory: CPUs 0..cpus-1 and memory blocks 0..blocks-1, all online.
-type memSysfs struct{ cpus, blocks int }
+// memSysfs is a machine in memory: CPUs 0..cpus-1 and memory blocks 0..blocks-1, all online
+// but the CPUs offline holds (the agent believes a CPU's offline or online uevent only when
+// sysfs shows it: a benchmark sets offline before it sends the uevent).
+type memSysfs struct {
+	cpus, blocks int
+	offline      map[int]bool
+}
 
 func (m memSysfs) CPU(n int) (sysfs.CPU, error) {
-	return sysfs.CPU{Number: n, Online: true, Hotpluggable: n > 0, Node: 0}, nil
+	return sysfs.CPU{Number: n, Online: !m.offline[n], Hotpluggable: n > 0, Node: 0}, nil
 }
 
 func (m memSysfs) CPUs() ([]sysfs.CPU, error) {
@@ -219,7 +224,8 @@ func BenchmarkPipeline(b *testing.B) {
 
 func benchPipeline(b *testing.B, regs int) {
 	const cpus = 64
-	p := newPipeline(b, memSysfs{cpus: cpus, blocks: 0})
+	fs := memSysfs{cpus: cpus, offline: map[int]bool{}}
+	p := newPipeline(b, fs)
 	var delivered atomic.Int64
 	var target atomic.Int64
 	done := make(chan struct{}, 1)
@@ -249,7 +255,9 @@ func benchPipeline(b *testing.B, regs int) {
 	run := func(n int) {
 		target.Store(delivered.Load() + int64(n*regs))
 		for range n {
-			d := cycle[i%len(cycle)]
+			k := i % len(cycle)
+			d := cycle[k]
+			fs.offline[k/2] = k%2 == 0 // what sysfs shows once the kernel sent d
 			i++
 			d.setSeq(seq)
 			seq++
