@@ -45,10 +45,9 @@ type Checkpoint struct {
 	covered map[*Entry]uint64
 }
 
-// durableState is the part of an Entry that only durable registrations use (pushed excepted).
+// durableState is the part of an Entry that only durable registrations use.
 // Entry.mu guards it.
 type durableState struct {
-	pushed      uint64               // notifications ever pushed on the queue: its head is number pushed-len+1
 	doneView    map[string]Interface // the view after the last notification the callback finished
 	replay      []Notification       // a resumed Cursor's pending notifications, not yet taken
 	inflight    Notification         // taken off the replay or the queue, not finished
@@ -125,15 +124,13 @@ func (r *Registry) resume(e *Entry, c *Cursor, existing []Interface) {
 	// The replay is never dropped, by an overflow or in a Checkpoint; the queue, and e.view,
 	// start where it ends.
 	e.replay = slices.Clone(pending)
-	e.view = after
+	e.box.SetView(after)
 	// Then what the callback missed beyond the pending ones: a resync of after to the truth.
 	active := make(map[string]Interface, len(existing))
 	for _, i := range existing {
 		active[i.SymbolicLink] = i
 	}
-	for _, n := range diff(after, active, time.Now()) {
-		e.push(r.restate(e, n))
-	}
+	e.box.Resync(active, nil, func(n Notification) Notification { return r.restate(e, n) })
 }
 
 // restate gives n, made for e alone, the registry's next ID when e is durable, so that its
@@ -144,33 +141,6 @@ func (r *Registry) restate(e *Entry, n Notification) Notification {
 		n.ID = r.lastID
 	}
 	return n
-}
-
-// diff returns the removals then the arrivals (CauseResync, ID 0) that take view to active: an
-// interface whose details differ gets a removal and an arrival. Each half is in Interface.Less
-// order.
-func diff(view, active map[string]Interface, now time.Time) []Notification {
-	var gone, came []Interface
-	for k, v := range view {
-		if a, ok := active[k]; !ok || a != v {
-			gone = append(gone, v)
-		}
-	}
-	for k, a := range active {
-		if v, ok := view[k]; !ok || v != a {
-			came = append(came, a)
-		}
-	}
-	slices.SortFunc(gone, compareInterfaces)
-	slices.SortFunc(came, compareInterfaces)
-	out := make([]Notification, 0, len(gone)+len(came))
-	for _, i := range gone {
-		out = append(out, NewNotification(GUIDDeviceInterfaceRemoval, i, 0, now, CauseResync))
-	}
-	for _, i := range came {
-		out = append(out, NewNotification(GUIDDeviceInterfaceArrival, i, 0, now, CauseResync))
-	}
-	return out
 }
 
 // awaitSaved waits until a saved Checkpoint holds the notification e has just taken off its
@@ -190,7 +160,7 @@ func (e *Entry) awaitSaved() bool {
 		e.r.requestCheckpoint(true)
 		select {
 		case <-e.saved:
-		case <-e.ctx.Done():
+		case <-e.w.Context().Done():
 			return false
 		}
 	}
@@ -199,7 +169,7 @@ func (e *Entry) awaitSaved() bool {
 // finished records that the callback of durable e returned from n, unless e's context ended
 // (the callback was cut short: n stays pending, to be given again). e.mu must be held.
 func (e *Entry) finished(n Notification) {
-	if e.ctx.Err() != nil {
+	if e.w.Context().Err() != nil {
 		return
 	}
 	e.hasInflight = false
@@ -238,13 +208,13 @@ func (r *Registry) Checkpoint(maxPending int) Checkpoint {
 			c.Pending = append(c.Pending, e.inflight)
 		}
 		c.Pending = append(c.Pending, e.replay...)
-		take := max(min(e.queue.len(), maxPending-len(c.Pending)), 0)
+		take := max(min(e.box.Len(), maxPending-len(c.Pending)), 0)
 		for k := range take {
-			c.Pending = append(c.Pending, e.queue.at(k))
+			c.Pending = append(c.Pending, e.box.At(k))
 		}
 		// The number of the last queued notification held: the queue's head is number
 		// pushed-len+1.
-		cp.covered[e] = e.pushed - uint64(e.queue.len()) + uint64(take)
+		cp.covered[e] = e.box.Pushed() - uint64(e.box.Len()) + uint64(take)
 		e.mu.Unlock()
 		cp.Cursors[e.owner] = c
 	}
@@ -279,14 +249,14 @@ func (r *Registry) Stop(ctx context.Context) error {
 		e.mu.Lock()
 		e.stopped = true
 		e.mu.Unlock()
-		e.poke()
+		e.w.Poke()
 	}
 	busy := r.awaitIdle(ctx, entries)
 	if len(busy) == 0 {
 		return nil
 	}
 	for _, e := range busy {
-		e.cancel()
+		e.w.Cancel()
 	}
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()

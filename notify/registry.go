@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/hotplug-agent/hotplug-agent/internal/goid"
 	"log/slog"
 	"maps"
 	"slices"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/dispatch"
 )
 
 // EventCategory is the kind of Plug and Play event a registration is for
@@ -98,25 +99,16 @@ type Observer interface {
 	QueueOverflow(owner string, dropped int)
 }
 
-// PanicError is the error reported to the Observer when a callback panicked.
-type PanicError struct {
-	// Value is the value given to panic.
-	Value any
-	// Stack is the stack of the panicking callback goroutine, or nil when it was not captured:
-	// a registration's stack is captured on its first panic and then at most once per
-	// StackInterval.
-	Stack []byte
-}
+// PanicError is the error reported to the Observer when a callback panicked: its Value is the
+// value given to panic, its Stack the stack of the panicking callback goroutine, or nil when it
+// was not captured (a registration's stack is captured on its first panic and then at most once
+// per StackInterval).
+type PanicError = dispatch.PanicError
 
-// Error returns "callback panicked: <value>". It does not block and is safe for concurrent use.
-func (p *PanicError) Error() string { return fmt.Sprintf("callback panicked: %v", p.Value) }
-
-// Unwrap returns the panic value when it is an error, nil otherwise. It does not block and is
-// safe for concurrent use.
-func (p *PanicError) Unwrap() error {
-	err, _ := p.Value.(error)
-	return err
-}
+// StackInterval is how often a registration whose callback keeps panicking has its stack
+// captured and logged: the first panic always, then at most once per interval. Every panic is
+// still logged (one line) and reported to the observer.
+const StackInterval = dispatch.StackInterval
 
 // Options configure a Registry. The zero value is valid; NewRegistry copies it.
 type Options struct {
@@ -143,6 +135,7 @@ type Registry struct {
 	log   *slog.Logger
 	obs   Observer
 	limit int
+	spec  *dispatch.Spec[Notification, Interface]
 
 	checkpoint func(urgent bool) // Options.RequestCheckpoint
 
@@ -170,6 +163,7 @@ func NewRegistry(opts Options) *Registry {
 		limit:  limit,
 		active: make(map[string]Interface),
 		live:   make(map[*Entry]struct{}),
+		spec:   newSpec(limit),
 	}
 	r.checkpoint = opts.RequestCheckpoint
 	return r
@@ -184,30 +178,22 @@ type Entry struct {
 	flags   Flags
 	cb      Callback
 	userCtx any
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wake    chan struct{} // capacity 1: "the queue may have changed"
-	done    chan struct{} // closed when the dispatch goroutine has exited
+	w       *dispatch.Worker // the dispatch goroutine
 
-	startID   uint64        // the registry's LastID when the entry was registered
-	cur       Notification  // the notification shown to the Observer; dispatch goroutine only
-	stacks    panicStacks   // dispatch goroutine only
-	gid       atomic.Uint64 // goroutine id of the dispatch goroutine, 0 until it starts
+	startID   uint64          // the registry's LastID when the entry was registered
+	cur       Notification    // the notification shown to the Observer; dispatch goroutine only
+	stacks    dispatch.Stacks // dispatch goroutine only
 	delivered atomic.Uint64
-	dropped   atomic.Uint64
+	taken     atomic.Int64 // notifications taken off the queue whose callback has not started
 
 	durable bool          // RegisterDurable: see durable.go
 	idle    chan struct{} // capacity 1: "running went false"
 	saved   chan struct{} // capacity 1, durable entries: "a Checkpoint was saved"
 
-	mu       sync.Mutex // guards the fields below; taken after Registry.mu
-	removed  bool
-	stopped  bool // Registry.Stop: no callback starts
-	running  bool // a callback runs
-	queue    ring
-	view     map[string]Interface // interfaces announced by the notifications popped so far
-	overflow int                  // dropped by overflows and not yet reported
-	stale    bool                 // the queue overflowed: a resync is owed, computed by catchUp
+	mu      sync.Mutex // guards the fields below; taken after Registry.mu
+	stopped bool       // Registry.Stop: no callback starts
+	running bool       // a callback runs
+	box     dispatch.Mailbox[Notification, Interface]
 	durableState
 }
 
@@ -298,7 +284,6 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 		return nil, fmt.Errorf("notify: register %s: nil callback", owner)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
 	e := &Entry{
 		r:       r,
 		owner:   owner,
@@ -306,13 +291,11 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 		flags:   flags,
 		cb:      cb,
 		userCtx: userCtx,
-		ctx:     ctx,
-		cancel:  cancel,
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		w:       dispatch.NewWorker(),
 		idle:    make(chan struct{}, 1),
 		durable: durable,
 	}
+	e.box.Init(r.spec)
 	if durable {
 		e.saved = make(chan struct{}, 1)
 	}
@@ -321,37 +304,30 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		cancel()
+		e.w.Cancel()
 		return nil, fmt.Errorf("notify: register %s: %w", owner, ErrClosed)
 	}
 	existing := r.activeOf(class)
 	e.startID = r.lastID
-	switch {
-	case resume != nil:
+	if resume != nil {
 		r.resume(e, resume, existing)
-	case include:
-		// The view starts empty: the existing arrivals fill it as they are delivered.
-		e.view = make(map[string]Interface, len(existing))
-		now := time.Now()
-		for _, i := range existing {
-			e.push(r.restate(e, NewNotification(GUIDDeviceInterfaceArrival, i, 0, now, CauseExisting)))
-		}
-	default:
-		// The entry is not told about what is active, but its later notifications continue
-		// from that state, so that is where its view starts.
-		e.view = make(map[string]Interface, len(existing))
-		for _, i := range existing {
-			e.view[i.SymbolicLink] = i
-		}
+	} else {
+		// With include the existing arrivals fill the view as they are delivered; without, the
+		// entry is not told about what is active, but its later notifications continue from
+		// that state, so that is where its view starts.
+		e.box.Start(existing, interfaceKey, include, func(n Notification) Notification {
+			n.Cause = CauseExisting
+			return r.restate(e, n)
+		})
 	}
 	if durable && resume == nil {
-		e.doneView = maps.Clone(e.view)
+		e.doneView = maps.Clone(e.box.View())
 	}
 	r.entries = append(r.entries, e)
 	r.live[e] = struct{}{}
 	r.mu.Unlock()
 
-	go r.run(e)
+	e.w.Start(func() { r.run(e) }, func(clean bool) { r.exited(e, clean) })
 	r.log.Info("notification registered", "owner", owner, "class", ClassName(class),
 		"include_existing", include, "active", len(existing), "durable", durable, "resumed", resume != nil)
 	return e, nil
@@ -372,19 +348,16 @@ func (r *Registry) Unregister(e *Entry) error {
 	}
 	r.mu.Lock()
 	e.mu.Lock()
-	if e.removed {
+	if !e.box.Remove() {
 		e.mu.Unlock()
 		r.mu.Unlock()
 		return fmt.Errorf("notify: unregister %s: %w", e.owner, ErrUnregistered)
 	}
-	e.removed = true
-	e.queue.reset()
-	e.overflow = 0
 	e.mu.Unlock()
 	r.removeEntry(e)
 	r.mu.Unlock()
-	e.cancel()
-	e.poke()
+	e.w.Cancel()
+	e.w.Poke()
 	r.log.Info("notification unregistered", "owner", e.owner, "class", ClassName(e.class))
 	return nil
 }
@@ -400,23 +373,10 @@ func (r *Registry) UnregisterEx(ctx context.Context, e *Entry) error {
 	if err := r.Unregister(e); err != nil {
 		return err
 	}
-	if ctx == nil {
-		ctx = context.Background()
+	if err := e.w.Wait(ctx); err != nil {
+		return fmt.Errorf("notify: unregister: callback of %s is still running: %w", e.owner, err)
 	}
-	if e.isCurrentGoroutine() {
-		return nil
-	}
-	select {
-	case <-e.done:
-		return nil
-	default:
-	}
-	select {
-	case <-e.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("notify: unregister: callback of %s is still running: %w", e.owner, ctx.Err())
-	}
+	return nil
 }
 
 // Publish delivers one notification: it updates the active set (an arrival adds n.Interface,
@@ -499,7 +459,7 @@ func (r *Registry) Entries() []EntryInfo {
 	infos := make([]EntryInfo, 0, len(r.entries))
 	for _, e := range r.entries {
 		e.mu.Lock()
-		queued := e.queue.len()
+		queued := e.box.Len() + int(e.taken.Load())
 		e.mu.Unlock()
 		infos = append(infos, EntryInfo{
 			Owner:     e.owner,
@@ -507,7 +467,7 @@ func (r *Registry) Entries() []EntryInfo {
 			Flags:     e.flags,
 			Queued:    queued,
 			Delivered: e.delivered.Load(),
-			Dropped:   e.dropped.Load(),
+			Dropped:   e.box.Dropped(),
 		})
 	}
 	return infos
@@ -529,48 +489,22 @@ func (r *Registry) Close(ctx context.Context) error {
 	r.entries = nil
 	for _, e := range entries {
 		e.mu.Lock()
-		e.removed = true
-		e.queue.reset()
-		e.overflow = 0
+		e.box.Remove()
 		e.mu.Unlock()
 	}
 	live := slices.Collect(maps.Keys(r.live))
 	r.mu.Unlock()
 	for _, e := range entries {
-		e.cancel()
-		e.poke()
+		e.w.Cancel()
+		e.w.Poke()
 	}
 	if len(entries) > 0 {
 		r.log.Info("notification registry closed", "unregistered", len(entries))
 	}
-
-	self := goid.ID()
-wait:
-	for _, e := range live {
-		if self != 0 && e.gid.Load() == self {
-			continue
-		}
-		select {
-		case <-e.done:
-		case <-ctx.Done():
-			break wait
-		}
-	}
-	var running []string
-	for _, e := range live {
-		select {
-		case <-e.done:
-		default:
-			if self == 0 || e.gid.Load() != self {
-				running = append(running, e.owner)
-			}
-		}
-	}
+	running := dispatch.WaitAll(ctx, live, (*Entry).worker, (*Entry).Owner)
 	if len(running) == 0 {
 		return nil
 	}
-	slices.Sort(running)
-	running = slices.Compact(running)
 	return fmt.Errorf("notify: close: callbacks of %s are still running: %w", strings.Join(running, ", "), ctx.Err())
 }
 
@@ -593,86 +527,29 @@ func (r *Registry) removeEntry(e *Entry) {
 	}
 }
 
-// enqueue appends n to e's queue, or replaces the queue with a resync when it is full, and
-// wakes e's dispatch goroutine. r.mu must be held (the resync reads r.active).
+// enqueue appends n to e's queue, or drops the queue for a resync when it is full, and wakes
+// e's dispatch goroutine if it waits for it. r.mu must be held.
 func (r *Registry) enqueue(e *Entry, n Notification) {
 	e.mu.Lock()
-	if e.removed {
-		e.mu.Unlock()
-		return
-	}
-	switch {
-	case e.stale: // the resync owed will cover n
-		e.overflow++
-		e.dropped.Add(1)
-	case e.queue.len() < r.limit:
-		e.push(n)
-	default:
-		// Drop the queue; the entry's own goroutine computes the resync when it is free again
-		// (catchUp), so a stuck registration costs Publish nothing more and holds no queue.
-		dropped := e.queue.len() + 1
-		e.queue.reset()
-		e.stale = true
-		e.overflow += dropped
-		e.dropped.Add(uint64(dropped))
-	}
+	wake := e.box.Offer(n)
 	e.mu.Unlock()
-	e.poke()
-}
-
-// push appends n to e's queue. e.mu must be held, or e not yet shared.
-func (e *Entry) push(n Notification) {
-	e.queue.push(n)
-	e.pushed++
-}
-
-// poke wakes e's dispatch goroutine. It does not block.
-func (e *Entry) poke() {
-	select {
-	case e.wake <- struct{}{}:
-	default:
+	if wake {
+		e.w.Poke()
 	}
 }
 
-// catchUp queues the resync a stale e is owed, against the interfaces active now.
+// catchUp queues the resync a stale e is owed, against the interfaces active now: removals
+// first, then arrivals, each in Interface.Less order; an interface whose details changed gets
+// a removal and an arrival.
 func (r *Registry) catchUp(e *Entry) {
 	r.mu.Lock()
 	e.mu.Lock()
-	if e.stale && !e.removed {
-		r.resync(e)
-		e.stale = false
+	if e.box.Stale() {
+		e.box.Resync(r.active, func(i Interface) bool { return matches(e.class, i.ClassGUID) },
+			func(n Notification) Notification { return r.restate(e, n) })
 	}
 	e.mu.Unlock()
 	r.mu.Unlock()
-}
-
-// resync fills e's (empty) queue with the difference between e's view and the active
-// interfaces of its class: removals first, then arrivals, each in Interface.Less order. An
-// interface whose details changed gets a removal and an arrival. r.mu and e.mu must be held.
-func (r *Registry) resync(e *Entry) {
-	var gone, came []Interface
-	for k, v := range e.view {
-		if a, ok := r.active[k]; !ok || a != v {
-			gone = append(gone, v)
-		}
-	}
-	for k, a := range r.active {
-		if !matches(e.class, a.ClassGUID) {
-			continue
-		}
-		if v, ok := e.view[k]; !ok || v != a {
-			came = append(came, a)
-		}
-	}
-	slices.SortFunc(gone, compareInterfaces)
-	slices.SortFunc(came, compareInterfaces)
-	now := time.Now()
-	for _, i := range gone {
-		e.push(r.restate(e, NewNotification(GUIDDeviceInterfaceRemoval, i, 0, now, CauseResync)))
-	}
-	for _, i := range came {
-		e.push(r.restate(e, NewNotification(GUIDDeviceInterfaceArrival, i, 0, now, CauseResync)))
-	}
 }
 
 // refuse logs a notification that Publish refused.
@@ -681,13 +558,17 @@ func (r *Registry) refuse(n Notification, reason string) {
 		"interface", n.SymbolicLinkName, "class", ClassName(n.InterfaceClassGUID), "seqnum", n.Seqnum)
 }
 
+// batchMax is the most notifications a dispatch goroutine takes off its queue at once: one
+// hand-off under the entry's lock for a burst, rather than one per notification.
+const batchMax = 64
+
 // run is the dispatch goroutine of e: it delivers e's queue in order until e is removed.
 func (r *Registry) run(e *Entry) {
-	e.gid.Store(goid.ID())
-	clean := false
-	defer func() { r.exited(e, clean) }()
+	var batch []Notification
 	for {
-		n, ok, overflow, more := e.next()
+		var overflow int
+		var more bool
+		batch, overflow, more = e.next(batch[:0])
 		if overflow > 0 {
 			r.log.Warn("notification queue overflow", "owner", e.owner, "class", ClassName(e.class),
 				"dropped", overflow, "limit", r.limit)
@@ -696,12 +577,15 @@ func (r *Registry) run(e *Entry) {
 			}
 		}
 		if !more {
-			clean = true
 			return
 		}
-		if ok && e.ctx.Err() == nil && e.begin(n) {
-			r.dispatch(e, n)
-			e.end(n)
+		for k, n := range batch {
+			e.taken.Add(-1)
+			if e.w.Context().Err() == nil && e.begin(n) {
+				r.dispatch(e, n)
+				e.end(n)
+			}
+			batch[k] = Notification{} // hold no interface beyond its delivery
 		}
 	}
 }
@@ -715,7 +599,7 @@ func (e *Entry) begin(n Notification) bool {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.removed || e.stopped {
+	if e.box.Removed() || e.stopped {
 		return false
 	}
 	e.running = true
@@ -739,60 +623,51 @@ func (e *Entry) end(n Notification) {
 	}
 }
 
-// next waits for e's next notification. It returns ok=false when there is none but an
-// overflow to report, and more=false once e is removed.
-func (e *Entry) next() (n Notification, ok bool, overflow int, more bool) {
+// next waits for e's next notifications and appends them to batch: up to batchMax of them, one
+// for a durable e (whose Checkpoints count them one by one). It returns none but an overflow to
+// report when there is only that, and more=false once e is removed.
+func (e *Entry) next(batch []Notification) (_ []Notification, overflow int, more bool) {
 	for {
 		e.mu.Lock()
-		if e.stale && !e.removed {
+		if e.box.Stale() {
 			e.mu.Unlock()
 			e.r.catchUp(e)
 			e.mu.Lock()
 		}
-		if e.removed {
+		if e.box.Removed() {
 			e.mu.Unlock()
-			return Notification{}, false, 0, false
+			return batch, 0, false
 		}
 		if e.stopped || e.hasInflight {
 			// Stopped for a shutdown: nothing more is taken off the queue, which a Checkpoint
 			// saves; or a notification taken off it before is still owed to the callback.
 			e.mu.Unlock()
-			<-e.wake
+			e.w.IdleUntilPoked()
 			continue
 		}
-		overflow, e.overflow = e.overflow, 0
-		if len(e.replay) > 0 {
-			// Given before this start, perhaps seen: e.view already follows from them.
-			n = e.replay[0]
+		overflow = e.box.TakeOverflow()
+		switch {
+		case len(e.replay) > 0:
+			// Given before this start, perhaps seen: the view already follows from them.
+			n := e.replay[0]
 			e.replay = e.replay[1:]
 			e.inflight, e.hasInflight, e.inflightNum = n, true, 0
+			batch = append(batch, n)
+		case e.box.Len() > 0 && e.durable:
+			e.inflightNum = e.box.Pushed() - uint64(e.box.Len()) + 1
+			batch = e.box.Take(batch, 1)
+			e.inflight, e.hasInflight = batch[0], true
+		case e.box.Len() > 0:
+			batch = e.box.Take(batch, batchMax)
+		case overflow == 0:
+			e.box.Wait()
 			e.mu.Unlock()
-			return n, true, overflow, true
+			e.w.Idle()
+			continue
 		}
-		if e.queue.len() > 0 {
-			if e.durable {
-				e.inflightNum = e.pushed - uint64(e.queue.len()) + 1
-			}
-			n = e.queue.pop()
-			if e.durable {
-				e.inflight, e.hasInflight = n, true
-			}
-			if n.IsArrival() {
-				e.view[n.SymbolicLinkName] = n.Interface
-			} else {
-				delete(e.view, n.SymbolicLinkName)
-			}
-			e.mu.Unlock()
-			return n, true, overflow, true
-		}
+		e.taken.Add(int64(len(batch)))
 		e.mu.Unlock()
-		if overflow > 0 {
-			return Notification{}, false, overflow, true
-		}
-		select {
-		case <-e.wake:
-		case <-e.ctx.Done():
-		}
+		return batch, overflow, true
 	}
 }
 
@@ -803,17 +678,18 @@ func (r *Registry) dispatch(e *Entry, n Notification) {
 		r.obs.CallbackStarted(e.owner, &e.cur, time.Since(n.ReadAt))
 	}
 	e.delivered.Add(1)
+	ctx := e.w.Context()
 	start := time.Now()
-	panicked, omitted, err := e.call(n)
+	err, panicked, omitted := e.stacks.Call(func() error { return e.cb(ctx, n, e.userCtx) })
 	took := time.Since(start)
 	switch {
 	case panicked:
 		args := []any{"owner", e.owner, "event", EventName(n.Event), "interface", n.SymbolicLinkName, "err", err}
 		if pe, ok := err.(*PanicError); ok {
-			args = append(args, pe.logArgs(omitted)...)
+			args = append(args, pe.LogArgs(omitted)...)
 		}
 		r.log.Error("callback panicked", args...)
-	case err != nil && e.ctx.Err() != nil && errors.Is(err, context.Canceled):
+	case err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled):
 		r.log.Debug("callback cancelled", "owner", e.owner, "event", EventName(n.Event),
 			"interface", n.SymbolicLinkName, "err", err)
 	case err != nil:
@@ -826,45 +702,52 @@ func (r *Registry) dispatch(e *Entry, n Notification) {
 	}
 }
 
-// call runs the callback, turning a panic into a *PanicError; omitted is the number of earlier
-// panics whose stack was not captured, when this one's was.
-func (e *Entry) call(n Notification) (panicked bool, omitted int, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			panicked = true
-			err, omitted = e.stacks.recovered(v, time.Now())
-		}
-	}()
-	return false, 0, e.cb(e.ctx, n, e.userCtx)
-}
-
-// exited runs when e's dispatch goroutine ends. An end that did not come from unregistering
-// (a callback called runtime.Goexit) removes the entry, which could never be served again.
+// exited runs when e's dispatch goroutine ends, before its Worker is done. An end that did not
+// come from unregistering (a callback called runtime.Goexit) removes the entry, which could
+// never be served again.
 func (r *Registry) exited(e *Entry, clean bool) {
 	r.mu.Lock()
 	delete(r.live, e)
 	e.mu.Lock()
-	orphan := !e.removed
-	e.removed = true
-	e.queue.reset()
+	orphan := e.box.Remove()
 	e.mu.Unlock()
 	if orphan {
 		r.removeEntry(e)
 	}
 	r.mu.Unlock()
-	e.cancel()
-	close(e.done)
 	if !clean {
 		r.log.Error("callback goroutine exited", "owner", e.owner, "class", ClassName(e.class),
 			"reason", "callback called runtime.Goexit")
 	}
 }
 
-// isCurrentGoroutine reports whether the caller runs on e's dispatch goroutine.
-func (e *Entry) isCurrentGoroutine() bool {
-	g := e.gid.Load()
-	return g != 0 && g == goid.ID()
+// worker returns e's dispatch goroutine.
+func (e *Entry) worker() *dispatch.Worker { return e.w }
+
+// newSpec is how a Registry's queues of limit notifications read and make notifications.
+func newSpec(limit int) *dispatch.Spec[Notification, Interface] {
+	return &dispatch.Spec[Notification, Interface]{
+		Limit: limit,
+		Read: func(n Notification) (string, bool, Interface) {
+			return n.SymbolicLinkName, n.IsArrival(), n.Interface
+		},
+		Note:    resyncNote,
+		Compare: compareInterfaces,
+	}
 }
+
+// resyncNote is the arrival (or removal) of i that a resync delivers: Cause CauseResync, ID 0,
+// ReadAt now.
+func resyncNote(arrival bool, i Interface) Notification {
+	event := GUIDDeviceInterfaceRemoval
+	if arrival {
+		event = GUIDDeviceInterfaceArrival
+	}
+	return NewNotification(event, i, 0, time.Now(), CauseResync)
+}
+
+// interfaceKey is the key of i in an active set or a view.
+func interfaceKey(i Interface) string { return i.SymbolicLink }
 
 // matches reports whether a registration for class receives notifications of ifaceClass.
 func matches(class, ifaceClass uuid.UUID) bool {

@@ -1395,42 +1395,6 @@ func TestEntriesActiveSeed(t *testing.T) {
 	})
 }
 
-func TestRing(t *testing.T) {
-	tests := []struct {
-		name string
-		ops  string // p: push the next number, o: pop
-	}{
-		{"fill and drain", "pppppppppppooooooooooo"},
-		{"wrap around", "pppppoooppppppppoppppppooooooooooooooo"},
-		{"steady one", "popopopopopopopopopopo"},
-		{"grow past keep", strings.Repeat("p", 300) + strings.Repeat("o", 300) + "ppoo"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var q ring
-			var model []uint64
-			next := uint64(0)
-			for k, op := range tt.ops {
-				switch op {
-				case 'p':
-					next++
-					q.push(Notification{Seqnum: next})
-					model = append(model, next)
-				case 'o':
-					got := q.pop().Seqnum
-					if got != model[0] {
-						t.Fatalf("op %d: pop = %d, want %d", k, got, model[0])
-					}
-					model = model[1:]
-				}
-				if q.len() != len(model) {
-					t.Fatalf("op %d: len = %d, want %d", k, q.len(), len(model))
-				}
-			}
-		})
-	}
-}
-
 // BenchmarkPublishDispatch measures Publish plus delivery to every registration, in batches
 // small enough never to overflow a queue; ns/callback is the time per delivered notification.
 func BenchmarkPublishDispatch(b *testing.B) {

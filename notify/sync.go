@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/hotplug-agent/hotplug-agent/internal/goid"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/dispatch"
 )
 
 // This file holds the machinery shared by the registrations whose callbacks the agent waits for:
@@ -75,16 +74,11 @@ type syncEntry[N any] struct {
 	owner   string
 	cb      func(ctx context.Context, n N, userCtx any) error
 	userCtx any
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wake    chan struct{} // capacity 1
-	done    chan struct{} // closed when the goroutine has exited
-	gid     atomic.Uint64
+	w       *dispatch.Worker
 	obs     SyncObserver
 	log     *slog.Logger
-	stacks  panicStacks // the entry's goroutine only
-	exited  func()      // called by the goroutine as it exits, before done is closed; may be nil
-	limit   int         // the most calls queued at once; 0: no bound
+	stacks  dispatch.Stacks // the entry's goroutine only
+	limit   int             // the most calls queued at once; 0: no bound
 
 	mu          sync.Mutex
 	removed     bool
@@ -114,12 +108,14 @@ type callResult struct {
 // after it): the registry forgets the entry then, and not before, so that Close waits for a
 // callback that unregistered its own entry. It does not block.
 func newSyncEntry[N any](owner string, cb func(context.Context, N, any) error, userCtx any, obs SyncObserver, log *slog.Logger, limit int, exited func()) *syncEntry[N] {
-	ctx, cancel := context.WithCancel(context.Background())
 	e := &syncEntry[N]{
-		owner: owner, cb: cb, userCtx: userCtx, ctx: ctx, cancel: cancel, obs: obs, log: log,
-		limit: limit, exited: exited, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		owner: owner, cb: cb, userCtx: userCtx, w: dispatch.NewWorker(), obs: obs, log: log, limit: limit,
 	}
-	go e.run()
+	e.w.Start(e.run, func(bool) {
+		if exited != nil {
+			exited()
+		}
+	})
 	return e
 }
 
@@ -154,10 +150,7 @@ func (e *syncEntry[N]) post(n N, phase string, deadline time.Time) *syncCall[N] 
 			e.obs.QueueOverflow(e.owner, 1)
 		}
 	}
-	select {
-	case e.wake <- struct{}{}:
-	default:
-	}
+	e.w.Poke()
 	return c
 }
 
@@ -201,13 +194,6 @@ func (c *syncCall[N]) await(timeout <-chan time.Time) (outcome, error) {
 
 // run is the registration's goroutine: it runs the queued calls in order until removed.
 func (e *syncEntry[N]) run() {
-	e.gid.Store(goid.ID())
-	defer func() {
-		if e.exited != nil {
-			e.exited()
-		}
-		close(e.done)
-	}()
 	for {
 		e.mu.Lock()
 		if e.removed {
@@ -216,10 +202,7 @@ func (e *syncEntry[N]) run() {
 		}
 		if len(e.queue) == 0 {
 			e.mu.Unlock()
-			select {
-			case <-e.wake:
-			case <-e.ctx.Done():
-			}
+			e.w.Idle()
 			continue
 		}
 		c := e.queue[0]
@@ -235,25 +218,23 @@ func (e *syncEntry[N]) run() {
 }
 
 // call runs the callback for c, turning a panic into a *PanicError.
-func (e *syncEntry[N]) call(c *syncCall[N]) (err error) {
-	ctx := e.ctx
+func (e *syncEntry[N]) call(c *syncCall[N]) error {
+	ctx := e.w.Context()
 	if !c.deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, c.deadline)
 		defer cancel()
 	}
 	start := time.Now()
-	defer func() {
-		if v := recover(); v != nil {
-			pe, omitted := e.stacks.recovered(v, time.Now())
-			e.log.Error("callback panicked", append([]any{"owner", e.owner, "phase", c.phase, "err", pe}, pe.logArgs(omitted)...)...)
-			err = pe
-		}
-		if e.obs != nil {
-			e.obs.SyncCallDone(e.owner, c.phase, time.Since(start), err)
-		}
-	}()
-	return e.cb(ctx, c.n, e.userCtx)
+	err, panicked, omitted := e.stacks.Call(func() error { return e.cb(ctx, c.n, e.userCtx) })
+	if panicked {
+		pe := err.(*PanicError)
+		e.log.Error("callback panicked", append([]any{"owner", e.owner, "phase", c.phase, "err", pe}, pe.LogArgs(omitted)...)...)
+	}
+	if e.obs != nil {
+		e.obs.SyncCallDone(e.owner, c.phase, time.Since(start), err)
+	}
+	return err
 }
 
 // remove marks the registration removed, drops its queued calls (their waiters see them
@@ -271,7 +252,7 @@ func (e *syncEntry[N]) remove() bool {
 	}
 	e.queue = nil
 	e.mu.Unlock()
-	e.cancel()
+	e.w.Cancel()
 	return true
 }
 
@@ -285,23 +266,10 @@ func (e *syncEntry[N]) isRemoved() bool {
 // wait blocks until the registration's goroutine has exited (no callback of it runs), or ctx
 // ends; called from the registration's own callback it returns at once.
 func (e *syncEntry[N]) wait(ctx context.Context) error {
-	if g := e.gid.Load(); g != 0 && g == goid.ID() {
-		return nil
+	if err := e.w.Wait(ctx); err != nil {
+		return fmt.Errorf("callback of %s is still running: %w", e.owner, err)
 	}
-	select {
-	case <-e.done:
-		return nil
-	default:
-	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	select {
-	case <-e.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("callback of %s is still running: %w", e.owner, ctx.Err())
-	}
+	return nil
 }
 
 // closeAll is the shared part of the registries' Close: it removes every registered entry, then
@@ -311,14 +279,9 @@ func closeAll[N any](registered, live []*syncEntry[N], ctx context.Context, what
 	for _, e := range registered {
 		e.remove()
 	}
-	var running []string
-	for _, e := range live {
-		if e.wait(ctx) != nil {
-			running = append(running, e.owner)
-		}
-	}
+	running := dispatch.WaitAll(ctx, live, func(e *syncEntry[N]) *dispatch.Worker { return e.w },
+		func(e *syncEntry[N]) string { return e.owner })
 	if len(running) > 0 {
-		slices.Sort(running)
 		return fmt.Errorf("notify: close %s registry: callbacks of %s are still running: %w", what, strings.Join(running, ", "), ctx.Err())
 	}
 	return nil

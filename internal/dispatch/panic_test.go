@@ -1,4 +1,4 @@
-package notify
+package dispatch
 
 import (
 	"strings"
@@ -10,13 +10,13 @@ import (
 // within StackInterval do not (they are counted), and the first after the interval carries it
 // again with the number omitted.
 func TestPanicStacksRateLimited(t *testing.T) {
-	var s panicStacks
+	var s Stacks
 	t0 := time.Unix(1_700_000_000, 0)
 	capture := func(now time.Time) (*PanicError, int) {
 		var pe *PanicError
 		var omitted int
 		func() {
-			defer func() { pe, omitted = s.recovered(recover(), now) }()
+			defer func() { pe, omitted = s.Recovered(recover(), now) }()
 			panic("boom")
 		}()
 		return pe, omitted
@@ -34,7 +34,7 @@ func TestPanicStacksRateLimited(t *testing.T) {
 	if pe.Stack == nil || omitted != 3 {
 		t.Fatalf("first panic after the interval: stack %d bytes, omitted %d; want a stack and 3 omitted", len(pe.Stack), omitted)
 	}
-	if args := pe.logArgs(omitted); len(args) != 4 || args[3] != 3 {
-		t.Errorf("logArgs = %v; want the stack and stacks_omitted_since_last=3", args)
+	if args := pe.LogArgs(omitted); len(args) != 4 || args[3] != 3 {
+		t.Errorf("LogArgs = %v; want the stack and stacks_omitted_since_last=3", args)
 	}
 }

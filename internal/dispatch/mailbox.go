@@ -1,0 +1,213 @@
+package dispatch
+
+import (
+	"slices"
+	"sync/atomic"
+)
+
+// Spec tells the mailboxes of one registry how to read and make its notifications N about
+// interfaces I. It is a plain value, shared by the mailboxes.
+type Spec[N any, I comparable] struct {
+	// Limit bounds a mailbox's queue; a mailbox that would hold more is dropped for a resync.
+	// 0 means no bound.
+	Limit int
+	// Read returns n's interface key (its symbolic link), whether n is an arrival, and the
+	// interface.
+	Read func(n N) (key string, arrival bool, iface I)
+	// Note makes the arrival (or removal) of iface that a resync or a start delivers.
+	Note func(arrival bool, iface I) N
+	// Compare orders the interfaces of a resync.
+	Compare func(a, b I) int
+}
+
+// Mailbox is a registration's queue of notifications N about interfaces I: ordered, bounded by
+// its Spec's Limit, and dropped for a resync when a notification would exceed it (the
+// registration then gets, once its goroutine is free, the removals and arrivals that take what
+// it has seen to the truth, instead of what it missed). It keeps the registration's view: the
+// interfaces announced by the notifications taken off it so far.
+//
+// A Mailbox does not block and is not safe for concurrent use: the registration's lock guards
+// every method but Dropped. Its zero value is not usable: call Init.
+type Mailbox[N any, I comparable] struct {
+	spec     *Spec[N, I]
+	q        Ring[N]
+	view     map[string]I
+	removed  bool
+	stale    bool   // the queue overflowed: a resync is owed
+	overflow int    // dropped by overflows and not yet reported
+	waiting  bool   // the goroutine waits for an Offer
+	pushed   uint64 // notifications ever queued: the head of the queue is number pushed-Len+1
+	dropped  atomic.Uint64
+}
+
+// Init readies m for spec, with an empty view. It must be called before m is shared.
+func (m *Mailbox[N, I]) Init(spec *Spec[N, I]) {
+	m.spec = spec
+	m.view = make(map[string]I)
+}
+
+// Offer appends n for the registration's goroutine, or, when the queue is full, drops the
+// queue (and then every Offer until the goroutine computed the resync it is owed). It returns
+// true when the goroutine waits for it (Wait) and must be woken: a goroutine busy with earlier
+// notifications is not woken again. A removed mailbox takes nothing.
+func (m *Mailbox[N, I]) Offer(n N) (wake bool) {
+	if m.removed {
+		return false
+	}
+	switch {
+	case m.stale: // the resync owed will cover n
+		m.overflow++
+		m.dropped.Add(1)
+	case m.spec.Limit <= 0 || m.q.Len() < m.spec.Limit:
+		m.Push(n)
+	default:
+		// The goroutine computes the resync when it is free again (Resync), so that a stuck
+		// registration costs the publisher nothing more and holds no queue.
+		dropped := m.q.Len() + 1
+		m.q.Reset()
+		m.stale = true
+		m.overflow += dropped
+		m.dropped.Add(uint64(dropped))
+	}
+	wake, m.waiting = m.waiting, false
+	return wake
+}
+
+// Push appends n whatever the bound: a notification made for this registration alone (an
+// existing interface, a resync).
+func (m *Mailbox[N, I]) Push(n N) {
+	m.q.Push(n)
+	m.pushed++
+}
+
+// Pushed counts the notifications ever queued, dropped ones included: the next one taken is
+// number Pushed()-Len()+1, the first being 1.
+func (m *Mailbox[N, I]) Pushed() uint64 { return m.pushed }
+
+// Start sets the view to the interfaces of existing (the registration starts there and is not
+// told of them), or, with include, queues an arrival of each (Spec.Note) and leaves the view
+// empty, for the arrivals to fill as they are taken: so the registration gets each existing
+// interface once, and later notifications after them, with no gap. note, when not nil, rewrites
+// each queued arrival.
+func (m *Mailbox[N, I]) Start(existing []I, key func(I) string, include bool, note func(N) N) {
+	for _, i := range existing {
+		if !include {
+			m.view[key(i)] = i
+			continue
+		}
+		n := m.spec.Note(true, i)
+		if note != nil {
+			n = note(n)
+		}
+		m.Push(n)
+	}
+}
+
+// Len returns the number of notifications queued.
+func (m *Mailbox[N, I]) Len() int { return m.q.Len() }
+
+// At returns the k-th oldest queued notification. k must be below Len.
+func (m *Mailbox[N, I]) At(k int) N { return m.q.At(k) }
+
+// Take moves up to max queued notifications, oldest first, to the end of dst and returns it;
+// the view follows them (they count as delivered from now on).
+func (m *Mailbox[N, I]) Take(dst []N, max int) []N {
+	from := len(dst)
+	dst = m.q.PopInto(dst, max)
+	for _, n := range dst[from:] {
+		m.follow(n)
+	}
+	return dst
+}
+
+// follow applies n to the view.
+func (m *Mailbox[N, I]) follow(n N) {
+	key, arrival, i := m.spec.Read(n)
+	if arrival {
+		m.view[key] = i
+	} else {
+		delete(m.view, key)
+	}
+}
+
+// View returns the view itself (not a copy): the interfaces the notifications taken so far
+// announced, by key. The caller must not keep it beyond the lock.
+func (m *Mailbox[N, I]) View() map[string]I { return m.view }
+
+// SetView replaces the view.
+func (m *Mailbox[N, I]) SetView(view map[string]I) { m.view = view }
+
+// Wait records that the goroutine is about to wait for an Offer: the next Offer returns true.
+func (m *Mailbox[N, I]) Wait() { m.waiting = true }
+
+// Stale reports whether the queue overflowed and a resync is owed.
+func (m *Mailbox[N, I]) Stale() bool { return m.stale && !m.removed }
+
+// Resync queues the resync a stale mailbox is owed (see Resync) against active, the truth,
+// keeping only the interfaces keep accepts (nil: all), and clears Stale. note, when not nil,
+// rewrites each queued notification.
+func (m *Mailbox[N, I]) Resync(active map[string]I, keep func(I) bool, note func(N) N) {
+	for _, n := range Resync(m.spec, m.view, active, keep) {
+		if note != nil {
+			n = note(n)
+		}
+		m.Push(n)
+	}
+	m.stale = false
+}
+
+// TakeOverflow returns the number of notifications dropped since the last call.
+func (m *Mailbox[N, I]) TakeOverflow() int {
+	o := m.overflow
+	m.overflow = 0
+	return o
+}
+
+// Remove empties m for good: it takes nothing more. It returns false when m was removed
+// already.
+func (m *Mailbox[N, I]) Remove() bool {
+	if m.removed {
+		return false
+	}
+	m.removed = true
+	m.q.Reset()
+	m.overflow = 0
+	return true
+}
+
+// Removed reports whether Remove was called.
+func (m *Mailbox[N, I]) Removed() bool { return m.removed }
+
+// Dropped counts the notifications dropped by overflows. It may be called without the lock.
+func (m *Mailbox[N, I]) Dropped() uint64 { return m.dropped.Load() }
+
+// Resync returns the notifications that take view to active: a removal of each interface of
+// view that active lacks or holds with other details, then an arrival of each interface of
+// active (that keep accepts; nil: all) that view lacks or holds with other details, each half in
+// spec.Compare order. It does not block and is safe for concurrent use on maps no one writes.
+func Resync[N any, I comparable](spec *Spec[N, I], view, active map[string]I, keep func(I) bool) []N {
+	var gone, came []I
+	for k, v := range view {
+		if a, ok := active[k]; !ok || a != v {
+			gone = append(gone, v)
+		}
+	}
+	for k, a := range active {
+		if keep != nil && !keep(a) {
+			continue
+		}
+		if v, ok := view[k]; !ok || v != a {
+			came = append(came, a)
+		}
+	}
+	slices.SortFunc(gone, spec.Compare)
+	slices.SortFunc(came, spec.Compare)
+	out := make([]N, 0, len(gone)+len(came))
+	for _, i := range gone {
+		out = append(out, spec.Note(false, i))
+	}
+	for _, i := range came {
+		out = append(out, spec.Note(true, i))
+	}
+	return out
+}

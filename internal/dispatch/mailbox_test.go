@@ -1,0 +1,147 @@
+package dispatch
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	gocmp "github.com/google/go-cmp/cmp"
+)
+
+// note is a test notification: the arrival or removal of interface iface (its key is its
+// name, its details its value).
+type note struct {
+	arrival bool
+	key     string
+	iface   int
+}
+
+func (n note) String() string {
+	if n.arrival {
+		return fmt.Sprintf("+%s=%d", n.key, n.iface)
+	}
+	return fmt.Sprintf("-%s=%d", n.key, n.iface)
+}
+
+// testSpec keys an interface by its value as a string.
+func testSpec(limit int) *Spec[note, int] {
+	return &Spec[note, int]{
+		Limit:   limit,
+		Read:    func(n note) (string, bool, int) { return n.key, n.arrival, n.iface },
+		Note:    func(arrival bool, i int) note { return note{arrival, fmt.Sprint("k", i%10), i} },
+		Compare: cmp.Compare[int],
+	}
+}
+
+func strs(ns []note) []string {
+	out := make([]string, len(ns))
+	for k, n := range ns {
+		out[k] = n.String()
+	}
+	return out
+}
+
+// TestMailboxWakesOnlyAWaitingGoroutine: an Offer asks to wake the goroutine only when it said
+// it waits, once.
+func TestMailboxWakesOnlyAWaitingGoroutine(t *testing.T) {
+	var m Mailbox[note, int]
+	m.Init(testSpec(0))
+	if m.Offer(note{true, "k1", 1}) {
+		t.Error("Offer to a busy goroutine asked to wake it")
+	}
+	m.Wait()
+	if !m.Offer(note{false, "k1", 1}) {
+		t.Error("Offer to a waiting goroutine did not ask to wake it")
+	}
+	if m.Offer(note{true, "k1", 1}) {
+		t.Error("a second Offer asked to wake the goroutine again")
+	}
+	got := m.Take(nil, 2)
+	if diff := gocmp.Diff([]string{"+k1=1", "-k1=1"}, strs(got)); diff != "" {
+		t.Errorf("Take(2) (-want +got):\n%s", diff)
+	}
+	if m.Len() != 1 || m.Pushed() != 3 {
+		t.Errorf("Len %d, Pushed %d after taking 2 of 3; want 1 and 3", m.Len(), m.Pushed())
+	}
+}
+
+// TestMailboxOverflowResyncs: a full mailbox drops its queue, counts what it dropped, and
+// then owes the resync from what was taken to the truth; a removed one takes nothing.
+func TestMailboxOverflowResyncs(t *testing.T) {
+	var m Mailbox[note, int]
+	m.Init(testSpec(2))
+	m.Start([]int{1, 2}, func(i int) string { return fmt.Sprint("k", i) }, false, nil)
+	m.Offer(note{false, "k1", 1})
+	m.Offer(note{true, "k3", 3})
+	m.Offer(note{false, "k2", 2}) // over the limit: all three dropped
+	m.Offer(note{true, "k4", 4})  // stale: dropped too
+	if !m.Stale() || m.Len() != 0 || m.Dropped() != 4 {
+		t.Fatalf("Stale %v, Len %d, Dropped %d; want true, 0, 4", m.Stale(), m.Len(), m.Dropped())
+	}
+	if o := m.TakeOverflow(); o != 4 {
+		t.Errorf("TakeOverflow = %d; want 4", o)
+	}
+	truth := map[string]int{"k2": 22, "k3": 3, "k4": 4}
+	m.Resync(truth, func(i int) bool { return i != 4 }, nil)
+	want := []string{"-k1=1", "-k2=2", "+k3=3", "+k2=22"}
+	if diff := gocmp.Diff(want, strs(m.Take(nil, 10))); diff != "" {
+		t.Errorf("resync (-want +got):\n%s", diff)
+	}
+	if diff := gocmp.Diff(map[string]int{"k2": 22, "k3": 3}, m.View()); diff != "" {
+		t.Errorf("view after the resync (-want +got):\n%s", diff)
+	}
+	if !m.Remove() || m.Remove() {
+		t.Error("Remove: want true, then false")
+	}
+	if m.Offer(note{true, "k5", 5}) || m.Len() != 0 {
+		t.Error("a removed mailbox took an Offer")
+	}
+}
+
+// TestMailboxStartIncludesExisting: with include, each existing interface arrives once, before
+// what is offered later.
+func TestMailboxStartIncludesExisting(t *testing.T) {
+	var m Mailbox[note, int]
+	m.Init(testSpec(0))
+	m.Start([]int{1, 2}, func(i int) string { return fmt.Sprint("k", i) }, true,
+		func(n note) note { n.iface *= 10; return n })
+	m.Offer(note{false, "k1", 10})
+	if diff := gocmp.Diff([]string{"+k1=10", "+k2=20", "-k1=10"}, strs(m.Take(nil, 10))); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestWorkerWait: Wait from the worker's own goroutine returns at once; from another it waits
+// for the goroutine's end, or for its context; WaitAll names who still runs.
+func TestWorkerWait(t *testing.T) {
+	w := NewWorker()
+	release := make(chan struct{})
+	inside := make(chan error, 1)
+	var exited bool
+	w.Start(func() {
+		inside <- w.Wait(context.Background())
+		<-release
+	}, func(clean bool) { exited = clean })
+	if err := <-inside; err != nil {
+		t.Fatalf("Wait from the worker's goroutine = %v; want nil at once", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := w.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Wait while it runs = %v; want the context's error", err)
+	}
+	if got := WaitAll(ctx, []*Worker{w, w}, func(w *Worker) *Worker { return w },
+		func(*Worker) string { return "busy" }); len(got) != 1 || got[0] != "busy" {
+		t.Errorf("WaitAll = %q; want [busy]", got)
+	}
+	close(release)
+	if err := w.Wait(context.Background()); err != nil {
+		t.Errorf("Wait once it ends = %v", err)
+	}
+	if !exited || w.Context().Err() == nil {
+		t.Errorf("after the end: exited clean %v, context %v; want true and cancelled", exited, w.Context().Err())
+	}
+}
