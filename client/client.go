@@ -22,7 +22,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/hotplug-agent/hotplug-agent/internal/goid"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -34,6 +33,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/dispatch"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
@@ -184,6 +184,7 @@ type Client struct {
 	eventsURL string
 	backoff   BackoffOptions
 	limit     int
+	spec      *dispatch.Spec[notify.Notification, notify.Interface]
 	idle      time.Duration
 	onState   func(StateChange)
 
@@ -266,6 +267,20 @@ func New(baseURL string, opts Options) (*Client, error) {
 	}
 	if c.limit == 0 {
 		c.limit = DefaultBuffer
+	}
+	c.spec = &dispatch.Spec[notify.Notification, notify.Interface]{
+		Limit: c.limit,
+		Read: func(n notify.Notification) (string, bool, notify.Interface) {
+			return n.SymbolicLinkName, n.IsArrival(), n.Interface
+		},
+		Note: func(arrival bool, i notify.Interface) notify.Notification {
+			event := notify.GUIDDeviceInterfaceRemoval
+			if arrival {
+				event = notify.GUIDDeviceInterfaceArrival
+			}
+			return notify.NewNotification(event, i, 0, time.Now(), notify.CauseResync)
+		},
+		Compare: compareInterfaces,
 	}
 	if c.idle == 0 {
 		c.idle = DefaultIdleTimeout
@@ -379,15 +394,13 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	c.regs = nil
 	for _, r := range regs {
 		r.mu.Lock()
-		r.removed = true
-		r.queue.reset()
-		r.overflow = 0
+		r.box.Remove()
 		r.mu.Unlock()
 	}
 	live := slices.Collect(maps.Keys(c.live))
 	c.mu.Unlock()
 	for _, r := range regs {
-		r.cancel()
+		r.w.Cancel()
 	}
 	c.cancel()
 	<-c.runDone // the stream goroutine calls no callback: this is short
@@ -395,20 +408,10 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		c.setState(Closed, nil, 0)
 		c.log.Debug("client closed", "unregistered", len(regs))
 	}
-	self := goid.ID()
-	running := 0
-	for _, r := range live {
-		if self != 0 && r.gid.Load() == self {
-			continue
-		}
-		select {
-		case <-r.done:
-		case <-ctx.Done():
-			running++
-		}
-	}
-	if running > 0 {
-		return fmt.Errorf("client: close: %d callbacks still running: %w", running, ctx.Err())
+	running := dispatch.WaitAll(ctx, live, func(r *Registration) *dispatch.Worker { return r.w },
+		func(r *Registration) string { return r.filter.String() })
+	if len(running) > 0 {
+		return fmt.Errorf("client: close: callbacks of %s still running: %w", strings.Join(running, ", "), ctx.Err())
 	}
 	return nil
 }

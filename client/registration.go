@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/hotplug-agent/hotplug-agent/internal/goid"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/dispatch"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
@@ -24,23 +22,16 @@ type Registration struct {
 	filter Filter
 	flags  notify.Flags
 	cb     Callback
-	ctx    context.Context
-	cancel context.CancelFunc
-	wake   chan struct{} // capacity 1: "the queue may have changed"
-	done   chan struct{} // closed when the delivery goroutine has exited
-	ready  chan struct{} // closed once the registration's starting point is set
+	w      *dispatch.Worker // the delivery goroutine
+	ready  chan struct{}    // closed once the registration's starting point is set
 
-	gid       atomic.Uint64 // goroutine id of the delivery goroutine, 0 until it starts
+	stacks    dispatch.Stacks // the delivery goroutine only
 	delivered atomic.Uint64
-	dropped   atomic.Uint64
+	taken     atomic.Int64 // notifications taken off the queue whose callback has not started
 
-	mu       sync.Mutex // guards the fields below; taken after Client.mu
-	pending  bool       // registered before the client's first sync: it starts there
-	removed  bool
-	queue    ring
-	view     map[string]notify.Interface // the interfaces announced by what was popped so far
-	overflow int                         // dropped by overflows and not yet reported
-	stale    bool                        // the queue overflowed: a resync is owed
+	mu      sync.Mutex // guards the fields below; taken after Client.mu
+	pending bool       // registered before the client's first sync: it starts there
+	box     dispatch.Mailbox[notify.Notification, notify.Interface]
 }
 
 // Filter returns the filter given to Register. It does not block.
@@ -56,12 +47,12 @@ func (r *Registration) Delivered() uint64 { return r.delivered.Load() }
 func (r *Registration) Queued() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.queue.len()
+	return r.box.Len() + int(r.taken.Load())
 }
 
 // Dropped counts the notifications dropped by queue overflows (and replaced by a resync). It
 // does not block.
-func (r *Registration) Dropped() uint64 { return r.dropped.Load() }
+func (r *Registration) Dropped() uint64 { return r.box.Dropped() }
 
 // WaitReady blocks until the registration's starting point is set: its existing interfaces (with
 // FlagIncludeExistingInterfaces) are queued and every later notification will follow. That is at
@@ -77,7 +68,7 @@ func (r *Registration) WaitReady(ctx context.Context) error {
 	select {
 	case <-r.ready:
 		return nil
-	case <-r.ctx.Done():
+	case <-r.w.Context().Done():
 		return fmt.Errorf("client: wait for registration %s: %w", r.filter, ErrUnregistered)
 	case <-ctx.Done():
 		return fmt.Errorf("client: wait for registration %s: %w", r.filter, ctx.Err())
@@ -101,22 +92,19 @@ func (c *Client) Register(filter Filter, flags notify.Flags, cb Callback) (*Regi
 	if cb == nil {
 		return nil, fmt.Errorf("client: register %s: nil callback", filter)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	r := &Registration{
 		c:      c,
 		filter: filter,
 		flags:  flags,
 		cb:     cb,
-		ctx:    ctx,
-		cancel: cancel,
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
+		w:      dispatch.NewWorker(),
 		ready:  make(chan struct{}),
 	}
+	r.box.Init(c.spec)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		cancel()
+		r.w.Cancel()
 		return nil, fmt.Errorf("client: register %s: %w", filter, ErrClosed)
 	}
 	r.mu.Lock()
@@ -131,7 +119,7 @@ func (c *Client) Register(filter Filter, flags notify.Flags, cb Callback) (*Regi
 	synced := c.synced
 	c.mu.Unlock()
 
-	go c.deliver(r)
+	r.w.Start(func() { c.deliver(r) }, func(bool) { c.exited(r) })
 	c.log.Debug("registered", "class", filter, "include_existing", flags&notify.FlagIncludeExistingInterfaces != 0,
 		"waiting_for_agent", !synced)
 	return r, nil
@@ -141,21 +129,14 @@ func (c *Client) Register(filter Filter, flags notify.Flags, cb Callback) (*Regi
 // for every active interface of its class, else a view that starts there. c.mu and r.mu are
 // held.
 func (c *Client) start(r *Registration) {
-	existing := c.activeOf(r.filter.Class)
-	r.view = make(map[string]notify.Interface, len(existing))
-	if r.flags&notify.FlagIncludeExistingInterfaces != 0 {
-		now := time.Now()
-		for _, i := range existing {
-			r.queue.push(notify.NewNotification(notify.GUIDDeviceInterfaceArrival, i, 0, now, notify.CauseExisting))
-		}
-	} else {
-		for _, i := range existing {
-			r.view[i.SymbolicLink] = i
-		}
-	}
+	r.box.Start(c.activeOf(r.filter.Class), func(i notify.Interface) string { return i.SymbolicLink },
+		r.flags&notify.FlagIncludeExistingInterfaces != 0, func(n notify.Notification) notify.Notification {
+			n.Cause = notify.CauseExisting
+			return n
+		})
 	r.pending = false
 	close(r.ready)
-	r.signal()
+	r.w.Poke()
 }
 
 // Unregister is CM_Unregister_Notification without the wait (and notify.Registry.Unregister):
@@ -173,20 +154,15 @@ func (c *Client) Unregister(r *Registration) error {
 	}
 	c.mu.Lock()
 	r.mu.Lock()
-	if r.removed {
+	if !r.box.Remove() {
 		r.mu.Unlock()
 		c.mu.Unlock()
 		return fmt.Errorf("client: unregister %s: %w", r.filter, ErrUnregistered)
 	}
-	r.removed = true
-	r.queue.reset()
-	r.overflow = 0
 	r.mu.Unlock()
-	if i := slices.Index(c.regs, r); i >= 0 {
-		c.regs = slices.Delete(c.regs, i, i+1)
-	}
+	c.forget(r)
 	c.mu.Unlock()
-	r.cancel()
+	r.w.Cancel()
 	c.log.Debug("unregistered", "class", r.filter)
 	return nil
 }
@@ -200,22 +176,16 @@ func (c *Client) UnregisterEx(ctx context.Context, r *Registration) error {
 	if err := c.Unregister(r); err != nil {
 		return err
 	}
-	if ctx == nil {
-		ctx = context.Background()
+	if err := r.w.Wait(ctx); err != nil {
+		return fmt.Errorf("client: unregister %s: its callback is still running: %w", r.filter, err)
 	}
-	if g := r.gid.Load(); g != 0 && g == goid.ID() {
-		return nil
-	}
-	select {
-	case <-r.done:
-		return nil
-	default:
-	}
-	select {
-	case <-r.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("client: unregister %s: its callback is still running: %w", r.filter, ctx.Err())
+	return nil
+}
+
+// forget deletes r from c.regs. c.mu is held.
+func (c *Client) forget(r *Registration) {
+	if i := slices.Index(c.regs, r); i >= 0 {
+		c.regs = slices.Delete(c.regs, i, i+1)
 	}
 }
 
@@ -229,34 +199,14 @@ func (c *Client) publish(n notify.Notification) {
 }
 
 // enqueue appends n to r's queue, or, when the queue is full, drops it and marks r stale: its
-// own goroutine computes the resync it is owed when it is free again. c.mu is held.
+// own goroutine computes the resync it is owed when it is free again. It wakes r's goroutine if
+// it waits for it. c.mu is held.
 func (c *Client) enqueue(r *Registration, n notify.Notification) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.removed || r.pending {
-		return
-	}
-	switch {
-	case r.stale: // the resync owed will cover n
-		r.overflow++
-		r.dropped.Add(1)
-	case r.queue.len() < c.limit:
-		r.queue.push(n)
-	default:
-		dropped := r.queue.len() + 1
-		r.queue.reset()
-		r.stale = true
-		r.overflow += dropped
-		r.dropped.Add(uint64(dropped))
-	}
-	r.signal()
-}
-
-// signal wakes r's delivery goroutine.
-func (r *Registration) signal() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
+	wake := !r.pending && r.box.Offer(n)
+	r.mu.Unlock()
+	if wake {
+		r.w.Poke()
 	}
 }
 
@@ -264,117 +214,78 @@ func (r *Registration) signal() {
 func (c *Client) catchUp(r *Registration) {
 	c.mu.Lock()
 	r.mu.Lock()
-	if r.stale && !r.removed {
-		var gone, came []notify.Interface
-		for k, v := range r.view {
-			if a, ok := c.view[k]; !ok || a != v {
-				gone = append(gone, v)
-			}
-		}
-		for k, a := range c.view {
-			if !matches(r.filter.Class, a.ClassGUID) {
-				continue
-			}
-			if v, ok := r.view[k]; !ok || v != a {
-				came = append(came, a)
-			}
-		}
-		for _, n := range reconcile(gone, came, time.Now()) {
-			r.queue.push(n)
-		}
-		r.stale = false
+	if r.box.Stale() {
+		r.box.Resync(c.view, func(i notify.Interface) bool { return matches(r.filter.Class, i.ClassGUID) }, nil)
 	}
 	r.mu.Unlock()
 	c.mu.Unlock()
 }
 
-// reconcile returns the notifications that take a view from gone to came: removals, then
-// arrivals, each in the agent's order, with Cause "resync" and ID 0.
-func reconcile(gone, came []notify.Interface, now time.Time) []notify.Notification {
-	slices.SortFunc(gone, compareInterfaces)
-	slices.SortFunc(came, compareInterfaces)
-	out := make([]notify.Notification, 0, len(gone)+len(came))
-	for _, i := range gone {
-		out = append(out, notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, i, 0, now, notify.CauseResync))
-	}
-	for _, i := range came {
-		out = append(out, notify.NewNotification(notify.GUIDDeviceInterfaceArrival, i, 0, now, notify.CauseResync))
-	}
-	return out
-}
+// batchMax is the most notifications a delivery goroutine takes off its queue at once.
+const batchMax = 64
 
 // deliver is r's goroutine: it runs r's callback for its queue, in order, until r is removed.
 func (c *Client) deliver(r *Registration) {
-	r.gid.Store(goid.ID())
-	defer c.exited(r)
+	var batch []notify.Notification
 	for {
-		n, ok, overflow, more := c.next(r)
+		var overflow int
+		var more bool
+		batch, overflow, more = c.next(r, batch[:0])
 		if overflow > 0 {
 			c.log.Warn("registration fell behind; resynchronised", "class", r.filter, "dropped", overflow, "buffer", c.limit)
 		}
 		if !more {
 			return
 		}
-		if ok && r.ctx.Err() == nil {
-			c.call(r, n)
+		for k, n := range batch {
+			r.taken.Add(-1)
+			if r.w.Context().Err() == nil {
+				c.call(r, n)
+			}
+			batch[k] = notify.Notification{}
 		}
 	}
 }
 
-// next waits for r's next notification. It returns ok=false when there is none but an overflow
-// to report, and more=false once r is removed.
-func (c *Client) next(r *Registration) (n notify.Notification, ok bool, overflow int, more bool) {
+// next waits for r's next notifications and appends up to batchMax of them to batch. It
+// returns none but an overflow to report when there is only that, and more=false once r is
+// removed.
+func (c *Client) next(r *Registration, batch []notify.Notification) (_ []notify.Notification, overflow int, more bool) {
 	for {
 		r.mu.Lock()
-		if r.stale && !r.removed {
+		if r.box.Stale() {
 			r.mu.Unlock()
 			c.catchUp(r)
 			r.mu.Lock()
 		}
-		if r.removed {
+		if r.box.Removed() {
 			r.mu.Unlock()
-			return notify.Notification{}, false, 0, false
+			return batch, 0, false
 		}
-		overflow, r.overflow = r.overflow, 0
-		if r.queue.len() > 0 {
-			n = r.queue.pop()
-			if n.IsArrival() {
-				r.view[n.SymbolicLinkName] = n.Interface
-			} else {
-				delete(r.view, n.SymbolicLinkName)
-			}
+		overflow = r.box.TakeOverflow()
+		if r.box.Len() > 0 || overflow > 0 {
+			batch = r.box.Take(batch, batchMax)
+			r.taken.Add(int64(len(batch)))
 			r.mu.Unlock()
-			return n, true, overflow, true
+			return batch, overflow, true
 		}
+		r.box.Wait()
 		r.mu.Unlock()
-		if overflow > 0 {
-			return notify.Notification{}, false, overflow, true
-		}
-		select {
-		case <-r.wake:
-		case <-r.ctx.Done():
-		}
+		r.w.Idle()
 	}
 }
 
 // call runs r's callback for n, logging an error or a panic.
 func (c *Client) call(r *Registration, n notify.Notification) {
 	r.delivered.Add(1)
-	err := func() (err error) {
-		defer func() {
-			if v := recover(); v != nil {
-				err = &panicError{value: v, stack: debug.Stack()}
-			}
-		}()
-		return r.cb(r.ctx, n)
-	}()
-	var pe *panicError
+	ctx := r.w.Context()
+	err, panicked, omitted := r.stacks.Call(func() error { return r.cb(ctx, n) })
 	switch {
 	case err == nil:
-	case errors.As(err, &pe):
-		c.log.Error("callback panicked", "class", r.filter, "event", notify.EventName(n.Event),
-			"interface", n.SymbolicLinkName, "err", err, "stack", string(pe.stack))
-	case r.ctx.Err() != nil && errors.Is(err, context.Canceled):
+	case panicked:
+		args := []any{"class", r.filter, "event", notify.EventName(n.Event), "interface", n.SymbolicLinkName, "err", err}
+		c.log.Error("callback panicked", append(args, err.(*dispatch.PanicError).LogArgs(omitted)...)...)
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		c.log.Debug("callback cancelled", "class", r.filter, "event", notify.EventName(n.Event),
 			"interface", n.SymbolicLinkName, "err", err)
 	default:
@@ -383,33 +294,19 @@ func (c *Client) call(r *Registration, n notify.Notification) {
 	}
 }
 
-// exited runs when r's goroutine ends: normally after removal; after a runtime.Goexit in the
-// callback it removes r, which could never be served again.
+// exited runs when r's goroutine ends, before its Worker is done: normally after removal;
+// after a runtime.Goexit in the callback it removes r, which could never be served again.
 func (c *Client) exited(r *Registration) {
 	c.mu.Lock()
 	delete(c.live, r)
 	r.mu.Lock()
-	orphan := !r.removed
-	r.removed = true
-	r.queue.reset()
+	orphan := r.box.Remove()
 	r.mu.Unlock()
 	if orphan {
-		if i := slices.Index(c.regs, r); i >= 0 {
-			c.regs = slices.Delete(c.regs, i, i+1)
-		}
+		c.forget(r)
 	}
 	c.mu.Unlock()
-	r.cancel()
-	close(r.done)
 	if orphan {
 		c.log.Error("callback goroutine exited", "class", r.filter, "reason", "callback called runtime.Goexit")
 	}
 }
-
-// panicError is a callback's panic, as an error.
-type panicError struct {
-	value any
-	stack []byte
-}
-
-func (p *panicError) Error() string { return fmt.Sprintf("callback panicked: %v", p.value) }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/dispatch"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
@@ -220,25 +221,19 @@ func (c *Client) handleResync(ev sseEvent) error {
 	if ev.hasID && ev.id != strconv.FormatUint(last, 10) {
 		return c.inconsistent(fmt.Sprintf("resync event id %q but last_id %d", ev.id, last), ev.data)
 	}
-	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next := make(map[string]notify.Interface, len(set))
 	for _, i := range set {
 		next[i.SymbolicLink] = i
 	}
-	var gone, came []notify.Interface
-	for k, v := range c.view {
-		if a, ok := next[k]; !ok || a != v {
-			gone = append(gone, v)
+	notes := dispatch.Resync(c.spec, c.view, next, nil)
+	arrivals := 0
+	for _, n := range notes {
+		if n.IsArrival() {
+			arrivals++
 		}
 	}
-	for k, a := range next {
-		if v, ok := c.view[k]; !ok || v != a {
-			came = append(came, a)
-		}
-	}
-	notes := reconcile(gone, came, now)
 	first := !c.synced
 	if !first {
 		c.stats.Resyncs++
@@ -251,7 +246,7 @@ func (c *Client) handleResync(ev sseEvent) error {
 	started := 0
 	for _, r := range c.regs {
 		r.mu.Lock()
-		if r.pending && !r.removed {
+		if r.pending && !r.box.Removed() {
 			c.start(r)
 			started++
 		}
@@ -261,7 +256,7 @@ func (c *Client) handleResync(ev sseEvent) error {
 		c.log.Info("event stream synchronised", "last_event_id", last, "interfaces", len(set), "registrations", started)
 	} else {
 		c.log.Info("the agent resynchronised the client", "last_event_id", last, "interfaces", len(set),
-			"removals", len(gone), "arrivals", len(came))
+			"removals", len(notes)-arrivals, "arrivals", arrivals)
 	}
 	return nil
 }
