@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -109,32 +107,17 @@ type ChangeOptions struct {
 // registration order; the caller then onlines the resource and ends with Complete or Fail. One
 // add (or replay) runs at a time. All methods are safe for concurrent use.
 type ChangeRegistry struct {
-	log      *slog.Logger
-	obs      SyncObserver
-	timeout  time.Duration
-	consent  bool
+	syncRegistry[ChangeNotification, *ChangeEntry]
 	existing func(uuid.UUID) ([]Interface, error)
 
 	tx chan struct{} // capacity 1: held for the whole of an add or a replay
-
-	mu      sync.Mutex
-	entries []*ChangeEntry
-	live    map[*ChangeEntry]struct{} // entries whose goroutine may still run a callback
-	closed  bool
 }
 
 // NewChangeRegistry returns an empty registry. It does not block.
 func NewChangeRegistry(opts ChangeOptions) *ChangeRegistry {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultVetoTimeout
-	}
-	return &ChangeRegistry{
-		log: opts.Logger, obs: opts.Observer, timeout: opts.Timeout, consent: opts.ConsentOnTimeout,
-		existing: opts.Existing, tx: make(chan struct{}, 1), live: make(map[*ChangeEntry]struct{}),
-	}
+	r := &ChangeRegistry{existing: opts.Existing, tx: make(chan struct{}, 1)}
+	r.init("processor change", opts.Logger, opts.Observer, opts.Timeout, opts.ConsentOnTimeout, 0)
+	return r
 }
 
 // ChangeEntry is the handle of one two-phase registration. Its methods do not block and are safe
@@ -147,6 +130,8 @@ type ChangeEntry struct {
 
 // Owner returns the owner given to Register.
 func (e *ChangeEntry) Owner() string { return e.se.owner }
+
+func (e *ChangeEntry) entry() *syncEntry[ChangeNotification] { return e.se }
 
 // Class returns the class given to Register.
 func (e *ChangeEntry) Class() uuid.UUID { return e.class }
@@ -196,11 +181,7 @@ func (r *ChangeRegistry) Register(ctx context.Context, class uuid.UUID, flags Ch
 		ctx = context.Background()
 	}
 	e := &ChangeEntry{class: class, flags: flags}
-	e.se = newSyncEntry(owner, (func(context.Context, ChangeNotification, any) error)(cb), userCtx, r.obs, r.log, 0, func() {
-		r.mu.Lock()
-		delete(r.live, e)
-		r.mu.Unlock()
-	})
+	e.se = r.start(e, owner, cb, userCtx)
 	fail := func(err error) (*ChangeEntry, error) {
 		e.se.remove()
 		// A replay call that missed its deadline may still be running: give it one more.
@@ -222,14 +203,9 @@ func (r *ChangeRegistry) Register(ctx context.Context, class uuid.UUID, flags Ch
 			return fail(fmt.Errorf("notify: register processor change %s: %w", owner, err))
 		}
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return fail(fmt.Errorf("notify: register processor change %s: %w", owner, ErrClosed))
+	if err := r.add(e); err != nil {
+		return fail(err)
 	}
-	r.entries = append(r.entries, e)
-	r.live[e] = struct{}{}
-	r.mu.Unlock()
 	r.log.Info("processor change callback registered", "owner", owner, "class", ClassName(class), "add_existing", flags&FlagAddExisting != 0)
 	return e, nil
 }
@@ -279,45 +255,22 @@ func (r *ChangeRegistry) replay(e *ChangeEntry) error {
 // ctx.Err(); e is unregistered all the same. A second call returns an error wrapping
 // ErrUnregistered. It blocks as described and is safe for concurrent use.
 func (r *ChangeRegistry) Unregister(ctx context.Context, e *ChangeEntry) error {
-	if e == nil || e.se == nil {
-		return fmt.Errorf("notify: unregister processor change: nil entry: %w", ErrUnregistered)
+	return r.unregister(ctx, e, "processor change callback unregistered", "class", ClassName(e.classOrNil()))
+}
+
+// classOrNil is e's class, or the nil GUID for a nil e.
+func (e *ChangeEntry) classOrNil() uuid.UUID {
+	if e == nil {
+		return uuid.Nil
 	}
-	r.mu.Lock()
-	i := slices.Index(r.entries, e)
-	if i < 0 || !e.se.remove() {
-		r.mu.Unlock()
-		return fmt.Errorf("notify: unregister processor change %s: %w", e.se.owner, ErrUnregistered)
-	}
-	r.entries = slices.Delete(r.entries, i, i+1)
-	r.mu.Unlock()
-	r.log.Info("processor change callback unregistered", "owner", e.se.owner, "class", ClassName(e.class))
-	// The entry stays live until its goroutine exits (it removes itself then): called from its
-	// own callback, wait returns at once, and Close must still wait for that callback.
-	if err := e.se.wait(ctx); err != nil {
-		return fmt.Errorf("notify: unregister processor change: %w", err)
-	}
-	return nil
+	return e.class
 }
 
 // Close unregisters every entry and waits, up to ctx, until none of their callbacks runs (that of
 // an entry unregistered from inside its own callback included). Later Register calls fail with
 // ErrClosed; Begin still works (with no participants). It blocks until then and is safe for
 // concurrent use.
-func (r *ChangeRegistry) Close(ctx context.Context) error {
-	r.mu.Lock()
-	r.closed = true
-	registered := make([]*syncEntry[ChangeNotification], 0, len(r.entries))
-	for _, e := range r.entries {
-		registered = append(registered, e.se)
-	}
-	r.entries = nil
-	live := make([]*syncEntry[ChangeNotification], 0, len(r.live))
-	for e := range r.live {
-		live = append(live, e.se)
-	}
-	r.mu.Unlock()
-	return closeAll(registered, live, ctx, "processor change")
-}
+func (r *ChangeRegistry) Close(ctx context.Context) error { return r.closeEntries(ctx) }
 
 // Add is one two-phase add in progress, from Begin to Complete or Fail. Its methods must be called
 // by the goroutine that called Begin.
@@ -355,25 +308,13 @@ func (r *ChangeRegistry) Begin(ctx context.Context, iface Interface, seqnum uint
 		readAt = time.Now()
 	}
 	a := &Add{r: r, iface: iface, seqnum: seqnum, readAt: readAt, cause: cause}
-	r.mu.Lock()
-	var entries []*ChangeEntry
-	for _, e := range r.entries {
-		if e.class == iface.ClassGUID {
-			entries = append(entries, e)
-		}
-	}
-	r.mu.Unlock()
-	for _, e := range entries {
-		n := changeNote(AddStart, iface, seqnum, readAt, cause)
-		reached, veto := vote(e.se, n, AddStart.String(), ClassName(iface.ClassGUID), iface.SymbolicLink, r.timeout, r.consent, r.log, r.obs)
-		if !reached {
-			continue
-		}
-		a.started = append(a.started, e)
-		if veto != nil {
-			a.end(AddFailure, veto)
-			return nil, fmt.Errorf("notify: add %s: %w", iface.SymbolicLink, veto)
-		}
+	entries := r.selected(func(e *ChangeEntry) bool { return e.class == iface.ClassGUID })
+	var veto *VetoError
+	a.started, veto = r.ask(entries, changeNote(AddStart, iface, seqnum, readAt, cause), AddStart.String(),
+		ClassName(iface.ClassGUID), iface.SymbolicLink)
+	if veto != nil {
+		a.end(AddFailure, veto)
+		return nil, fmt.Errorf("notify: add %s: %w", iface.SymbolicLink, veto)
 	}
 	return a, nil
 }
@@ -398,15 +339,9 @@ func (a *Add) end(state ChangeState, status error) {
 	}
 	a.ended = true
 	defer func() { <-a.r.tx }()
-	var ps []pending[ChangeNotification]
-	for _, e := range a.started {
-		n := changeNote(state, a.iface, a.seqnum, a.readAt, a.cause)
-		n.Status = status
-		if c := e.se.post(n, state.String(), time.Time{}); c != nil {
-			ps = append(ps, pending[ChangeNotification]{e.se, c})
-		}
-	}
-	awaitAll(ps, a.r.timeout, a.r.log, a.r.obs, a.iface.SymbolicLink)
+	n := changeNote(state, a.iface, a.seqnum, a.readAt, a.cause)
+	n.Status = status
+	a.r.tell(a.started, n, state.String(), a.iface.SymbolicLink)
 }
 
 func changeNote(state ChangeState, i Interface, seqnum uint64, readAt time.Time, cause Cause) ChangeNotification {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -272,19 +274,152 @@ func (e *syncEntry[N]) wait(ctx context.Context) error {
 	return nil
 }
 
-// closeAll is the shared part of the registries' Close: it removes every registered entry, then
-// waits up to ctx for the goroutines of every live one, and returns an error naming those still
-// running. what names the registry in the error. It blocks until then.
-func closeAll[N any](registered, live []*syncEntry[N], ctx context.Context, what string) error {
-	for _, e := range registered {
-		e.remove()
+// syncHandle is the handle of a registration of a syncRegistry (*ChangeEntry, *TargetEntry).
+type syncHandle[N any] interface {
+	comparable
+	entry() *syncEntry[N]
+}
+
+// syncRegistry is what the registries whose calls a change waits for share (ChangeRegistry,
+// TargetRegistry): their options, their registrations in registration order, and the posting of
+// a change's calls to them. Its methods are safe for concurrent use.
+type syncRegistry[N any, E syncHandle[N]] struct {
+	what    string // "processor change", "target device": names the registry in errors
+	log     *slog.Logger
+	obs     SyncObserver
+	timeout time.Duration
+	consent bool
+	limit   int // the most calls queued for one registration; 0: no bound
+
+	mu      sync.Mutex
+	entries []E
+	live    map[E]struct{} // entries whose goroutine may still run a callback
+	closed  bool
+}
+
+// init sets r's options; a nil logger discards, a timeout of 0 or less is DefaultVetoTimeout.
+func (r *syncRegistry[N, E]) init(what string, log *slog.Logger, obs SyncObserver, timeout time.Duration, consent bool, limit int) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	running := dispatch.WaitAll(ctx, live, func(e *syncEntry[N]) *dispatch.Worker { return e.w },
-		func(e *syncEntry[N]) string { return e.owner })
-	if len(running) > 0 {
-		return fmt.Errorf("notify: close %s registry: callbacks of %s are still running: %w", what, strings.Join(running, ", "), ctx.Err())
+	if timeout <= 0 {
+		timeout = DefaultVetoTimeout
+	}
+	r.what, r.log, r.obs, r.timeout, r.consent, r.limit = what, log, obs, timeout, consent, limit
+	r.live = make(map[E]struct{})
+}
+
+// start starts the goroutine of the registration e, which r forgets when it exits (and not
+// before, so that Close waits for a callback that unregistered its own entry). It does not
+// block.
+func (r *syncRegistry[N, E]) start(e E, owner string, cb func(context.Context, N, any) error, userCtx any) *syncEntry[N] {
+	return newSyncEntry(owner, cb, userCtx, r.obs, r.log, r.limit, func() {
+		r.mu.Lock()
+		delete(r.live, e)
+		r.mu.Unlock()
+	})
+}
+
+// add registers e, or returns an error wrapping ErrClosed.
+func (r *syncRegistry[N, E]) add(e E) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return fmt.Errorf("notify: register %s %s: %w", r.what, e.entry().owner, ErrClosed)
+	}
+	r.entries = append(r.entries, e)
+	r.live[e] = struct{}{}
+	return nil
+}
+
+// unregister removes e, logs msg with args, and waits up to ctx until no callback of e runs
+// (at once from e's own callback). It blocks until then.
+func (r *syncRegistry[N, E]) unregister(ctx context.Context, e E, msg string, args ...any) error {
+	var none E
+	if e == none || e.entry() == nil {
+		return fmt.Errorf("notify: unregister %s: nil entry: %w", r.what, ErrUnregistered)
+	}
+	se := e.entry()
+	r.mu.Lock()
+	i := slices.Index(r.entries, e)
+	if i < 0 || !se.remove() {
+		r.mu.Unlock()
+		return fmt.Errorf("notify: unregister %s %s: %w", r.what, se.owner, ErrUnregistered)
+	}
+	r.entries = slices.Delete(r.entries, i, i+1)
+	r.mu.Unlock()
+	r.log.Info(msg, append([]any{"owner", se.owner}, args...)...)
+	// The entry stays live until its goroutine exits (it removes itself then): called from its
+	// own callback, wait returns at once, and Close must still wait for that callback.
+	if err := se.wait(ctx); err != nil {
+		return fmt.Errorf("notify: unregister %s: %w", r.what, err)
 	}
 	return nil
+}
+
+// closeEntries is the registries' Close: it unregisters every entry and waits, up to ctx, until
+// none of their callbacks runs (that of an entry unregistered from inside its own callback
+// included), and returns an error naming those still running. Later registrations fail with
+// ErrClosed. It blocks until then.
+func (r *syncRegistry[N, E]) closeEntries(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	registered := r.entries
+	r.entries = nil
+	live := slices.Collect(maps.Keys(r.live))
+	r.mu.Unlock()
+	for _, e := range registered {
+		e.entry().remove()
+	}
+	running := dispatch.WaitAll(ctx, live, func(e E) *dispatch.Worker { return e.entry().w },
+		func(e E) string { return e.entry().owner })
+	if len(running) > 0 {
+		return fmt.Errorf("notify: close %s registry: callbacks of %s are still running: %w", r.what, strings.Join(running, ", "), ctx.Err())
+	}
+	return nil
+}
+
+// selected returns the registrations keep accepts, in registration order.
+func (r *syncRegistry[N, E]) selected(keep func(E) bool) []E {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []E
+	for _, e := range r.entries {
+		if keep(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// ask posts the vetoable call n of phase to each of entries in turn, waiting for each answer up
+// to the deadline (see vote), and stops at the first veto. It returns the entries the call
+// reached (the vetoing one included) and the veto. class and link name the interface in logs.
+// It blocks until then.
+func (r *syncRegistry[N, E]) ask(entries []E, n N, phase, class, link string) (reached []E, veto *VetoError) {
+	for _, e := range entries {
+		ok, v := vote(e.entry(), n, phase, class, link, r.timeout, r.consent, r.log, r.obs)
+		if !ok {
+			continue
+		}
+		reached = append(reached, e)
+		if v != nil {
+			return reached, v
+		}
+	}
+	return reached, nil
+}
+
+// tell posts the call n of phase, which cannot veto, to each of entries and waits for them all
+// up to the deadline (see awaitAll); change names the change in logs. It blocks until then.
+func (r *syncRegistry[N, E]) tell(entries []E, n N, phase, change string) {
+	var ps []pending[N]
+	for _, e := range entries {
+		if c := e.entry().post(n, phase, time.Time{}); c != nil {
+			ps = append(ps, pending[N]{e.entry(), c})
+		}
+	}
+	awaitAll(ps, r.timeout, r.log, r.obs, change)
 }
 
 // pending is one posted call with the entry it went to.

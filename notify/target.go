@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -124,31 +122,17 @@ const DefaultTargetQueueLimit = 64
 // (hotplug_agent_callback_queue_overflows_total). A dropped query-remove that a removal is still
 // waiting for counts as a missed deadline (a veto unless timeouts consent).
 type TargetRegistry struct {
-	log     *slog.Logger
-	obs     SyncObserver
-	timeout time.Duration
-	consent bool
-	limit   int
-
-	mu      sync.Mutex
-	entries []*TargetEntry
-	live    map[*TargetEntry]struct{}
-	closed  bool
+	syncRegistry[TargetNotification, *TargetEntry]
 }
 
 // NewTargetRegistry returns an empty registry. It does not block.
 func NewTargetRegistry(opts TargetOptions) *TargetRegistry {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultVetoTimeout
-	}
 	if opts.QueueLimit <= 0 {
 		opts.QueueLimit = DefaultTargetQueueLimit
 	}
-	return &TargetRegistry{log: opts.Logger, obs: opts.Observer, timeout: opts.Timeout,
-		consent: opts.ConsentOnTimeout, limit: opts.QueueLimit, live: make(map[*TargetEntry]struct{})}
+	r := &TargetRegistry{}
+	r.init("target device", opts.Logger, opts.Observer, opts.Timeout, opts.ConsentOnTimeout, opts.QueueLimit)
+	return r
 }
 
 // TargetEntry is the handle of one target-device registration. Its methods do not block and are
@@ -161,6 +145,8 @@ type TargetEntry struct {
 
 // Owner returns the owner given to Register.
 func (e *TargetEntry) Owner() string { return e.se.owner }
+
+func (e *TargetEntry) entry() *syncEntry[TargetNotification] { return e.se }
 
 // Target returns the symbolic link given to Register.
 func (e *TargetEntry) Target() string { return e.link }
@@ -198,19 +184,11 @@ func (r *TargetRegistry) Register(link, owner string, cb TargetCallback, userCtx
 		return nil, fmt.Errorf("notify: register target device %s: %w", owner, err)
 	}
 	e := &TargetEntry{link: link, class: class}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, fmt.Errorf("notify: register target device %s: %w", owner, ErrClosed)
+	e.se = r.start(e, owner, cb, userCtx)
+	if err := r.add(e); err != nil {
+		e.se.remove() // its goroutine ends at once: it has run nothing
+		return nil, err
 	}
-	e.se = newSyncEntry(owner, (func(context.Context, TargetNotification, any) error)(cb), userCtx, r.obs, r.log, r.limit, func() {
-		r.mu.Lock()
-		delete(r.live, e)
-		r.mu.Unlock()
-	})
-	r.entries = append(r.entries, e)
-	r.live[e] = struct{}{}
-	r.mu.Unlock()
 	r.log.Info("target device notification registered", "owner", owner, "target", link)
 	return e, nil
 }
@@ -220,56 +198,21 @@ func (r *TargetRegistry) Register(link, owner string, cb TargetCallback, userCtx
 // are dropped. If ctx ends first it returns an error wrapping ctx.Err(); e is unregistered all
 // the same. A second call returns an error wrapping ErrUnregistered. It blocks as described.
 func (r *TargetRegistry) Unregister(ctx context.Context, e *TargetEntry) error {
-	if e == nil || e.se == nil {
-		return fmt.Errorf("notify: unregister target device: nil entry: %w", ErrUnregistered)
+	link := ""
+	if e != nil {
+		link = e.link
 	}
-	r.mu.Lock()
-	i := slices.Index(r.entries, e)
-	if i < 0 || !e.se.remove() {
-		r.mu.Unlock()
-		return fmt.Errorf("notify: unregister target device %s: %w", e.se.owner, ErrUnregistered)
-	}
-	r.entries = slices.Delete(r.entries, i, i+1)
-	r.mu.Unlock()
-	r.log.Info("target device notification unregistered", "owner", e.se.owner, "target", e.link)
-	// The entry stays live until its goroutine exits (it removes itself then): called from its
-	// own callback, wait returns at once, and Close must still wait for that callback.
-	if err := e.se.wait(ctx); err != nil {
-		return fmt.Errorf("notify: unregister target device: %w", err)
-	}
-	return nil
+	return r.unregister(ctx, e, "target device notification unregistered", "target", link)
 }
 
 // Close unregisters every entry and waits, up to ctx, until none of their callbacks runs (that of
 // an entry unregistered from inside its own callback included). Later Register calls fail with
 // ErrClosed. It blocks until then and is safe for concurrent use.
-func (r *TargetRegistry) Close(ctx context.Context) error {
-	r.mu.Lock()
-	r.closed = true
-	registered := make([]*syncEntry[TargetNotification], 0, len(r.entries))
-	for _, e := range r.entries {
-		registered = append(registered, e.se)
-	}
-	r.entries = nil
-	live := make([]*syncEntry[TargetNotification], 0, len(r.live))
-	for e := range r.live {
-		live = append(live, e.se)
-	}
-	r.mu.Unlock()
-	return closeAll(registered, live, ctx, "target device")
-}
+func (r *TargetRegistry) Close(ctx context.Context) error { return r.closeEntries(ctx) }
 
 // entriesOf returns the registrations for link, in registration order.
 func (r *TargetRegistry) entriesOf(link string) []*TargetEntry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []*TargetEntry
-	for _, e := range r.entries {
-		if e.link == link {
-			out = append(out, e)
-		}
-	}
-	return out
+	return r.selected(func(e *TargetEntry) bool { return e.link == link })
 }
 
 // Removal is one removal on request in progress, from QueryRemove to Complete or Cancel. Its
@@ -295,18 +238,13 @@ func (r *TargetRegistry) QueryRemove(iface Interface, req Requester) (*Removal, 
 		Version: 1, SymbolicLinkName: iface.SymbolicLink, Interface: iface,
 		Requested: true, Requester: req, ReadAt: time.Now(),
 	}}
-	for _, e := range r.entriesOf(iface.SymbolicLink) {
-		n := rm.base
-		n.Event = GUIDTargetDeviceQueryRemove
-		reached, veto := vote(e.se, n, "query_remove", ClassName(iface.ClassGUID), iface.SymbolicLink, r.timeout, r.consent, r.log, r.obs)
-		if !reached {
-			continue
-		}
-		rm.queried = append(rm.queried, e)
-		if veto != nil {
-			rm.end(GUIDTargetDeviceRemoveCancelled, veto)
-			return nil, fmt.Errorf("notify: remove %s: %w", iface.SymbolicLink, veto)
-		}
+	n := rm.base
+	n.Event = GUIDTargetDeviceQueryRemove
+	var veto *VetoError
+	rm.queried, veto = r.ask(r.entriesOf(iface.SymbolicLink), n, "query_remove", ClassName(iface.ClassGUID), iface.SymbolicLink)
+	if veto != nil {
+		rm.end(GUIDTargetDeviceRemoveCancelled, veto)
+		return nil, fmt.Errorf("notify: remove %s: %w", iface.SymbolicLink, veto)
 	}
 	return rm, nil
 }
@@ -330,15 +268,9 @@ func (rm *Removal) end(event uuid.UUID, status error) {
 		return
 	}
 	rm.ended = true
-	var ps []pending[TargetNotification]
-	for _, e := range rm.queried {
-		n := rm.base
-		n.Event, n.Status = event, status
-		if c := e.se.post(n, EventName(event), time.Time{}); c != nil {
-			ps = append(ps, pending[TargetNotification]{e.se, c})
-		}
-	}
-	awaitAll(ps, rm.r.timeout, rm.r.log, rm.r.obs, rm.base.SymbolicLinkName)
+	n := rm.base
+	n.Event, n.Status = event, status
+	rm.r.tell(rm.queried, n, EventName(event), rm.base.SymbolicLinkName)
 }
 
 // Removed delivers remove-complete for a removal the agent did not ask for (n is its removal
