@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -194,13 +193,11 @@ type Client struct {
 	mu      sync.Mutex
 	state   ConnState
 	stateCh chan struct{}               // closed at the next state change
-	closed  bool                        // Close was called
 	synced  bool                        // the replica holds the agent's set (a first resync came)
 	resume  bool                        // pos may be sent as Last-Event-ID
 	pos     uint64                      // the agent's ID the replica is current as of
 	view    map[string]notify.Interface // the replica of the agent's active set
-	regs    []*Registration             // registered, in registration order
-	live    map[*Registration]struct{}  // registrations whose goroutine has not exited
+	regs    dispatch.Set[*Registration] // closed once Close was called
 	stats   Stats
 }
 
@@ -256,7 +253,6 @@ func New(baseURL string, opts Options) (*Client, error) {
 		runDone:   make(chan struct{}),
 		stateCh:   make(chan struct{}),
 		view:      map[string]notify.Interface{},
-		live:      map[*Registration]struct{}{},
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -388,16 +384,11 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		ctx = context.Background()
 	}
 	c.mu.Lock()
-	first := !c.closed
-	c.closed = true
-	regs := c.regs
-	c.regs = nil
+	first := !c.regs.Closed()
+	regs, live := c.regs.Close()
 	for _, r := range regs {
-		r.mu.Lock()
-		r.box.Remove()
-		r.mu.Unlock()
+		r.remove()
 	}
-	live := slices.Collect(maps.Keys(c.live))
 	c.mu.Unlock()
 	for _, r := range regs {
 		r.w.Cancel()

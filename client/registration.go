@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -102,7 +101,7 @@ func (c *Client) Register(filter Filter, flags notify.Flags, cb Callback) (*Regi
 	}
 	r.box.Init(c.spec)
 	c.mu.Lock()
-	if c.closed {
+	if c.regs.Closed() {
 		c.mu.Unlock()
 		r.w.Cancel()
 		return nil, fmt.Errorf("client: register %s: %w", filter, ErrClosed)
@@ -114,8 +113,7 @@ func (c *Client) Register(filter Filter, flags notify.Flags, cb Callback) (*Regi
 		r.pending = true
 	}
 	r.mu.Unlock()
-	c.regs = append(c.regs, r)
-	c.live[r] = struct{}{}
+	c.regs.Add(r)
 	synced := c.synced
 	c.mu.Unlock()
 
@@ -152,17 +150,9 @@ func (c *Client) Unregister(r *Registration) error {
 	if r.c != c {
 		return fmt.Errorf("client: unregister %s: %w with this client", r.filter, ErrUnregistered)
 	}
-	c.mu.Lock()
-	r.mu.Lock()
-	if !r.box.Remove() {
-		r.mu.Unlock()
-		c.mu.Unlock()
+	if !dispatch.Unregister(&c.mu, &c.regs, r, r.remove, r.w) {
 		return fmt.Errorf("client: unregister %s: %w", r.filter, ErrUnregistered)
 	}
-	r.mu.Unlock()
-	c.forget(r)
-	c.mu.Unlock()
-	r.w.Cancel()
 	c.log.Debug("unregistered", "class", r.filter)
 	return nil
 }
@@ -182,16 +172,16 @@ func (c *Client) UnregisterEx(ctx context.Context, r *Registration) error {
 	return nil
 }
 
-// forget deletes r from c.regs. c.mu is held.
-func (c *Client) forget(r *Registration) {
-	if i := slices.Index(c.regs, r); i >= 0 {
-		c.regs = slices.Delete(c.regs, i, i+1)
-	}
+// remove removes r's queue for good and reports whether it was not removed already.
+func (r *Registration) remove() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.box.Remove()
 }
 
 // publish queues n for every started registration of its class. c.mu is held.
 func (c *Client) publish(n notify.Notification) {
-	for _, r := range c.regs {
+	for _, r := range c.regs.Registered() {
 		if matches(r.filter.Class, n.InterfaceClassGUID) {
 			c.enqueue(r, n)
 		}
@@ -298,13 +288,8 @@ func (c *Client) call(r *Registration, n notify.Notification) {
 // after a runtime.Goexit in the callback it removes r, which could never be served again.
 func (c *Client) exited(r *Registration) {
 	c.mu.Lock()
-	delete(c.live, r)
-	r.mu.Lock()
-	orphan := r.box.Remove()
-	r.mu.Unlock()
-	if orphan {
-		c.forget(r)
-	}
+	orphan := r.remove()
+	c.regs.Exited(r)
 	c.mu.Unlock()
 	if orphan {
 		c.log.Error("callback goroutine exited", "class", r.filter, "reason", "callback called runtime.Goexit")

@@ -244,7 +244,7 @@ func (c *Client) handleResync(ev sseEvent) error {
 	c.view = next
 	c.pos, c.synced, c.resume = last, true, true
 	started := 0
-	for _, r := range c.regs {
+	for _, r := range c.regs.Registered() {
 		r.mu.Lock()
 		if r.pending && !r.box.Removed() {
 			c.start(r)

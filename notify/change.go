@@ -147,8 +147,8 @@ type ChangeEntryInfo struct {
 func (r *ChangeRegistry) Entries() []ChangeEntryInfo {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]ChangeEntryInfo, len(r.entries))
-	for i, e := range r.entries {
+	out := make([]ChangeEntryInfo, len(r.entries.Registered()))
+	for i, e := range r.entries.Registered() {
 		out[i] = ChangeEntryInfo{Owner: e.se.owner, Class: e.class, Flags: e.flags}
 	}
 	return out

@@ -198,7 +198,7 @@ func (r *Registry) Checkpoint(maxPending int) Checkpoint {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cp := Checkpoint{Active: r.activeOf(AllClasses), LastID: r.lastID, Cursors: map[string]Cursor{}, covered: map[*Entry]uint64{}}
-	for _, e := range r.entries {
+	for _, e := range r.entries.Registered() {
 		if !e.durable {
 			continue
 		}
@@ -243,7 +243,7 @@ func (r *Registry) Saved(cp Checkpoint) {
 // still works; Close must follow. Stop blocks as described and is safe for concurrent use.
 func (r *Registry) Stop(ctx context.Context) error {
 	r.mu.Lock()
-	entries := slices.Clone(r.entries)
+	entries := slices.Clone(r.entries.Registered())
 	r.mu.Unlock()
 	for _, e := range entries {
 		e.mu.Lock()

@@ -141,9 +141,7 @@ type Registry struct {
 
 	mu      sync.Mutex
 	active  map[string]Interface // keyed by SymbolicLink
-	entries []*Entry             // registered entries, in registration order
-	live    map[*Entry]struct{}  // entries whose dispatch goroutine has not exited
-	closed  bool
+	entries dispatch.Set[*Entry]
 	lastID  uint64 // the ID of the last notification published
 }
 
@@ -162,7 +160,6 @@ func NewRegistry(opts Options) *Registry {
 		obs:    opts.Observer,
 		limit:  limit,
 		active: make(map[string]Interface),
-		live:   make(map[*Entry]struct{}),
 		spec:   newSpec(limit),
 	}
 	r.checkpoint = opts.RequestCheckpoint
@@ -302,7 +299,7 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 	include := flags&FlagIncludeExistingInterfaces != 0 && resume == nil
 
 	r.mu.Lock()
-	if r.closed {
+	if r.entries.Closed() {
 		r.mu.Unlock()
 		e.w.Cancel()
 		return nil, fmt.Errorf("notify: register %s: %w", owner, ErrClosed)
@@ -323,8 +320,7 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 	if durable && resume == nil {
 		e.doneView = maps.Clone(e.box.View())
 	}
-	r.entries = append(r.entries, e)
-	r.live[e] = struct{}{}
+	r.entries.Add(e)
 	r.mu.Unlock()
 
 	e.w.Start(func() { r.run(e) }, func(clean bool) { r.exited(e, clean) })
@@ -346,18 +342,9 @@ func (r *Registry) Unregister(e *Entry) error {
 	if e.r != r {
 		return fmt.Errorf("notify: unregister %s: %w in this registry", e.owner, ErrUnregistered)
 	}
-	r.mu.Lock()
-	e.mu.Lock()
-	if !e.box.Remove() {
-		e.mu.Unlock()
-		r.mu.Unlock()
+	if !dispatch.Unregister(&r.mu, &r.entries, e, e.remove, e.w) {
 		return fmt.Errorf("notify: unregister %s: %w", e.owner, ErrUnregistered)
 	}
-	e.mu.Unlock()
-	r.removeEntry(e)
-	r.mu.Unlock()
-	e.w.Cancel()
-	e.w.Poke()
 	r.log.Info("notification unregistered", "owner", e.owner, "class", ClassName(e.class))
 	return nil
 }
@@ -418,7 +405,7 @@ func (r *Registry) Publish(n Notification) bool {
 	}
 	r.lastID++
 	n.ID = r.lastID
-	for _, e := range r.entries {
+	for _, e := range r.entries.Registered() {
 		if matches(e.class, n.InterfaceClassGUID) {
 			r.enqueue(e, n)
 		}
@@ -456,8 +443,8 @@ func (r *Registry) Active() []Interface {
 func (r *Registry) Entries() []EntryInfo {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	infos := make([]EntryInfo, 0, len(r.entries))
-	for _, e := range r.entries {
+	infos := make([]EntryInfo, 0, len(r.entries.Registered()))
+	for _, e := range r.entries.Registered() {
 		e.mu.Lock()
 		queued := e.box.Len() + int(e.taken.Load())
 		e.mu.Unlock()
@@ -484,15 +471,10 @@ func (r *Registry) Close(ctx context.Context) error {
 		ctx = context.Background()
 	}
 	r.mu.Lock()
-	r.closed = true
-	entries := r.entries
-	r.entries = nil
+	entries, live := r.entries.Close()
 	for _, e := range entries {
-		e.mu.Lock()
-		e.box.Remove()
-		e.mu.Unlock()
+		e.remove()
 	}
-	live := slices.Collect(maps.Keys(r.live))
 	r.mu.Unlock()
 	for _, e := range entries {
 		e.w.Cancel()
@@ -520,11 +502,11 @@ func (r *Registry) activeOf(class uuid.UUID) []Interface {
 	return out
 }
 
-// removeEntry deletes e from r.entries. r.mu must be held.
-func (r *Registry) removeEntry(e *Entry) {
-	if i := slices.Index(r.entries, e); i >= 0 {
-		r.entries = slices.Delete(r.entries, i, i+1)
-	}
+// remove removes e's queue for good and reports whether it was not removed already.
+func (e *Entry) remove() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.box.Remove()
 }
 
 // enqueue appends n to e's queue, or drops the queue for a resync when it is full, and wakes
@@ -707,13 +689,8 @@ func (r *Registry) dispatch(e *Entry, n Notification) {
 // never be served again.
 func (r *Registry) exited(e *Entry, clean bool) {
 	r.mu.Lock()
-	delete(r.live, e)
-	e.mu.Lock()
-	orphan := e.box.Remove()
-	e.mu.Unlock()
-	if orphan {
-		r.removeEntry(e)
-	}
+	e.remove()
+	r.entries.Exited(e)
 	r.mu.Unlock()
 	if !clean {
 		r.log.Error("callback goroutine exited", "owner", e.owner, "class", ClassName(e.class),

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -292,9 +290,7 @@ type syncRegistry[N any, E syncHandle[N]] struct {
 	limit   int // the most calls queued for one registration; 0: no bound
 
 	mu      sync.Mutex
-	entries []E
-	live    map[E]struct{} // entries whose goroutine may still run a callback
-	closed  bool
+	entries dispatch.Set[E]
 }
 
 // init sets r's options; a nil logger discards, a timeout of 0 or less is DefaultVetoTimeout.
@@ -306,7 +302,6 @@ func (r *syncRegistry[N, E]) init(what string, log *slog.Logger, obs SyncObserve
 		timeout = DefaultVetoTimeout
 	}
 	r.what, r.log, r.obs, r.timeout, r.consent, r.limit = what, log, obs, timeout, consent, limit
-	r.live = make(map[E]struct{})
 }
 
 // start starts the goroutine of the registration e, which r forgets when it exits (and not
@@ -315,7 +310,7 @@ func (r *syncRegistry[N, E]) init(what string, log *slog.Logger, obs SyncObserve
 func (r *syncRegistry[N, E]) start(e E, owner string, cb func(context.Context, N, any) error, userCtx any) *syncEntry[N] {
 	return newSyncEntry(owner, cb, userCtx, r.obs, r.log, r.limit, func() {
 		r.mu.Lock()
-		delete(r.live, e)
+		r.entries.Exited(e)
 		r.mu.Unlock()
 	})
 }
@@ -324,11 +319,9 @@ func (r *syncRegistry[N, E]) start(e E, owner string, cb func(context.Context, N
 func (r *syncRegistry[N, E]) add(e E) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
+	if !r.entries.Add(e) {
 		return fmt.Errorf("notify: register %s %s: %w", r.what, e.entry().owner, ErrClosed)
 	}
-	r.entries = append(r.entries, e)
-	r.live[e] = struct{}{}
 	return nil
 }
 
@@ -341,13 +334,11 @@ func (r *syncRegistry[N, E]) unregister(ctx context.Context, e E, msg string, ar
 	}
 	se := e.entry()
 	r.mu.Lock()
-	i := slices.Index(r.entries, e)
-	if i < 0 || !se.remove() {
-		r.mu.Unlock()
+	ok := r.entries.Delete(e) && se.remove()
+	r.mu.Unlock()
+	if !ok {
 		return fmt.Errorf("notify: unregister %s %s: %w", r.what, se.owner, ErrUnregistered)
 	}
-	r.entries = slices.Delete(r.entries, i, i+1)
-	r.mu.Unlock()
 	r.log.Info(msg, append([]any{"owner", se.owner}, args...)...)
 	// The entry stays live until its goroutine exits (it removes itself then): called from its
 	// own callback, wait returns at once, and Close must still wait for that callback.
@@ -363,10 +354,7 @@ func (r *syncRegistry[N, E]) unregister(ctx context.Context, e E, msg string, ar
 // ErrClosed. It blocks until then.
 func (r *syncRegistry[N, E]) closeEntries(ctx context.Context) error {
 	r.mu.Lock()
-	r.closed = true
-	registered := r.entries
-	r.entries = nil
-	live := slices.Collect(maps.Keys(r.live))
+	registered, live := r.entries.Close()
 	r.mu.Unlock()
 	for _, e := range registered {
 		e.entry().remove()
@@ -384,7 +372,7 @@ func (r *syncRegistry[N, E]) selected(keep func(E) bool) []E {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []E
-	for _, e := range r.entries {
+	for _, e := range r.entries.Registered() {
 		if keep(e) {
 			out = append(out, e)
 		}

@@ -161,8 +161,8 @@ type TargetEntryInfo struct {
 func (r *TargetRegistry) Entries() []TargetEntryInfo {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]TargetEntryInfo, len(r.entries))
-	for i, e := range r.entries {
+	out := make([]TargetEntryInfo, len(r.entries.Registered()))
+	for i, e := range r.entries.Registered() {
 		out[i] = TargetEntryInfo{Owner: e.se.owner, Target: e.link}
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -143,5 +144,32 @@ func TestWorkerWait(t *testing.T) {
 	}
 	if !exited || w.Context().Err() == nil {
 		t.Errorf("after the end: exited clean %v, context %v; want true and cancelled", exited, w.Context().Err())
+	}
+}
+
+// TestSet: registrations stay in order, stay live after Delete until Exited, and a closed set
+// refuses more.
+func TestSet(t *testing.T) {
+	var s Set[string]
+	for _, r := range []string{"a", "b", "c"} {
+		s.Add(r)
+	}
+	if !s.Delete("b") || s.Delete("b") {
+		t.Error("Delete: want true, then false")
+	}
+	s.Exited("c")
+	if diff := gocmp.Diff([]string{"a"}, s.Registered()); diff != "" {
+		t.Errorf("Registered (-want +got):\n%s", diff)
+	}
+	reg, live := s.Close()
+	slices.Sort(live)
+	if diff := gocmp.Diff([]string{"a"}, reg); diff != "" {
+		t.Errorf("Close registered (-want +got):\n%s", diff)
+	}
+	if diff := gocmp.Diff([]string{"a", "b"}, live); diff != "" {
+		t.Errorf("Close live (-want +got):\n%s", diff)
+	}
+	if s.Add("d") || !s.Closed() || len(s.Registered()) != 0 {
+		t.Error("a closed set took a registration")
 	}
 }
