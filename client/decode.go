@@ -4,42 +4,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/wire"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
 
-// wireInterface is the agent's JSON of an interface (notify.Interface.MarshalJSON). Pointers
-// tell a field that is absent from one that is zero.
-type wireInterface struct {
-	InterfaceClass     string     `json:"interface_class"`
-	InterfaceClassGUID *uuid.UUID `json:"interface_class_guid"`
-	SymbolicLink       string     `json:"symbolic_link"`
-	CPU                *int       `json:"cpu"`
-	MemoryBlock        *int       `json:"memory_block"`
-	PhysStart          *uint64    `json:"phys_start"`
-	Size               *uint64    `json:"size"`
-	Node               *int       `json:"node"`
-	State              string     `json:"state"`
-	Zones              string     `json:"zones"`
-	MemoryDevice       string     `json:"memory_device"`
-	MemoryBlocks       string     `json:"memory_blocks"`
-}
-
-// wireNotification is the agent's JSON of a notification (notify.Notification.MarshalJSON).
-type wireNotification struct {
-	ID        uint64     `json:"id"`
-	Version   uint16     `json:"version"`
-	Event     string     `json:"event"`
-	EventGUID *uuid.UUID `json:"event_guid"`
-	wireInterface
-	Seqnum uint64       `json:"seqnum"`
-	ReadAt time.Time    `json:"read_at"`
-	Cause  notify.Cause `json:"cause"`
-}
+// wireInterface and wireNotification are the agent's JSON of an interface and a notification.
+type (
+	wireInterface    wire.Interface
+	wireNotification wire.Notification
+)
 
 // DecodeInterface decodes one interface as the agent writes it in /interfaces and in a resync
 // event (the output of notify.Interface.MarshalJSON). Unknown fields are ignored, so that a newer
@@ -105,11 +82,11 @@ func (w *wireNotification) notification() (notify.Notification, error) {
 		}
 		event = *w.EventGUID
 	}
-	iface, err := w.iface()
+	iface, err := (*wireInterface)(&w.Interface).iface()
 	if err != nil {
 		return notify.Notification{}, err
 	}
-	n := notify.NewNotification(event, iface, w.Seqnum, w.ReadAt, w.Cause)
+	n := notify.NewNotification(event, iface, w.Seqnum, w.ReadAt, notify.Cause(w.Cause))
 	n.Version = w.Version
 	n.ID = w.ID
 	return n, nil

@@ -2,31 +2,16 @@ package notify
 
 import (
 	"encoding/json"
-	"time"
 
-	"github.com/google/uuid"
+	"github.com/hotplug-agent/hotplug-agent/internal/wire"
 )
 
-// interfaceJSON is the wire form of an Interface, shared by /interfaces, /events and the CLI.
-type interfaceJSON struct {
-	InterfaceClass     string    `json:"interface_class"`
-	InterfaceClassGUID uuid.UUID `json:"interface_class_guid"`
-	SymbolicLink       string    `json:"symbolic_link"`
-	CPU                *int      `json:"cpu,omitempty"`
-	MemoryBlock        *int      `json:"memory_block,omitempty"`
-	PhysStart          *uint64   `json:"phys_start,omitempty"`
-	Size               *uint64   `json:"size,omitempty"`
-	Node               *int      `json:"node,omitempty"`
-	State              string    `json:"state,omitempty"`
-	Zones              string    `json:"zones,omitempty"`
-	MemoryDevice       string    `json:"memory_device,omitempty"`
-	MemoryBlocks       string    `json:"memory_blocks,omitempty"`
-}
-
-func (i Interface) wire() interfaceJSON {
-	w := interfaceJSON{
+// wire returns i's JSON form.
+func (i Interface) wire() wire.Interface {
+	class := i.ClassGUID
+	w := wire.Interface{
 		InterfaceClass:     ClassName(i.ClassGUID),
-		InterfaceClassGUID: i.ClassGUID,
+		InterfaceClassGUID: &class,
 		SymbolicLink:       i.SymbolicLink,
 		State:              i.State,
 		Zones:              i.Zones,
@@ -58,34 +43,23 @@ func (i Interface) wire() interfaceJSON {
 // memory_block.
 func (i Interface) MarshalJSON() ([]byte, error) { return json.Marshal(i.wire()) }
 
-// notificationJSON is the wire form of a Notification: the interface's fields and the event's.
-type notificationJSON struct {
-	ID        uint64    `json:"id,omitempty"`
-	Version   uint16    `json:"version"`
-	Event     string    `json:"event"`
-	EventGUID uuid.UUID `json:"event_guid"`
-	interfaceJSON
-	Seqnum uint64    `json:"seqnum"`
-	ReadAt time.Time `json:"read_at"`
-	Cause  Cause     `json:"cause"`
-}
-
 // MarshalJSON encodes the notification as one flat object: id (when not 0), version, event ("arrival",
 // "removal"), event_guid, the interface's fields (see Interface.MarshalJSON), seqnum, read_at
 // and cause.
 func (n Notification) MarshalJSON() ([]byte, error) {
 	w := n.Interface.wire()
-	w.InterfaceClass = ClassName(n.InterfaceClassGUID)
-	w.InterfaceClassGUID = n.InterfaceClassGUID
+	class, event := n.InterfaceClassGUID, n.Event
+	w.InterfaceClass = ClassName(class)
+	w.InterfaceClassGUID = &class
 	w.SymbolicLink = n.SymbolicLinkName
-	return json.Marshal(notificationJSON{
-		ID:            n.ID,
-		Version:       n.Version,
-		Event:         EventName(n.Event),
-		EventGUID:     n.Event,
-		interfaceJSON: w,
-		Seqnum:        n.Seqnum,
-		ReadAt:        n.ReadAt,
-		Cause:         n.Cause,
+	return json.Marshal(wire.Notification{
+		ID:        n.ID,
+		Version:   n.Version,
+		Event:     EventName(n.Event),
+		EventGUID: &event,
+		Interface: w,
+		Seqnum:    n.Seqnum,
+		ReadAt:    n.ReadAt,
+		Cause:     string(n.Cause),
 	})
 }
