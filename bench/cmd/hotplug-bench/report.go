@@ -132,17 +132,20 @@ func (r *report) machine() (string, error) {
 	return s.String(), nil
 }
 
-func (r *report) latencyResult() error {
-	if r.lat != nil {
+// loadOnce loads the result of the benchmark name into *p, unless it is there already.
+func loadOnce[T any](r *report, name string, p **T) error {
+	if *p != nil {
 		return nil
 	}
-	var v LatencyResult
-	if err := r.load("latency", &v); err != nil {
+	var v T
+	if err := r.load(name, &v); err != nil {
 		return err
 	}
-	r.lat = &v
+	*p = &v
 	return nil
 }
+
+func (r *report) latencyResult() error { return loadOnce(r, "latency", &r.lat) }
 
 var variantNames = map[string]string{
 	vFloor:  "(a) bare recvmsg loop (the floor)",
@@ -266,17 +269,7 @@ func (r *report) pipeline() (string, error) {
 	return s.String(), nil
 }
 
-func (r *report) stormResult() error {
-	if r.st != nil {
-		return nil
-	}
-	var v StormResult
-	if err := r.load("storm", &v); err != nil {
-		return err
-	}
-	r.st = &v
-	return nil
-}
+func (r *report) stormResult() error { return loadOnce(r, "storm", &r.st) }
 
 func (r *report) storm() (string, error) {
 	if err := r.stormResult(); err != nil {
@@ -303,17 +296,7 @@ func (r *report) storm() (string, error) {
 	return s.String(), nil
 }
 
-func (r *report) footprintResult() error {
-	if r.fp != nil {
-		return nil
-	}
-	var v FootprintResult
-	if err := r.load("footprint", &v); err != nil {
-		return err
-	}
-	r.fp = &v
-	return nil
-}
+func (r *report) footprintResult() error { return loadOnce(r, "footprint", &r.fp) }
 
 func (r *report) footprint() (string, error) {
 	if err := r.footprintResult(); err != nil {
@@ -336,17 +319,7 @@ func (r *report) footprint() (string, error) {
 	return s.String(), nil
 }
 
-func (r *report) qemuResult() error {
-	if r.qm != nil {
-		return nil
-	}
-	var v QEMUResult
-	if err := r.load("qemu", &v); err != nil {
-		return err
-	}
-	r.qm = &v
-	return nil
-}
+func (r *report) qemuResult() error { return loadOnce(r, "qemu", &r.qm) }
 
 func (r *report) qemu() (string, error) {
 	if err := r.qemuResult(); err != nil {
