@@ -10,9 +10,10 @@ import (
 // active: an interface whose details differ gets a removal and an arrival. Each half is in
 // Interface.Less order.
 func diff(view, active map[string]Interface, now time.Time) []Notification {
-	out := dispatch.Resync(newSpec(0), view, active, nil)
-	for k := range out {
-		out[k].ReadAt = now
+	var out []Notification
+	for _, n := range dispatch.Resync(newSpec(0), view, active, nil) {
+		n.ReadAt = now
+		out = append(out, *n)
 	}
 	return out
 }

@@ -130,7 +130,7 @@ func (r *Registry) resume(e *Entry, c *Cursor, existing []Interface) {
 	for _, i := range existing {
 		active[i.SymbolicLink] = i
 	}
-	e.box.Resync(active, nil, func(n Notification) Notification { return r.restate(e, n) })
+	e.box.Resync(active, nil, func(n *Notification) *Notification { *n = r.restate(e, *n); return n })
 }
 
 // restate gives n, made for e alone, the registry's next ID when e is durable, so that its
@@ -168,7 +168,7 @@ func (e *Entry) awaitSaved() bool {
 
 // finished records that the callback of durable e returned from n, unless e's context ended
 // (the callback was cut short: n stays pending, to be given again). e.mu must be held.
-func (e *Entry) finished(n Notification) {
+func (e *Entry) finished(n *Notification) {
 	if e.w.Context().Err() != nil {
 		return
 	}
@@ -210,7 +210,7 @@ func (r *Registry) Checkpoint(maxPending int) Checkpoint {
 		c.Pending = append(c.Pending, e.replay...)
 		take := max(min(e.box.Len(), maxPending-len(c.Pending)), 0)
 		for k := range take {
-			c.Pending = append(c.Pending, e.box.At(k))
+			c.Pending = append(c.Pending, *e.box.At(k))
 		}
 		// The number of the last queued notification held: the queue's head is number
 		// pushed-len+1.

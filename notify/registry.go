@@ -135,14 +135,15 @@ type Registry struct {
 	log   *slog.Logger
 	obs   Observer
 	limit int
-	spec  *dispatch.Spec[Notification, Interface]
+	spec  *dispatch.Spec[*Notification, Interface]
 
 	checkpoint func(urgent bool) // Options.RequestCheckpoint
 
 	mu      sync.Mutex
 	active  map[string]Interface // keyed by SymbolicLink
 	entries dispatch.Set[*Entry]
-	lastID  uint64 // the ID of the last notification published
+	lastID  uint64         // the ID of the last notification published
+	slab    []Notification // where Publish puts the next notifications the queues point to
 }
 
 // NewRegistry returns an empty, open registry. It does not block and is safe for concurrent use.
@@ -187,10 +188,10 @@ type Entry struct {
 	idle    chan struct{} // capacity 1: "running went false"
 	saved   chan struct{} // capacity 1, durable entries: "a Checkpoint was saved"
 
-	mu      sync.Mutex // guards the fields below; taken after Registry.mu
-	stopped bool       // Registry.Stop: no callback starts
-	running bool       // a callback runs
-	box     dispatch.Mailbox[Notification, Interface]
+	mu      sync.Mutex                                 // guards the fields below; taken after Registry.mu
+	stopped bool                                       // Registry.Stop: no callback starts
+	running bool                                       // a callback runs
+	box     dispatch.Mailbox[*Notification, Interface] // immutable notifications, shared
 	durableState
 }
 
@@ -312,9 +313,10 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 		// With include the existing arrivals fill the view as they are delivered; without, the
 		// entry is not told about what is active, but its later notifications continue from
 		// that state, so that is where its view starts.
-		e.box.Start(existing, interfaceKey, include, func(n Notification) Notification {
+		e.box.Start(existing, interfaceKey, include, func(n *Notification) *Notification {
 			n.Cause = CauseExisting
-			return r.restate(e, n)
+			*n = r.restate(e, *n)
+			return n
 		})
 	}
 	if durable && resume == nil {
@@ -405,13 +407,33 @@ func (r *Registry) Publish(n Notification) bool {
 	}
 	r.lastID++
 	n.ID = r.lastID
+	var p *Notification // one copy, which every queue points to
 	for _, e := range r.entries.Registered() {
 		if matches(e.class, n.InterfaceClassGUID) {
-			r.enqueue(e, n)
+			if p == nil {
+				p = r.place(n)
+			}
+			r.enqueue(e, p)
 		}
 	}
 	r.mu.Unlock()
 	return true
+}
+
+// slabSize is how many notifications Publish allocates at once.
+const slabSize = 64
+
+// place returns a copy of n that the queues share and no one modifies: from a slab, so that a
+// notification costs a fraction of an allocation however many registrations get it. r.mu must
+// be held.
+func (r *Registry) place(n Notification) *Notification {
+	if len(r.slab) == 0 {
+		r.slab = make([]Notification, slabSize)
+	}
+	p := &r.slab[0]
+	*p = n
+	r.slab = r.slab[1:]
+	return p
 }
 
 // LastID is the ID of the last notification published: each accepted Publish gives its
@@ -511,7 +533,7 @@ func (e *Entry) remove() bool {
 
 // enqueue appends n to e's queue, or drops the queue for a resync when it is full, and wakes
 // e's dispatch goroutine if it waits for it. r.mu must be held.
-func (r *Registry) enqueue(e *Entry, n Notification) {
+func (r *Registry) enqueue(e *Entry, n *Notification) {
 	e.mu.Lock()
 	wake := e.box.Offer(n)
 	e.mu.Unlock()
@@ -528,7 +550,7 @@ func (r *Registry) catchUp(e *Entry) {
 	e.mu.Lock()
 	if e.box.Stale() {
 		e.box.Resync(r.active, func(i Interface) bool { return matches(e.class, i.ClassGUID) },
-			func(n Notification) Notification { return r.restate(e, n) })
+			func(n *Notification) *Notification { *n = r.restate(e, *n); return n })
 	}
 	e.mu.Unlock()
 	r.mu.Unlock()
@@ -546,7 +568,7 @@ const batchMax = 64
 
 // run is the dispatch goroutine of e: it delivers e's queue in order until e is removed.
 func (r *Registry) run(e *Entry) {
-	var batch []Notification
+	var batch []*Notification
 	for {
 		var overflow int
 		var more bool
@@ -561,13 +583,16 @@ func (r *Registry) run(e *Entry) {
 		if !more {
 			return
 		}
+		var clock time.Time // when the callback before returned, if the next one follows at once
 		for k, n := range batch {
 			e.taken.Add(-1)
-			if e.w.Context().Err() == nil && e.begin(n) {
-				r.dispatch(e, n)
+			if e.w.Context().Err() == nil && e.begin() {
+				clock = r.dispatch(e, n, clock)
 				e.end(n)
+			} else {
+				clock = time.Time{}
 			}
-			batch[k] = Notification{} // hold no interface beyond its delivery
+			batch[k] = nil // hold no notification beyond its delivery
 		}
 	}
 }
@@ -575,7 +600,7 @@ func (r *Registry) run(e *Entry) {
 // begin is called with n just taken off e's queue: a durable e waits until a saved Checkpoint
 // holds n. It returns false, and n is not delivered, when e is removed or stopped meanwhile;
 // otherwise e is running.
-func (e *Entry) begin(n Notification) bool {
+func (e *Entry) begin() bool {
 	if e.durable && !e.awaitSaved() {
 		return false
 	}
@@ -589,7 +614,7 @@ func (e *Entry) begin(n Notification) bool {
 }
 
 // end is called when e's callback has returned from n.
-func (e *Entry) end(n Notification) {
+func (e *Entry) end(n *Notification) {
 	e.mu.Lock()
 	e.running = false
 	if e.durable {
@@ -608,7 +633,7 @@ func (e *Entry) end(n Notification) {
 // next waits for e's next notifications and appends them to batch: up to batchMax of them, one
 // for a durable e (whose Checkpoints count them one by one). It returns none but an overflow to
 // report when there is only that, and more=false once e is removed.
-func (e *Entry) next(batch []Notification) (_ []Notification, overflow int, more bool) {
+func (e *Entry) next(batch []*Notification) (_ []*Notification, overflow int, more bool) {
 	for {
 		e.mu.Lock()
 		if e.box.Stale() {
@@ -631,14 +656,14 @@ func (e *Entry) next(batch []Notification) (_ []Notification, overflow int, more
 		switch {
 		case len(e.replay) > 0:
 			// Given before this start, perhaps seen: the view already follows from them.
-			n := e.replay[0]
+			n := &e.replay[0]
 			e.replay = e.replay[1:]
-			e.inflight, e.hasInflight, e.inflightNum = n, true, 0
+			e.inflight, e.hasInflight, e.inflightNum = *n, true, 0
 			batch = append(batch, n)
 		case e.box.Len() > 0 && e.durable:
 			e.inflightNum = e.box.Pushed() - uint64(e.box.Len()) + 1
 			batch = e.box.Take(batch, 1)
-			e.inflight, e.hasInflight = batch[0], true
+			e.inflight, e.hasInflight = *batch[0], true
 		case e.box.Len() > 0:
 			batch = e.box.Take(batch, batchMax)
 		case overflow == 0:
@@ -653,17 +678,22 @@ func (e *Entry) next(batch []Notification) (_ []Notification, overflow int, more
 	}
 }
 
-// dispatch runs e's callback for n and reports the outcome.
-func (r *Registry) dispatch(e *Entry, n Notification) {
+// dispatch runs e's callback for *p and reports the outcome. With an Observer it returns when
+// the callback returned, which, given back as start for the next notification of the same batch,
+// saves reading the clock again (it is slow on some virtual machines, and the Observer needs it
+// twice per callback): the callback of a non-durable entry starts right after that.
+func (r *Registry) dispatch(e *Entry, p *Notification, start time.Time) (end time.Time) {
+	n := *p
 	if r.obs != nil {
-		e.cur = n // reused so that handing the Observer a pointer does not allocate
-		r.obs.CallbackStarted(e.owner, &e.cur, time.Since(n.ReadAt))
+		if start.IsZero() || e.durable {
+			start = time.Now()
+		}
+		e.cur = n // the Observer's copy: it cannot change what other registrations get
+		r.obs.CallbackStarted(e.owner, &e.cur, start.Sub(n.ReadAt))
 	}
 	e.delivered.Add(1)
 	ctx := e.w.Context()
-	start := time.Now()
 	err, panicked, omitted := e.stacks.Call(func() error { return e.cb(ctx, n, e.userCtx) })
-	took := time.Since(start)
 	switch {
 	case panicked:
 		args := []any{"owner", e.owner, "event", EventName(n.Event), "interface", n.SymbolicLinkName, "err", err}
@@ -679,9 +709,11 @@ func (r *Registry) dispatch(e *Entry, n Notification) {
 			"interface", n.SymbolicLinkName, "err", err)
 	}
 	if r.obs != nil {
+		end = time.Now()
 		e.cur = n
-		r.obs.CallbackDone(e.owner, &e.cur, took, err)
+		r.obs.CallbackDone(e.owner, &e.cur, end.Sub(start), err)
 	}
+	return end
 }
 
 // exited runs when e's dispatch goroutine ends, before its Worker is done. An end that did not
@@ -702,13 +734,16 @@ func (r *Registry) exited(e *Entry, clean bool) {
 func (e *Entry) worker() *dispatch.Worker { return e.w }
 
 // newSpec is how a Registry's queues of limit notifications read and make notifications.
-func newSpec(limit int) *dispatch.Spec[Notification, Interface] {
-	return &dispatch.Spec[Notification, Interface]{
+func newSpec(limit int) *dispatch.Spec[*Notification, Interface] {
+	return &dispatch.Spec[*Notification, Interface]{
 		Limit: limit,
-		Read: func(n Notification) (string, bool, Interface) {
+		Read: func(n *Notification) (string, bool, Interface) {
 			return n.SymbolicLinkName, n.IsArrival(), n.Interface
 		},
-		Note:    resyncNote,
+		Note: func(arrival bool, i Interface) *Notification {
+			n := resyncNote(arrival, i)
+			return &n
+		},
 		Compare: compareInterfaces,
 	}
 }
