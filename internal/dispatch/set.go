@@ -63,7 +63,7 @@ func (s *Set[R]) Close() (registered, live []R) {
 // Unregister removes r from s under mu (the registry's lock), with remove (which empties r's
 // queue for good and reports whether it was not removed already), then cancels the context of
 // r's Worker w and wakes it, so that no callback of r starts after it returns. It reports whether
-// r was still registered. It does not block on callbacks.
+// r was still registered. It does not block on callbacks and is safe for concurrent use.
 func Unregister[R comparable](mu *sync.Mutex, s *Set[R], r R, remove func() bool, w *Worker) bool {
 	mu.Lock()
 	removed := remove()
