@@ -269,12 +269,12 @@ func New(baseURL string, opts Options) (*Client, error) {
 		Read: func(n notify.Notification) (string, bool, notify.Interface) {
 			return n.SymbolicLinkName, n.IsArrival(), n.Interface
 		},
-		Note: func(arrival bool, i notify.Interface) notify.Notification {
+		Note: func(arrival bool, i notify.Interface, now time.Time) notify.Notification {
 			event := notify.GUIDDeviceInterfaceRemoval
 			if arrival {
 				event = notify.GUIDDeviceInterfaceArrival
 			}
-			return notify.NewNotification(event, i, 0, time.Now(), notify.CauseResync)
+			return notify.NewNotification(event, i, 0, now, notify.CauseResync)
 		},
 		Compare: compareInterfaces,
 	}

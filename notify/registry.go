@@ -740,8 +740,8 @@ func newSpec(limit int) *dispatch.Spec[*Notification, Interface] {
 		Read: func(n *Notification) (string, bool, Interface) {
 			return n.SymbolicLinkName, n.IsArrival(), n.Interface
 		},
-		Note: func(arrival bool, i Interface) *Notification {
-			n := resyncNote(arrival, i)
+		Note: func(arrival bool, i Interface, now time.Time) *Notification {
+			n := resyncNote(arrival, i, now)
 			return &n
 		},
 		Compare: compareInterfaces,
@@ -750,12 +750,12 @@ func newSpec(limit int) *dispatch.Spec[*Notification, Interface] {
 
 // resyncNote is the arrival (or removal) of i that a resync delivers: Cause CauseResync, ID 0,
 // ReadAt now.
-func resyncNote(arrival bool, i Interface) Notification {
+func resyncNote(arrival bool, i Interface, now time.Time) Notification {
 	event := GUIDDeviceInterfaceRemoval
 	if arrival {
 		event = GUIDDeviceInterfaceArrival
 	}
-	return NewNotification(event, i, 0, time.Now(), CauseResync)
+	return NewNotification(event, i, 0, now, CauseResync)
 }
 
 // interfaceKey is the key of i in an active set or a view.

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"slices"
 	"sync/atomic"
+	"time"
 )
 
 // Spec tells the mailboxes of one registry how to read and make its notifications N about
@@ -14,8 +15,9 @@ type Spec[N any, I comparable] struct {
 	// Read returns n's interface key (its symbolic link), whether n is an arrival, and the
 	// interface.
 	Read func(n N) (key string, arrival bool, iface I)
-	// Note makes the arrival (or removal) of iface that a resync or a start delivers.
-	Note func(arrival bool, iface I) N
+	// Note makes the arrival (or removal) of iface that a resync or a start delivers at now (one
+	// reading of the clock for all of them).
+	Note func(arrival bool, iface I, now time.Time) N
 	// Compare orders the interfaces of a resync.
 	Compare func(a, b I) int
 }
@@ -90,12 +92,16 @@ func (m *Mailbox[N, I]) Pushed() uint64 { return m.pushed }
 // interface once, and later notifications after them, with no gap. note, when not nil, rewrites
 // each queued arrival.
 func (m *Mailbox[N, I]) Start(existing []I, key func(I) string, include bool, note func(N) N) {
+	var now time.Time
+	if include && len(existing) > 0 {
+		now = time.Now()
+	}
 	for _, i := range existing {
 		if !include {
 			m.view[key(i)] = i
 			continue
 		}
-		n := m.spec.Note(true, i)
+		n := m.spec.Note(true, i, now)
 		if note != nil {
 			n = note(n)
 		}
@@ -203,11 +209,12 @@ func Resync[N any, I comparable](spec *Spec[N, I], view, active map[string]I, ke
 	slices.SortFunc(gone, spec.Compare)
 	slices.SortFunc(came, spec.Compare)
 	out := make([]N, 0, len(gone)+len(came))
+	now := time.Now()
 	for _, i := range gone {
-		out = append(out, spec.Note(false, i))
+		out = append(out, spec.Note(false, i, now))
 	}
 	for _, i := range came {
-		out = append(out, spec.Note(true, i))
+		out = append(out, spec.Note(true, i, now))
 	}
 	return out
 }

@@ -32,7 +32,7 @@ func testSpec(limit int) *Spec[note, int] {
 	return &Spec[note, int]{
 		Limit:   limit,
 		Read:    func(n note) (string, bool, int) { return n.key, n.arrival, n.iface },
-		Note:    func(arrival bool, i int) note { return note{arrival, fmt.Sprint("k", i%10), i} },
+		Note:    func(arrival bool, i int, _ time.Time) note { return note{arrival, fmt.Sprint("k", i%10), i} },
 		Compare: cmp.Compare[int],
 	}
 }
