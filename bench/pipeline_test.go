@@ -141,6 +141,11 @@ func (o observer) QueueOverflow(owner string, dropped int) {
 	o.Observer.QueueOverflow(owner, dropped)
 }
 
+// ForOwner is the agent's metrics' (notify.OwnerObserver), still counting queue overflows.
+func (o observer) ForOwner(owner string) notify.Observer {
+	return observer{o.Observer.(notify.OwnerObserver).ForOwner(owner), o.overflows}
+}
+
 // newPipeline returns the agent's loop over fs.
 func newPipeline(tb testing.TB, fs memSysfs) *pipeline {
 	p := &pipeline{log: slog.New(slog.DiscardHandler), tracker: state.New(fs)}

@@ -356,6 +356,31 @@ func (m *Metrics) callback(owner string) callbackSeries {
 	})
 }
 
+// ForOwner implements notify.OwnerObserver: owner's series, looked up once for a registration
+// rather than at each of its callbacks.
+func (m *Metrics) ForOwner(owner string) notify.Observer {
+	return ownerMetrics{Metrics: m, series: m.callback(owner)}
+}
+
+// ownerMetrics are the Metrics of one owner's registrations.
+type ownerMetrics struct {
+	*Metrics
+	series callbackSeries
+}
+
+// CallbackStarted implements notify.Observer for the owner.
+func (o ownerMetrics) CallbackStarted(_ string, _ *notify.Notification, latency time.Duration) {
+	o.series.latency.Observe(latency.Seconds())
+}
+
+// CallbackDone implements notify.Observer for the owner.
+func (o ownerMetrics) CallbackDone(_ string, _ *notify.Notification, took time.Duration, err error) {
+	o.series.duration.Observe(took.Seconds())
+	if err != nil {
+		o.series.errors.Inc()
+	}
+}
+
 // CallbackDone implements notify.Observer.
 func (m *Metrics) CallbackDone(owner string, _ *notify.Notification, took time.Duration, err error) {
 	cs := m.callback(owner)

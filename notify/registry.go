@@ -99,6 +99,15 @@ type Observer interface {
 	QueueOverflow(owner string, dropped int)
 }
 
+// OwnerObserver is an Observer that can serve one owner's registrations through an Observer of
+// their own, which then need not look the owner up at every callback: Register calls ForOwner
+// once per registration, and that registration reports to what it returned (with the same
+// owner). ForOwner must not block and must be safe for concurrent use.
+type OwnerObserver interface {
+	Observer
+	ForOwner(owner string) Observer
+}
+
 // PanicError is the error reported to the Observer when a callback panicked: its Value is the
 // value given to panic, its Stack the stack of the panicking callback goroutine, or nil when it
 // was not captured (a registration's stack is captured on its first panic and then at most once
@@ -178,6 +187,7 @@ type Entry struct {
 	userCtx any
 	w       *dispatch.Worker // the dispatch goroutine
 
+	obs       Observer        // the registry's Observer, or what its ForOwner gave for owner
 	startID   uint64          // the registry's LastID when the entry was registered
 	cur       Notification    // the notification shown to the Observer; dispatch goroutine only
 	stacks    dispatch.Stacks // dispatch goroutine only
@@ -290,8 +300,12 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 		cb:      cb,
 		userCtx: userCtx,
 		w:       dispatch.NewWorker(),
+		obs:     r.obs,
 		idle:    make(chan struct{}, 1),
 		durable: durable,
+	}
+	if o, ok := r.obs.(OwnerObserver); ok {
+		e.obs = o.ForOwner(owner)
 	}
 	e.box.Init(r.spec)
 	if durable {
@@ -576,8 +590,8 @@ func (r *Registry) run(e *Entry) {
 		if overflow > 0 {
 			r.log.Warn("notification queue overflow", "owner", e.owner, "class", ClassName(e.class),
 				"dropped", overflow, "limit", r.limit)
-			if r.obs != nil {
-				r.obs.QueueOverflow(e.owner, overflow)
+			if e.obs != nil {
+				e.obs.QueueOverflow(e.owner, overflow)
 			}
 		}
 		if !more {
@@ -684,12 +698,12 @@ func (e *Entry) next(batch []*Notification) (_ []*Notification, overflow int, mo
 // twice per callback): the callback of a non-durable entry starts right after that.
 func (r *Registry) dispatch(e *Entry, p *Notification, start time.Time) (end time.Time) {
 	n := *p
-	if r.obs != nil {
+	if e.obs != nil {
 		if start.IsZero() || e.durable {
 			start = time.Now()
 		}
 		e.cur = n // the Observer's copy: it cannot change what other registrations get
-		r.obs.CallbackStarted(e.owner, &e.cur, start.Sub(n.ReadAt))
+		e.obs.CallbackStarted(e.owner, &e.cur, start.Sub(n.ReadAt))
 	}
 	e.delivered.Add(1)
 	ctx := e.w.Context()
@@ -708,10 +722,10 @@ func (r *Registry) dispatch(e *Entry, p *Notification, start time.Time) (end tim
 		r.log.Warn("callback failed", "owner", e.owner, "event", EventName(n.Event),
 			"interface", n.SymbolicLinkName, "err", err)
 	}
-	if r.obs != nil {
+	if e.obs != nil {
 		end = time.Now()
 		e.cur = n
-		r.obs.CallbackDone(e.owner, &e.cur, end.Sub(start), err)
+		e.obs.CallbackDone(e.owner, &e.cur, end.Sub(start), err)
 	}
 	return end
 }
