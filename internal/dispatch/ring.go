@@ -26,11 +26,7 @@ func (q *Ring[T]) Push(v T) {
 
 // Pop removes and returns the oldest item. The ring must not be empty.
 func (q *Ring[T]) Pop() T {
-	var zero T
-	v := q.buf[q.head]
-	q.buf[q.head] = zero
-	q.head = (q.head + 1) % len(q.buf)
-	q.n--
+	v := q.take()
 	if q.n == 0 {
 		q.empty()
 	}
@@ -39,17 +35,24 @@ func (q *Ring[T]) Pop() T {
 
 // PopInto moves up to max of the oldest items, in order, to the end of dst and returns it.
 func (q *Ring[T]) PopInto(dst []T, max int) []T {
-	var zero T
 	for k := 0; k < max && q.n > 0; k++ {
-		dst = append(dst, q.buf[q.head])
-		q.buf[q.head] = zero
-		q.head = (q.head + 1) % len(q.buf)
-		q.n--
+		dst = append(dst, q.take())
 	}
 	if q.n == 0 {
 		q.empty()
 	}
 	return dst
+}
+
+// take removes and returns the oldest item, leaving its slot zero so that the ring holds no
+// reference to it. The ring must not be empty.
+func (q *Ring[T]) take() T {
+	var zero T
+	v := q.buf[q.head]
+	q.buf[q.head] = zero
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	return v
 }
 
 // At returns the k-th oldest item, 0 being the next Pop. k must be below Len.
