@@ -26,7 +26,6 @@ type Registration struct {
 
 	stacks    dispatch.Stacks // the delivery goroutine only
 	delivered atomic.Uint64
-	taken     atomic.Int64 // notifications taken off the queue whose callback has not started
 
 	mu      sync.Mutex // guards the fields below; taken after Client.mu
 	pending bool       // registered before the client's first sync: it starts there
@@ -46,7 +45,7 @@ func (r *Registration) Delivered() uint64 { return r.delivered.Load() }
 func (r *Registration) Queued() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.box.Len() + int(r.taken.Load())
+	return r.box.Len() + r.box.Held()
 }
 
 // Dropped counts the notifications dropped by queue overflows (and replaced by a resync). It
@@ -228,7 +227,7 @@ func (c *Client) deliver(r *Registration) {
 			return
 		}
 		for k, n := range batch {
-			r.taken.Add(-1)
+			r.box.Started()
 			if r.w.Context().Err() == nil {
 				c.call(r, n)
 			}
@@ -255,7 +254,6 @@ func (c *Client) next(r *Registration, batch []notify.Notification) (_ []notify.
 		overflow = r.box.TakeOverflow()
 		if r.box.Len() > 0 || overflow > 0 {
 			batch = r.box.Take(batch, batchMax)
-			r.taken.Add(int64(len(batch)))
 			r.mu.Unlock()
 			return batch, overflow, true
 		}

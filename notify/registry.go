@@ -192,7 +192,6 @@ type Entry struct {
 	cur       Notification    // the notification shown to the Observer; dispatch goroutine only
 	stacks    dispatch.Stacks // dispatch goroutine only
 	delivered atomic.Uint64
-	taken     atomic.Int64 // notifications taken off the queue whose callback has not started
 
 	durable bool          // RegisterDurable: see durable.go
 	idle    chan struct{} // capacity 1: "running went false"
@@ -482,7 +481,7 @@ func (r *Registry) Entries() []EntryInfo {
 	infos := make([]EntryInfo, 0, len(r.entries.Registered()))
 	for _, e := range r.entries.Registered() {
 		e.mu.Lock()
-		queued := e.box.Len() + int(e.taken.Load())
+		queued := e.box.Len() + e.box.Held()
 		e.mu.Unlock()
 		infos = append(infos, EntryInfo{
 			Owner:     e.owner,
@@ -599,7 +598,7 @@ func (r *Registry) run(e *Entry) {
 		}
 		var clock time.Time // when the callback before returned, if the next one follows at once
 		for k, n := range batch {
-			e.taken.Add(-1)
+			e.box.Started()
 			if e.w.Context().Err() == nil && e.begin() {
 				clock = r.dispatch(e, n, clock)
 				e.end(n)
@@ -674,6 +673,7 @@ func (e *Entry) next(batch []*Notification) (_ []*Notification, overflow int, mo
 			e.replay = e.replay[1:]
 			e.inflight, e.hasInflight, e.inflightNum = *n, true, 0
 			batch = append(batch, n)
+			e.box.Hold()
 		case e.box.Len() > 0 && e.durable:
 			e.inflightNum = e.box.Pushed() - uint64(e.box.Len()) + 1
 			batch = e.box.Take(batch, 1)
@@ -686,7 +686,6 @@ func (e *Entry) next(batch []*Notification) (_ []*Notification, overflow int, mo
 			e.w.Idle()
 			continue
 		}
-		e.taken.Add(int64(len(batch)))
 		e.mu.Unlock()
 		return batch, overflow, true
 	}

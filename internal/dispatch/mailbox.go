@@ -35,10 +35,12 @@ type Mailbox[N any, I comparable] struct {
 	q        Ring[N]
 	view     map[string]I
 	removed  bool
-	stale    bool   // the queue overflowed: a resync is owed
-	overflow int    // dropped by overflows and not yet reported
-	waiting  bool   // the goroutine waits for an Offer
-	pushed   uint64 // notifications ever queued: the head of the queue is number pushed-Len+1
+	stale    bool         // the queue overflowed: a resync is owed
+	overflow int          // dropped by overflows and not yet reported
+	waiting  bool         // the goroutine waits for an Offer
+	pushed   uint64       // notifications ever queued: the head of the queue is number pushed-Len+1
+	made     int          // the queued notifications made for this registration (Push): the first ones
+	held     atomic.Int64 // taken off the queue, their callback not started yet (Started)
 	dropped  atomic.Uint64
 }
 
@@ -60,13 +62,17 @@ func (m *Mailbox[N, I]) Offer(n N) (wake bool) {
 	case m.stale: // the resync owed will cover n
 		m.overflow++
 		m.dropped.Add(1)
-	case m.spec.Limit <= 0 || m.q.Len() < m.spec.Limit:
-		m.Push(n)
+	case m.spec.Limit <= 0 || m.q.Len()+int(m.held.Load()) < m.spec.Limit:
+		m.q.Push(n)
+		m.pushed++
 	default:
 		// The goroutine computes the resync when it is free again (Resync), so that a stuck
-		// registration costs the publisher nothing more and holds no queue.
-		dropped := m.q.Len() + 1
+		// registration costs the publisher nothing more and holds no queue. What was made for
+		// this registration alone (a resync, the existing interfaces) is dropped too, but is not
+		// counted: the notifications it stood for were counted when they were missed.
+		dropped := m.q.Len() - m.made + 1
 		m.q.Reset()
+		m.made = 0
 		m.stale = true
 		m.overflow += dropped
 		m.dropped.Add(uint64(dropped))
@@ -76,10 +82,12 @@ func (m *Mailbox[N, I]) Offer(n N) (wake bool) {
 }
 
 // Push appends n whatever the bound: a notification made for this registration alone (an
-// existing interface, a resync).
+// existing interface, a resync). It must come before any Offer still queued: the queue is empty,
+// or holds only such notifications.
 func (m *Mailbox[N, I]) Push(n N) {
 	m.q.Push(n)
 	m.pushed++
+	m.made++
 }
 
 // Pushed counts the notifications ever queued, dropped ones included: the next one taken is
@@ -115,11 +123,19 @@ func (m *Mailbox[N, I]) Len() int { return m.q.Len() }
 // At returns the k-th oldest queued notification. k must be below Len.
 func (m *Mailbox[N, I]) At(k int) N { return m.q.At(k) }
 
-// Take moves up to max queued notifications, oldest first, to the end of dst and returns it;
-// the view follows them (they count as delivered from now on).
-func (m *Mailbox[N, I]) Take(dst []N, max int) []N {
+// Take moves up to most queued notifications, oldest first, to the end of dst and returns it;
+// the view follows them (they count as delivered from now on). Until the goroutine calls
+// Started for each, they count against the bound with the queue, and Held counts them. Those
+// made for this registration alone (Push) are taken one at a time, so that the rest stays
+// droppable for a newer resync.
+func (m *Mailbox[N, I]) Take(dst []N, most int) []N {
+	if m.made > 0 {
+		most = 1
+	}
 	from := len(dst)
-	dst = m.q.PopInto(dst, max)
+	dst = m.q.PopInto(dst, most)
+	m.made = max(m.made-(len(dst)-from), 0)
+	m.held.Add(int64(len(dst) - from))
 	for _, n := range dst[from:] {
 		m.follow(n)
 	}
@@ -142,6 +158,18 @@ func (m *Mailbox[N, I]) View() map[string]I { return m.view }
 
 // SetView replaces the view.
 func (m *Mailbox[N, I]) SetView(view map[string]I) { m.view = view }
+
+// Hold counts a notification the goroutine takes from elsewhere than the queue (a replay) as
+// Take does: Started follows it.
+func (m *Mailbox[N, I]) Hold() { m.held.Add(1) }
+
+// Started records that the callback of one notification taken by Take (or held with Hold)
+// starts, or that it is skipped. It may be called without the lock.
+func (m *Mailbox[N, I]) Started() { m.held.Add(-1) }
+
+// Held returns the number of notifications taken and not Started. It may be called without the
+// lock.
+func (m *Mailbox[N, I]) Held() int { return int(m.held.Load()) }
 
 // Wait records that the goroutine is about to wait for an Offer: the next Offer returns true.
 func (m *Mailbox[N, I]) Wait() { m.waiting = true }
@@ -178,6 +206,7 @@ func (m *Mailbox[N, I]) Remove() bool {
 	m.removed = true
 	m.q.Reset()
 	m.overflow = 0
+	m.made = 0
 	return true
 }
 

@@ -37,6 +37,15 @@ func testSpec(limit int) *Spec[note, int] {
 	}
 }
 
+// takeAll takes everything queued, as the goroutine would, one Take after another.
+func takeAll(m *Mailbox[note, int]) []note {
+	var out []note
+	for m.Len() > 0 {
+		out = m.Take(out, 10)
+	}
+	return out
+}
+
 func strs(ns []note) []string {
 	out := make([]string, len(ns))
 	for k, n := range ns {
@@ -88,7 +97,7 @@ func TestMailboxOverflowResyncs(t *testing.T) {
 	truth := map[string]int{"k2": 22, "k3": 3, "k4": 4}
 	m.Resync(truth, func(i int) bool { return i != 4 }, nil)
 	want := []string{"-k1=1", "-k2=2", "+k3=3", "+k2=22"}
-	if diff := gocmp.Diff(want, strs(m.Take(nil, 10))); diff != "" {
+	if diff := gocmp.Diff(want, strs(takeAll(&m))); diff != "" {
 		t.Errorf("resync (-want +got):\n%s", diff)
 	}
 	if diff := gocmp.Diff(map[string]int{"k2": 22, "k3": 3}, m.View()); diff != "" {
@@ -110,7 +119,7 @@ func TestMailboxStartIncludesExisting(t *testing.T) {
 	m.Start([]int{1, 2}, func(i int) string { return fmt.Sprint("k", i) }, true,
 		func(n note) note { n.iface *= 10; return n })
 	m.Offer(note{false, "k1", 10})
-	if diff := gocmp.Diff([]string{"+k1=10", "+k2=20", "-k1=10"}, strs(m.Take(nil, 10))); diff != "" {
+	if diff := gocmp.Diff([]string{"+k1=10", "+k2=20", "-k1=10"}, strs(takeAll(&m))); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
@@ -171,5 +180,31 @@ func TestSet(t *testing.T) {
 	}
 	if s.Add("d") || !s.Closed() || len(s.Registered()) != 0 {
 		t.Error("a closed set took a registration")
+	}
+}
+
+// TestMailboxCountsOnlyMissedNotifications: what was made for the registration alone (its
+// existing interfaces, a resync) is taken one at a time and, dropped by an overflow, not counted
+// as missed; notifications taken and not started count against the bound.
+func TestMailboxCountsOnlyMissedNotifications(t *testing.T) {
+	var m Mailbox[note, int]
+	m.Init(testSpec(3))
+	m.Start([]int{1, 2, 3}, func(i int) string { return fmt.Sprint("k", i) }, true, nil)
+	if got := m.Take(nil, 10); len(got) != 1 {
+		t.Fatalf("Take(10) of made notifications took %d; want 1", len(got))
+	}
+	m.Offer(note{true, "k4", 4}) // 2 made + 1 held: at the bound, dropped
+	if m.Dropped() != 1 || !m.Stale() || m.Held() != 1 {
+		t.Fatalf("Dropped %d, Stale %v, Held %d; want 1 (the offer, not the made ones), true, 1", m.Dropped(), m.Stale(), m.Held())
+	}
+	m.Started()
+	m.Resync(map[string]int{"k1": 1, "k2": 2}, nil, nil) // the view holds k1: one made arrival
+	m.Offer(note{true, "k5", 5})
+	m.Offer(note{true, "k6", 6})
+	if got := m.Take(nil, 10); len(got) != 1 || strs(got)[0] != "+k2=2" {
+		t.Errorf("Take(10) after a resync = %v; want the made +k2=2 alone", strs(got))
+	}
+	if got := m.Take(nil, 10); len(got) != 2 || m.Held() != 3 {
+		t.Errorf("then Take(10) = %v with %d held; want the two offered, 3 held", strs(got), m.Held())
 	}
 }
