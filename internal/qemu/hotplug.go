@@ -75,9 +75,11 @@ func (vm *VM) DelCPU(ctx context.Context, id string) error {
 
 // AddDIMM hot-adds size bytes as a pc-dimm with device id: object-add of a memory-backend-ram
 // "<id>-mem", then device_add pc-dimm. Size must be a multiple of the guest's memory block size
-// (128 MiB on x86) for whole blocks to appear.
+// (128 MiB on x86) for whole blocks to appear. The backend is not reserved (reserve=false,
+// MAP_NORESERVE): memory the guest never touches costs the host nothing, so a guest can take
+// tens of GiB on a host that could not reserve them.
 func (vm *VM) AddDIMM(ctx context.Context, id string, size uint64) error {
-	if err := vm.QMP.Execute(ctx, "object-add", map[string]any{"qom-type": "memory-backend-ram", "id": id + "-mem", "size": size}, nil); err != nil {
+	if err := vm.QMP.Execute(ctx, "object-add", map[string]any{"qom-type": "memory-backend-ram", "id": id + "-mem", "size": size, "reserve": false}, nil); err != nil {
 		return fmt.Errorf("add DIMM %s: %w", id, err)
 	}
 	if err := vm.QMP.Execute(ctx, "device_add", map[string]any{"driver": "pc-dimm", "id": id, "memdev": id + "-mem"}, nil); err != nil {
@@ -118,9 +120,10 @@ func (vm *VM) DelDIMM(ctx context.Context, id string) error {
 }
 
 // AddVirtioMem hot-plugs a virtio-mem-pci device with id on the PCIe root port bus (e.g. "rp0"),
-// backed by a memory-backend-ram "<id>-mem" of maxSize bytes, with a requested size of 0.
+// backed by a memory-backend-ram "<id>-mem" of maxSize bytes (not reserved, as AddDIMM's), with
+// a requested size of 0.
 func (vm *VM) AddVirtioMem(ctx context.Context, id, bus string, maxSize uint64) error {
-	if err := vm.QMP.Execute(ctx, "object-add", map[string]any{"qom-type": "memory-backend-ram", "id": id + "-mem", "size": maxSize}, nil); err != nil {
+	if err := vm.QMP.Execute(ctx, "object-add", map[string]any{"qom-type": "memory-backend-ram", "id": id + "-mem", "size": maxSize, "reserve": false}, nil); err != nil {
 		return fmt.Errorf("add virtio-mem %s: %w", id, err)
 	}
 	args := map[string]any{"driver": "virtio-mem-pci", "id": id, "memdev": id + "-mem", "bus": bus, "requested-size": 0}
