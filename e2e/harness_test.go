@@ -396,9 +396,11 @@ type notification struct {
 	// SSEEvent is the frame's `event:` name: empty for a notification, "resync" for the active
 	// set sent instead of a history that no longer reaches back. A resync's data is not a
 	// notification: only LastID and Interfaces are set.
-	SSEEvent   string  `json:"-"`
-	LastID     uint64  `json:"last_id"`
-	Interfaces []iface `json:"interfaces"`
+	SSEEvent string `json:"-"`
+	// Recv is when the host read the notification off the stream (the host's clock).
+	Recv       time.Time `json:"-"`
+	LastID     uint64    `json:"last_id"`
+	Interfaces []iface   `json:"interfaces"`
 }
 
 func (n notification) String() string {
@@ -537,6 +539,7 @@ func (g *guest) openStream(t *testing.T, q string) *stream {
 					return
 				}
 				n.SSEEvent = event
+				n.Recv = time.Now()
 				s.ch <- n
 			case line == "":
 				event = ""

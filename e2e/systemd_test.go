@@ -141,6 +141,23 @@ const sysGuestMemory = "512M"
 // does not come up.
 func bootSystemd(t *testing.T, test, name, disk, payload string, hostPort *int, moved func(int)) *sysGuest {
 	t.Helper()
+	return bootSystemdWith(t, test, name, sysBoot{disk: disk, payload: payload}, hostPort, moved)
+}
+
+// sysBoot is how bootSystemdWith boots the systemd guest.
+type sysBoot struct {
+	disk, payload string
+	// append replaces the kernel command line's memhp_default_state=offline (empty: that).
+	append []string
+	// memory, slots and maxMem: -m memory,slots=slots,maxmem=maxMem (empty: sysGuestMemory and
+	// qemu.Config's defaults).
+	memory, maxMem string
+	slots          int
+}
+
+// bootSystemdWith is bootSystemd with the kernel command line and memory of b.
+func bootSystemdWith(t *testing.T, test, name string, b sysBoot, hostPort *int, moved func(int)) *sysGuest {
+	t.Helper()
 	dir := artefactDir(t, test, name)
 	g := &guest{name: name, dir: dir}
 	initrd := filepath.Join(dir, "initramfs.cpio")
@@ -158,9 +175,17 @@ func bootSystemd(t *testing.T, test, name, disk, payload string, hostPort *int, 
 		// here so that the test does not depend on it); eth0: the name the initramfs configured.
 		Append:     []string{"memhp_default_state=offline", "net.ifnames=0"},
 		Memory:     sysGuestMemory,
-		Drives:     []qemu.Drive{{Path: disk}, {Path: payload, ReadOnly: true}},
+		MaxMem:     b.maxMem,
+		Slots:      b.slots,
+		Drives:     []qemu.Drive{{Path: b.disk}, {Path: b.payload, ReadOnly: true}},
 		GuestAgent: true,
 		Dir:        dir,
+	}
+	if b.append != nil {
+		cfg.Append = append(slices.Clone(b.append), "net.ifnames=0")
+	}
+	if b.memory != "" {
+		cfg.Memory = b.memory
 	}
 	for attempt := 1; ; attempt++ {
 		cfg.Forwards = []qemu.Forward{{HostPort: *hostPort, GuestPort: guestPort}}
