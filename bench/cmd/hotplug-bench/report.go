@@ -36,6 +36,7 @@ func reportCmd(flags *flag.FlagSet, out *string) error {
 		"storm":     r.storm,
 		"footprint": r.footprint,
 		"qemu":      r.qemu,
+		"onlining":  r.onlining,
 		"targets":   r.targets,
 		"summary":   r.summary,
 	}
@@ -115,6 +116,11 @@ func (r *report) machine() (string, error) {
 	if r.qemuResult() == nil {
 		add("5. QEMU", r.qm.Machine)
 		ref = &r.qm.Machine
+	}
+	var on OnliningResult
+	if r.load("onlining", &on) == nil && len(on.Runs) > 0 {
+		first, last := on.Runs[0], on.Runs[len(on.Runs)-1]
+		rows = append(rows, []string{"6. onlining speed", first.Date, first.LoadBefore, last.LoadAfter})
 	}
 	if ref == nil {
 		return "", fs.ErrNotExist

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestReplaceBlock(t *testing.T) {
@@ -77,6 +78,34 @@ Duration: 3s, Total samples = 2.50s (83%)
 	for _, want := range []string{"2500 ns of CPU per event (400,000 events per CPU-second)", "| parse (`udev.Parse`) | 20.0% | 500 |", "| the time (`time.Now`: the read, and the callback's start and end) | 10.0% | 250 |"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("profile table lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+// The onlining table takes the median of the runs of each hot-add and onliner, and checks the
+// targets against them.
+func TestRenderOnlining(t *testing.T) {
+	res := &OnliningResult{QEMU: "QEMU 10", GuestKernel: "6.1", BootMemory: "1 GiB", Revision: "abc", Date: "d"}
+	add := func(mode string, secs ...float64) {
+		for i, s := range secs {
+			res.Runs = append(res.Runs, OnliningRun{Scenario: "pc-dimm 8 GiB", Blocks: 64, Mode: mode, Run: i + 1,
+				LastBlock: time.Duration(s * 1e9), DeviceArrival: time.Duration((s + 0.1) * 1e9), AgentHWM: 20 << 20,
+				DeviceNotifications: 1, LoadBefore: "1.00 1.00 1.00", LoadAfter: "2.00 1.00 1.00"})
+		}
+	}
+	add("kernel", 4, 3, 5)
+	add("udev", 30, 20, 25)
+	add("agent", 4.4, 4.6, 9)
+	out := renderOnlining(res)
+	for _, want := range []string{
+		"| pc-dimm 8 GiB | 64 | 4.00 s / 4.10 s | 25.00 s / 25.10 s | 4.60 s / 4.70 s | 1.15x / 1.15x | 5.43x / 5.34x |",
+		"| pc-dimm 8 GiB: agent within 1.2x of the kernel's auto-online | 1.15x | met |",
+		"| pc-dimm 8 GiB: agent at least 5x faster than the udev rule | 5.43x | met |",
+		"| agent's peak RSS (VmHWM) under 30 MiB | 20.0 MiB | met |",
+		"| pc-dimm 8 GiB | agent | 3 | 4.40 s to 9.00 s | 1.00 to 2.00 | 1 | 20.0 MiB |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the onlining report lacks %q:\n%s", want, out)
 		}
 	}
 }
