@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
@@ -71,6 +72,7 @@ type Reader struct {
 	fs        sysfs.FS
 	iomemPath string
 	warned    bool
+	reads     atomic.Int64 // Reads so far
 }
 
 // NewReader returns a Reader of the sysfs tree fsys and the iomem file at iomemPath (normally
@@ -88,6 +90,7 @@ func NewReader(fsys sysfs.FS, iomemPath string) *Reader {
 // addresses (read without CAP_SYS_ADMIN), leaves virtio-mem devices out and is returned as warn,
 // once per Reader; err is for a failure of sysfs itself. Read blocks on file reads.
 func (r *Reader) Read() (l Layout, warn, err error) {
+	r.reads.Add(1)
 	l = Layout{Devices: map[string]*Device{}, device: map[int]string{}}
 	acpi, err := r.acpiDevices()
 	if err != nil {

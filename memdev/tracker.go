@@ -65,6 +65,12 @@ type Tracker struct {
 	blocksOf  map[string][]int  // the blocks of each announced device, as announced
 	shrunk    map[string][2]int // devices removed as they lost a block, not announced since: the span of blocks they had
 	layout    Layout
+	// stale says the layout must be read again: a block was added or removed, went offline, or
+	// came online without a known device since it was read. A block of a known device coming
+	// online changes no device's blocks, so a hot-add's onlining, block after block, reads the
+	// layout (every device's links: a cost that grows with the blocks) only while its blocks
+	// are being added.
+	stale bool
 }
 
 // New returns a Tracker with no blocks; call Seed, then Run.
@@ -89,6 +95,7 @@ func New(o Options) *Tracker {
 		online: map[int]notify.Interface{}, events: map[int]blockEvent{}, pending: map[int]time.Time{},
 		changed: map[int]time.Time{}, announced: map[string]notify.Interface{}, blocksOf: map[string][]int{},
 		shrunk: map[string][2]int{},
+		stale:  true,
 	}
 }
 
@@ -139,6 +146,7 @@ func (t *Tracker) Added(n int, at time.Time) {
 	t.mu.Lock()
 	t.pending[n] = at
 	t.changed[n] = at
+	t.stale = true
 	t.mu.Unlock()
 	t.poke()
 }
@@ -149,6 +157,7 @@ func (t *Tracker) Removed(n int, at time.Time) {
 	t.mu.Lock()
 	delete(t.pending, n)
 	t.changed[n] = at
+	t.stale = true
 	t.mu.Unlock()
 	t.poke()
 }
@@ -164,6 +173,9 @@ func (t *Tracker) Changed(n notify.Notification) {
 		t.online[b] = n.Interface
 	} else {
 		delete(t.online, b)
+	}
+	if !n.IsArrival() || t.layout.DeviceOf(b) == "" {
+		t.stale = true
 	}
 	t.events[b] = blockEvent{n.Seqnum, n.ReadAt, n.Cause}
 	t.changed[b] = time.Now()
@@ -236,18 +248,30 @@ func (t *Tracker) Announced() []notify.Interface {
 // announces nothing and gives seed the devices present instead. It returns how soon it must run
 // again (0: only when something changes).
 func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error) {
-	layout, warn, err := t.o.Reader.Read()
-	if warn != nil {
-		t.log.Warn("memory devices: virtio-mem devices are not tracked", "err", warn)
-	}
-	if err != nil {
-		return 0, err
+	t.mu.Lock()
+	read := t.stale || len(t.pending) > 0
+	t.stale = false // an Added or Changed from now on asks for another read
+	t.mu.Unlock()
+	if read {
+		layout, warn, err := t.o.Reader.Read()
+		if warn != nil {
+			t.log.Warn("memory devices: virtio-mem devices are not tracked", "err", warn)
+		}
+		if err != nil {
+			t.mu.Lock()
+			t.stale = true
+			t.mu.Unlock()
+			return 0, err
+		}
+		t.mu.Lock()
+		t.layout = layout
+		t.mu.Unlock()
 	}
 	now := time.Now()
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.layout = layout
+	layout := t.layout
 	for b, since := range t.pending {
 		if layout.DeviceOf(b) != "" || now.Sub(since) >= t.o.Pending {
 			delete(t.pending, b)

@@ -301,3 +301,46 @@ func TestUnreadableIOMem(t *testing.T) {
 		t.Fatalf("seeded %+v; want PNP0C80:00", seeded)
 	}
 }
+
+// TestOnliningReadsLayoutOnce: once a hot-added DIMM's blocks are linked to their device, their
+// coming online one by one is judged on the layout already read, not by reading every device's
+// links again for each block (a cost that grew with the square of the blocks); the device still
+// arrives once, whole. A block going offline reads the layout again.
+func TestOnliningReadsLayoutOnce(t *testing.T) {
+	f := newFixture(t)
+	f.addBlocks(0, 7)
+	var active []notify.Interface
+	for b := 0; b <= 7; b++ {
+		active = append(active, block(b))
+	}
+	tr, rec, _ := startTracker(t, f, active)
+	f.addBlocks(64, 127)
+	f.link("PNP0C80:00", 64, 127)
+	for b := 64; b <= 127; b++ {
+		tr.Added(b, time.Now())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for tr.DeviceOf(127) != "PNP0C80:00" {
+		if time.Now().After(deadline) {
+			t.Fatal("the added blocks' device was not read within 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // the evaluations the Added calls asked for
+	before := tr.o.Reader.reads.Load()
+	for b := 64; b <= 127; b++ {
+		arrive(tr, b, uint64(b))
+		time.Sleep(100 * time.Microsecond)
+	}
+	rec.waitList(t, "arrival PNP0C80:00 blocks 64-127 at 0x200000000 size 8192M")
+	if n := tr.o.Reader.reads.Load() - before; n != 0 {
+		t.Errorf("the layout was read %d times while the 64 blocks of a known device came online; want 0", n)
+	}
+	before = tr.o.Reader.reads.Load()
+	leave(tr, 100, 200)
+	rec.waitList(t, "arrival PNP0C80:00 blocks 64-127 at 0x200000000 size 8192M",
+		"removal PNP0C80:00 blocks 64-127 at 0x200000000 size 8192M")
+	if n := tr.o.Reader.reads.Load() - before; n == 0 {
+		t.Error("a block going offline did not read the layout again")
+	}
+}
