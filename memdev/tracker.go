@@ -60,6 +60,7 @@ type Tracker struct {
 	online    map[int]notify.Interface // the online blocks, as last announced
 	events    map[int]blockEvent       // what announced each online block, or took it away
 	pending   map[int]time.Time        // blocks added by the kernel whose device is not known yet
+	added     map[int]bool             // blocks added by the kernel, not yet seen with a device
 	changed   map[int]time.Time        // when each recently changed block changed (virtio-mem settle)
 	announced map[string]notify.Interface
 	blocksOf  map[string][]int  // the blocks of each announced device, as announced
@@ -92,7 +93,7 @@ func New(o Options) *Tracker {
 	}
 	return &Tracker{
 		o: o, log: o.Logger, kick: make(chan struct{}, 1),
-		online: map[int]notify.Interface{}, events: map[int]blockEvent{}, pending: map[int]time.Time{},
+		online: map[int]notify.Interface{}, events: map[int]blockEvent{}, pending: map[int]time.Time{}, added: map[int]bool{},
 		changed: map[int]time.Time{}, announced: map[string]notify.Interface{}, blocksOf: map[string][]int{},
 		shrunk: map[string][2]int{},
 		stale:  true,
@@ -145,6 +146,7 @@ func (t *Tracker) Restore(blocks, devices []notify.Interface) {
 func (t *Tracker) Added(n int, at time.Time) {
 	t.mu.Lock()
 	t.pending[n] = at
+	t.added[n] = true
 	t.changed[n] = at
 	t.stale = true
 	t.mu.Unlock()
@@ -156,6 +158,7 @@ func (t *Tracker) Added(n int, at time.Time) {
 func (t *Tracker) Removed(n int, at time.Time) {
 	t.mu.Lock()
 	delete(t.pending, n)
+	delete(t.added, n)
 	t.changed[n] = at
 	t.stale = true
 	t.mu.Unlock()
@@ -176,6 +179,12 @@ func (t *Tracker) Changed(n notify.Notification) {
 	}
 	if !n.IsArrival() || t.layout.DeviceOf(b) == "" {
 		t.stale = true
+	}
+	if n.IsArrival() && t.added[b] && t.layout.DeviceOf(b) == "" {
+		// Added, and online, but not yet linked: with the kernel's auto-online a DIMM's blocks
+		// are all added and onlined before the kernel links them to their device, which takes
+		// longer than Pending for tens of GiB. Waiting starts again from its coming online.
+		t.pending[b] = time.Now()
 	}
 	t.events[b] = blockEvent{n.Seqnum, n.ReadAt, n.Cause}
 	t.changed[b] = time.Now()
@@ -275,6 +284,11 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 	for b, since := range t.pending {
 		if layout.DeviceOf(b) != "" || now.Sub(since) >= t.o.Pending {
 			delete(t.pending, b)
+		}
+	}
+	for b := range t.added {
+		if layout.DeviceOf(b) != "" {
+			delete(t.added, b)
 		}
 	}
 	for b, at := range t.changed {

@@ -344,3 +344,22 @@ func TestOnliningReadsLayoutOnce(t *testing.T) {
 		t.Error("a block going offline did not read the layout again")
 	}
 }
+
+// TestAutoOnlineLinkedLate: with the kernel's auto-online, a large DIMM's blocks are all added and
+// onlined before the kernel links them to their device, longer after the first was added than
+// Pending: the device still arrives once the links appear.
+func TestAutoOnlineLinkedLate(t *testing.T) {
+	f := newFixture(t)
+	tr, rec, _ := startTracker(t, f, nil) // Pending 1 s
+	f.addBlocks(64, 71)
+	for b := 64; b <= 71; b++ {
+		tr.Added(b, time.Now())
+	}
+	time.Sleep(1200 * time.Millisecond) // the kernel onlines them, slowly
+	for b := 64; b <= 71; b++ {
+		arrive(tr, b, uint64(b))
+	}
+	time.Sleep(50 * time.Millisecond) // the agent keeps up: it has read the last online before the links
+	f.link("PNP0C80:00", 64, 71)
+	rec.waitList(t, "arrival PNP0C80:00 blocks 64-71 at 0x200000000 size 1024M")
+}
