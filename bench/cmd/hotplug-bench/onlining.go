@@ -128,14 +128,19 @@ func (r *report) onlining() (string, error) {
 func renderOnlining(res *OnliningResult) string {
 	scenarios, blocks, cells := onliningCells(res)
 	var s strings.Builder
-	runs := 0
+	runs, fewer := 0, false
 	for _, m := range cells {
 		for _, c := range m {
+			fewer = fewer || (runs > 0 && c.n != runs)
 			runs = max(runs, c.n)
 		}
 	}
-	fmt.Fprintf(&s, "%s; guest kernel %s, %s boot memory, one vCPU (TCG); agent at %s; taken %s. Median of %d runs (a fresh guest each), from QMP `device_add` (virtio-mem: the resize) to the last block's arrival / to the device's arrival on `/events`, read on the host:\n\n",
-		res.QEMU, res.GuestKernel, res.BootMemory, res.Revision, res.Date, runs)
+	each := fmt.Sprintf("%d runs", runs)
+	if fewer {
+		each += " (fewer where the last table says so: a run that failed is left out)"
+	}
+	fmt.Fprintf(&s, "%s; guest kernel %s, %s boot memory, one vCPU (TCG); agent at %s; taken %s. Median of %s, a fresh guest each, from QMP `device_add` (virtio-mem: the resize) to the last block's arrival / to the device's arrival on `/events`, read on the host:\n\n",
+		res.QEMU, res.GuestKernel, res.BootMemory, res.Revision, res.Date, each)
 	var rows [][]string
 	for _, sc := range scenarios {
 		row := []string{sc, fmt.Sprint(blocks[sc])}
@@ -194,7 +199,7 @@ func renderOnlining(res *OnliningResult) string {
 		[]string{"agent's peak RSS (VmHWM) under 30 MiB", fmt.Sprintf("%.1f MiB", float64(maxHWM)/(1<<20)), check(maxHWM < 30<<20)})
 	s.WriteString(table([]string{"target", "figure", ""}, trows))
 
-	s.WriteString("\nSpread and conditions per hot-add and onliner: the last block's min to max over the runs, the host's 1-minute load average around them, the device notifications of the slowest run (virtio-mem: an extent announced while the plug grows is replaced by the next), the agent's VmHWM:\n\n")
+	s.WriteString("\nSpread and conditions per hot-add and onliner: the last block's min to max over the runs, the host's 1-minute load average around them, the most device notifications in one run (virtio-mem: an extent announced while the plug grows is replaced by the next), the agent's VmHWM:\n\n")
 	var drows [][]string
 	for _, sc := range scenarios {
 		for _, m := range onliningModes {
