@@ -4,7 +4,7 @@
 # `planner` and `onlining` take about four minutes, a minute of it the idle window of the
 # footprint; `planner` (the zone planner's growth sequence at the larger size, three QEMU guests)
 # about ten minutes more, and `onlining` (memory hot-adds of 8 and 32 GiB into QEMU guests under
-# three onliners, three runs each) about an hour.
+# three onliners, three runs each) about 20 minutes.
 #
 #   bash bench/run.sh                       all of them
 #   bash bench/run.sh latency storm         some: pipeline latency storm footprint qemu planner onlining (then the report)
