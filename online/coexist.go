@@ -11,6 +11,18 @@ import (
 type planRound struct {
 	view *planView
 	read bool // view was read (it may be nil: the read failed)
+	// onlined are the memory blocks the round brought online, by the state written, for the
+	// round's one log line (a hot-add of 32 GiB is 256 blocks: a line each would cost the
+	// journal more than the writes cost the kernel).
+	onlined map[string][]int
+}
+
+// brought records that the round brought memory block n online by writing state.
+func (r *planRound) brought(state string, n int) {
+	if r.onlined == nil {
+		r.onlined = map[string][]int{}
+	}
+	r.onlined[state] = append(r.onlined[state], n)
 }
 
 // planned is one decision of the planner, for the log line of the online and its metrics.

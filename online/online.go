@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -360,11 +361,15 @@ func (o *Onliner) Run(ctx context.Context) error {
 		var later []item
 		for _, it := range batch {
 			if ctx.Err() != nil {
-				return nil
+				break
 			}
 			if o.handle(ctx, it, round) {
 				later = append(later, it)
 			}
+		}
+		o.logRound(round)
+		if ctx.Err() != nil {
+			return nil
 		}
 		if len(later) > 0 {
 			o.mu.Lock()
@@ -503,7 +508,7 @@ func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait b
 		}
 	}
 	o.gate.hold(iface.SymbolicLink, true)
-	err = o.onlineWithRetries(ctx, it, class, what, state, plan)
+	err = o.onlineWithRetries(ctx, it, class, what, state, plan, round)
 	if add != nil {
 		if err != nil {
 			add.Fail(err)
@@ -518,7 +523,7 @@ func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait b
 // onlineWithRetries writes the online state, retrying a failed write. It returns nil once the
 // resource is online (by its write or anyone's), else the last error. A write that fails because
 // another onliner brought the block online meanwhile is not a failure: the block is left to it.
-func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, state string, plan *planned) error {
+func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, state string, plan *planned, round *planRound) error {
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			online, err := o.isOnline(it)
@@ -541,13 +546,17 @@ func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, s
 		if err == nil {
 			o.observe(class, "success", time.Since(it.added))
 			attrs := []any{"device", what, "state", state, "attempt", attempt + 1}
-			if it.memory {
-				o.onlinedByUs(it.n)
-				if plan != nil {
-					attrs = append(attrs, o.planDone(plan)...)
-				}
+			if !it.memory {
+				o.log.Info("online policy: brought online", attrs...)
+				return nil
 			}
-			o.log.Info("online policy: brought online", attrs...)
+			o.onlinedByUs(it.n)
+			if plan != nil {
+				attrs = append(attrs, o.planDone(plan)...)
+			}
+			// A block's line is for debugging; the round's line (logRound) says what came online.
+			o.log.Debug("online policy: brought online", attrs...)
+			round.brought(state, it.n)
 			return nil
 		}
 		// Another onliner (the kernel, a udev rule) may have won the race: leave it the block.
@@ -565,6 +574,16 @@ func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, s
 		if werr := o.waitRetry(ctx, what, attempt, wait); werr != nil {
 			return fmt.Errorf("online %s: %w (after: %w)", what, werr, err)
 		}
+	}
+}
+
+// logRound logs, once per state written, the memory blocks round brought online: "online
+// policy: brought memory online" with the blocks as a list of ranges and their count.
+func (o *Onliner) logRound(round *planRound) {
+	for _, state := range slices.Sorted(maps.Keys(round.onlined)) {
+		blocks := slices.Sorted(slices.Values(round.onlined[state]))
+		o.log.Info("online policy: brought memory online", "blocks", sysfs.FormatCPUList(blocks),
+			"count", len(blocks), "state", state)
 	}
 }
 

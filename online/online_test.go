@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
@@ -202,6 +204,40 @@ func TestMemoryAscendingWithZone(t *testing.T) {
 	go o.Run(ctx)
 	for _, w := range []string{"memory40=online_movable", "memory41=online_movable", "memory42=online_movable"} {
 		waitWrite(t, f, w)
+	}
+}
+
+// TestMemoryRoundLoggedOnce: the blocks of one round (a hot-added DIMM's) are logged in one line
+// with their ranges and count, not a line each; a CPU keeps its own line.
+func TestMemoryRoundLoggedOnce(t *testing.T) {
+	f := newFake()
+	for _, n := range []int{40, 41, 42, 44} {
+		f.blocks[n] = "offline"
+	}
+	f.cpus[3] = false
+	var logs testenv.Buffer
+	o := New(Policy{Memory: OnlineMovable, CPU: Online}, f, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	for _, n := range []int{44, 40, 42, 41} {
+		o.AddMemoryBlock(n, 0, time.Now())
+	}
+	o.AddCPU(3, 0, time.Now())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go o.Run(ctx)
+	for _, w := range []string{"cpu3=true", "memory40=online_movable", "memory41=online_movable", "memory42=online_movable", "memory44=online_movable"} {
+		waitWrite(t, f, w)
+	}
+	const round = `msg="online policy: brought memory online" blocks=40-42,44 count=4 state=online_movable`
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), round); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log:\n%s\nwant a line with %s", logs.String(), round)
+		}
+	}
+	if n := strings.Count(logs.String(), "level=INFO"); n != 2 {
+		t.Errorf("log:\n%s\n%d lines at INFO; want 2: the CPU's and the round's", logs.String(), n)
+	}
+	if !strings.Contains(logs.String(), `msg="online policy: brought online" device=cpu3`) {
+		t.Errorf("log:\n%s\nwant cpu3's own line", logs.String())
 	}
 }
 
