@@ -450,12 +450,12 @@ func TestIntegrationListMatchesSysfs(t *testing.T) {
 	if len(got) != len(cpus)+len(mems) {
 		t.Errorf("list --json has %d entries; sysfs has %d CPUs and %d memory blocks", len(got), len(cpus), len(mems))
 	}
-	text, err := exec.Command(binary, "list").Output()
+	text, err := exec.Command(binary, "list", "--blocks").Output()
 	if err != nil {
-		t.Fatalf("list: %v", err)
+		t.Fatalf("list --blocks: %v", err)
 	}
 	if lines := strings.Count(string(text), "\n"); lines != len(got)+2 {
-		t.Errorf("list prints %d lines; want a header, %d rows and the memory hot-add headroom", lines, len(got))
+		t.Errorf("list --blocks prints %d lines; want a header, %d rows and the memory hot-add headroom", lines, len(got))
 	}
 	if !strings.Contains(string(text), "\nhot-add headroom: ") {
 		t.Errorf("list prints no memory hot-add headroom:\n%s", text)

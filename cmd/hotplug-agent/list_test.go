@@ -58,7 +58,9 @@ func TestListHeadroom(t *testing.T) {
 		{"a reserve above what is free", []string{"--memory.headroom-reserve-bytes=1073741824"},
 			"hot-add headroom: 0M (0 blocks of 128M): a hot-add takes 16.2M of kernel memory per GiB (memmap from kernel memory); 344M of kernel memory is free above the watermarks, 1024M is kept in reserve", "", false, false},
 		{"json", []string{"--json"}, "]", "", false, true},
-		{"no zoneinfo", nil, "memory     33      online  0     0x0000000108000000-0x000000010fffffff  128M  Normal  -       /sys/devices/system/memory/memory33",
+		{"no zoneinfo", []string{"--blocks"}, "memory     33      online  0     0x0000000108000000-0x000000010fffffff  128M  Normal  -       /sys/devices/system/memory/memory33",
+			"hotplug-agent list: no memory hot-add headroom: headroom: open " + proc + "/zoneinfo: no such file or directory\n", true, false},
+		{"no zoneinfo, ranges", nil, "0x0000000100000000-0x000000010fffffff  256M  online  32-33  0     Normal  -",
 			"hotplug-agent list: no memory hot-add headroom: headroom: open " + proc + "/zoneinfo: no such file or directory\n", true, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
