@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -26,6 +27,8 @@ import (
 type monitorFlags struct {
 	url, class                     *string
 	existing, json, kernel, device *bool
+	retry                          *bool
+	retries                        *int
 }
 
 // addMonitorFlags defines the flags of monitor on cmd.
@@ -40,6 +43,9 @@ func addMonitorFlags(cmd *kingpin.CmdClause) *monitorFlags {
 		json:     cmd.Flag("json", "Print each notification as the agent's JSON.").Bool(),
 		kernel:   cmd.Flag("kernel", "Listen to the kernel's CPU and memory uevents directly (no agent).").Bool(),
 		device:   cmd.Flag("memory-devices", "Follow whole memory devices (a DIMM, a virtio-mem plug) instead of CPUs and blocks.").Bool(),
+		retry: cmd.Flag("retry", "Reconnect when the agent cannot be reached or the stream breaks; --no-retry exits 1 at the first failure (for scripts).").
+			Default("true").Bool(),
+		retries: cmd.Flag("retries", "Give up (exit 1) after this many failed attempts in a row; 0: never.").Default("0").PlaceHolder("N").Int(),
 	}
 }
 
@@ -56,6 +62,9 @@ func runMonitor(f *monitorFlags, stdout, stderr io.Writer) error {
 			return usageError{fmt.Errorf("--class %s: --memory-devices are of class memory", *class)}
 		}
 	}
+	if *f.retries < 0 {
+		return usageError{fmt.Errorf("--retries: %d is negative", *f.retries)}
+	}
 	if *devices && *kernel {
 		return usageError{fmt.Errorf("--memory-devices: the kernel's uevents are per block; not with --kernel")}
 	}
@@ -69,28 +78,59 @@ func runMonitor(f *monitorFlags, stdout, stderr io.Writer) error {
 	if *existing {
 		flags |= notify.FlagIncludeExistingInterfaces
 	}
-	return monitorAgent(ctx, *base, filter, flags, *devices, *asJSON, stdout, stderr)
+	limit := *f.retries
+	if !*f.retry {
+		limit = 1
+	}
+	return monitorAgent(ctx, *base, filter, flags, *devices, *asJSON, limit, stdout, stderr)
+}
+
+// hintNotRunning is the hint given when nothing answers at the agent's address.
+const hintNotRunning = "is hotplug-agent run running?"
+
+// connectHint says why an attempt failed, with a hint when nothing listens at the address (the
+// agent is not running, or at another --url).
+func connectHint(base string, err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return fmt.Sprintf("cannot connect to %s (%v): %s", base, op.Err, hintNotRunning)
+	}
+	return err.Error()
 }
 
 // monitorAgent follows the agent with the Go client, which reconnects with backoff, resumes
 // after the last notification it printed and reconciles after an agent restart (those lines say
-// cause "resync"), until ctx ends.
-func monitorAgent(ctx context.Context, base string, filter client.Filter, flags notify.Flags, devices, asJSON bool, stdout, stderr io.Writer) error {
+// cause "resync"), until ctx ends, or until limit attempts in a row failed (0: no limit). It
+// blocks.
+func monitorAgent(ctx context.Context, base string, filter client.Filter, flags notify.Flags, devices, asJSON bool, limit int, stdout, stderr io.Writer) error {
 	// Only what the state changes below do not say already: inconsistencies, cut-offs.
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	following := strings.TrimSuffix(base, "/") + "/events (class " + filter.String() + ")"
 	if devices {
 		following = strings.TrimSuffix(base, "/") + "/events (memory devices)"
 	}
+	// OnStateChange runs on the client's goroutine and must not block or close the client:
+	// giving up is handed to this goroutine.
+	giveUp := make(chan error, 1)
+	failed := 0
 	c, err := client.New(base, client.Options{
 		MemoryDevices: devices,
 		Logger:        logger,
 		OnStateChange: func(s client.StateChange) {
 			switch s.State {
 			case client.Connected:
+				failed = 0
 				fmt.Fprintf(stderr, "hotplug-agent monitor: following %s\n", following)
 			case client.Backoff:
-				fmt.Fprintf(stderr, "hotplug-agent monitor: %v; reconnecting in %s\n", s.Err, s.Delay.Round(time.Millisecond))
+				failed++
+				if limit > 0 && failed >= limit {
+					select {
+					case giveUp <- giveUpError(limit, failed, connectHint(base, s.Err)):
+					default:
+					}
+					return
+				}
+				fmt.Fprintf(stderr, "hotplug-agent monitor: %s; reconnecting in %s\n", connectHint(base, s.Err), s.Delay.Round(time.Millisecond))
 			}
 		},
 	})
@@ -113,8 +153,21 @@ func monitorAgent(ctx context.Context, base string, filter client.Filter, flags 
 		c.Close()
 		return err
 	}
-	<-ctx.Done()
-	return c.Close()
+	select {
+	case <-ctx.Done():
+		return c.Close()
+	case err := <-giveUp:
+		c.Close()
+		return err
+	}
+}
+
+// giveUpError says why monitor stops trying.
+func giveUpError(limit, failed int, why string) error {
+	if limit == 1 {
+		return fmt.Errorf("%s (not retrying: --no-retry or --retries=1)", why)
+	}
+	return fmt.Errorf("%s (gave up after %d failed attempts in a row, --retries=%d)", why, failed, limit)
 }
 
 // monitorLine is one notification as `monitor` prints it.

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -173,5 +174,52 @@ func TestIntegrationMonitorKernelBurst(t *testing.T) {
 	}
 	if got, over := ours.burst.Load(), ours.overflow.Load(); got < burst || over != 0 {
 		t.Errorf("monitor --kernel printed %d of the %d uevents and %d overflow lines; want all and none", got, burst, over)
+	}
+}
+
+// closedURL returns the URL of a local port nothing listens on.
+func closedURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + l.Addr().String()
+	l.Close()
+	return u
+}
+
+// TestMonitorAgentNotRunning: with no agent at --url, monitor says so and asks whether the agent
+// runs; --no-retry exits 1 at the first failure, --retries=N after N failures in a row.
+func TestMonitorAgentNotRunning(t *testing.T) {
+	for _, tt := range []struct {
+		args     []string
+		retrying int // lines that say it reconnects
+		giveUp   string
+	}{
+		{[]string{"--no-retry"}, 0, "(not retrying: --no-retry or --retries=1)"},
+		{[]string{"--retries=3"}, 2, "(gave up after 3 failed attempts in a row, --retries=3)"},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			u := closedURL(t)
+			var stdout, stderr strings.Builder
+			code := run(append([]string{"monitor", "--url=" + u}, tt.args...), &stdout, &stderr)
+			if code != 1 {
+				t.Errorf("exit %d; want 1", code)
+			}
+			want := "cannot connect to " + u + " (connect: connection refused): is hotplug-agent run running?"
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			if n := strings.Count(stderr.String(), "reconnecting in"); n != tt.retrying {
+				t.Errorf("%d lines say it reconnects; want %d:\n%s", n, tt.retrying, stderr.String())
+			}
+			last := lines[len(lines)-1]
+			if !strings.Contains(last, want) || !strings.HasSuffix(last, tt.giveUp) {
+				t.Errorf("last line:\n%s\nwant it to say %q and end %q", last, want, tt.giveUp)
+			}
+		})
+	}
+	var stderr strings.Builder
+	if code := run([]string{"monitor", "--retries=-1"}, io.Discard, &stderr); code != 2 {
+		t.Errorf("--retries=-1: exit %d; want 2 (%s)", code, stderr.String())
 	}
 }
