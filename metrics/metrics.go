@@ -49,6 +49,9 @@ type Metrics struct {
 	// (acpi, virtio-mem, none) and the zone it chose (movable, kernel).
 	ZonePlans *prometheus.CounterVec
 	BuildInfo *prometheus.GaugeVec
+	// Errors keeps each callback's last error and the recent errors' times, for the status
+	// page.
+	Errors *ErrorLog
 
 	// The series of the hot path, looked up once: WithLabelValues checks and hashes the values
 	// and takes the vector's lock on every call, a fifth of the agent's CPU per event before.
@@ -189,6 +192,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Build information of the agent; the value is always 1.",
 		}, []string{"version", "goversion", "revision"}),
 	}
+	m.Errors = NewErrorLog()
 	reg.MustRegister(m.Notifications, m.DispatchLatency, m.CallbackDuration, m.CallbackErrors,
 		m.QueueOverflows, m.Uevents, m.UeventsRejected, m.NetlinkOverflows, m.Resyncs, m.Interfaces,
 		m.StreamCuts, m.HTTPRefused, m.OnlineAttempts, m.OnlineDuration, m.BuildInfo, m.DeviceNotifications,
@@ -387,6 +391,7 @@ func (m *Metrics) CallbackDone(owner string, _ *notify.Notification, took time.D
 	cs.duration.Observe(took.Seconds())
 	if err != nil {
 		cs.errors.Inc()
+		m.Errors.Record(owner, time.Now(), err)
 	}
 }
 
