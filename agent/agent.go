@@ -366,6 +366,7 @@ func New(o Options) (*Agent, error) {
 		Changes:        a.changes,
 		Targets:        a.targets,
 		Memory:         memory,
+		Errors:         a.metrics.Errors,
 		History:        o.StreamHistory,
 		OnCut:          a.metrics.StreamCuts.Inc,
 

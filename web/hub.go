@@ -261,3 +261,16 @@ func (r *ring) all() iter.Seq[notify.Notification] {
 
 // reset empties the ring, keeping its memory.
 func (r *ring) reset() { r.buf, r.start = r.buf[:0], 0 }
+
+// recent returns the notifications of the history, oldest first, and the ID of the last one the
+// hub has seen: a client that shows them and then follows /events from that ID misses nothing
+// and sees nothing twice. It does not block for long and is safe for concurrent use.
+func (h *hub) recent() ([]notify.Notification, uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]notify.Notification, 0, len(h.history.buf))
+	for n := range h.history.all() {
+		out = append(out, n)
+	}
+	return out, h.last
+}

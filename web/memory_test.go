@@ -57,8 +57,8 @@ func TestMemory(t *testing.T) {
 			}
 			html, _ := io.ReadAll(page.Body)
 			page.Body.Close()
-			if want := map[int]string{200: "Memory hot-add headroom: 17536 MiB, 137 blocks of 128 MiB",
-				503: "Memory hot-add headroom: unknown: headroom: no /sys/devices/system/memory"}[tt.code]; !strings.Contains(string(html), want) {
+			if want := map[int]string{200: "<b>Hot-add headroom</b> 17.1 GiB (137 blocks of 128 MiB)",
+				503: "<b>Hot-add headroom</b> unknown: headroom: no /sys/devices/system/memory"}[tt.code]; !strings.Contains(string(html), want) {
 				t.Errorf("the status page does not say %q", want)
 			}
 			resp, err := http.Get(srv.URL + "/memory")

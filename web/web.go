@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hotplug-agent/hotplug-agent/headroom"
+	"github.com/hotplug-agent/hotplug-agent/metrics"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
@@ -85,6 +85,17 @@ type Options struct {
 	// Memory estimates the memory hot-add headroom, served as JSON by /memory; nil: /memory
 	// answers 404.
 	Memory func() (headroom.Estimate, error)
+	// Errors gives the callbacks' recent errors, shown on the status page; nil: none shown.
+	Errors CallbackErrors
+}
+
+// CallbackErrors reports the callbacks' errors for the status page (metrics.ErrorLog). Its
+// methods must be safe for concurrent use and must not block for long.
+type CallbackErrors interface {
+	// Since counts the errors since t; more says there were more than it keeps.
+	Since(t time.Time) (n int, more bool)
+	// Last returns owner's last error, false when it returned none.
+	Last(owner string) (metrics.LastError, bool)
 }
 
 // Handler returns the agent's HTTP handler, after registering the event stream's registration
@@ -134,6 +145,7 @@ func newHandler(o Options) (*server, http.Handler, error) {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /memory", s.memory)
 	mux.HandleFunc("GET /{$}", s.index)
+	mux.HandleFunc("GET /status.js", s.script)
 	return s, mux, nil
 }
 
@@ -407,147 +419,6 @@ func writeFrame(w http.ResponseWriter, f frame) error {
 	}
 	_, err = fmt.Fprintf(w, "id: %d\ndata: %s\n\n", f.id, b)
 	return err
-}
-
-// statusPage is the page at /: what the agent sees, and the notifications as they come. Plain
-// HTML and a little script, no build step; the script follows /events with EventSource.
-var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>hotplug-agent</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin-bottom:1.5em}
-th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-size:.9em}
-th{background:#eee}.online{color:#070}.offline{color:#a00}
-.arrival{background:#e8f6e8}.removal{background:#fbe9e9}
-code{font-size:.9em}
-</style></head>
-<body>
-<h1>hotplug-agent <small>{{.Version}}</small></h1>
-<p>CPU and memory hotplug as Windows Plug and Play device interface notifications.
-API: <a href="interfaces">/interfaces</a>, <a href="events">/events</a>, <a href="metrics">/metrics</a>, <a href="memory">/memory</a>, <a href="healthz">/healthz</a>.</p>
-{{if .Error}}<p><strong>sysfs: {{.Error}}</strong></p>{{end}}
-{{if .Headroom}}<p id="headroom">Memory hot-add headroom: {{.Headroom}} (<a href="memory">/memory</a>).</p>{{end}}
-<h2>Notifications <small id="stream">(connecting)</small></h2>
-<table id="notifications"><thead><tr><th>time</th><th>event</th><th>class</th><th>symbolic link</th><th>seqnum</th><th>cause</th></tr></thead><tbody></tbody></table>
-<h2>Processors</h2>
-<table id="processors"><thead><tr><th>cpu</th><th>state</th><th>node</th><th>symbolic link</th></tr></thead><tbody>
-{{range .CPUs}}<tr data-link="{{.SymbolicLink}}"><td>{{.Number}}</td><td class="state {{.State}}">{{.State}}</td><td>{{if ge .Node 0}}{{.Node}}{{end}}</td><td><code>{{.SymbolicLink}}</code></td></tr>
-{{end}}</tbody></table>
-<h2>Memory blocks</h2>
-<table id="memory"><thead><tr><th>block</th><th>state</th><th>zones</th><th>node</th><th>range</th><th>device</th><th>symbolic link</th></tr></thead><tbody>
-{{range .Blocks}}<tr data-link="{{.SymbolicLink}}"><td>{{.Number}}</td><td class="state {{.State}}">{{.State}}</td><td>{{.Zones}}</td><td>{{if ge .Node 0}}{{.Node}}{{end}}</td><td><code>{{printf "0x%x" .PhysStart}}+{{printf "%d" .SizeMiB}}M</code></td><td>{{.Device}}</td><td><code>{{.SymbolicLink}}</code></td></tr>
-{{end}}</tbody></table>
-{{if .HasDevices}}<h2>Memory devices</h2>
-<table id="memory-devices"><thead><tr><th>device</th><th>blocks</th><th>node</th><th>start, size</th><th>symbolic link</th></tr></thead><tbody>
-{{range .Devices}}<tr data-link="{{.SymbolicLink}}"><td>{{.Device}}</td><td>{{.Blocks}}</td><td>{{if ge .Node 0}}{{.Node}}{{end}}</td><td><code>{{printf "0x%x" .PhysStart}}+{{printf "%d" .SizeMiB}}M</code></td><td><code>{{.SymbolicLink}}</code></td></tr>
-{{end}}</tbody></table>{{end}}
-<h2>Registrations</h2>
-<table id="registrations"><thead><tr><th>owner</th><th>kind</th><th>class or target</th><th>queued</th><th>delivered</th><th>dropped</th></tr></thead><tbody>
-{{range .Entries}}<tr><td>{{.Owner}}</td><td>{{.Kind}}</td><td>{{.What}}</td><td>{{.Queued}}</td><td>{{.Delivered}}</td><td>{{.Dropped}}</td></tr>
-{{end}}</tbody></table>
-<script>
-(function () {
-  const status = document.getElementById("stream");
-  const rows = document.querySelector("#notifications tbody");
-  const es = new EventSource("events");
-  es.onopen = () => { status.textContent = "(live)"; };
-  es.onerror = () => { status.textContent = "(reconnecting)"; };
-  es.onmessage = (m) => {
-    const n = JSON.parse(m.data);
-    const tr = document.createElement("tr");
-    tr.className = n.event;
-    for (const v of [new Date().toLocaleTimeString(), n.event, n.interface_class, n.symbolic_link, n.seqnum, n.cause]) {
-      const td = document.createElement("td");
-      td.textContent = String(v);
-      tr.appendChild(td);
-    }
-    rows.insertBefore(tr, rows.firstChild);
-    while (rows.children.length > 200) rows.removeChild(rows.lastChild);
-    const cell = document.querySelector('tr[data-link="' + CSS.escape(n.symbolic_link) + '"] td.state');
-    if (cell) {
-      const state = n.event === "arrival" ? "online" : "offline";
-      cell.textContent = state;
-      cell.className = "state " + state;
-    }
-  };
-})();
-</script>
-</body></html>
-`))
-
-func (s *server) index(w http.ResponseWriter, _ *http.Request) {
-	type row struct {
-		Owner, Kind, What string
-		// Queued, Delivered and Dropped are blank for the synchronous kinds.
-		Queued, Delivered, Dropped string
-	}
-	type iface struct {
-		notify.Interface
-		SizeMiB uint64
-	}
-	page := struct {
-		Version  string
-		Error    string
-		Headroom string
-		CPUs     []iface
-		Blocks   []iface
-		Devices  []iface
-		Entries  []row
-
-		HasDevices bool
-	}{Version: s.o.Version, HasDevices: s.o.DeviceRegistry != nil}
-	if s.o.Memory != nil {
-		if e, err := s.o.Memory(); err != nil {
-			page.Headroom = "unknown: " + err.Error()
-		} else {
-			page.Headroom = fmt.Sprintf("%d MiB, %d blocks of %d MiB", e.Headroom>>20, e.Headroom/e.BlockSize, e.BlockSize>>20)
-		}
-	}
-	present := s.o.Registry.Active()
-	if s.o.Present != nil {
-		var err error
-		if present, err = s.o.Present(); err != nil {
-			page.Error = err.Error()
-		}
-	}
-	for _, i := range present {
-		if i.ClassGUID == notify.GUIDDeviceMemory {
-			if s.o.DeviceOf != nil {
-				i.Device = s.o.DeviceOf(i.Number)
-			}
-			page.Blocks = append(page.Blocks, iface{i, i.Size >> 20})
-		} else {
-			page.CPUs = append(page.CPUs, iface{i, 0})
-		}
-	}
-	counted := func(owner, kind, what string, e notify.EntryInfo) row {
-		return row{owner, kind, what, strconv.Itoa(e.Queued), strconv.FormatUint(e.Delivered, 10), strconv.FormatUint(e.Dropped, 10)}
-	}
-	for _, e := range s.o.Registry.Entries() {
-		page.Entries = append(page.Entries, counted(e.Owner, "device interface", className(e.Class), e))
-	}
-	if s.o.DeviceRegistry != nil {
-		for _, d := range s.o.DeviceRegistry.Active() {
-			page.Devices = append(page.Devices, iface{d, d.Size >> 20})
-		}
-		for _, e := range s.o.DeviceRegistry.Entries() {
-			page.Entries = append(page.Entries, counted(e.Owner, "memory devices", className(e.Class), e))
-		}
-	}
-	if s.o.Changes != nil {
-		for _, e := range s.o.Changes.Entries() {
-			page.Entries = append(page.Entries, row{Owner: e.Owner, Kind: "two-phase", What: className(e.Class)})
-		}
-	}
-	if s.o.Targets != nil {
-		for _, e := range s.o.Targets.Entries() {
-			page.Entries = append(page.Entries, row{Owner: e.Owner, Kind: "target device", What: e.Target})
-		}
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := statusPage.Execute(w, page); err != nil {
-		s.o.Logger.Warn("status page", "err", err)
-	}
 }
 
 func className(g uuid.UUID) string { return notify.ClassName(g) }

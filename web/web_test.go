@@ -444,12 +444,13 @@ func TestStatusPageListsEverything(t *testing.T) {
 	resp.Body.Close()
 	page := string(b)
 	for _, want := range []string{
-		`<td><code>0x100000000+128M</code></td><td>PNP0C80:00</td><td><code>/sys/devices/system/memory/memory32</code>`,
-		`<tr data-link="/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00"><td>PNP0C80:00</td><td>32-33</td><td>0</td><td><code>0x100000000+256M</code>`,
+		`<tr><td><code>0x0000000100000000-0x000000010fffffff</code></td><td>256M</td><td class="online">online</td><td>32-33</td><td>-</td><td>Normal</td><td>PNP0C80:00</td></tr>`,
+		`<tr data-link="/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:00"><td>1</td><td>PNP0C80:00</td><td>32-33</td><td>0</td><td><code>0x0000000100000000</code></td><td>256M</td>`,
+		`memory32-33: online, Normal, device PNP0C80:00, 0x100000000-0x10fffffff (256M)`,
 		`<tr><td>events</td><td>device interface</td><td>all</td>`,
 		`<tr><td>pools</td><td>memory devices</td><td>memory</td><td>0</td>`,
 		`<tr><td>events</td><td>memory devices</td><td>all</td>`,
-		`<tr><td>cpu-gate</td><td>two-phase</td><td>processor</td><td></td><td></td><td></td></tr>`,
+		`<tr><td>cpu-gate</td><td>two-phase</td><td>processor</td><td></td><td class="hide-narrow"></td><td class="hide-narrow"></td><td>0</td><td>-</td>`,
 		`<tr><td>guard-cpu1</td><td>target device</td><td>/sys/devices/system/cpu/cpu1</td>`,
 	} {
 		if !strings.Contains(page, want) {

@@ -1,0 +1,66 @@
+package web
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hotplug-agent/hotplug-agent/memrange"
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+// TestMemoryMapLarge: 8,192 blocks (1 TiB of 128 MiB blocks) in a few ranges make a map of a
+// few dozen rectangles, one group per range with a title naming it, each device outlined.
+func TestMemoryMapLarge(t *testing.T) {
+	var blocks []notify.Interface
+	for n := range 8192 {
+		if n >= 24 && n < 32 {
+			continue // the PCI hole
+		}
+		b := notify.Interface{ClassGUID: notify.GUIDDeviceMemory, Number: n, PhysStart: uint64(n) << 27, Size: 1 << 27, State: "online", Zones: "Normal", Node: n / 4096}
+		if n >= 4096 {
+			b.Device, b.Zones = "virtio5", "Movable"
+		}
+		if n >= 8000 {
+			b.State, b.Zones = "offline", "Normal Movable"
+		}
+		blocks = append(blocks, b)
+	}
+	ranges := memrange.Merge(blocks)
+	svg, named, devices := memoryMap(ranges)
+	if len(ranges) != 4 || len(named) != 4 {
+		t.Fatalf("%d ranges, %d named; want 4", len(ranges), len(named))
+	}
+	if n := strings.Count(string(svg), "<rect"); n > 300 {
+		t.Errorf("the map of 8,192 blocks has %d rectangles; want a few per range", n)
+	}
+	if len(svg) > 32<<10 {
+		t.Errorf("the map of 8,192 blocks is %d bytes", len(svg))
+	}
+	if strings.Count(string(svg), `class="b online z-movable dev"`) != 1 || strings.Count(string(svg), `class="b offline z-any dev"`) != 1 {
+		t.Errorf("the device's ranges are not drawn as its own groups:\n%.2000s", svg)
+	}
+	if len(devices) != 1 || devices[0] != "virtio5" {
+		t.Errorf("devices %v; want [virtio5]", devices)
+	}
+	if !strings.Contains(string(svg), `data-columns="64" data-rows="128"`) {
+		t.Errorf("the map is not 64 blocks a row, 128 rows")
+	}
+}
+
+// TestQuantile: a histogram's quantiles interpolated in their bucket, as histogram_quantile.
+func TestQuantile(t *testing.T) {
+	h := &dto.Histogram{SampleCount: proto.Uint64(100), Bucket: []*dto.Bucket{
+		{UpperBound: proto.Float64(0.001), CumulativeCount: proto.Uint64(50)},
+		{UpperBound: proto.Float64(0.01), CumulativeCount: proto.Uint64(90)},
+		{UpperBound: proto.Float64(0.1), CumulativeCount: proto.Uint64(100)},
+	}}
+	for _, tt := range []struct{ q, want float64 }{{0.5, 0.001}, {0.25, 0.0005}, {0.7, 0.0055}, {0.99, 0.091}} {
+		if got := quantile(tt.q, h); math.Abs(got-tt.want) > 1e-9 {
+			t.Errorf("quantile(%v) = %v; want %v", tt.q, got, tt.want)
+		}
+	}
+}
