@@ -14,6 +14,7 @@ command -v lintian >/dev/null || need+=(lintian)            # make package: lint
 command -v rpm >/dev/null || need+=(rpm)                    # make package: the .rpm read with rpm -qp
 command -v groff >/dev/null || need+=(groff-base)           # the man page test (groff -ww)
 command -v man >/dev/null || need+=(man-db)                 # the man page test (man -l)
+command -v npm >/dev/null || need+=(npm)                    # axe-core for the status page test (below)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test-deps: missing ${need[*]}; run as root to install them (tests that need them skip)" >&2
@@ -22,6 +23,18 @@ if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+# axe-core, the accessibility check the status page test runs in Chromium: pinned, into
+# .cache/npm, nothing fetched when the tests run.
+axe_version=4.11.0
+axe_dir=.cache/npm/node_modules/axe-core
+if ! grep -qs "\"version\": \"$axe_version\"" "$axe_dir/package.json"; then
+  if command -v npm >/dev/null; then
+    echo "test-deps: installing axe-core $axe_version into .cache/npm"
+    npm install --prefix .cache/npm --no-audit --no-fund --no-save --silent "axe-core@$axe_version"
+  else
+    echo "test-deps: npm missing; the status page test's accessibility check needs axe-core" >&2
   fi
 fi
 for s in scripts/qemu-deps.sh scripts/prometheus-deps.sh; do
