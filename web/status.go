@@ -150,10 +150,11 @@ func (s *server) index(w http.ResponseWriter, _ *http.Request) {
 	}
 	var blocks []notify.Interface
 	nodes := map[int]*pageNode{}
-	for _, i := range present {
+	for k, i := range present {
 		if i.ClassGUID == notify.GUIDDeviceMemory {
 			if s.o.DeviceOf != nil {
 				i.Device = s.o.DeviceOf(i.Number)
+				present[k].Device = i.Device // for the summary's count
 			}
 			blocks = append(blocks, i)
 			continue

@@ -452,6 +452,7 @@ func TestStatusPageListsEverything(t *testing.T) {
 		`<tr><td>events</td><td>memory devices</td><td>all</td>`,
 		`<tr><td>cpu-gate</td><td>two-phase</td><td>processor</td><td></td><td class="hide-narrow"></td><td class="hide-narrow"></td><td>0</td><td>-</td>`,
 		`<tr><td>guard-cpu1</td><td>target device</td><td>/sys/devices/system/cpu/cpu1</td>`,
+		`<b>Memory devices</b> 1</span>`,
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the status page lacks %s", want)
