@@ -1,6 +1,7 @@
 package memrange
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -61,4 +62,27 @@ func TestMerge(t *testing.T) {
 	if s.BlocksOnline != 6 || s.BlocksOffline != 2 || s.MemoryOffline != 2<<27 || len(s.Devices) != 1 || CPUList(s.CPUsOnline) != "0" {
 		t.Errorf("Summarise: %+v", s)
 	}
+}
+
+// FuzzZoneNames: whatever valid_zones holds, the zones come out one per word, joined by "/",
+// the known names in lsmem's spelling.
+func FuzzZoneNames(f *testing.F) {
+	for _, s := range []string{"Normal", "none", "Normal Movable", "DMA32", " movable  normal ", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := ZoneNames(s)
+		words := strings.Fields(s)
+		if got == "" != (len(words) == 0) {
+			t.Fatalf("ZoneNames(%q) = %q", s, got)
+		}
+		if len(words) > 0 && len(strings.Split(got, "/")) != len(words) && !strings.Contains(s, "/") {
+			t.Fatalf("ZoneNames(%q) = %q: not one zone per word", s, got)
+		}
+		for _, w := range words {
+			if strings.EqualFold(w, "movable") && !strings.Contains(got, "Movable") {
+				t.Fatalf("ZoneNames(%q) = %q: Movable not spelled as lsmem does", s, got)
+			}
+		}
+	})
 }
