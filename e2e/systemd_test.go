@@ -689,6 +689,10 @@ func testSysHotAdd(t *testing.T, r *sysRun) {
 			t.Errorf("memory%d/state is %q in the guest", b, v)
 		}
 	}
+	// hotplug-agent list agrees with lsmem and lscpu, the hot-added CPU, DIMM and virtio-mem
+	// blocks included.
+	checkListInGuest(t, g)
+
 	after := g.metrics(t)
 	for class, want := range map[string]float64{"processor": 1, "memory": float64(len(r.blocks))} {
 		key := []string{"interface_class", class, "result", "success"}
