@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -111,6 +112,8 @@ type ChangeRegistry struct {
 	existing func(uuid.UUID) ([]Interface, error)
 
 	tx chan struct{} // capacity 1: held for the whole of an add or a replay
+
+	adding atomic.Pointer[Interface] // the interface of the add in progress, nil between adds
 }
 
 // NewChangeRegistry returns an empty registry. It does not block.
@@ -308,6 +311,7 @@ func (r *ChangeRegistry) Begin(ctx context.Context, iface Interface, seqnum uint
 		readAt = time.Now()
 	}
 	a := &Add{r: r, iface: iface, seqnum: seqnum, readAt: readAt, cause: cause}
+	r.adding.Store(&iface)
 	entries := r.selected(func(e *ChangeEntry) bool { return e.class == iface.ClassGUID })
 	var veto *VetoError
 	a.started, veto = r.ask(entries, changeNote(AddStart, iface, seqnum, readAt, cause), AddStart.String(),
@@ -317,6 +321,16 @@ func (r *ChangeRegistry) Begin(ctx context.Context, iface Interface, seqnum uint
 		return nil, fmt.Errorf("notify: add %s: %w", iface.SymbolicLink, veto)
 	}
 	return a, nil
+}
+
+// Adding returns the interface whose two-phase add is in progress (between Begin and the end
+// of Complete or Fail), and false when none is. It does not block and is safe for concurrent
+// use.
+func (r *ChangeRegistry) Adding() (Interface, bool) {
+	if i := r.adding.Load(); i != nil {
+		return *i, true
+	}
+	return Interface{}, false
 }
 
 // Participants returns the number of registrations that got AddStart and consented.
@@ -338,7 +352,10 @@ func (a *Add) end(state ChangeState, status error) {
 		return
 	}
 	a.ended = true
-	defer func() { <-a.r.tx }()
+	defer func() {
+		a.r.adding.Store(nil)
+		<-a.r.tx
+	}()
 	n := changeNote(state, a.iface, a.seqnum, a.readAt, a.cause)
 	n.Status = status
 	a.r.tell(a.started, n, state.String(), a.iface.SymbolicLink)

@@ -126,6 +126,9 @@ func TestChangeConsent(t *testing.T) {
 	mustRegisterChange(t, r, GUIDDeviceMemory, 0, "mem", j.change("mem", nil))
 	mustRegisterChange(t, r, GUIDDeviceProcessor, 0, "b", j.change("b", nil))
 
+	if i, ok := r.Adding(); ok {
+		t.Errorf("Adding() = %s before any add", i.SymbolicLink)
+	}
 	add, err := r.Begin(context.Background(), offlineCPU(3), 41, testTime, CauseUevent)
 	if err != nil {
 		t.Fatalf("Begin: %v", err)
@@ -133,8 +136,14 @@ func TestChangeConsent(t *testing.T) {
 	if add.Participants() != 2 {
 		t.Errorf("Participants() = %d; want 2", add.Participants())
 	}
+	if i, ok := r.Adding(); !ok || i.SymbolicLink != "/sys/devices/system/cpu/cpu3" {
+		t.Errorf("Adding() = %q, %v between Begin and Complete; want cpu3", i.SymbolicLink, ok)
+	}
 	add.Complete()
 	add.Complete() // a second end does nothing
+	if i, ok := r.Adding(); ok {
+		t.Errorf("Adding() = %s after Complete", i.SymbolicLink)
+	}
 	want := []string{
 		"a add_start /sys/devices/system/cpu/cpu3 uevent",
 		"b add_start /sys/devices/system/cpu/cpu3 uevent",
