@@ -94,6 +94,7 @@ type pageData struct {
 	Version, Error string
 	// The summary.
 	CPUs, Memory, Devices, Headroom, Errors, Health, LastArrival string
+	Adding                                                       string // a two-phase add in progress
 	Healthy                                                      bool
 	MapSVG                                                       template.HTML
 	MapBlocks                                                    []mapBlockRange
@@ -148,6 +149,19 @@ func (s *server) index(w http.ResponseWriter, _ *http.Request) {
 			page.Error = err.Error()
 		}
 	}
+	// A two-phase add in progress: the registrations were asked, the CPU or block is not
+	// online yet.
+	var adding notify.Interface
+	if s.o.Changes != nil {
+		if i, ok := s.o.Changes.Adding(); ok {
+			adding = i
+			if i.ClassGUID == notify.GUIDDeviceProcessor {
+				page.Adding = "cpu" + strconv.Itoa(i.Number) + " (two-phase add: asked the registrations, onlining)"
+			} else {
+				page.Adding = "memory" + strconv.Itoa(i.Number) + " (two-phase add: asked the registrations, onlining)"
+			}
+		}
+	}
 	var blocks []notify.Interface
 	nodes := map[int]*pageNode{}
 	for k, i := range present {
@@ -168,7 +182,11 @@ func (s *server) index(w http.ResponseWriter, _ *http.Request) {
 			n = &pageNode{Name: name}
 			nodes[i.Node] = n
 		}
-		n.CPUs = append(n.CPUs, pageCPU{i.Number, i.State, i.SymbolicLink})
+		state := i.State
+		if adding.SymbolicLink == i.SymbolicLink {
+			state = "adding"
+		}
+		n.CPUs = append(n.CPUs, pageCPU{i.Number, state, i.SymbolicLink})
 	}
 	for _, k := range slices.Sorted(func(yield func(int) bool) {
 		for k := range nodes {

@@ -262,5 +262,7 @@
   }
   drawLatency();
   pollLatency();
-  setInterval(pollLatency, 10000);
+  // Every 10 s: the latency chart, and the rest redrawn (the errors of the last hour, the
+  // headroom and a two-phase add in progress change without a notification).
+  setInterval(() => { pollLatency(); scheduleRefresh(); }, 10000);
 })();

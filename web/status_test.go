@@ -1,9 +1,17 @@
 package web
 
 import (
+	"context"
+	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
@@ -62,5 +70,51 @@ func TestQuantile(t *testing.T) {
 		if got := quantile(tt.q, h); math.Abs(got-tt.want) > 1e-9 {
 			t.Errorf("quantile(%v) = %v; want %v", tt.q, got, tt.want)
 		}
+	}
+}
+
+// TestStatusPageTwoPhaseAdd: while a CPU's two-phase add is in progress, the grid and the
+// summary say so; once it completes, neither does.
+func TestStatusPageTwoPhaseAdd(t *testing.T) {
+	reg := notify.NewRegistry(notify.Options{})
+	defer reg.Close(context.Background())
+	cpu := func(n int, state string) notify.Interface {
+		return notify.Interface{ClassGUID: notify.GUIDDeviceProcessor, SymbolicLink: "/sys/devices/system/cpu/cpu" + strconv.Itoa(n), Number: n, Node: 0, State: state}
+	}
+	reg.Seed([]notify.Interface{cpu(0, "online")})
+	changes := notify.NewChangeRegistry(notify.ChangeOptions{})
+	defer changes.Close(context.Background())
+	h, err := Handler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), Changes: changes,
+		Present: func() ([]notify.Interface, error) {
+			return []notify.Interface{cpu(0, "online"), cpu(1, "offline")}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	get := func() string {
+		resp, err := http.Get(srv.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	add, err := changes.Begin(context.Background(), cpu(1, "offline"), 7, time.Now(), notify.CauseUevent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := get()
+	for _, want := range []string{`<li class="cpu adding" data-link="/sys/devices/system/cpu/cpu1"`, `<b>Adding</b> cpu1 (two-phase add`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("during the add, the page lacks %s", want)
+		}
+	}
+	add.Complete()
+	page = get()
+	if strings.Contains(page, `class="cpu adding"`) || strings.Contains(page, "<b>Adding</b>") || !strings.Contains(page, `<li class="cpu offline" data-link="/sys/devices/system/cpu/cpu1"`) {
+		t.Errorf("after the add, the page still shows it in progress")
 	}
 }
