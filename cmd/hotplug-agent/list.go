@@ -178,7 +178,7 @@ func printSummary(w io.Writer, ifaces []notify.Interface, paint painter) error {
 	return tw.Flush()
 }
 
-// painter colours the states list prints, or leaves them plain. Every coloured cell of a
+// painter colours the states list prints and the lines of monitor, or leaves them plain. Every coloured cell of a
 // column gains the same number of invisible bytes, so tabwriter still aligns the column.
 type painter struct{ on bool }
 
@@ -215,6 +215,17 @@ func (p painter) state(state string, text ...string) string {
 		c = sgrRed
 	}
 	return c + s + sgrReset
+}
+
+// event colours a monitor line: an arrival green, a removal red.
+func (p painter) event(line string, arrival bool) string {
+	if !p.on {
+		return line
+	}
+	if arrival {
+		return sgrGreen + line + sgrReset
+	}
+	return sgrRed + line + sgrReset
 }
 
 // header writes a column title in bold.

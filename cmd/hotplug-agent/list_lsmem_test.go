@@ -181,7 +181,7 @@ func openPTY(t *testing.T) *os.File {
 	return tty
 }
 
-// TestListColour: list colours the states on a terminal, not in a pipe or a file, and not with
+// TestListColour: list colours the states (and monitor its lines) on a terminal, not in a pipe or a file, and not with
 // NO_COLOR or TERM=dumb; coloured, the columns still line up.
 func TestListColour(t *testing.T) {
 	tty := openPTY(t)
@@ -224,6 +224,12 @@ func TestListColour(t *testing.T) {
 	}
 	if !strings.Contains(coloured.String(), sgrGreen+"online"+sgrReset) {
 		t.Errorf("coloured output has no green online:\n%q", coloured.String())
+	}
+	if got := (painter{on: true}).event("ARRIVAL", true); got != sgrGreen+"ARRIVAL"+sgrReset {
+		t.Errorf("a coloured arrival line: %q", got)
+	}
+	if got := (painter{}).event("REMOVAL", false); got != "REMOVAL" {
+		t.Errorf("a plain removal line: %q", got)
 	}
 	stripped := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(coloured.String(), "")
 	if stripped != plain.String() {

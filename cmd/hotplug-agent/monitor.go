@@ -109,6 +109,7 @@ func monitorAgent(ctx context.Context, base string, filter client.Filter, flags 
 	if devices {
 		following = strings.TrimSuffix(base, "/") + "/events (memory devices)"
 	}
+	paint := colours(stdout)
 	// OnStateChange runs on the client's goroutine and must not block or close the client:
 	// giving up is handed to this goroutine.
 	giveUp := make(chan error, 1)
@@ -146,7 +147,7 @@ func monitorAgent(ctx context.Context, base string, filter client.Filter, flags 
 			_, err = fmt.Fprintf(stdout, "%s\n", b)
 			return err
 		}
-		_, err := fmt.Fprintln(stdout, monitorLine(time.Now(), n))
+		_, err := fmt.Fprintln(stdout, paint.event(monitorLine(time.Now(), n), n.IsArrival()))
 		return err
 	})
 	if err != nil {

@@ -91,7 +91,9 @@ func TestIntegrationMonitor(t *testing.T) {
 	testenv.SetCPUOnline(t, cpu, true)
 
 	nextLine(t, agentLines, "REMOVAL", "processor", link, fmt.Sprintf("(cpu %d", cpu))
-	nextLine(t, agentLines, "ARRIVAL", "processor", link)
+	if l := nextLine(t, agentLines, "ARRIVAL", "processor", link); strings.Contains(l, "\x1b[") {
+		t.Errorf("piped, monitor writes escape sequences: %q", l)
+	}
 	nextLine(t, jsonLines, `"event":"removal"`, `"symbolic_link":"`+link+`"`)
 	nextLine(t, kernelLines, "offline", fmt.Sprintf("/devices/system/cpu/cpu%d", cpu))
 	nextLine(t, kernelLines, "online", fmt.Sprintf("/devices/system/cpu/cpu%d", cpu))
