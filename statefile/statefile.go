@@ -77,6 +77,18 @@ type State struct {
 	// what tells one hot-added while the agent was down from one an administrator took offline.
 	// Nil in a file written before it was kept.
 	Present *Present
+	// Cpusets are what the cpuset callbacks remember, by callback name.
+	Cpusets map[string]Cpuset
+}
+
+// Cpuset is what one cpuset callback remembers (callback.CpusetMemory): the CPUs or nodes it has
+// seen online and those removed and not back, and for each named cgroup (a path relative to the
+// cgroup mount) what its cpuset held at the last look and what a removal took from it.
+type Cpuset struct {
+	Resource   string // "cpus" or "mems"
+	Known      []int
+	Gone       []int
+	Held, Owed map[string][]int
 }
 
 // Present is a set of CPUs and memory blocks by number, each list sorted.
@@ -100,6 +112,24 @@ type fileJSON struct {
 	MemoryDeviceCallbacks []callbackJSON `json:"memory_device_callbacks,omitempty"`
 	// Optional: a file written before it was kept has none.
 	Present *presentJSON `json:"present,omitempty"`
+	// Optional: only with cpuset callbacks.
+	Cpusets []cpusetJSON `json:"cpusets,omitempty"`
+}
+
+// cpusetJSON is the JSON form of a cpuset callback's memory; lists are kernel lists ("0-3").
+type cpusetJSON struct {
+	Name     string             `json:"name"`
+	Resource string             `json:"resource"`
+	Known    string             `json:"known"`
+	Gone     string             `json:"gone,omitempty"`
+	Cgroups  []cpusetCgroupJSON `json:"cgroups,omitempty"`
+}
+
+// cpusetCgroupJSON is one named cgroup of a cpuset callback.
+type cpusetCgroupJSON struct {
+	Path string `json:"path"`
+	Held string `json:"held"`
+	Owed string `json:"owed,omitempty"`
 }
 
 // presentJSON holds the present CPUs and memory blocks as kernel CPU lists ("0-191").
@@ -247,6 +277,9 @@ func save(path string, s State, sync bool) error {
 	}
 	if s.Present != nil {
 		f.Present = &presentJSON{CPUs: sysfs.FormatCPUList(s.Present.CPUs), MemoryBlocks: sysfs.FormatCPUList(s.Present.MemoryBlocks)}
+	}
+	if f.Cpusets, err = encodeCpusets(s.Cpusets); err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
@@ -468,7 +501,87 @@ func decode(data []byte) (State, error) {
 			return State{}, fmt.Errorf("present.memory_blocks: %w", err)
 		}
 	}
+	if s.Cpusets, err = decodeCpusets(f.Cpusets); err != nil {
+		return State{}, err
+	}
 	return s, nil
+}
+
+// encodeCpusets turns the cpuset callbacks' memories into their JSON form, sorted, and checks them
+// as Load does.
+func encodeCpusets(m map[string]Cpuset) ([]cpusetJSON, error) {
+	var out []cpusetJSON
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		c := m[name]
+		j := cpusetJSON{Name: name, Resource: c.Resource, Known: sysfs.FormatCPUList(c.Known), Gone: sysfs.FormatCPUList(c.Gone)}
+		for _, p := range slices.Sorted(maps.Keys(c.Held)) {
+			j.Cgroups = append(j.Cgroups, cpusetCgroupJSON{Path: p, Held: sysfs.FormatCPUList(c.Held[p]), Owed: sysfs.FormatCPUList(c.Owed[p])})
+		}
+		out = append(out, j)
+	}
+	if _, err := decodeCpusets(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// decodeCpusets validates the JSON form of the cpuset callbacks' memories.
+func decodeCpusets(recs []cpusetJSON) (map[string]Cpuset, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	out := map[string]Cpuset{}
+	list := func(at, s string) ([]int, error) {
+		l, err := sysfs.ParseCPUList(s)
+		if err != nil || (len(l) > 0 && l[len(l)-1] > maxNumber) {
+			return nil, fmt.Errorf("%s %.40q: want a list like 0-3", at, s)
+		}
+		if len(l) == 0 {
+			return nil, nil
+		}
+		return l, nil
+	}
+	for k, r := range recs {
+		at := fmt.Sprintf("cpusets[%d]", k)
+		if !callbackName.MatchString(r.Name) {
+			return nil, fmt.Errorf("%s: name %.80q: want letters, digits, '_', '-' or '.', at most 64", at, r.Name)
+		}
+		if _, dup := out[r.Name]; dup {
+			return nil, fmt.Errorf("cpusets: %s is listed twice", r.Name)
+		}
+		if r.Resource != "cpus" && r.Resource != "mems" {
+			return nil, fmt.Errorf("%s (%s): resource %.20q: want cpus or mems", at, r.Name, r.Resource)
+		}
+		c := Cpuset{Resource: r.Resource, Held: map[string][]int{}, Owed: map[string][]int{}}
+		var err error
+		if c.Known, err = list(at+": known", r.Known); err != nil {
+			return nil, err
+		}
+		if c.Gone, err = list(at+": gone", r.Gone); err != nil {
+			return nil, err
+		}
+		for j, g := range r.Cgroups {
+			gat := fmt.Sprintf("%s (%s): cgroups[%d]", at, r.Name, j)
+			if g.Path == "" || filepath.IsAbs(g.Path) || filepath.Clean(g.Path) != g.Path || g.Path == ".." || strings.HasPrefix(g.Path, "../") {
+				return nil, fmt.Errorf("%s: path %.80q: want a clean relative path", gat, g.Path)
+			}
+			if _, dup := c.Held[g.Path]; dup {
+				return nil, fmt.Errorf("%s: %s is listed twice", gat, g.Path)
+			}
+			if c.Held[g.Path], err = list(gat+": held", g.Held); err != nil {
+				return nil, err
+			}
+			owed, err := list(gat+": owed", g.Owed)
+			if err != nil {
+				return nil, err
+			}
+			if len(owed) > 0 {
+				c.Owed[g.Path] = owed
+			}
+		}
+		out[r.Name] = c
+	}
+	return out, nil
 }
 
 // callbackName is what a configured callback's name may look like (the configuration's rule).
