@@ -48,7 +48,10 @@ type Metrics struct {
 	// ZonePlans counts the memory blocks the zone planner decided, by the kind of their device
 	// (acpi, virtio-mem, none) and the zone it chose (movable, kernel).
 	ZonePlans *prometheus.CounterVec
-	BuildInfo *prometheus.GaugeVec
+	// CpusetWrites counts the cpuset callbacks' writes, by callback, the configured cgroup
+	// pattern that names the cgroup, and result (ok, error).
+	CpusetWrites *prometheus.CounterVec
+	BuildInfo    *prometheus.GaugeVec
 	// Errors keeps each callback's last error and the recent errors' times, for the status
 	// page.
 	Errors *ErrorLog
@@ -170,6 +173,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Namespace: namespace, Name: "memory_device_notifications_total",
 			Help: "Notifications of whole memory devices (a DIMM, a virtio-mem plug), by event.",
 		}, []string{"event"}),
+		CpusetWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cpuset_writes_total",
+			Help: "Writes of cpuset.cpus or cpuset.mems by the cpuset callbacks, by callback, configured cgroup pattern and result (ok, error).",
+		}, []string{"callback", "cgroup", "result"}),
 		OnlineAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "online_attempts_total",
 			Help: "Writes of the online policy to bring a hot-added CPU or memory block online, by interface class and result (success, failure).",
@@ -196,7 +203,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	reg.MustRegister(m.Notifications, m.DispatchLatency, m.CallbackDuration, m.CallbackErrors,
 		m.QueueOverflows, m.Uevents, m.UeventsRejected, m.NetlinkOverflows, m.Resyncs, m.Interfaces,
 		m.StreamCuts, m.HTTPRefused, m.OnlineAttempts, m.OnlineDuration, m.BuildInfo, m.DeviceNotifications,
-		m.MemoryBlocksOnlined, m.ZonePlans)
+		m.MemoryBlocksOnlined, m.ZonePlans, m.CpusetWrites)
 
 	revision, goversion := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -425,6 +432,20 @@ func (m *Metrics) ZonePlanned(device, zone string) {
 		zone = "kernel"
 	}
 	m.ZonePlans.WithLabelValues(planDevices[indexOf(planDevices[:], device)], zone).Inc()
+}
+
+// InitCpuset makes the write series of a cpuset callback's patterns, at 0.
+func (m *Metrics) InitCpuset(owner string, patterns []string) {
+	for _, p := range patterns {
+		m.CpusetWrites.WithLabelValues(owner, p, "ok")
+		m.CpusetWrites.WithLabelValues(owner, p, "error")
+	}
+}
+
+// CpusetWrite counts one write of the cpuset callback owner to a cgroup the pattern names;
+// result is "ok" or "error".
+func (m *Metrics) CpusetWrite(owner, pattern, result string) {
+	m.CpusetWrites.WithLabelValues(owner, pattern, result).Inc()
 }
 
 // Refused counts an HTTP connection or /events request refused at its limit; reason is
