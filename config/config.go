@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -168,6 +169,9 @@ type Callback struct {
 	Webhook *Webhook `yaml:"webhook"`
 	// Log writes a log line per notification.
 	Log bool `yaml:"log"`
+	// Cpuset keeps the named cgroups' cpusets in step with hotplug (class processor: cpuset.cpus;
+	// class memory: cpuset.mems).
+	Cpuset *Cpuset `yaml:"cpuset"`
 
 	// ClassGUID is Class parsed; set by Parse.
 	ClassGUID uuid.UUID `yaml:"-"`
@@ -196,6 +200,32 @@ type Webhook struct {
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 	// Headers are added to each request, for example Authorization.
 	Headers map[string]string `yaml:"headers"`
+}
+
+// Cpuset is the cpuset action of a callback (callback.Cpuset).
+type Cpuset struct {
+	// Root is the cgroup mount; "" finds it: the cgroup v1 cpuset hierarchy, else cgroup2.
+	Root string `yaml:"root"`
+	// Cgroups are the cgroups the callback may write, relative to Root; each path element may be
+	// a shell pattern ("docker/*"); "." is Root itself. Required.
+	Cgroups []string `yaml:"cgroups"`
+	// Add says which named cpusets a CPU (or node) that was never online before joins:
+	// "spanning" (default: those that held every online one before it came), "all" or "none".
+	Add string `yaml:"add"`
+	// ScanInterval is how often the named cpusets are looked at, to know what a removal takes
+	// from each. Default 1s.
+	ScanInterval time.Duration `yaml:"scan_interval"`
+}
+
+// DefaultCpusetScanInterval is Cpuset.ScanInterval when unset.
+const DefaultCpusetScanInterval = time.Second
+
+// Interval is ScanInterval with its default.
+func (c *Cpuset) Interval() time.Duration {
+	if c.ScanInterval <= 0 {
+		return DefaultCpusetScanInterval
+	}
+	return c.ScanInterval
 }
 
 // Load reads and parses the file at path. Errors name the file and, for an invalid value, the field.
@@ -283,16 +313,21 @@ func (c *Config) validate() error {
 			return err
 		}
 		actions := 0
-		for _, set := range []bool{cb.Exec != nil, cb.Webhook != nil, cb.Log} {
+		for _, set := range []bool{cb.Exec != nil, cb.Webhook != nil, cb.Log, cb.Cpuset != nil} {
 			if set {
 				actions++
 			}
 		}
 		switch {
 		case actions == 0:
-			return fmt.Errorf("%s: needs an action: exec, webhook or log", field)
+			return fmt.Errorf("%s: needs an action: exec, webhook, log or cpuset", field)
 		case actions > 1:
-			return fmt.Errorf("%s: exec, webhook and log are exclusive: use one callback each", field)
+			return fmt.Errorf("%s: exec, webhook, log and cpuset are exclusive: use one callback each", field)
+		}
+		if cb.Cpuset != nil {
+			if err := cb.validateCpuset(field); err != nil {
+				return err
+			}
 		}
 		if w := cb.Webhook; w != nil {
 			u, err := url.Parse(w.URL)
@@ -376,6 +411,42 @@ func (cb *Callback) validateKind(field string) error {
 		return fmt.Errorf("%s.webhook: kind %s takes exec or log (webhooks are for kind device_interface)", field, cb.Kind)
 	}
 	cb.ClassGUID = class
+	return nil
+}
+
+// validateCpuset checks the cpuset action.
+func (cb *Callback) validateCpuset(field string) error {
+	field += ".cpuset"
+	if cb.Kind != KindDeviceInterface || cb.MemoryDevices {
+		return fmt.Errorf("%s: only with kind %s, per CPU or memory block (not memory_devices)", field, KindDeviceInterface)
+	}
+	if cb.ClassGUID != notify.GUIDDeviceProcessor && cb.ClassGUID != notify.GUIDDeviceMemory {
+		return fmt.Errorf("%s: needs class processor (cpuset.cpus) or memory (cpuset.mems)", field)
+	}
+	c := cb.Cpuset
+	if c.Root != "" && (!filepath.IsAbs(c.Root) || filepath.Clean(c.Root) != c.Root) {
+		return fmt.Errorf("%s.root: %q: want a clean absolute path, like /sys/fs/cgroup/cpuset", field, c.Root)
+	}
+	if len(c.Cgroups) == 0 {
+		return fmt.Errorf("%s.cgroups: required: the cgroups it may widen, relative to the cgroup mount, like [\"docker/*\"]", field)
+	}
+	for i, p := range c.Cgroups {
+		at := fmt.Sprintf("%s.cgroups[%d]", field, i)
+		if p == "" || filepath.IsAbs(p) || filepath.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") {
+			return fmt.Errorf("%s: %q: want a clean path relative to the cgroup mount, like docker/* (\".\" for the mount itself)", at, p)
+		}
+		if _, err := filepath.Match(p, ""); err != nil {
+			return fmt.Errorf("%s: %q: %v", at, p, err)
+		}
+	}
+	switch c.Add {
+	case "", callback.CpusetAddSpanning, callback.CpusetAddAll, callback.CpusetAddNone:
+	default:
+		return fmt.Errorf("%s.add: %q: want spanning, all or none", field, c.Add)
+	}
+	if c.ScanInterval != 0 && (c.ScanInterval < 10*time.Millisecond || c.ScanInterval > time.Hour) {
+		return fmt.Errorf("%s.scan_interval: %s: want 10ms to 1h", field, c.ScanInterval)
+	}
 	return nil
 }
 

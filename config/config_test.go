@@ -125,6 +125,16 @@ func TestParseErrors(t *testing.T) {
 		{"no exec processes", "max_exec_processes: 0", "max_exec_processes: 0"},
 		{"unknown policy field", "online: {disk: online}", `unknown key "disk" in online`},
 		{"wrong type", "callbacks: 3", `line 1: callbacks: "3" is not a list`},
+		{"cpuset and log", "callbacks:\n  - name: a\n    class: processor\n    log: true\n    cpuset: {cgroups: [x]}", "exclusive"},
+		{"cpuset without cgroups", "callbacks:\n  - name: a\n    class: processor\n    cpuset: {add: all}", "callbacks[0].cpuset.cgroups: required"},
+		{"cpuset absolute cgroup", "callbacks:\n  - name: a\n    class: processor\n    cpuset: {cgroups: [/sys/fs/cgroup/x]}", `callbacks[0].cpuset.cgroups[0]: "/sys/fs/cgroup/x": want a clean path relative to the cgroup mount`},
+		{"cpuset escapes the mount", "callbacks:\n  - name: a\n    class: processor\n    cpuset: {cgroups: [ok, ../x]}", `callbacks[0].cpuset.cgroups[1]: "../x"`},
+		{"cpuset bad pattern", "callbacks:\n  - name: a\n    class: processor\n    cpuset: {cgroups: ['a/[']}", `callbacks[0].cpuset.cgroups[0]: "a/[": syntax error in pattern`},
+		{"cpuset bad add", "callbacks:\n  - name: a\n    class: processor\n    cpuset: {cgroups: [x], add: some}", `callbacks[0].cpuset.add: "some": want spanning, all or none`},
+		{"cpuset relative root", "callbacks:\n  - name: a\n    class: processor\n    cpuset: {cgroups: [x], root: cgroup}", `callbacks[0].cpuset.root: "cgroup"`},
+		{"cpuset other class", "callbacks:\n  - name: a\n    class: '{4d36e972-e325-11ce-bfc1-08002be10318}'\n    cpuset: {cgroups: [x]}", "callbacks[0].cpuset: needs class processor (cpuset.cpus) or memory (cpuset.mems)"},
+		{"cpuset memory devices", "callbacks:\n  - name: a\n    class: memory\n    memory_devices: true\n    cpuset: {cgroups: [x]}", "callbacks[0].cpuset: only with kind device_interface"},
+		{"cpuset scan interval", "callbacks:\n  - name: a\n    class: memory\n    cpuset: {cgroups: [x], scan_interval: 1ms}", "callbacks[0].cpuset.scan_interval: 1ms: want 10ms to 1h"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -206,7 +216,7 @@ func TestParseYAMLErrors(t *testing.T) {
 		{"not a boolean", cb + "    log: maybe", `line 4: callbacks[0].log: "maybe" is not true or false`},
 		{"list for a string", "callbacks:\n  - name: [a, b]\n    class: memory\n    log: true", `line 2: callbacks[0].name: a list is not a string (quote it: "...")`},
 		{"callbacks not a list", "callbacks: 3", `line 1: callbacks: "3" is not a list (items starting with "- ")`},
-		{"callback not a mapping", "callbacks: [grow-pool]", `line 1: callbacks[0]: "grow-pool" is not a mapping of class, exec, include_existing, kind, log, memory_devices, name, target, webhook`},
+		{"callback not a mapping", "callbacks: [grow-pool]", `line 1: callbacks[0]: "grow-pool" is not a mapping of class, cpuset, exec, include_existing, kind, log, memory_devices, name, target, webhook`},
 		{"headers not a mapping", cb + "    webhook: {url: 'https://h/x', headers: [a]}", `line 4: callbacks[0].webhook.headers: a list is not a mapping (key: value lines)`},
 		{"key twice", "log_notifications: true\nlog_notifications: false", `line 2: key "log_notifications" given twice (first at line 1)`},
 		{"several problems", "callbaks: []\nonline: {retries: three}", `line 1: unknown key "callbaks" (did you mean "callbacks"?) (and 1 more problem)`},
@@ -279,5 +289,29 @@ func TestParseExecCommand(t *testing.T) {
 				t.Errorf("Parse(command %s) = %v\nwant %s", tt.command, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseCpuset(t *testing.T) {
+	c, err := Parse([]byte(`
+callbacks:
+  - name: workloads
+    class: processor
+    cpuset:
+      cgroups: [".", "docker/*", "machine.slice/*.scope"]
+      add: all
+  - name: workload-memory
+    class: memory
+    cpuset: {root: /sys/fs/cgroup/cpuset, cgroups: [docker], scan_interval: 250ms}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpus, mems := c.Callbacks[0].Cpuset, c.Callbacks[1].Cpuset
+	if cpus == nil || strings.Join(cpus.Cgroups, " ") != ". docker/* machine.slice/*.scope" || cpus.Add != "all" || cpus.Interval() != DefaultCpusetScanInterval {
+		t.Errorf("callbacks[0].cpuset = %+v", cpus)
+	}
+	if mems == nil || mems.Root != "/sys/fs/cgroup/cpuset" || mems.Interval() != 250*time.Millisecond || c.Callbacks[1].Kind != KindDeviceInterface {
+		t.Errorf("callbacks[1] = %+v, cpuset %+v", c.Callbacks[1], mems)
 	}
 }
