@@ -153,6 +153,17 @@ type Agent struct {
 	cursors       map[string]notify.Cursor
 	deviceCursors map[string]notify.Cursor
 	durable       atomic.Bool // a configured callback has (or had) a durable registration
+
+	// The cpuset callbacks, by name, and what the last run's remembered.
+	cpusetMu    sync.Mutex
+	cpusets     map[string]cpusetRun
+	prevCpusets map[string]statefile.Cpuset
+}
+
+// cpusetRun is a cpuset callback and how to stop its periodic look at the cpusets.
+type cpusetRun struct {
+	cs   *callback.Cpuset
+	stop func()
 }
 
 // New checks the options, binds the HTTP listeners, opens the uevent socket, takes the first
@@ -277,6 +288,7 @@ func New(o Options) (*Agent, error) {
 	a.instance = uuid.New()
 	if restored {
 		a.cursors, a.deviceCursors = prev.Callbacks, prev.MemoryDeviceCallbacks
+		a.prevCpusets = prev.Cpusets
 		if prev.Instance != uuid.Nil {
 			a.instance = prev.Instance
 		}
@@ -468,7 +480,22 @@ func (a *Agent) saveState(clean, durable bool) error {
 		Callbacks:               cp.Cursors,
 		MemoryDeviceCallbacks:   dcp.Cursors,
 		Present:                 presentOf(a.tracker.Present()),
+		Cpusets:                 a.cpusetMemories(),
 	})
+}
+
+// cpusetMemories returns what the cpuset callbacks remember, for the state file; nil without any.
+func (a *Agent) cpusetMemories() map[string]statefile.Cpuset {
+	a.cpusetMu.Lock()
+	defer a.cpusetMu.Unlock()
+	if len(a.cpusets) == 0 {
+		return nil
+	}
+	out := make(map[string]statefile.Cpuset, len(a.cpusets))
+	for name, r := range a.cpusets {
+		out[name] = statefile.Cpuset(r.cs.Memory())
+	}
+	return out
 }
 
 // presentOf is p in the state file's terms; nil for nil.
@@ -714,6 +741,18 @@ func (a *Agent) close() {
 			a.log.Error("the kernel's memory onlining settings were not put back; the next start tries again", "err", err)
 		}
 	}
+	a.stopCpusets()
+}
+
+// stopCpusets stops the cpuset callbacks' periodic looks; what they remember stays for the last
+// save.
+func (a *Agent) stopCpusets() {
+	a.cpusetMu.Lock()
+	runs := slices.Collect(maps.Values(a.cpusets))
+	a.cpusetMu.Unlock()
+	for _, r := range runs {
+		r.stop()
+	}
 }
 
 // closeCgroups kills what is left in the exec runs' cgroups (runs the shutdown cut short) and
@@ -741,7 +780,7 @@ func (a *Agent) registerCallbacks() error {
 	}
 	// The cursors of the last run are for the registrations made at start: a callback added by
 	// a reload later, under a name the last run had, starts afresh.
-	a.cursors, a.deviceCursors = nil, nil
+	a.cursors, a.deviceCursors, a.prevCpusets = nil, nil, nil
 	return nil
 }
 
@@ -826,6 +865,33 @@ func (a *Agent) registerCallback(c config.Callback, policy online.Policy) error 
 	switch {
 	case ex != nil:
 		cb = ex.Callback()
+	case c.Cpuset != nil:
+		run, err := a.newCpuset(c, logger)
+		if err != nil {
+			return fmt.Errorf("callback %s: %w", c.Name, err)
+		}
+		reg, e, err := a.registerConfigured(c, flags, run.cs.Callback(), logger)
+		if err != nil {
+			run.stop()
+			return fmt.Errorf("callback %s: %w", c.Name, err)
+		}
+		a.cpusetMu.Lock()
+		if a.cpusets == nil {
+			a.cpusets = map[string]cpusetRun{}
+		}
+		a.cpusets[c.Name] = run
+		a.cpusetMu.Unlock()
+		keep(func(ctx context.Context) error {
+			err := reg.UnregisterEx(ctx, e)
+			run.stop()
+			a.cpusetMu.Lock()
+			delete(a.cpusets, c.Name)
+			a.cpusetMu.Unlock()
+			return err
+		})
+		a.metrics.InitCallback(c.Name)
+		a.metrics.InitCpuset(c.Name, c.Cpuset.Cgroups)
+		return nil
 	case c.Webhook != nil:
 		retries := 5
 		if c.Webhook.Retries != nil {
@@ -844,6 +910,32 @@ func (a *Agent) registerCallback(c config.Callback, policy online.Policy) error 
 	keep(func(ctx context.Context) error { return reg.UnregisterEx(ctx, e) })
 	a.metrics.InitCallback(c.Name)
 	return nil
+}
+
+// newCpuset makes the cpuset callback of c, from what the last run remembered for its name, and
+// starts its periodic look at the cpusets.
+func (a *Agent) newCpuset(c config.Callback, logger *slog.Logger) (cpusetRun, error) {
+	var restore *callback.CpusetMemory
+	if m, ok := a.prevCpusets[c.Name]; ok {
+		cm := callback.CpusetMemory(m)
+		restore = &cm
+	}
+	cs, err := callback.NewCpuset(callback.CpusetOptions{
+		Name: c.Name, Root: c.Cpuset.Root, Cgroups: c.Cpuset.Cgroups, Add: c.Cpuset.Add,
+		Memory: c.ClassGUID == notify.GUIDDeviceMemory, SysfsPath: a.o.SysfsPath, Logger: logger,
+		Observe:  func(pattern, result string) { a.metrics.CpusetWrite(c.Name, pattern, result) },
+		OnChange: a.requestSave, Restore: restore,
+	})
+	if err != nil {
+		return cpusetRun{}, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cs.Run(ctx, c.Cpuset.Interval())
+	}()
+	return cpusetRun{cs: cs, stop: func() { cancel(); <-done }}, nil
 }
 
 // registerConfigured registers the configured device-interface callback c. With a state file its
@@ -1217,6 +1309,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if e := a.kernel.Restore(); e != nil {
 		a.log.Error("the kernel's memory onlining settings were not put back; the next start tries again", "err", e)
 	}
+	a.stopCpusets()
 	if e := a.saveState(true, true); e != nil {
 		a.log.Error("state file not saved at shutdown", "err", e)
 	}
