@@ -315,3 +315,24 @@ callbacks:
 		t.Errorf("callbacks[1] = %+v, cpuset %+v", c.Callbacks[1], mems)
 	}
 }
+
+// TestREADMECpusetExample parses the configuration of the README's section on cpusets.
+func TestREADMECpusetExample(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(b), "## Making workloads use new CPUs and memory\n")
+	_, block, ok2 := strings.Cut(sec, "```yaml\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README: no yaml block in the section \"Making workloads use new CPUs and memory\"")
+	}
+	c, err := Parse([]byte(block))
+	if err != nil {
+		t.Fatalf("README's cpuset example: %v", err)
+	}
+	if len(c.Callbacks) != 2 || c.Callbacks[0].Cpuset == nil || c.Callbacks[1].Cpuset == nil {
+		t.Errorf("README's cpuset example = %+v; want two cpuset callbacks", c.Callbacks)
+	}
+}
