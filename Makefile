@@ -29,12 +29,15 @@ test: deps lint
 deps:
 	bash scripts/test-deps.sh
 
-# The C API: bin/libhotplug.so with capi/hotplug.h, and the example C program linked to it.
+# The C API: bin/libhotplug.so with capi/hotplug.h, and the example programs: the C ones linked to
+# it, and the Go worker pool.
 lib:
 	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=c-shared -o bin/libhotplug.so ./capi
 	rm -f bin/libhotplug.h   # cgo's generated header; capi/hotplug.h is the interface
 examples: lib
 	$(CC) -std=c11 -Wall -Wextra -O2 -I capi examples/c/monitor.c -Lbin -lhotplug -Wl,-rpath,'$$ORIGIN' -o bin/hotplug-monitor-c
+	$(CC) -std=c11 -Wall -Wextra -O2 -pthread -I capi examples/c/workerpool.c -Lbin -lhotplug -Wl,-rpath,'$$ORIGIN' -o bin/hotplug-workerpool-c
+	$(GO) build -o bin/hotplug-workerpool-go ./examples/workerpool
 
 # The benchmarks of BENCHMARKS.md on this machine's real kernel, beside systemd-udevd (root; about
 # four minutes; installs what it needs), then the figures in BENCHMARKS.md rewritten from them.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/hotplug-agent/hotplug-agent/agent"
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
+	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
 
 // patience bounds every wait: a deadline for what must happen, never a measurement.
@@ -219,7 +220,7 @@ func runMonitor(t *testing.T, cpu int, c *memChecker, argv ...string) (string, s
 		once := sync.Once{}
 		for sc.Scan() {
 			stderr.WriteString(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "monitor: registered") {
+			if strings.Contains(sc.Text(), ": registered for ") { // monitor and workerpool say it
 				once.Do(func() { close(registered) })
 			}
 		}
@@ -297,6 +298,58 @@ func TestIntegrationCExample(t *testing.T) {
 			prog := c.build(t, "../examples/c/monitor.c", "monitor")
 			stdout, stderr := runMonitor(t, cpu, &c, c.argv(t, prog, "-n", "2", url)...)
 			checkCycle(t, cpu, stdout, stderr)
+		})
+	}
+}
+
+// TestIntegrationCWorkerPool builds examples/c/workerpool.c and runs it against the real agent
+// through a real CPU offline/online cycle: a worker per online CPU, one stopped at the removal and
+// one started at the arrival; it unregisters and exits 0. Then under each memory checker.
+func TestIntegrationCWorkerPool(t *testing.T) {
+	notShort(t)
+	testenv.RequireRoot(t)
+	cpu := testenv.HotpluggableCPU(t)
+	testenv.LockCPUs(t)
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpus, err := sysfs.ParseCPUList(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(cpus)
+	url := startAgent(t)
+	check := func(t *testing.T, stdout, stderr string) {
+		t.Helper()
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		if len(lines) != n+2 {
+			t.Fatalf("workerpool printed %d lines; want %d existing CPUs, the removal and the arrival:\n%s\nstderr:\n%s", len(lines), n, stdout, stderr)
+		}
+		want := []string{
+			fmt.Sprintf("removal cpu%d (uevent): %d -> %d workers", cpu, n, n-1),
+			fmt.Sprintf("arrival cpu%d (uevent): %d -> %d workers", cpu, n-1, n),
+		}
+		for i, w := range want {
+			if got := lines[n+i]; got != w {
+				t.Errorf("line %d: %q; want %q", n+i+1, got, w)
+			}
+		}
+		if !strings.Contains(stderr, fmt.Sprintf("unregistered after 2 notifications; %d workers ran", n)) {
+			t.Errorf("the example did not report unregistering with %d workers:\n%s", n, stderr)
+		}
+	}
+	t.Run("plain", func(t *testing.T) {
+		prog := compile(t, library(t, ""), "../examples/c/workerpool.c", "workerpool")
+		stdout, stderr := runMonitor(t, cpu, nil, prog, "-n", "2", url)
+		check(t, stdout, stderr)
+		t.Logf("workerpool:\n%s%s", stdout, stderr)
+	})
+	for _, c := range memCheckers() {
+		t.Run(c.name, func(t *testing.T) {
+			prog := c.build(t, "../examples/c/workerpool.c", "workerpool")
+			stdout, stderr := runMonitor(t, cpu, &c, c.argv(t, prog, "-n", "2", url)...)
+			check(t, stdout, stderr)
 		})
 	}
 }
