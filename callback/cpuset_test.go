@@ -175,3 +175,45 @@ func TestCgroupRoot(t *testing.T) {
 		})
 	}
 }
+
+func TestCpusetMemoryNode(t *testing.T) {
+	tr := newCpusetTree(t, "0-1", nil)
+	hasMemory := filepath.Join(tr.sys, "devices/system/node/has_memory")
+	os.WriteFile(hasMemory, []byte("0\n"), 0o644)
+	for rel, mems := range map[string]string{"w/all": "0", "w/none": "", "free": "0"} {
+		os.MkdirAll(filepath.Join(tr.root, rel), 0o755)
+		os.WriteFile(filepath.Join(tr.root, rel, "cpuset.mems"), []byte(mems+"\n"), 0o644)
+	}
+	c, err := NewCpuset(CpusetOptions{Name: "mem", Root: tr.root, Cgroups: []string{"w/*"}, Memory: true, SysfsPath: tr.sys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(event string, n, node int) notify.Notification {
+		ev := notify.GUIDDeviceInterfaceArrival
+		if event == "removal" {
+			ev = notify.GUIDDeviceInterfaceRemoval
+		}
+		i := notify.Interface{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/system/memory/memory" + strconv.Itoa(n), Number: n, Node: node}
+		return notify.NewNotification(ev, i, 1, time.Now(), notify.CauseUevent)
+	}
+	// Memory hot-added into node 1, which had none (a CPU-less node).
+	os.WriteFile(hasMemory, []byte("0-1\n"), 0o644)
+	if err := c.Callback()(context.Background(), block("arrival", 40, 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, rel := range []string{"w/all", "w/none", "free"} {
+		b, _ := os.ReadFile(filepath.Join(tr.root, rel, "cpuset.mems"))
+		got[rel] = strings.TrimSpace(string(b))
+	}
+	if d := cmp.Diff(map[string]string{"w/all": "0-1", "w/none": "", "free": "0"}, got); d != "" {
+		t.Errorf("cpuset.mems after node 1 got memory (-want +got):\n%s", d)
+	}
+	// A second block of node 1 changes nothing.
+	if err := c.Callback()(context.Background(), block("arrival", 41, 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.Memory(); m.Resource != "mems" || !cmp.Equal(m.Known, []int{0, 1}) {
+		t.Errorf("Memory() = %+v; want mems, known 0-1", m)
+	}
+}
