@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -172,6 +173,9 @@ type Callback struct {
 	// Cpuset keeps the named cgroups' cpusets in step with hotplug (class processor: cpuset.cpus;
 	// class memory: cpuset.mems).
 	Cpuset *Cpuset `yaml:"cpuset"`
+	// Systemd extends the named units' AllowedCPUs= (class processor) or AllowedMemoryNodes=
+	// (class memory) with new CPUs or nodes.
+	Systemd *Systemd `yaml:"systemd"`
 
 	// ClassGUID is Class parsed; set by Parse.
 	ClassGUID uuid.UUID `yaml:"-"`
@@ -215,6 +219,15 @@ type Cpuset struct {
 	// ScanInterval is how often the named cpusets are looked at, to know what a removal takes
 	// from each. Default 1s.
 	ScanInterval time.Duration `yaml:"scan_interval"`
+}
+
+// Systemd is the systemd action of a callback (callback.Systemd).
+type Systemd struct {
+	// Units are the unit names whose AllowedCPUs= or AllowedMemoryNodes= may be extended, like
+	// workload.service or batch.slice. Required.
+	Units []string `yaml:"units"`
+	// Add is as Cpuset.Add: spanning (default), all or none.
+	Add string `yaml:"add"`
 }
 
 // DefaultCpusetScanInterval is Cpuset.ScanInterval when unset.
@@ -313,16 +326,21 @@ func (c *Config) validate() error {
 			return err
 		}
 		actions := 0
-		for _, set := range []bool{cb.Exec != nil, cb.Webhook != nil, cb.Log, cb.Cpuset != nil} {
+		for _, set := range []bool{cb.Exec != nil, cb.Webhook != nil, cb.Log, cb.Cpuset != nil, cb.Systemd != nil} {
 			if set {
 				actions++
 			}
 		}
 		switch {
 		case actions == 0:
-			return fmt.Errorf("%s: needs an action: exec, webhook, log or cpuset", field)
+			return fmt.Errorf("%s: needs an action: exec, webhook, log, cpuset or systemd", field)
 		case actions > 1:
-			return fmt.Errorf("%s: exec, webhook, log and cpuset are exclusive: use one callback each", field)
+			return fmt.Errorf("%s: exec, webhook, log, cpuset and systemd are exclusive: use one callback each", field)
+		}
+		if cb.Systemd != nil {
+			if err := cb.validateSystemd(field); err != nil {
+				return err
+			}
 		}
 		if cb.Cpuset != nil {
 			if err := cb.validateCpuset(field); err != nil {
@@ -446,6 +464,34 @@ func (cb *Callback) validateCpuset(field string) error {
 	}
 	if c.ScanInterval != 0 && (c.ScanInterval < 10*time.Millisecond || c.ScanInterval > time.Hour) {
 		return fmt.Errorf("%s.scan_interval: %s: want 10ms to 1h", field, c.ScanInterval)
+	}
+	return nil
+}
+
+// unitName is what a unit name may look like (systemd's rule, without templates left open).
+var unitName = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]{1,255}$`)
+
+// validateSystemd checks the systemd action.
+func (cb *Callback) validateSystemd(field string) error {
+	field += ".systemd"
+	if cb.Kind != KindDeviceInterface || cb.MemoryDevices {
+		return fmt.Errorf("%s: only with kind %s, per CPU or memory block (not memory_devices)", field, KindDeviceInterface)
+	}
+	if cb.ClassGUID != notify.GUIDDeviceProcessor && cb.ClassGUID != notify.GUIDDeviceMemory {
+		return fmt.Errorf("%s: needs class processor (AllowedCPUs=) or memory (AllowedMemoryNodes=)", field)
+	}
+	if len(cb.Systemd.Units) == 0 {
+		return fmt.Errorf("%s.units: required: the units it may widen, like [workload.service]", field)
+	}
+	for i, u := range cb.Systemd.Units {
+		if _, ok := callback.UnitType(u); !ok || !unitName.MatchString(u) || strings.HasSuffix(u, "@.service") {
+			return fmt.Errorf("%s.units[%d]: %q: want a unit name ending in .service, .scope, .slice, .socket, .mount or .swap", field, i, u)
+		}
+	}
+	switch cb.Systemd.Add {
+	case "", callback.CpusetAddSpanning, callback.CpusetAddAll, callback.CpusetAddNone:
+	default:
+		return fmt.Errorf("%s.add: %q: want spanning, all or none", field, cb.Systemd.Add)
 	}
 	return nil
 }

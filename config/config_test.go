@@ -134,6 +134,10 @@ func TestParseErrors(t *testing.T) {
 		{"cpuset relative root", "callbacks:\n  - name: a\n    class: processor\n    cpuset: {cgroups: [x], root: cgroup}", `callbacks[0].cpuset.root: "cgroup"`},
 		{"cpuset other class", "callbacks:\n  - name: a\n    class: '{4d36e972-e325-11ce-bfc1-08002be10318}'\n    cpuset: {cgroups: [x]}", "callbacks[0].cpuset: needs class processor (cpuset.cpus) or memory (cpuset.mems)"},
 		{"cpuset memory devices", "callbacks:\n  - name: a\n    class: memory\n    memory_devices: true\n    cpuset: {cgroups: [x]}", "callbacks[0].cpuset: only with kind device_interface"},
+		{"systemd without units", "callbacks:\n  - name: a\n    class: processor\n    systemd: {add: all}", "callbacks[0].systemd.units: required"},
+		{"systemd bad unit", "callbacks:\n  - name: a\n    class: processor\n    systemd: {units: [ok.service, workload.timer]}", `callbacks[0].systemd.units[1]: "workload.timer": want a unit name ending in .service`},
+		{"systemd and cpuset", "callbacks:\n  - name: a\n    class: processor\n    systemd: {units: [a.service]}\n    cpuset: {cgroups: [x]}", "exclusive"},
+		{"systemd bad add", "callbacks:\n  - name: a\n    class: memory\n    systemd: {units: [a.slice], add: most}", `callbacks[0].systemd.add: "most"`},
 		{"cpuset scan interval", "callbacks:\n  - name: a\n    class: memory\n    cpuset: {cgroups: [x], scan_interval: 1ms}", "callbacks[0].cpuset.scan_interval: 1ms: want 10ms to 1h"},
 	}
 	for _, tt := range tests {
@@ -216,7 +220,7 @@ func TestParseYAMLErrors(t *testing.T) {
 		{"not a boolean", cb + "    log: maybe", `line 4: callbacks[0].log: "maybe" is not true or false`},
 		{"list for a string", "callbacks:\n  - name: [a, b]\n    class: memory\n    log: true", `line 2: callbacks[0].name: a list is not a string (quote it: "...")`},
 		{"callbacks not a list", "callbacks: 3", `line 1: callbacks: "3" is not a list (items starting with "- ")`},
-		{"callback not a mapping", "callbacks: [grow-pool]", `line 1: callbacks[0]: "grow-pool" is not a mapping of class, cpuset, exec, include_existing, kind, log, memory_devices, name, target, webhook`},
+		{"callback not a mapping", "callbacks: [grow-pool]", `line 1: callbacks[0]: "grow-pool" is not a mapping of class, cpuset, exec, include_existing, kind, log, memory_devices, name, systemd, target, webhook`},
 		{"headers not a mapping", cb + "    webhook: {url: 'https://h/x', headers: [a]}", `line 4: callbacks[0].webhook.headers: a list is not a mapping (key: value lines)`},
 		{"key twice", "log_notifications: true\nlog_notifications: false", `line 2: key "log_notifications" given twice (first at line 1)`},
 		{"several problems", "callbaks: []\nonline: {retries: three}", `line 1: unknown key "callbaks" (did you mean "callbacks"?) (and 1 more problem)`},
@@ -303,6 +307,9 @@ callbacks:
   - name: workload-memory
     class: memory
     cpuset: {root: /sys/fs/cgroup/cpuset, cgroups: [docker], scan_interval: 250ms}
+  - name: units
+    class: processor
+    systemd: {units: [workload.service, "batch@1.service", machine.slice]}
 `))
 	if err != nil {
 		t.Fatal(err)
