@@ -154,16 +154,18 @@ type Agent struct {
 	deviceCursors map[string]notify.Cursor
 	durable       atomic.Bool // a configured callback has (or had) a durable registration
 
-	// The cpuset callbacks, by name, and what the last run's remembered.
+	// The cpuset and systemd callbacks, by name, and what the last run's remembered.
 	cpusetMu    sync.Mutex
 	cpusets     map[string]cpusetRun
 	prevCpusets map[string]statefile.Cpuset
 }
 
-// cpusetRun is a cpuset callback and how to stop its periodic look at the cpusets.
+// cpusetRun is a cpuset or systemd callback: what it remembers, its notification callback, and
+// how to stop it (a cpuset callback's periodic look at the cpusets, a systemd one's connection).
 type cpusetRun struct {
-	cs   *callback.Cpuset
-	stop func()
+	memory   func() callback.CpusetMemory
+	callback notify.Callback
+	stop     func()
 }
 
 // New checks the options, binds the HTTP listeners, opens the uevent socket, takes the first
@@ -493,7 +495,7 @@ func (a *Agent) cpusetMemories() map[string]statefile.Cpuset {
 	}
 	out := make(map[string]statefile.Cpuset, len(a.cpusets))
 	for name, r := range a.cpusets {
-		out[name] = statefile.Cpuset(r.cs.Memory())
+		out[name] = statefile.Cpuset(r.memory())
 	}
 	return out
 }
@@ -865,12 +867,16 @@ func (a *Agent) registerCallback(c config.Callback, policy online.Policy) error 
 	switch {
 	case ex != nil:
 		cb = ex.Callback()
-	case c.Cpuset != nil:
-		run, err := a.newCpuset(c, logger)
+	case c.Cpuset != nil, c.Systemd != nil:
+		newRun := a.newCpuset
+		if c.Systemd != nil {
+			newRun = a.newSystemd
+		}
+		run, err := newRun(c, logger)
 		if err != nil {
 			return fmt.Errorf("callback %s: %w", c.Name, err)
 		}
-		reg, e, err := a.registerConfigured(c, flags, run.cs.Callback(), logger)
+		reg, e, err := a.registerConfigured(c, flags, run.callback, logger)
 		if err != nil {
 			run.stop()
 			return fmt.Errorf("callback %s: %w", c.Name, err)
@@ -890,7 +896,11 @@ func (a *Agent) registerCallback(c config.Callback, policy online.Policy) error 
 			return err
 		})
 		a.metrics.InitCallback(c.Name)
-		a.metrics.InitCpuset(c.Name, c.Cpuset.Cgroups)
+		if c.Cpuset != nil {
+			a.metrics.InitCpuset(c.Name, c.Cpuset.Cgroups)
+		} else {
+			a.metrics.InitSystemd(c.Name, c.Systemd.Units)
+		}
 		return nil
 	case c.Webhook != nil:
 		retries := 5
@@ -935,7 +945,32 @@ func (a *Agent) newCpuset(c config.Callback, logger *slog.Logger) (cpusetRun, er
 		defer close(done)
 		cs.Run(ctx, c.Cpuset.Interval())
 	}()
-	return cpusetRun{cs: cs, stop: func() { cancel(); <-done }}, nil
+	return cpusetRun{memory: cs.Memory, callback: cs.Callback(), stop: func() { cancel(); <-done }}, nil
+}
+
+// systemdConnectTimeout bounds connecting to systemd at start.
+const systemdConnectTimeout = 10 * time.Second
+
+// newSystemd makes the systemd callback of c, connected to systemd, from what the last run
+// remembered for its name.
+func (a *Agent) newSystemd(c config.Callback, logger *slog.Logger) (cpusetRun, error) {
+	var restore *callback.CpusetMemory
+	if m, ok := a.prevCpusets[c.Name]; ok {
+		cm := callback.CpusetMemory(m)
+		restore = &cm
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), systemdConnectTimeout)
+	defer cancel()
+	sd, err := callback.NewSystemd(ctx, callback.SystemdOptions{
+		Name: c.Name, Units: c.Systemd.Units, Add: c.Systemd.Add, Memory: c.ClassGUID == notify.GUIDDeviceMemory,
+		SysfsPath: a.o.SysfsPath, Logger: logger,
+		Observe:  func(unit, result string) { a.metrics.SystemdWrite(c.Name, unit, result) },
+		OnChange: a.requestSave, Restore: restore,
+	})
+	if err != nil {
+		return cpusetRun{}, err
+	}
+	return cpusetRun{memory: sd.Memory, callback: sd.Callback(), stop: sd.Close}, nil
 }
 
 // registerConfigured registers the configured device-interface callback c. With a state file its

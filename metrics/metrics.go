@@ -51,7 +51,10 @@ type Metrics struct {
 	// CpusetWrites counts the cpuset callbacks' writes, by callback, the configured cgroup
 	// pattern that names the cgroup, and result (ok, error).
 	CpusetWrites *prometheus.CounterVec
-	BuildInfo    *prometheus.GaugeVec
+	// SystemdWrites counts the systemd callbacks' runtime property changes, by callback, unit
+	// and result (ok, error).
+	SystemdWrites *prometheus.CounterVec
+	BuildInfo     *prometheus.GaugeVec
 	// Errors keeps each callback's last error and the recent errors' times, for the status
 	// page.
 	Errors *ErrorLog
@@ -177,6 +180,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Namespace: namespace, Name: "cpuset_writes_total",
 			Help: "Writes of cpuset.cpus or cpuset.mems by the cpuset callbacks, by callback, configured cgroup pattern and result (ok, error).",
 		}, []string{"callback", "cgroup", "result"}),
+		SystemdWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "systemd_writes_total",
+			Help: "Runtime changes of AllowedCPUs= or AllowedMemoryNodes= by the systemd callbacks, by callback, configured unit and result (ok, error).",
+		}, []string{"callback", "unit", "result"}),
 		OnlineAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "online_attempts_total",
 			Help: "Writes of the online policy to bring a hot-added CPU or memory block online, by interface class and result (success, failure).",
@@ -203,7 +210,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	reg.MustRegister(m.Notifications, m.DispatchLatency, m.CallbackDuration, m.CallbackErrors,
 		m.QueueOverflows, m.Uevents, m.UeventsRejected, m.NetlinkOverflows, m.Resyncs, m.Interfaces,
 		m.StreamCuts, m.HTTPRefused, m.OnlineAttempts, m.OnlineDuration, m.BuildInfo, m.DeviceNotifications,
-		m.MemoryBlocksOnlined, m.ZonePlans, m.CpusetWrites)
+		m.MemoryBlocksOnlined, m.ZonePlans, m.CpusetWrites, m.SystemdWrites)
 
 	revision, goversion := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -446,6 +453,20 @@ func (m *Metrics) InitCpuset(owner string, patterns []string) {
 // result is "ok" or "error".
 func (m *Metrics) CpusetWrite(owner, pattern, result string) {
 	m.CpusetWrites.WithLabelValues(owner, pattern, result).Inc()
+}
+
+// InitSystemd makes the write series of a systemd callback's units, at 0.
+func (m *Metrics) InitSystemd(owner string, units []string) {
+	for _, u := range units {
+		m.SystemdWrites.WithLabelValues(owner, u, "ok")
+		m.SystemdWrites.WithLabelValues(owner, u, "error")
+	}
+}
+
+// SystemdWrite counts one property change of the systemd callback owner on a configured unit;
+// result is "ok" or "error".
+func (m *Metrics) SystemdWrite(owner, unit, result string) {
+	m.SystemdWrites.WithLabelValues(owner, unit, result).Inc()
 }
 
 // Refused counts an HTTP connection or /events request refused at its limit; reason is
