@@ -83,7 +83,7 @@ type SystemdOptions struct {
 }
 
 // ConnectSystemd connects to systemd: on its private socket (as root), else on the system bus.
-// It blocks until connected or ctx ends.
+// It blocks until connected; the connection is closed when ctx ends.
 func ConnectSystemd(ctx context.Context) (*sdbus.Conn, error) {
 	c, err := sdbus.NewSystemdConnectionContext(ctx)
 	if err == nil {
@@ -97,7 +97,7 @@ func ConnectSystemd(ctx context.Context) (*sdbus.Conn, error) {
 }
 
 // NewSystemd returns the systemd callback. It blocks on connecting to systemd (when o.Conn is
-// nil) and reading sysfs.
+// nil; the connection lasts until Close, whatever becomes of ctx) and reading sysfs.
 func NewSystemd(ctx context.Context, o SystemdOptions) (*Systemd, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -116,7 +116,8 @@ func NewSystemd(ctx context.Context, o SystemdOptions) (*Systemd, error) {
 		s.online = filepath.Join(o.SysfsPath, "devices/system/node/has_memory")
 	}
 	if s.conn == nil {
-		c, err := ConnectSystemd(ctx)
+		// The connection ends with the context it was made with: it must outlive ctx.
+		c, err := ConnectSystemd(context.WithoutCancel(ctx))
 		if err != nil {
 			return nil, err
 		}
