@@ -486,6 +486,21 @@ func (a *Agent) saveState(clean, durable bool) error {
 	})
 }
 
+// carryMemory keeps what the cpuset or systemd callback name remembers for the callback of the
+// same name that a reload registers in its place. reloadMu is held.
+func (a *Agent) carryMemory(name string) {
+	a.cpusetMu.Lock()
+	run, ok := a.cpusets[name]
+	a.cpusetMu.Unlock()
+	if !ok {
+		return
+	}
+	if a.prevCpusets == nil {
+		a.prevCpusets = map[string]statefile.Cpuset{}
+	}
+	a.prevCpusets[name] = statefile.Cpuset(run.memory())
+}
+
 // cpusetMemories returns what the cpuset callbacks remember, for the state file; nil without any.
 func (a *Agent) cpusetMemories() map[string]statefile.Cpuset {
 	a.cpusetMu.Lock()
@@ -948,9 +963,6 @@ func (a *Agent) newCpuset(c config.Callback, logger *slog.Logger) (cpusetRun, er
 	return cpusetRun{memory: cs.Memory, callback: cs.Callback(), stop: func() { cancel(); <-done }}, nil
 }
 
-// systemdConnectTimeout bounds connecting to systemd at start.
-const systemdConnectTimeout = 10 * time.Second
-
 // newSystemd makes the systemd callback of c, connected to systemd, from what the last run
 // remembered for its name.
 func (a *Agent) newSystemd(c config.Callback, logger *slog.Logger) (cpusetRun, error) {
@@ -959,9 +971,7 @@ func (a *Agent) newSystemd(c config.Callback, logger *slog.Logger) (cpusetRun, e
 		cm := callback.CpusetMemory(m)
 		restore = &cm
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), systemdConnectTimeout)
-	defer cancel()
-	sd, err := callback.NewSystemd(ctx, callback.SystemdOptions{
+	sd, err := callback.NewSystemd(context.Background(), callback.SystemdOptions{
 		Name: c.Name, Units: c.Systemd.Units, Add: c.Systemd.Add, Memory: c.ClassGUID == notify.GUIDDeviceMemory,
 		SysfsPath: a.o.SysfsPath, Logger: logger,
 		Observe:  func(unit, result string) { a.metrics.SystemdWrite(c.Name, unit, result) },
@@ -1575,6 +1585,9 @@ func (a *Agent) Reload(ctx context.Context) error {
 		if ok && reflect.DeepEqual(was.def, now) {
 			continue
 		}
+		if ok {
+			a.carryMemory(name)
+		}
 		if err := was.unregister(grace); err != nil {
 			a.log.Warn("reload: a callback unregistered was still running", "callback", name, "err", err)
 		}
@@ -1613,6 +1626,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 			added = append(added, c.Name)
 		}
 	}
+	a.prevCpusets = nil
 	a.onliner.SetPolicy(policy)
 	a.onliner.CheckOthers()
 	a.o.Config = cfg

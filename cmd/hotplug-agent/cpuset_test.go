@@ -100,14 +100,20 @@ func TestIntegrationCpusetRestore(t *testing.T) {
 
 	dir := t.TempDir()
 	cfg, statePath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "state.json")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`log_notifications: false
+	writeConfig := func(extra string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`log_notifications: false
 callbacks:
   - name: workloads
     class: processor
     cpuset:
       root: %s
       cgroups: [%s, %s/named]
-`, cpusetV1, base, base)), 0o600)
+%s`, cpusetV1, base, base, extra)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig("")
 	sample := func(pattern, result string) string {
 		return fmt.Sprintf(`hotplug_agent_cpuset_writes_total{callback="workloads",cgroup=%q,result=%q}`, pattern, result)
 	}
@@ -143,19 +149,40 @@ callbacks:
 	offline("live")
 	check(a, "live")
 
-	// The agent learns of the loss, is stopped, and a new one gives the CPU back.
-	offline("restart")
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		b, _ := os.ReadFile(statePath)
-		if strings.Contains(string(b), fmt.Sprintf(`"owed": "%d"`, cpu)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the state file does not say within 20 s that cpu%d is owed:\n%s", cpu, b)
+	owed := func(round string) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			b, _ := os.ReadFile(statePath)
+			if strings.Contains(string(b), fmt.Sprintf(`"owed": "%d"`, cpu)) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the state file does not say within 20 s that cpu%d is owed:\n%s", round, cpu, b)
+			}
 		}
 	}
+	// The agent learns of the loss, is stopped, and a new one gives the CPU back.
+	offline("restart")
+	owed("restart")
 	a.stop(t)
-	a = startAgent(t, "--config.file="+cfg, "--path.state="+statePath)
+	sock := filepath.Join(dir, "control.sock")
+	a = startAgent(t, "--config.file="+cfg, "--path.state="+statePath, "--control.socket="+sock)
 	check(a, "restart")
+
+	// The callback's definition changes by a reload while the CPU is away: the new one gives it
+	// back all the same.
+	offline("reload")
+	owed("reload")
+	writeConfig("      scan_interval: 500ms\n")
+	if out, errOut, code := ctl(t, "reload", "--control.socket="+sock); code != 0 {
+		t.Fatalf("hotplug-agent reload: exit %d, %q, %q", code, out, errOut)
+	}
+	online := time.Now()
+	testenv.SetCPUOnline(t, cpu, true)
+	waitCpus(t, named, all, "reload: the named cpuset")
+	t.Logf("reload: %s back to %s %v after the online write", named, all, time.Since(online))
+	if got := sysfs.FormatCPUList(readList(t, filepath.Join(other, "cpuset.cpus"))); got != without {
+		t.Errorf("reload: the cpuset not named has %q; want %q", got, without)
+	}
 	a.stop(t)
 }
