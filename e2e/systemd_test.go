@@ -514,6 +514,8 @@ func TestIntegrationSystemd(t *testing.T) {
 		{"watchdog", testSysWatchdog},
 		{"stop", testSysStop},
 		{"reboot", testSysReboot},
+		{"allowed_cpus", testSysAllowedCPUs},
+		{"cpuset_v2", testSysCpusetV2},
 		{"purge", testSysPurge},
 	}
 	for _, s := range steps {
@@ -1346,4 +1348,175 @@ func testSysReload(t *testing.T, r *sysRun) {
 func asSlice(v any) []any {
 	s, _ := v.([]any)
 	return s
+}
+
+// testSysAllowedCPUs is the systemd callback under the unit as shipped: with a CPU hot-added
+// first, a transient unit with AllowedCPUs=0-1 (every online CPU), and a systemd callback naming
+// it added by a reload, the next hot-added CPU joins the unit's AllowedCPUs= (systemctl show) and
+// its cgroup's cpuset.cpus, counted on /metrics; a unit it does not name stays as it was.
+func testSysAllowedCPUs(t *testing.T, r *sysRun) {
+	g := r.g
+	ctx := ctxFor(t, 3*time.Minute)
+	if c := g.guestFile(t, "/sys/fs/cgroup/cgroup.controllers"); !slices.Contains(strings.Fields(c), "cpuset") {
+		t.Fatalf("the guest's cgroup2 has no cpuset controller (%q): AllowedCPUs= cannot apply", c)
+	}
+	r.follow(t, "")
+	addCPU := func(id string) int {
+		t.Helper()
+		slots, err := g.vm.FreeCPUSlots(ctx)
+		if err != nil || len(slots) == 0 {
+			t.Fatalf("free CPU slots: %v, %v", slots, err)
+		}
+		ost := g.vm.QMP.Subscribe()
+		if err := g.vm.AddCPU(ctx, id, slots[0]); err != nil {
+			t.Fatal(err)
+		}
+		got := r.take(t, 1, time.Minute, "the processor arrival after device_add "+id)
+		waitInsertOST(t, ctx, ost, id)
+		if got[0].Event != "arrival" || got[0].CPU == nil || got[0].State != "online" {
+			t.Fatalf("after device_add %s: %v; want an online processor arrival", id, got[0])
+		}
+		return *got[0].CPU
+	}
+	first := addCPU("cpu-s1")
+	online := g.guestFile(t, "/sys/devices/system/cpu/online")
+	if online != fmt.Sprintf("0-%d", first) || first != 1 {
+		t.Fatalf("online CPUs %q after the first hot-add (cpu%d); want 0-1", online, first)
+	}
+
+	// The units: one the callback names, one it does not, both allowed every online CPU.
+	g.must(t, "systemd-run --unit=wl-named -p AllowedCPUs=0-1 /bin/sleep infinity && systemd-run --unit=wl-other -p AllowedCPUs=0-1 /bin/sleep infinity")
+	orig := g.must(t, "cat /etc/hotplug-agent/config.yaml")
+	g.must(t, "cp -p /etc/hotplug-agent/config.yaml /root/config.yaml.orig")
+	t.Cleanup(func() {
+		g.sh(t, "systemctl stop wl-named.service wl-other.service; rm -rf /run/systemd/system.control/wl-*; systemctl daemon-reload; cp -p /root/config.yaml.orig /etc/hotplug-agent/config.yaml && systemctl reload hotplug-agent.service; rm -f /root/config.yaml.orig")
+	})
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(orig), &cfg); err != nil {
+		t.Fatalf("the packaged config: %v", err)
+	}
+	if cfg == nil {
+		cfg = map[string]any{}
+	}
+	cfg["callbacks"] = append(asSlice(cfg["callbacks"]), map[string]any{
+		"name": "work-cpus", "class": "processor", "systemd": map[string]any{"units": []string{"wl-named.service"}},
+	})
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := g.exec(t, b, "/bin/sh", "-c", "cat > /etc/hotplug-agent/config.yaml"); !res.Success() {
+		t.Fatal(res)
+	}
+	if res := g.sh(t, "systemctl reload hotplug-agent.service 2>&1"); !res.Success() {
+		t.Fatalf("systemctl reload with the systemd callback: %v", res)
+	}
+
+	start := time.Now()
+	second := addCPU("cpu-s2")
+	want := fmt.Sprintf("0-%d", second)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := strings.TrimSpace(g.must(t, "systemctl show -p AllowedCPUs --value wl-named.service"))
+		if got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wl-named.service AllowedCPUs=%q 30 s after cpu%d was hot-added; want %s", got, second, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.figure(t, "systemd callback: CPU device_add to the unit's AllowedCPUs=%s seen in systemctl show: %v", want, time.Since(start).Round(10*time.Millisecond))
+	if got := g.guestFile(t, "/sys/fs/cgroup/system.slice/wl-named.service/cpuset.cpus"); got != want {
+		t.Errorf("wl-named.service's cgroup cpuset.cpus = %q; want %s (systemd applies the runtime change)", got, want)
+	}
+	if got := strings.TrimSpace(g.must(t, "systemctl show -p AllowedCPUs --value wl-other.service")); got != "0-1" {
+		t.Errorf("wl-other.service, not named, AllowedCPUs=%q; want 0-1 as it was", got)
+	}
+	if got := strings.TrimSpace(g.must(t, "ls /etc/systemd/system.control 2>/dev/null | grep -c wl-named || true")); got != "0" {
+		t.Errorf("the persistent drop-ins name wl-named.service (%s); want a runtime change only", got)
+	}
+	m := g.metrics(t)
+	if v := m.get("hotplug_agent_systemd_writes_total", "callback", "work-cpus", "result", "ok", "unit", "wl-named.service"); v != 1 {
+		t.Errorf("hotplug_agent_systemd_writes_total{callback=work-cpus,unit=wl-named.service,result=ok} = %v; want 1", v)
+	}
+	entries, cursor := g.journal(t, r.cursor)
+	r.cursor = cursor
+	for _, e := range entries {
+		if strings.Contains(e, "systemd callback: unit widened") {
+			t.Logf("journal: %s", e)
+		}
+	}
+}
+
+// testSysCpusetV2 is the cpuset callback on the guest's cgroup v2 (mounted by systemd), with the
+// unit's ProtectControlGroups=yes turned off by a drop-in as the README says: a cgroup the
+// configuration names, with an explicit cpuset.cpus of every online CPU, gains a hot-added CPU;
+// one it does not name keeps its list.
+func testSysCpusetV2(t *testing.T, r *sysRun) {
+	g := r.g
+	ctx := ctxFor(t, 3*time.Minute)
+	online := g.guestFile(t, "/sys/devices/system/cpu/online")
+	g.must(t, "cp -p /etc/hotplug-agent/config.yaml /root/config.yaml.orig")
+	t.Cleanup(func() {
+		g.sh(t, "rmdir /sys/fs/cgroup/wl-named /sys/fs/cgroup/wl-other; systemctl stop wl-keep.service; rm -rf /run/systemd/system.control/wl-*; rm -rf /etc/systemd/system/hotplug-agent.service.d; cp -p /root/config.yaml.orig /etc/hotplug-agent/config.yaml; rm -f /root/config.yaml.orig; systemctl daemon-reload; systemctl restart hotplug-agent.service")
+	})
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(g.must(t, "cat /etc/hotplug-agent/config.yaml")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg == nil {
+		cfg = map[string]any{}
+	}
+	cfg["callbacks"] = append(asSlice(cfg["callbacks"]), map[string]any{
+		"name": "named-cpus", "class": "processor", "cpuset": map[string]any{"root": "/sys/fs/cgroup", "cgroups": []string{"wl-named"}},
+	})
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := g.exec(t, b, "/bin/sh", "-c", "cat > /etc/hotplug-agent/config.yaml"); !res.Success() {
+		t.Fatal(res)
+	}
+	g.must(t, "mkdir -p /etc/systemd/system/hotplug-agent.service.d && printf '[Service]\\nProtectControlGroups=no\\n' > /etc/systemd/system/hotplug-agent.service.d/cgroup.conf && systemctl daemon-reload && systemctl restart hotplug-agent.service")
+	g.waitHTTP(t, time.Minute)
+	r.follow(t, "")
+	// systemd enables the cpuset controller at the root only while a unit needs it (and takes it
+	// away at its next daemon-reload otherwise): a unit with AllowedCPUs= keeps it on.
+	g.must(t, "systemd-run --unit=wl-keep -p AllowedCPUs=0 /bin/sleep infinity && grep -qw cpuset /sys/fs/cgroup/cgroup.subtree_control")
+	g.must(t, `mkdir /sys/fs/cgroup/wl-named /sys/fs/cgroup/wl-other
+echo `+online+` > /sys/fs/cgroup/wl-named/cpuset.cpus
+echo `+online+` > /sys/fs/cgroup/wl-other/cpuset.cpus`)
+
+	slots, err := g.vm.FreeCPUSlots(ctx)
+	if err != nil || len(slots) == 0 {
+		t.Fatalf("free CPU slots: %v, %v", slots, err)
+	}
+	start := time.Now()
+	if err := g.vm.AddCPU(ctx, "cpu-v2", slots[0]); err != nil {
+		t.Fatal(err)
+	}
+	got := r.take(t, 1, time.Minute, "the processor arrival after device_add cpu-v2")
+	if got[0].Event != "arrival" || got[0].CPU == nil {
+		t.Fatalf("after device_add cpu-v2: %v; want a processor arrival", got[0])
+	}
+	cpu := *got[0].CPU
+	want := g.guestFile(t, "/sys/devices/system/cpu/online")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		v := g.guestFile(t, "/sys/fs/cgroup/wl-named/cpuset.cpus")
+		if v == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wl-named/cpuset.cpus = %q 30 s after cpu%d was hot-added; want %s", v, cpu, want)
+		}
+	}
+	r.figure(t, "cpuset callback on cgroup v2: CPU device_add to the named cgroup's cpuset.cpus=%s: %v", want, time.Since(start).Round(10*time.Millisecond))
+	if v := g.guestFile(t, "/sys/fs/cgroup/wl-other/cpuset.cpus"); v != online {
+		t.Errorf("wl-other, not named, has cpuset.cpus %q; want %s as written", v, online)
+	}
+	m := g.metrics(t)
+	if v := m.get("hotplug_agent_cpuset_writes_total", "callback", "named-cpus", "cgroup", "wl-named", "result", "ok"); v != 1 {
+		t.Errorf("hotplug_agent_cpuset_writes_total{callback=named-cpus,cgroup=wl-named,result=ok} = %v; want 1", v)
+	}
 }
