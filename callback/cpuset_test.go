@@ -217,3 +217,24 @@ func TestCpusetMemoryNode(t *testing.T) {
 		t.Errorf("Memory() = %+v; want mems, known 0-1", m)
 	}
 }
+
+// FuzzCgroupRoot: the mountinfo parser never panics, and what it finds is an error or a mount
+// point of a cgroup line of the file.
+func FuzzCgroupRoot(f *testing.F) {
+	f.Add("31 25 0:27 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset\n")
+	f.Add("30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n")
+	f.Add("1 2 3 - \n - - -\n")
+	mi := filepath.Join(f.TempDir(), "mountinfo")
+	f.Fuzz(func(t *testing.T, s string) {
+		if err := os.WriteFile(mi, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		root, err := CgroupRoot(mi)
+		if (root == "") != (err != nil) {
+			t.Fatalf("CgroupRoot = %q, %v: want a root or an error", root, err)
+		}
+		if root != "" && !strings.Contains(strings.ReplaceAll(s, `\040`, " "), root) {
+			t.Fatalf("CgroupRoot = %q, not in the file", root)
+		}
+	})
+}

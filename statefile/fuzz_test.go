@@ -21,6 +21,7 @@ func FuzzLoad(f *testing.F) {
 		cpuRecord("/sys/devices/system/cpu/cpu1", 1))))
 	f.Add([]byte(withField(`"instance": "0b5e2e62-6a53-4a8b-9a55-1f3b5b8c2d10", "memory_device_callbacks": [{"name": "d", "class_guid": "` + memory +
 		`", "view_devices": [` + deviceRec + `], "pending": [{"id": 1, "event": "removal", "cause": "startup", "read_at": "2026-11-21T23:50:00Z", "device": ` + deviceRec + `}]}]`)))
+	f.Add([]byte(withField(`"cpusets": [{"name": "w", "resource": "cpus", "known": "0-3", "gone": "3", "cgroups": [{"path": ".", "held": "0-2"}, {"path": "docker/a", "held": "0", "owed": "3"}]}]`)))
 	dir := f.TempDir()
 	path := filepath.Join(dir, "state.json")
 	again := filepath.Join(dir, "again.json")
