@@ -139,7 +139,7 @@ const sysGuestMemory = "512M"
 // agent's port is forwarded from *hostPort, or from another free port if that one was taken
 // meanwhile: then *hostPort is that one, and moved is called with it. It fails t if the guest
 // does not come up.
-func bootSystemd(t *testing.T, test, name, disk, payload string, hostPort *int, moved func(int)) *sysGuest {
+func bootSystemd(t *testing.T, test, name, disk, payload string, hostPort *int, moved func(int), extra ...string) *sysGuest {
 	t.Helper()
 	return bootSystemdWith(t, test, name, sysBoot{disk: disk, payload: payload}, hostPort, moved)
 }
@@ -180,6 +180,7 @@ func bootSystemdWith(t *testing.T, test, name string, b sysBoot, hostPort *int, 
 		Drives:     []qemu.Drive{{Path: b.disk}, {Path: b.payload, ReadOnly: true}},
 		GuestAgent: true,
 		Dir:        dir,
+		Extra:      extra,
 	}
 	if b.append != nil {
 		cfg.Append = append(slices.Clone(b.append), "net.ifnames=0")
@@ -1518,5 +1519,73 @@ echo `+online+` > /sys/fs/cgroup/wl-other/cpuset.cpus`)
 	m := g.metrics(t)
 	if v := m.get("hotplug_agent_cpuset_writes_total", "callback", "named-cpus", "cgroup", "wl-named", "result", "ok"); v != 1 {
 		t.Errorf("hotplug_agent_cpuset_writes_total{callback=named-cpus,cgroup=wl-named,result=ok} = %v; want 1", v)
+	}
+}
+
+// TestIntegrationCpusetNUMA boots the systemd guest with a second NUMA node that has neither
+// CPUs nor memory, installs the package, turns ProtectControlGroups= off by a drop-in and
+// configures a cpuset callback for memory on the guest's cgroup v2: a pc-dimm hot-added into
+// node 1 (onlined by the agent under the packaged policy) makes the named cgroup's cpuset.mems
+// 0-1; a cgroup not named keeps 0.
+func TestIntegrationCpusetNUMA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a Debian guest with systemd: not in -short mode")
+	}
+	prepareSystemd(t)
+	tmp := t.TempDir()
+	disk, payload := filepath.Join(tmp, "rootfs.ext4"), filepath.Join(tmp, "payload.ext4")
+	if out, err := exec.Command("cp", "--sparse=always", sysEnv.image, disk).CombinedOutput(); err != nil {
+		t.Fatalf("copy the guest image: %v: %s", err, out)
+	}
+	if err := makePayload(sysEnv.deb, payload); err != nil {
+		t.Fatal(err)
+	}
+	port, err := qemu.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := bootSystemd(t, t.Name(), "numa", disk, payload, &port, func(int) {},
+		"-object", "memory-backend-ram,id=ram0,size="+sysGuestMemory,
+		"-numa", "node,nodeid=0,cpus=0-3,memdev=ram0", "-numa", "node,nodeid=1")
+	defer g.stop()
+	defer logIfFailed(t, g.guest)
+	ctx := ctxFor(t, 3*time.Minute)
+	g.must(t, "mount -o ro /dev/vdb /mnt && dpkg -i /mnt/"+filepath.Base(sysEnv.deb))
+	g.waitActive(t, 30*time.Second, "", "dpkg -i")
+	if got := g.guestFile(t, "/sys/devices/system/node/has_memory"); got != "0" {
+		t.Fatalf("nodes with memory at boot: %q; want 0 (node 1 has none)", got)
+	}
+	cfg := "online: {cpu: online, memory: online_movable}\ncallbacks:\n  - name: named-mems\n    class: memory\n    cpuset: {root: /sys/fs/cgroup, cgroups: [wl-named]}\n"
+	if res := g.exec(t, []byte(cfg), "/bin/sh", "-c", "cat > /etc/hotplug-agent/config.yaml"); !res.Success() {
+		t.Fatal(res)
+	}
+	g.must(t, "mkdir -p /etc/systemd/system/hotplug-agent.service.d && printf '[Service]\\nProtectControlGroups=no\\n' > /etc/systemd/system/hotplug-agent.service.d/cgroup.conf && systemctl daemon-reload && systemctl restart hotplug-agent.service")
+	g.waitHTTP(t, time.Minute)
+	// A unit with AllowedCPUs= keeps systemd's cpuset controller on at the root.
+	g.must(t, "systemd-run --unit=wl-keep -p AllowedCPUs=0 /bin/sleep infinity && grep -qw cpuset /sys/fs/cgroup/cgroup.subtree_control")
+	g.must(t, `mkdir /sys/fs/cgroup/wl-named /sys/fs/cgroup/wl-other
+echo 0 > /sys/fs/cgroup/wl-named/cpuset.mems
+echo 0 > /sys/fs/cgroup/wl-other/cpuset.mems`)
+
+	start := time.Now()
+	if err := g.vm.AddDIMMOnNode(ctx, "dimm-n1", 256*mib, 1); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		v := g.guestFile(t, "/sys/fs/cgroup/wl-named/cpuset.mems")
+		if v == "0-1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wl-named/cpuset.mems = %q a minute after a pc-dimm was hot-added into node 1 (nodes with memory: %s); want 0-1",
+				v, g.guestFile(t, "/sys/devices/system/node/has_memory"))
+		}
+	}
+	t.Logf("figure: cpuset callback: pc-dimm device_add into CPU-less node 1 to the named cgroup's cpuset.mems=0-1: %v", time.Since(start).Round(10*time.Millisecond))
+	if v := g.guestFile(t, "/sys/fs/cgroup/wl-other/cpuset.mems"); v != "0" {
+		t.Errorf("wl-other, not named, has cpuset.mems %q; want 0 as written", v)
+	}
+	if v := g.metrics(t).get("hotplug_agent_cpuset_writes_total", "callback", "named-mems", "cgroup", "wl-named", "result", "ok"); v != 1 {
+		t.Errorf("hotplug_agent_cpuset_writes_total{callback=named-mems,cgroup=wl-named,result=ok} = %v; want 1", v)
 	}
 }

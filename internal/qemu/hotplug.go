@@ -89,6 +89,18 @@ func (vm *VM) AddDIMM(ctx context.Context, id string, size uint64) error {
 	return nil
 }
 
+// AddDIMMOnNode is AddDIMM into the guest's NUMA node (the machine must declare it with -numa).
+func (vm *VM) AddDIMMOnNode(ctx context.Context, id string, size uint64, node int) error {
+	if err := vm.QMP.Execute(ctx, "object-add", map[string]any{"qom-type": "memory-backend-ram", "id": id + "-mem", "size": size}, nil); err != nil {
+		return fmt.Errorf("add DIMM %s: %w", id, err)
+	}
+	if err := vm.QMP.Execute(ctx, "device_add", map[string]any{"driver": "pc-dimm", "id": id, "memdev": id + "-mem", "node": node}, nil); err != nil {
+		_ = vm.QMP.Execute(ctx, "object-del", map[string]any{"id": id + "-mem"}, nil)
+		return fmt.Errorf("add DIMM %s on node %d: %w", id, node, err)
+	}
+	return nil
+}
+
 // MemoryDevice returns QEMU's query-memory-devices entry of the pc-dimm or virtio-mem device id.
 func (vm *VM) MemoryDevice(ctx context.Context, id string) (MemoryDevice, error) {
 	var devs []MemoryDevice
