@@ -141,7 +141,7 @@ const sysGuestMemory = "512M"
 // does not come up.
 func bootSystemd(t *testing.T, test, name, disk, payload string, hostPort *int, moved func(int), extra ...string) *sysGuest {
 	t.Helper()
-	return bootSystemdWith(t, test, name, sysBoot{disk: disk, payload: payload}, hostPort, moved)
+	return bootSystemdWith(t, test, name, sysBoot{disk: disk, payload: payload, extra: extra}, hostPort, moved)
 }
 
 // sysBoot is how bootSystemdWith boots the systemd guest.
@@ -153,6 +153,8 @@ type sysBoot struct {
 	// qemu.Config's defaults).
 	memory, maxMem string
 	slots          int
+	// extra are more QEMU arguments (-numa, -object).
+	extra []string
 }
 
 // bootSystemdWith is bootSystemd with the kernel command line and memory of b.
@@ -180,7 +182,7 @@ func bootSystemdWith(t *testing.T, test, name string, b sysBoot, hostPort *int, 
 		Drives:     []qemu.Drive{{Path: b.disk}, {Path: b.payload, ReadOnly: true}},
 		GuestAgent: true,
 		Dir:        dir,
-		Extra:      extra,
+		Extra:      b.extra,
 	}
 	if b.append != nil {
 		cfg.Append = append(slices.Clone(b.append), "net.ifnames=0")
