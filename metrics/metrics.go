@@ -392,10 +392,11 @@ func (o ownerMetrics) CallbackStarted(_ string, _ *notify.Notification, latency 
 }
 
 // CallbackDone implements notify.Observer for the owner.
-func (o ownerMetrics) CallbackDone(_ string, _ *notify.Notification, took time.Duration, err error) {
+func (o ownerMetrics) CallbackDone(owner string, _ *notify.Notification, took time.Duration, err error) {
 	o.series.duration.Observe(took.Seconds())
 	if err != nil {
 		o.series.errors.Inc()
+		o.Errors.Record(owner, time.Now(), err)
 	}
 }
 

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,13 @@ func TestForOwner(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.QueueOverflows.WithLabelValues("exec")); got != 1 {
 		t.Errorf("callback_queue_overflows_total{callback=exec} = %v; want 1", got)
+	}
+	// The status page's error log hears of both, the last one as the owner's last error.
+	if n, _ := m.Errors.Since(time.Now().Add(-time.Minute)); n != 2 {
+		t.Errorf("error log: %d errors in the last minute; want 2", n)
+	}
+	if l, ok := m.Errors.Last("exec"); !ok || !strings.Contains(l.Err, "exit status 2") {
+		t.Errorf("error log: last error of exec %+v, %v; want exit status 2", l, ok)
 	}
 	if n := testutil.CollectAndCount(m.CallbackDuration); n != 1 {
 		t.Errorf("callback_duration_seconds has %d series; want 1 (exec's)", n)
