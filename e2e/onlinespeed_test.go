@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/bench/onlining"
 	"github.com/hotplug-agent/hotplug-agent/internal/qemu"
 )
 
@@ -71,44 +72,6 @@ const speedDropIn = `[Service]
 CapabilityBoundingSet=CAP_NET_ADMIN CAP_KILL CAP_SYS_ADMIN
 ProcSubset=all
 `
-
-// SpeedRun is one measured hot-add, as onlining.json holds it.
-type SpeedRun struct {
-	Scenario string `json:"scenario"`
-	Device   string `json:"device"`
-	Size     uint64 `json:"size"`
-	Blocks   int    `json:"blocks"`
-	Mode     string `json:"mode"`
-	Run      int    `json:"run"`
-	// LastBlock and DeviceArrival are from device_add (virtio-mem: the resize) to the last
-	// block's arrival and to the device's arrival on /events, read on the host.
-	LastBlock     time.Duration `json:"last_block_ns"`
-	DeviceArrival time.Duration `json:"device_arrival_ns"`
-	// GuestSpan is the guest's clock from the first block's online uevent to the last one's (the
-	// read_at of their arrivals).
-	GuestSpan time.Duration `json:"guest_span_ns"`
-	// DeviceNotifications counts the device's notifications (virtio-mem: an extent announced
-	// before the plug ended is removed and announced again).
-	DeviceNotifications int `json:"device_notifications"`
-	// AgentHWM is the agent's VmHWM at the end, in bytes.
-	AgentHWM uint64 `json:"agent_hwm_bytes"`
-	// Lost sums the agent's loss counters' growth: netlink overflows, resyncs, rejected uevents,
-	// stream subscribers cut.
-	Lost       float64 `json:"lost"`
-	LoadBefore string  `json:"load_before"`
-	LoadAfter  string  `json:"load_after"`
-	Date       string  `json:"date"`
-}
-
-// SpeedResult is onlining.json.
-type SpeedResult struct {
-	Date        string     `json:"date"`
-	Revision    string     `json:"revision"`
-	QEMU        string     `json:"qemu"`
-	GuestKernel string     `json:"guest_kernel"`
-	BootMemory  string     `json:"boot_memory"`
-	Runs        []SpeedRun `json:"runs"`
-}
 
 // TestIntegrationOnlineSpeed hot-adds memory into the systemd guest under each onliner and checks
 // what a user checks: every block online, one arrival per block and one per device, nothing lost
@@ -181,7 +144,7 @@ func TestIntegrationOnlineSpeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := SpeedResult{Date: time.Now().UTC().Format(time.RFC3339), Revision: os.Getenv("BENCH_REVISION"),
+	res := onlining.Result{Date: time.Now().UTC().Format(time.RFC3339), Revision: os.Getenv("BENCH_REVISION"),
 		GuestKernel: env.kernel.Version, BootMemory: "1 GiB"}
 	if out, err := exec.Command(qemu.QEMUBinary, "--version").Output(); err == nil {
 		res.QEMU = strings.SplitN(string(out), "\n", 2)[0]
@@ -224,7 +187,7 @@ func TestIntegrationOnlineSpeed(t *testing.T) {
 
 // writeSpeedResult writes res to dir/onlining.json (after every boot, so that a run cut short
 // keeps what it measured).
-func writeSpeedResult(t *testing.T, dir string, res SpeedResult) {
+func writeSpeedResult(t *testing.T, dir string, res onlining.Result) {
 	t.Helper()
 	b, _ := json.MarshalIndent(res, "", "  ")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -312,10 +275,10 @@ func lossSum(m metricSet) float64 {
 
 // measureOnlining hot-adds s (device id) and waits for its blocks and the device to arrive, then
 // checks the outcome.
-func measureOnlining(t *testing.T, g *sysGuest, m speedMode, s speedScenario, id string) SpeedRun {
+func measureOnlining(t *testing.T, g *sysGuest, m speedMode, s speedScenario, id string) onlining.Run {
 	t.Helper()
 	n := int(s.size / blockSize)
-	r := SpeedRun{Scenario: s.name, Device: s.device, Size: s.size, Blocks: n, Mode: m.name}
+	r := onlining.Run{Scenario: s.name, Device: s.device, Size: s.size, Blocks: n, Mode: m.name}
 	// Generous: under the udev rule, with other guests on the host, 32 GiB takes minutes.
 	d := 5*time.Minute + time.Duration(n)*3*time.Second
 	ctx := ctxFor(t, d+2*time.Minute)

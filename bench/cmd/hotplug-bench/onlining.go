@@ -7,37 +7,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/bench/onlining"
 )
-
-// OnliningResult is onlining.json, written by the end-to-end test TestIntegrationOnlineSpeed
-// (e2e/onlinespeed_test.go) with HOTPLUG_ONLINE_SPEED=full: bench/run.sh onlining runs it.
-type OnliningResult struct {
-	Date        string        `json:"date"`
-	Revision    string        `json:"revision"`
-	QEMU        string        `json:"qemu"`
-	GuestKernel string        `json:"guest_kernel"`
-	BootMemory  string        `json:"boot_memory"`
-	Runs        []OnliningRun `json:"runs"`
-}
-
-// OnliningRun is one measured hot-add.
-type OnliningRun struct {
-	Scenario            string        `json:"scenario"`
-	Device              string        `json:"device"`
-	Size                uint64        `json:"size"`
-	Blocks              int           `json:"blocks"`
-	Mode                string        `json:"mode"`
-	Run                 int           `json:"run"`
-	LastBlock           time.Duration `json:"last_block_ns"`
-	DeviceArrival       time.Duration `json:"device_arrival_ns"`
-	GuestSpan           time.Duration `json:"guest_span_ns"`
-	DeviceNotifications int           `json:"device_notifications"`
-	AgentHWM            uint64        `json:"agent_hwm_bytes"`
-	Lost                float64       `json:"lost"`
-	LoadBefore          string        `json:"load_before"`
-	LoadAfter           string        `json:"load_after"`
-	Date                string        `json:"date"`
-}
 
 // onliningModes are the onliners in the table's order.
 var onliningModes = []string{"kernel", "udev", "agent"}
@@ -67,7 +39,7 @@ func medianDur(v []time.Duration) time.Duration {
 }
 
 // onliningCells groups the runs by scenario (in the order they first appear) and onliner.
-func onliningCells(res *OnliningResult) (scenarios []string, blocks map[string]int, cells map[string]map[string]*onliningCell) {
+func onliningCells(res *onlining.Result) (scenarios []string, blocks map[string]int, cells map[string]map[string]*onliningCell) {
 	type acc struct{ last, dev []time.Duration }
 	accs := map[string]map[string]*acc{}
 	cells = map[string]map[string]*onliningCell{}
@@ -118,14 +90,14 @@ func onliningCells(res *OnliningResult) (scenarios []string, blocks map[string]i
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 
 func (r *report) onlining() (string, error) {
-	var res OnliningResult
+	var res onlining.Result
 	if err := r.load("onlining", &res); err != nil {
 		return "", err
 	}
 	return renderOnlining(&res), nil
 }
 
-func renderOnlining(res *OnliningResult) string {
+func renderOnlining(res *onlining.Result) string {
 	scenarios, blocks, cells := onliningCells(res)
 	var s strings.Builder
 	runs, fewer := 0, false

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/bench/onlining"
 )
 
 // reportCmd rewrites the generated blocks of BENCHMARKS.md, each between
@@ -117,7 +119,7 @@ func (r *report) machine() (string, error) {
 		add("5. QEMU", r.qm.Machine)
 		ref = &r.qm.Machine
 	}
-	var on OnliningResult
+	var on onlining.Result
 	if r.load("onlining", &on) == nil && len(on.Runs) > 0 {
 		first, last := on.Runs[0], on.Runs[len(on.Runs)-1]
 		rows = append(rows, []string{"6. onlining speed", first.Date, first.LoadBefore, last.LoadAfter})
