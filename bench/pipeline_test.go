@@ -4,21 +4,19 @@ package bench
 
 import (
 	"context"
-	"fmt"
-	"io/fs"
 	"log/slog"
+	"net"
 	"os"
+	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/hotplug-agent/hotplug-agent/metrics"
+	"github.com/hotplug-agent/hotplug-agent/agent"
+	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/notify"
-	"github.com/hotplug-agent/hotplug-agent/state"
-	"github.com/hotplug-agent/hotplug-agent/sysfs"
 	"github.com/hotplug-agent/hotplug-agent/udev"
 )
 
@@ -81,109 +79,141 @@ func (d datagram) setSeq(seq uint64) {
 	}
 }
 
-// memSysfs is a machine in memory: CPUs 0..cpus-1 and memory blocks 0..blocks-1, all online
-// but the CPUs offline holds (the agent believes a CPU's offline or online uevent only when
-// sysfs shows it: a benchmark sets offline before it sends the uevent).
-type memSysfs struct {
-	cpus, blocks int
-	offline      map[int]bool
+// replay is an agent.Source standing for the kernel's uevent socket: it hands the agent
+// pre-built kernel datagrams, parsed by udev.Parse as the socket's are, as many as the benchmark
+// releases, and before each one makes the fixture's sysfs show what the kernel shows once it has
+// sent it. Read blocks while nothing is released, and the loop asking for more than it was given
+// says that it has handled all of it. Read is for the agent's loop; release and wait are for the
+// benchmark's goroutine.
+type replay struct {
+	cycle   []step
+	i       int
+	seq     uint64
+	left    int           // datagrams released, not yet read
+	release chan int      // the benchmark's: n more datagrams
+	handled chan struct{} // capacity 1: the loop asked for a datagram with none left
+	closed  chan struct{}
+	once    sync.Once
 }
 
-func (m memSysfs) CPU(n int) (sysfs.CPU, error) {
-	return sysfs.CPU{Number: n, Online: !m.offline[n], Hotpluggable: n > 0, Node: 0}, nil
+// step is one datagram of a replay's cycle, and the write to a sysfs file (file, at offset 0)
+// that goes before it; a nil file writes nothing.
+type step struct {
+	d     datagram
+	file  *os.File
+	value []byte
 }
 
-func (m memSysfs) CPUs() ([]sysfs.CPU, error) {
-	out := make([]sysfs.CPU, m.cpus)
-	for i := range out {
-		out[i], _ = m.CPU(i)
+func newReplay(cycle []step) *replay {
+	return &replay{cycle: cycle, seq: 1, release: make(chan int), handled: make(chan struct{}, 1), closed: make(chan struct{})}
+}
+
+// Read returns the next datagram released, parsed; it blocks until there is one.
+func (r *replay) Read(ctx context.Context) (udev.Event, error) {
+	for r.left == 0 {
+		select {
+		case r.handled <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return udev.Event{}, ctx.Err()
+		case <-r.closed:
+			return udev.Event{}, net.ErrClosed
+		case r.left = <-r.release:
+		}
 	}
-	return out, nil
+	r.left--
+	ev, err := udev.Parse(r.kernel())
+	ev.ReadAt = time.Now()
+	return ev, err
 }
 
-func (m memSysfs) MemoryBlock(n int) (sysfs.MemoryBlock, error) {
-	return sysfs.MemoryBlock{Index: n, State: "online", PhysIndex: uint64(n), PhysStart: uint64(n) << 27,
-		Size: 1 << 27, ValidZones: "Normal", Node: 0}, nil
-}
-
-func (m memSysfs) MemoryBlockBasics(n int) (sysfs.MemoryBlock, error) { return m.MemoryBlock(n) }
-
-// UeventSeqnum: the machine in memory has no counter to check SEQNUMs against.
-func (m memSysfs) UeventSeqnum() (uint64, error) { return 0, fs.ErrNotExist }
-
-func (m memSysfs) MemoryBlocks() ([]sysfs.MemoryBlock, error) {
-	out := make([]sysfs.MemoryBlock, m.blocks)
-	for i := range out {
-		out[i], _ = m.MemoryBlock(i)
+// kernel is the kernel's part of the next uevent: the sysfs write that goes before it, and the
+// datagram with its SEQNUM. It is a function of its own so that the profile shows its cost apart
+// from the agent's.
+//
+//go:noinline
+func (r *replay) kernel() []byte {
+	s := r.cycle[r.i%len(r.cycle)]
+	r.i++
+	if s.file != nil {
+		if _, err := s.file.WriteAt(s.value, 0); err != nil {
+			panic(err)
+		}
 	}
-	return out, nil
+	s.d.setSeq(r.seq)
+	r.seq++
+	return s.d.b
 }
 
-// pipeline is the agent's event loop (agent.loop) for one uevent, with the same steps in the
-// same order, on an in-memory sysfs: parse, count, classify, translate (state.Tracker), publish
-// (notify.Registry, with the agent's Prometheus metrics as its Observer).
-type pipeline struct {
-	log       *slog.Logger
-	metrics   *metrics.Metrics
-	tracker   *state.Tracker
-	registry  *notify.Registry
-	overflows atomic.Int64 // queue overflows the registry reported
+// Close ends a pending Read and every later one with net.ErrClosed. It is safe for concurrent use.
+func (r *replay) Close() error {
+	r.once.Do(func() { close(r.closed) })
+	return nil
 }
 
-// observer is the agent's Observer (its metrics) that also counts queue overflows.
-type observer struct {
-	notify.Observer
-	overflows *atomic.Int64
+// wait blocks until the agent's loop has handled every datagram released.
+func (r *replay) wait(tb testing.TB) {
+	select {
+	case <-r.handled:
+	case <-time.After(time.Minute):
+		tb.Fatalf("the agent's loop has not asked for a datagram in a minute (%d read)", r.i)
+	}
 }
 
-func (o observer) QueueOverflow(owner string, dropped int) {
-	o.overflows.Add(1)
-	o.Observer.QueueOverflow(owner, dropped)
+// fixtureRoot returns an empty directory for a sysfs fixture: on /dev/shm, in memory as sysfs is,
+// where there is one.
+func fixtureRoot(tb testing.TB) string {
+	dir, err := os.MkdirTemp("/dev/shm", "hotplug-bench-")
+	if err != nil {
+		return tb.TempDir()
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
-// ForOwner is the agent's metrics' (notify.OwnerObserver), still counting queue overflows.
-func (o observer) ForOwner(owner string) notify.Observer {
-	return observer{o.Observer.(notify.OwnerObserver).ForOwner(owner), o.overflows}
-}
-
-// newPipeline returns the agent's loop over fs.
-func newPipeline(tb testing.TB, fs memSysfs) *pipeline {
-	p := &pipeline{log: slog.New(slog.DiscardHandler), tracker: state.New(fs)}
-	p.metrics = metrics.New(prometheus.NewRegistry(), "bench")
-	p.registry = notify.NewRegistry(notify.Options{Logger: p.log, Observer: observer{p.metrics, &p.overflows}})
-	active, err := p.tracker.Scan()
+// startAgent builds the agent that `hotplug-agent run` builds (agent.New: no state file, no
+// configured callbacks and log_notifications off, so that the registrations are the benchmark's
+// alone; an HTTP listener on a free port) over the sysfs fixture at root, with src
+// in place of the kernel's uevent socket, lets register make its registrations, and runs it
+// (agent.Run) until the benchmark ends. It returns once the agent's loop waits for src.
+func startAgent(tb testing.TB, root string, src *replay, register func(*agent.Agent)) {
+	a, err := agent.New(agent.Options{
+		SysfsPath: root, ListenAddresses: []string{"127.0.0.1:0"}, Source: src,
+		Logger: slog.New(slog.DiscardHandler), ShutdownGrace: 5 * time.Second,
+		Config: &config.Config{LogNotifications: new(bool)},
+	})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p.registry.Seed(active)
-	tb.Cleanup(func() { p.registry.Close(context.Background()) })
-	return p
+	register(a)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Error(err)
+		}
+	})
+	src.wait(tb)
 }
 
-// handle is agent.loop's body for one datagram received at now.
-func (p *pipeline) handle(b []byte, now time.Time) error {
-	ev, err := udev.Parse(b)
-	if err != nil {
-		return err
-	}
-	ev.ReadAt = now
-	p.metrics.Uevent(ev.Subsystem, ev.Action)
-	if state.Suspicious(ev.Subsystem, ev.DevPath) {
-		return fmt.Errorf("suspicious devpath %s", ev.DevPath)
-	}
-	if kind, _ := state.Classify(ev.Subsystem, ev.DevPath); kind != state.KindNone && p.log.Enabled(context.Background(), slog.LevelDebug) {
-		p.log.Debug("uevent", "action", ev.Action, "devpath", ev.DevPath, "seqnum", ev.Seqnum, "synthetic", ev.Synthetic())
-	}
-	out := p.tracker.Handle(&ev)
-	for i := range out.Notes {
-		if p.registry.Publish(out.Notes[i]) {
-			p.metrics.Notified(&out.Notes[i])
+// cpuCycle is the datagrams of real transitions of CPUs 1..cpus of the fixture at root: each
+// goes offline, then online, its online file written before each uevent, so that every uevent is
+// a notification. (cpu0 has no online file: it cannot go offline.)
+func cpuCycle(tb testing.TB, root string, cpus int) []step {
+	var cycle []step
+	for n := 1; n <= cpus; n++ {
+		f, err := os.OpenFile(filepath.Join(root, "devices/system/cpu", "cpu"+strconv.Itoa(n), "online"), os.O_WRONLY, 0)
+		if err != nil {
+			tb.Fatal(err)
 		}
+		tb.Cleanup(func() { f.Close() })
+		cycle = append(cycle, step{cpuDatagram("offline", n), f, []byte("0\n")}, step{cpuDatagram("online", n), f, []byte("1\n")})
 	}
-	if out.Gap {
-		return fmt.Errorf("SEQNUM gap at %d", ev.Seqnum)
-	}
-	return nil
+	return cycle
 }
 
 // cpuTime is this process's CPU time.
@@ -215,12 +245,16 @@ func BenchmarkParse(b *testing.B) {
 	}
 }
 
-// BenchmarkPipeline runs the agent's event loop without the kernel: CPU uevents that are real
-// transitions (each CPU of 64 offline, then online, so that every event is a notification) are
-// parsed, translated and published to 1, 8 and 64 registrations, whose callbacks count them. One
-// op is one event, delivered to every registration: the clock stops once the last callback has
-// run. events/cpu-s is events per second of CPU time of the whole process (every goroutine, the
-// registrations' included): the events one core handles per second.
+// BenchmarkPipeline runs the agent's own event loop without the kernel: agent.New and agent.Run,
+// as `hotplug-agent run` makes and runs them, over a sysfs fixture of 65 CPUs in memory, with a
+// source that replays kernel datagrams in place of the uevent socket. The uevents are real
+// transitions (each of CPUs 1 to 64 offline, then online, its online file written first, so that
+// every event is a notification), read, parsed, counted, checked against sysfs, passed through
+// the online gate and published to 1, 8 and 64 registrations of the processor class, whose
+// callbacks count them. One op is one event, delivered to every registration: the clock stops
+// once the last callback has run. events/cpu-s is events per second of CPU time of the whole
+// process (every goroutine: the loop's, the registrations', the saver's, the benchmark's sysfs
+// writes): the events one core handles per second.
 func BenchmarkPipeline(b *testing.B) {
 	for _, regs := range []int{1, 8, 64} {
 		b.Run("registrations="+strconv.Itoa(regs), func(b *testing.B) { benchPipeline(b, regs) })
@@ -228,87 +262,112 @@ func BenchmarkPipeline(b *testing.B) {
 }
 
 func benchPipeline(b *testing.B, regs int) {
+	p := startPipeline(b, regs)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0, wall0 := cpuTime(b), time.Now()
+	for left := b.N; left > 0; left -= pipelineBatch {
+		p.run(b, min(left, pipelineBatch))
+	}
+	wall, cpu := time.Since(wall0), cpuTime(b)-cpu0
+	b.StopTimer()
+	reportRates(b, b.N, wall, cpu)
+}
+
+// The pipeline runs without the kernel and its results are checked (every event delivered to
+// every registration, as a uevent's notification): what BenchmarkPipeline measures is the agent
+// doing its work.
+func TestPipeline(t *testing.T) {
+	p := startPipeline(t, 3)
+	p.run(t, 200) // more than one cycle of the 64 CPUs
+	p.run(t, 1)
+}
+
+// A registration more than notify.DefaultQueueLimit notifications behind is resynchronised
+// instead of being sent each one (the kernel cannot produce events this fast, a source feeding
+// the loop from memory can): the pipeline's events go in batches well under the limit, each
+// waited for.
+const pipelineBatch = notify.DefaultQueueLimit / 4
+
+// pipeline is a running agent fed the CPU cycle of cpuCycle, with registrations whose callback
+// counts what they are given.
+type pipeline struct {
+	src                      *replay
+	regs                     int
+	delivered, target, other atomic.Int64
+	done                     chan struct{}
+}
+
+// startPipeline starts the agent over a fixture of 65 CPUs, with regs registrations of the
+// processor class.
+func startPipeline(tb testing.TB, regs int) *pipeline {
 	const cpus = 64
-	fs := memSysfs{cpus: cpus, offline: map[int]bool{}}
-	p := newPipeline(b, fs)
-	var delivered atomic.Int64
-	var target atomic.Int64
-	done := make(chan struct{}, 1)
-	cb := func(_ context.Context, _ notify.Notification, _ any) error {
-		if delivered.Add(1) == target.Load() {
-			done <- struct{}{}
+	root := fixtureRoot(tb)
+	if err := WriteFixture(root, cpus+1, 0); err != nil {
+		tb.Fatal(err)
+	}
+	p := &pipeline{src: newReplay(cpuCycle(tb, root, cpus)), regs: regs, done: make(chan struct{}, 1)}
+	cb := func(_ context.Context, n notify.Notification, _ any) error {
+		if n.Cause != notify.CauseUevent {
+			p.other.Add(1) // a resync: events were lost, or the source outran a queue
+		}
+		if p.delivered.Add(1) == p.target.Load() {
+			p.done <- struct{}{}
 		}
 		return nil
 	}
-	for i := range regs {
-		if _, err := p.registry.Register(notify.EventCategoryDeviceInterfaceChange, 0, notify.GUIDDeviceProcessor,
-			"bench-"+strconv.Itoa(i), cb, nil); err != nil {
-			b.Fatal(err)
-		}
-	}
-	// CPU i goes offline, then online: 2*cpus datagrams, every one a notification.
-	var cycle []datagram
-	for i := range cpus {
-		cycle = append(cycle, cpuDatagram("offline", i), cpuDatagram("online", i))
-	}
-	// A registration more than notify.DefaultQueueLimit notifications behind is resynchronised
-	// instead of being sent each one (the kernel cannot produce events this fast, a loop feeding
-	// itself can): the events go in batches well under the limit, each waited for.
-	const batch = notify.DefaultQueueLimit / 4
-	seq := uint64(1)
-	i := 0
-	run := func(n int) {
-		target.Store(delivered.Load() + int64(n*regs))
-		for range n {
-			k := i % len(cycle)
-			d := cycle[k]
-			fs.offline[k/2] = k%2 == 0 // what sysfs shows once the kernel sent d
-			i++
-			d.setSeq(seq)
-			seq++
-			if err := p.handle(d.b, time.Now()); err != nil {
-				b.Fatal(err)
+	startAgent(tb, root, p.src, func(a *agent.Agent) {
+		for i := range regs {
+			if _, err := a.Register(notify.EventCategoryDeviceInterfaceChange, 0, notify.GUIDDeviceProcessor,
+				"bench-"+strconv.Itoa(i), cb, nil); err != nil {
+				tb.Fatal(err)
 			}
 		}
-		<-done
+	})
+	return p
+}
+
+// run releases n events (at most pipelineBatch) and blocks until every registration has been
+// given the notification of each.
+func (p *pipeline) run(tb testing.TB, n int) {
+	p.target.Store(p.delivered.Load() + int64(n*p.regs))
+	p.src.release <- n
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		tb.Fatalf("%d of %d notifications delivered after a minute", p.delivered.Load(), p.target.Load())
 	}
+	if o := p.other.Load(); o != 0 {
+		tb.Fatalf("%d notifications not of a uevent: the agent resynchronised", o)
+	}
+}
+
+// BenchmarkStormPath is the agent's loop (as in BenchmarkPipeline) for the storm's events:
+// synthetic add and online uevents of memory blocks, which it reads, counts and classifies but
+// which announce nothing. The clock stops once the loop has handled the last one.
+func BenchmarkStormPath(b *testing.B) {
+	const blocks = 196
+	root := fixtureRoot(b)
+	if err := WriteFixture(root, 2, blocks); err != nil {
+		b.Fatal(err)
+	}
+	var cycle []step
+	for i := range blocks {
+		cycle = append(cycle, step{d: memoryDatagram("add", i, true)}, step{d: memoryDatagram("online", i, true)})
+	}
+	src := newReplay(cycle)
+	startAgent(b, root, src, func(*agent.Agent) {})
+	const batch = 4096
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0, wall0 := cpuTime(b), time.Now()
 	for left := b.N; left > 0; left -= batch {
-		run(min(left, batch))
+		src.release <- min(left, batch)
+		src.wait(b)
 	}
 	wall, cpu := time.Since(wall0), cpuTime(b)-cpu0
 	b.StopTimer()
-	if o := p.overflows.Load(); o != 0 {
-		b.Fatalf("%d queue overflows: the benchmark outran the registry's queue limit", o)
-	}
 	reportRates(b, b.N, wall, cpu)
-}
-
-// BenchmarkStormPath is the loop for the storm's events: synthetic add and online uevents of
-// memory blocks, which the agent reads, counts and classifies but which announce nothing.
-func BenchmarkStormPath(b *testing.B) {
-	const blocks = 196
-	p := newPipeline(b, memSysfs{cpus: 2, blocks: blocks})
-	var cycle []datagram
-	for i := range blocks {
-		cycle = append(cycle, memoryDatagram("add", i, true), memoryDatagram("online", i, true))
-	}
-	seq := uint64(1)
-	b.ReportAllocs()
-	cpu0, wall0 := cpuTime(b), time.Now()
-	n := 0
-	for b.Loop() {
-		d := cycle[n%len(cycle)]
-		d.setSeq(seq)
-		seq++
-		n++
-		if err := p.handle(d.b, time.Now()); err != nil {
-			b.Fatal(err)
-		}
-	}
-	reportRates(b, n, time.Since(wall0), cpuTime(b)-cpu0)
 }
 
 // BenchmarkUnsynthesize is what the latency benchmark's TaggedSource adds to the agent's path
