@@ -14,9 +14,11 @@ import (
 	"strings"
 )
 
-// pipelineCmd runs the Go benchmarks of package bench (go test -bench) and a CPU profile of the
-// one-registration pipeline, and keeps their output for the report: pipeline.txt (the benchmark
-// lines), pipeline-profile.txt (a table of where the CPU goes) and pipeline.json (the machine).
+// pipelineCmd runs the Go benchmarks of package bench (go test -bench), which drive the agent's
+// own event loop, and a CPU profile of the one-registration pipeline, and keeps their output for
+// the report: pipeline.txt (the benchmark lines), pipeline.prof with bench.test (the CPU profile
+// and the binary it is of, for go tool pprof), pipeline-top.txt and pipeline-profile.txt (a table
+// of where the CPU goes) and pipeline.json (the machine). It says where the profile is.
 func pipelineCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 	count := fs.Int("count", 5, "runs of each benchmark (the report takes the median)")
 	benchtime := fs.String("benchtime", "1s", "go test -benchtime")
@@ -70,21 +72,27 @@ func pipelineCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 		return err
 	}
 	fmt.Print(table)
+	fmt.Fprintf(os.Stderr, "CPU profile of BenchmarkPipeline/registrations=1: %s (go tool pprof %s %s)\n", prof, bin, prof)
 	m.done()
 	return save(*out, "pipeline", &m)
 }
 
-// profiled are the parts of the pipeline the profile table shows, by the function that holds
+// profiled are the parts of the agent's loop the profile table shows, by the function that holds
 // them; cumulative time, so a part includes what it calls (a runtime line includes every caller).
 var profiled = []struct{ label, fn string }{
-	{"parse (`udev.Parse`)", "github.com/hotplug-agent/hotplug-agent/udev.Parse"},
-	{"... of which the copy of the datagram into a string", "runtime.slicebytetostring"},
-	{"count it (`metrics.Uevent`: a series looked up once)", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Uevent"},
-	{"translate (`state.(*Tracker).Handle`)", "github.com/hotplug-agent/hotplug-agent/state.(*Tracker).Handle"},
-	{"publish (`notify.(*Registry).Publish`: lock, queue, wake)", "github.com/hotplug-agent/hotplug-agent/notify.(*Registry).Publish"},
-	{"count it (`metrics.Notified`: two series looked up once)", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Notified"},
+	{"the event loop's goroutine (`agent.(*Agent).loop`: all that follows but the registration's goroutine, the saver and the GC)", "github.com/hotplug-agent/hotplug-agent/agent.(*Agent).loop"},
+	{"... the kernel's part, done by the benchmark's source: the write of the CPU's `online` file before the uevent", "github.com/hotplug-agent/hotplug-agent/bench.(*replay).kernel"},
+	{"... parse (`udev.Parse`)", "github.com/hotplug-agent/hotplug-agent/udev.Parse"},
+	{"... count it (`metrics.Uevent`)", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Uevent"},
+	{"... translate (`state.(*Tracker).Handle`)", "github.com/hotplug-agent/hotplug-agent/state.(*Tracker).Handle"},
+	{"... ... of which the sysfs read that confirms the transition (`sysfs.FS.CPU`: list `cpuN`, read `online`)", "github.com/hotplug-agent/hotplug-agent/sysfs.FS.CPU"},
+	{"... publish through the online gate (`online.(*Gate).Publish`: registry, memory devices, metrics, save signal)", "github.com/hotplug-agent/hotplug-agent/online.(*Gate).Publish"},
+	{"... ... of which `notify.(*Registry).Publish` (lock, queue, wake)", "github.com/hotplug-agent/hotplug-agent/notify.(*Registry).Publish"},
+	{"... ... of which `metrics.Notified`", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Notified"},
 	{"the registration's goroutine (`Registry.run`: wait, dispatch, callback, two histograms)", "github.com/hotplug-agent/hotplug-agent/notify.(*Registry).run"},
-	{"the time (`time.Now`: the read, and the callback's start and end)", "time.Now"},
+	{"the state-file saver (`agent.(*Agent).saver`)", "github.com/hotplug-agent/hotplug-agent/agent.(*Agent).saver"},
+	{"system calls (`syscall.Syscall6`, every caller)", "internal/runtime/syscall/linux.Syscall6"},
+	{"the time (`time.Now`)", "time.Now"},
 	{"allocation (`runtime.mallocgc`)", "runtime.mallocgc"},
 	{"garbage collection (`runtime.gcBgMarkWorker`)", "runtime.gcBgMarkWorker"},
 	{"goroutine scheduling (`runtime.schedule`)", "runtime.schedule"},
