@@ -94,6 +94,10 @@ type Options struct {
 	// Headroom estimates the memory hot-add headroom, exported as a gauge and served by /memory;
 	// nil: neither.
 	Headroom *headroom.Estimator
+
+	// stageDone is told the name of each stage of New once it is built; an error from it fails
+	// New there (tests). nil: nothing.
+	stageDone func(stage string) error
 }
 
 // Source is where uevents come from: the kernel's netlink socket (*udev.Conn), or a test's fake.
@@ -133,6 +137,8 @@ type Agent struct {
 	cgroups   *callback.Cgroups // the exec runs' cgroups; nil: process groups only
 	// cgroupsTried: openCgroups ran (once is enough, whatever it found).
 	cgroupsTried bool
+	// undo releases what the stages of New built, in the reverse order (close).
+	undo []func(context.Context)
 
 	// The configuration in force, and what was registered from it; Reload changes them, under
 	// reloadMu. New sets them before anything else runs.
@@ -171,8 +177,39 @@ type cpusetRun struct {
 // New checks the options, binds the HTTP listeners, opens the uevent socket, takes the first
 // snapshot of sysfs and registers the configured callbacks: every error a user can cause (a sysfs
 // root that is not one, a bad web config, a port in use) is returned here, before anything runs.
-// It does not block.
+// It builds the agent in stages (see stages), each in one place; when one fails, what the stages
+// made so far is released in reverse order, the failing one's included, so that a failed New
+// leaves no listener, socket, goroutine or file descriptor behind. It does not block, but for
+// that release, which waits up to ShutdownGrace for callbacks in flight.
 func New(o Options) (*Agent, error) {
+	o = withDefaults(o)
+	fs, err := sysfs.NewFS(o.SysfsPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := toolkit.Validate(o.WebConfigFile); err != nil {
+		return nil, fmt.Errorf("web config %s: %w", o.WebConfigFile, err)
+	}
+	a := &Agent{o: o, log: o.Logger, tracker: state.New(fs), blockSize: fs.BlockSize(), stuckAfter: defaultStuckAfter,
+		saveReq: make(chan struct{}, 1), writeReq: make(chan struct{}, 1)}
+	b := &builder{a: a, fs: fs}
+	for _, s := range b.stages() {
+		// The stage's undo is kept before it is built: it releases what a failed build made too.
+		a.undo = append(a.undo, s.undo)
+		err := s.build()
+		if err == nil && o.stageDone != nil {
+			err = o.stageDone(s.name)
+		}
+		if err != nil {
+			a.close()
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// withDefaults returns o with its zero values replaced by the defaults.
+func withDefaults(o Options) Options {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -188,36 +225,65 @@ func New(o Options) (*Agent, error) {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
-	fs, err := sysfs.NewFS(o.SysfsPath)
-	if err != nil {
-		return nil, err
-	}
-	if err := toolkit.Validate(o.WebConfigFile); err != nil {
-		return nil, fmt.Errorf("web config %s: %w", o.WebConfigFile, err)
-	}
-	a := &Agent{o: o, log: o.Logger, tracker: state.New(fs), blockSize: fs.BlockSize(), stuckAfter: defaultStuckAfter,
-		saveReq: make(chan struct{}, 1), writeReq: make(chan struct{}, 1)}
-	ok := false
-	defer func() {
-		if !ok {
-			a.close()
-		}
-	}()
-	// The ports first: a port in use is the commonest mistake, reported before any log.
-	if err := a.listen(); err != nil {
-		return nil, err
-	}
+	return o
+}
 
-	reg := prometheus.NewRegistry()
+// stage is one step of New: build makes what the stage holds; undo (nil: nothing to release)
+// releases what build made, all of it or the part it made before it failed, within ctx.
+type stage struct {
+	name  string
+	build func() error
+	undo  func(ctx context.Context)
+}
+
+// builder is what New's stages hand on to each other, beside the Agent they build.
+type builder struct {
+	a        *Agent
+	fs       sysfs.FS
+	gatherer *prometheus.Registry
+	memory   func() (headroom.Estimate, error) // the headroom estimate for /memory; nil: none
+	// startup is what changed while the agent was down, announced once everything is built;
+	// addedWhileDown, what was hot-added meanwhile, for the online policy.
+	startup        []notify.Notification
+	addedWhileDown state.PresentSet
+}
+
+// stages are New's steps in the order they run; their undos run in the reverse order. The
+// order matters: the ports first (a port in use is the commonest mistake, reported before any
+// log); the registries before the socket, and the socket before the snapshot of sysfs that the
+// state stage takes (a change between the two is then both in the snapshot and in the socket's
+// queue, and the tracker drops the duplicate); the callbacks registered before the policy can
+// online anything and before the changes made while the agent was down are announced, last.
+func (b *builder) stages() []stage {
+	a := b.a
+	return []stage{
+		{"listeners", a.listen, a.closeListeners},
+		{"metrics", b.buildMetrics, nil},
+		{"registries", b.buildRegistries, a.closeRegistries},
+		{"source", a.openSource, a.closeSource},
+		{"state", b.restoreState, nil},
+		{"callbacks", a.registerCallbacks, a.unregisterCallbacks},
+		{"policy", b.buildPolicy, a.restoreKernel},
+		{"control", a.listenControl, a.closeControl},
+		{"http", b.buildHandler, nil}, // its /events registration goes with the registries
+		{"announce", b.announce, nil},
+	}
+}
+
+// buildMetrics makes the agent's Prometheus registry and metrics, and the HTTP connection limit
+// that counts into them.
+func (b *builder) buildMetrics() error {
+	a, fs := b.a, b.fs
+	b.gatherer = prometheus.NewRegistry()
 	// The Go collector's default series, and the heap the last collection found live
 	// (go_gc_heap_live_bytes): memory that stays, without the garbage heap_inuse counts too.
-	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+	b.gatherer.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a.metrics = metrics.New(reg, o.Version)
+	a.metrics = metrics.New(b.gatherer, a.o.Version)
 	a.tracker.OnReject(a.metrics.Rejected)
 	a.conns = web.NewConnLimit(a.connectionLimit(), a.metrics.Refused)
-	metrics.RegisterPresent(reg, func() (int, int, error) {
+	metrics.RegisterPresent(b.gatherer, func() (int, int, error) {
 		sets, err := fs.CPUSets()
 		if err != nil {
 			return 0, 0, err
@@ -225,11 +291,18 @@ func New(o Options) (*Agent, error) {
 		blocks, err := fs.MemoryBlockIndexes()
 		return len(sets.Present), len(blocks), err
 	})
-	var memory func() (headroom.Estimate, error)
-	if o.Headroom != nil {
-		metrics.RegisterHeadroom(reg, o.Headroom.Headroom)
-		memory = o.Headroom.Estimate
+	if h := a.o.Headroom; h != nil {
+		metrics.RegisterHeadroom(b.gatherer, h.Headroom)
+		b.memory = h.Estimate
 	}
+	return nil
+}
+
+// buildRegistries makes the notification registries (per interface, per memory device,
+// two-phase, target-device), the online gate in front of the first and the memory-device
+// tracker in front of the second.
+func (b *builder) buildRegistries() error {
+	a, fs, o := b.a, b.fs, b.a.o
 	// The configured callbacks' registrations are durable when there is a state file: a
 	// notification is on file before a callback is given it, and a callback resumes at the next
 	// start from what the file says it has seen.
@@ -238,7 +311,8 @@ func New(o Options) (*Agent, error) {
 		checkpoints = a.requestCheckpoint
 	}
 	a.registry = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics, RequestCheckpoint: checkpoints})
-	a.phases = metrics.NewPhases(reg, a.metrics)
+	a.devices = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics, RequestCheckpoint: checkpoints})
+	a.phases = metrics.NewPhases(b.gatherer, a.metrics)
 	tp := o.Config.TwoPhase
 	a.changes = notify.NewChangeRegistry(notify.ChangeOptions{
 		Logger: o.Logger, Observer: a.phases, Timeout: tp.VetoTimeout(), ConsentOnTimeout: tp.ConsentOnTimeout(),
@@ -248,34 +322,39 @@ func New(o Options) (*Agent, error) {
 		Logger: o.Logger, Observer: a.phases, Timeout: tp.VetoTimeout(), ConsentOnTimeout: tp.ConsentOnTimeout(),
 	})
 	a.gate = online.NewGate(a.publishOne, a.targets.Removed)
-
-	// The socket first, then the snapshot: a change between the two is then both in the snapshot
-	// and in the socket's queue, and the tracker drops the duplicate.
-	a.source = o.Source
-	if a.source == nil {
-		conn, err := udev.Listen(udev.Options{
-			ReceiveBufferBytes: o.ReceiveBufferBytes,
-			Logger:             o.Logger,
-			OnReject:           a.metrics.Rejected,
-		})
-		if err != nil {
-			return nil, err
-		}
-		a.source = conn
-	}
-	// What was announced before a restart is the starting point: the changes made while the
-	// agent was down are announced before any live event. Without a usable state file, the
-	// machine as it is now is the starting point and nothing is announced for it.
-	var startup []notify.Notification
-	var addedWhileDown state.PresentSet // present now, not at the last save: hot-added while down
-	a.devices = notify.NewRegistry(notify.Options{Logger: o.Logger, Observer: a.metrics, RequestCheckpoint: checkpoints})
 	a.memdevs = memdev.New(memdev.Options{
 		Reader: memdev.NewReader(fs, o.IOMemPath), Publish: a.publishDevice, Logger: o.Logger,
 	})
-	// restored, not ok: the deferred close reads ok, which says whether New succeeded.
+	return nil
+}
+
+// openSource opens the kernel's uevent socket, unless Options.Source stands in for it.
+func (a *Agent) openSource() error {
+	if a.o.Source != nil {
+		a.source = a.o.Source
+		return nil
+	}
+	conn, err := udev.Listen(udev.Options{
+		ReceiveBufferBytes: a.o.ReceiveBufferBytes,
+		Logger:             a.o.Logger,
+		OnReject:           a.metrics.Rejected,
+	})
+	if err != nil {
+		return err
+	}
+	a.source = conn
+	return nil
+}
+
+// restoreState takes the starting point: what the state file says was announced before a
+// restart, with the changes made while the agent was down to announce before any live event;
+// without a usable state file, the machine as it is now, for which nothing is announced.
+func (b *builder) restoreState() error {
+	a := b.a
+	// restored, not ok: whether the file was usable.
 	prev, restored, err := a.loadState()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// Event IDs continue exactly after an orderly shutdown. After anything else (a kill, a
 	// crash, no state file) they jump ahead, so that no ID is ever given to two notifications: a
@@ -294,42 +373,44 @@ func New(o Options) (*Agent, error) {
 		if prev.Instance != uuid.Nil {
 			a.instance = prev.Instance
 		}
-	}
-	if restored {
 		// The devices announced before the restart: what changed for them while the agent was
 		// down follows from the block notifications below.
 		a.memdevs.Restore(prev.Interfaces, prev.MemoryDevices)
 		a.devices.Seed(prev.MemoryDevices)
 		a.tracker.Restore(prev.Interfaces)
 		a.registry.Seed(prev.Interfaces)
-		if startup, err = a.tracker.Resync(0, time.Now()); err != nil {
-			return nil, err
+		if b.startup, err = a.tracker.Resync(0, time.Now()); err != nil {
+			return err
 		}
-		for i := range startup {
-			startup[i].Cause = notify.CauseStartup
+		for i := range b.startup {
+			b.startup[i].Cause = notify.CauseStartup
 		}
 		if prev.Present != nil {
-			addedWhileDown = newlyPresent(prev.Present.CPUs, prev.Present.MemoryBlocks, a.tracker.Present())
+			// Present now, not at the last save: hot-added while the agent was down.
+			b.addedWhileDown = newlyPresent(prev.Present.CPUs, prev.Present.MemoryBlocks, a.tracker.Present())
 		}
 	} else {
 		active, err := a.tracker.Scan()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a.registry.Seed(active)
 		devices, err := a.memdevs.Seed(active)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a.devices.Seed(devices)
 	}
 	a.metrics.SetInterfaces(a.registry.Active())
-	metrics.RegisterMemoryDevices(reg, func() int { return len(a.devices.Active()) })
-	metrics.RegisterBacklog(reg, func() time.Duration { return a.backlog(time.Now()) })
+	metrics.RegisterMemoryDevices(b.gatherer, func() int { return len(a.devices.Active()) })
+	metrics.RegisterBacklog(b.gatherer, func() time.Duration { return a.backlog(time.Now()) })
+	return nil
+}
 
-	if err := a.registerCallbacks(); err != nil {
-		return nil, err
-	}
+// buildPolicy makes the online policy (the onliner, its zone planner, the kernel's own onlining
+// configured for it) and hands it what was hot-added while the agent was down.
+func (b *builder) buildPolicy() error {
+	a, fs, o := b.a, b.fs, b.a.o
 	a.onliner = online.New(o.Config.Online.Policy(), fs, o.Logger, a.metrics.OnlineAttempt)
 	a.onliner.SetParticipants(online.Participants{Changes: a.changes, Targets: a.targets, Gate: a.gate})
 	// The planner reads the layout with a reader of its own: memdev.Reader is not safe for
@@ -347,30 +428,46 @@ func New(o Options) (*Agent, error) {
 	if o.StatePath != "" {
 		kernelFile = o.StatePath + ".kernel"
 	}
+	var err error
 	if a.kernel, err = online.NewKernelTakeover(o.SysfsPath, kernelFile, o.Logger); err != nil {
-		return nil, err
+		return err
 	}
 	if err := a.kernel.Sync(o.Config.Online.Policy()); err != nil {
-		return nil, err
+		return err
 	}
 	a.onliner.CheckOthers()
 	// Their add uevents went to a socket that is gone (the agent was stopped, killed or frozen).
-	a.hotAdded(addedWhileDown, "CPUs and memory blocks were hot-added while the agent was down")
-	if o.ControlSocket != "" {
-		a.control, err = control.Listen(control.Options{
-			Path: o.ControlSocket, Handler: a.handleControl, Logger: o.Logger, Observe: a.phases.ControlRequest,
-			Reload: func(ctx context.Context, _ control.Peer) error { return a.Reload(ctx) },
-		})
-		switch {
-		case err != nil && o.ControlSocketOptional:
-			a.log.Warn("no control socket: hotplug-agent online and offline will not reach this agent", "err", err)
-		case err != nil:
-			return nil, err
-		}
+	a.hotAdded(b.addedWhileDown, "CPUs and memory blocks were hot-added while the agent was down")
+	return nil
+}
+
+// listenControl opens the control socket, when there is to be one.
+func (a *Agent) listenControl() error {
+	o := a.o
+	if o.ControlSocket == "" {
+		return nil
 	}
+	var err error
+	a.control, err = control.Listen(control.Options{
+		Path: o.ControlSocket, Handler: a.handleControl, Logger: o.Logger, Observe: a.phases.ControlRequest,
+		Reload: func(ctx context.Context, _ control.Peer) error { return a.Reload(ctx) },
+	})
+	switch {
+	case err != nil && o.ControlSocketOptional:
+		a.log.Warn("no control socket: hotplug-agent online and offline will not reach this agent", "err", err)
+	case err != nil:
+		return err
+	}
+	return nil
+}
+
+// buildHandler makes the HTTP handler, which registers the /events stream with the registry.
+func (b *builder) buildHandler() error {
+	a, fs, o := b.a, b.fs, b.a.o
+	var err error
 	a.handler, err = web.Handler(web.Options{
 		Registry:       a.registry,
-		Gatherer:       reg,
+		Gatherer:       b.gatherer,
 		Healthy:        a.healthy,
 		Logger:         o.Logger,
 		Version:        o.Version,
@@ -379,7 +476,7 @@ func New(o Options) (*Agent, error) {
 		DeviceOf:       a.memdevs.DeviceOf,
 		Changes:        a.changes,
 		Targets:        a.targets,
-		Memory:         memory,
+		Memory:         b.memory,
 		Errors:         a.metrics.Errors,
 		History:        o.StreamHistory,
 		OnCut:          a.metrics.StreamCuts.Inc,
@@ -387,18 +484,17 @@ func New(o Options) (*Agent, error) {
 		MaxStreamSubscribers: o.MaxStreamSubscribers,
 		OnRefused:            a.metrics.Refused,
 	})
-	if err != nil {
-		return nil, err
+	return err
+}
+
+// announce publishes what changed while the agent was down and saves the state file once: an
+// unusable --path.state fails at start, not at the first change.
+func (b *builder) announce() error {
+	b.a.publish(b.startup)
+	if len(b.startup) > 0 {
+		b.a.log.Info("announced the changes made while the agent was down", "notifications", len(b.startup))
 	}
-	a.publish(startup)
-	if len(startup) > 0 {
-		a.log.Info("announced the changes made while the agent was down", "notifications", len(startup))
-	}
-	if err := a.saveState(false, true); err != nil {
-		return nil, err // an unusable --path.state fails at start, not at the first change
-	}
-	ok = true
-	return a, nil
+	return b.a.saveState(false, true)
 }
 
 // loadState reads the state file: restored is false when there is none or its contents are
@@ -718,22 +814,30 @@ func (a *Agent) connectionLimit() int {
 	return n
 }
 
-// close undoes what New did when New fails: it closes the listeners, the control socket and the
-// uevent source, and closes every registry, waiting up to ShutdownGrace for the callbacks in
-// flight (exec callbacks of include_existing registrations, say), so that a failed New leaves no
-// goroutine and no file descriptor behind. It blocks until then.
+// close releases what New made, stage by stage in reverse order (see stages): for a New that
+// fails, and for tests of an agent that never ran. Callbacks in flight (exec callbacks of
+// include_existing registrations, say) get ShutdownGrace to finish, so that nothing of the agent
+// is left running when it returns. It blocks until then; call it once, and never after Run.
 func (a *Agent) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), a.o.ShutdownGrace)
+	defer cancel()
+	for _, undo := range slices.Backward(a.undo) {
+		if undo != nil {
+			undo(ctx)
+		}
+	}
+	a.undo = nil
+}
+
+// closeListeners closes the HTTP listeners.
+func (a *Agent) closeListeners(context.Context) {
 	for _, l := range a.listeners {
 		l.Close()
 	}
-	if a.control != nil {
-		a.control.Close()
-	}
-	if a.source != nil {
-		a.source.Close()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.o.ShutdownGrace)
-	defer cancel()
+}
+
+// closeRegistries closes the registries, waiting within ctx for callbacks in flight.
+func (a *Agent) closeRegistries(ctx context.Context) {
 	var closers []func(context.Context) error
 	if a.registry != nil {
 		closers = append(closers, a.registry.Close)
@@ -752,13 +856,50 @@ func (a *Agent) close() {
 			a.log.Warn("start failed; callbacks still running", "err", err)
 		}
 	}
-	a.closeCgroups()
-	if a.kernel != nil {
-		if err := a.kernel.Restore(); err != nil {
-			a.log.Error("the kernel's memory onlining settings were not put back; the next start tries again", "err", err)
+}
+
+// closeSource closes the uevent socket, or the source that stands in for it.
+func (a *Agent) closeSource(context.Context) {
+	if a.source != nil {
+		a.source.Close()
+	}
+}
+
+// unregisterCallbacks undoes registerCallbacks: it unregisters the configured callbacks and the
+// log callback (each callback in flight gets until ctx ends), stops the cpuset and systemd
+// callbacks, and kills what is left in the exec runs' cgroups.
+func (a *Agent) unregisterCallbacks(ctx context.Context) {
+	for name, c := range a.configured {
+		if err := c.unregister(ctx); err != nil {
+			a.log.Warn("start failed; a callback was still running", "callback", name, "err", err)
 		}
 	}
+	a.configured = nil
+	if a.logEntry != nil {
+		if err := a.registry.UnregisterEx(ctx, a.logEntry); err != nil {
+			a.log.Warn("start failed; the log callback was still running", "err", err)
+		}
+		a.logEntry = nil
+	}
 	a.stopCpusets()
+	a.closeCgroups()
+}
+
+// restoreKernel puts back the kernel's memory onlining settings the policy changed.
+func (a *Agent) restoreKernel(context.Context) {
+	if a.kernel == nil {
+		return
+	}
+	if err := a.kernel.Restore(); err != nil {
+		a.log.Error("the kernel's memory onlining settings were not put back; the next start tries again", "err", err)
+	}
+}
+
+// closeControl closes the control socket.
+func (a *Agent) closeControl(context.Context) {
+	if a.control != nil {
+		a.control.Close()
+	}
 }
 
 // stopCpusets stops the cpuset callbacks' periodic looks; what they remember stays for the last
