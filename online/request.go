@@ -102,61 +102,72 @@ func (o *Onliner) Request(ctx context.Context, r Resource, online bool, req noti
 }
 
 func (o *Onliner) requestOnline(ctx context.Context, r Resource, iface notify.Interface) Result {
-	var add *notify.Add
+	var finish func(error)
 	if o.changes != nil {
-		var err error
-		if add, err = o.changes.Begin(ctx, iface, 0, time.Time{}, notify.CauseRequest); err != nil {
+		add, err := o.changes.Begin(ctx, iface, 0, time.Time{}, notify.CauseRequest)
+		if err != nil {
 			o.log.Warn("request: online vetoed; left offline", "device", r.String(), "err", err)
 			return Result{Outcome: Failed, Err: vetoOr(err)}
 		}
-	}
-	o.gate.hold(iface.SymbolicLink, true)
-	err := o.write(r, true)
-	if add != nil {
-		if err != nil {
-			add.Fail(err)
-		} else {
-			add.Complete()
+		finish = func(err error) {
+			if err != nil {
+				add.Fail(err)
+			} else {
+				add.Complete()
+			}
 		}
 	}
-	o.gate.release(iface.SymbolicLink, err == nil)
-	if err != nil {
-		o.log.Warn("request: the kernel refused to bring it online", "device", r.String(), "err", err)
-		return Result{Outcome: Failed, Err: err}
-	}
-	o.log.Info("request: brought online", "device", r.String())
-	return Result{Outcome: Success, Changed: true}
+	return o.change(r, iface, true, finish, func() error { return o.write(r, true) })
 }
 
 func (o *Onliner) requestOffline(ctx context.Context, r Resource, iface notify.Interface, req notify.Requester) Result {
-	var rm *notify.Removal
+	var finish func(error)
 	if o.targets != nil {
-		var err error
-		if rm, err = o.targets.QueryRemove(iface, req); err != nil {
+		rm, err := o.targets.QueryRemove(iface, req)
+		if err != nil {
 			o.log.Warn("request: removal vetoed; left online", "device", r.String(), "err", err)
 			return Result{Outcome: Failed, Err: vetoOr(err)}
 		}
-	}
-	o.gate.hold(iface.SymbolicLink, false)
-	var err error
-	if r.Memory {
-		err = o.fs.OfflineMemoryBlock(ctx, r.Number)
-	} else {
-		err = o.write(r, false)
-	}
-	if rm != nil {
-		if err != nil {
-			rm.Cancel(err)
-		} else {
-			rm.Complete()
+		finish = func(err error) {
+			if err != nil {
+				rm.Cancel(err)
+			} else {
+				rm.Complete()
+			}
 		}
 	}
+	return o.change(r, iface, false, finish, func() error {
+		if r.Memory {
+			return o.fs.OfflineMemoryBlock(ctx, r.Number)
+		}
+		return o.write(r, false)
+	})
+}
+
+// change makes the requested change of r (iface) to online (up) or offline, which its
+// participants have agreed to: it holds back iface's notifications at the gate, calls do, tells
+// the participants how it went (finish; nil without any), lets the notifications through and
+// says in the log what happened. It blocks until do returns.
+func (o *Onliner) change(r Resource, iface notify.Interface, up bool, finish func(error), do func() error) Result {
+	o.gate.hold(iface.SymbolicLink, up)
+	err := do()
+	if finish != nil {
+		finish(err)
+	}
 	o.gate.release(iface.SymbolicLink, err == nil)
-	if err != nil {
+	switch {
+	case err != nil && up:
+		o.log.Warn("request: the kernel refused to bring it online", "device", r.String(), "err", err)
+	case err != nil:
 		o.log.Warn("request: the kernel refused to take it offline", "device", r.String(), "err", err)
+	case up:
+		o.log.Info("request: brought online", "device", r.String())
+	default:
+		o.log.Info("request: taken offline", "device", r.String())
+	}
+	if err != nil {
 		return Result{Outcome: Failed, Err: err}
 	}
-	o.log.Info("request: taken offline", "device", r.String())
 	return Result{Outcome: Success, Changed: true}
 }
 
