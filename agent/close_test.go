@@ -26,35 +26,11 @@ func TestNewFailsLeavesNothingRunning(t *testing.T) {
 	if err := os.WriteFile(control, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse([]byte(`
-callbacks:
-  - name: exec-existing
-    class: processor
-    include_existing: true
-    exec: {command: [/bin/sh, -c, "sleep 0.2"]}
-  - name: hook
-    class: memory
-    webhook: {url: "http://127.0.0.1:1/hook"}
-  - name: devices
-    class: memory
-    memory_devices: true
-    log: true
-  - name: pool
-    kind: two_phase
-    class: processor
-    exec: {command: [/bin/true]}
-  - name: guard
-    kind: target_device
-    target: /sys/devices/system/cpu/cpu1
-    log: true
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := everyKind(t)
 	root := fixture(t)
 	fds := func() int { return openFDs(t) }
 	goroutines, before := settle(runtime.NumGoroutine), settle(fds)
-	_, err = New(Options{SysfsPath: root, Config: cfg, ControlSocket: control,
+	_, err := New(Options{SysfsPath: root, Config: cfg, ControlSocket: control,
 		ListenAddresses: []string{"127.0.0.1:0"}, Source: newFakeSource()})
 	if err == nil {
 		t.Fatal("New with a control socket path that is a regular file succeeded")
@@ -93,32 +69,7 @@ var errInjected = errors.New("injected failure")
 // no control socket and no uevent socket is left when it returns. An agent that New built and
 // that never ran (the case "none") is released as completely by close.
 func TestNewFailsAtEachStage(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
-callbacks:
-  - name: exec-existing
-    class: processor
-    include_existing: true
-    exec: {command: [/bin/sh, -c, "sleep 0.2"]}
-  - name: hook
-    class: memory
-    include_existing: true
-    webhook: {url: "http://127.0.0.1:1/hook", retries: 0}
-  - name: devices
-    class: memory
-    memory_devices: true
-    log: true
-  - name: pool
-    kind: two_phase
-    class: processor
-    exec: {command: [/bin/true]}
-  - name: guard
-    kind: target_device
-    target: /sys/devices/system/cpu/cpu1
-    log: true
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := everyKind(t)
 	var names []string
 	for _, s := range (&builder{a: &Agent{}}).stages() {
 		names = append(names, s.name)
@@ -181,4 +132,35 @@ func freeAddress(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// everyKind is a configuration with a callback of every kind, one of them an exec callback that
+// runs for the interfaces present and takes a while.
+func everyKind(t *testing.T) *config.Config {
+	cfg, err := config.Parse([]byte(`
+callbacks:
+  - name: exec-existing
+    class: processor
+    include_existing: true
+    exec: {command: [/bin/sh, -c, "sleep 0.2"]}
+  - name: hook
+    class: memory
+    webhook: {url: "http://127.0.0.1:1/hook"}
+  - name: devices
+    class: memory
+    memory_devices: true
+    log: true
+  - name: pool
+    kind: two_phase
+    class: processor
+    exec: {command: [/bin/true]}
+  - name: guard
+    kind: target_device
+    target: /sys/devices/system/cpu/cpu1
+    log: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
