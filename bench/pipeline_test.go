@@ -108,7 +108,8 @@ func newReplay(cycle []step) *replay {
 	return &replay{cycle: cycle, seq: 1, release: make(chan int), handled: make(chan struct{}, 1), closed: make(chan struct{})}
 }
 
-// Read returns the next datagram released, parsed; it blocks until there is one.
+// Read returns the next datagram released, parsed. It blocks until there is one, ctx ends or
+// the replay is closed; it is for one goroutine at a time (the agent's loop).
 func (r *replay) Read(ctx context.Context) (udev.Event, error) {
 	for r.left == 0 {
 		select {
@@ -158,7 +159,7 @@ func (r *replay) wait(tb testing.TB) {
 	select {
 	case <-r.handled:
 	case <-time.After(time.Minute):
-		tb.Fatalf("the agent's loop has not asked for a datagram in a minute (%d read)", r.i)
+		tb.Fatal("the agent's loop has not asked for the next datagram in a minute")
 	}
 }
 
