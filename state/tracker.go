@@ -71,7 +71,12 @@ type Tracker struct {
 	// held is, per present device, a transition sysfs did not show when its uevent was handled:
 	// undone since (a quick offline and online), or not real. The next uevent of the device
 	// decides (see Handle). At most one per present or announced device.
-	held     map[key]udev.Event
+	held map[key]udev.Event
+	// links holds the symbolic links of devices that left the record, for their next arrival:
+	// a device that goes offline and online again costs no new string.
+	links map[key]string
+	// notes is the array of the last Outcome's Notes, reused by the next Handle.
+	notes    []notify.Notification
 	lastSeq  uint64
 	now      func() time.Time
 	onReject func(reason string)
@@ -88,7 +93,7 @@ type PresentSet struct {
 // New returns a Tracker over fs with an empty record; call Scan before handling events.
 func New(fs Sysfs) *Tracker {
 	return &Tracker{fs: fs, known: make(map[key]notify.Interface), present: make(map[key]struct{}),
-		held: make(map[key]udev.Event), now: time.Now}
+		held: make(map[key]udev.Event), links: make(map[key]string), now: time.Now}
 }
 
 // Present returns the CPUs and memory blocks present as of the last scan, add and remove the
@@ -322,7 +327,8 @@ func (t *Tracker) Resync(seqnum uint64, readAt time.Time) ([]notify.Notification
 
 // Outcome is what one uevent did.
 type Outcome struct {
-	// Notes are the notifications the event causes, in order.
+	// Notes are the notifications the event causes, in order: valid until the next Handle, which
+	// reuses their array.
 	Notes []notify.Notification
 	// Gap reports that the event's SEQNUM skipped numbers since the previous event: events may
 	// have been lost, and the caller should Resync (a hint, not proof: SEQNUM also counts
@@ -441,7 +447,7 @@ func (t *Tracker) observe(k key, zones bool) (notify.Interface, deviceState, err
 		if err != nil {
 			return notify.Interface{}, deviceState{}, err
 		}
-		return CPUInterface(c), deviceState{true, c.Online, c.Hotpluggable}, nil
+		return cpuInterface(c, t.link(k)), deviceState{true, c.Online, c.Hotpluggable}, nil
 	}
 	read := t.fs.MemoryBlockBasics
 	if zones {
@@ -451,17 +457,42 @@ func (t *Tracker) observe(k key, zones bool) (notify.Interface, deviceState, err
 	if err != nil {
 		return notify.Interface{}, deviceState{}, err
 	}
-	return MemoryInterface(b), deviceState{true, b.Online(), true}, nil
+	return memoryInterface(b, t.link(k)), deviceState{true, b.Online(), true}, nil
+}
+
+// link returns the symbolic link of k, without building it again for a device the tracker has
+// seen.
+func (t *Tracker) link(k key) string {
+	if i, ok := t.known[k]; ok {
+		return i.SymbolicLink
+	}
+	if l, ok := t.links[k]; ok {
+		return l
+	}
+	var l string
+	if k.kind == KindCPU {
+		l = CPULink(k.n)
+	} else {
+		l = MemoryBlockLink(k.n)
+	}
+	t.links[k] = l
+	return l
 }
 
 // apply announces the transition of ev for k, an online (with iface as sysfs showed it; its zero
 // value when it could not be read) or an offline/remove that changes the record, appending its
-// notification to out.
+// notification to out; a nil out starts on the array of the last Outcome's Notes.
 func (t *Tracker) apply(k key, ev *udev.Event, iface notify.Interface, out []notify.Notification) []notify.Notification {
-	if ev.Action == "online" {
-		return append(out, t.arrive(k, iface, ev))
+	if out == nil {
+		out = t.notes[:0]
 	}
-	return append(out, t.remove(k, ev)...)
+	if ev.Action == "online" {
+		out = append(out, t.arrive(k, iface, ev))
+	} else {
+		out = append(out, t.remove(k, ev))
+	}
+	t.notes = out
+	return out
 }
 
 // arrive records and announces the arrival of k, with iface as sysfs showed it.
@@ -479,22 +510,28 @@ func (t *Tracker) arrive(k key, iface notify.Interface, ev *udev.Event) notify.N
 }
 
 // remove forgets and announces the removal of the interface of k.
-func (t *Tracker) remove(k key, ev *udev.Event) []notify.Notification {
+func (t *Tracker) remove(k key, ev *udev.Event) notify.Notification {
 	iface := t.known[k]
 	delete(t.known, k)
+	if iface.SymbolicLink != "" {
+		t.links[k] = iface.SymbolicLink
+	}
 	iface.State = "offline"
-	return []notify.Notification{notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, iface, ev.Seqnum, ev.ReadAt, notify.CauseUevent)}
+	return notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, iface, ev.Seqnum, ev.ReadAt, notify.CauseUevent)
 }
 
 // CPUInterface is the interface of CPU c.
-func CPUInterface(c sysfs.CPU) notify.Interface {
+func CPUInterface(c sysfs.CPU) notify.Interface { return cpuInterface(c, CPULink(c.Number)) }
+
+// cpuInterface is the interface of CPU c, whose symbolic link is link.
+func cpuInterface(c sysfs.CPU, link string) notify.Interface {
 	state := "offline"
 	if c.Online {
 		state = "online"
 	}
 	return notify.Interface{
 		ClassGUID:    notify.GUIDDeviceProcessor,
-		SymbolicLink: CPULink(c.Number),
+		SymbolicLink: link,
 		Number:       c.Number,
 		Node:         c.Node,
 		State:        state,
@@ -503,9 +540,14 @@ func CPUInterface(c sysfs.CPU) notify.Interface {
 
 // MemoryInterface is the interface of memory block b.
 func MemoryInterface(b sysfs.MemoryBlock) notify.Interface {
+	return memoryInterface(b, MemoryBlockLink(b.Index))
+}
+
+// memoryInterface is the interface of memory block b, whose symbolic link is link.
+func memoryInterface(b sysfs.MemoryBlock, link string) notify.Interface {
 	return notify.Interface{
 		ClassGUID:    notify.GUIDDeviceMemory,
-		SymbolicLink: MemoryBlockLink(b.Index),
+		SymbolicLink: link,
 		Number:       b.Index,
 		Node:         b.Node,
 		PhysStart:    b.PhysStart,
