@@ -1,5 +1,7 @@
 package dispatch
 
+import "unsafe"
+
 // Ring is a FIFO in a growable circular buffer, so that a queue that never drains completely
 // does not grow or reallocate. The zero value is an empty ring. It does not block and is not
 // safe for concurrent use: its owner guards it.
@@ -9,8 +11,13 @@ type Ring[T any] struct {
 	n    int // number of items held
 }
 
-// ringKeep is the largest buffer an empty Ring keeps for reuse.
-const ringKeep = 256
+// An empty Ring keeps its buffer for reuse up to ringKeep items, or up to ringKeepBytes when
+// those hold more: a queue of pointers that fills to a few thousand in every burst then grows
+// afresh, and feeds the garbage collector, only beyond that.
+const (
+	ringKeep      = 256
+	ringKeepBytes = 16 << 10
+)
 
 // Len returns the number of items held.
 func (q *Ring[T]) Len() int { return q.n }
@@ -64,7 +71,8 @@ func (q *Ring[T]) Reset() { *q = Ring[T]{} }
 // empty resets an empty ring's head and gives the memory of a burst back.
 func (q *Ring[T]) empty() {
 	q.head = 0
-	if len(q.buf) > ringKeep {
+	var zero T
+	if len(q.buf) > max(ringKeep, ringKeepBytes/max(int(unsafe.Sizeof(zero)), 1)) {
 		q.buf = nil
 	}
 }
