@@ -145,6 +145,9 @@ type Registry struct {
 	obs   Observer
 	limit int
 	spec  *dispatch.Spec[*Notification, Interface]
+	// epoch is when the registry was made: callbacks are timed as offsets from it, on the
+	// monotonic clock (see dispatch).
+	epoch time.Time
 
 	checkpoint func(urgent bool) // Options.RequestCheckpoint
 
@@ -171,6 +174,7 @@ func NewRegistry(opts Options) *Registry {
 		limit:  limit,
 		active: make(map[string]Interface),
 		spec:   newSpec(limit),
+		epoch:  time.Now(),
 	}
 	r.checkpoint = opts.RequestCheckpoint
 	return r
@@ -596,14 +600,14 @@ func (r *Registry) run(e *Entry) {
 		if !more {
 			return
 		}
-		var clock time.Time // when the callback before returned, if the next one follows at once
+		clock := noClock // when the callback before returned, if the next one follows at once
 		for k, n := range batch {
 			e.box.Started()
 			if e.w.Context().Err() == nil && e.begin() {
 				clock = r.dispatch(e, n, clock)
 				e.end(n)
 			} else {
-				clock = time.Time{}
+				clock = noClock
 			}
 			batch[k] = nil // hold no notification beyond its delivery
 		}
@@ -691,18 +695,23 @@ func (e *Entry) next(batch []*Notification) (_ []*Notification, overflow int, mo
 	}
 }
 
-// dispatch runs e's callback for *p and reports the outcome. With an Observer it returns when
-// the callback returned, which, given back as start for the next notification of the same batch,
-// saves reading the clock again (it is slow on some virtual machines, and the Observer needs it
-// twice per callback): the callback of a non-durable entry starts right after that.
-func (r *Registry) dispatch(e *Entry, p *Notification, start time.Time) (end time.Time) {
+// noClock is the start given to dispatch when it must read the clock itself.
+const noClock time.Duration = -1
+
+// dispatch runs e's callback for *p and reports the outcome. Times are read on the monotonic
+// clock alone, as offsets from the registry's epoch (half the cost of time.Now, which reads the
+// wall clock too: on some machines each reading costs more than the rest of a delivery). With an
+// Observer it returns when the callback returned, which, given back as start for the next
+// notification of the same batch, saves reading the clock again: the callback of a non-durable
+// entry starts right after that. start is noClock when there is no such reading.
+func (r *Registry) dispatch(e *Entry, p *Notification, start time.Duration) (end time.Duration) {
 	n := *p
 	if e.obs != nil {
-		if start.IsZero() || e.durable {
-			start = time.Now()
+		if start == noClock || e.durable {
+			start = time.Since(r.epoch)
 		}
 		e.cur = n // the Observer's copy: it cannot change what other registrations get
-		e.obs.CallbackStarted(e.owner, &e.cur, start.Sub(n.ReadAt))
+		e.obs.CallbackStarted(e.owner, &e.cur, start-n.ReadAt.Sub(r.epoch))
 	}
 	e.delivered.Add(1)
 	ctx := e.w.Context()
@@ -722,9 +731,9 @@ func (r *Registry) dispatch(e *Entry, p *Notification, start time.Time) (end tim
 			"interface", n.SymbolicLinkName, "err", err)
 	}
 	if e.obs != nil {
-		end = time.Now()
+		end = time.Since(r.epoch)
 		e.cur = n
-		e.obs.CallbackDone(e.owner, &e.cur, end.Sub(start), err)
+		e.obs.CallbackDone(e.owner, &e.cur, end-start, err)
 	}
 	return end
 }
