@@ -84,10 +84,21 @@ func (fsys FS) CPUs() ([]CPU, error) {
 }
 
 // cpus reads the CPUs numbered nums, in order, leaving out those whose directory is gone. The
-// cpu/online list is read once, and only if some CPU has no online file.
+// cpu/online list is read once, and only if some CPU has no online file. A CPU that a node
+// directory links is read without listing its directory.
 func (fsys FS) cpus(nums []int) ([]CPU, error) {
 	out := make([]CPU, 0, len(nums))
 	buf := make([]byte, scratchSize)
+	links := fsys.nodeLinks("cpu")
+	var cd dir // the cpu directory, open while links tell nodes
+	if links != nil {
+		var err error
+		if cd, err = openDir(fsys.Path(cpuDir)); err != nil {
+			links = nil
+		} else {
+			defer cd.close()
+		}
+	}
 	var online []int
 	onlineList := func() ([]int, error) {
 		if online != nil {
@@ -100,7 +111,13 @@ func (fsys FS) cpus(nums []int) ([]CPU, error) {
 		return l, err
 	}
 	for _, n := range nums {
-		c, err := fsys.readCPU(n, onlineList, buf)
+		var c CPU
+		var err error
+		if node, ok := links[n]; ok {
+			c, err = fsys.readLinkedCPU(cd, n, node, onlineList, buf)
+		} else {
+			c, err = fsys.readCPU(n, onlineList, buf)
+		}
 		if err != nil {
 			if vanished(err, fsys.CPUPath(n)) {
 				continue
@@ -153,6 +170,30 @@ func (fsys FS) readCPU(n int, onlineList func() ([]int, error), buf []byte) (CPU
 	}
 	if c.Online, err = parseBool(b); err != nil {
 		return CPU{}, fmt.Errorf("sysfs: parse %s/online: %w", p, err)
+	}
+	return c, nil
+}
+
+// readLinkedCPU is readCPU of CPU n, which a node directory links to node: it reads its online
+// file through cd, the cpu directory, without listing the CPU's directory.
+func (fsys FS) readLinkedCPU(cd dir, n, node int, onlineList func() ([]int, error), buf []byte) (CPU, error) {
+	p := func() string { return fsys.CPUPath(n) }
+	c := CPU{Number: n, Node: node}
+	b, absent, err := readIn(cd, deviceName("cpu", n), "online", buf, p)
+	switch {
+	case err != nil:
+		return CPU{}, fmt.Errorf("sysfs: read %s/online: %w", p(), err)
+	case absent:
+		l, err := onlineList()
+		if err != nil {
+			return CPU{}, err
+		}
+		_, c.Online = slices.BinarySearch(l, n)
+		return c, nil
+	}
+	c.Hotpluggable = true
+	if c.Online, err = parseBool(b); err != nil {
+		return CPU{}, fmt.Errorf("sysfs: parse %s/online: %w", p(), err)
 	}
 	return c, nil
 }
