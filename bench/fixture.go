@@ -9,7 +9,7 @@ import (
 // WriteFixture writes under root a sysfs tree of cpus CPUs and blocks memory blocks of 128 MiB,
 // all online, on NUMA node 0, laid out as this machine's kernel lays them out (cpu0 without an
 // online file; each directory with the same entries as the real ones, so that listing one costs
-// what it costs on /sys). It is what the start-up benchmark points --path.sysfs at to stand for a
+// what it costs on /sys; node0 linking every CPU and block, as each links node0). It is what the start-up benchmark points --path.sysfs at to stand for a
 // large machine. root must exist and be empty.
 func WriteFixture(root string, cpus, blocks int) error {
 	if cpus < 1 || blocks < 0 {
@@ -39,6 +39,7 @@ func WriteFixture(root string, cpus, blocks int) error {
 		w.file(d+"cpu_capacity", "1024\n")
 		w.link(d+"subsystem", "../../../../bus/cpu")
 		w.link(d+"node0", "../../node/node0")
+		w.link(fmt.Sprintf("devices/system/node/node0/cpu%d", n), "../../cpu/cpu"+fmt.Sprint(n))
 		if n > 0 {
 			w.file(d+"online", "1\n")
 		}
@@ -58,6 +59,7 @@ func WriteFixture(root string, cpus, blocks int) error {
 		w.file(d+"removable", "1\n")
 		w.link(d+"subsystem", "../../../../bus/memory")
 		w.link(d+"node0", "../../node/node0")
+		w.link(fmt.Sprintf("devices/system/node/node0/memory%d", n), "../../memory/memory"+fmt.Sprint(n))
 	}
 	return w.err
 }
