@@ -118,6 +118,9 @@ func (i Interface) IsMemoryDevice() bool { return i.Blocks != "" }
 
 // Less orders interfaces by class name, then number: processors before memory.
 func (i Interface) Less(j Interface) bool {
+	if i.ClassGUID == j.ClassGUID {
+		return i.Number < j.Number
+	}
 	if ci, cj := ClassName(i.ClassGUID), ClassName(j.ClassGUID); ci != cj {
 		return ci > cj // "processor" > "memory": processors first
 	}

@@ -153,6 +153,7 @@ type Registry struct {
 
 	mu      sync.Mutex
 	active  map[string]Interface // keyed by SymbolicLink
+	sorted  []Interface          // active sorted with compareInterfaces; nil once active changed
 	entries dispatch.Set[*Entry]
 	lastID  uint64         // the ID of the last notification published
 	slab    []Notification // where Publish puts the next notifications the queues point to
@@ -250,6 +251,7 @@ func (r *Registry) Seed(ifaces []Interface) {
 	}
 	r.mu.Lock()
 	r.active = active
+	r.sorted = nil
 	r.mu.Unlock()
 }
 
@@ -422,6 +424,7 @@ func (r *Registry) Publish(n Notification) bool {
 	} else {
 		delete(r.active, n.SymbolicLinkName)
 	}
+	r.sorted = nil
 	r.lastID++
 	n.ID = r.lastID
 	var p *Notification // one copy, which every queue points to
@@ -529,15 +532,26 @@ func (r *Registry) Close(ctx context.Context) error {
 	return fmt.Errorf("notify: close: callbacks of %s are still running: %w", strings.Join(running, ", "), ctx.Err())
 }
 
-// activeOf returns the active interfaces of class (AllClasses: all), sorted. r.mu must be held.
+// activeOf returns a copy of the active interfaces of class (AllClasses: all), sorted. The
+// active set is sorted once for all the calls until it changes: at start, every registration,
+// the web hub and the first Checkpoint each ask for it. r.mu must be held.
 func (r *Registry) activeOf(class uuid.UUID) []Interface {
-	out := make([]Interface, 0, len(r.active))
-	for _, i := range r.active {
+	if r.sorted == nil {
+		r.sorted = make([]Interface, 0, len(r.active))
+		for _, i := range r.active {
+			r.sorted = append(r.sorted, i)
+		}
+		slices.SortFunc(r.sorted, compareInterfaces)
+	}
+	if class == AllClasses {
+		return slices.Clone(r.sorted)
+	}
+	out := make([]Interface, 0, len(r.sorted))
+	for _, i := range r.sorted {
 		if matches(class, i.ClassGUID) {
 			out = append(out, i)
 		}
 	}
-	slices.SortFunc(out, compareInterfaces)
 	return out
 }
 

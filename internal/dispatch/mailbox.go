@@ -104,6 +104,9 @@ func (m *Mailbox[N, I]) Start(existing []I, key func(I) string, include bool, no
 	if include && len(existing) > 0 {
 		now = time.Now()
 	}
+	if !include && len(m.view) == 0 {
+		m.view = make(map[string]I, len(existing))
+	}
 	for _, i := range existing {
 		if !include {
 			m.view[key(i)] = i
