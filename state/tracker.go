@@ -75,6 +75,11 @@ type Tracker struct {
 	// links holds the symbolic links of devices that left the record, for their next arrival:
 	// a device that goes offline and online again costs no new string.
 	links map[key]string
+	// cpus holds, per CPU sysfs showed (at the last scan, or read since), what does not change
+	// while it is present: its node and whether it has an online file. With it, a transition of
+	// a hot-pluggable CPU is confirmed by reading its online file alone (see observe). An add or
+	// remove of the CPU drops its entry; only CPUs sysfs showed get one.
+	cpus map[int]cpuFacts
 	// notes is the array of the last Outcome's Notes, reused by the next Handle.
 	notes    []notify.Notification
 	lastSeq  uint64
@@ -93,7 +98,7 @@ type PresentSet struct {
 // New returns a Tracker over fs with an empty record; call Scan before handling events.
 func New(fs Sysfs) *Tracker {
 	return &Tracker{fs: fs, known: make(map[key]notify.Interface), present: make(map[key]struct{}),
-		held: make(map[key]udev.Event), links: make(map[key]string), now: time.Now}
+		held: make(map[key]udev.Event), links: make(map[key]string), cpus: make(map[int]cpuFacts), now: time.Now}
 }
 
 // Present returns the CPUs and memory blocks present as of the last scan, add and remove the
@@ -249,8 +254,10 @@ func (t *Tracker) read() ([]notify.Interface, error) {
 	}
 	out := make([]notify.Interface, 0, len(cpus)+len(blocks))
 	present := make(map[key]struct{}, len(cpus)+len(blocks))
+	t.cpus = make(map[int]cpuFacts, len(cpus))
 	for _, c := range cpus {
 		present[key{KindCPU, c.Number}] = struct{}{}
+		t.cpus[c.Number] = cpuFacts{c.Node, c.Hotpluggable}
 		if c.Online {
 			out = append(out, CPUInterface(c))
 		}
@@ -379,6 +386,9 @@ func (t *Tracker) Handle(ev *udev.Event) (out Outcome) {
 		return out
 	}
 	k := key{kind, n}
+	if kind == KindCPU && (ev.Action == "add" || ev.Action == "remove") {
+		delete(t.cpus, n) // a CPU added again may be another node's
+	}
 	switch ev.Action {
 	case "add":
 		if _, ok := t.present[k]; !ok {
@@ -434,6 +444,19 @@ func (t *Tracker) Handle(ev *udev.Event) (out Outcome) {
 
 func (t *Tracker) isPresent(k key) bool { _, ok := t.present[k]; return ok }
 
+// cpuFacts is what the tracker keeps of a present CPU: what sysfs showed of it that does not
+// change while it is present.
+type cpuFacts struct {
+	node         int
+	hotpluggable bool
+}
+
+// onlineReader is implemented by sysfs.FS: a CPU's online state from its online file alone,
+// with fs.ErrNotExist when there is no such file. A scripted Sysfs without it is read whole.
+type onlineReader interface {
+	CPUOnline(n int) (bool, error)
+}
+
 // deviceState is what sysfs shows of a CPU or block. hotpluggable is false for a CPU without
 // an online file (such as cpu0 on most x86 machines), which never goes offline.
 type deviceState struct{ exists, online, hotpluggable bool }
@@ -443,10 +466,24 @@ type deviceState struct{ exists, online, hotpluggable bool }
 // zones (for an arrival): never while it may still be being added (see sysfs.MemoryBlock).
 func (t *Tracker) observe(k key, zones bool) (notify.Interface, deviceState, error) {
 	if k.kind == KindCPU {
+		if f, ok := t.cpus[k.n]; ok && f.hotpluggable {
+			if r, ok := t.fs.(onlineReader); ok {
+				on, err := r.CPUOnline(k.n)
+				if err == nil {
+					c := sysfs.CPU{Number: k.n, Node: f.node, Online: on, Hotpluggable: true}
+					return cpuInterface(c, t.link(k)), deviceState{true, on, true}, nil
+				}
+				if !errors.Is(err, fs.ErrNotExist) {
+					return notify.Interface{}, deviceState{}, err
+				}
+				delete(t.cpus, k.n) // gone, or changed: the whole read says which
+			}
+		}
 		c, err := t.fs.CPU(k.n)
 		if err != nil {
 			return notify.Interface{}, deviceState{}, err
 		}
+		t.cpus[k.n] = cpuFacts{c.Node, c.Hotpluggable}
 		return cpuInterface(c, t.link(k)), deviceState{true, c.Online, c.Hotpluggable}, nil
 	}
 	read := t.fs.MemoryBlockBasics

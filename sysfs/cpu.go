@@ -3,6 +3,8 @@ package sysfs
 import (
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // CPU is one logical CPU as sysfs shows it under devices/system/cpu/cpuN.
@@ -138,6 +140,31 @@ func (fsys FS) CPU(n int) (CPU, error) {
 	var buf [scratchSize]byte
 	c, err := fsys.readCPU(n, func() ([]int, error) { return fsys.cpuList("online") }, buf[:])
 	return c, notExistIfVanished(err, fsys.CPUPath(n))
+}
+
+// CPUOnline reports whether CPU n is online, from its online file alone: one open, read and
+// close, with no allocation. The error wraps fs.ErrNotExist when there is no such file: CPU n
+// is gone, or has no online file (see CPU.Hotpluggable). It blocks on the file read and is safe
+// for concurrent use.
+func (fsys FS) CPUOnline(n int) (bool, error) {
+	if n < 0 {
+		return false, fmt.Errorf("sysfs: invalid CPU number %d", n)
+	}
+	var pb [256]byte // the path, built without allocating while it fits, and its NUL
+	p := append(pb[:0], strings.TrimSuffix(fsys.root, "/")...)
+	p = append(p, "/"+cpuDir+"/cpu"...)
+	p = strconv.AppendInt(p, int64(n), 10)
+	p = append(p, "/online"...)
+	var buf [maxAttrSize + 1]byte
+	b, err := readAttrPath(p, buf[:])
+	if err != nil {
+		return false, fmt.Errorf("sysfs: read %s: %w", string(p), err)
+	}
+	on, err := parseBool(b)
+	if err != nil {
+		return false, fmt.Errorf("sysfs: parse %s: %w", string(p), err)
+	}
+	return on, nil
 }
 
 // readCPU reads CPU n, using buf as scratch space of scratchSize bytes. It lists cpuN once,

@@ -261,3 +261,48 @@ func TestCPUsVanished(t *testing.T) {
 		t.Errorf("cpus() mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestCPUOnline: the online file alone says whether a CPU runs; no file, whether the CPU is
+// gone or never had one, is fs.ErrNotExist; a value other than 0 or 1 is an error; and the read
+// allocates nothing.
+func TestCPUOnline(t *testing.T) {
+	tr := minimalTree()
+	tr["devices/system/cpu/cpu1/online"] = "1\n"
+	tr["devices/system/cpu/cpu2/online"] = "0\n"
+	tr["devices/system/cpu/cpu3/online"] = "yes\n"
+	fsys := tr.mustFS(t)
+	for _, c := range []struct {
+		n        int
+		want     bool
+		notExist bool
+		fails    bool
+	}{
+		{n: 1, want: true},
+		{n: 2, want: false},
+		{n: 0, notExist: true}, // cpu0 has no online file
+		{n: 7, notExist: true}, // no cpu7
+		{n: 3, fails: true},
+		{n: -1, fails: true},
+	} {
+		got, err := fsys.CPUOnline(c.n)
+		switch {
+		case c.notExist:
+			if !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("CPUOnline(%d): %v, %v; want an error wrapping fs.ErrNotExist", c.n, got, err)
+			}
+		case c.fails:
+			if err == nil || errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("CPUOnline(%d): %v, %v; want an error", c.n, got, err)
+			}
+		case err != nil || got != c.want:
+			t.Errorf("CPUOnline(%d): %v, %v; want %v", c.n, got, err, c.want)
+		}
+	}
+	want := 0.0
+	if raceEnabled {
+		want = 1
+	}
+	if a := testing.AllocsPerRun(100, func() { fsys.CPUOnline(1) }); a > want {
+		t.Errorf("CPUOnline allocates %v times; want %v", a, want)
+	}
+}

@@ -2,7 +2,11 @@
 
 package sysfs
 
-import "golang.org/x/sys/unix"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // On Linux the package reads sysfs with plain system calls rather than through *os.File. An
 // *os.File registers a kernfs attribute (kernfs files support poll) with the runtime's network
@@ -80,6 +84,37 @@ func readAttrAt(dirfd int, name string, buf []byte) ([]byte, error) {
 		}
 	}
 	unix.Close(fd) // read-only: a close error cannot lose data
+	if err != nil {
+		return nil, err
+	}
+	return checkAttr(buf[:n])
+}
+
+// readAttrPath is readAttr for a path held in p, which it may extend by one byte (a NUL for the
+// kernel): without the copy into a new C string that a string path costs, it allocates nothing.
+func readAttrPath(p []byte, buf []byte) ([]byte, error) {
+	z := append(p, 0)
+	cwd := unix.AT_FDCWD // a variable: the constant is negative
+	var fd uintptr
+	var errno unix.Errno
+	for {
+		fd, _, errno = unix.Syscall6(unix.SYS_OPENAT, uintptr(cwd), uintptr(unsafe.Pointer(unsafe.SliceData(z))),
+			uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
+		if errno != unix.EINTR {
+			break
+		}
+	}
+	if errno != 0 {
+		return nil, errno
+	}
+	var n int
+	var err error
+	for {
+		if n, err = unix.Read(int(fd), buf[:maxAttrSize+1]); err != unix.EINTR {
+			break
+		}
+	}
+	unix.Close(int(fd)) // read-only: a close error cannot lose data
 	if err != nil {
 		return nil, err
 	}

@@ -55,3 +55,6 @@ func readAttr(p string, buf []byte) ([]byte, error) {
 	}
 	return checkAttr(buf[:n])
 }
+
+// readAttrPath is readAttr for a path held in p.
+func readAttrPath(p []byte, buf []byte) ([]byte, error) { return readAttr(string(p), buf) }
