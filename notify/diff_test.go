@@ -13,7 +13,7 @@ func diff(view, active map[string]Interface, now time.Time) []Notification {
 	var out []Notification
 	for _, n := range dispatch.Resync(newSpec(0), view, active, nil) {
 		n.ReadAt = now
-		out = append(out, *n)
+		out = append(out, n.Notification)
 	}
 	return out
 }

@@ -130,7 +130,7 @@ func (r *Registry) resume(e *Entry, c *Cursor, existing []Interface) {
 	for _, i := range existing {
 		active[i.SymbolicLink] = i
 	}
-	e.box.Resync(active, nil, func(n *Notification) *Notification { *n = r.restate(e, *n); return n })
+	e.box.Resync(active, nil, func(q *queued) *queued { q.Notification = r.restate(e, q.Notification); return q })
 }
 
 // restate gives n, made for e alone, the registry's next ID when e is durable, so that its
@@ -210,7 +210,7 @@ func (r *Registry) Checkpoint(maxPending int) Checkpoint {
 		c.Pending = append(c.Pending, e.replay...)
 		take := max(min(e.box.Len(), maxPending-len(c.Pending)), 0)
 		for k := range take {
-			c.Pending = append(c.Pending, *e.box.At(k))
+			c.Pending = append(c.Pending, e.box.At(k).Notification)
 		}
 		// The number of the last queued notification held: the queue's head is number
 		// pushed-len+1.

@@ -144,7 +144,7 @@ type Registry struct {
 	log   *slog.Logger
 	obs   Observer
 	limit int
-	spec  *dispatch.Spec[*Notification, Interface]
+	spec  *dispatch.Spec[*queued, Interface]
 	// epoch is when the registry was made: callbacks are timed as offsets from it, on the
 	// monotonic clock (see dispatch).
 	epoch time.Time
@@ -155,8 +155,17 @@ type Registry struct {
 	active  map[string]Interface // keyed by SymbolicLink
 	sorted  []Interface          // active sorted with compareInterfaces; nil once active changed
 	entries dispatch.Set[*Entry]
-	lastID  uint64         // the ID of the last notification published
-	slab    []Notification // where Publish puts the next notifications the queues point to
+	lastID  uint64   // the ID of the last notification published
+	slab    []queued // where Publish puts the next notifications the queues point to
+}
+
+// queued is a notification as the queues hold it: shared by every registration that gets it, and
+// never modified once queued (but for restate, on one made for a single registration).
+type queued struct {
+	Notification
+	// prior is, for a removal, the interface as it was active before: what undoes it when a
+	// queue's view is worked out from the active set (dispatch.Mailbox.Track).
+	prior Interface
 }
 
 // NewRegistry returns an empty, open registry. It does not block and is safe for concurrent use.
@@ -202,10 +211,10 @@ type Entry struct {
 	idle    chan struct{} // capacity 1: "running went false"
 	saved   chan struct{} // capacity 1, durable entries: "a Checkpoint was saved"
 
-	mu      sync.Mutex                                 // guards the fields below; taken after Registry.mu
-	stopped bool                                       // Registry.Stop: no callback starts
-	running bool                                       // a callback runs
-	box     dispatch.Mailbox[*Notification, Interface] // immutable notifications, shared
+	mu      sync.Mutex                           // guards the fields below; taken after Registry.mu
+	stopped bool                                 // Registry.Stop: no callback starts
+	running bool                                 // a callback runs
+	box     dispatch.Mailbox[*queued, Interface] // immutable notifications, shared
 	durableState
 }
 
@@ -250,6 +259,12 @@ func (r *Registry) Seed(ifaces []Interface) {
 		active[i.SymbolicLink] = i
 	}
 	r.mu.Lock()
+	for _, e := range r.entries.Registered() {
+		// Their views follow the active set: they must stay where they are.
+		e.mu.Lock()
+		e.box.Freeze()
+		e.mu.Unlock()
+	}
 	r.active = active
 	r.sorted = nil
 	r.mu.Unlock()
@@ -313,6 +328,7 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 		e.obs = o.ForOwner(owner)
 	}
 	e.box.Init(r.spec)
+	e.box.Track(func() map[string]Interface { return r.active }, func(i Interface) bool { return matches(class, i.ClassGUID) })
 	if durable {
 		e.saved = make(chan struct{}, 1)
 	}
@@ -332,10 +348,10 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 		// With include the existing arrivals fill the view as they are delivered; without, the
 		// entry is not told about what is active, but its later notifications continue from
 		// that state, so that is where its view starts.
-		e.box.Start(existing, interfaceKey, include, func(n *Notification) *Notification {
-			n.Cause = CauseExisting
-			*n = r.restate(e, *n)
-			return n
+		e.box.Start(existing, interfaceKey, include, func(q *queued) *queued {
+			q.Cause = CauseExisting
+			q.Notification = r.restate(e, q.Notification)
+			return q
 		})
 	}
 	if durable && resume == nil {
@@ -427,11 +443,11 @@ func (r *Registry) Publish(n Notification) bool {
 	r.sorted = nil
 	r.lastID++
 	n.ID = r.lastID
-	var p *Notification // one copy, which every queue points to
+	var p *queued // one copy, which every queue points to
 	for _, e := range r.entries.Registered() {
 		if matches(e.class, n.InterfaceClassGUID) {
 			if p == nil {
-				p = r.place(n)
+				p = r.place(n, cur)
 			}
 			r.enqueue(e, p)
 		}
@@ -443,15 +459,18 @@ func (r *Registry) Publish(n Notification) bool {
 // slabSize is how many notifications Publish allocates at once.
 const slabSize = 64
 
-// place returns a copy of n that the queues share and no one modifies: from a slab, so that a
-// notification costs a fraction of an allocation however many registrations get it. r.mu must
-// be held.
-func (r *Registry) place(n Notification) *Notification {
+// place returns a copy of n, which replaces prior (for a removal), that the queues share and no
+// one modifies: from a slab, so that a notification costs a fraction of an allocation however
+// many registrations get it. r.mu must be held.
+func (r *Registry) place(n Notification, prior Interface) *queued {
 	if len(r.slab) == 0 {
-		r.slab = make([]Notification, slabSize)
+		r.slab = make([]queued, slabSize)
 	}
 	p := &r.slab[0]
-	*p = n
+	p.Notification = n
+	if !n.IsArrival() {
+		p.prior = prior
+	}
 	r.slab = r.slab[1:]
 	return p
 }
@@ -564,7 +583,7 @@ func (e *Entry) remove() bool {
 
 // enqueue appends n to e's queue, or drops the queue for a resync when it is full, and wakes
 // e's dispatch goroutine if it waits for it. r.mu must be held.
-func (r *Registry) enqueue(e *Entry, n *Notification) {
+func (r *Registry) enqueue(e *Entry, n *queued) {
 	e.mu.Lock()
 	wake := e.box.Offer(n)
 	e.mu.Unlock()
@@ -581,7 +600,7 @@ func (r *Registry) catchUp(e *Entry) {
 	e.mu.Lock()
 	if e.box.Stale() {
 		e.box.Resync(r.active, func(i Interface) bool { return matches(e.class, i.ClassGUID) },
-			func(n *Notification) *Notification { *n = r.restate(e, *n); return n })
+			func(q *queued) *queued { q.Notification = r.restate(e, q.Notification); return q })
 	}
 	e.mu.Unlock()
 	r.mu.Unlock()
@@ -599,7 +618,7 @@ const batchMax = 64
 
 // run is the dispatch goroutine of e: it delivers e's queue in order until e is removed.
 func (r *Registry) run(e *Entry) {
-	var batch []*Notification
+	var batch []*queued
 	for {
 		var overflow int
 		var more bool
@@ -645,11 +664,11 @@ func (e *Entry) begin() bool {
 }
 
 // end is called when e's callback has returned from n.
-func (e *Entry) end(n *Notification) {
+func (e *Entry) end(n *queued) {
 	e.mu.Lock()
 	e.running = false
 	if e.durable {
-		e.finished(n)
+		e.finished(&n.Notification)
 	}
 	e.mu.Unlock()
 	select {
@@ -664,7 +683,7 @@ func (e *Entry) end(n *Notification) {
 // next waits for e's next notifications and appends them to batch: up to batchMax of them, one
 // for a durable e (whose Checkpoints count them one by one). It returns none but an overflow to
 // report when there is only that, and more=false once e is removed.
-func (e *Entry) next(batch []*Notification) (_ []*Notification, overflow int, more bool) {
+func (e *Entry) next(batch []*queued) (_ []*queued, overflow int, more bool) {
 	for {
 		e.mu.Lock()
 		if e.box.Stale() {
@@ -687,15 +706,15 @@ func (e *Entry) next(batch []*Notification) (_ []*Notification, overflow int, mo
 		switch {
 		case len(e.replay) > 0:
 			// Given before this start, perhaps seen: the view already follows from them.
-			n := &e.replay[0]
+			n := &queued{Notification: e.replay[0]}
 			e.replay = e.replay[1:]
-			e.inflight, e.hasInflight, e.inflightNum = *n, true, 0
+			e.inflight, e.hasInflight, e.inflightNum = n.Notification, true, 0
 			batch = append(batch, n)
 			e.box.Hold()
 		case e.box.Len() > 0 && e.durable:
 			e.inflightNum = e.box.Pushed() - uint64(e.box.Len()) + 1
 			batch = e.box.Take(batch, 1)
-			e.inflight, e.hasInflight = *batch[0], true
+			e.inflight, e.hasInflight = batch[len(batch)-1].Notification, true
 		case e.box.Len() > 0:
 			batch = e.box.Take(batch, batchMax)
 		case overflow == 0:
@@ -718,8 +737,8 @@ const noClock time.Duration = -1
 // Observer it returns when the callback returned, which, given back as start for the next
 // notification of the same batch, saves reading the clock again: the callback of a non-durable
 // entry starts right after that. start is noClock when there is no such reading.
-func (r *Registry) dispatch(e *Entry, p *Notification, start time.Duration) (end time.Duration) {
-	n := *p
+func (r *Registry) dispatch(e *Entry, p *queued, start time.Duration) (end time.Duration) {
+	n := p.Notification
 	if e.obs != nil {
 		if start == noClock || e.durable {
 			start = time.Since(r.epoch)
@@ -770,17 +789,19 @@ func (r *Registry) exited(e *Entry, clean bool) {
 func (e *Entry) worker() *dispatch.Worker { return e.w }
 
 // newSpec is how a Registry's queues of limit notifications read and make notifications.
-func newSpec(limit int) *dispatch.Spec[*Notification, Interface] {
-	return &dispatch.Spec[*Notification, Interface]{
+func newSpec(limit int) *dispatch.Spec[*queued, Interface] {
+	return &dispatch.Spec[*queued, Interface]{
 		Limit: limit,
-		Read: func(n *Notification) (string, bool, Interface) {
-			return n.SymbolicLinkName, n.IsArrival(), n.Interface
+		Read: func(q *queued) (string, bool, Interface) {
+			return q.SymbolicLinkName, q.IsArrival(), q.Interface
 		},
-		Note: func(arrival bool, i Interface, now time.Time) *Notification {
-			n := resyncNote(arrival, i, now)
-			return &n
+		Note: func(arrival bool, i Interface, now time.Time) *queued {
+			return &queued{Notification: resyncNote(arrival, i, now), prior: i}
 		},
 		Compare: compareInterfaces,
+		Prior: func(q *queued) (Interface, bool) {
+			return q.prior, !q.IsArrival()
+		},
 	}
 }
 

@@ -20,6 +20,10 @@ type Spec[N any, I comparable] struct {
 	Note func(arrival bool, iface I, now time.Time) N
 	// Compare orders the interfaces of a resync.
 	Compare func(a, b I) int
+	// Prior, when set, returns what n's key held before n: for a removal, the interface removed,
+	// with ok; for an arrival, ok false. It lets a mailbox that Tracks the truth keep no view of
+	// its own (see Track).
+	Prior func(n N) (i I, ok bool)
 }
 
 // Mailbox is a registration's queue of notifications N about interfaces I: ordered, bounded by
@@ -33,7 +37,9 @@ type Spec[N any, I comparable] struct {
 type Mailbox[N any, I comparable] struct {
 	spec     *Spec[N, I]
 	q        Ring[N]
-	view     map[string]I
+	view     map[string]I // nil while Tracking and the view follows from the truth (see Track)
+	truth    func() map[string]I
+	keep     func(I) bool
 	removed  bool
 	stale    bool         // the queue overflowed: a resync is owed
 	overflow int          // dropped by overflows and not yet reported
@@ -48,6 +54,54 @@ type Mailbox[N any, I comparable] struct {
 func (m *Mailbox[N, I]) Init(spec *Spec[N, I]) {
 	m.spec = spec
 	m.view = make(map[string]I)
+}
+
+// Track makes m keep no view while it keeps up, for a registry whose every notification follows
+// from its truth: truth returns the registry's interfaces as they are (with every notification
+// offered so far applied), of which the registration sees those keep accepts (nil: all). The
+// view is then the truth with the queued notifications undone (Spec.Prior), and is worked out
+// only when it is needed: an overflow, View, Resync; so a notification taken costs no map update.
+// The view stays explicit (and follows what is taken) from SetView or Freeze until the next
+// Resync. truth is called under the lock that guards the truth, which every method of m but
+// Take is called under too. Track must be called after Init, before Start, and needs
+// Spec.Prior.
+func (m *Mailbox[N, I]) Track(truth func() map[string]I, keep func(I) bool) {
+	m.truth, m.keep = truth, keep
+	m.view = nil
+}
+
+// Freeze makes the view explicit: the truth may change from now on without a notification (a
+// registry's Seed), and the view must not follow it.
+func (m *Mailbox[N, I]) Freeze() {
+	if m.view == nil {
+		m.view = m.worked()
+	}
+}
+
+// worked returns the view of a Tracking mailbox: the truth it sees, with the queued
+// notifications, and extra (offered but not queued; at most one), undone, newest first.
+func (m *Mailbox[N, I]) worked(extra ...N) map[string]I {
+	view := make(map[string]I, len(m.truth()))
+	for k, i := range m.truth() {
+		if m.keep == nil || m.keep(i) {
+			view[k] = i
+		}
+	}
+	undo := func(n N) {
+		key, _, _ := m.spec.Read(n)
+		if i, ok := m.spec.Prior(n); ok {
+			view[key] = i
+		} else {
+			delete(view, key)
+		}
+	}
+	for k := len(extra) - 1; k >= 0; k-- {
+		undo(extra[k])
+	}
+	for k := m.q.Len() - 1; k >= 0; k-- {
+		undo(m.q.At(k))
+	}
+	return view
 }
 
 // Offer appends n for the registration's goroutine, or, when the queue is full, drops the
@@ -69,7 +123,11 @@ func (m *Mailbox[N, I]) Offer(n N) (wake bool) {
 		// The goroutine computes the resync when it is free again (Resync), so that a stuck
 		// registration costs the publisher nothing more and holds no queue. What was made for
 		// this registration alone (a resync, the existing interfaces) is dropped too, but is not
-		// counted: the notifications it stood for were counted when they were missed.
+		// counted: the notifications it stood for were counted when they were missed. A
+		// Tracking mailbox works out its view first: what was taken before the queue.
+		if m.view == nil {
+			m.view = m.worked(n)
+		}
 		dropped := m.q.Len() - m.made + 1
 		m.q.Reset()
 		m.made = 0
@@ -104,6 +162,9 @@ func (m *Mailbox[N, I]) Start(existing []I, key func(I) string, include bool, no
 	if include && len(existing) > 0 {
 		now = time.Now()
 	}
+	if m.view == nil && !include {
+		return // Tracking: the view is the truth, which existing is
+	}
 	if !include && len(m.view) == 0 {
 		m.view = make(map[string]I, len(existing))
 	}
@@ -127,7 +188,8 @@ func (m *Mailbox[N, I]) Len() int { return m.q.Len() }
 func (m *Mailbox[N, I]) At(k int) N { return m.q.At(k) }
 
 // Take moves up to most queued notifications, oldest first, to the end of dst and returns it;
-// the view follows them (they count as delivered from now on). Until the goroutine calls
+// the view follows them (they count as delivered from now on: a Tracking mailbox's view needs
+// no update). Until the goroutine calls
 // Started for each, they count against the bound with the queue, and Held counts them. Those
 // made for this registration alone (Push) are taken one at a time, so that the rest stays
 // droppable for a newer resync.
@@ -139,8 +201,10 @@ func (m *Mailbox[N, I]) Take(dst []N, most int) []N {
 	dst = m.q.PopInto(dst, most)
 	m.made = max(m.made-(len(dst)-from), 0)
 	m.held.Add(int64(len(dst) - from))
-	for _, n := range dst[from:] {
-		m.follow(n)
+	if m.view != nil {
+		for _, n := range dst[from:] {
+			m.follow(n)
+		}
 	}
 	return dst
 }
@@ -155,9 +219,15 @@ func (m *Mailbox[N, I]) follow(n N) {
 	}
 }
 
-// View returns the view itself (not a copy): the interfaces the notifications taken so far
-// announced, by key. The caller must not keep it beyond the lock.
-func (m *Mailbox[N, I]) View() map[string]I { return m.view }
+// View returns the view: the interfaces the notifications taken so far announced, by key; the
+// map itself (the caller must not keep it beyond the lock) or, from a Tracking mailbox that keeps
+// up, one worked out for the call.
+func (m *Mailbox[N, I]) View() map[string]I {
+	if m.view == nil {
+		return m.worked()
+	}
+	return m.view
+}
 
 // SetView replaces the view.
 func (m *Mailbox[N, I]) SetView(view map[string]I) { m.view = view }
@@ -183,14 +253,18 @@ func (m *Mailbox[N, I]) Stale() bool { return m.stale && !m.removed }
 // Resync queues the resync a stale mailbox is owed (see Resync) against active, the truth,
 // keeping only the interfaces keep accepts (nil: all), and clears Stale. note, when not nil,
 // rewrites each queued notification.
+// A Tracking mailbox's view follows from the truth again afterwards: active must be its truth.
 func (m *Mailbox[N, I]) Resync(active map[string]I, keep func(I) bool, note func(N) N) {
-	for _, n := range Resync(m.spec, m.view, active, keep) {
+	for _, n := range Resync(m.spec, m.View(), active, keep) {
 		if note != nil {
 			n = note(n)
 		}
 		m.Push(n)
 	}
 	m.stale = false
+	if m.truth != nil {
+		m.view = nil
+	}
 }
 
 // TakeOverflow returns the number of notifications dropped since the last call.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -206,5 +207,95 @@ func TestMailboxCountsOnlyMissedNotifications(t *testing.T) {
 	}
 	if got := m.Take(nil, 10); len(got) != 2 || m.Held() != 3 {
 		t.Errorf("then Take(10) = %v with %d held; want the two offered, 3 held", strs(got), m.Held())
+	}
+}
+
+// tracked is a notification of an interface that says what it replaced, for a Tracking mailbox.
+type tracked struct {
+	note
+	prior int
+}
+
+// TestMailboxTrackingMatchesView: a mailbox that Tracks the truth, keeping no view, takes,
+// overflows and resyncs exactly as one that keeps its view, through random offers of arrivals,
+// removals and changes (a removal and an arrival of other details), takes and a mid-way Seed of
+// a truth no notification announced.
+func TestMailboxTrackingMatchesView(t *testing.T) {
+	resyncs := 0
+	for seed := range int64(50) {
+		rng := rand.New(rand.NewPCG(uint64(seed), 1))
+		plain := &Spec[tracked, int]{
+			Limit: 4,
+			Read:  func(n tracked) (string, bool, int) { return n.key, n.arrival, n.iface },
+			Note: func(arrival bool, i int, _ time.Time) tracked {
+				return tracked{note{arrival, fmt.Sprint("k", i%10), i}, i}
+			},
+			Compare: cmp.Compare[int],
+		}
+		withPrior := *plain
+		withPrior.Prior = func(n tracked) (int, bool) { return n.prior, !n.arrival }
+		truth := map[string]int{"k1": 1, "k2": 2, "k7": 7}
+		keep := func(i int) bool { return i%10 != 9 } // the registration's class: not k9
+		var eager, lazy Mailbox[tracked, int]
+		eager.Init(plain)
+		lazy.Init(&withPrior)
+		lazy.Track(func() map[string]int { return truth }, keep)
+		existing := []int{1, 2, 7}
+		include := seed%2 == 0
+		eager.Start(existing, func(i int) string { return fmt.Sprint("k", i%10) }, include, nil)
+		lazy.Start(existing, func(i int) string { return fmt.Sprint("k", i%10) }, include, nil)
+		var gotE, gotL []tracked
+		for step := range 200 {
+			switch r := rng.IntN(10); {
+			case r < 5: // publish a change of one key
+				k := rng.IntN(10)
+				key := fmt.Sprint("k", k)
+				cur, ok := truth[key]
+				var n tracked
+				if ok {
+					n = tracked{note{false, key, cur}, cur}
+					delete(truth, key)
+				} else {
+					v := k + 10*rng.IntN(5)
+					n = tracked{note: note{true, key, v}}
+					truth[key] = v
+				}
+				if keep(n.iface) {
+					eager.Offer(n)
+					lazy.Offer(n)
+				}
+			case r < 9: // the goroutine takes some, or resyncs
+				if eager.Stale() != lazy.Stale() {
+					t.Fatalf("seed %d step %d: stale %v and %v", seed, step, eager.Stale(), lazy.Stale())
+				}
+				if eager.Stale() {
+					resyncs++
+					eager.Resync(truth, keep, nil)
+					lazy.Resync(truth, keep, nil)
+				}
+				most := 1 + rng.IntN(3)
+				gotE = eager.Take(gotE, most)
+				gotL = lazy.Take(gotL, most)
+				for range eager.Held() {
+					eager.Started()
+				}
+				for range lazy.Held() {
+					lazy.Started()
+				}
+			default: // a Seed: the truth changes without a notification
+				lazy.Freeze()
+				k := rng.IntN(10)
+				truth[fmt.Sprint("k", k)] = k + 50
+			}
+		}
+		if diff := gocmp.Diff(gotE, gotL, gocmp.AllowUnexported(tracked{}, note{})); diff != "" {
+			t.Fatalf("seed %d: taken (-keeping a view +tracking):\n%s", seed, diff)
+		}
+		if diff := gocmp.Diff(eager.View(), lazy.View()); diff != "" {
+			t.Fatalf("seed %d: view (-keeping +tracking):\n%s", seed, diff)
+		}
+	}
+	if resyncs == 0 {
+		t.Error("no queue overflowed: the test did not try a resync")
 	}
 }
