@@ -208,7 +208,7 @@ type Entry struct {
 	delivered atomic.Uint64
 
 	durable bool          // RegisterDurable: see durable.go
-	idle    chan struct{} // capacity 1: "running went false"
+	idle    chan struct{} // capacity 1: "running went false" once stopped
 	saved   chan struct{} // capacity 1, durable entries: "a Checkpoint was saved"
 
 	mu      sync.Mutex                           // guards the fields below; taken after Registry.mu
@@ -663,17 +663,21 @@ func (e *Entry) begin() bool {
 	return true
 }
 
-// end is called when e's callback has returned from n.
+// end is called when e's callback has returned from n. Only a Stop waits for it (awaitIdle), and
+// only once it has stopped e: only then is it told.
 func (e *Entry) end(n *queued) {
 	e.mu.Lock()
 	e.running = false
 	if e.durable {
 		e.finished(&n.Notification)
 	}
+	stopped := e.stopped
 	e.mu.Unlock()
-	select {
-	case e.idle <- struct{}{}:
-	default:
+	if stopped {
+		select {
+		case e.idle <- struct{}{}:
+		default:
+		}
 	}
 	if e.durable {
 		e.r.requestCheckpoint(false)
@@ -743,7 +747,7 @@ func (r *Registry) dispatch(e *Entry, p *queued, start time.Duration) (end time.
 		if start == noClock || e.durable {
 			start = time.Since(r.epoch)
 		}
-		e.cur = n // the Observer's copy: it cannot change what other registrations get
+		e.cur = n // the Observer's copy, for both calls: it cannot change what other registrations get
 		e.obs.CallbackStarted(e.owner, &e.cur, start-n.ReadAt.Sub(r.epoch))
 	}
 	e.delivered.Add(1)
@@ -765,7 +769,6 @@ func (r *Registry) dispatch(e *Entry, p *queued, start time.Duration) (end time.
 	}
 	if e.obs != nil {
 		end = time.Since(r.epoch)
-		e.cur = n
 		e.obs.CallbackDone(e.owner, &e.cur, end-start, err)
 	}
 	return end
