@@ -634,11 +634,28 @@ func (r *Registry) run(e *Entry) {
 			return
 		}
 		clock := noClock // when the callback before returned, if the next one follows at once
+		running := false // e still runs from the callback before (non-durable e, same batch)
 		for k, n := range batch {
 			e.box.Started()
-			if e.w.Context().Err() == nil && e.begin() {
+			ok := false
+			switch {
+			case e.w.Context().Err() != nil:
+				if running {
+					e.end(nil)
+				}
+			case running:
+				ok = e.goOn()
+			default:
+				ok = e.begin()
+			}
+			running = false
+			if ok {
 				clock = r.dispatch(e, n, clock)
-				e.end(n)
+				if e.durable || k == len(batch)-1 {
+					e.end(n)
+				} else {
+					running = true // end and the next begin in one goOn
+				}
 			} else {
 				clock = noClock
 			}
@@ -663,8 +680,35 @@ func (e *Entry) begin() bool {
 	return true
 }
 
-// end is called when e's callback has returned from n. Only a Stop waits for it (awaitIdle), and
-// only once it has stopped e: only then is it told.
+// goOn is end and begin, for the next notification of a batch, under one lock: a non-durable e
+// stays running from one callback to the next, unless it was removed or stopped meanwhile (then
+// it ends, and goOn returns false).
+func (e *Entry) goOn() bool {
+	e.mu.Lock()
+	if !e.box.Removed() && !e.stopped {
+		e.mu.Unlock()
+		return true
+	}
+	e.running = false
+	stopped := e.stopped
+	e.mu.Unlock()
+	if stopped {
+		e.signalIdle()
+	}
+	return false
+}
+
+// signalIdle tells a Stop waiting in awaitIdle that e's running went false.
+func (e *Entry) signalIdle() {
+	select {
+	case e.idle <- struct{}{}:
+	default:
+	}
+}
+
+// end is called when e's callback has returned from n (nil: a non-durable e's last callback,
+// which goOn did not end). Only a Stop waits for it (awaitIdle), and only once it has stopped e:
+// only then is it told.
 func (e *Entry) end(n *queued) {
 	e.mu.Lock()
 	e.running = false
@@ -674,10 +718,7 @@ func (e *Entry) end(n *queued) {
 	stopped := e.stopped
 	e.mu.Unlock()
 	if stopped {
-		select {
-		case e.idle <- struct{}{}:
-		default:
-		}
+		e.signalIdle()
 	}
 	if e.durable {
 		e.r.requestCheckpoint(false)
