@@ -791,7 +791,7 @@ func (r *Registry) dispatch(e *Entry, p *queued, start time.Duration) (end time.
 		e.cur = n // the Observer's copy, for both calls: it cannot change what other registrations get
 		e.obs.CallbackStarted(e.owner, &e.cur, start-n.ReadAt.Sub(r.epoch))
 	}
-	e.delivered.Add(1)
+	e.delivered.Store(e.delivered.Load() + 1) // written by this goroutine alone: no locked add
 	ctx := e.w.Context()
 	err, panicked, omitted := e.stacks.Call(func() error { return e.cb(ctx, n, e.userCtx) })
 	switch {

@@ -46,7 +46,7 @@ type Mailbox[N any, I comparable] struct {
 	waiting  bool         // the goroutine waits for an Offer
 	pushed   uint64       // notifications ever queued: the head of the queue is number pushed-Len+1
 	made     int          // the queued notifications made for this registration (Push): the first ones
-	held     atomic.Int64 // taken off the queue, their callback not started yet (Started)
+	held     atomic.Int64 // taken off the queue, their callback not started yet (Started); see hold
 	dropped  atomic.Uint64
 }
 
@@ -200,7 +200,7 @@ func (m *Mailbox[N, I]) Take(dst []N, most int) []N {
 	from := len(dst)
 	dst = m.q.PopInto(dst, most)
 	m.made = max(m.made-(len(dst)-from), 0)
-	m.held.Add(int64(len(dst) - from))
+	m.hold(len(dst) - from)
 	if m.view != nil {
 		for _, n := range dst[from:] {
 			m.follow(n)
@@ -234,11 +234,16 @@ func (m *Mailbox[N, I]) SetView(view map[string]I) { m.view = view }
 
 // Hold counts a notification the goroutine takes from elsewhere than the queue (a replay) as
 // Take does: Started follows it.
-func (m *Mailbox[N, I]) Hold() { m.held.Add(1) }
+func (m *Mailbox[N, I]) Hold() { m.hold(1) }
 
 // Started records that the callback of one notification taken by Take (or held with Hold)
 // starts, or that it is skipped. It may be called without the lock.
-func (m *Mailbox[N, I]) Started() { m.held.Add(-1) }
+func (m *Mailbox[N, I]) Started() { m.hold(-1) }
+
+// hold adds k to held. Only the registration's goroutine writes held (Take, Hold, Started), so a
+// load and a store do, without the locked read-modify-write of an Add, which costs more than
+// the rest of a Started; Offer, on another goroutine, only loads it.
+func (m *Mailbox[N, I]) hold(k int) { m.held.Store(m.held.Load() + int64(k)) }
 
 // Held returns the number of notifications taken and not Started. It may be called without the
 // lock.
