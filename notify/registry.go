@@ -145,9 +145,6 @@ type Registry struct {
 	obs   Observer
 	limit int
 	spec  *dispatch.Spec[*queued, Interface]
-	// epoch is when the registry was made: callbacks are timed as offsets from it, on the
-	// monotonic clock (see dispatch).
-	epoch time.Time
 
 	checkpoint func(urgent bool) // Options.RequestCheckpoint
 
@@ -184,7 +181,6 @@ func NewRegistry(opts Options) *Registry {
 		limit:  limit,
 		active: make(map[string]Interface),
 		spec:   newSpec(limit),
-		epoch:  time.Now(),
 	}
 	r.checkpoint = opts.RequestCheckpoint
 	return r
@@ -205,6 +201,7 @@ type Entry struct {
 	startID   uint64          // the registry's LastID when the entry was registered
 	cur       Notification    // the notification shown to the Observer; dispatch goroutine only
 	stacks    dispatch.Stacks // dispatch goroutine only
+	timer     dispatch.Timer  // dispatch goroutine only
 	delivered atomic.Uint64
 
 	durable bool          // RegisterDurable: see durable.go
@@ -320,6 +317,7 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 		cb:      cb,
 		userCtx: userCtx,
 		w:       dispatch.NewWorker(),
+		timer:   dispatch.NewTimer(),
 		obs:     r.obs,
 		idle:    make(chan struct{}, 1),
 		durable: durable,
@@ -633,7 +631,6 @@ func (r *Registry) run(e *Entry) {
 		if !more {
 			return
 		}
-		clock := noClock // when the callback before returned, if the next one follows at once
 		running := false // e still runs from the callback before (non-durable e, same batch)
 		for k, n := range batch {
 			e.box.Started()
@@ -650,14 +647,14 @@ func (r *Registry) run(e *Entry) {
 			}
 			running = false
 			if ok {
-				clock = r.dispatch(e, n, clock)
+				r.dispatch(e, n, k == len(batch)-1)
 				if e.durable || k == len(batch)-1 {
 					e.end(n)
 				} else {
 					running = true // end and the next begin in one goOn
 				}
 			} else {
-				clock = noClock
+				e.timer.Break()
 			}
 			batch[k] = nil // hold no notification beyond its delivery
 		}
@@ -773,23 +770,14 @@ func (e *Entry) next(batch []*queued) (_ []*queued, overflow int, more bool) {
 	}
 }
 
-// noClock is the start given to dispatch when it must read the clock itself.
-const noClock time.Duration = -1
-
-// dispatch runs e's callback for *p and reports the outcome. Times are read on the monotonic
-// clock alone, as offsets from the registry's epoch (half the cost of time.Now, which reads the
-// wall clock too: on some machines each reading costs more than the rest of a delivery). With an
-// Observer it returns when the callback returned, which, given back as start for the next
-// notification of the same batch, saves reading the clock again: the callback of a non-durable
-// entry starts right after that. start is noClock when there is no such reading.
-func (r *Registry) dispatch(e *Entry, p *queued, start time.Duration) (end time.Duration) {
+// dispatch runs e's callback for *p and reports the outcome, timed by e's Timer (last: no
+// callback of the batch follows).
+func (r *Registry) dispatch(e *Entry, p *queued, last bool) {
 	n := p.Notification
 	if e.obs != nil {
-		if start == noClock || e.durable {
-			start = time.Since(r.epoch)
-		}
+		start := e.timer.Start()
 		e.cur = n // the Observer's copy, for both calls: it cannot change what other registrations get
-		e.obs.CallbackStarted(e.owner, &e.cur, start-n.ReadAt.Sub(r.epoch))
+		e.obs.CallbackStarted(e.owner, &e.cur, start-e.timer.Since(n.ReadAt))
 	}
 	e.delivered.Store(e.delivered.Load() + 1) // written by this goroutine alone: no locked add
 	ctx := e.w.Context()
@@ -809,10 +797,8 @@ func (r *Registry) dispatch(e *Entry, p *queued, start time.Duration) (end time.
 			"interface", n.SymbolicLinkName, "err", err)
 	}
 	if e.obs != nil {
-		end = time.Since(r.epoch)
-		e.obs.CallbackDone(e.owner, &e.cur, end-start, err)
+		e.obs.CallbackDone(e.owner, &e.cur, e.timer.Done(last), err)
 	}
-	return end
 }
 
 // exited runs when e's dispatch goroutine ends, before its Worker is done. An end that did not
