@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -27,6 +28,10 @@ type FootprintResult struct {
 	ReadyFixture  bench.Summary `json:"ready_fixture"`
 	FixtureCPUs   int           `json:"fixture_cpus"`
 	FixtureBlocks int           `json:"fixture_blocks"`
+	// LsmemFixture is the peer on the same fixture: `lsmem --sysroot`, which reads every memory
+	// block as the agent does, from just before the fork to its exit, as many runs (after one
+	// untimed). Its N is 0 when lsmem is not installed.
+	LsmemFixture bench.Summary `json:"lsmem_fixture"`
 	// SysCPUs and SysBlocks are what this machine's /sys holds.
 	SysCPUs   int `json:"sys_cpus"`
 	SysBlocks int `json:"sys_blocks"`
@@ -50,6 +55,7 @@ func footprintCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 	idle := fs.Duration("idle", 60*time.Second, "the idle window")
 	settle := fs.Duration("settle", 2*time.Second, "wait after ready before the idle window")
 	fixtureDir := fs.String("fixture-dir", "/dev/shm", "where the fixture is generated (tmpfs, as sysfs is in memory)")
+	lsmem := fs.String("lsmem", "lsmem", "the lsmem timed on the fixture beside the agent (util-linux); \"\" for none")
 	fs.Parse(os.Args[2:])
 	// No uevents are written, but the tests' storms would wake the agent during the idle window.
 	unlock, err := lockCPUs(ctx)
@@ -96,17 +102,28 @@ func footprintCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 		return err
 	}
 
-	// Start-up on a large machine's tree.
-	fixture, err := os.MkdirTemp(*fixtureDir, "hotplug-bench-fixture-")
+	// Start-up on a large machine's tree, at sys/ of a root for lsmem --sysroot.
+	root, err := os.MkdirTemp(*fixtureDir, "hotplug-bench-fixture-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(fixture)
+	defer os.RemoveAll(root)
+	fixture := filepath.Join(root, "sys")
+	if err := os.Mkdir(fixture, 0o755); err != nil {
+		return err
+	}
 	if err := bench.WriteFixture(fixture, *cpus, *blocks); err != nil {
 		return err
 	}
 	if res.ReadyFixture, err = timeStarts("--path.sysfs=" + fixture); err != nil {
 		return err
+	}
+	if *lsmem != "" {
+		if path, err := exec.LookPath(*lsmem); err == nil {
+			if res.LsmemFixture, err = timeRuns(*starts, path, "--sysroot", root); err != nil {
+				return err
+			}
+		}
 	}
 
 	// At rest.
@@ -149,8 +166,27 @@ func footprintCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 		return fmt.Errorf("agent exit: %w", err)
 	}
 	res.Machine.done()
-	fmt.Printf("footprint: ready on /sys p50 %s max %s; on the %d-CPU %d-block fixture p50 %s max %s; idle RSS %.1f MiB; CPU over %s idle %s (load %s -> %s)\n",
+	fmt.Printf("footprint: ready on /sys p50 %s max %s; on the %d-CPU %d-block fixture p50 %s max %s (lsmem p50 %s); idle RSS %.1f MiB; CPU over %s idle %s (load %s -> %s)\n",
 		ms(res.ReadySys.P50), ms(res.ReadySys.Max), *cpus, *blocks, ms(res.ReadyFixture.P50), ms(res.ReadyFixture.Max),
-		mib(res.IdleRSS), *idle, ms(res.IdleCPU), res.Machine.LoadBefore, res.Machine.LoadAfter)
+		ms(res.LsmemFixture.P50), mib(res.IdleRSS), *idle, ms(res.IdleCPU), res.Machine.LoadBefore, res.Machine.LoadAfter)
 	return save(*out, "footprint", &res)
+}
+
+// timeRuns runs bin with args runs+1 times, its output discarded, and returns the distribution of
+// the last runs' times from just before the fork to its exit (the first warms the page cache).
+func timeRuns(runs int, bin string, args ...string) (bench.Summary, error) {
+	var d []time.Duration
+	for i := range runs + 1 {
+		cmd := exec.Command(bin, args...)
+		t0 := time.Now()
+		out, err := cmd.CombinedOutput()
+		took := time.Since(t0)
+		if err != nil {
+			return bench.Summary{}, fmt.Errorf("%s: %w\n%s", cmd, err, out)
+		}
+		if i > 0 {
+			d = append(d, took)
+		}
+	}
+	return bench.Summarize(d), nil
 }

@@ -320,10 +320,14 @@ func (r *report) footprint() (string, error) {
 		{"CPU time of start-up (to ready + settle)", msu(f.StartCPU)},
 	}))
 	s.WriteString("\nStart-up: from just before the fork to the `agent ready` log line, " + strconv.Itoa(f.Starts) + " starts each (after one untimed); times in ms:\n\n")
-	s.WriteString(table([]string{"sysfs", "p50", "p90", "max"}, [][]string{
+	rows := [][]string{
 		{fmt.Sprintf("this machine's /sys (%d CPUs, %d memory blocks)", f.SysCPUs, f.SysBlocks), msf(f.ReadySys.P50), msf(f.ReadySys.P90), msf(f.ReadySys.Max)},
 		{fmt.Sprintf("fixture on tmpfs: %d CPUs, %d memory blocks", f.FixtureCPUs, f.FixtureBlocks), msf(f.ReadyFixture.P50), msf(f.ReadyFixture.P90), msf(f.ReadyFixture.Max)},
-	}))
+	}
+	if l := f.LsmemFixture; l.N > 0 {
+		rows = append(rows, []string{"peer: `lsmem --sysroot` over the same fixture, to its exit", msf(l.P50), msf(l.P90), msf(l.Max)})
+	}
+	s.WriteString(table([]string{"sysfs", "p50", "p90", "max"}, rows))
 	return s.String(), nil
 }
 
