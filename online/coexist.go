@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// planRound is the planner's view of the machine for one round of the onliner: read at the
-// round's first planned block, then kept up to date with the round's onlines.
+// planRound is what one round of the onliner reads once and keeps: the planner's view of the
+// machine (read at the round's first planned block, then kept up to date with the round's
+// onlines), the kernel's auto_online_blocks, and the arrivals it still holds back.
 type planRound struct {
 	view *planView
 	read bool // view was read (it may be nil: the read failed)
@@ -15,6 +16,33 @@ type planRound struct {
 	// round's one log line (a hot-add of 32 GiB is 256 blocks: a line each would cost the
 	// journal more than the writes cost the kernel).
 	onlined map[string][]int
+
+	// auto and autoErr are auto_online_blocks as the round's first memory block read it
+	// (autoRead): a round is one hot-add, read once rather than once per block.
+	auto     string
+	autoErr  error
+	autoRead bool
+
+	// locked: the round holds the change lock (o.op) for the memory blocks it wrote and whose
+	// notifications the gate still holds back (owed, the first owed since owedSince). See settle.
+	locked    bool
+	owed      []owedRelease
+	owedSince time.Time
+}
+
+// owedRelease is a memory block's gate hold that the round ends later (see Onliner.settle).
+type owedRelease struct {
+	link    string
+	changed bool
+}
+
+// autoOnline returns auto_online_blocks, read at the round's first call.
+func (r *planRound) autoOnline(read func() (string, error)) (string, error) {
+	if !r.autoRead {
+		r.auto, r.autoErr = read()
+		r.autoRead = true
+	}
+	return r.auto, r.autoErr
 }
 
 // brought records that the round brought memory block n online by writing state.

@@ -198,6 +198,8 @@ type Onliner struct {
 
 	op chan struct{} // capacity 1: held while one change is made
 
+	releaseAfter time.Duration // see the const releaseAfter; tests lengthen it
+
 	planner PlannerSources // the zone planner's sources (Planned); set before Run
 	viewMu  sync.Mutex     // held while the planner reads the machine (Run and requests)
 
@@ -242,7 +244,7 @@ func New(p Policy, fs Sysfs, log *slog.Logger, observe Observer) *Onliner {
 		observe = func(string, string, time.Duration) {}
 	}
 	o := &Onliner{fs: fs, log: log, observe: observe, wake: make(chan struct{}, 1), op: make(chan struct{}, 1),
-		retryBegan: make(chan struct{}), hotAdded: map[int]bool{}, ours: map[int]bool{}, conflicts: map[string]bool{}}
+		releaseAfter: releaseAfter, retryBegan: make(chan struct{}), hotAdded: map[int]bool{}, ours: map[int]bool{}, conflicts: map[string]bool{}}
 	o.p.Store(&p)
 	return o
 }
@@ -330,10 +332,21 @@ func (o *Onliner) push(it item) {
 // devicePoll is how often the planner looks again for the device of blocks that wait for it.
 const devicePoll = 10 * time.Millisecond
 
+// The arrivals of memory blocks the onliner wrote are held back (Gate) and released together:
+// when the round ends, releaseAfter after the first of them was written, or at releaseBlocks of
+// them, whichever comes first, and before a retry's wait. The writes of a hot-add then follow one
+// another, and the work of announcing their arrivals (the event stream, the callbacks, the memory
+// device's grouping) is done for several blocks at once rather than between two writes.
+const (
+	releaseAfter  = 100 * time.Millisecond
+	releaseBlocks = 64
+)
+
 // Run onlines queued resources until ctx ends. Each round takes everything queued so far and
 // handles it in ascending order, CPUs first, then memory blocks; under the policy Planned, a
-// block whose device the kernel has not linked yet waits for it (PlannerSources.DeviceWait). It
-// blocks; call it once.
+// block whose device the kernel has not linked yet waits for it (PlannerSources.DeviceWait).
+// The arrivals of the blocks it brought online are released as releaseAfter says. It blocks;
+// call it once.
 func (o *Onliner) Run(ctx context.Context) error {
 	var retry <-chan time.Time
 	for {
@@ -363,10 +376,14 @@ func (o *Onliner) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
+			if !it.memory {
+				o.settle(round) // a CPU's change takes the lock itself
+			}
 			if o.handle(ctx, it, round) {
 				later = append(later, it)
 			}
 		}
+		o.settle(round)
 		o.logRound(round)
 		if ctx.Err() != nil {
 			return nil
@@ -453,7 +470,7 @@ func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait b
 		if !p.onlinesMemory() {
 			return false // the policy changed since the block was queued
 		}
-		auto, err := o.fs.AutoOnlineBlocks()
+		auto, err := round.autoOnline(o.fs.AutoOnlineBlocks)
 		switch {
 		case err != nil && p.Memory == Auto:
 			o.log.Warn("online policy: cannot read auto_online_blocks; leaving the block to the kernel", "block", it.n, "err", err)
@@ -471,10 +488,17 @@ func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait b
 			return true
 		}
 	}
-	if o.lock(ctx) != nil {
-		return false
+	if !it.memory {
+		if o.lock(ctx) != nil {
+			return false
+		}
+		defer o.unlock()
+	} else if !round.locked {
+		if o.lock(ctx) != nil {
+			return false
+		}
+		round.locked = true // until settle
 	}
-	defer o.unlock()
 	iface, online, err := o.read(it.memory, it.n)
 	if err != nil {
 		o.log.Warn("online policy: cannot read state; giving up", "device", what, "err", err)
@@ -500,6 +524,9 @@ func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait b
 	}
 	var add *notify.Add
 	if o.changes != nil {
+		if len(round.owed) > 0 && len(o.changes.Entries()) > 0 {
+			o.releaseOwed(round) // AddStart may take a participant's time: the blocks before need not wait for it
+		}
 		if add, err = o.changes.Begin(ctx, iface, it.seqnum, it.added, notify.CauseUevent); err != nil {
 			if _, vetoed := errors.AsType[*notify.VetoError](err); vetoed {
 				o.log.Warn("online policy: add vetoed; leaving it offline", "device", what, "err", err)
@@ -516,8 +543,37 @@ func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait b
 			add.Complete()
 		}
 	}
-	o.gate.release(iface.SymbolicLink, err == nil)
+	if !it.memory {
+		o.gate.release(iface.SymbolicLink, err == nil)
+		return false
+	}
+	if len(round.owed) == 0 {
+		round.owedSince = time.Now()
+	}
+	round.owed = append(round.owed, owedRelease{iface.SymbolicLink, err == nil})
+	if len(round.owed) >= releaseBlocks || time.Since(round.owedSince) >= o.releaseAfter {
+		o.settle(round)
+	}
 	return false
+}
+
+// releaseOwed releases the gate holds of the memory blocks round wrote, in the order of the
+// writes: their arrivals are published. It does not block on callbacks.
+func (o *Onliner) releaseOwed(round *planRound) {
+	for _, r := range round.owed {
+		o.gate.release(r.link, r.changed)
+	}
+	round.owed = round.owed[:0]
+}
+
+// settle releases what round owes (releaseOwed) and the change lock it holds for it, so that a
+// request waits for at most releaseBlocks writes, or releaseAfter, not for a whole hot-add.
+func (o *Onliner) settle(round *planRound) {
+	o.releaseOwed(round)
+	if round.locked {
+		round.locked = false
+		o.unlock()
+	}
 }
 
 // onlineWithRetries writes the online state, retrying a failed write. It returns nil once the
@@ -545,17 +601,20 @@ func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, s
 		}
 		if err == nil {
 			o.observe(class, "success", time.Since(it.added))
-			attrs := []any{"device", what, "state", state, "attempt", attempt + 1}
 			if !it.memory {
-				o.log.Info("online policy: brought online", attrs...)
+				o.log.Info("online policy: brought online", "device", what, "state", state, "attempt", attempt+1)
 				return nil
 			}
 			o.onlinedByUs(it.n)
+			var planAttrs []any
 			if plan != nil {
-				attrs = append(attrs, o.planDone(plan)...)
+				planAttrs = o.planDone(plan)
 			}
 			// A block's line is for debugging; the round's line (logRound) says what came online.
-			o.log.Debug("online policy: brought online", attrs...)
+			// Guarded: its attributes cost allocations for each block of a hot-add.
+			if o.log.Enabled(ctx, slog.LevelDebug) {
+				o.log.Debug("online policy: brought online", append([]any{"device", what, "state", state, "attempt", attempt + 1}, planAttrs...)...)
+			}
 			round.brought(state, it.n)
 			return nil
 		}
@@ -570,6 +629,7 @@ func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, s
 			return err
 		}
 		wait := retryWait(o.p.Load().Backoff, attempt)
+		o.releaseOwed(round) // the blocks written before do not wait for this one's retries
 		o.log.Warn("online policy: online failed; retrying", "device", what, "attempt", attempt+1, "backoff", wait, "err", err)
 		if werr := o.waitRetry(ctx, what, attempt, wait); werr != nil {
 			return fmt.Errorf("online %s: %w (after: %w)", what, werr, err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/state"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
 
@@ -251,7 +252,7 @@ func TestAutoFollowsTheKernel(t *testing.T) {
 			f.auto = tt.auto
 			f.blocks[7] = "offline"
 			o := New(Policy{Memory: Auto}, f, nil, nil)
-			o.handle(context.Background(), item{memory: true, n: 7, added: time.Now()}, &planRound{})
+			handleOnce(context.Background(), o, item{memory: true, n: 7, added: time.Now()})
 			if diff := cmp.Diff(tt.write, f.writes); diff != "" {
 				t.Errorf("auto_online_blocks=%s: writes (-want +got):\n%s", tt.auto, diff)
 			}
@@ -417,4 +418,65 @@ func TestRequestDuringRetries(t *testing.T) {
 			t.Errorf("%d writes %v; want %d attempts at cpu1, then cpu2", n, f.writes, MaxRetries+1)
 		}
 	})
+}
+
+// handleOnce handles it as a round of its own would: handle, then settle the round.
+func handleOnce(ctx context.Context, o *Onliner, it item) {
+	round := &planRound{}
+	o.handle(ctx, it, round)
+	o.settle(round)
+}
+
+// TestRoundReleasesArrivalsTogether: the arrivals of the memory blocks a round brings online are
+// held back until the round settles, then published in the order of the writes, and the round
+// gives the change lock back.
+func TestRoundReleasesArrivalsTogether(t *testing.T) {
+	f := newFake()
+	var mu sync.Mutex
+	var published []string
+	gate := NewGate(func(n notify.Notification) bool {
+		mu.Lock()
+		published = append(published, n.SymbolicLinkName)
+		mu.Unlock()
+		return true
+	}, nil)
+	o := New(Policy{Memory: Online}, f, nil, nil)
+	o.SetParticipants(Participants{Gate: gate})
+	o.releaseAfter = time.Hour   // only the round's end releases
+	f.onWrite = func(w string) { // the kernel's online uevent, through the event loop
+		var n int
+		fmt.Sscanf(w, "memory%d", &n)
+		iface, _, _ := o.read(true, n)
+		gate.Publish([]notify.Notification{notify.NewNotification(notify.GUIDDeviceInterfaceArrival, iface, 1, time.Now(), notify.CauseUevent)})
+	}
+	blocks := []int{10, 11, 12}
+	for _, n := range blocks {
+		f.blocks[n] = "offline"
+	}
+	ctx := context.Background()
+	round := &planRound{}
+	for _, n := range blocks {
+		o.handle(ctx, item{memory: true, n: n, added: time.Now()}, round)
+	}
+	mu.Lock()
+	early := slices.Clone(published)
+	mu.Unlock()
+	if len(early) != 0 {
+		t.Errorf("published before the round settled: %v", early)
+	}
+	o.settle(round)
+	want := []string{state.MemoryBlockLink(10), state.MemoryBlockLink(11), state.MemoryBlockLink(12)}
+	mu.Lock()
+	got := slices.Clone(published)
+	mu.Unlock()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("published after the round (-want +got):\n%s", diff)
+	}
+	// The lock is free again: a request goes through.
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := o.lockForRequest(lctx); err != nil {
+		t.Fatalf("the change lock after the round: %v", err)
+	}
+	o.unlock()
 }

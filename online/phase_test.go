@@ -157,7 +157,7 @@ func TestPolicyTwoPhaseVeto(t *testing.T) {
 	w := newWorld(t, Policy{CPU: Online}, errors.New("no per-CPU buffers left"), nil)
 	w.fs.cpus[3] = false
 	it := item{n: 3, seqnum: 10, added: time.Now()}
-	w.o.handle(context.Background(), it, &planRound{})
+	handleOnce(context.Background(), w.o, it)
 	want := []string{
 		"pool add_start /sys/devices/system/cpu/cpu3 uevent",
 		"pool add_failure /sys/devices/system/cpu/cpu3 uevent [vetoed by pool at add_start: no per-CPU buffers left]",
@@ -175,7 +175,7 @@ func TestPolicyTwoPhaseOnlineFails(t *testing.T) {
 	w := newWorld(t, Policy{Memory: Online, Retries: 1}, nil, nil)
 	w.fs.blocks[40] = "offline"
 	w.fs.failures = 100
-	w.o.handle(context.Background(), item{memory: true, n: 40, added: time.Now()}, &planRound{})
+	handleOnce(context.Background(), w.o, item{memory: true, n: 40, added: time.Now()})
 	got := w.lines()
 	if len(got) != 2 || got[0] != "pool add_start /sys/devices/system/memory/memory40 uevent" ||
 		!strings.HasPrefix(got[1], "pool add_failure /sys/devices/system/memory/memory40 uevent [write memory40=online: device or resource busy") {
@@ -190,7 +190,7 @@ func TestPolicyTwoPhaseOnlineFails(t *testing.T) {
 func TestPolicyAlreadyOnline(t *testing.T) {
 	w := newWorld(t, Policy{CPU: Online}, nil, nil)
 	w.fs.cpus[3] = true
-	w.o.handle(context.Background(), item{n: 3, added: time.Now()}, &planRound{})
+	handleOnce(context.Background(), w.o, item{n: 3, added: time.Now()})
 	if got := w.lines(); len(got) != 0 {
 		t.Errorf("an online CPU involved participants: %v", got)
 	}

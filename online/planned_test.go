@@ -263,7 +263,7 @@ func TestPlannedWithoutZoneinfo(t *testing.T) {
 	for _, n := range []int{60, 61} {
 		m.plug(n, n, "", "")
 		o2.AddMemoryBlock(n, 0, time.Now())
-		o2.handle(context.Background(), item{memory: true, n: n, added: time.Now()}, &planRound{})
+		handleOnce(context.Background(), o2, item{memory: true, n: n, added: time.Now()})
 	}
 	waitWrites(t, m.fakeFS, []string{"memory60=online_kernel", "memory61=online_kernel"})
 	if n := strings.Count(logs.String(), "cannot read the machine's memory"); n != 1 {
@@ -286,7 +286,7 @@ func TestOtherOnliners(t *testing.T) {
 			var got []string
 			m.plug(32, 32, "PNP0C80:00", memdev.KindACPI)
 			o.AddMemoryBlock(32, 0, time.Now())
-			o.handle(ctx, item{memory: true, n: 32, added: time.Now()}, &planRound{})
+			handleOnce(ctx, o, item{memory: true, n: 32, added: time.Now()})
 			got = append(got, o.Onlined(32))
 			// A udev rule wins the race for block 33: the agent's write fails, the block is online.
 			m.plug(33, 33, "PNP0C80:01", memdev.KindACPI)
@@ -297,7 +297,7 @@ func TestOtherOnliners(t *testing.T) {
 				m.blocks[33], m.zones[33] = "online", "Normal"
 				m.mu.Unlock()
 			}
-			o.handle(ctx, item{memory: true, n: 33, added: time.Now()}, &planRound{})
+			handleOnce(ctx, o, item{memory: true, n: 33, added: time.Now()})
 			m.before = nil
 			got = append(got, o.Onlined(33))
 			// The kernel's auto-online onlines block 34 before the agent gets to it; block 35 after.
@@ -307,7 +307,7 @@ func TestOtherOnliners(t *testing.T) {
 			o.AddMemoryBlock(35, 0, time.Now())
 			m.blocks[34], m.zones[34] = "online", "Normal"
 			got = append(got, o.Onlined(34))
-			o.handle(ctx, item{memory: true, n: 35, added: time.Now()}, &planRound{})
+			handleOnce(ctx, o, item{memory: true, n: 35, added: time.Now()})
 			m.blocks[35], m.zones[35] = "online", "Normal"
 			got = append(got, o.Onlined(35))
 			want := []string{ByAgent, ByOther, ByKernel, ByKernel}
