@@ -684,41 +684,60 @@ func (a *Agent) requestCheckpoint(urgent bool) {
 // saved with it, so that a burst of changes costs one fsync.
 const saveDelay = 100 * time.Millisecond
 
+// writeDelay is how long a change may wait to be written (statefile.Write, without the disk)
+// while durable callbacks are registered: those that come meanwhile are written with it, so that
+// a burst of changes (a hot-add of 64 memory blocks) costs a few writes, not one per change. It
+// delays no callback: one given a notification that is not on file yet asks for the write at
+// once (writeReq), and is given it only after that write.
+const writeDelay = 5 * time.Millisecond
+
 // saver saves the state file, off the event loop, until ctx ends: durably (statefile.Save) at
-// most saveDelay after a change; and at once, without waiting for the disk (statefile.Write),
-// when a callback waits for its next notification to be on file, and when a notification is
-// published that durable callbacks will wait for, so that none waits for an fsync, and most
-// find their notification on file already. A change announced but not yet saved when the agent
-// is killed is announced again at the next start: delivery is at least once across a SIGKILL.
+// most saveDelay after a change; and without waiting for the disk (statefile.Write) at once when
+// a callback waits for its next notification to be on file, and at most writeDelay after a
+// change while durable callbacks are registered, so that none waits for an fsync, and most find
+// their notification on file already. A change announced but not yet saved when the agent is
+// killed is announced again at the next start: delivery is at least once across a SIGKILL.
 func (a *Agent) saver(ctx context.Context) {
 	due := time.NewTimer(saveDelay)
 	due.Stop()
+	soon := time.NewTimer(writeDelay)
+	soon.Stop()
 	pending := false // a change waits for the timer
+	writing := false // a change waits for soon
 	later := func() {
 		if !pending {
 			pending = true
 			due.Reset(saveDelay)
 		}
 	}
+	write := func() {
+		writing = false
+		soon.Stop()
+		if err := a.saveState(false, false); err != nil {
+			a.log.Warn("state file not written", "err", err)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			due.Stop()
+			soon.Stop()
 			return
 		case <-a.writeReq:
-			if err := a.saveState(false, false); err != nil {
-				a.log.Warn("state file not written", "err", err)
-			}
+			write() // also what soon waits for
 			later()
 		case <-a.saveReq:
-			if a.durable.Load() {
-				if err := a.saveState(false, false); err != nil {
-					a.log.Warn("state file not written", "err", err)
-				}
+			if a.durable.Load() && !writing {
+				writing = true
+				soon.Reset(writeDelay)
 			}
 			later()
+		case <-soon.C:
+			write()
 		case <-due.C:
 			pending = false
+			writing = false // the save holds what soon waits for
+			soon.Stop()
 			if err := a.saveState(false, true); err != nil {
 				a.log.Warn("state file not saved", "err", err)
 			}
