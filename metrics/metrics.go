@@ -122,10 +122,9 @@ func (c *cache[K, V]) get(k K, mk func(K) V) V {
 // collectors of the same names (a programming error).
 func New(reg prometheus.Registerer, version string) *Metrics {
 	m := &Metrics{
-		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "notifications_total",
-			Help: "Device interface notifications emitted, by interface class and event (arrival, removal).",
-		}, []string{"interface_class", "event"}),
+		Notifications: counterVec("notifications_total",
+			"Device interface notifications emitted, by interface class and event (arrival, removal).",
+			"interface_class", "event"),
 		DispatchLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "dispatch_latency_seconds",
 			Help:    "Time from reading the uevent off the socket to the start of the callback, by callback.",
@@ -136,75 +135,57 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help:    "Time a callback took to run, by callback.",
 			Buckets: latencyBuckets,
 		}, []string{"callback"}),
-		CallbackErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "callback_errors_total",
-			Help: "Callbacks that returned an error or panicked, by callback.",
-		}, []string{"callback"}),
-		QueueOverflows: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "callback_queue_overflows_total",
-			Help: "Times a registration fell so far behind that notifications were dropped (a device interface registration's queue replaced by a resynchronisation; a target-device registration's oldest queued call), by callback.",
-		}, []string{"callback"}),
-		Uevents: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "uevents_total",
-			Help: "Kernel uevents received, by subsystem (cpu, memory, other) and action (other for one the kernel may add later).",
-		}, []string{"subsystem", "action"}),
-		UeventsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "uevents_rejected_total",
-			Help: "Datagrams dropped: not originated by the kernel (sender), unparseable (malformed), cut short (truncated), naming a device path outside /devices/system (devpath), with a SEQNUM the kernel has not reached (seqnum), or a transition sysfs did not confirm (unconfirmed).",
-		}, []string{"reason"}),
-		NetlinkOverflows: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "netlink_overflows_total",
-			Help: "Times the netlink receive queue overflowed (ENOBUFS) and events were lost; each is followed by a resync.",
-		}),
-		Resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "resyncs_total",
-			Help: "Rescans of sysfs to recover lost events, by reason (overflow, seqnum_gap).",
-		}, []string{"reason"}),
-		Interfaces: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "interfaces",
-			Help: "Active device interfaces (online CPUs, online memory blocks), by interface class.",
-		}, []string{"interface_class"}),
-		StreamCuts: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "stream_subscribers_cut_total",
-			Help: "Event stream (/events) subscribers cut off for falling too far behind or not reading; they resume by event ID.",
-		}),
-		HTTPRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "http_refused_total",
-			Help: "HTTP connections refused beyond the connection limit (connections), and /events requests answered 503 beyond the subscriber limit (subscribers).",
-		}, []string{"reason"}),
-		DeviceNotifications: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "memory_device_notifications_total",
-			Help: "Notifications of whole memory devices (a DIMM, a virtio-mem plug), by event.",
-		}, []string{"event"}),
-		CpusetWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "cpuset_writes_total",
-			Help: "Writes of cpuset.cpus or cpuset.mems by the cpuset callbacks, by callback, configured cgroup pattern and result (ok, error).",
-		}, []string{"callback", "cgroup", "result"}),
-		SystemdWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "systemd_writes_total",
-			Help: "Runtime changes of AllowedCPUs= or AllowedMemoryNodes= by the systemd callbacks, by callback, configured unit and result (ok, error).",
-		}, []string{"callback", "unit", "result"}),
-		OnlineAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "online_attempts_total",
-			Help: "Writes of the online policy to bring a hot-added CPU or memory block online, by interface class and result (success, failure).",
-		}, []string{"interface_class", "result"}),
+		CallbackErrors: counterVec("callback_errors_total",
+			"Callbacks that returned an error or panicked, by callback.",
+			"callback"),
+		QueueOverflows: counterVec("callback_queue_overflows_total",
+			"Times a registration fell so far behind that notifications were dropped (a device interface registration's queue replaced by a resynchronisation; a target-device registration's oldest queued call), by callback.",
+			"callback"),
+		Uevents: counterVec("uevents_total",
+			"Kernel uevents received, by subsystem (cpu, memory, other) and action (other for one the kernel may add later).",
+			"subsystem", "action"),
+		UeventsRejected: counterVec("uevents_rejected_total",
+			"Datagrams dropped: not originated by the kernel (sender), unparseable (malformed), cut short (truncated), naming a device path outside /devices/system (devpath), with a SEQNUM the kernel has not reached (seqnum), or a transition sysfs did not confirm (unconfirmed).",
+			"reason"),
+		NetlinkOverflows: counter("netlink_overflows_total",
+			"Times the netlink receive queue overflowed (ENOBUFS) and events were lost; each is followed by a resync."),
+		Resyncs: counterVec("resyncs_total",
+			"Rescans of sysfs to recover lost events, by reason (overflow, seqnum_gap).",
+			"reason"),
+		Interfaces: gaugeVec("interfaces",
+			"Active device interfaces (online CPUs, online memory blocks), by interface class.",
+			"interface_class"),
+		StreamCuts: counter("stream_subscribers_cut_total",
+			"Event stream (/events) subscribers cut off for falling too far behind or not reading; they resume by event ID."),
+		HTTPRefused: counterVec("http_refused_total",
+			"HTTP connections refused beyond the connection limit (connections), and /events requests answered 503 beyond the subscriber limit (subscribers).",
+			"reason"),
+		DeviceNotifications: counterVec("memory_device_notifications_total",
+			"Notifications of whole memory devices (a DIMM, a virtio-mem plug), by event.",
+			"event"),
+		CpusetWrites: counterVec("cpuset_writes_total",
+			"Writes of cpuset.cpus or cpuset.mems by the cpuset callbacks, by callback, configured cgroup pattern and result (ok, error).",
+			"callback", "cgroup", "result"),
+		SystemdWrites: counterVec("systemd_writes_total",
+			"Runtime changes of AllowedCPUs= or AllowedMemoryNodes= by the systemd callbacks, by callback, configured unit and result (ok, error).",
+			"callback", "unit", "result"),
+		OnlineAttempts: counterVec("online_attempts_total",
+			"Writes of the online policy to bring a hot-added CPU or memory block online, by interface class and result (success, failure).",
+			"interface_class", "result"),
 		OnlineDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "online_duration_seconds",
 			Help:    "Time from the kernel's add uevent to the resource being online by the online policy, by interface class.",
 			Buckets: latencyBuckets,
 		}, []string{"interface_class"}),
-		MemoryBlocksOnlined: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "memory_blocks_onlined_total",
-			Help: "Memory blocks that came online, by who onlined them (agent: the agent wrote their state; kernel: the kernel's auto-online was on; other: a udev rule, daxctl, an administrator) and the zone they joined (movable, kernel).",
-		}, []string{"onliner", "zone"}),
-		ZonePlans: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "zone_plan_blocks_total",
-			Help: "Memory blocks the zone planner (online policy planned) brought online, by the kind of their memory device (acpi, virtio-mem, none) and the zone it chose (movable, kernel).",
-		}, []string{"device", "zone"}),
-		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "build_info",
-			Help: "Build information of the agent; the value is always 1.",
-		}, []string{"version", "goversion", "revision"}),
+		MemoryBlocksOnlined: counterVec("memory_blocks_onlined_total",
+			"Memory blocks that came online, by who onlined them (agent: the agent wrote their state; kernel: the kernel's auto-online was on; other: a udev rule, daxctl, an administrator) and the zone they joined (movable, kernel).",
+			"onliner", "zone"),
+		ZonePlans: counterVec("zone_plan_blocks_total",
+			"Memory blocks the zone planner (online policy planned) brought online, by the kind of their memory device (acpi, virtio-mem, none) and the zone it chose (movable, kernel).",
+			"device", "zone"),
+		BuildInfo: gaugeVec("build_info",
+			"Build information of the agent; the value is always 1.",
+			"version", "goversion", "revision"),
 	}
 	m.Errors = NewErrorLog()
 	reg.MustRegister(m.Notifications, m.DispatchLatency, m.CallbackDuration, m.CallbackErrors,
@@ -507,4 +488,17 @@ func (c headroomCollector) Collect(ch chan<- prometheus.Metric) {
 	if v, err := c.read(); err == nil {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v))
 	}
+}
+
+// counterVec, gaugeVec and counter declare a metric in the agent's namespace.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+}
+
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels)
+}
+
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
 }
