@@ -299,3 +299,50 @@ func TestMailboxTrackingMatchesView(t *testing.T) {
 		t.Error("no queue overflowed: the test did not try a resync")
 	}
 }
+
+// BenchmarkMailbox is one notification through a registration's queue: the publisher's Offer
+// and the goroutine's Take (in batches of 64, as the registries take them), for a mailbox that
+// keeps its own view and for one that Tracks the truth; the notifications alternate removals
+// and arrivals of 64 of 1,024 interfaces.
+func BenchmarkMailbox(b *testing.B) {
+	for _, tracking := range []bool{false, true} {
+		b.Run(fmt.Sprintf("tracking=%v", tracking), func(b *testing.B) {
+			spec := &Spec[*tracked, int]{
+				Read:    func(n *tracked) (string, bool, int) { return n.key, n.arrival, n.iface },
+				Note:    func(arrival bool, i int, _ time.Time) *tracked { return &tracked{note{arrival, fmt.Sprint("k", i), i}, i} },
+				Compare: cmp.Compare[int],
+				Prior:   func(n *tracked) (int, bool) { return n.prior, !n.arrival },
+			}
+			truth := make(map[string]int)
+			var existing []int
+			for i := range 1024 {
+				truth[fmt.Sprint("k", i)] = i
+				existing = append(existing, i)
+			}
+			var m Mailbox[*tracked, int]
+			m.Init(spec)
+			if tracking {
+				m.Track(func() map[string]int { return truth }, nil)
+			}
+			m.Start(existing, func(i int) string { return fmt.Sprint("k", i) }, false, nil)
+			var notes []*tracked
+			for i := range 64 {
+				key := fmt.Sprint("k", i)
+				notes = append(notes, &tracked{note{false, key, i}, i}, &tracked{note: note{true, key, i}})
+			}
+			batch := make([]*tracked, 0, 64)
+			b.ReportAllocs()
+			k := 0
+			for b.Loop() {
+				m.Offer(notes[k%len(notes)])
+				k++
+				if m.Len() == 64 {
+					batch = m.Take(batch[:0], 64)
+					for range batch {
+						m.Started()
+					}
+				}
+			}
+		})
+	}
+}
