@@ -308,8 +308,10 @@ func BenchmarkMailbox(b *testing.B) {
 	for _, tracking := range []bool{false, true} {
 		b.Run(fmt.Sprintf("tracking=%v", tracking), func(b *testing.B) {
 			spec := &Spec[*tracked, int]{
-				Read:    func(n *tracked) (string, bool, int) { return n.key, n.arrival, n.iface },
-				Note:    func(arrival bool, i int, _ time.Time) *tracked { return &tracked{note{arrival, fmt.Sprint("k", i), i}, i} },
+				Read: func(n *tracked) (string, bool, int) { return n.key, n.arrival, n.iface },
+				Note: func(arrival bool, i int, _ time.Time) *tracked {
+					return &tracked{note{arrival, fmt.Sprint("k", i), i}, i}
+				},
 				Compare: cmp.Compare[int],
 				Prior:   func(n *tracked) (int, bool) { return n.prior, !n.arrival },
 			}
