@@ -91,15 +91,9 @@ func (fsys FS) CPUs() ([]CPU, error) {
 func (fsys FS) cpus(nums []int) ([]CPU, error) {
 	out := make([]CPU, 0, len(nums))
 	buf := make([]byte, scratchSize)
-	links := fsys.nodeLinks("cpu")
-	var cd dir // the cpu directory, open while links tell nodes
+	cd, links := linkedDir(fsys.Path(cpuDir), fsys.nodeLinks("cpu"))
 	if links != nil {
-		var err error
-		if cd, err = openDir(fsys.Path(cpuDir)); err != nil {
-			links = nil
-		} else {
-			defer cd.close()
-		}
+		defer cd.close()
 	}
 	var online []int
 	onlineList := func() ([]int, error) {
@@ -183,18 +177,28 @@ func (fsys FS) readCPU(n int, onlineList func() ([]int, error), buf []byte) (CPU
 	}
 	c := CPU{Number: n, Node: nodeOf(names)}
 	if !has(names, "online") {
-		l, err := onlineList()
-		if err != nil {
-			return CPU{}, err
-		}
-		_, c.Online = slices.BinarySearch(l, n)
-		return c, nil
+		return finishCPU(c, nil, true, onlineList, p)
 	}
-	c.Hotpluggable = true
 	b, err := d.read("online", buf)
 	if err != nil {
 		return CPU{}, fmt.Errorf("sysfs: read %s/online: %w", p, err)
 	}
+	return finishCPU(c, b, false, onlineList, p)
+}
+
+// finishCPU completes c, whose directory is p, from its online file's content b or, when it has
+// none (absent), from the cpu/online list.
+func finishCPU(c CPU, b []byte, absent bool, onlineList func() ([]int, error), p string) (CPU, error) {
+	if absent {
+		l, err := onlineList()
+		if err != nil {
+			return CPU{}, err
+		}
+		_, c.Online = slices.BinarySearch(l, c.Number)
+		return c, nil
+	}
+	c.Hotpluggable = true
+	var err error
 	if c.Online, err = parseBool(b); err != nil {
 		return CPU{}, fmt.Errorf("sysfs: parse %s/online: %w", p, err)
 	}
@@ -205,22 +209,9 @@ func (fsys FS) readCPU(n int, onlineList func() ([]int, error), buf []byte) (CPU
 // file through cd, the cpu directory, without listing the CPU's directory.
 func (fsys FS) readLinkedCPU(cd dir, n, node int, onlineList func() ([]int, error), buf []byte) (CPU, error) {
 	p := func() string { return fsys.CPUPath(n) }
-	c := CPU{Number: n, Node: node}
 	b, absent, err := readIn(cd, deviceName("cpu", n), "online", buf, p)
-	switch {
-	case err != nil:
+	if err != nil {
 		return CPU{}, fmt.Errorf("sysfs: read %s/online: %w", p(), err)
-	case absent:
-		l, err := onlineList()
-		if err != nil {
-			return CPU{}, err
-		}
-		_, c.Online = slices.BinarySearch(l, n)
-		return c, nil
 	}
-	c.Hotpluggable = true
-	if c.Online, err = parseBool(b); err != nil {
-		return CPU{}, fmt.Errorf("sysfs: parse %s/online: %w", p(), err)
-	}
-	return c, nil
+	return finishCPU(CPU{Number: n, Node: node}, b, absent, onlineList, p())
 }

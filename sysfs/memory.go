@@ -109,15 +109,9 @@ func (fsys FS) memoryBlocks(nums []int, workers int) ([]MemoryBlock, error) {
 	links := fsys.nodeLinks("memory")
 	scan := func(w int) {
 		buf := make([]byte, scratchSize)
-		links := links // this goroutine's: nil when it cannot open the memory directory
-		var md dir     // the memory directory, open while links tell nodes
+		md, links := linkedDir(fsys.Path(memoryDir), links) // this goroutine's
 		if links != nil {
-			var err error
-			if md, err = openDir(fsys.Path(memoryDir)); err != nil {
-				links = nil
-			} else {
-				defer md.close()
-			}
+			defer md.close()
 		}
 		for i := len(nums) * w / workers; i < len(nums)*(w+1)/workers && !failed.Load(); i++ {
 			var b MemoryBlock

@@ -50,6 +50,20 @@ func (fsys FS) nodeLinks(prefix string) map[int]int {
 	return links
 }
 
+// linkedDir opens p, the directory of a subsystem whose devices links (from nodeLinks) tells the
+// nodes of, and returns it with links; links is nil when there are none or p cannot be opened
+// (the devices are then read by listing their directories), and then the directory is not open.
+func linkedDir(p string, links map[int]int) (dir, map[int]int) {
+	if links == nil {
+		return dir{}, nil
+	}
+	d, err := openDir(p)
+	if err != nil {
+		return dir{}, nil
+	}
+	return d, links
+}
+
 // readIn reads the attribute attr of the device named name (such as "memory12") in d, the
 // directory of its subsystem. absent reports that the device exists without the attribute; a
 // device that vanished during the read is the error, wrapping fs.ErrNotExist, with dir as its
