@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/bench"
 	"github.com/hotplug-agent/hotplug-agent/internal/qemu"
 )
 
@@ -36,7 +37,9 @@ type QEMUResult struct {
 
 // Hotplug is one hot-add, timed on the host's clock from just before the QMP device_add: the
 // guest kernel's uevents for the device as their console lines appeared on the host, the guest
-// agent's read of the online uevent, and the arrival on the host's /events stream.
+// agent's read of the online uevent, and the arrival on the host's /events stream; and the same
+// online uevent through the floor (bench/cmd/uevent-sse-floor), which runs in the same guest
+// beside the agent: its read, and its line on the host.
 //
 // The agent's read is placed on the host's clock through the guest's: the notification's ReadAt
 // (the guest's wall clock), turned into the kernel's printk clock with the offset the kernel's
@@ -51,6 +54,10 @@ type Hotplug struct {
 	// OnlineToRead is, on the guest's clock, from the kernel's online uevent to the agent's read.
 	OnlineToRead time.Duration `json:"online_to_read_ns"`
 	Events       time.Duration `json:"events_ns"`
+	// FloorOnlineToRead is, on the guest's clock, from the kernel's online uevent to the floor's
+	// read of it; FloorEvents when the floor's line for it reached the host.
+	FloorOnlineToRead time.Duration `json:"floor_online_to_read_ns"`
+	FloorEvents       time.Duration `json:"floor_events_ns"`
 }
 
 // AgentRead is the agent's read of the online uevent on the host's clock.
@@ -98,22 +105,32 @@ func qemuCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 	}
 	defer os.RemoveAll(dir)
 	initBin, agentBin := filepath.Join(dir, "init"), filepath.Join(dir, "hotplug-agent")
-	if err := qemu.BuildStatic(ctx, root, "./cmd/hotplug-guest-init", initBin); err != nil {
-		return err
+	floorBin := filepath.Join(dir, "uevent-sse-floor")
+	for pkg, out := range map[string]string{
+		"./cmd/hotplug-guest-init":     initBin,
+		"./cmd/hotplug-agent":          agentBin,
+		"./bench/cmd/uevent-sse-floor": floorBin,
+	} {
+		if err := qemu.BuildStatic(ctx, root, pkg, out); err != nil {
+			return err
+		}
 	}
-	if err := qemu.BuildStatic(ctx, root, "./cmd/hotplug-agent", agentBin); err != nil {
-		return err
-	}
-	const guestPort = 19100
+	// The floor listens on its default port, 19101: the init starts it without arguments.
+	const guestPort, floorGuestPort = 19100, 19101
 	initrd := filepath.Join(dir, "initramfs.cpio")
 	if err := (qemu.Guest{
 		Init: initBin, Agent: agentBin, AgentConfig: qemuAgentConfig,
 		AgentArgs: []string{"--log.level=debug", "--path.state="},
 		Port:      guestPort, Kernel: kernel,
+		Helpers: []string{floorBin},
 	}).WriteInitramfs(initrd); err != nil {
 		return err
 	}
 	port, err := qemu.FreePort()
+	if err != nil {
+		return err
+	}
+	floorPort, err := qemu.FreePort()
 	if err != nil {
 		return err
 	}
@@ -124,7 +141,7 @@ func qemuCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 		Append:   []string{"memhp_default_state=online", "loglevel=8", `dyndbg="file kobject_uevent.c +p"`},
 		MaxCPUs:  1 + *cpus,
 		Slots:    *dimms,
-		Forwards: []qemu.Forward{{HostPort: port, GuestPort: guestPort}},
+		Forwards: []qemu.Forward{{HostPort: port, GuestPort: guestPort}, {HostPort: floorPort, GuestPort: floorGuestPort}},
 		Dir:      dir,
 	}
 	res.Boot = "vmlinuz, SeaBIOS"
@@ -148,8 +165,12 @@ func qemuCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 	console := newConsole(vm.SerialLog)
 	defer console.stop()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	floorBase := fmt.Sprintf("http://127.0.0.1:%d", floorPort)
 	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	err = waitAgent(wctx, vm, base)
+	if err == nil {
+		err = waitHealthy(wctx, floorBase)
+	}
 	cancel()
 	if err != nil {
 		return fail(err)
@@ -159,6 +180,12 @@ func qemuCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 		return fail(err)
 	}
 	defer events.close()
+	floor, err := subscribe(ctx, floorBase+"/events")
+	if err != nil {
+		return fail(err)
+	}
+	defer floor.close()
+	streams := streams{agent: events, floor: floor}
 
 	slots, err := vm.FreeCPUSlots(ctx)
 	if err != nil {
@@ -166,7 +193,7 @@ func qemuCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 	}
 	for i := range min(*cpus, len(slots)) {
 		id := fmt.Sprintf("bench-cpu-%d", i)
-		h, err := timeHotplug(ctx, console, events, "processor", func(ctx context.Context) error {
+		h, err := timeHotplug(ctx, console, streams, "processor", func(ctx context.Context) error {
 			return vm.AddCPU(ctx, id, slots[i])
 		})
 		if err != nil {
@@ -177,7 +204,7 @@ func qemuCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 	}
 	for i := range *dimms {
 		id := fmt.Sprintf("bench-dimm-%d", i)
-		h, err := timeHotplug(ctx, console, events, "memory", func(ctx context.Context) error {
+		h, err := timeHotplug(ctx, console, streams, "memory", func(ctx context.Context) error {
 			return vm.AddDIMM(ctx, id, 128<<20)
 		})
 		if err != nil {
@@ -194,10 +221,16 @@ func qemuCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 	return save(*out, "qemu", &res)
 }
 
-// timeHotplug runs add (the QMP device_add) and waits for the arrival of class on /events, then
-// finds the device's uevents in the console lines seen meanwhile.
-func timeHotplug(ctx context.Context, c *console, ev *eventStream, class string, add func(context.Context) error) (Hotplug, error) {
+// streams are the host's subscriptions to the guest agent's /events and to the floor's.
+type streams struct{ agent, floor *eventStream }
+
+// timeHotplug runs add (the QMP device_add) and waits for the arrival of class on the agent's
+// /events and for the floor's line of the device's online uevent, then finds the device's
+// uevents in the console lines seen meanwhile.
+func timeHotplug(ctx context.Context, c *console, s streams, class string, add func(context.Context) error) (Hotplug, error) {
+	ev := s.agent
 	ev.drain()
+	s.floor.drain()
 	mark := c.mark()
 	t0 := time.Now()
 	if err := add(ctx); err != nil {
@@ -213,6 +246,13 @@ func timeHotplug(ctx context.Context, c *console, ev *eventStream, class string,
 	}
 	h.Events = at.Sub(t0)
 	h.Device = filepath.Base(n.SymbolicLink)
+	var fl note
+	for fl.Action != "online" || filepath.Base(fl.Devpath) != h.Device {
+		if fl, at, err = s.floor.next(ctx, 5*time.Second); err != nil {
+			return h, fmt.Errorf("the floor's online of %s: %w", h.Device, err)
+		}
+	}
+	h.FloorEvents = at.Sub(t0)
 	offset, ok := c.clockOffset()
 	if !ok {
 		return h, errors.New("the guest console has no \"setting system clock to\" line: cannot place the agent's read on the kernel's clock")
@@ -244,6 +284,7 @@ func timeHotplug(ctx context.Context, c *console, ev *eventStream, class string,
 	}
 	h.KernelAdd, h.KernelOnline = first.at.Sub(t0), online.at.Sub(t0)
 	h.OnlineToRead = readAt - online.guest
+	h.FloorOnlineToRead = time.Duration(fl.ReadAt.UnixNano()) - offset - online.guest
 	return h, nil
 }
 
@@ -356,6 +397,11 @@ func waitAgent(ctx context.Context, vm *qemu.VM, base string) error {
 	if err := vm.WaitSerial(ctx, "hotplug-guest-init: agent started"); err != nil {
 		return err
 	}
+	return waitHealthy(ctx, base)
+}
+
+// waitHealthy waits for base/healthz to answer 200.
+func waitHealthy(ctx context.Context, base string) error {
 	for {
 		actx, cancel := context.WithTimeout(ctx, time.Second)
 		req, _ := http.NewRequestWithContext(actx, "GET", base+"/healthz", nil)
@@ -369,7 +415,7 @@ func waitAgent(ctx context.Context, vm *qemu.VM, base string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the guest agent's /healthz: %w", ctx.Err())
+			return fmt.Errorf("%s/healthz: %w", base, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -387,10 +433,14 @@ type timedNote struct {
 	at time.Time
 }
 
+// note is a line of the agent's stream (Event, InterfaceClass, SymbolicLink) or the floor's
+// (Action, Devpath); both carry ReadAt.
 type note struct {
 	Event          string    `json:"event"`
 	InterfaceClass string    `json:"interface_class"`
 	SymbolicLink   string    `json:"symbolic_link"`
+	Action         string    `json:"action"`
+	Devpath        string    `json:"devpath"`
 	ReadAt         time.Time `json:"read_at"`
 }
 
@@ -480,5 +530,39 @@ func renderQEMU(r *QEMUResult) string {
 	s.WriteString(table([]string{"hot-add", "QMP answered", "guest kernel `add` uevent", "guest kernel `online` uevent",
 		"guest agent read `online`", "arrival on host `/events`", "kernel `online` to agent read (guest clock)", "agent read to `/events`",
 		"kernel `online` to `/events`"}, rows))
+	s.WriteString(renderFloor(r))
+	return s.String()
+}
+
+// renderFloor compares the agent with the floor on the same online uevents.
+func renderFloor(r *QEMUResult) string {
+	all := append(append([]Hotplug(nil), r.CPU...), r.DIMM...)
+	var rows [][]string
+	var diff []time.Duration
+	for i, h := range all {
+		if h.FloorEvents == 0 {
+			continue
+		}
+		kind := "CPU"
+		if i >= len(r.CPU) {
+			kind = "DIMM"
+		}
+		agent, floor := h.Events-h.KernelOnline, h.FloorEvents-h.KernelOnline
+		diff = append(diff, agent-floor)
+		rows = append(rows, []string{kind + " " + h.Device,
+			msf(h.FloorOnlineToRead), msf(h.OnlineToRead),
+			msf(h.FloorEvents - h.KernelOnline - h.FloorOnlineToRead), msf(h.Events - h.AgentRead()),
+			msf(floor), msf(agent), msf(agent - floor)})
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	var s strings.Builder
+	s.WriteString("\nThe same `online` uevents through the floor, `uevent-sse-floor` (a blocking `recvmsg` loop that writes one SSE line per uevent and flushes it, nothing else), running in the same guest beside the agent:\n\n")
+	s.WriteString(table([]string{"hot-add", "kernel `online` to read: floor", "agent",
+		"read to the host's line: floor", "agent", "kernel `online` to the host's line: floor", "agent", "agent minus floor"}, rows))
+	sum := bench.Summarize(diff)
+	fmt.Fprintf(&s, "\nAgent minus floor, kernel `online` to the host's line, over the %d hot-adds: median %s ms, max %s ms.\n",
+		sum.N, msf(sum.P50), msf(sum.Max))
 	return s.String()
 }
