@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -209,6 +210,10 @@ func (t *Tracker) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.kick:
+			// Let what the same event made runnable go first: a kick comes from the event loop
+			// just after it published the block's notification, whose delivery (the /events
+			// stream, the callbacks) should not wait for a read of every device's links.
+			runtime.Gosched()
 		case <-timer.C:
 		}
 		wait, err := t.evaluate(nil)
