@@ -64,8 +64,9 @@ type Hotplug struct {
 func (h Hotplug) AgentRead() time.Duration { return h.KernelOnline + h.OnlineToRead }
 
 // The guest's agent: it onlines hot-added CPUs (Linux leaves them offline); the kernel onlines
-// hot-added memory itself (memhp_default_state=online). No log callback: the console carries the
-// debug log's uevent lines and the kernel's.
+// hot-added memory itself (memhp_default_state=online). No log callback, and the agent's default
+// log level: at debug it writes a line per uevent to the serial console, which under TCG puts
+// 0.3 to 2.5 ms on the path of each uevent (5 ms on the first) that the floor does not pay.
 const qemuAgentConfig = `log_notifications: false
 online:
   cpu: online
@@ -120,7 +121,7 @@ func qemuCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 	initrd := filepath.Join(dir, "initramfs.cpio")
 	if err := (qemu.Guest{
 		Init: initBin, Agent: agentBin, AgentConfig: qemuAgentConfig,
-		AgentArgs: []string{"--log.level=debug", "--path.state="},
+		AgentArgs: []string{"--path.state="},
 		Port:      guestPort, Kernel: kernel,
 		Helpers: []string{floorBin},
 	}).WriteInitramfs(initrd); err != nil {
