@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -64,18 +65,25 @@ type LatencyResult struct {
 	InprocReadToCall  bench.Summary `json:"inproc_read_to_callback"`
 	// Lost counts events whose handler never reported within the timeout, per variant.
 	Lost map[string]int `json:"lost"`
-	// Real is the in-process agent, unmodified, on real offline/online cycles of the CPU.
+	// Real is the same paths on real offline/online cycles of the CPU, the agents unmodified.
 	Real *RealCycles `json:"real,omitempty"`
 }
 
-// RealCycles is the in-process agent on real CPU online transitions, with no TaggedSource.
+// RealCycles is the paths on real CPU online transitions: the agents open their uevent sockets
+// themselves, as in production (no TaggedSource), and udevd runs a rule for the CPU's online.
 type RealCycles struct {
 	Cycles int `json:"cycles"`
-	// FromWrite: the write of 1 to cpuN/online to the bare loop (Floor) and to the callback
-	// (Inproc); the kernel's bring-up of the CPU is most of both.
+	// FromWrite is, per variant, the time from the write of 1 to cpuN/online to the bare loop's
+	// read of the kernel's online uevent (floor) or to the handler's start; the kernel's bring-up
+	// of the CPU is most of it.
 	FromWrite map[string]bench.Summary `json:"from_write"`
-	// FromFloor: the bare loop's recvmsg of the online uevent to the callback's start.
+	// FromFloor is the in-process callback's AfterFloor (kept for results without AfterFloor).
 	FromFloor bench.Summary `json:"from_floor"`
+	// AfterFloor is, per variant but the floor, the bare loop's recvmsg of the online uevent to
+	// the handler's start.
+	AfterFloor map[string]bench.Summary `json:"after_floor,omitempty"`
+	// Lost counts cycles whose handler never reported within the timeout, per variant.
+	Lost map[string]int `json:"lost,omitempty"`
 }
 
 func latencyCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
@@ -85,7 +93,7 @@ func latencyCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 	stamp := fs.String("stamp", ".cache/bench/stamp", "the static stamp helper (cc -O2 -static -o stamp bench/stamp/stamp.c)")
 	udevd := fs.String("udevd", "/lib/systemd/systemd-udevd", "systemd-udevd binary")
 	gap := fs.Duration("gap", 3*time.Millisecond, "pause after each event, for the machine to settle")
-	real := fs.Int("real", 100, "real offline/online cycles of the CPU for the unmodified in-process agent (0: none)")
+	real := fs.Int("real", 100, "real offline/online cycles of the CPU for the unmodified agents and udevd (0: none)")
 	fs.Parse(os.Args[2:])
 	if err := requireRoot(); err != nil {
 		return err
@@ -125,7 +133,7 @@ func latencyCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 	if _, err := os.Stat(h.dev + "/online"); err != nil && *real > 0 {
 		fmt.Fprintf(os.Stderr, "latency: cpu%d cannot be taken offline (%v): no real cycles\n", *cpu, err)
 	} else if *real > 0 {
-		if res.Real, err = h.realCycles(ctx, *real); err != nil {
+		if res.Real, err = h.realCycles(ctx, *real, stampPath, *udevd); err != nil {
 			return err
 		}
 	}
@@ -147,8 +155,13 @@ type harness struct {
 	socks   []*net.UnixConn
 	stop    context.CancelFunc
 	agents  map[string]chan error // Run's result, per agent variant
-	cancel  map[string]context.CancelFunc
-	udevd   *exec.Cmd
+	// sysfs is, per tagged agent variant, the root of the sysfs tree the agent reads: a small
+	// fixture whose cpuN/online the harness sets to what each tagged uevent says, since the
+	// agent believes a transition only when sysfs shows it, and a synthetic uevent changes
+	// nothing in /sys.
+	sysfs  map[string]string
+	cancel map[string]context.CancelFunc
+	udevd  *exec.Cmd
 }
 
 // floorMsg is one uevent as the bare loop read it.
@@ -179,6 +192,7 @@ func newHarness(ctx context.Context, cpu int, stamp, udevd string) (_ *harness, 
 		stamps: make(chan stampMsg, 1<<12),
 		agents: map[string]chan error{},
 		cancel: map[string]context.CancelFunc{},
+		sysfs:  map[string]string{},
 	}
 	defer func() {
 		if err != nil {
@@ -210,29 +224,46 @@ func newHarness(ctx context.Context, cpu int, stamp, udevd string) (_ *harness, 
 	}
 	go h.readFloor(hctx)
 
+	for _, v := range []string{vInproc, vExec} {
+		h.sysfs[v] = filepath.Join(h.dir, "sys-"+v)
+		if err := os.Mkdir(h.sysfs[v], 0o755); err != nil {
+			return nil, err
+		}
+		if err := bench.WriteFixture(h.sysfs[v], cpu+1, 0); err != nil {
+			return nil, err
+		}
+	}
 	// (b) The agent with a Go callback.
-	if err := h.startAgent(hctx, vInproc, nil); err != nil {
+	if err := h.startAgent(hctx, vInproc, vInproc, h.sysfs[vInproc], nil); err != nil {
 		return nil, err
 	}
 	// (c) The agent with an exec callback, configured as a user would.
-	cfg, err := config.Parse(fmt.Appendf(nil, `log_notifications: false
+	cfg, err := h.execConfig(stamp)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.startAgent(hctx, vExec, vExec, h.sysfs[vExec], cfg); err != nil {
+		return nil, err
+	}
+	// (d) udevd, its rule for the tagged uevents.
+	rule := fmt.Sprintf(`ACTION=="online", SUBSYSTEM=="cpu", ENV{%s}=="%s", RUN+="%s %s"`,
+		bench.TagKey, vUdevd, stamp, filepath.Join(h.dir, vUdevd+".sock"))
+	if err := h.startUdevd(udevd, rule); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// execConfig is the configuration of the exec variant: a processor callback that runs the
+// stamp helper, as a user would write it.
+func (h *harness) execConfig(stamp string) (*config.Config, error) {
+	return config.Parse(fmt.Appendf(nil, `log_notifications: false
 callbacks:
   - name: stamp
     class: processor
     exec:
       command: [%q, %q]
 `, stamp, filepath.Join(h.dir, vExec+".sock")))
-	if err != nil {
-		return nil, err
-	}
-	if err := h.startAgent(hctx, vExec, cfg); err != nil {
-		return nil, err
-	}
-	// (d) udevd.
-	if err := h.startUdevd(udevd, stamp); err != nil {
-		return nil, err
-	}
-	return h, nil
 }
 
 // openFloor opens the bare loop's socket: blocking, so that recvmsg returns straight from the
@@ -312,11 +343,11 @@ func (h *harness) readStamps(c *net.UnixConn, src string) {
 	}
 }
 
-// startAgent runs an agent in this process on the real /sys and a real uevent socket with the
-// agent's default 128 MiB buffer, through a TaggedSource for tag; with tag "" the agent opens its
-// socket itself, as in production. cfg nil registers the Go callback (variant inproc); otherwise
-// cfg's callbacks are the agent's.
-func (h *harness) startAgent(ctx context.Context, tag string, cfg *config.Config) error {
+// startAgent runs an agent named name (stopAgent's key) in this process on the sysfs tree at
+// root and a real uevent socket with the agent's default 128 MiB buffer, through a TaggedSource
+// for tag; with tag "" the agent opens its socket itself, as in production. cfg nil registers
+// the Go callback (variant inproc); otherwise cfg's callbacks are the agent's.
+func (h *harness) startAgent(ctx context.Context, name, tag, root string, cfg *config.Config) error {
 	var src agent.Source
 	if tag != "" {
 		conn, err := udev.Listen(udev.Options{ReceiveBufferBytes: 128 << 20})
@@ -331,7 +362,7 @@ func (h *harness) startAgent(ctx context.Context, tag string, cfg *config.Config
 		cfg = &config.Config{LogNotifications: &off}
 	}
 	a, err := agent.New(agent.Options{
-		SysfsPath:          "/sys",
+		SysfsPath:          root,
 		ListenAddresses:    []string{"127.0.0.1:0"},
 		ReceiveBufferBytes: 128 << 20,
 		Config:             cfg,
@@ -357,7 +388,7 @@ func (h *harness) startAgent(ctx context.Context, tag string, cfg *config.Config
 	actx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- a.Run(actx) }()
-	h.agents[tag], h.cancel[tag] = errc, cancel
+	h.agents[name], h.cancel[name] = errc, cancel
 	return nil
 }
 
@@ -376,10 +407,9 @@ printf '%s\n' "$RULE" > /run/udev/rules.d/99-hotplug-bench.rules
 exec "$UDEVD"
 `
 
-// startUdevd starts udevd with the one rule and waits until it runs the rule.
-func (h *harness) startUdevd(udevd, stamp string) error {
-	rule := fmt.Sprintf(`ACTION=="online", SUBSYSTEM=="cpu", ENV{%s}=="%s", RUN+="%s %s"`,
-		bench.TagKey, vUdevd, stamp, filepath.Join(h.dir, vUdevd+".sock"))
+// startUdevd starts udevd with the one rule, which must run for a synthetic online tagged
+// udevd, and waits until it runs the rule.
+func (h *harness) startUdevd(udevd, rule string) error {
 	logf, err := os.Create(filepath.Join(h.dir, "udevd.log"))
 	if err != nil {
 		return err
@@ -416,6 +446,16 @@ func (h *harness) event(tag, action string, timeout time.Duration) (floor, handl
 func (h *harness) eventSplit(tag, action string, timeout time.Duration) (floor, handler, sinceRead time.Duration, err error) {
 	id := uuid.NewString()
 	msg := []byte(action + " " + id + " BENCH=" + tag)
+	if root := h.sysfs[tag]; root != "" {
+		state := "0\n"
+		if action == "online" {
+			state = "1\n"
+		}
+		p := filepath.Join(root, fmt.Sprintf("devices/system/cpu/cpu%d/online", h.cpu))
+		if err := os.WriteFile(p, []byte(state), 0o644); err != nil {
+			return 0, 0, 0, err
+		}
+	}
 	t0 := bench.Mono()
 	if _, err := unix.Pwrite(h.uevent, msg, 0); err != nil {
 		return 0, 0, 0, fmt.Errorf("write %s/uevent: %w", h.dev, err)
@@ -538,20 +578,39 @@ func (h *harness) stopAgent(tag string) {
 	}
 }
 
-// realCycles takes the CPU offline and back online cycles times, with an in-process agent that
-// opens its uevent socket itself, exactly as in production (no TaggedSource): the time from the
-// floor's read of the kernel's own "online" to the Go callback is what the agent adds.
-func (h *harness) realCycles(ctx context.Context, cycles int) (*RealCycles, error) {
+// realCycles takes the CPU offline and back online cycles times with every path listening at
+// once, as in the interleaved rounds: an in-process agent with the Go callback and one with the
+// exec callback, each opening its uevent socket itself exactly as in production (no
+// TaggedSource), and udevd with a rule for the CPU's online. Each path's time from the floor's
+// read of the kernel's own online uevent to its handler is what it adds to the kernel.
+func (h *harness) realCycles(ctx context.Context, cycles int, stamp, udevd string) (*RealCycles, error) {
 	online := h.dev + "/online"
 	if _, err := os.Stat(online); err != nil {
 		return nil, fmt.Errorf("cpu%d cannot be taken offline: %w", h.cpu, err)
 	}
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := h.startAgent(hctx, "", nil); err != nil {
+	const inproc, exec = "real-" + vInproc, "real-" + vExec
+	if err := h.startAgent(hctx, inproc, "", "/sys", nil); err != nil {
 		return nil, err
 	}
-	defer h.stopAgent("")
+	defer h.stopAgent(inproc)
+	cfg, err := h.execConfig(stamp)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.startAgent(hctx, exec, "", "/sys", cfg); err != nil {
+		return nil, err
+	}
+	defer h.stopAgent(exec)
+	// The rule runs for the CPU's every online, real or synthetic: startUdevd's check writes a
+	// synthetic one.
+	rule := fmt.Sprintf(`ACTION=="online", SUBSYSTEM=="cpu", KERNEL=="cpu%d", RUN+="%s %s"`,
+		h.cpu, stamp, filepath.Join(h.dir, vUdevd+".sock"))
+	if err := h.startUdevd(udevd, rule); err != nil {
+		return nil, err
+	}
+	defer h.stopUdevd()
 	// Whatever happens, the CPU ends online.
 	defer os.WriteFile(online, []byte("1"), 0)
 	fd, err := unix.Open(online, unix.O_WRONLY|unix.O_CLOEXEC, 0)
@@ -559,13 +618,14 @@ func (h *harness) realCycles(ctx context.Context, cycles int) (*RealCycles, erro
 		return nil, err
 	}
 	defer unix.Close(fd)
-	var toFloor, toCallback, floorToCallback []time.Duration
-	realOnline := func(m floorMsg) bool {
-		return m.uuid == "" && m.act == "online" && m.dev == "/devices/system/cpu/cpu"+strconv.Itoa(h.cpu)
-	}
-	realOffline := func(m floorMsg) bool {
-		return m.uuid == "" && m.act == "offline" && m.dev == "/devices/system/cpu/cpu"+strconv.Itoa(h.cpu)
-	}
+	devpath := "/devices/system/cpu/cpu" + strconv.Itoa(h.cpu)
+	realOnline := func(m floorMsg) bool { return m.uuid == "" && m.act == "online" && m.dev == devpath }
+	realOffline := func(m floorMsg) bool { return m.uuid == "" && m.act == "offline" && m.dev == devpath }
+	paths := []string{vInproc, vExec, vUdevd}
+	fromWrite := map[string][]time.Duration{}
+	afterFloor := map[string][]time.Duration{}
+	lost := map[string]int{}
+	const timeout = 5 * time.Second
 	for range cycles {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -573,38 +633,67 @@ func (h *harness) realCycles(ctx context.Context, cycles int) (*RealCycles, erro
 		if _, err := unix.Pwrite(fd, []byte("0"), 0); err != nil {
 			return nil, fmt.Errorf("offline cpu%d: %w", h.cpu, err)
 		}
-		f, err := h.waitFloor(realOffline, 5*time.Second)
+		f, err := h.waitFloor(realOffline, timeout)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := h.waitStamp(vInproc, f.seq, 5*time.Second); err != nil {
-			return nil, err
+		// Both agents have announced the removal (the exec callback has run) before the online.
+		if _, missing := h.waitStamps(f.seq, []string{vInproc, vExec}, timeout); len(missing) > 0 {
+			return nil, fmt.Errorf("the removal of cpu%d, seqnum %d: %s: %w", h.cpu, f.seq, strings.Join(missing, ", "), errLost)
 		}
 		time.Sleep(20 * time.Millisecond)
 		t0 := bench.Mono()
 		if _, err := unix.Pwrite(fd, []byte("1"), 0); err != nil {
 			return nil, fmt.Errorf("online cpu%d: %w", h.cpu, err)
 		}
-		if f, err = h.waitFloor(realOnline, 5*time.Second); err != nil {
+		if f, err = h.waitFloor(realOnline, timeout); err != nil {
 			return nil, err
 		}
-		s, err := h.waitStamp(vInproc, f.seq, 5*time.Second)
-		if err != nil {
-			return nil, err
+		fromWrite[vFloor] = append(fromWrite[vFloor], time.Duration(f.at-t0))
+		got, missing := h.waitStamps(f.seq, paths, timeout)
+		for _, v := range missing {
+			lost[v]++
 		}
-		toFloor = append(toFloor, time.Duration(f.at-t0))
-		toCallback = append(toCallback, time.Duration(s.at-t0))
-		floorToCallback = append(floorToCallback, time.Duration(s.at-f.at))
+		for v, s := range got {
+			fromWrite[v] = append(fromWrite[v], time.Duration(s.at-t0))
+			afterFloor[v] = append(afterFloor[v], time.Duration(s.at-f.at))
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return &RealCycles{
-		Cycles: cycles,
-		FromWrite: map[string]bench.Summary{
-			vFloor:  bench.Summarize(toFloor),
-			vInproc: bench.Summarize(toCallback),
-		},
-		FromFloor: bench.Summarize(floorToCallback),
-	}, nil
+	rc := &RealCycles{Cycles: cycles, FromWrite: map[string]bench.Summary{}, AfterFloor: map[string]bench.Summary{}, Lost: lost}
+	for _, v := range variants {
+		rc.FromWrite[v] = bench.Summarize(fromWrite[v])
+		if v != vFloor {
+			rc.AfterFloor[v] = bench.Summarize(afterFloor[v])
+		}
+	}
+	rc.FromFloor = rc.AfterFloor[vInproc]
+	return rc, nil
+}
+
+// waitStamps waits for the handlers of srcs to report seqnum seq, discarding other reports, and
+// returns the reports by source and the sources that did not report within timeout.
+func (h *harness) waitStamps(seq uint64, srcs []string, timeout time.Duration) (map[string]stampMsg, []string) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	got := map[string]stampMsg{}
+	for len(got) < len(srcs) {
+		select {
+		case s := <-h.stamps:
+			if s.seq == seq && slices.Contains(srcs, s.src) {
+				got[s.src] = s
+			}
+		case <-t.C:
+			var missing []string
+			for _, v := range srcs {
+				if _, ok := got[v]; !ok {
+					missing = append(missing, v)
+				}
+			}
+			return got, missing
+		}
+	}
+	return got, nil
 }
 
 func (h *harness) stopUdevd() {
@@ -656,8 +745,11 @@ func printLatency(r *LatencyResult) {
 		s := r.FromWrite[v]
 		fmt.Printf("  %-7s n=%4d p50 %s  p99 %s  max %s  lost %d\n", v, s.N, ms(s.P50), ms(s.P99), ms(s.Max), r.Lost[v])
 	}
-	if r.Real != nil {
-		fmt.Printf("real online cycles: %d; floor p50 %s; floor->callback p50 %s p99 %s\n", r.Real.Cycles,
-			ms(r.Real.FromWrite[vFloor].P50), ms(r.Real.FromFloor.P50), ms(r.Real.FromFloor.P99))
+	if rc := r.Real; rc != nil {
+		fmt.Printf("real online cycles: %d; write to the floor's read p50 %s; after the floor's read:\n", rc.Cycles, ms(rc.FromWrite[vFloor].P50))
+		for _, v := range variants[1:] {
+			s := rc.AfterFloor[v]
+			fmt.Printf("  %-7s n=%4d p50 %s  p99 %s  max %s  lost %d\n", v, s.N, ms(s.P50), ms(s.P99), ms(s.Max), rc.Lost[v])
+		}
 	}
 }
