@@ -74,8 +74,8 @@ online:
 `
 
 func qemuCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
-	cpus := fs.Int("cpus", 3, "CPUs to hot-add, one at a time")
-	dimms := fs.Int("dimms", 3, "128 MiB pc-dimms to hot-add, one at a time")
+	cpus := fs.Int("cpus", 4, "CPUs to hot-add, one at a time")
+	dimms := fs.Int("dimms", 8, "128 MiB pc-dimms to hot-add, one at a time")
 	fs.Parse(os.Args[2:])
 	res := QEMUResult{Machine: machine(), Command: "hotplug-bench " + strings.Join(os.Args[1:], " ")}
 
@@ -540,6 +540,7 @@ func renderFloor(r *QEMUResult) string {
 	all := append(append([]Hotplug(nil), r.CPU...), r.DIMM...)
 	var rows [][]string
 	var diff []time.Duration
+	byKind := map[string][]time.Duration{}
 	for i, h := range all {
 		if h.FloorEvents == 0 {
 			continue
@@ -550,6 +551,7 @@ func renderFloor(r *QEMUResult) string {
 		}
 		agent, floor := h.Events-h.KernelOnline, h.FloorEvents-h.KernelOnline
 		diff = append(diff, agent-floor)
+		byKind[kind] = append(byKind[kind], agent-floor)
 		rows = append(rows, []string{kind + " " + h.Device,
 			msf(h.FloorOnlineToRead), msf(h.OnlineToRead),
 			msf(h.FloorEvents - h.KernelOnline - h.FloorOnlineToRead), msf(h.Events - h.AgentRead()),
@@ -562,8 +564,8 @@ func renderFloor(r *QEMUResult) string {
 	s.WriteString("\nThe same `online` uevents through the floor, `uevent-sse-floor` (a blocking `recvmsg` loop that writes one SSE line per uevent and flushes it, nothing else), running in the same guest beside the agent:\n\n")
 	s.WriteString(table([]string{"hot-add", "kernel `online` to read: floor", "agent",
 		"read to the host's line: floor", "agent", "kernel `online` to the host's line: floor", "agent", "agent minus floor"}, rows))
-	sum := bench.Summarize(diff)
-	fmt.Fprintf(&s, "\nAgent minus floor, kernel `online` to the host's line, over the %d hot-adds: median %s ms, max %s ms.\n",
-		sum.N, msf(sum.P50), msf(sum.Max))
+	sum, cpu, dimm := bench.Summarize(diff), bench.Summarize(byKind["CPU"]), bench.Summarize(byKind["DIMM"])
+	fmt.Fprintf(&s, "\nAgent minus floor, kernel `online` to the host's line, over the %d hot-adds: median %s ms, max %s ms (CPUs: median %s ms; DIMMs: median %s ms).\n",
+		sum.N, msf(sum.P50), msf(sum.Max), msf(cpu.P50), msf(dimm.P50))
 	return s.String()
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/bench"
 	"github.com/hotplug-agent/hotplug-agent/bench/onlining"
 )
 
@@ -109,5 +110,40 @@ func TestRenderOnlining(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("the onlining report lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// The real cycles' table has a row per path timed, and reads results from before every path was.
+func TestRealTable(t *testing.T) {
+	sum := func(p50 time.Duration) bench.Summary { return bench.Summary{N: 3, P50: p50, P99: p50, Max: p50} }
+	for _, tc := range []struct {
+		name string
+		rc   RealCycles
+		want []string
+	}{
+		{"every path", RealCycles{Cycles: 3,
+			FromWrite:  map[string]bench.Summary{vFloor: sum(20e6), vInproc: sum(25e6), vExec: sum(27e6), vUdevd: sum(28e6)},
+			AfterFloor: map[string]bench.Summary{vInproc: sum(5e6), vExec: sum(7e6), vUdevd: sum(8e6)},
+			Lost:       map[string]int{vUdevd: 1}},
+			[]string{"| (a) bare recvmsg loop (the floor) | 20.0 | 20.0 | 20.0 |  |  |  |",
+				"| (b) agent, in-process Go callback | 25.0 | 25.0 | 25.0 | 5.000 | 5.000 | 0 |",
+				"| (c) agent, exec callback | 27.0 | 27.0 | 27.0 | 7.000 | 7.000 | 0 |",
+				"| (d) systemd-udevd, `RUN+=` | 28.0 | 28.0 | 28.0 | 8.000 | 8.000 | 1 |"}},
+		{"in-process only", RealCycles{Cycles: 3,
+			FromWrite: map[string]bench.Summary{vFloor: sum(20e6), vInproc: sum(25e6)},
+			FromFloor: sum(5e6)},
+			[]string{"| (b) agent, in-process Go callback | 25.0 | 25.0 | 25.0 | 5.000 | 5.000 | 0 |"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := realTable(&tc.rc, 1)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w+"\n") {
+					t.Errorf("no row %q in\n%s", w, got)
+				}
+			}
+			if tc.rc.FromWrite[vExec].N == 0 && strings.Contains(got, "exec callback") {
+				t.Errorf("a row for a path not timed:\n%s", got)
+			}
+		})
 	}
 }
