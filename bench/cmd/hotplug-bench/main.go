@@ -6,7 +6,7 @@
 //	hotplug-bench pipeline  [flags]  go test -bench of package bench, and a CPU profile
 //	hotplug-bench storm     [flags]  16,384 memory block uevents into the real agent binary
 //	hotplug-bench footprint [flags]  idle RSS and CPU, start-up time on /sys and on a large fixture
-//	hotplug-bench qemu      [flags]  QMP device_add to /events, beside the guest kernel's uevent
+//	hotplug-bench qemu      [flags]  QMP device_add to /events, beside the guest kernel's uevent and a floor
 //	hotplug-bench report    [flags]  rewrite the figures in BENCHMARKS.md from the results
 //
 // Each benchmark writes its result as JSON into --out (default .cache/bench) and prints a summary.

@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -131,18 +132,38 @@ func appendLine(line, b []byte, at time.Time) []byte {
 			seqnum = v
 		}
 	}
-	if _, err := strconv.ParseUint(string(seqnum), 10, 64); err != nil {
-		seqnum = []byte("0")
-	}
+	seq, _ := strconv.ParseUint(string(seqnum), 10, 64) // 0 when absent or malformed
 	line = append(line, `data: {"action":`...)
-	line = strconv.AppendQuote(line, string(action))
+	line = appendString(line, action)
 	line = append(line, `,"devpath":`...)
-	line = strconv.AppendQuote(line, string(devpath))
+	line = appendString(line, devpath)
 	line = append(line, `,"seqnum":`...)
-	line = append(line, seqnum...)
+	line = strconv.AppendUint(line, seq, 10)
 	line = append(line, `,"read_at":"`...)
 	line = at.AppendFormat(line, time.RFC3339Nano)
 	return append(line, "\"}\n\n"...)
+}
+
+// appendString appends s as a JSON string: quotes, backslashes and control characters escaped,
+// invalid UTF-8 replaced by U+FFFD.
+func appendString(line, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	line = append(line, '"')
+	for len(s) > 0 {
+		r, n := utf8.DecodeRune(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			line = append(line, `\ufffd`...)
+		case r == '"' || r == '\\':
+			line = append(line, '\\', byte(r))
+		case r < 0x20:
+			line = append(line, '\\', 'u', '0', '0', hex[r>>4], hex[r&0xf])
+		default:
+			line = append(line, s[:n]...)
+		}
+		s = s[n:]
+	}
+	return append(line, '"')
 }
 
 // events serves one stream until the client goes away.
