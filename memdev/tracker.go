@@ -35,7 +35,7 @@ type Options struct {
 	// memory device links its blocks only once all are added) before it is taken for memory of
 	// no device. Default 5 s.
 	Pending time.Duration
-	// Poll is how often pending blocks are read again. Default 10 ms.
+	// Poll is how often the layout is read again while a pending block is online. Default 10 ms.
 	Poll time.Duration
 }
 
@@ -380,8 +380,14 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 		t.blocksOf[id] = slices.Clone(d.Blocks)
 		delete(t.shrunk, id)
 	}
-	if len(t.pending) > 0 {
-		soonest(t.o.Poll)
+	// A pending block is read again only once it is online: until then it cannot complete a
+	// device, and its coming online (Changed) asks for a read anyway. Reading every device's
+	// links every Poll meanwhile took the event loop's CPU while the kernel onlined the block.
+	for b := range t.pending {
+		if _, ok := t.online[b]; ok {
+			soonest(t.o.Poll)
+			break
+		}
 	}
 	for b := range t.events {
 		if _, ok := t.online[b]; !ok {
