@@ -535,7 +535,7 @@ func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait b
 		}
 	}
 	o.gate.hold(iface.SymbolicLink, true)
-	err = o.onlineWithRetries(ctx, it, class, what, state, plan, round)
+	wrote, err := o.onlineWithRetries(ctx, it, class, what, state, plan, round)
 	if add != nil {
 		if err != nil {
 			add.Fail(err)
@@ -545,6 +545,11 @@ func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait b
 	}
 	if !it.memory {
 		o.gate.release(iface.SymbolicLink, err == nil)
+		// Logged once the arrival is on its way: it does not wait for the log's write (a serial
+		// console, in a guest, takes milliseconds).
+		if wrote > 0 {
+			o.log.Info("online policy: brought online", "device", what, "state", state, "attempt", wrote)
+		}
 		return false
 	}
 	if len(round.owed) == 0 {
@@ -577,20 +582,21 @@ func (o *Onliner) settle(round *planRound) {
 }
 
 // onlineWithRetries writes the online state, retrying a failed write. It returns nil once the
-// resource is online (by its write or anyone's), else the last error. A write that fails because
-// another onliner brought the block online meanwhile is not a failure: the block is left to it.
-func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, state string, plan *planned, round *planRound) error {
+// resource is online (by its write or anyone's), else the last error, and the attempt (from 1)
+// whose write brought it online, 0 when none did. A write that fails because another onliner
+// brought the block online meanwhile is not a failure: the block is left to it.
+func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, state string, plan *planned, round *planRound) (int, error) {
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			online, err := o.isOnline(it)
 			if err != nil {
 				o.log.Warn("online policy: cannot read state; giving up", "device", what, "err", err)
 				o.observe(class, "failure", 0)
-				return err
+				return 0, err
 			}
 			if online {
 				o.log.Debug("online policy: already online", "device", what, "attempt", attempt+1)
-				return nil
+				return 0, nil
 			}
 		}
 		var err error
@@ -602,8 +608,7 @@ func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, s
 		if err == nil {
 			o.observe(class, "success", time.Since(it.added))
 			if !it.memory {
-				o.log.Info("online policy: brought online", "device", what, "state", state, "attempt", attempt+1)
-				return nil
+				return attempt + 1, nil // logged by the caller, after the gate's release
 			}
 			o.onlinedByUs(it.n)
 			var planAttrs []any
@@ -616,23 +621,23 @@ func (o *Onliner) onlineWithRetries(ctx context.Context, it item, class, what, s
 				o.log.Debug("online policy: brought online", append([]any{"device", what, "state", state, "attempt", attempt + 1}, planAttrs...)...)
 			}
 			round.brought(state, it.n)
-			return nil
+			return attempt + 1, nil
 		}
 		// Another onliner (the kernel, a udev rule) may have won the race: leave it the block.
 		if online, rerr := o.isOnline(it); rerr == nil && online {
 			o.log.Debug("online policy: brought online by another meanwhile", "device", what, "err", err)
-			return nil
+			return 0, nil
 		}
 		o.observe(class, "failure", 0)
 		if attempt >= o.p.Load().Retries {
 			o.log.Error("online policy: could not bring online", "device", what, "attempts", attempt+1, "err", err)
-			return err
+			return 0, err
 		}
 		wait := retryWait(o.p.Load().Backoff, attempt)
 		o.releaseOwed(round) // the blocks written before do not wait for this one's retries
 		o.log.Warn("online policy: online failed; retrying", "device", what, "attempt", attempt+1, "backoff", wait, "err", err)
 		if werr := o.waitRetry(ctx, what, attempt, wait); werr != nil {
-			return fmt.Errorf("online %s: %w (after: %w)", what, werr, err)
+			return 0, fmt.Errorf("online %s: %w (after: %w)", what, werr, err)
 		}
 	}
 }
