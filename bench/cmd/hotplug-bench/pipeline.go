@@ -85,7 +85,7 @@ var profiled = []struct{ label, fn string }{
 	{"... parse (`udev.Parse`)", "github.com/hotplug-agent/hotplug-agent/udev.Parse"},
 	{"... count it (`metrics.Uevent`)", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Uevent"},
 	{"... translate (`state.(*Tracker).Handle`)", "github.com/hotplug-agent/hotplug-agent/state.(*Tracker).Handle"},
-	{"... ... of which the sysfs read that confirms the transition (`sysfs.FS.CPU`: list `cpuN`, read `online`)", "github.com/hotplug-agent/hotplug-agent/sysfs.FS.CPU"},
+	{"... ... of which the sysfs read that confirms the transition (`sysfs.FS.CPUOnline`: open, read and close `cpuN/online`)", "github.com/hotplug-agent/hotplug-agent/sysfs.FS.CPUOnline"},
 	{"... publish through the online gate (`online.(*Gate).Publish`: registry, memory devices, metrics, save signal)", "github.com/hotplug-agent/hotplug-agent/online.(*Gate).Publish"},
 	{"... ... of which `notify.(*Registry).Publish` (lock, queue, wake)", "github.com/hotplug-agent/hotplug-agent/notify.(*Registry).Publish"},
 	{"... ... of which `metrics.Notified`", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Notified"},
