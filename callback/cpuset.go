@@ -275,29 +275,10 @@ func (c *Cpuset) named() map[string]string {
 	return out
 }
 
-func (c *Cpuset) readOnline() (set, error) {
-	b, err := os.ReadFile(c.online)
-	if err != nil {
-		return nil, fmt.Errorf("cpuset: %w", err)
-	}
-	l, err := sysfs.ParseCPUList(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, fmt.Errorf("cpuset: %s: %w", c.online, err)
-	}
-	return setOf(l), nil
-}
+func (c *Cpuset) readOnline() (set, error) { return readSet("cpuset", c.online) }
 
 func (c *Cpuset) read(rel string) (set, error) {
-	p := filepath.Join(c.root, rel, "cpuset."+c.res)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return nil, fmt.Errorf("cpuset: %w", err)
-	}
-	l, err := sysfs.ParseCPUList(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, fmt.Errorf("cpuset: %s: %w", p, err)
-	}
-	return setOf(l), nil
+	return readSet("cpuset", filepath.Join(c.root, rel, "cpuset."+c.res))
 }
 
 // scan reads the named cpusets: what one lost since the last look that is offline now, or that

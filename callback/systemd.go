@@ -123,7 +123,7 @@ func NewSystemd(ctx context.Context, o SystemdOptions) (*Systemd, error) {
 		}
 		s.conn = c
 	}
-	on, err := readSet(s.online)
+	on, err := readSet("systemd", s.online)
 	if err != nil {
 		return nil, err
 	}
@@ -150,14 +150,16 @@ func (s *Systemd) Memory() CpusetMemory {
 	return CpusetMemory{Resource: s.res, Known: s.known.list()}
 }
 
-func readSet(p string) (set, error) {
+// readSet reads the CPU or node list at p (a sysfs list, a cpuset file); its errors begin with
+// who, the callback kind.
+func readSet(who, p string) (set, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {
-		return nil, fmt.Errorf("systemd: %w", err)
+		return nil, fmt.Errorf("%s: %w", who, err)
 	}
 	l, err := sysfs.ParseCPUList(strings.TrimSpace(string(b)))
 	if err != nil {
-		return nil, fmt.Errorf("systemd: %s: %w", p, err)
+		return nil, fmt.Errorf("%s: %s: %w", who, p, err)
 	}
 	return setOf(l), nil
 }
@@ -198,7 +200,7 @@ func (s *Systemd) Callback() notify.Callback {
 		if !ok || n.Event != notify.GUIDDeviceInterfaceArrival {
 			return nil
 		}
-		on, err := readSet(s.online)
+		on, err := readSet("systemd", s.online)
 		if err != nil {
 			return err
 		}
