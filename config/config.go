@@ -432,14 +432,24 @@ func (cb *Callback) validateKind(field string) error {
 	return nil
 }
 
-// validateCpuset checks the cpuset action.
-func (cb *Callback) validateCpuset(field string) error {
-	field += ".cpuset"
+// checkPerDevice checks what the cpuset and systemd actions (at field) need of their callback: a
+// device interface callback per CPU or memory block, of class processor or memory, which they
+// turn into what cpus or mems names.
+func (cb *Callback) checkPerDevice(field, cpus, mems string) error {
 	if cb.Kind != KindDeviceInterface || cb.MemoryDevices {
 		return fmt.Errorf("%s: only with kind %s, per CPU or memory block (not memory_devices)", field, KindDeviceInterface)
 	}
 	if cb.ClassGUID != notify.GUIDDeviceProcessor && cb.ClassGUID != notify.GUIDDeviceMemory {
-		return fmt.Errorf("%s: needs class processor (cpuset.cpus) or memory (cpuset.mems)", field)
+		return fmt.Errorf("%s: needs class processor (%s) or memory (%s)", field, cpus, mems)
+	}
+	return nil
+}
+
+// validateCpuset checks the cpuset action.
+func (cb *Callback) validateCpuset(field string) error {
+	field += ".cpuset"
+	if err := cb.checkPerDevice(field, "cpuset.cpus", "cpuset.mems"); err != nil {
+		return err
 	}
 	c := cb.Cpuset
 	if c.Root != "" && (!filepath.IsAbs(c.Root) || filepath.Clean(c.Root) != c.Root) {
@@ -474,11 +484,8 @@ var unitName = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]{1,255}$`)
 // validateSystemd checks the systemd action.
 func (cb *Callback) validateSystemd(field string) error {
 	field += ".systemd"
-	if cb.Kind != KindDeviceInterface || cb.MemoryDevices {
-		return fmt.Errorf("%s: only with kind %s, per CPU or memory block (not memory_devices)", field, KindDeviceInterface)
-	}
-	if cb.ClassGUID != notify.GUIDDeviceProcessor && cb.ClassGUID != notify.GUIDDeviceMemory {
-		return fmt.Errorf("%s: needs class processor (AllowedCPUs=) or memory (AllowedMemoryNodes=)", field)
+	if err := cb.checkPerDevice(field, "AllowedCPUs=", "AllowedMemoryNodes="); err != nil {
+		return err
 	}
 	if len(cb.Systemd.Units) == 0 {
 		return fmt.Errorf("%s.units: required: the units it may widen, like [workload.service]", field)
