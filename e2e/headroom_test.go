@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/hotplug-agent/hotplug-agent/headroom"
-	"github.com/hotplug-agent/hotplug-agent/internal/qemu"
 )
 
 const gib = 1 << 30
@@ -372,18 +370,7 @@ func TestIntegrationHeadroomSystemd(t *testing.T) {
 		t.Skip("boots a Debian guest with systemd: not in -short mode")
 	}
 	prepareSystemd(t)
-	tmp := t.TempDir()
-	disk, payload := filepath.Join(tmp, "rootfs.ext4"), filepath.Join(tmp, "payload.ext4")
-	if out, err := exec.Command("cp", "--sparse=always", sysEnv.image, disk).CombinedOutput(); err != nil {
-		t.Fatalf("copy the guest image: %v: %s", err, out)
-	}
-	if err := makePayload(sysEnv.deb, payload); err != nil {
-		t.Fatal(err)
-	}
-	port, err := qemu.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	disk, payload, port := sysFiles(t)
 	g := bootSystemd(t, t.Name(), "systemd", disk, payload, &port, func(int) {})
 	defer g.stop()
 	defer logIfFailed(t, g.guest)

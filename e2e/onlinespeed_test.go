@@ -131,19 +131,7 @@ func TestIntegrationOnlineSpeed(t *testing.T) {
 		}
 	}
 
-	tmp := t.TempDir()
-	disk := filepath.Join(tmp, "rootfs.ext4")
-	if out, err := exec.Command("cp", "--sparse=always", sysEnv.image, disk).CombinedOutput(); err != nil {
-		t.Fatalf("copy the guest image: %v: %s", err, out)
-	}
-	payload := filepath.Join(tmp, "payload.ext4")
-	if err := makePayload(sysEnv.deb, payload); err != nil {
-		t.Fatal(err)
-	}
-	port, err := qemu.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	disk, payload, port := sysFiles(t)
 	res := onlining.Result{Date: time.Now().UTC().Format(time.RFC3339), Revision: os.Getenv("BENCH_REVISION"),
 		GuestKernel: env.kernel.Version, BootMemory: "1 GiB"}
 	if out, err := exec.Command(qemu.QEMUBinary, "--version").Output(); err == nil {

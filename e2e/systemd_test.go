@@ -472,19 +472,7 @@ func TestIntegrationSystemd(t *testing.T) {
 	start := time.Now()
 	os.RemoveAll(filepath.Join(artefactRoot(), t.Name()))
 	r := &sysRun{test: t.Name()}
-	tmp := t.TempDir()
-	r.disk = filepath.Join(tmp, "rootfs.ext4")
-	if out, err := exec.Command("cp", "--sparse=always", sysEnv.image, r.disk).CombinedOutput(); err != nil {
-		t.Fatalf("copy the guest image: %v: %s", err, out)
-	}
-	r.payload = filepath.Join(tmp, "payload.ext4")
-	if err := makePayload(sysEnv.deb, r.payload); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	if r.port, err = qemu.FreePort(); err != nil {
-		t.Fatal(err)
-	}
+	r.disk, r.payload, r.port = sysFiles(t)
 	// Prometheus first: it scrapes the forwarded port from the start, and is ready when the
 	// agent is.
 	r.prom = startPrometheus(t, fmt.Sprintf("127.0.0.1:%d", r.port))
@@ -536,6 +524,25 @@ func TestIntegrationSystemd(t *testing.T) {
 }
 
 // makePayload makes a small ext4 image that holds the package, for the guest's second disk.
+// sysFiles makes what a boot of the systemd guest needs, in t's temporary directory: a sparse copy
+// of the guest image, the payload disk with the package, and a free host port to forward.
+func sysFiles(t *testing.T) (disk, payload string, port int) {
+	t.Helper()
+	tmp := t.TempDir()
+	disk, payload = filepath.Join(tmp, "rootfs.ext4"), filepath.Join(tmp, "payload.ext4")
+	if out, err := exec.Command("cp", "--sparse=always", sysEnv.image, disk).CombinedOutput(); err != nil {
+		t.Fatalf("copy the guest image: %v: %s", err, out)
+	}
+	if err := makePayload(sysEnv.deb, payload); err != nil {
+		t.Fatal(err)
+	}
+	port, err := qemu.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return disk, payload, port
+}
+
 func makePayload(deb, img string) error {
 	dir, err := os.MkdirTemp("", "hotplug-e2e-payload")
 	if err != nil {
@@ -1534,18 +1541,7 @@ func TestIntegrationCpusetNUMA(t *testing.T) {
 		t.Skip("boots a Debian guest with systemd: not in -short mode")
 	}
 	prepareSystemd(t)
-	tmp := t.TempDir()
-	disk, payload := filepath.Join(tmp, "rootfs.ext4"), filepath.Join(tmp, "payload.ext4")
-	if out, err := exec.Command("cp", "--sparse=always", sysEnv.image, disk).CombinedOutput(); err != nil {
-		t.Fatalf("copy the guest image: %v: %s", err, out)
-	}
-	if err := makePayload(sysEnv.deb, payload); err != nil {
-		t.Fatal(err)
-	}
-	port, err := qemu.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	disk, payload, port := sysFiles(t)
 	g := bootSystemd(t, t.Name(), "numa", disk, payload, &port, func(int) {},
 		"-object", "memory-backend-ram,id=ram0,size="+sysGuestMemory,
 		"-numa", "node,nodeid=0,cpus=0-3,memdev=ram0", "-numa", "node,nodeid=1")
