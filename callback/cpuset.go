@@ -238,7 +238,7 @@ func (c *Cpuset) Run(ctx context.Context, interval time.Duration) {
 				continue
 			}
 			c.mu.Lock()
-			changed := c.scan(on)
+			changed, _ := c.scan(on)
 			c.mu.Unlock()
 			if changed {
 				c.changed()
@@ -283,8 +283,9 @@ func (c *Cpuset) read(rel string) (set, error) {
 
 // scan reads the named cpusets: what one lost since the last look that is offline now, or that
 // a removal took (gone), it is owed. A CPU an administrator took out of a cpuset while it was
-// online is not owed. It returns whether what the callback remembers changed. c.mu is held.
-func (c *Cpuset) scan(on set) bool {
+// online is not owed. It returns whether what the callback remembers changed, and the named
+// cpusets (see named). c.mu is held.
+func (c *Cpuset) scan(on set) (bool, map[string]string) {
 	named := c.named()
 	changed := false
 	for rel := range c.held {
@@ -328,7 +329,7 @@ func (c *Cpuset) scan(on set) bool {
 		}
 		c.held[rel] = cur
 	}
-	return changed
+	return changed, named
 }
 
 // number returns the CPU or the node a notification is about, and false when it is of another
@@ -372,7 +373,7 @@ func (c *Cpuset) Callback() notify.Callback {
 		if !on[x] {
 			return nil // memory of a node the kernel does not count as having memory yet
 		}
-		c.scan(on)
+		_, named := c.scan(on)
 		isNew := !c.known[x]
 		others := maps.Clone(on)
 		delete(others, x)
@@ -394,7 +395,6 @@ func (c *Cpuset) Callback() notify.Callback {
 			}
 			return strings.Compare(a.rel, b.rel)
 		})
-		named := c.named()
 		var errs []error
 		for _, t := range targets {
 			before := c.held[t.rel]

@@ -374,16 +374,16 @@ func (o ownerMetrics) CallbackStarted(_ string, _ *notify.Notification, latency 
 
 // CallbackDone implements notify.Observer for the owner.
 func (o ownerMetrics) CallbackDone(owner string, _ *notify.Notification, took time.Duration, err error) {
-	o.series.duration.Observe(took.Seconds())
-	if err != nil {
-		o.series.errors.Inc()
-		o.Errors.Record(owner, time.Now(), err)
-	}
+	o.done(o.series, owner, took, err)
 }
 
 // CallbackDone implements notify.Observer.
 func (m *Metrics) CallbackDone(owner string, _ *notify.Notification, took time.Duration, err error) {
-	cs := m.callback(owner)
+	m.done(m.callback(owner), owner, took, err)
+}
+
+// done records a callback of owner that took took and returned err in its series cs.
+func (m *Metrics) done(cs callbackSeries, owner string, took time.Duration, err error) {
 	cs.duration.Observe(took.Seconds())
 	if err != nil {
 		cs.errors.Inc()
