@@ -1097,19 +1097,25 @@ func (a *Agent) registerCallback(c config.Callback, policy online.Policy) error 
 	return nil
 }
 
+// remembered is what the last run of the cpuset or systemd callback name remembered (the state
+// file, or the callback before a reload), nil for none.
+func (a *Agent) remembered(name string) *callback.CpusetMemory {
+	m, ok := a.prevCpusets[name]
+	if !ok {
+		return nil
+	}
+	cm := callback.CpusetMemory(m)
+	return &cm
+}
+
 // newCpuset makes the cpuset callback of c, from what the last run remembered for its name, and
 // starts its periodic look at the cpusets.
 func (a *Agent) newCpuset(c config.Callback, logger *slog.Logger) (cpusetRun, error) {
-	var restore *callback.CpusetMemory
-	if m, ok := a.prevCpusets[c.Name]; ok {
-		cm := callback.CpusetMemory(m)
-		restore = &cm
-	}
 	cs, err := callback.NewCpuset(callback.CpusetOptions{
 		Name: c.Name, Root: c.Cpuset.Root, Cgroups: c.Cpuset.Cgroups, Add: c.Cpuset.Add,
 		Memory: c.ClassGUID == notify.GUIDDeviceMemory, SysfsPath: a.o.SysfsPath, Logger: logger,
 		Observe:  func(pattern, result string) { a.metrics.CpusetWrite(c.Name, pattern, result) },
-		OnChange: a.requestSave, Restore: restore,
+		OnChange: a.requestSave, Restore: a.remembered(c.Name),
 	})
 	if err != nil {
 		return cpusetRun{}, err
@@ -1126,16 +1132,11 @@ func (a *Agent) newCpuset(c config.Callback, logger *slog.Logger) (cpusetRun, er
 // newSystemd makes the systemd callback of c, connected to systemd, from what the last run
 // remembered for its name.
 func (a *Agent) newSystemd(c config.Callback, logger *slog.Logger) (cpusetRun, error) {
-	var restore *callback.CpusetMemory
-	if m, ok := a.prevCpusets[c.Name]; ok {
-		cm := callback.CpusetMemory(m)
-		restore = &cm
-	}
 	sd, err := callback.NewSystemd(context.Background(), callback.SystemdOptions{
 		Name: c.Name, Units: c.Systemd.Units, Add: c.Systemd.Add, Memory: c.ClassGUID == notify.GUIDDeviceMemory,
 		SysfsPath: a.o.SysfsPath, Logger: logger,
 		Observe:  func(unit, result string) { a.metrics.SystemdWrite(c.Name, unit, result) },
-		OnChange: a.requestSave, Restore: restore,
+		OnChange: a.requestSave, Restore: a.remembered(c.Name),
 	})
 	if err != nil {
 		return cpusetRun{}, err
@@ -1511,9 +1512,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopSaver()
 	wg.Wait()
-	if e := a.kernel.Restore(); e != nil {
-		a.log.Error("the kernel's memory onlining settings were not put back; the next start tries again", "err", e)
-	}
+	a.restoreKernel(shutdown)
 	a.stopCpusets()
 	if e := a.saveState(true, true); e != nil {
 		a.log.Error("state file not saved at shutdown", "err", e)

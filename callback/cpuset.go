@@ -332,13 +332,13 @@ func (c *Cpuset) scan(on set) (bool, map[string]string) {
 	return changed, named
 }
 
-// number returns the CPU or the node a notification is about, and false when it is of another
+// number returns the CPU (res "cpus") or the node (res "mems") a notification is about, and false when it is of another
 // class or of memory on no known node.
-func (c *Cpuset) number(n notify.Notification) (int, bool) {
+func number(res string, n notify.Notification) (int, bool) {
 	switch {
-	case c.res == "cpus" && n.InterfaceClassGUID == notify.GUIDDeviceProcessor:
+	case res == "cpus" && n.InterfaceClassGUID == notify.GUIDDeviceProcessor:
 		return n.Interface.Number, true
-	case c.res == "mems" && n.InterfaceClassGUID == notify.GUIDDeviceMemory && n.Interface.Node >= 0:
+	case res == "mems" && n.InterfaceClassGUID == notify.GUIDDeviceMemory && n.Interface.Node >= 0:
 		return n.Interface.Node, true
 	}
 	return 0, false
@@ -350,7 +350,7 @@ func (c *Cpuset) number(n notify.Notification) (int, bool) {
 // blocks on cgroupfs writes; the error joins the writes that failed.
 func (c *Cpuset) Callback() notify.Callback {
 	return func(ctx context.Context, n notify.Notification, _ any) error {
-		x, ok := c.number(n)
+		x, ok := number(c.res, n)
 		if !ok {
 			return nil
 		}

@@ -194,9 +194,8 @@ func setMask(s set) []byte {
 // never saw online, each named unit the Add mode picks gets it in its property, as a runtime
 // change, one log line each. It blocks on systemd; the error joins the changes that failed.
 func (s *Systemd) Callback() notify.Callback {
-	num := Cpuset{res: s.res}
 	return func(ctx context.Context, n notify.Notification, _ any) error {
-		x, ok := num.number(n)
+		x, ok := number(s.res, n)
 		if !ok || n.Event != notify.GUIDDeviceInterfaceArrival {
 			return nil
 		}

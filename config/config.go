@@ -445,6 +445,15 @@ func (cb *Callback) checkPerDevice(field, cpus, mems string) error {
 	return nil
 }
 
+// checkAdd checks the add mode of the cpuset or systemd action at field.
+func checkAdd(field, add string) error {
+	switch add {
+	case "", callback.CpusetAddSpanning, callback.CpusetAddAll, callback.CpusetAddNone:
+		return nil
+	}
+	return fmt.Errorf("%s.add: %q: want spanning, all or none", field, add)
+}
+
 // validateCpuset checks the cpuset action.
 func (cb *Callback) validateCpuset(field string) error {
 	field += ".cpuset"
@@ -467,10 +476,8 @@ func (cb *Callback) validateCpuset(field string) error {
 			return fmt.Errorf("%s: %q: %v", at, p, err)
 		}
 	}
-	switch c.Add {
-	case "", callback.CpusetAddSpanning, callback.CpusetAddAll, callback.CpusetAddNone:
-	default:
-		return fmt.Errorf("%s.add: %q: want spanning, all or none", field, c.Add)
+	if err := checkAdd(field, c.Add); err != nil {
+		return err
 	}
 	if c.ScanInterval != 0 && (c.ScanInterval < 10*time.Millisecond || c.ScanInterval > time.Hour) {
 		return fmt.Errorf("%s.scan_interval: %s: want 10ms to 1h", field, c.ScanInterval)
@@ -495,10 +502,8 @@ func (cb *Callback) validateSystemd(field string) error {
 			return fmt.Errorf("%s.units[%d]: %q: want a unit name ending in .service, .scope, .slice, .socket, .mount or .swap", field, i, u)
 		}
 	}
-	switch cb.Systemd.Add {
-	case "", callback.CpusetAddSpanning, callback.CpusetAddAll, callback.CpusetAddNone:
-	default:
-		return fmt.Errorf("%s.add: %q: want spanning, all or none", field, cb.Systemd.Add)
+	if err := checkAdd(field, cb.Systemd.Add); err != nil {
+		return err
 	}
 	return nil
 }

@@ -48,9 +48,9 @@ func (i Interface) MarshalJSON() ([]byte, error) { return json.Marshal(i.wire())
 // and cause.
 func (n Notification) MarshalJSON() ([]byte, error) {
 	w := n.Interface.wire()
-	class, event := n.InterfaceClassGUID, n.Event
-	w.InterfaceClass = ClassName(class)
-	w.InterfaceClassGUID = &class
+	event := n.Event
+	w.InterfaceClass = ClassName(n.InterfaceClassGUID)
+	*w.InterfaceClassGUID = n.InterfaceClassGUID // the copy wire made
 	w.SymbolicLink = n.SymbolicLinkName
 	return json.Marshal(wire.Notification{
 		ID:        n.ID,

@@ -376,9 +376,6 @@ func (o *Onliner) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
-			if !it.memory {
-				o.settle(round) // a CPU's change takes the lock itself
-			}
 			if o.handle(ctx, it, round) {
 				later = append(later, it)
 			}

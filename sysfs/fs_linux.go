@@ -77,7 +77,13 @@ func readAttrAt(dirfd int, name string, buf []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return readClose(fd, buf)
+}
+
+// readClose reads the attribute open as fd into buf (see readAttr) and closes fd.
+func readClose(fd int, buf []byte) ([]byte, error) {
 	var n int
+	var err error
 	for {
 		if n, err = unix.Read(fd, buf[:maxAttrSize+1]); err != unix.EINTR {
 			break
@@ -107,16 +113,5 @@ func readAttrPath(p []byte, buf []byte) ([]byte, error) {
 	if errno != 0 {
 		return nil, errno
 	}
-	var n int
-	var err error
-	for {
-		if n, err = unix.Read(int(fd), buf[:maxAttrSize+1]); err != unix.EINTR {
-			break
-		}
-	}
-	unix.Close(int(fd)) // read-only: a close error cannot lose data
-	if err != nil {
-		return nil, err
-	}
-	return checkAttr(buf[:n])
+	return readClose(int(fd), buf)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html"
 	"html/template"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -188,13 +189,7 @@ func (s *server) index(w http.ResponseWriter, _ *http.Request) {
 		}
 		n.CPUs = append(n.CPUs, pageCPU{i.Number, state, i.SymbolicLink})
 	}
-	for _, k := range slices.Sorted(func(yield func(int) bool) {
-		for k := range nodes {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(nodes)) {
 		page.Nodes = append(page.Nodes, *nodes[k])
 	}
 

@@ -121,10 +121,12 @@ func (m *Mailbox[N, I]) Offer(n N) (wake bool) {
 		m.pushed++
 	default:
 		// The goroutine computes the resync when it is free again (Resync), so that a stuck
-		// registration costs the publisher nothing more and holds no queue. What was made for
-		// this registration alone (a resync, the existing interfaces) is dropped too, but is not
-		// counted: the notifications it stood for were counted when they were missed. A
-		// Tracking mailbox works out its view first: what was taken before the queue.
+		// registration holds no queue and, past this overflow, costs the publisher nothing more.
+		// What was made for this registration alone (a resync, the existing interfaces) is
+		// dropped too, but is not counted: the notifications it stood for were counted when they
+		// were missed. A Tracking mailbox works out its view first, here, once per overflow
+		// (a walk of the active set and the queue, under the publisher's lock): what was taken
+		// before the queue.
 		if m.view == nil {
 			m.view = m.worked(n)
 		}
