@@ -241,7 +241,9 @@ type builder struct {
 	a        *Agent
 	fs       sysfs.FS
 	gatherer *prometheus.Registry
-	memory   func() (headroom.Estimate, error) // the headroom estimate for /memory; nil: none
+	// latencies holds the dispatch latency histograms alone, for the status page.
+	latencies *prometheus.Registry
+	memory    func() (headroom.Estimate, error) // the headroom estimate for /memory; nil: none
 	// startup is what changed while the agent was down, announced once everything is built;
 	// addedWhileDown, what was hot-added meanwhile, for the online policy.
 	startup        []notify.Notification
@@ -281,6 +283,8 @@ func (b *builder) buildMetrics() error {
 		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = metrics.New(b.gatherer, a.o.Version)
+	b.latencies = prometheus.NewRegistry()
+	b.latencies.MustRegister(a.metrics.DispatchLatency) // what the status page reads
 	a.tracker.OnReject(a.metrics.Rejected)
 	a.conns = web.NewConnLimit(a.connectionLimit(), a.metrics.Refused)
 	metrics.RegisterPresent(b.gatherer, func() (int, int, error) {
@@ -468,6 +472,7 @@ func (b *builder) buildHandler() error {
 	a.handler, err = web.Handler(web.Options{
 		Registry:       a.registry,
 		Gatherer:       b.gatherer,
+		Latencies:      b.latencies,
 		Healthy:        a.healthy,
 		Logger:         o.Logger,
 		Version:        o.Version,

@@ -304,10 +304,14 @@ func chartOf(notes []notify.Notification, now time.Time) chartData {
 // in seconds (interpolated in the buckets, as Prometheus' histogram_quantile does).
 func (s *server) latencies() map[string][3]float64 {
 	out := map[string][3]float64{}
-	if s.o.Gatherer == nil {
+	g := s.o.Latencies
+	if g == nil {
+		g = s.o.Gatherer
+	}
+	if g == nil {
 		return out
 	}
-	mfs, err := s.o.Gatherer.Gather()
+	mfs, err := g.Gather()
 	if err != nil {
 		return out
 	}

@@ -45,6 +45,10 @@ const StreamOwner = "events"
 type Options struct {
 	Registry *notify.Registry
 	Gatherer prometheus.Gatherer
+	// Latencies gathers the dispatch latency histograms the status page reads: a registry of
+	// those alone spares each page the rest of /metrics (runtime, process, headroom). nil:
+	// Gatherer.
+	Latencies prometheus.Gatherer
 	// Healthy reports whether the agent's event loop is healthy; nil means always.
 	Healthy func() error
 	Logger  *slog.Logger
