@@ -587,19 +587,23 @@ func (a *Agent) saveState(clean, durable bool) error {
 	})
 }
 
-// carryMemory keeps what the cpuset or systemd callback name remembers for the callback of the
-// same name that a reload registers in its place. reloadMu is held.
-func (a *Agent) carryMemory(name string) {
+// carryMemory returns what keeps what the cpuset or systemd callback name remembers for the
+// callback of the same name that a reload registers in its place. Call that once name is
+// unregistered: a callback still running then has finished, and what it changed is kept too.
+// reloadMu is held.
+func (a *Agent) carryMemory(name string) func() {
 	a.cpusetMu.Lock()
 	run, ok := a.cpusets[name]
 	a.cpusetMu.Unlock()
-	if !ok {
-		return
+	return func() {
+		if !ok {
+			return
+		}
+		if a.prevCpusets == nil {
+			a.prevCpusets = map[string]statefile.Cpuset{}
+		}
+		a.prevCpusets[name] = statefile.Cpuset(run.memory())
 	}
-	if a.prevCpusets == nil {
-		a.prevCpusets = map[string]statefile.Cpuset{}
-	}
-	a.prevCpusets[name] = statefile.Cpuset(run.memory())
 }
 
 // cpusetMemories returns what the cpuset callbacks remember, for the state file; nil without any.
@@ -1749,12 +1753,14 @@ func (a *Agent) Reload(ctx context.Context) error {
 		if ok && reflect.DeepEqual(was.def, now) {
 			continue
 		}
+		carry := func() {}
 		if ok {
-			a.carryMemory(name)
+			carry = a.carryMemory(name)
 		}
 		if err := was.unregister(grace); err != nil {
 			a.log.Warn("reload: a callback unregistered was still running", "callback", name, "err", err)
 		}
+		carry()
 		delete(a.configured, name)
 		if ok {
 			changed = append(changed, name)
