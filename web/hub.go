@@ -117,6 +117,12 @@ func newHub(reg *notify.Registry, size int) (*hub, error) {
 	}
 	h.entry = e
 	h.last, h.floor = e.StartID(), e.StartID()
+	// The existing arrivals come on the registration's goroutine, and a subscriber may come
+	// first: the active set is known from now on, so that its first frames hold every interface.
+	// Applying them again as they come, and what follows, changes nothing or brings it up to date.
+	for _, i := range reg.Active() {
+		h.active[i.SymbolicLink] = i
+	}
 	return h, nil
 }
 
