@@ -1539,9 +1539,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
+// maxBatch is the most uevents the loop takes from the socket's queue before it handles them.
+const maxBatch = 32
+
+// queuedSource is a Source that can return what its queue holds without waiting (*udev.Conn).
+type queuedSource interface {
+	ReadQueued() (udev.Event, bool, error)
+}
+
 // loop reads uevents and publishes what they change until ctx ends or the socket fails for good.
+// It takes what the socket's queue holds after each wait, up to maxBatch uevents, and handles
+// them in order as a batch: their CPU transitions are confirmed with one read of sysfs (see
+// state.Tracker.BeginBatch).
 func (a *Agent) loop(ctx context.Context) error {
 	backoff := time.Millisecond
+	queued, _ := a.source.(queuedSource)
+	batch := make([]udev.Event, 0, maxBatch)
 	for {
 		a.busy.Store(0)
 		ev, err := a.source.Read(ctx)
@@ -1553,9 +1566,7 @@ func (a *Agent) loop(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, udev.ErrOverflow):
-			a.metrics.NetlinkOverflows.Inc()
-			a.log.Warn("uevents lost: netlink receive queue overflowed; rescanning sysfs")
-			a.resync(state.ReasonOverflow, 0, now)
+			a.overflowed(now)
 			continue
 		case errors.Is(err, net.ErrClosed):
 			return err
@@ -1570,48 +1581,87 @@ func (a *Agent) loop(ctx context.Context) error {
 			backoff = min(2*backoff, time.Second)
 			continue
 		}
-		a.metrics.Uevent(ev.Subsystem, ev.Action)
-		if state.Suspicious(ev.Subsystem, ev.DevPath) {
-			a.metrics.Rejected("devpath")
-			a.log.Warn("uevent with a device path outside /devices/system dropped", "devpath", ev.DevPath, "seqnum", ev.Seqnum)
-			continue
-		}
-		kind, n := state.Classify(ev.Subsystem, ev.DevPath)
-		if kind != state.KindNone && a.log.Enabled(ctx, slog.LevelDebug) {
-			// Guarded: building the attributes costs allocations on the hot path (the profile in
-			// BENCHMARKS.md).
-			a.log.Debug("uevent", "action", ev.Action, "devpath", ev.DevPath, "seqnum", ev.Seqnum, "synthetic", ev.Synthetic())
-		}
-		out := a.tracker.Handle(&ev)
-		a.publish(out.Notes)
-		// Only the kernel's add of a device that was not there, and that sysfs shows, is a
-		// hot-add; only its remove of one that sysfs no longer shows is a hot-remove.
-		if kind == state.KindMemory {
-			switch {
-			case out.HotAdd:
-				a.memdevs.Added(n, ev.ReadAt)
-			case out.HotRemove:
-				a.memdevs.Removed(n, ev.ReadAt)
-				a.onliner.RemovedMemoryBlock(n)
+		batch = append(batch[:0], ev)
+		var after error // what ended the batch, other than an empty queue
+		if queued != nil {
+			for len(batch) < maxBatch {
+				ev, ok, err := queued.ReadQueued()
+				if err != nil || !ok {
+					after = err
+					break
+				}
+				batch = append(batch, ev)
 			}
+			a.tracker.BeginBatch()
 		}
-		if out.HotAdd || out.HotRemove {
-			a.requestSave() // what is present is in the state file
-		}
-		if out.HotAdd {
-			// The arrival follows the online uevent the write causes, as Windows announces a
-			// processor only once threads can run on it; with two-phase registrations, AddStart
-			// comes before the write and AddComplete before the arrival.
-			switch kind {
-			case state.KindCPU:
-				a.onliner.AddCPU(n, ev.Seqnum, ev.ReadAt)
-			case state.KindMemory:
-				a.onliner.AddMemoryBlock(n, ev.Seqnum, ev.ReadAt)
+		for i := range batch {
+			if i > 0 {
+				a.busy.Store(time.Now().UnixNano())
 			}
+			a.handle(ctx, &batch[i])
 		}
-		if out.Gap {
-			a.resync(state.ReasonSeqnumGap, ev.Seqnum, ev.ReadAt)
+		a.tracker.EndBatch()
+		clear(batch) // hold no uevent's buffer while waiting for the next
+		switch {
+		case after == nil || ctx.Err() != nil:
+		case errors.Is(after, udev.ErrOverflow):
+			a.overflowed(time.Now())
+		default: // the next Read reports it again if it lasts, and backs off
+			a.log.Warn("uevent read failed", "err", after)
 		}
+	}
+}
+
+// overflowed rescans sysfs after the socket's queue overflowed, at now.
+func (a *Agent) overflowed(now time.Time) {
+	a.metrics.NetlinkOverflows.Inc()
+	a.log.Warn("uevents lost: netlink receive queue overflowed; rescanning sysfs")
+	a.resync(state.ReasonOverflow, 0, now)
+}
+
+// handle counts, checks and applies one uevent, and publishes what it changes.
+func (a *Agent) handle(ctx context.Context, ev *udev.Event) {
+	a.metrics.Uevent(ev.Subsystem, ev.Action)
+	if state.Suspicious(ev.Subsystem, ev.DevPath) {
+		a.metrics.Rejected("devpath")
+		a.log.Warn("uevent with a device path outside /devices/system dropped", "devpath", ev.DevPath, "seqnum", ev.Seqnum)
+		return
+	}
+	kind, n := state.Classify(ev.Subsystem, ev.DevPath)
+	if kind != state.KindNone && a.log.Enabled(ctx, slog.LevelDebug) {
+		// Guarded: building the attributes costs allocations on the hot path (the profile in
+		// BENCHMARKS.md).
+		a.log.Debug("uevent", "action", ev.Action, "devpath", ev.DevPath, "seqnum", ev.Seqnum, "synthetic", ev.Synthetic())
+	}
+	out := a.tracker.Handle(ev)
+	a.publish(out.Notes)
+	// Only the kernel's add of a device that was not there, and that sysfs shows, is a
+	// hot-add; only its remove of one that sysfs no longer shows is a hot-remove.
+	if kind == state.KindMemory {
+		switch {
+		case out.HotAdd:
+			a.memdevs.Added(n, ev.ReadAt)
+		case out.HotRemove:
+			a.memdevs.Removed(n, ev.ReadAt)
+			a.onliner.RemovedMemoryBlock(n)
+		}
+	}
+	if out.HotAdd || out.HotRemove {
+		a.requestSave() // what is present is in the state file
+	}
+	if out.HotAdd {
+		// The arrival follows the online uevent the write causes, as Windows announces a
+		// processor only once threads can run on it; with two-phase registrations, AddStart
+		// comes before the write and AddComplete before the arrival.
+		switch kind {
+		case state.KindCPU:
+			a.onliner.AddCPU(n, ev.Seqnum, ev.ReadAt)
+		case state.KindMemory:
+			a.onliner.AddMemoryBlock(n, ev.Seqnum, ev.ReadAt)
+		}
+	}
+	if out.Gap {
+		a.resync(state.ReasonSeqnumGap, ev.Seqnum, ev.ReadAt)
 	}
 }
 

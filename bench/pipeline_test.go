@@ -4,10 +4,12 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/agent"
 	"github.com/hotplug-agent/hotplug-agent/config"
 	"github.com/hotplug-agent/hotplug-agent/notify"
+	"github.com/hotplug-agent/hotplug-agent/sysfs"
 	"github.com/hotplug-agent/hotplug-agent/udev"
 )
 
@@ -96,16 +99,32 @@ type replay struct {
 	once    sync.Once
 }
 
-// step is one datagram of a replay's cycle, and the write to a sysfs file (file, at offset 0)
-// that goes before it; a nil file writes nothing.
+// step is one datagram of a replay's cycle, and the writes to sysfs files that go before it.
 type step struct {
-	d     datagram
+	d      datagram
+	writes []write
+}
+
+// write is the kernel's change to one sysfs file: value, written at offset 0.
+type write struct {
 	file  *os.File
 	value []byte
 }
 
 func newReplay(cycle []step) *replay {
 	return &replay{cycle: cycle, seq: 1, release: make(chan int), handled: make(chan struct{}, 1), closed: make(chan struct{})}
+}
+
+// ReadQueued is Read without waiting: ok is false when no datagram is left of those released.
+// As udev.Conn's, it lets the loop take a burst at once.
+func (r *replay) ReadQueued() (ev udev.Event, ok bool, err error) {
+	if r.left == 0 {
+		return ev, false, nil
+	}
+	r.left--
+	ev, err = udev.Parse(r.kernel())
+	ev.ReadAt = time.Now()
+	return ev, err == nil, err
 }
 
 // Read returns the next datagram released, parsed. It blocks until there is one, ctx ends or
@@ -136,16 +155,35 @@ func (r *replay) Read(ctx context.Context) (udev.Event, error) {
 //
 //go:noinline
 func (r *replay) kernel() []byte {
-	s := r.cycle[r.i%len(r.cycle)]
+	s := &r.cycle[r.i%len(r.cycle)]
 	r.i++
-	if s.file != nil {
-		if _, err := s.file.WriteAt(s.value, 0); err != nil {
-			panic(err)
-		}
-	}
+	s.write()
 	s.d.setSeq(r.seq)
 	r.seq++
 	return s.d.b
+}
+
+// write makes the step's sysfs writes.
+func (s *step) write() {
+	for _, w := range s.writes {
+		if _, err := w.file.WriteAt(w.value, 0); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// kernelCPU is the CPU time the kernel's part of n uevents costs the replay (their sysfs
+// writes), measured apart from the agent: the writes of whole cycles from where the replay is,
+// which leave the fixture as they found it, are made and timed, at least 20,000 of them. The agent must wait for nothing
+// meanwhile (it reads sysfs only for a uevent).
+func (r *replay) kernelCPU(tb testing.TB, n int) time.Duration {
+	steps := max(n, 20000)
+	steps += len(r.cycle) - steps%len(r.cycle)
+	cpu0 := cpuTime(tb)
+	for i := range steps {
+		r.cycle[(r.i+i)%len(r.cycle)].write()
+	}
+	return (cpuTime(tb) - cpu0) * time.Duration(n) / time.Duration(steps)
 }
 
 // Close ends a pending Read and every later one with net.ErrClosed. It is safe for concurrent use.
@@ -202,17 +240,35 @@ func startAgent(tb testing.TB, root string, src *replay, register func(*agent.Ag
 }
 
 // cpuCycle is the datagrams of real transitions of CPUs 1..cpus of the fixture at root: each
-// goes offline, then online, its online file written before each uevent, so that every uevent is
-// a notification. (cpu0 has no online file: it cannot go offline.)
+// goes offline, then online, its online file and cpu/online (the list of CPUs online) written
+// before each uevent, as the kernel changes them before it sends it, so that every uevent is a
+// notification. (cpu0 has no online file: it cannot go offline.)
 func cpuCycle(tb testing.TB, root string, cpus int) []step {
-	var cycle []step
-	for n := 1; n <= cpus; n++ {
-		f, err := os.OpenFile(filepath.Join(root, "devices/system/cpu", "cpu"+strconv.Itoa(n), "online"), os.O_WRONLY, 0)
+	open := func(name string) *os.File {
+		f, err := os.OpenFile(filepath.Join(root, "devices/system/cpu", name), os.O_WRONLY, 0)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { f.Close() })
-		cycle = append(cycle, step{cpuDatagram("offline", n), f, []byte("0\n")}, step{cpuDatagram("online", n), f, []byte("1\n")})
+		return f
+	}
+	list := open("online")
+	all := make([]int, cpus+1)
+	for n := range all {
+		all[n] = n
+	}
+	online := func(except int) []byte {
+		// Of the same length whatever it holds, padded with blanks that readers trim: a shorter
+		// list written at offset 0 would leave the end of a longer one behind.
+		l := sysfs.FormatCPUList(slices.DeleteFunc(slices.Clone(all), func(n int) bool { return n == except }))
+		return fmt.Appendf(nil, "%-*s\n", len(sysfs.FormatCPUList(all))+6, l)
+	}
+	var cycle []step
+	for n := 1; n <= cpus; n++ {
+		f := open("cpu" + strconv.Itoa(n) + "/online")
+		cycle = append(cycle,
+			step{cpuDatagram("offline", n), []write{{f, []byte("0\n")}, {list, online(n)}}},
+			step{cpuDatagram("online", n), []write{{f, []byte("1\n")}, {list, online(-1)}}})
 	}
 	return cycle
 }
@@ -273,6 +329,7 @@ func benchPipeline(b *testing.B, regs int) {
 	wall, cpu := time.Since(wall0), cpuTime(b)-cpu0
 	b.StopTimer()
 	reportRates(b, b.N, wall, cpu)
+	b.ReportMetric(float64(b.N)/(cpu-p.src.kernelCPU(b, b.N)).Seconds(), "agent-events/cpu-s")
 }
 
 // The pipeline runs without the kernel and its results are checked (every event delivered to

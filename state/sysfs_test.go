@@ -3,6 +3,7 @@ package state
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -94,5 +95,85 @@ func TestConfirmOverSysfs(t *testing.T) {
 	expect("offline of a CPU gone", handle("offline"), "removal "+cpu1, 1)
 	if len(rejected) != 1 {
 		t.Errorf("rejections %q; want one (the online sysfs did not show)", rejected)
+	}
+}
+
+// In a batch, CPU transitions are confirmed against one read of cpu/online made after every
+// uevent of the batch was sent: a transition undone later in the batch is held and confirmed by
+// its reverse, as with a late read; when cpu/online cannot be read, each CPU's file is.
+func TestBatchConfirmsFromCPUOnline(t *testing.T) {
+	root := t.TempDir()
+	cpu := filepath.Join(root, "devices/system/cpu")
+	write := func(rel, content string) {
+		t.Helper()
+		p := filepath.Join(cpu, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"possible", "present", "online"} {
+		write(f, "0-3")
+	}
+	write("cpu0/uevent", "")
+	for n := 1; n <= 3; n++ {
+		write("cpu"+strconv.Itoa(n)+"/online", "1")
+	}
+	fsys, err := sysfs.NewFS(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := New(fsys)
+	var rejected []string
+	tr.OnReject(func(r string) { rejected = append(rejected, r) })
+	if _, err := tr.Scan(); err != nil {
+		t.Fatal(err)
+	}
+	seq := uint64(100)
+	batch := func(evs ...string) string {
+		t.Helper()
+		tr.BeginBatch()
+		defer tr.EndBatch()
+		var got []string
+		for _, e := range evs {
+			action, n, _ := strings.Cut(e, " ")
+			num, _ := strconv.Atoi(n)
+			seq++
+			got = append(got, summary(tr.Handle(cpuEv(t, action, num, seq)).Notes)...)
+		}
+		return strings.Join(got, ", ")
+	}
+	const cpu1, cpu2, cpu3 = "/sys/devices/system/cpu/cpu1", "/sys/devices/system/cpu/cpu2", "/sys/devices/system/cpu/cpu3"
+
+	// CPUs 1 and 2 go offline and 2 comes back before the agent reads any of it.
+	write("online", "0,2-3")
+	write("cpu1/online", "0")
+	want := "removal " + cpu1 + ", removal " + cpu2 + ", arrival " + cpu2
+	if got := batch("offline 1", "offline 2", "online 2"); got != want {
+		t.Errorf("batch: %q; want %q", got, want)
+	}
+
+	// Which file a batch reads: cpu/online, not cpu3/online (left showing 1 here, which a
+	// kernel never does: the two change together).
+	write("online", "0,2")
+	if got := batch("offline 3"); got != "removal "+cpu3 {
+		t.Errorf("a batch's offline of CPU 3: %q; want its removal, from cpu/online", got)
+	}
+	// Outside a batch, cpu3/online is read: the online is believed, as that file shows.
+	if got := strings.Join(summary(tr.Handle(cpuEv(t, "online", 3, seq+1)).Notes), ", "); got != "arrival "+cpu3 {
+		t.Errorf("online of CPU 3 outside a batch: %q; want its arrival, from cpu3/online", got)
+	}
+	seq++
+
+	// A cpu/online that cannot be parsed: each CPU's own file decides.
+	write("online", "0-")
+	write("cpu1/online", "1")
+	if got := batch("online 1"); got != "arrival "+cpu1 {
+		t.Errorf("a batch's online of CPU 1 with cpu/online unreadable: %q; want its arrival, from cpu1/online", got)
+	}
+	if len(rejected) != 0 {
+		t.Errorf("rejections %q; want none", rejected)
 	}
 }

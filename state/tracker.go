@@ -80,6 +80,13 @@ type Tracker struct {
 	// a hot-pluggable CPU is confirmed by reading its online file alone (see observe). An add or
 	// remove of the CPU drops its entry; only CPUs sysfs showed get one.
 	cpus map[int]cpuFacts
+	// batch is true between BeginBatch and EndBatch: the CPU transitions handled are confirmed
+	// against online, read once (when the first needs it) for all of them.
+	batch bool
+	// onlineRead says that online holds what cpu/online showed since the batch began;
+	// onlineFailed that its read failed, and each CPU's own file is read instead.
+	onlineRead, onlineFailed bool
+	online                   sysfs.CPUSet
 	// notes is the array of the last Outcome's Notes, reused by the next Handle.
 	notes    []notify.Notification
 	lastSeq  uint64
@@ -296,6 +303,41 @@ func Present(fs Sysfs) ([]notify.Interface, error) {
 	return out, nil
 }
 
+// BeginBatch says that the uevents handled from now until EndBatch were all received, and so
+// sent by the kernel, before this call: the caller read them from the socket's queue without
+// waiting, one after the other, and handles them in order. The CPU transitions among them are
+// then confirmed against one read of cpu/online (the CPUs online), made when the first of them
+// needs it, instead of a read of each CPU's online file: that read comes after the kernel sent
+// every uevent of the batch, so it can only be later than the one per uevent, never earlier,
+// and a late read is what Handle's held transitions allow for. Without a batch, or when
+// cpu/online cannot be read, each transition reads its CPU's file.
+func (t *Tracker) BeginBatch() { t.batch, t.onlineRead, t.onlineFailed = true, false, false }
+
+// EndBatch ends what BeginBatch began: later uevents are confirmed one by one.
+func (t *Tracker) EndBatch() { t.batch = false }
+
+// onlineSetReader is implemented by sysfs.FS: the CPUs online, from cpu/online.
+type onlineSetReader interface {
+	ReadOnlineCPUs(*sysfs.CPUSet) error
+}
+
+// batchOnline reports whether CPU n is online as the batch's read of cpu/online shows it, and
+// ok=false outside a batch or when cpu/online cannot be read.
+func (t *Tracker) batchOnline(n int) (online, ok bool) {
+	if !t.batch || t.onlineFailed {
+		return false, false
+	}
+	if !t.onlineRead {
+		r, ok := t.fs.(onlineSetReader)
+		if !ok || r.ReadOnlineCPUs(&t.online) != nil {
+			t.onlineFailed = true
+			return false, false
+		}
+		t.onlineRead = true
+	}
+	return t.online.Contains(n), true
+}
+
 // Resync rescans sysfs and returns the notifications that turn the record into the truth:
 // removals first, then arrivals, each sorted. It is called after lost events. Transitions held
 // for confirmation are dropped: sysfs is the truth now.
@@ -308,6 +350,7 @@ func (t *Tracker) Resync(seqnum uint64, readAt time.Time) ([]notify.Notification
 		delete(t.held, k)
 		t.reject(RejectUnconfirmed)
 	}
+	t.onlineRead = false // not older than this rescan: a batch reads cpu/online again
 	if seqnum == 0 {
 		t.startSeq()
 	}
@@ -457,6 +500,23 @@ type onlineReader interface {
 	CPUOnline(n int) (bool, error)
 }
 
+// errWholeRead is cpuOnline's answer when fs offers no read of the online state alone.
+var errWholeRead = fmt.Errorf("no read of the online state alone: %w", fs.ErrNotExist)
+
+// cpuOnline reports whether CPU n, a hot-pluggable CPU sysfs showed, is online: from the batch's
+// read of cpu/online, or else from its own online file. An error wrapping fs.ErrNotExist says
+// that the file is gone (or, errWholeRead, that fs cannot read it alone): CPU n is to be read
+// whole.
+func (t *Tracker) cpuOnline(n int) (bool, error) {
+	if on, ok := t.batchOnline(n); ok {
+		return on, nil
+	}
+	if r, ok := t.fs.(onlineReader); ok {
+		return r.CPUOnline(n)
+	}
+	return false, errWholeRead
+}
+
 // deviceState is what sysfs shows of a CPU or block. hotpluggable is false for a CPU without
 // an online file (such as cpu0 on most x86 machines), which never goes offline.
 type deviceState struct{ exists, online, hotpluggable bool }
@@ -467,15 +527,15 @@ type deviceState struct{ exists, online, hotpluggable bool }
 func (t *Tracker) observe(k key, zones bool) (notify.Interface, deviceState, error) {
 	if k.kind == KindCPU {
 		if f, ok := t.cpus[k.n]; ok && f.hotpluggable {
-			if r, ok := t.fs.(onlineReader); ok {
-				on, err := r.CPUOnline(k.n)
-				if err == nil {
-					c := sysfs.CPU{Number: k.n, Node: f.node, Online: on, Hotpluggable: true}
-					return cpuInterface(c, t.link(k)), deviceState{true, on, true}, nil
-				}
-				if !errors.Is(err, fs.ErrNotExist) {
-					return notify.Interface{}, deviceState{}, err
-				}
+			on, err := t.cpuOnline(k.n)
+			if err == nil {
+				c := sysfs.CPU{Number: k.n, Node: f.node, Online: on, Hotpluggable: true}
+				return cpuInterface(c, t.link(k)), deviceState{true, on, true}, nil
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				return notify.Interface{}, deviceState{}, err
+			}
+			if err != errWholeRead {
 				delete(t.cpus, k.n) // gone, or changed: the whole read says which
 			}
 		}

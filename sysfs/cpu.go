@@ -161,6 +161,26 @@ func (fsys FS) CPUOnline(n int) (bool, error) {
 	return on, nil
 }
 
+// ReadOnlineCPUs makes s the CPUs the kernel has online, from cpu/online: one open, read and
+// close for every CPU, with no allocation once s has room for the highest. On an error s is
+// empty. It blocks on the file read; it is safe for concurrent use with other calls, not with
+// another use of s.
+func (fsys FS) ReadOnlineCPUs(s *CPUSet) error {
+	var pb [256]byte // the path, built without allocating while it fits, and its NUL
+	p := append(pb[:0], strings.TrimSuffix(fsys.root, "/")...)
+	p = append(p, "/"+cpuDir+"/online"...)
+	var buf [maxAttrSize + 1]byte
+	b, err := readAttrPath(p, buf[:])
+	if err != nil {
+		clear(s.bits)
+		return fmt.Errorf("sysfs: read %s: %w", string(p), err)
+	}
+	if err := s.setList(b); err != nil {
+		return fmt.Errorf("sysfs: parse %s: %w", string(p), err)
+	}
+	return nil
+}
+
 // readCPU reads CPU n, using buf as scratch space of scratchSize bytes. It lists cpuN once,
 // which tells both whether an online file exists and which node link there is, and reads the
 // online file or, without one, calls onlineList.

@@ -306,3 +306,37 @@ func TestCPUOnline(t *testing.T) {
 		t.Errorf("CPUOnline allocates %v times; want %v", a, want)
 	}
 }
+
+func TestReadOnlineCPUs(t *testing.T) {
+	tr := minimalTree()
+	tr["devices/system/cpu/online"] = "0-2,5\n"
+	fsys := tr.mustFS(t)
+	var set CPUSet
+	if err := fsys.ReadOnlineCPUs(&set); err != nil {
+		t.Fatal(err)
+	}
+	for n := range 8 {
+		if want := n <= 2 || n == 5; set.Contains(n) != want {
+			t.Errorf("CPU %d online: %v; want %v", n, set.Contains(n), want)
+		}
+	}
+	want := 0.0
+	if raceEnabled {
+		want = 1
+	}
+	if a := testing.AllocsPerRun(100, func() { fsys.ReadOnlineCPUs(&set) }); a > want {
+		t.Errorf("ReadOnlineCPUs allocates %v times; want %v", a, want)
+	}
+
+	tr["devices/system/cpu/online"] = "0-2,z\n"
+	if err := tr.mustFS(t).ReadOnlineCPUs(&set); err == nil || !strings.Contains(err.Error(), "parse") {
+		t.Errorf("a broken cpu/online: %v; want an error saying it cannot be parsed", err)
+	}
+	if set.Contains(0) {
+		t.Error("a failed read left CPU 0 in the set")
+	}
+	delete(tr, "devices/system/cpu/online")
+	if err := tr.mustFS(t).ReadOnlineCPUs(&set); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("no cpu/online: %v; want an error wrapping fs.ErrNotExist", err)
+	}
+}

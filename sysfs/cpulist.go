@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 )
 
 // maxCPUs bounds what ParseCPUList accepts: every CPU number must be below it, so a list never
@@ -37,31 +36,13 @@ func ParseCPUList(s string) ([]int, error) {
 // parseCPUList is ParseCPUList with errors that do not start with "sysfs: ", for callers that
 // wrap them with a path.
 func parseCPUList(s string) ([]int, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return []int{}, nil
-	}
-	fail := func(item string, err error) ([]int, error) {
-		return nil, fmt.Errorf("invalid CPU list %q: item %q: %w", truncate(s), truncate(item), err)
-	}
 	type span struct{ lo, hi int }
-	spans := make([]span, 0, strings.Count(s, ",")+1)
-	for item := range strings.SplitSeq(s, ",") {
-		first, last, isRange := strings.Cut(item, "-")
-		lo, err := parseCPU(first)
-		if err != nil {
-			return fail(item, err)
-		}
-		hi := lo
-		if isRange {
-			if hi, err = parseCPU(last); err != nil {
-				return fail(item, err)
-			}
-			if hi < lo {
-				return fail(item, errors.New("range ends before it starts"))
-			}
-		}
-		spans = append(spans, span{lo, hi})
+	var spans []span
+	if err := walkCPUList(s, func(lo, hi int) { spans = append(spans, span{lo, hi}) }); err != nil {
+		return nil, err
+	}
+	if len(spans) == 0 {
+		return []int{}, nil
 	}
 
 	// Merge overlapping and adjacent spans, then expand: every number is below maxCPUs, so the
@@ -89,19 +70,80 @@ func parseCPUList(s string) ([]int, error) {
 	return cpus, nil
 }
 
+// walkCPUList checks the CPU list s (see ParseCPUList) and calls span with each of its items,
+// lo to hi inclusive, in the order written. It stops at the first invalid item and returns the
+// error. It allocates nothing for a valid list, which lets it serve a read of a kernel file on
+// the event path.
+func walkCPUList[S ~string | ~[]byte](s S, span func(lo, hi int)) error {
+	s = trimSpace(s)
+	if len(s) == 0 {
+		return nil
+	}
+	whole := s
+	for {
+		item, rest, more := cut(s, ',')
+		first, last, isRange := cut(item, '-')
+		lo, err := parseCPU(first)
+		if err != nil {
+			return badItem(whole, item, err)
+		}
+		hi := lo
+		if isRange {
+			if hi, err = parseCPU(last); err != nil {
+				return badItem(whole, item, err)
+			}
+			if hi < lo {
+				return badItem(whole, item, errors.New("range ends before it starts"))
+			}
+		}
+		span(lo, hi)
+		if !more {
+			return nil
+		}
+		s = rest
+	}
+}
+
+// badItem is the error for item of the CPU list s.
+func badItem[S ~string | ~[]byte](s, item S, err error) error {
+	return fmt.Errorf("invalid CPU list %q: item %q: %w", truncate(string(s)), truncate(string(item)), err)
+}
+
+// cut is strings.Cut at a byte, for strings and byte slices alike.
+func cut[S ~string | ~[]byte](s S, sep byte) (before, after S, found bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, s[:0], false
+}
+
+// trimSpace is strings.TrimSpace for the ASCII white space the kernel prints, for strings and
+// byte slices alike.
+func trimSpace[S ~string | ~[]byte](s S) S {
+	for len(s) > 0 && (isSpace(s[0]) || s[0] == '\v' || s[0] == '\f') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (isSpace(s[len(s)-1]) || s[len(s)-1] == '\v' || s[len(s)-1] == '\f') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
 // parseCPU parses one CPU number: decimal digits only, below maxCPUs.
-func parseCPU(s string) (int, error) {
-	if s == "" {
+func parseCPU[S ~string | ~[]byte](s S) (int, error) {
+	if len(s) == 0 {
 		return 0, errors.New("missing number")
 	}
+	n := 0
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
 			return 0, fmt.Errorf("unexpected character %q", s[i])
 		}
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n >= maxCPUs {
-		return 0, fmt.Errorf("CPU number out of range (0 to %d)", maxCPUs-1)
+		if n = n*10 + int(s[i]-'0'); n >= maxCPUs {
+			return 0, fmt.Errorf("CPU number out of range (0 to %d)", maxCPUs-1)
+		}
 	}
 	return n, nil
 }
@@ -134,4 +176,31 @@ func FormatCPUList(cpus []int) string {
 		sorted = sorted[run:]
 	}
 	return string(b)
+}
+
+// CPUSet is a set of CPU numbers, one bit each: what ReadOnlineCPUs fills, reusing its memory
+// from one read to the next. The zero value is empty. It is not safe for concurrent use.
+type CPUSet struct{ bits []uint64 }
+
+// Contains reports whether CPU n is in s.
+func (s *CPUSet) Contains(n int) bool {
+	i := n >> 6
+	return n >= 0 && i < len(s.bits) && s.bits[i]&(1<<(n&63)) != 0
+}
+
+// setList makes s the CPUs of the kernel CPU list b (see ParseCPUList); on an error s is empty.
+func (s *CPUSet) setList(b []byte) error {
+	clear(s.bits)
+	err := walkCPUList(b, func(lo, hi int) {
+		if need := hi>>6 + 1; need > len(s.bits) { // below maxCPUs/64 words
+			s.bits = append(s.bits, make([]uint64, need-len(s.bits))...)
+		}
+		for n := lo; n <= hi; n++ {
+			s.bits[n>>6] |= 1 << (n & 63)
+		}
+	})
+	if err != nil {
+		clear(s.bits)
+	}
+	return err
 }

@@ -1,6 +1,7 @@
 package sysfs
 
 import (
+	"math/bits"
 	"slices"
 	"strings"
 	"testing"
@@ -187,6 +188,7 @@ func FuzzParseCPUList(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		cpus, err := ParseCPUList(s)
+		checkSet(t, s, cpus, err)
 		if err != nil {
 			if cpus != nil {
 				t.Fatalf("ParseCPUList(%q) = %v with error %v, want nil", s, cpus, err)
@@ -222,4 +224,40 @@ func FuzzParseCPUList(f *testing.F) {
 			t.Fatalf("FormatCPUList is not stable for %q", formatted)
 		}
 	})
+}
+
+// checkSet checks that a CPUSet made from the list s holds exactly cpus, and fails where
+// ParseCPUList failed (err).
+func checkSet(t *testing.T, s string, cpus []int, err error) {
+	t.Helper()
+	set := CPUSet{bits: []uint64{^uint64(0)}} // what an earlier list left
+	serr := set.setList([]byte(s))
+	if (serr != nil) != (err != nil) {
+		t.Fatalf("CPUSet of %q: error %v; ParseCPUList: %v", s, serr, err)
+	}
+	count := 0
+	for _, w := range set.bits {
+		count += bits.OnesCount64(w)
+	}
+	if count != len(cpus) {
+		t.Fatalf("CPUSet of %q holds %d CPUs; ParseCPUList gives %d", s, count, len(cpus))
+	}
+	for _, n := range cpus {
+		if !set.Contains(n) {
+			t.Fatalf("CPUSet of %q does not contain %d", s, n)
+		}
+	}
+}
+
+func TestCPUSet(t *testing.T) {
+	for _, s := range []string{"", "0", "0-3,8", "0-3,8-11\n", "63-64,127", "5,1-2", "3-1", "1,", "x"} {
+		cpus, err := ParseCPUList(s)
+		checkSet(t, s, cpus, err)
+	}
+	var set CPUSet
+	for _, n := range []int{-1, 0, 1 << 30} {
+		if set.Contains(n) {
+			t.Errorf("the empty set contains %d", n)
+		}
+	}
 }

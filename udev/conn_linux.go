@@ -199,20 +199,43 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 		}()
 	}
 
+	ev, _, err := c.next(true)
+	switch {
+	case err == nil:
+	case c.closed.Load():
+		return Event{}, fmt.Errorf("udev: read: %w", net.ErrClosed)
+	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+		return Event{}, ctx.Err()
+	}
+	return ev, err
+}
+
+// ReadQueued returns the next uevent already in the socket's receive queue, without waiting:
+// ok is false when the queue holds none. It is Read for a caller that drains the queue after a
+// Read, to handle what came in a burst together; it drops and reports datagrams as Read does,
+// and returns ErrOverflow as Read does. It is not safe for concurrent use with Read.
+func (c *Conn) ReadQueued() (ev Event, ok bool, err error) {
+	if ev, ok, err = c.next(false); err != nil && c.closed.Load() {
+		err = fmt.Errorf("udev: read: %w", net.ErrClosed)
+	}
+	return ev, ok, err
+}
+
+// next returns the next uevent sent by the kernel, waiting for one when wait is set; without
+// wait, ok=false says that the queue held none.
+func (c *Conn) next(wait bool) (Event, bool, error) {
 	for {
-		n, oobn, flags, from, at, err := c.recv()
+		n, oobn, flags, from, at, err := c.recv(wait)
 		if err != nil {
 			switch {
-			case c.closed.Load():
-				return Event{}, fmt.Errorf("udev: read: %w", net.ErrClosed)
-			case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
-				return Event{}, ctx.Err()
+			case !wait && err == unix.EAGAIN:
+				return Event{}, false, nil
 			case errors.Is(err, unix.ENOBUFS):
 				c.drain()
 				c.skipped = 0 // the caller rescans
-				return Event{}, ErrOverflow
+				return Event{}, false, ErrOverflow
 			}
-			return Event{}, c.wrap("recvmsg", err)
+			return Event{}, false, c.wrap("recvmsg", err)
 		}
 		ev, reason, perr := accept(c.buf, n, flags, from, c.oob[:oobn])
 		if reason != "" {
@@ -225,12 +248,13 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 		}
 		ev.ReadAt = at
 		ev.Skipped, c.skipped = c.skipped, 0
-		return ev, nil
+		return ev, true, nil
 	}
 }
 
-// recv waits for one datagram and receives it into c.buf, its control messages into c.oob.
-func (c *Conn) recv() (n, oobn, flags int, from unix.Sockaddr, at time.Time, err error) {
+// recv receives one datagram into c.buf, its control messages into c.oob, waiting for one when
+// wait is set; without wait, an empty queue is the error EAGAIN.
+func (c *Conn) recv(wait bool) (n, oobn, flags int, from unix.Sockaddr, at time.Time, err error) {
 	var opErr error
 	err = c.rc.Read(func(fd uintptr) bool {
 		for {
@@ -244,7 +268,7 @@ func (c *Conn) recv() (n, oobn, flags int, from unix.Sockaddr, at time.Time, err
 				c.emptyAt.Store(time.Now().UnixNano())
 				c.waiting.Store(true)
 			}
-			return false // wait for the netpoller
+			return !wait // wait for the netpoller, or return EAGAIN
 		}
 		at = time.Now()
 		if c.waiting.Load() {

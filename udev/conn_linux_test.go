@@ -545,3 +545,55 @@ func TestIntegrationOverflow(t *testing.T) {
 		t.Errorf("OnReject called with %q, want no rejects", rejects)
 	}
 }
+
+// ReadQueued returns what the queue holds without waiting, then ok=false; a queue that
+// overflowed is ErrOverflow, as from Read.
+func TestIntegrationReadQueued(t *testing.T) {
+	testenv.LockCPUs(t) // no other package's uevent storm while this one reads real events
+	requireRoot(t, "write uevent files in /sys")
+	c := listen(t, Options{})
+	mem := memoryBlock(t)
+	id := uuid.NewString()
+	for range 3 {
+		trigger(t, mem, "change "+id) // sent before the write returns
+	}
+	readUntil(t, c, hasUUID(id))
+	queued := 0
+	for range 1000 { // other processes' uevents may come between
+		ev, ok, err := c.ReadQueued()
+		if err != nil {
+			t.Fatalf("ReadQueued: %v", err)
+		}
+		if !ok {
+			break
+		}
+		if hasUUID(id)(&ev) {
+			queued++
+		}
+	}
+	if queued != 2 {
+		t.Errorf("ReadQueued returned %d of the 2 uevents queued after the one Read returned", queued)
+	}
+	if _, ok, err := c.ReadQueued(); ok || err != nil {
+		t.Errorf("ReadQueued of an empty queue: ok=%v, %v; want neither an event nor an error", ok, err)
+	}
+
+	small := listen(t, Options{ReceiveBufferBytes: 1024})
+	id = uuid.NewString()
+	for range small.ReceiveBufferBytes()/64 + 32 {
+		trigger(t, mem, "change "+id)
+	}
+	for {
+		_, ok, err := small.ReadQueued()
+		if errors.Is(err, ErrOverflow) {
+			break
+		}
+		if err != nil || !ok {
+			t.Fatalf("ReadQueued of an overflowed queue: ok=%v, %v; want ErrOverflow before the queue is empty", ok, err)
+		}
+	}
+	c.Close()
+	if _, _, err := c.ReadQueued(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("ReadQueued after Close: %v; want an error wrapping net.ErrClosed", err)
+	}
+}

@@ -18,6 +18,9 @@ func Listen(opts Options) (*Conn, error) { return nil, errNotLinux }
 // Read returns an error: netlink uevents exist only on Linux.
 func (c *Conn) Read(ctx context.Context) (Event, error) { return Event{}, errNotLinux }
 
+// ReadQueued returns an error: netlink uevents exist only on Linux.
+func (c *Conn) ReadQueued() (Event, bool, error) { return Event{}, false, errNotLinux }
+
 // ReceiveBufferBytes returns 0.
 func (c *Conn) ReceiveBufferBytes() int { return 0 }
 
