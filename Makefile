@@ -30,7 +30,7 @@ deps:
 	bash scripts/test-deps.sh
 
 # The C API: bin/libhotplug.so with capi/hotplug.h, and the example programs: the C ones linked to
-# it, and the Go worker pool.
+# it (both include examples/c/stop.h, their SIGINT/SIGTERM self-pipe), and the Go worker pool.
 lib:
 	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=c-shared -o bin/libhotplug.so ./capi
 	rm -f bin/libhotplug.h   # cgo's generated header; capi/hotplug.h is the interface

@@ -3,6 +3,9 @@
  *
  *   go build -buildmode=c-shared -o libhotplug.so ./capi
  *   cc -Wall -I capi examples/c/monitor.c -L. -lhotplug -Wl,-rpath,'$ORIGIN' -o monitor
+ *
+ * (examples/c/stop.h, beside it, has the self-pipe main waits on until SIGINT, SIGTERM or the
+ * last notification.)
  *   ./monitor [-e] [-n COUNT] [-c CLASS] [URL]
  *
  * URL is the agent's address (default http://localhost:19100), -c the interface class
@@ -14,35 +17,17 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "hotplug.h"
-
-/* The self-pipe: the signal handler and the callback wake main through it. */
-static int wake_pipe[2] = {-1, -1};
+#include "stop.h"
 
 struct state {
     long limit;  /* stop after this many notifications; 0: never */
     long count;  /* touched only by the callback: one registration's callbacks never overlap */
 };
-
-static void wake(void)
-{
-    char b = 1;
-    ssize_t r = write(wake_pipe[1], &b, 1); /* async-signal-safe */
-    (void)r;
-}
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    wake();
-}
 
 static int on_notification(hotplug_registration *reg, void *context, const hotplug_notification *n)
 {
@@ -68,7 +53,7 @@ static int on_notification(hotplug_registration *reg, void *context, const hotpl
 
     st->count++;
     if (st->limit > 0 && st->count == st->limit)
-        wake();
+        stop_wake();
     return 0;
 }
 
@@ -115,20 +100,8 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    if (pipe(wake_pipe) != 0) {
-        perror("monitor: pipe");
+    if (stop_init("monitor") != 0) /* from here SIGINT and SIGTERM end stop_wait below */
         return 1;
-    }
-    /* SA_ONSTACK: the signal may arrive on a thread of the library's Go runtime. */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_ONSTACK | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
-        perror("monitor: sigaction");
-        return 1;
-    }
 
     hotplug_registration *reg = NULL;
     int rc = hotplug_register(url, class, flags, on_notification, &st, &reg);
@@ -144,9 +117,7 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "monitor: registered for %s at %s\n", class, url);
 
-    struct pollfd p = {.fd = wake_pipe[0], .events = POLLIN};
-    while (poll(&p, 1, -1) < 0 && errno == EINTR)
-        ;
+    stop_wait();
 
     rc = hotplug_unregister(reg);
     if (rc != HOTPLUG_OK) {
@@ -155,7 +126,6 @@ int main(int argc, char **argv)
     }
     /* After hotplug_unregister no callback runs: st is ours alone again. */
     fprintf(stderr, "monitor: unregistered after %ld notifications\n", st.count);
-    close(wake_pipe[0]);
-    close(wake_pipe[1]);
+    stop_close();
     return 0;
 }

@@ -12,13 +12,14 @@
  * one line on standard output:
  *
  *   removal cpu1 (uevent): 2 -> 1 workers
+ *
+ * (examples/c/stop.h, beside it, has the self-pipe main waits on until SIGINT, SIGTERM or the
+ * last notification.)
  */
 #define _XOPEN_SOURCE 700
 
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,24 +27,9 @@
 #include <unistd.h>
 
 #include "hotplug.h"
+#include "stop.h"
 
 #define MAX_WORKERS 4096
-
-/* The self-pipe: the signal handler and the callback wake main through it. */
-static int wake_pipe[2] = {-1, -1};
-
-static void wake(void)
-{
-    char b = 1;
-    ssize_t r = write(wake_pipe[1], &b, 1); /* async-signal-safe */
-    (void)r;
-}
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    wake();
-}
 
 /* The pool: worker i runs while i < target. */
 struct pool {
@@ -138,7 +124,7 @@ static int on_processor(hotplug_registration *reg, void *context, const hotplug_
            st->count_online);
     fflush(stdout);
     if (strcmp(n->cause, "existing") != 0 && st->limit > 0 && ++st->seen == st->limit)
-        wake();
+        stop_wake();
     return 0;
 }
 
@@ -169,20 +155,8 @@ int main(int argc, char **argv)
     }
     pthread_mutex_init(&st.pool.mu, NULL);
 
-    if (pipe(wake_pipe) != 0) {
-        perror("workerpool: pipe");
+    if (stop_init("workerpool") != 0) /* from here SIGINT and SIGTERM end stop_wait below */
         return 1;
-    }
-    /* SA_ONSTACK: the signal may arrive on a thread of the library's Go runtime. */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_ONSTACK | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
-        perror("workerpool: sigaction");
-        return 1;
-    }
 
     hotplug_registration *reg = NULL;
     int rc = hotplug_register(url, "processor", HOTPLUG_FLAG_INCLUDE_EXISTING_INTERFACES, on_processor,
@@ -199,9 +173,7 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "workerpool: registered for processor at %s\n", url);
 
-    struct pollfd p = {.fd = wake_pipe[0], .events = POLLIN};
-    while (poll(&p, 1, -1) < 0 && errno == EINTR)
-        ;
+    stop_wait();
 
     rc = hotplug_unregister(reg);
     if (rc != HOTPLUG_OK) {
@@ -213,8 +185,7 @@ int main(int argc, char **argv)
     pool_resize(&st.pool, 0);
     fprintf(stderr, "workerpool: unregistered after %ld notifications; %d workers ran %llu jobs\n", st.seen,
             size, st.pool.jobs);
-    close(wake_pipe[0]);
-    close(wake_pipe[1]);
+    stop_close();
     pthread_mutex_destroy(&st.pool.mu);
     return 0;
 }
