@@ -61,6 +61,31 @@ static int record(hotplug_registration *reg, void *ctx, const hotplug_notificati
     return 0;
 }
 
+/* register_first resets f and registers record in it for class, the existing interfaces included,
+ * then waits for the stream and for a first notification (up to 30 s: a class may have none). It
+ * returns the registration, NULL if registering failed, for the caller to check and unregister. */
+static hotplug_registration *register_first(const char *url, const char *class, struct first *f)
+{
+    memset(f, 0, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
+    hotplug_registration *reg = NULL;
+    int rc = hotplug_register(url, class, HOTPLUG_FLAG_INCLUDE_EXISTING_INTERFACES, record, f, &reg);
+    CHECK(rc == HOTPLUG_OK, "register for %s: %s", class, hotplug_strerror(rc));
+    if (rc != HOTPLUG_OK)
+        return NULL;
+    rc = hotplug_wait_ready(reg, 30000);
+    CHECK(rc == HOTPLUG_OK, "wait_ready (%s): %s", class, hotplug_strerror(rc));
+    for (int i = 0; i < 3000; i++) {
+        pthread_mutex_lock(&f->mu);
+        int c = f->count;
+        pthread_mutex_unlock(&f->mu);
+        if (c > 0)
+            break;
+        sleep_ms(10);
+    }
+    return reg;
+}
+
 /* Unregisters its own registration from inside its first callback. */
 struct self {
     int calls;
@@ -126,19 +151,7 @@ int main(int argc, char **argv)
 
     /* The existing processors, with the Windows GUIDs in the Windows layout. */
     struct first f;
-    memset(&f, 0, sizeof f);
-    pthread_mutex_init(&f.mu, NULL);
-    CHECK(hotplug_register(url, "processor", HOTPLUG_FLAG_INCLUDE_EXISTING_INTERFACES, record, &f, &reg) == HOTPLUG_OK,
-          "register for processors");
-    CHECK(hotplug_wait_ready(reg, 30000) == HOTPLUG_OK, "wait_ready");
-    for (int i = 0; i < 3000; i++) {
-        pthread_mutex_lock(&f.mu);
-        int c = f.count;
-        pthread_mutex_unlock(&f.mu);
-        if (c > 0)
-            break;
-        sleep_ms(10);
-    }
+    reg = register_first(url, "processor", &f);
     CHECK(hotplug_state(reg) == HOTPLUG_STATE_CONNECTED, "state: %d", hotplug_state(reg));
     CHECK(hotplug_unregister(reg) == HOTPLUG_OK, "unregister");
     pthread_mutex_lock(&f.mu);
@@ -167,19 +180,7 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&f.mu);
 
     /* Memory: the block fields. */
-    memset(&f, 0, sizeof f);
-    pthread_mutex_init(&f.mu, NULL);
-    CHECK(hotplug_register(url, "memory", HOTPLUG_FLAG_INCLUDE_EXISTING_INTERFACES, record, &f, &reg) == HOTPLUG_OK,
-          "register for memory");
-    CHECK(hotplug_wait_ready(reg, 30000) == HOTPLUG_OK, "wait_ready (memory)");
-    for (int i = 0; i < 3000; i++) {
-        pthread_mutex_lock(&f.mu);
-        int c = f.count;
-        pthread_mutex_unlock(&f.mu);
-        if (c > 0)
-            break;
-        sleep_ms(10);
-    }
+    reg = register_first(url, "memory", &f);
     CHECK(hotplug_unregister(reg) == HOTPLUG_OK, "unregister (memory)");
     static const hotplug_guid memory = HOTPLUG_GUID_DEVICE_MEMORY;
     if (f.count > 0) {
