@@ -1,9 +1,14 @@
 package bench
 
 import (
+	"context"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/state"
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 	"github.com/hotplug-agent/hotplug-agent/udev"
@@ -85,5 +90,50 @@ func TestUnsynthesize(t *testing.T) {
 	}
 	if v, _ := out.Get("MODALIAS"); v != "cpu:type:x86" {
 		t.Errorf("MODALIAS = %q", v)
+	}
+}
+
+// TaggedSource unsynthesizes the tagged uevents it returns from ReadQueued as from Read: the
+// agent's loop takes a burst through ReadQueued.
+func TestIntegrationTaggedSource(t *testing.T) {
+	testenv.LockCPUs(t)
+	testenv.RequireRoot(t)
+	c, err := udev.Listen(udev.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	src := TaggedSource{Conn: c, Tag: "inproc"}
+	uevent := "/sys/devices/system/cpu/cpu0/uevent"
+	ids := []string{uuid.NewString(), uuid.NewString()}
+	for _, id := range ids {
+		if err := os.WriteFile(uevent, []byte("online "+id+" BENCH=inproc"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Unsynthesized, the events no longer carry their SYNTH_UUID: the tagged ones are told apart
+	// from others' by their DEVPATH and action.
+	isOurs := func(ev udev.Event) bool {
+		return ev.DevPath == "/devices/system/cpu/cpu0" && ev.Action == "online" && !ev.Synthetic()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	for {
+		ev, err := src.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if isOurs(ev) {
+			break
+		}
+	}
+	for {
+		ev, ok, err := src.ReadQueued()
+		if err != nil || !ok {
+			t.Fatalf("ReadQueued: ok=%v, %v; want the second tagged uevent, unsynthesized", ok, err)
+		}
+		if isOurs(ev) {
+			return
+		}
 	}
 }

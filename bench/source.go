@@ -55,6 +55,21 @@ func (s TaggedSource) Read(ctx context.Context) (udev.Event, error) {
 	if err != nil {
 		return ev, err
 	}
+	return s.untag(ev)
+}
+
+// ReadQueued is udev.Conn's, with the tagged uevents unsynthesized as by Read.
+func (s TaggedSource) ReadQueued() (udev.Event, bool, error) {
+	ev, ok, err := s.Conn.ReadQueued()
+	if err != nil || !ok {
+		return ev, ok, err
+	}
+	ev, err = s.untag(ev)
+	return ev, err == nil, err
+}
+
+// untag returns ev unsynthesized when it carries the source's tag, else ev.
+func (s TaggedSource) untag(ev udev.Event) (udev.Event, error) {
 	if v, ok := ev.Get(TagKey); !ok || v != s.Tag {
 		return ev, nil
 	}

@@ -156,7 +156,7 @@ type harness struct {
 	stop    context.CancelFunc
 	agents  map[string]chan error // Run's result, per agent variant
 	// sysfs is, per tagged agent variant, the root of the sysfs tree the agent reads: a small
-	// fixture whose cpuN/online the harness sets to what each tagged uevent says, since the
+	// fixture whose cpuN/online and cpu/online the harness sets to what each tagged uevent says, since the
 	// agent believes a transition only when sysfs shows it, and a synthetic uevent changes
 	// nothing in /sys.
 	sysfs  map[string]string
@@ -453,6 +453,14 @@ func (h *harness) eventSplit(tag, action string, timeout time.Duration) (floor, 
 		}
 		p := filepath.Join(root, fmt.Sprintf("devices/system/cpu/cpu%d/online", h.cpu))
 		if err := os.WriteFile(p, []byte(state), 0o644); err != nil {
+			return 0, 0, 0, err
+		}
+		// cpu/online too, as the kernel changes both: the fixture has CPUs 0 to h.cpu.
+		list := fmt.Sprintf("0-%d\n", h.cpu)
+		if action != "online" {
+			list = fmt.Sprintf("0-%d\n", h.cpu-1)
+		}
+		if err := os.WriteFile(filepath.Join(root, "devices/system/cpu/online"), []byte(list), 0o644); err != nil {
 			return 0, 0, 0, err
 		}
 	}
