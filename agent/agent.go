@@ -1594,12 +1594,16 @@ func (a *Agent) loop(ctx context.Context) error {
 			}
 			a.tracker.BeginBatch()
 		}
+		// A registration that keeps up is woken once for the batch, at its end, not once per
+		// notification (handle never blocks).
+		a.registry.HoldWakes()
 		for i := range batch {
 			if i > 0 {
 				a.busy.Store(time.Now().UnixNano())
 			}
 			a.handle(ctx, &batch[i])
 		}
+		a.registry.ReleaseWakes()
 		a.tracker.EndBatch()
 		clear(batch) // hold no uevent's buffer while waiting for the next
 		switch {

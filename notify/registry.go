@@ -87,7 +87,8 @@ type Callback func(ctx context.Context, n Notification, userCtx any) error
 
 // Observer receives the registry's measurements (the daemon maps them to Prometheus). Its
 // methods are called on the registration goroutines, possibly concurrently with each other,
-// and must not block. The *Notification is valid only during the call: do not keep it.
+// and must not block. The *Notification is valid only during the call, and shared with other
+// registrations: do not keep it, and do not modify it.
 type Observer interface {
 	// CallbackStarted is called just before the callback runs; latency is the time from
 	// n.ReadAt to the callback's start. While a registration's callbacks are quick the clock is
@@ -157,6 +158,10 @@ type Registry struct {
 	entries dispatch.Set[*Entry]
 	lastID  uint64   // the ID of the last notification published
 	slab    []queued // where Publish puts the next notifications the queues point to
+	// holds counts HoldWakes not yet released; owed are the entries whose wake waits for the
+	// last release.
+	holds int
+	owed  []*Entry
 }
 
 // queued is a notification as the queues hold it: shared by every registration that gets it, and
@@ -202,10 +207,10 @@ type Entry struct {
 
 	obs       Observer        // the registry's Observer, or what its ForOwner gave for owner
 	startID   uint64          // the registry's LastID when the entry was registered
-	cur       Notification    // the notification shown to the Observer; dispatch goroutine only
 	stacks    dispatch.Stacks // dispatch goroutine only
 	timer     dispatch.Timer  // dispatch goroutine only
 	delivered atomic.Uint64
+	owed      bool // its wake waits for Registry.ReleaseWakes; guarded by Registry.mu
 
 	durable bool          // RegisterDurable: see durable.go
 	idle    chan struct{} // capacity 1: "running went false" once stopped
@@ -588,9 +593,47 @@ func (r *Registry) enqueue(e *Entry, n *queued) {
 	e.mu.Lock()
 	wake := e.box.Offer(n)
 	e.mu.Unlock()
-	if wake {
+	switch {
+	case !wake:
+	case r.holds > 0:
+		if !e.owed {
+			e.owed = true
+			r.owed = append(r.owed, e)
+		}
+	default:
 		e.w.Poke()
 	}
+}
+
+// HoldWakes defers, until the matching ReleaseWakes, waking the registrations that Publish
+// gives a notification while they wait for one: a burst published under one hold wakes each
+// registration once, at its end, where it would wake a registration that keeps up once per
+// notification. The notifications are queued as usual. The hold is the registry's: a Publish
+// from another goroutine is held too, so hold only while publishing a burst, never while
+// blocking. Holds nest. It does not block on callbacks and is safe for concurrent use.
+func (r *Registry) HoldWakes() {
+	r.mu.Lock()
+	r.holds++
+	r.mu.Unlock()
+}
+
+// ReleaseWakes ends a HoldWakes; the last one wakes every registration it held back. It does not
+// block on callbacks and is safe for concurrent use.
+func (r *Registry) ReleaseWakes() {
+	r.mu.Lock()
+	if r.holds > 0 {
+		r.holds--
+	}
+	var owed []*Entry
+	if r.holds == 0 {
+		owed, r.owed = r.owed, r.owed[:0]
+		for _, e := range owed {
+			e.owed = false
+			e.w.Poke()
+		}
+		clear(owed) // hold no entry beyond its wake
+	}
+	r.mu.Unlock()
 }
 
 // catchUp queues the resync a stale e is owed, against the interfaces active now: removals
@@ -776,15 +819,14 @@ func (e *Entry) next(batch []*queued) (_ []*queued, overflow int, more bool) {
 // dispatch runs e's callback for *p and reports the outcome, timed by e's Timer (last: no
 // callback of the batch follows).
 func (r *Registry) dispatch(e *Entry, p *queued, last bool) {
-	n := p.Notification
+	n := &p.Notification // every queue's copy: read here, never written
 	if e.obs != nil {
 		start := e.timer.Start()
-		e.cur = n // the Observer's copy, for both calls: it cannot change what other registrations get
-		e.obs.CallbackStarted(e.owner, &e.cur, start-e.timer.Since(n.ReadAt))
+		e.obs.CallbackStarted(e.owner, n, start-e.timer.Since(n.ReadAt))
 	}
 	e.delivered.Store(e.delivered.Load() + 1) // written by this goroutine alone: no locked add
 	ctx := e.w.Context()
-	err, panicked, omitted := e.stacks.Call(func() error { return e.cb(ctx, n, e.userCtx) })
+	err, panicked, omitted := e.stacks.Call(func() error { return e.cb(ctx, *n, e.userCtx) })
 	switch {
 	case panicked:
 		args := []any{"owner", e.owner, "event", EventName(n.Event), "interface", n.SymbolicLinkName, "err", err}
@@ -800,7 +842,7 @@ func (r *Registry) dispatch(e *Entry, p *queued, last bool) {
 			"interface", n.SymbolicLinkName, "err", err)
 	}
 	if e.obs != nil {
-		e.obs.CallbackDone(e.owner, &e.cur, e.timer.Done(last), err)
+		e.obs.CallbackDone(e.owner, n, e.timer.Done(last), err)
 	}
 }
 

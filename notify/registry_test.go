@@ -1460,3 +1460,51 @@ func TestIDs(t *testing.T) {
 		}
 	})
 }
+
+// A registration waiting for notifications is woken for those published under HoldWakes only by
+// the last ReleaseWakes, and then gets all of them, in order.
+func TestHoldWakes(t *testing.T) {
+	r := NewRegistry(Options{})
+	defer closeRegistry(t, r)
+	var rc recorder
+	got := make(chan int, 16)
+	if _, err := r.Register(EventCategoryDeviceInterfaceChange, 0, GUIDDeviceProcessor, "held",
+		func(ctx context.Context, n Notification, u any) error { got <- rc.add(n); return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.Publish(arrival(cpu(1), 1))
+	<-got
+	time.Sleep(20 * time.Millisecond) // the registration waits for its next notification
+
+	r.HoldWakes()
+	r.HoldWakes()
+	r.Publish(removal(cpu(1), 2))
+	r.Publish(arrival(cpu(1), 3))
+	r.ReleaseWakes() // an inner release wakes no one
+	select {
+	case n := <-got:
+		t.Fatalf("notification %d delivered while wakes were held", n)
+	case <-time.After(50 * time.Millisecond):
+	}
+	r.ReleaseWakes()
+	for want := 2; want <= 3; want++ {
+		select {
+		case n := <-got:
+			if n != want {
+				t.Fatalf("delivered %d notifications; want %d", n, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("notification %d not delivered after the hold ended", want)
+		}
+	}
+	if s := seqnums(rc.list()); !slices.Equal(s, []uint64{1, 2, 3}) {
+		t.Errorf("delivered seqnums %v; want [1 2 3]", s)
+	}
+	r.ReleaseWakes() // one release too many changes nothing
+	r.Publish(removal(cpu(1), 4))
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a notification published after the hold was not delivered")
+	}
+}
