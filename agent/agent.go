@@ -1607,7 +1607,8 @@ func (a *Agent) loop(ctx context.Context) error {
 		a.tracker.EndBatch()
 		clear(batch) // hold no uevent's buffer while waiting for the next
 		switch {
-		case after == nil || ctx.Err() != nil:
+		case after == nil || ctx.Err() != nil || errors.Is(after, net.ErrClosed):
+			// Nothing more, or the end: the next Read returns what ends the loop.
 		case errors.Is(after, udev.ErrOverflow):
 			a.overflowed(time.Now())
 		default: // the next Read reports it again if it lasts, and backs off
