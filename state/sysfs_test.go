@@ -11,14 +11,12 @@ import (
 	"github.com/hotplug-agent/hotplug-agent/sysfs"
 )
 
-// TestConfirmOverSysfs runs the tracker over a sysfs tree (files in a temporary directory, as the
-// kernel lays them out), where a transition of a CPU it has seen is confirmed by the CPU's online
-// file alone: what the file says decides, and a CPU removed and added again is read whole, so
-// its arrival carries its new node.
-func TestConfirmOverSysfs(t *testing.T) {
-	root := t.TempDir()
-	cpu := filepath.Join(root, "devices/system/cpu")
-	write := func(rel, content string) {
+// cpuTree returns the root of an empty sysfs tree in a temporary directory, its cpu directory,
+// and a function that writes a file below that directory (content and a newline).
+func cpuTree(t *testing.T) (root, cpu string, write func(rel, content string)) {
+	root = t.TempDir()
+	cpu = filepath.Join(root, "devices/system/cpu")
+	return root, cpu, func(rel, content string) {
 		t.Helper()
 		p := filepath.Join(cpu, rel)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -28,6 +26,30 @@ func TestConfirmOverSysfs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// scanned returns a tracker that has scanned the sysfs tree at root, and the reasons of what it
+// rejects from then on.
+func scanned(t *testing.T, root string) (*Tracker, *[]string) {
+	fsys, err := sysfs.NewFS(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := New(fsys)
+	rejected := new([]string)
+	tr.OnReject(func(r string) { *rejected = append(*rejected, r) })
+	if _, err := tr.Scan(); err != nil {
+		t.Fatal(err)
+	}
+	return tr, rejected
+}
+
+// TestConfirmOverSysfs runs the tracker over a sysfs tree (files in a temporary directory, as the
+// kernel lays them out), where a transition of a CPU it has seen is confirmed by the CPU's online
+// file alone: what the file says decides, and a CPU removed and added again is read whole, so
+// its arrival carries its new node.
+func TestConfirmOverSysfs(t *testing.T) {
+	root, cpu, write := cpuTree(t)
 	link := func(rel, target string) {
 		t.Helper()
 		if err := os.Symlink(target, filepath.Join(cpu, rel)); err != nil {
@@ -42,16 +64,7 @@ func TestConfirmOverSysfs(t *testing.T) {
 	}
 	write("cpu1/online", "1")
 	link("cpu1/node0", "../../node/node0")
-	fsys, err := sysfs.NewFS(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := New(fsys)
-	var rejected []string
-	tr.OnReject(func(r string) { rejected = append(rejected, r) })
-	if _, err := tr.Scan(); err != nil {
-		t.Fatal(err)
-	}
+	tr, rejected := scanned(t, root)
 	seq := uint64(100)
 	handle := func(action string) []notify.Notification {
 		t.Helper()
@@ -93,8 +106,8 @@ func TestConfirmOverSysfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("offline of a CPU gone", handle("offline"), "removal "+cpu1, 1)
-	if len(rejected) != 1 {
-		t.Errorf("rejections %q; want one (the online sysfs did not show)", rejected)
+	if len(*rejected) != 1 {
+		t.Errorf("rejections %q; want one (the online sysfs did not show)", *rejected)
 	}
 }
 
@@ -102,18 +115,7 @@ func TestConfirmOverSysfs(t *testing.T) {
 // uevent of the batch was sent: a transition undone later in the batch is held and confirmed by
 // its reverse, as with a late read; when cpu/online cannot be read, each CPU's file is.
 func TestBatchConfirmsFromCPUOnline(t *testing.T) {
-	root := t.TempDir()
-	cpu := filepath.Join(root, "devices/system/cpu")
-	write := func(rel, content string) {
-		t.Helper()
-		p := filepath.Join(cpu, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	root, _, write := cpuTree(t)
 	for _, f := range []string{"possible", "present", "online"} {
 		write(f, "0-3")
 	}
@@ -121,16 +123,7 @@ func TestBatchConfirmsFromCPUOnline(t *testing.T) {
 	for n := 1; n <= 3; n++ {
 		write("cpu"+strconv.Itoa(n)+"/online", "1")
 	}
-	fsys, err := sysfs.NewFS(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := New(fsys)
-	var rejected []string
-	tr.OnReject(func(r string) { rejected = append(rejected, r) })
-	if _, err := tr.Scan(); err != nil {
-		t.Fatal(err)
-	}
+	tr, rejected := scanned(t, root)
 	seq := uint64(100)
 	batch := func(evs ...string) string {
 		t.Helper()
@@ -173,7 +166,7 @@ func TestBatchConfirmsFromCPUOnline(t *testing.T) {
 	if got := batch("online 1"); got != "arrival "+cpu1 {
 		t.Errorf("a batch's online of CPU 1 with cpu/online unreadable: %q; want its arrival, from cpu1/online", got)
 	}
-	if len(rejected) != 0 {
-		t.Errorf("rejections %q; want none", rejected)
+	if len(*rejected) != 0 {
+		t.Errorf("rejections %q; want none", *rejected)
 	}
 }
