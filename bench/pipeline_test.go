@@ -350,10 +350,21 @@ const pipelineBatch = notify.DefaultQueueLimit / 4
 // pipeline is a running agent fed the CPU cycle of cpuCycle, with registrations whose callback
 // counts what they are given.
 type pipeline struct {
-	src                      *replay
-	regs                     int
-	delivered, target, other atomic.Int64
-	done                     chan struct{}
+	src  *replay
+	regs int
+	// counts are the notifications each registration's callback has been given, each on a
+	// cache line of its own: the registrations' goroutines run on both cores, and one shared
+	// counter would cost every callback a cache miss, which no agent's user would pay.
+	counts []paddedCount
+	// want is what every count reaches once the events released have been delivered; left is
+	// how many registrations have not reached it yet.
+	want, left, other atomic.Int64
+	done              chan struct{}
+}
+
+type paddedCount struct {
+	n atomic.Int64
+	_ [56]byte
 }
 
 // startPipeline starts the agent over a fixture of 65 CPUs, with regs registrations of the
@@ -364,18 +375,20 @@ func startPipeline(tb testing.TB, regs int) *pipeline {
 	if err := WriteFixture(root, cpus+1, 0); err != nil {
 		tb.Fatal(err)
 	}
-	p := &pipeline{src: newReplay(cpuCycle(tb, root, cpus)), regs: regs, done: make(chan struct{}, 1)}
-	cb := func(_ context.Context, n notify.Notification, _ any) error {
-		if n.Cause != notify.CauseUevent {
-			p.other.Add(1) // a resync: events were lost, or the source outran a queue
-		}
-		if p.delivered.Add(1) == p.target.Load() {
-			p.done <- struct{}{}
-		}
-		return nil
-	}
+	p := &pipeline{src: newReplay(cpuCycle(tb, root, cpus)), regs: regs, counts: make([]paddedCount, regs),
+		done: make(chan struct{}, 1)}
 	startAgent(tb, root, p.src, func(a *agent.Agent) {
 		for i := range regs {
+			count := &p.counts[i].n
+			cb := func(_ context.Context, n notify.Notification, _ any) error {
+				if n.Cause != notify.CauseUevent {
+					p.other.Add(1) // a resync: events were lost, or the source outran a queue
+				}
+				if count.Add(1) == p.want.Load() && p.left.Add(-1) == 0 {
+					p.done <- struct{}{}
+				}
+				return nil
+			}
 			if _, err := a.Register(notify.EventCategoryDeviceInterfaceChange, 0, notify.GUIDDeviceProcessor,
 				"bench-"+strconv.Itoa(i), cb, nil); err != nil {
 				tb.Fatal(err)
@@ -388,15 +401,21 @@ func startPipeline(tb testing.TB, regs int) *pipeline {
 // run releases n events (at most pipelineBatch) and blocks until every registration has been
 // given the notification of each.
 func (p *pipeline) run(tb testing.TB, n int) {
-	p.target.Store(p.delivered.Load() + int64(n*p.regs))
+	p.left.Store(int64(p.regs))
+	p.want.Add(int64(n))
 	p.src.release <- n
 	select {
 	case <-p.done:
 	case <-time.After(time.Minute):
-		tb.Fatalf("%d of %d notifications delivered after a minute", p.delivered.Load(), p.target.Load())
+		tb.Fatalf("%d of %d registrations given all %d notifications after a minute", int64(p.regs)-p.left.Load(), p.regs, p.want.Load())
 	}
 	if o := p.other.Load(); o != 0 {
 		tb.Fatalf("%d notifications not of a uevent: the agent resynchronised", o)
+	}
+	for i := range p.counts {
+		if got := p.counts[i].n.Load(); got != p.want.Load() {
+			tb.Fatalf("registration %d was given %d notifications; want %d", i, got, p.want.Load())
+		}
 	}
 }
 
