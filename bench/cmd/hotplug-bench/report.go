@@ -94,7 +94,7 @@ func (r *report) load(name string, v any) error { return load(r.dir, name, v) }
 func (r *report) machine() (string, error) {
 	var rows [][]string
 	add := func(what string, m Machine) {
-		rows = append(rows, []string{what, m.Date, m.LoadBefore, m.LoadAfter})
+		rows = append(rows, []string{what, orDash(m.Revision), m.Date, m.LoadBefore, m.LoadAfter})
 	}
 	var ref *Machine
 	if r.latencyResult() == nil {
@@ -123,22 +123,27 @@ func (r *report) machine() (string, error) {
 	var on onlining.Result
 	if r.load("onlining", &on) == nil && len(on.Runs) > 0 {
 		first, last := on.Runs[0], on.Runs[len(on.Runs)-1]
-		rows = append(rows, []string{"6. onlining speed", first.Date, first.LoadBefore, last.LoadAfter})
+		rows = append(rows, []string{"6. onlining speed", orDash(on.Revision), first.Date, first.LoadBefore, last.LoadAfter})
 	}
 	if ref == nil {
 		return "", fs.ErrNotExist
 	}
 	var s strings.Builder
 	fmt.Fprintf(&s, "Machine: %s, %d cores, %d GiB; Linux %s; %s", ref.CPU, ref.CPUs, ref.MemoryGiB, ref.Kernel, ref.Go)
-	if ref.Revision != "" {
-		fmt.Fprintf(&s, "; agent at %s", ref.Revision)
-	}
 	if r.lat != nil && r.lat.UdevdVersion != "" {
 		fmt.Fprintf(&s, "; systemd-udevd %s", r.lat.UdevdVersion)
 	}
 	s.WriteString(".\n\n")
-	s.WriteString(table([]string{"figure", "taken (UTC)", "load before (1, 5, 15 min)", "load after"}, rows))
+	s.WriteString(table([]string{"figure", "agent at", "taken (UTC)", "load before (1, 5, 15 min)", "load after"}, rows))
 	return s.String(), nil
+}
+
+// orDash is s, or "-" for an empty s.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // loadOnce loads the result of the benchmark name into *p, unless it is there already.

@@ -160,3 +160,32 @@ func TestRealTable(t *testing.T) {
 		})
 	}
 }
+
+// The machine table says which revision of the agent each figure is of: a partial run rewrites
+// only its own figures, so they may differ.
+func TestMachineTable(t *testing.T) {
+	dir := t.TempDir()
+	m := Machine{Date: "2026-01-01T00:00:00Z", CPU: "AMD EPYC", CPUs: 2, MemoryGiB: 24, Kernel: "6.18", Go: "go1.26",
+		Revision: "abc1234", LoadBefore: "1.00 1.00 1.00", LoadAfter: "2.00 1.00 1.00"}
+	if err := save(dir, "pipeline", &m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pipeline.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.Revision = ""
+	if err := save(dir, "qemu", &QEMUResult{Machine: m}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := (&report{dir: dir}).machine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Machine: AMD EPYC, 2 cores, 24 GiB; Linux 6.18; go1.26.",
+		"| 2. pipeline | abc1234 | 2026-01-01T00:00:00Z | 1.00 1.00 1.00 | 2.00 1.00 1.00 |",
+		"| 5. QEMU | - | 2026-01-01T00:00:00Z |"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("machine table lacks %q:\n%s", want, got)
+		}
+	}
+}
