@@ -162,7 +162,7 @@ func (fsys FS) CPUOnline(n int) (bool, error) {
 }
 
 // ReadOnlineCPUs makes s the CPUs the kernel has online, from cpu/online: one open, read and
-// close for every CPU, with no allocation once s has room for the highest. On an error s is
+// close for all of them, with no allocation once s has room for the highest. On an error s is
 // empty. It blocks on the file read; it is safe for concurrent use with other calls, not with
 // another use of s.
 func (fsys FS) ReadOnlineCPUs(s *CPUSet) error {
