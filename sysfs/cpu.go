@@ -145,10 +145,7 @@ func (fsys FS) CPUOnline(n int) (bool, error) {
 		return false, fmt.Errorf("sysfs: invalid CPU number %d", n)
 	}
 	var pb [256]byte // the path, built without allocating while it fits, and its NUL
-	p := append(pb[:0], strings.TrimSuffix(fsys.root, "/")...)
-	p = append(p, "/"+cpuDir+"/cpu"...)
-	p = strconv.AppendInt(p, int64(n), 10)
-	p = append(p, "/online"...)
+	p := fsys.appendCPUPath(pb[:0], n, "online")
 	var buf [maxAttrSize + 1]byte
 	b, err := readAttrPath(p, buf[:])
 	if err != nil {
@@ -167,8 +164,7 @@ func (fsys FS) CPUOnline(n int) (bool, error) {
 // another use of s.
 func (fsys FS) ReadOnlineCPUs(s *CPUSet) error {
 	var pb [256]byte // the path, built without allocating while it fits, and its NUL
-	p := append(pb[:0], strings.TrimSuffix(fsys.root, "/")...)
-	p = append(p, "/"+cpuDir+"/online"...)
+	p := fsys.appendCPUPath(pb[:0], -1, "online")
 	var buf [maxAttrSize + 1]byte
 	b, err := readAttrPath(p, buf[:])
 	if err != nil {
@@ -179,6 +175,19 @@ func (fsys FS) ReadOnlineCPUs(s *CPUSet) error {
 		return fmt.Errorf("sysfs: parse %s: %w", string(p), err)
 	}
 	return nil
+}
+
+// appendCPUPath appends to p the path of the file name of CPU n, or of the cpu directory itself
+// for a negative n, for readAttrPath.
+func (fsys FS) appendCPUPath(p []byte, n int, name string) []byte {
+	p = append(p, strings.TrimSuffix(fsys.root, "/")...)
+	p = append(p, "/"+cpuDir+"/"...)
+	if n >= 0 {
+		p = append(p, "cpu"...)
+		p = strconv.AppendInt(p, int64(n), 10)
+		p = append(p, '/')
+	}
+	return append(p, name...)
 }
 
 // readCPU reads CPU n, using buf as scratch space of scratchSize bytes. It lists cpuN once,
