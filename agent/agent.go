@@ -342,6 +342,7 @@ func (a *Agent) openSource() error {
 		ReceiveBufferBytes: a.o.ReceiveBufferBytes,
 		Logger:             a.o.Logger,
 		OnReject:           a.metrics.Rejected,
+		Compact:            true, // the agent reads no field but those Event holds
 	})
 	if err != nil {
 		return err

@@ -25,6 +25,11 @@ type Options struct {
 	// Read drops, with reason "sender" (not sent by the kernel), "malformed" (Parse
 	// failed) or "truncated" (larger than the receive buffer).
 	OnReject func(reason string)
+
+	// Compact makes Read and ReadQueued parse with ParseCompact: their events hold their
+	// Action, DevPath, Subsystem, Seqnum and Synthetic, and no other field (Event.Get and
+	// Event.All find none), which spares a copy of each datagram.
+	Compact bool
 }
 
 // Reasons passed to Options.OnReject.

@@ -40,6 +40,7 @@ type Conn struct {
 	rcvbuf   int             // SO_RCVBUF as reported after setup
 	log      *slog.Logger
 	onReject func(string)
+	parse    func([]byte) (Event, error) // Parse, or ParseCompact (Options.Compact)
 	closed   atomic.Bool
 	skipped  uint64 // kernel-numbered datagrams dropped since the last event returned (Read's)
 
@@ -128,6 +129,10 @@ func Listen(opts Options) (*Conn, error) {
 		rcvbuf:   rcvbuf,
 		log:      log,
 		onReject: opts.OnReject,
+		parse:    Parse,
+	}
+	if opts.Compact {
+		c.parse = ParseCompact
 	}
 	c.emptyAt.Store(time.Now().UnixNano())
 	c.waiting.Store(true) // a new socket's queue is empty
@@ -237,7 +242,7 @@ func (c *Conn) next(wait bool) (Event, bool, error) {
 			}
 			return Event{}, false, c.wrap("recvmsg", err)
 		}
-		ev, reason, perr := accept(c.buf, n, flags, from, c.oob[:oobn])
+		ev, reason, perr := accept(c.parse, c.buf, n, flags, from, c.oob[:oobn])
 		if reason != "" {
 			if sa, ok := from.(*unix.SockaddrNetlink); ok && sa.Pid == 0 {
 				// The kernel broadcast it, and numbered it: its SEQNUM is not a lost uevent.
@@ -330,9 +335,9 @@ func (c *Conn) reject(reason string, n int, from unix.Sockaddr, perr error) {
 }
 
 // accept checks one received datagram (n bytes in buf, recvmsg flags, source address,
-// control messages) and parses it. It returns the event, or the reason it must be dropped (and,
+// control messages) and parses it with parse. It returns the event, or the reason it must be dropped (and,
 // for "malformed", the parse error).
-func accept(buf []byte, n, flags int, from unix.Sockaddr, oob []byte) (Event, string, error) {
+func accept(parse func([]byte) (Event, error), buf []byte, n, flags int, from unix.Sockaddr, oob []byte) (Event, string, error) {
 	// Only the kernel sends from port id 0; any process with CAP_NET_ADMIN can send
 	// to the group from its own port.
 	if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
@@ -347,7 +352,7 @@ func accept(buf []byte, n, flags int, from unix.Sockaddr, oob []byte) (Event, st
 	if flags&unix.MSG_TRUNC != 0 || n > len(buf) {
 		return Event{}, rejectTruncated, nil
 	}
-	ev, err := Parse(buf[:n])
+	ev, err := parse(buf[:n])
 	if err != nil {
 		return Event{}, rejectMalformed, err
 	}

@@ -245,7 +245,7 @@ func TestAccept(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev, reason, err := accept(buf, tt.n, tt.flags, tt.from, tt.oob)
+			ev, reason, err := accept(Parse, buf, tt.n, tt.flags, tt.from, tt.oob)
 			if reason != tt.wantReason {
 				t.Fatalf("accept reason = %q (err %v), want %q", reason, err, tt.wantReason)
 			}
@@ -595,5 +595,29 @@ func TestIntegrationReadQueued(t *testing.T) {
 	c.Close()
 	if _, _, err := c.ReadQueued(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("ReadQueued after Close: %v; want an error wrapping net.ErrClosed", err)
+	}
+}
+
+// A Conn with Options.Compact returns the kernel's uevents as one without it does, but for their
+// fields: the same broadcast, read by both, differs in nothing else.
+func TestIntegrationCompact(t *testing.T) {
+	testenv.LockCPUs(t) // no other package's uevent storm while this one reads real events
+	requireRoot(t, "write uevent files in /sys")
+	full, compact := listen(t, Options{}), listen(t, Options{Compact: true})
+	mem := memoryBlock(t)
+	id := uuid.NewString()
+	trigger(t, mem, "change "+id)
+	want := readUntil(t, full, hasUUID(id))
+	got := readUntil(t, compact, func(e *Event) bool { return e.Seqnum == want.Seqnum })
+	wantView := view(&want)
+	if len(wantView.Fields) == 0 {
+		t.Fatalf("the uevent read without Compact has no fields: %v", want)
+	}
+	wantView.Fields = nil
+	if diff := cmp.Diff(wantView, view(&got)); diff != "" {
+		t.Errorf("compact event (-without Compact +with):\n%s", diff)
+	}
+	if v, ok := got.Get("SYNTH_UUID"); ok {
+		t.Errorf("compact event: Get(SYNTH_UUID) = %q; want nothing kept", v)
 	}
 }

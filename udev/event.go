@@ -27,14 +27,16 @@ type Event struct {
 	// kernel broadcast, or malformed ones. Zero from Parse.
 	Skipped uint64
 
-	// raw is the whole datagram as one string; keys are read from it on demand.
+	// raw is the whole datagram as one string; keys are read from it on demand. Empty in an
+	// event of ParseCompact.
 	raw string
 	// synthetic: Parse saw a SYNTH_UUID key (Synthetic is asked of every event).
 	synthetic bool
 }
 
 // Get returns the value of key, with trailing newlines trimmed, scanning the stored
-// payload. If the key occurs more than once, the first occurrence wins. It does not
+// payload. If the key occurs more than once, the first occurrence wins. An event of
+// ParseCompact (or of a Conn with Options.Compact) stores none: Get finds nothing. It does not
 // block and is safe for concurrent use.
 func (e *Event) Get(key string) (string, bool) {
 	rest := fields(e.raw)
@@ -49,8 +51,8 @@ func (e *Event) Get(key string) (string, bool) {
 }
 
 // All yields every KEY=VALUE of the event in datagram order (values trimmed as by Get),
-// including ACTION, DEVPATH, SUBSYSTEM and SEQNUM. It does not block and is safe for
-// concurrent use.
+// including ACTION, DEVPATH, SUBSYSTEM and SEQNUM; nothing for an event of ParseCompact. It
+// does not block and is safe for concurrent use.
 func (e *Event) All() iter.Seq2[string, string] {
 	return func(yield func(string, string) bool) {
 		rest := fields(e.raw)

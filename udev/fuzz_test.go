@@ -2,18 +2,34 @@ package udev
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // FuzzParse checks that Parse never panics, that its errors are *ParseError inside the
-// input, and that an accepted event is self-consistent.
+// input, that an accepted event is self-consistent, and that ParseCompact says what Parse says
+// but for the fields, whatever then becomes of its input.
 func FuzzParse(f *testing.F) {
 	// More seeds, from real kernel datagrams and edge cases, are in testdata/fuzz/FuzzParse.
 	f.Add([]byte(rawCPUOnlineSynth))
 	f.Add([]byte(rawMemoryChangeSynth))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := Parse(b)
+		in := slices.Clone(b)
+		compact, cerr := ParseCompact(in)
+		clear(in)
+		if fmt.Sprint(cerr) != fmt.Sprint(err) {
+			t.Fatalf("ParseCompact error %v; Parse's %v", cerr, err)
+		}
+		full := view(&ev)
+		full.Fields = nil
+		if diff := cmp.Diff(full, view(&compact)); diff != "" {
+			t.Fatalf("ParseCompact's event is not Parse's without fields (-Parse +ParseCompact):\n%s", diff)
+		}
 		if err != nil {
 			var perr *ParseError
 			if !errors.As(err, &perr) {

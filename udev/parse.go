@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // ParseError describes why Parse rejected a datagram.
@@ -28,21 +29,37 @@ func (e *ParseError) Error() string {
 //
 // The event keeps a copy of b as one string (its only allocation); b may be reused
 // afterwards. Parse does not block and is safe for concurrent use.
-func Parse(b []byte) (Event, error) {
+func Parse(b []byte) (Event, error) { return parse(b, true) }
+
+// ParseCompact is Parse for a reader that wants no field but those Event holds: it checks b
+// as Parse does and returns the same Event, but keeps no copy of b's fields, so that Get and All
+// find none. Its one allocation is a copy of the header (ACTION@DEVPATH), where Parse's is of the
+// whole datagram: a CPU's uevent is mostly its MODALIAS, which the agent never reads. b may be
+// reused afterwards. It does not block and is safe for concurrent use.
+func ParseCompact(b []byte) (Event, error) { return parse(b, false) }
+
+// parse is Parse, keeping the fields when keep is set.
+func parse(b []byte, keep bool) (Event, error) {
 	if len(b) == 0 {
 		return Event{}, &ParseError{Offset: 0, Reason: "empty datagram"}
 	}
 	if bytes.HasPrefix(b, []byte("libudev")) {
 		return Event{}, &ParseError{Offset: 0, Reason: `udevd re-broadcast ("libudev" header), not a kernel uevent`}
 	}
-	raw := string(b)
+	var raw string
+	if keep {
+		raw = string(b)
+	} else {
+		// b itself, read only until parse returns: what the event keeps is copied below.
+		raw = unsafe.String(unsafe.SliceData(b), len(b))
+	}
 	header, rest, _ := strings.Cut(raw, "\x00")
 	action, devpath, ok := strings.Cut(header, "@")
 	if !ok || action == "" || devpath == "" {
 		return Event{}, &ParseError{Offset: 0, Reason: "header is not ACTION@DEVPATH"}
 	}
 
-	ev := Event{raw: raw}
+	var ev Event
 	var haveAction, haveDevPath, haveSubsystem, haveSeq bool
 	off := len(header) + 1
 	for rest != "" {
@@ -100,6 +117,20 @@ func Parse(b []byte) (Event, error) {
 		return Event{}, &ParseError{Offset: len(b), Reason: "missing SUBSYSTEM"}
 	case !haveSeq:
 		return Event{}, &ParseError{Offset: len(b), Reason: "missing SEQNUM"}
+	}
+	if keep {
+		ev.raw = raw
+		return ev, nil
+	}
+	h := strings.Clone(header) // ACTION and DEVPATH equal the header's action and path
+	ev.Action, ev.DevPath = h[:len(action)], h[len(action)+1:]
+	switch ev.Subsystem {
+	case "cpu":
+		ev.Subsystem = "cpu"
+	case "memory":
+		ev.Subsystem = "memory"
+	default:
+		ev.Subsystem = strings.Clone(ev.Subsystem)
 	}
 	return ev, nil
 }

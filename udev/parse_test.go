@@ -130,6 +130,18 @@ func TestParse(t *testing.T) {
 			if !ev.ReadAt.IsZero() {
 				t.Errorf("ReadAt = %v, want zero from Parse", ev.ReadAt)
 			}
+			// ParseCompact: the same event without its fields, none of it in the buffer.
+			b := []byte(tt.raw)
+			ev, err = ParseCompact(b)
+			if err != nil {
+				t.Fatalf("ParseCompact: %v", err)
+			}
+			clear(b)
+			want := tt.want
+			want.Fields = nil
+			if diff := cmp.Diff(want, view(&ev)); diff != "" {
+				t.Errorf("ParseCompact mismatch, its buffer cleared (-want +got):\n%s", diff)
+			}
 		})
 	}
 }
@@ -174,19 +186,21 @@ func TestParseErrors(t *testing.T) {
 		{"two final NULs", "add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00SUBSYSTEM=cpu\x00SEQNUM=1\x00\x00", ParseError{68, "empty field"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ev, err := Parse([]byte(tt.raw))
-			var perr *ParseError
-			if !errors.As(err, &perr) {
-				t.Fatalf("Parse = %v, %v; want *ParseError", ev, err)
-			}
-			if diff := cmp.Diff(tt.want, *perr); diff != "" {
-				t.Errorf("ParseError mismatch (-want +got):\n%s", diff)
-			}
-			if diff := cmp.Diff(parsed{}, view(&ev)); diff != "" {
-				t.Errorf("Parse returned a non-zero Event with an error (-want +got):\n%s", diff)
-			}
-		})
+		for name, parse := range map[string]func([]byte) (Event, error){"Parse": Parse, "ParseCompact": ParseCompact} {
+			t.Run(tt.name+"/"+name, func(t *testing.T) {
+				ev, err := parse([]byte(tt.raw))
+				var perr *ParseError
+				if !errors.As(err, &perr) {
+					t.Fatalf("%s = %v, %v; want *ParseError", name, ev, err)
+				}
+				if diff := cmp.Diff(tt.want, *perr); diff != "" {
+					t.Errorf("ParseError mismatch (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff(parsed{}, view(&ev)); diff != "" {
+					t.Errorf("%s returned a non-zero Event with an error (-want +got):\n%s", name, diff)
+				}
+			})
+		}
 	}
 }
 

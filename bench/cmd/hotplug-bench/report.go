@@ -283,7 +283,7 @@ func (r *report) pipeline() (string, error) {
 	var s strings.Builder
 	fmt.Fprintf(&s, "`go test -run '^$' -bench . -benchmem -count 5 ./bench/` (median of 5), GOMAXPROCS %d; one op is one event.\n\n", m.CPUs)
 	var rows [][]string
-	for _, name := range []string{"BenchmarkParse", "BenchmarkPipeline/registrations=1", "BenchmarkPipeline/registrations=8",
+	for _, name := range []string{"BenchmarkParse", "BenchmarkParseCompact", "BenchmarkPipeline/registrations=1", "BenchmarkPipeline/registrations=8",
 		"BenchmarkPipeline/registrations=64", "BenchmarkStormPath", "BenchmarkUnsynthesize"} {
 		l, ok := r.pb[name]
 		if !ok {
