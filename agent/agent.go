@@ -1541,7 +1541,7 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // maxBatch is the most uevents the loop takes from the socket's queue before it handles them.
-const maxBatch = 32
+const maxBatch = 64
 
 // queuedSource is a Source that can return what its queue holds without waiting (*udev.Conn).
 type queuedSource interface {
@@ -1553,6 +1553,7 @@ type queuedSource interface {
 // them in order as a batch: their CPU transitions are confirmed with one read of sysfs (see
 // state.Tracker.BeginBatch).
 func (a *Agent) loop(ctx context.Context) error {
+	defer a.tracker.Close() // the batches' cpu/online
 	backoff := time.Millisecond
 	queued, _ := a.source.(queuedSource)
 	batch := make([]udev.Event, 0, maxBatch)

@@ -36,6 +36,7 @@ func scanned(t *testing.T, root string) (*Tracker, *[]string) {
 		t.Fatal(err)
 	}
 	tr := New(fsys)
+	t.Cleanup(tr.Close)
 	rejected := new([]string)
 	tr.OnReject(func(r string) { *rejected = append(*rejected, r) })
 	if _, err := tr.Scan(); err != nil {
@@ -165,6 +166,18 @@ func TestBatchConfirmsFromCPUOnline(t *testing.T) {
 	write("cpu1/online", "1")
 	if got := batch("online 1"); got != "arrival "+cpu1 {
 		t.Errorf("a batch's online of CPU 1 with cpu/online unreadable: %q; want its arrival, from cpu1/online", got)
+	}
+	// The next batch reads cpu/online again (it opens it anew: the failed read closed it), as it
+	// does after Close. cpu1/online is left showing 1, then 0, against cpu/online.
+	write("online", "0,2")
+	if got := batch("offline 1"); got != "removal "+cpu1 {
+		t.Errorf("the batch after cpu/online was mended: %q; want the removal of CPU 1, from cpu/online", got)
+	}
+	tr.Close()
+	write("online", "0-2")
+	write("cpu1/online", "0")
+	if got := batch("online 1"); got != "arrival "+cpu1 {
+		t.Errorf("a batch after Close: %q; want the arrival of CPU 1, from cpu/online", got)
 	}
 	if len(*rejected) != 0 {
 		t.Errorf("rejections %q; want none", *rejected)

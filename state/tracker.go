@@ -87,6 +87,8 @@ type Tracker struct {
 	// onlineFailed that its read failed, and each CPU's own file is read instead.
 	onlineRead, onlineFailed bool
 	online                   sysfs.CPUSet
+	// onlineFile is cpu/online, held open from the first batch that reads it until Close.
+	onlineFile *sysfs.OnlineCPUs
 	// notes is the array of the last Outcome's Notes, reused by the next Handle.
 	notes    []notify.Notification
 	lastSeq  uint64
@@ -316,9 +318,9 @@ func (t *Tracker) BeginBatch() { t.batch, t.onlineRead, t.onlineFailed = true, f
 // EndBatch ends what BeginBatch began: later uevents are confirmed one by one.
 func (t *Tracker) EndBatch() { t.batch = false }
 
-// onlineSetReader is implemented by sysfs.FS: the CPUs online, from cpu/online.
-type onlineSetReader interface {
-	ReadOnlineCPUs(*sysfs.CPUSet) error
+// onlineOpener is implemented by sysfs.FS: cpu/online, held open.
+type onlineOpener interface {
+	OpenOnlineCPUs() (*sysfs.OnlineCPUs, error)
 }
 
 // batchOnline reports whether CPU n is online as the batch's read of cpu/online shows it, and
@@ -328,14 +330,43 @@ func (t *Tracker) batchOnline(n int) (online, ok bool) {
 		return false, false
 	}
 	if !t.onlineRead {
-		r, ok := t.fs.(onlineSetReader)
-		if !ok || r.ReadOnlineCPUs(&t.online) != nil {
+		if err := t.readOnline(); err != nil {
 			t.onlineFailed = true
 			return false, false
 		}
 		t.onlineRead = true
 	}
 	return t.online.Contains(n), true
+}
+
+// readOnline reads cpu/online into t.online, through the file held open, which it opens the
+// first time. A file that fails a read is closed: the next batch opens it again.
+func (t *Tracker) readOnline() error {
+	if t.onlineFile == nil {
+		o, ok := t.fs.(onlineOpener)
+		if !ok {
+			return errors.ErrUnsupported
+		}
+		f, err := o.OpenOnlineCPUs()
+		if err != nil {
+			return err
+		}
+		t.onlineFile = f
+	}
+	err := t.onlineFile.Read(&t.online)
+	if err != nil {
+		t.Close()
+	}
+	return err
+}
+
+// Close releases cpu/online, which batches hold open; a later batch opens it again. Call it from
+// the goroutine that handles the uevents, once it is done with them.
+func (t *Tracker) Close() {
+	if t.onlineFile != nil {
+		t.onlineFile.Close() // read-only: a close error cannot lose data
+		t.onlineFile = nil
+	}
 }
 
 // Resync rescans sysfs and returns the notifications that turn the record into the truth:

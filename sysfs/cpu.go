@@ -2,6 +2,7 @@ package sysfs
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -158,36 +159,49 @@ func (fsys FS) CPUOnline(n int) (bool, error) {
 	return on, nil
 }
 
-// ReadOnlineCPUs makes s the CPUs the kernel has online, from cpu/online: one open, read and
-// close for all of them, with no allocation once s has room for the highest. On an error s is
-// empty. It blocks on the file read; it is safe for concurrent use with other calls, not with
-// another use of s.
-func (fsys FS) ReadOnlineCPUs(s *CPUSet) error {
-	var pb [256]byte // the path, built without allocating while it fits, and its NUL
-	p := fsys.appendCPUPath(pb[:0], -1, "online")
+// OnlineCPUs is cpu/online, the list of the CPUs the kernel has online, held open: each Read
+// reads it afresh (sysfs makes an attribute's content anew at every read from its start) with one
+// system call, where opening it each time costs three. An event loop that reads it for every
+// burst of uevents keeps one. Its methods are not safe for concurrent use.
+type OnlineCPUs struct {
+	f    attrFile
+	path string
+}
+
+// OpenOnlineCPUs opens cpu/online; Close releases it. It blocks on the open.
+func (fsys FS) OpenOnlineCPUs() (*OnlineCPUs, error) {
+	p := filepath.Join(fsys.root, cpuDir, "online")
+	f, err := openAttr(p)
+	if err != nil {
+		return nil, fmt.Errorf("sysfs: open %s: %w", p, err)
+	}
+	return &OnlineCPUs{f, p}, nil
+}
+
+// Read makes s the CPUs online now, with no allocation once s has room for the highest. On an
+// error s is empty. It blocks on the read.
+func (o *OnlineCPUs) Read(s *CPUSet) error {
 	var buf [maxAttrSize + 1]byte
-	b, err := readAttrPath(p, buf[:])
+	b, err := o.f.read(buf[:])
 	if err != nil {
 		clear(s.bits)
-		return fmt.Errorf("sysfs: read %s: %w", string(p), err)
+		return fmt.Errorf("sysfs: read %s: %w", o.path, err)
 	}
 	if err := s.setList(b); err != nil {
-		return fmt.Errorf("sysfs: parse %s: %w", string(p), err)
+		return fmt.Errorf("sysfs: parse %s: %w", o.path, err)
 	}
 	return nil
 }
 
-// appendCPUPath appends to p the path of the file name of CPU n, or of the cpu directory itself
-// for a negative n, for readAttrPath.
+// Close releases the file. Later Reads fail.
+func (o *OnlineCPUs) Close() error { return o.f.close() }
+
+// appendCPUPath appends to p the path of the file name of CPU n, for readAttrPath.
 func (fsys FS) appendCPUPath(p []byte, n int, name string) []byte {
 	p = append(p, strings.TrimSuffix(fsys.root, "/")...)
-	p = append(p, "/"+cpuDir+"/"...)
-	if n >= 0 {
-		p = append(p, "cpu"...)
-		p = strconv.AppendInt(p, int64(n), 10)
-		p = append(p, '/')
-	}
-	return append(p, name...)
+	p = append(p, "/"+cpuDir+"/cpu"...)
+	p = strconv.AppendInt(p, int64(n), 10)
+	return append(append(p, '/'), name...)
 }
 
 // readCPU reads CPU n, using buf as scratch space of scratchSize bytes. It lists cpuN once,

@@ -3,6 +3,8 @@ package sysfs
 import (
 	"errors"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -307,12 +309,17 @@ func TestCPUOnline(t *testing.T) {
 	}
 }
 
-func TestReadOnlineCPUs(t *testing.T) {
+func TestOnlineCPUs(t *testing.T) {
 	tr := minimalTree()
 	tr["devices/system/cpu/online"] = "0-2,5\n"
-	fsys := tr.mustFS(t)
+	root := tr.mustFS(t)
+	o, err := root.OpenOnlineCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
 	var set CPUSet
-	if err := fsys.ReadOnlineCPUs(&set); err != nil {
+	if err := o.Read(&set); err != nil {
 		t.Fatal(err)
 	}
 	for n := range 8 {
@@ -324,19 +331,35 @@ func TestReadOnlineCPUs(t *testing.T) {
 	if raceEnabled {
 		want = 1
 	}
-	if a := testing.AllocsPerRun(100, func() { fsys.ReadOnlineCPUs(&set) }); a > want {
-		t.Errorf("ReadOnlineCPUs allocates %v times; want %v", a, want)
+	if a := testing.AllocsPerRun(100, func() { o.Read(&set) }); a > want {
+		t.Errorf("OnlineCPUs.Read allocates %v times; want %v", a, want)
 	}
 
-	tr["devices/system/cpu/online"] = "0-2,z\n"
-	if err := tr.mustFS(t).ReadOnlineCPUs(&set); err == nil || !strings.Contains(err.Error(), "parse") {
+	// The file held open is read afresh, from its start, as the kernel's is.
+	path := filepath.Join(root.Root(), "devices/system/cpu/online")
+	if err := os.WriteFile(path, []byte("0-1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Read(&set); err != nil || set.Contains(2) || !set.Contains(1) {
+		t.Errorf("a second Read after cpu/online changed to 0-1: %v, CPU 1 %v, CPU 2 %v", err, set.Contains(1), set.Contains(2))
+	}
+	if err := os.WriteFile(path, []byte("0-2,z\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Read(&set); err == nil || !strings.Contains(err.Error(), "parse") {
 		t.Errorf("a broken cpu/online: %v; want an error saying it cannot be parsed", err)
 	}
 	if set.Contains(0) {
 		t.Error("a failed read left CPU 0 in the set")
 	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Read(&set); err == nil {
+		t.Error("Read after Close succeeded")
+	}
 	delete(tr, "devices/system/cpu/online")
-	if err := tr.mustFS(t).ReadOnlineCPUs(&set); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := tr.mustFS(t).OpenOnlineCPUs(); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("no cpu/online: %v; want an error wrapping fs.ErrNotExist", err)
 	}
 }

@@ -80,6 +80,35 @@ func readAttrAt(dirfd int, name string, buf []byte) ([]byte, error) {
 	return readClose(fd, buf)
 }
 
+// attrFile is an attribute held open, read from its start by every read.
+type attrFile struct{ fd int }
+
+// openAttr opens the attribute at p. The caller must close it.
+func openAttr(p string) (attrFile, error) {
+	for {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			return attrFile{fd}, err
+		}
+	}
+}
+
+// read reads the whole attribute again, as readAttr does, with one pread from offset 0.
+func (a attrFile) read(buf []byte) ([]byte, error) {
+	for {
+		n, err := unix.Pread(a.fd, buf[:maxAttrSize+1], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return checkAttr(buf[:n])
+	}
+}
+
+func (a attrFile) close() error { return unix.Close(a.fd) }
+
 // readClose reads the attribute open as fd into buf (see readAttr) and closes fd.
 func readClose(fd int, buf []byte) ([]byte, error) {
 	var n int

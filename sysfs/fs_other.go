@@ -56,5 +56,28 @@ func readAttr(p string, buf []byte) ([]byte, error) {
 	return checkAttr(buf[:n])
 }
 
+// attrFile is an attribute held open, read from its start by every read.
+type attrFile struct{ f *os.File }
+
+// openAttr opens the attribute at p. The caller must close it.
+func openAttr(p string) (attrFile, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return attrFile{}, unwrapPath(err)
+	}
+	return attrFile{f}, nil
+}
+
+// read reads the whole attribute again, as readAttr does, from offset 0.
+func (a attrFile) read(buf []byte) ([]byte, error) {
+	n, err := a.f.ReadAt(buf[:maxAttrSize+1], 0)
+	if err != nil && err != io.EOF {
+		return nil, unwrapPath(err)
+	}
+	return checkAttr(buf[:n])
+}
+
+func (a attrFile) close() error { return a.f.Close() }
+
 // readAttrPath is readAttr for a path held in p.
 func readAttrPath(p []byte, buf []byte) ([]byte, error) { return readAttr(string(p), buf) }

@@ -191,3 +191,33 @@ func BenchmarkMemoryBlocksRealSysfs(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(max(n, 1)), "ns/block")
 }
+
+// The kernel's cpu/online held open reads what is online at each Read: a CPU taken offline and
+// back is seen both ways through the one open file.
+func TestIntegrationOnlineCPUsHeldOpen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes a CPU of this machine offline: an integration test, left out with -short")
+	}
+	testenv.RequireRoot(t)
+	testenv.LockCPUs(t)
+	n := testenv.HotpluggableCPU(t)
+	fsys, err := NewFS("/sys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := fsys.OpenOnlineCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	var set CPUSet
+	for _, online := range []bool{false, true, false, true} {
+		testenv.SetCPUOnline(t, n, online)
+		if err := o.Read(&set); err != nil {
+			t.Fatal(err)
+		}
+		if set.Contains(n) != online || !set.Contains(0) {
+			t.Errorf("cpu%d online=%v: Read shows cpu%d %v, cpu0 %v", n, online, n, set.Contains(n), set.Contains(0))
+		}
+	}
+}

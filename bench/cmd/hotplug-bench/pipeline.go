@@ -82,10 +82,10 @@ func pipelineCmd(ctx context.Context, fs *flag.FlagSet, out *string) error {
 var profiled = []struct{ label, fn string }{
 	{"the event loop's goroutine (`agent.(*Agent).loop`: all that follows but the registration's goroutine, the saver and the GC)", "github.com/hotplug-agent/hotplug-agent/agent.(*Agent).loop"},
 	{"... the kernel's part, done by the benchmark's source: the writes of the CPU's `online` file and of `cpu/online` before the uevent", "github.com/hotplug-agent/hotplug-agent/bench.(*replay).kernel"},
-	{"... parse (`udev.Parse`)", "github.com/hotplug-agent/hotplug-agent/udev.Parse"},
+	{"... parse (`udev.ParseCompact`)", "github.com/hotplug-agent/hotplug-agent/udev.parse"},
 	{"... count it (`metrics.Uevent`)", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Uevent"},
 	{"... translate (`state.(*Tracker).Handle`)", "github.com/hotplug-agent/hotplug-agent/state.(*Tracker).Handle"},
-	{"... ... of which the sysfs read that confirms a batch's CPU transitions (`sysfs.FS.ReadOnlineCPUs`: open, read and close `cpu/online`, once for up to 32 uevents)", "github.com/hotplug-agent/hotplug-agent/sysfs.FS.ReadOnlineCPUs"},
+	{"... ... of which the sysfs read that confirms a batch's CPU transitions (`sysfs.(*OnlineCPUs).Read`: one pread of `cpu/online`, held open, for up to 64 uevents)", "github.com/hotplug-agent/hotplug-agent/sysfs.(*OnlineCPUs).Read"},
 	{"... publish through the online gate (`online.(*Gate).Publish`: registry, memory devices, metrics, save signal)", "github.com/hotplug-agent/hotplug-agent/online.(*Gate).Publish"},
 	{"... ... of which `notify.(*Registry).Publish` (lock, queue, wake)", "github.com/hotplug-agent/hotplug-agent/notify.(*Registry).Publish"},
 	{"... ... of which `metrics.Notified`", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Notified"},

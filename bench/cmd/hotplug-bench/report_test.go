@@ -83,7 +83,7 @@ func TestProfileTable(t *testing.T) {
 	top := `Type: cpu
 Duration: 3s, Total samples = 3.00s (100%)
       flat  flat%   sum%        cum   cum%
-     0.10s  4.00%  4.00%      0.50s 20.00%  github.com/hotplug-agent/hotplug-agent/udev.Parse
+     0.10s  4.00%  4.00%      0.50s 20.00%  github.com/hotplug-agent/hotplug-agent/udev.parse
      0.05s  2.00%  6.00%     250ms 10.00%  time.Now (inline)
      0.01s  0.33%  6.33%      0.50s 16.67%  github.com/hotplug-agent/hotplug-agent/bench.(*replay).kernelCPU
 `
@@ -91,7 +91,7 @@ Duration: 3s, Total samples = 3.00s (100%)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"2500 ns of CPU per event (400,000 events per CPU-second), 2.5 s of samples", "| ... parse (`udev.Parse`) | 20.0% | 500 |", "| the time (`time.Now`) | 10.0% | 250 |"} {
+	for _, want := range []string{"2500 ns of CPU per event (400,000 events per CPU-second), 2.5 s of samples", "| ... parse (`udev.ParseCompact`) | 20.0% | 500 |", "| the time (`time.Now`) | 10.0% | 250 |"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("profile table lacks %q:\n%s", want, got)
 		}
