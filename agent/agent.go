@@ -150,9 +150,12 @@ type Agent struct {
 	conns      *web.ConnLimit // bounds the connections of every listener together
 	handler    http.Handler
 	stuckAfter time.Duration
-	busy       atomic.Int64  // unix nanoseconds since the loop began the current event; 0 when waiting
+	busy       atomic.Int64  // unix nanoseconds since the loop read the uevents it handles; 0 when waiting
 	saveReq    chan struct{} // capacity 1: "the announced set or a callback's cursor changed; save it"
-	writeReq   chan struct{} // capacity 1: "a callback waits for its next notification to be on file"
+	// saveAsked is set by the request that wakes the saver and cleared by the saver as it begins
+	// a save: the changes between the two are in that save, and ask for nothing more.
+	saveAsked atomic.Bool
+	writeReq  chan struct{} // capacity 1: "a callback waits for its next notification to be on file"
 
 	// What the last run left in the state file, for the configured callbacks to resume from.
 	instance      uuid.UUID // the state file's: the webhooks' Idempotency-Key namespace
@@ -669,8 +672,13 @@ func (a *Agent) hotAdded(added state.PresentSet, why string) {
 	a.requestSave()
 }
 
-// requestSave asks the saver for a save of a change. It does not block.
+// requestSave asks the saver for a save of a change. Only the first request after a save began
+// wakes the saver: the save it schedules holds the changes of the others too, so that a burst of
+// uevents costs the event loop no goroutine wake-up per notification. It does not block.
 func (a *Agent) requestSave() {
+	if a.saveAsked.Load() || !a.saveAsked.CompareAndSwap(false, true) {
+		return
+	}
 	select {
 	case a.saveReq <- struct{}{}:
 	default:
@@ -723,6 +731,7 @@ func (a *Agent) saver(ctx context.Context) {
 	write := func() {
 		writing = false
 		soon.Stop()
+		a.saveAsked.Store(false) // a change from now on asks again
 		if err := a.saveState(false, false); err != nil {
 			a.log.Warn("state file not written", "err", err)
 		}
@@ -748,6 +757,7 @@ func (a *Agent) saver(ctx context.Context) {
 			pending = false
 			writing = false // the save holds what soon waits for
 			soon.Stop()
+			a.saveAsked.Store(false)
 			if err := a.saveState(false, true); err != nil {
 				a.log.Warn("state file not saved", "err", err)
 			}
@@ -1600,9 +1610,6 @@ func (a *Agent) loop(ctx context.Context) error {
 		// notification (handle never blocks).
 		a.registry.HoldWakes()
 		for i := range batch {
-			if i > 0 {
-				a.busy.Store(time.Now().UnixNano())
-			}
 			a.handle(ctx, &batch[i])
 		}
 		a.registry.ReleaseWakes()
@@ -1735,13 +1742,13 @@ func (a *Agent) ChangeRegistry() *notify.ChangeRegistry { return a.changes }
 // TargetRegistry is the agent's target-device registry, for code built into the agent.
 func (a *Agent) TargetRegistry() *notify.TargetRegistry { return a.targets }
 
-// healthy reports an event loop stuck on one event for longer than stuckAfter, or behind the
-// kernel: uevents waiting in its socket's queue that long, without it catching up.
+// healthy reports an event loop stuck on the uevents it read for longer than stuckAfter, or
+// behind the kernel: uevents waiting in its socket's queue that long, without it catching up.
 func (a *Agent) healthy() error {
 	now := time.Now()
 	if since := a.busy.Load(); since != 0 {
 		if d := now.Sub(time.Unix(0, since)); d > a.stuckAfter {
-			return fmt.Errorf("event loop busy with one event for %s", d.Round(time.Millisecond))
+			return fmt.Errorf("event loop busy with the uevents it read %s ago", d.Round(time.Millisecond))
 		}
 	}
 	if d := a.backlog(now); d > a.stuckAfter {

@@ -246,3 +246,41 @@ func TestEventIDsNeverWrap(t *testing.T) {
 		t.Fatalf("no notification on /events within 10 s of cpu1 going offline (last ID given: %d)", a.Registry().LastID())
 	}
 }
+
+// While the agent runs, the state file follows its changes: each burst of notifications is saved
+// (a change coming after a save is saved again, however many came before it), without waiting
+// for a shutdown.
+func TestStateSavedWhileRunning(t *testing.T) {
+	root := fixture(t)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	a, src, _, _ := runAgent(t, Options{SysfsPath: root, StatePath: statePath})
+	seq := uint64(100)
+	online := true
+	// burst changes cpu1 n times, and waits until the state file holds the last notification.
+	burst := func(n int) {
+		t.Helper()
+		for range n {
+			online = !online
+			state, action := "0", "offline"
+			if online {
+				state, action = "1", "online"
+			}
+			writeAttr(t, root, "devices/system/cpu/cpu1/online", state)
+			seq++
+			src.send(t, action, "/devices/system/cpu/cpu1", "cpu", seq)
+		}
+		var s statefile.State
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if s, err = statefile.Load(statePath); err == nil && s.LastEventID == a.Registry().LastID() && s.LastEventID != 0 {
+				return
+			}
+		}
+		t.Fatalf("10 s after %d changes of cpu1 the state file holds ID %d (%v); the last notification is %d",
+			n, s.LastEventID, err, a.Registry().LastID())
+	}
+	burst(1)
+	burst(1)
+	burst(15)
+	burst(1)
+}
