@@ -4,9 +4,11 @@ package metrics
 
 import (
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
@@ -61,13 +63,20 @@ type Metrics struct {
 
 	// The series of the hot path, looked up once: WithLabelValues checks and hashes the values
 	// and takes the vector's lock on every call, a fifth of the agent's CPU per event before.
-	// Those whose labels come from a uevent are made at start, one per allowed value.
+	// Those whose labels come from a uevent or are the agent's classes and events are made at
+	// start, one per allowed value.
 	uevents   [len(subsystems)][len(actions)]prometheus.Counter
 	rejected  [len(rejectReasons)]prometheus.Counter
-	notes     cache[[2]string, prometheus.Counter] // class, event
-	ifaces    cache[string, prometheus.Gauge]      // class
-	callbacks cache[string, callbackSeries]        // owner
+	notes     [len(classes)][len(events)]prometheus.Counter // class, event
+	ifaces    [len(classes)]prometheus.Gauge                // class
+	callbacks cache[string, callbackSeries]                 // owner
 }
+
+// classes and events are those of the agent's notifications, whose series are made at start.
+var (
+	classes = [...]uuid.UUID{notify.GUIDDeviceProcessor, notify.GUIDDeviceMemory}
+	events  = [...]uuid.UUID{notify.GUIDDeviceInterfaceArrival, notify.GUIDDeviceInterfaceRemoval}
+)
 
 // The values of labels taken from uevents: anything else counts as "other", so that no uevent
 // can add a series (a flood of distinct subsystems once made thousands).
@@ -100,7 +109,7 @@ type callbackSeries struct {
 }
 
 // cache holds the series of a vector by their label values, none of which comes from outside
-// input (classes and events, registration owners), so nothing is evicted. A sync.Map: a read
+// input (registration owners), so nothing is evicted. A sync.Map: a read
 // takes no lock, which the event loop and the registrations' goroutines on other cores can do at
 // once without sharing a written cache line (a read lock's counter is one), and an insert costs
 // the same however many keys there are. Safe for concurrent use.
@@ -203,12 +212,12 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}
 	}
 	m.BuildInfo.WithLabelValues(version, goversion, revision).Set(1)
-	for _, c := range []string{"processor", "memory"} {
-		m.Interfaces.WithLabelValues(c)
-		m.OnlineAttempts.WithLabelValues(c, "success")
-		m.OnlineAttempts.WithLabelValues(c, "failure")
-		for _, e := range []string{"arrival", "removal"} {
-			m.Notifications.WithLabelValues(c, e)
+	for i, c := range classes {
+		m.ifaces[i] = m.Interfaces.WithLabelValues(notify.ClassName(c))
+		m.OnlineAttempts.WithLabelValues(notify.ClassName(c), "success")
+		m.OnlineAttempts.WithLabelValues(notify.ClassName(c), "failure")
+		for j, e := range events {
+			m.notes[i][j] = m.Notifications.WithLabelValues(notify.ClassName(c), notify.EventName(e))
 		}
 	}
 	m.NetlinkOverflows.Add(0)
@@ -292,15 +301,20 @@ func (m *Metrics) Rejected(reason string) { m.rejected[indexOf(rejectReasons[:],
 
 // Notified counts one notification emitted by the agent and moves the interface gauge with it.
 func (m *Metrics) Notified(n *notify.Notification) {
-	class := notify.ClassName(n.InterfaceClassGUID)
-	m.notes.get([2]string{class, notify.EventName(n.Event)}, func(k [2]string) prometheus.Counter {
-		return m.Notifications.WithLabelValues(k[0], k[1])
-	}).Inc()
-	g := m.ifaces.get(class, func(c string) prometheus.Gauge { return m.Interfaces.WithLabelValues(c) })
+	var notes prometheus.Counter
+	var ifaces prometheus.Gauge
+	c, e := slices.Index(classes[:], n.InterfaceClassGUID), slices.Index(events[:], n.Event)
+	if c >= 0 && e >= 0 {
+		notes, ifaces = m.notes[c][e], m.ifaces[c] // the series made at start
+	} else { // never emitted by the agent: under the names notify gives the GUIDs
+		class := notify.ClassName(n.InterfaceClassGUID)
+		notes, ifaces = m.Notifications.WithLabelValues(class, notify.EventName(n.Event)), m.Interfaces.WithLabelValues(class)
+	}
+	notes.Inc()
 	if n.IsArrival() {
-		g.Inc()
+		ifaces.Inc()
 	} else {
-		g.Dec()
+		ifaces.Dec()
 	}
 }
 
