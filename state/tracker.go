@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -190,7 +189,20 @@ func Suspicious(subsystem, devpath string) bool {
 	if subsystem != "cpu" && subsystem != "memory" {
 		return false
 	}
-	return devpath != path.Clean(devpath) || !strings.HasPrefix(devpath, "/devices/")
+	return !strings.HasPrefix(devpath, "/devices/") || !clean(devpath)
+}
+
+// clean reports whether the absolute path p is as path.Clean returns it: no element of it is
+// empty (a doubled or trailing slash), "." or "..". It allocates nothing and scans p once.
+func clean(p string) bool {
+	for rest, more := p[1:], true; more; {
+		var elem string
+		elem, rest, more = strings.Cut(rest, "/")
+		if elem == "" || elem == "." || elem == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // index parses the decimal number that ends path after prefix.

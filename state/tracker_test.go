@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"path"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,12 +158,31 @@ func TestSuspicious(t *testing.T) {
 		{"cpu", "/bus/cpu/devices/cpu1", true},
 		{"memory", "/../../etc/memory1", true},
 		{"memory", "devices/system/memory/memory1", true},
+		{"cpu", "/devices/system/cpu/..", true},
+		{"cpu", "/devices/system/cpu/.", true},
+		{"cpu", "/devices/", true},
+		{"cpu", "/devices/.../cpu1", false},                // an odd name, but a clean path
 		{"cpuid", "/devices/virtual/../cpuid/cpu1", false}, // not ours to judge
 	} {
 		if got := Suspicious(tt.subsystem, tt.devpath); got != tt.want {
 			t.Errorf("Suspicious(%q, %q) = %v; want %v", tt.subsystem, tt.devpath, got, tt.want)
 		}
 	}
+}
+
+// Suspicious's scan of the path says what path.Clean would: a cpu or memory DEVPATH is
+// suspicious exactly when it is not clean or not under /devices/.
+func FuzzSuspicious(f *testing.F) {
+	for _, p := range []string{"/devices/system/cpu/cpu1", "/devices/system//cpu/cpu1", "/devices/system/cpu/./cpu1",
+		"/devices/system/cpu/cpu1/", "/devices/system/cpu/..", "/devices/", "/devices", "/", "", "/devices/a/../b"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, devpath string) {
+		want := devpath != path.Clean(devpath) || !strings.HasPrefix(devpath, "/devices/")
+		if got := Suspicious("memory", devpath); got != want {
+			t.Errorf("Suspicious(memory, %q) = %v; path.Clean gives %q", devpath, got, path.Clean(devpath))
+		}
+	})
 }
 
 func TestScanAnnouncesOnlineOnly(t *testing.T) {
