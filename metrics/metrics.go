@@ -18,7 +18,7 @@ const namespace = "hotplug_agent"
 
 // latencyBuckets span 10 µs to 10 s: the kernel-to-callback path is sub-millisecond when all is
 // well, and a stuck callback shows up in the upper buckets.
-var latencyBuckets = []float64{
+var latencyBuckets = [...]float64{
 	0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 }
@@ -26,8 +26,8 @@ var latencyBuckets = []float64{
 // Metrics is the agent's set of collectors. All methods are safe for concurrent use and never block.
 type Metrics struct {
 	Notifications    *prometheus.CounterVec
-	DispatchLatency  *prometheus.HistogramVec
-	CallbackDuration *prometheus.HistogramVec
+	DispatchLatency  *DurationVec
+	CallbackDuration *DurationVec
 	CallbackErrors   *prometheus.CounterVec
 	QueueOverflows   *prometheus.CounterVec
 	Uevents          *prometheus.CounterVec
@@ -104,7 +104,7 @@ func indexOf(values []string, v string) int {
 
 // callbackSeries are one registration's series.
 type callbackSeries struct {
-	latency, duration prometheus.Observer
+	latency, duration *Durations
 	errors            prometheus.Counter
 }
 
@@ -134,16 +134,9 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		Notifications: counterVec("notifications_total",
 			"Device interface notifications emitted, by interface class and event (arrival, removal).",
 			"interface_class", "event"),
-		DispatchLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "dispatch_latency_seconds",
-			Help:    "Time from reading the uevent off the socket to the start of the callback, by callback.",
-			Buckets: latencyBuckets,
-		}, []string{"callback"}),
-		CallbackDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "callback_duration_seconds",
-			Help:    "Time a callback took to run, by callback.",
-			Buckets: latencyBuckets,
-		}, []string{"callback"}),
+		DispatchLatency: newDurationVec("dispatch_latency_seconds",
+			"Time from reading the uevent off the socket to the start of the callback, by callback."),
+		CallbackDuration: newDurationVec("callback_duration_seconds", "Time a callback took to run, by callback."),
 		CallbackErrors: counterVec("callback_errors_total",
 			"Callbacks that returned an error or panicked, by callback.",
 			"callback"),
@@ -184,7 +177,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		OnlineDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "online_duration_seconds",
 			Help:    "Time from the kernel's add uevent to the resource being online by the online policy, by interface class.",
-			Buckets: latencyBuckets,
+			Buckets: latencyBuckets[:],
 		}, []string{"interface_class"}),
 		MemoryBlocksOnlined: counterVec("memory_blocks_onlined_total",
 			"Memory blocks that came online, by who onlined them (agent: the agent wrote their state; kernel: the kernel's auto-online was on; other: a udev rule, daxctl, an administrator) and the zone they joined (movable, kernel).",
@@ -358,13 +351,13 @@ func (m *Metrics) SetInterfaces(active []notify.Interface) {
 
 // CallbackStarted implements notify.Observer.
 func (m *Metrics) CallbackStarted(owner string, _ *notify.Notification, latency time.Duration) {
-	m.callback(owner).latency.Observe(latency.Seconds())
+	m.callback(owner).latency.Observe(latency)
 }
 
 // callback returns owner's series.
 func (m *Metrics) callback(owner string) callbackSeries {
 	return m.callbacks.get(owner, func(o string) callbackSeries {
-		return callbackSeries{latency: m.DispatchLatency.WithLabelValues(o), duration: m.CallbackDuration.WithLabelValues(o),
+		return callbackSeries{latency: m.DispatchLatency.With(o), duration: m.CallbackDuration.With(o),
 			errors: m.CallbackErrors.WithLabelValues(o)}
 	})
 }
@@ -383,7 +376,7 @@ type ownerMetrics struct {
 
 // CallbackStarted implements notify.Observer for the owner.
 func (o ownerMetrics) CallbackStarted(_ string, _ *notify.Notification, latency time.Duration) {
-	o.series.latency.Observe(latency.Seconds())
+	o.series.latency.Observe(latency)
 }
 
 // CallbackDone implements notify.Observer for the owner.
@@ -398,7 +391,7 @@ func (m *Metrics) CallbackDone(owner string, _ *notify.Notification, took time.D
 
 // done records a callback of owner that took took and returned err in its series cs.
 func (m *Metrics) done(cs callbackSeries, owner string, took time.Duration, err error) {
-	cs.duration.Observe(took.Seconds())
+	cs.duration.Observe(took)
 	if err != nil {
 		cs.errors.Inc()
 		m.Errors.Record(owner, time.Now(), err)

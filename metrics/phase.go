@@ -64,7 +64,7 @@ func (p *Phases) InitCallback(owner, phase, class string) {
 // SyncCallDone implements notify.SyncObserver. A vetoing answer is counted in Vetoes, not as a
 // callback error.
 func (p *Phases) SyncCallDone(owner, phase string, took time.Duration, err error) {
-	p.m.CallbackDuration.WithLabelValues(owner).Observe(took.Seconds())
+	p.m.CallbackDuration.With(owner).Observe(took)
 	if err != nil && phase != "add_start" && phase != "query_remove" {
 		p.m.CallbackErrors.WithLabelValues(owner).Inc()
 	}
