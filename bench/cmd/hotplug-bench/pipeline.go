@@ -85,7 +85,7 @@ var profiled = []struct{ label, fn string }{
 	{"... parse (`udev.ParseCompact`)", "github.com/hotplug-agent/hotplug-agent/udev.parse"},
 	{"... count it (`metrics.Uevent`)", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Uevent"},
 	{"... translate (`state.(*Tracker).Handle`)", "github.com/hotplug-agent/hotplug-agent/state.(*Tracker).Handle"},
-	{"... ... of which the sysfs read that confirms a batch's CPU transitions (`sysfs.(*OnlineCPUs).Read`: one pread of `cpu/online`, held open, for up to 64 uevents)", "github.com/hotplug-agent/hotplug-agent/sysfs.(*OnlineCPUs).Read"},
+	{"... ... of which the sysfs read that confirms a batch's CPU transitions (`sysfs.(*OnlineCPUs).Read`: one pread of `cpu/online`, held open, for up to 256 uevents)", "github.com/hotplug-agent/hotplug-agent/sysfs.(*OnlineCPUs).Read"},
 	{"... publish through the online gate (`online.(*Gate).Publish`: registry, memory devices, metrics, save signal)", "github.com/hotplug-agent/hotplug-agent/online.(*Gate).Publish"},
 	{"... ... of which `notify.(*Registry).Publish` (lock, queue, wake)", "github.com/hotplug-agent/hotplug-agent/notify.(*Registry).Publish"},
 	{"... ... of which `metrics.Notified`", "github.com/hotplug-agent/hotplug-agent/metrics.(*Metrics).Notified"},
