@@ -291,25 +291,18 @@ func reportRates(b *testing.B, events int, wall, cpu time.Duration) {
 
 // BenchmarkParse is udev.Parse of a CPU uevent (the largest the agent follows): one op is one
 // event, and allocs/op is the parser's allocations per event.
-func BenchmarkParse(b *testing.B) {
-	d := cpuDatagram("online", 1)
-	b.SetBytes(int64(len(d.b)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := udev.Parse(d.b); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+func BenchmarkParse(b *testing.B) { benchParse(b, udev.Parse) }
 
 // BenchmarkParseCompact is udev.ParseCompact of the same uevent, as the agent's socket parses
 // it: the checks of Parse, without the copy of the datagram.
-func BenchmarkParseCompact(b *testing.B) {
+func BenchmarkParseCompact(b *testing.B) { benchParse(b, udev.ParseCompact) }
+
+func benchParse(b *testing.B, parse func([]byte) (udev.Event, error)) {
 	d := cpuDatagram("online", 1)
 	b.SetBytes(int64(len(d.b)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := udev.ParseCompact(d.b); err != nil {
+		if _, err := parse(d.b); err != nil {
 			b.Fatal(err)
 		}
 	}
