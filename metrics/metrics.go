@@ -109,10 +109,10 @@ type callbackSeries struct {
 }
 
 // cache holds the series of a vector by their label values, none of which comes from outside
-// input (registration owners), so nothing is evicted. A sync.Map: a read
-// takes no lock, which the event loop and the registrations' goroutines on other cores can do at
-// once without sharing a written cache line (a read lock's counter is one), and an insert costs
-// the same however many keys there are. Safe for concurrent use.
+// input (registration owners), so nothing is evicted. A sync.Map: a read takes no lock, which
+// the event loop and the registrations' goroutines on other cores can do at once without sharing
+// a written cache line (a read lock's counter is one), and an insert costs the same however many
+// keys there are. Safe for concurrent use.
 type cache[K comparable, V any] struct {
 	m sync.Map // K -> V
 }

@@ -335,8 +335,8 @@ func (c *Conn) reject(reason string, n int, from unix.Sockaddr, perr error) {
 }
 
 // accept checks one received datagram (n bytes in buf, recvmsg flags, source address,
-// control messages) and parses it with parse. It returns the event, or the reason it must be dropped (and,
-// for "malformed", the parse error).
+// control messages) and parses it with parse. It returns the event, or the reason it must be
+// dropped (and, for "malformed", the parse error).
 func accept(parse func([]byte) (Event, error), buf []byte, n, flags int, from unix.Sockaddr, oob []byte) (Event, string, error) {
 	// Only the kernel sends from port id 0; any process with CAP_NET_ADMIN can send
 	// to the group from its own port.
