@@ -7,10 +7,10 @@ import (
 )
 
 // Gate is the path of the agent's notifications from the event loop to the registry. It orders
-// them around the changes the agent makes itself: while the onliner brings a CPU or memory block
-// online (or takes it offline on request), the notifications of that interface are held back, so
-// that its arrival follows AddComplete (its removal follows remove-complete) in every
-// registration. It also tells removals the agent did not ask for, which get remove-complete as
+// them around the changes the agent makes itself: while the onliner brings a CPU online for
+// two-phase registrations, or a memory block online, or takes either offline on request, the
+// notifications of that interface are held back, so that its arrival follows AddComplete (its
+// removal follows remove-complete) in every registration. It also tells removals the agent did not ask for, which get remove-complete as
 // surprise removals. Its methods never block on callbacks and are safe for concurrent use.
 type Gate struct {
 	publish func(notify.Notification) bool

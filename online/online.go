@@ -531,7 +531,15 @@ func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait b
 			return false
 		}
 	}
-	o.gate.hold(iface.SymbolicLink, true)
+	// The gate holds the arrival back until the write has returned and AddComplete is out. A CPU's
+	// is held only for the registrations that got AddStart: without one nothing is to come
+	// first, and the arrival goes out as soon as its uevent is handled, not once the kernel has
+	// finished the write and the onliner has run again. A memory block's arrivals are released
+	// together with the round's (settle), whoever takes part.
+	held := it.memory || add != nil && add.Participants() > 0
+	if held {
+		o.gate.hold(iface.SymbolicLink, true)
+	}
 	wrote, err := o.onlineWithRetries(ctx, it, class, what, state, plan, round)
 	if add != nil {
 		if err != nil {
@@ -541,7 +549,9 @@ func (o *Onliner) handle(ctx context.Context, it item, round *planRound) (wait b
 		}
 	}
 	if !it.memory {
-		o.gate.release(iface.SymbolicLink, err == nil)
+		if held {
+			o.gate.release(iface.SymbolicLink, err == nil)
+		}
 		// Logged once the arrival is on its way: it does not wait for the log's write (a serial
 		// console, in a guest, takes milliseconds).
 		if wrote > 0 {

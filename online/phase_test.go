@@ -151,6 +151,41 @@ func TestPolicyTwoPhaseConsent(t *testing.T) {
 	}
 }
 
+// TestCPUArrivalWithoutParticipants: with no two-phase registration of the processor class
+// nothing has to come before a CPU's arrival, so it goes out as soon as the kernel's online
+// uevent is handled, while the onliner's write is still under way, not once it has returned.
+func TestCPUArrivalWithoutParticipants(t *testing.T) {
+	fs := newFake()
+	var mu sync.Mutex
+	var journal []string
+	add := func(s string) {
+		mu.Lock()
+		journal = append(journal, s)
+		mu.Unlock()
+	}
+	gate := NewGate(func(n notify.Notification) bool {
+		add("publish " + notify.EventName(n.Event) + " " + n.SymbolicLinkName)
+		return true
+	}, nil)
+	changes := notify.NewChangeRegistry(notify.ChangeOptions{Timeout: 10 * time.Second})
+	t.Cleanup(func() { changes.Close(context.Background()) })
+	o := New(Policy{CPU: Online, Backoff: time.Millisecond}, fs, nil, nil)
+	o.SetParticipants(Participants{Changes: changes, Gate: gate})
+	fs.onWrite = func(wr string) {
+		iface, _, _ := o.read(false, 3) // the kernel's online uevent, handled during the write
+		gate.Publish([]notify.Notification{notify.NewNotification(notify.GUIDDeviceInterfaceArrival, iface, 1, time.Now(), notify.CauseUevent)})
+		add("write returns " + wr)
+	}
+	fs.cpus[3] = false
+	handleOnce(context.Background(), o, item{n: 3, seqnum: 10, added: time.Now()})
+	want := []string{"publish arrival /sys/devices/system/cpu/cpu3", "write returns cpu3=true"}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff(want, journal); diff != "" {
+		t.Errorf("sequence (-want +got):\n%s", diff)
+	}
+}
+
 // TestPolicyTwoPhaseVeto: a vetoed add is never written: the CPU stays offline, AddFailure
 // carries the veto, and nothing is published.
 func TestPolicyTwoPhaseVeto(t *testing.T) {
