@@ -301,13 +301,21 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 			delete(t.changed, b)
 		}
 	}
-	publish := func(n notify.Notification) {
-		if seed != nil {
-			seed(n)
-		} else if !t.o.Publish(n) {
-			t.log.Warn("memory device notification refused", "event", notify.EventName(n.Event), "device", n.Interface.Device)
+	var out []notify.Notification // published at the end, in order
+	publish := func(n notify.Notification) { out = append(out, n) }
+	defer func() {
+		// In the order of the block notifications that caused them: what the blocks did between
+		// two evaluations (a device rolled back online, then another taken offline) reads the same
+		// a device at a time. Of one cause, removals come first, as made.
+		slices.SortStableFunc(out, func(a, b notify.Notification) int { return cmp.Compare(a.Seqnum, b.Seqnum) })
+		for _, n := range out {
+			if seed != nil {
+				seed(n)
+			} else if !t.o.Publish(n) {
+				t.log.Warn("memory device notification refused", "event", notify.EventName(n.Event), "device", n.Interface.Device)
+			}
 		}
-	}
+	}()
 
 	var wait time.Duration
 	soonest := func(d time.Duration) {

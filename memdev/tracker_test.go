@@ -363,3 +363,45 @@ func TestAutoOnlineLinkedLate(t *testing.T) {
 	f.link("PNP0C80:00", 64, 71)
 	rec.waitList(t, "arrival PNP0C80:00 blocks 64-71 at 0x200000000 size 1024M")
 }
+
+// TestDeviceOrderFollowsBlocks: the device notifications of one evaluation come in the order of
+// the block notifications that caused them. A request that takes two DIMMs offline, the first
+// vetoed half way and rolled back: the first device's removal is seen alone, then its block's
+// arrival and the second device's first removal in one evaluation; the first device arrives
+// again before the second goes, as its blocks did.
+func TestDeviceOrderFollowsBlocks(t *testing.T) {
+	f := newFixture(t)
+	f.addBlocks(0, 7)
+	f.addBlocks(32, 35)
+	f.link("PNP0C80:00", 32, 33)
+	f.link("PNP0C80:01", 34, 35)
+	rec := &recorder{}
+	tr := New(Options{Reader: NewReader(f.fs, f.iomem), Publish: rec.publish, Settle: time.Millisecond,
+		Shrink: time.Millisecond, Pending: time.Second, Poll: time.Millisecond})
+	var active []notify.Interface
+	for _, b := range []int{0, 1, 2, 3, 4, 5, 6, 7, 32, 33, 34, 35} {
+		active = append(active, block(b))
+	}
+	if _, err := tr.Seed(active); err != nil {
+		t.Fatal(err)
+	}
+	evaluate := func() {
+		t.Helper()
+		if _, err := tr.evaluate(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leave(tr, 33, 10)
+	evaluate()
+	arrive(tr, 33, 11)
+	leave(tr, 35, 12)
+	evaluate()
+	want := []string{
+		"removal PNP0C80:00 blocks 32-33 at 0x100000000 size 256M",
+		"arrival PNP0C80:00 blocks 32-33 at 0x100000000 size 256M",
+		"removal PNP0C80:01 blocks 34-35 at 0x110000000 size 256M",
+	}
+	if got := rec.list(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("device notifications:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
