@@ -14,7 +14,8 @@
 # Environment:
 #   BENCH_OUT         where results go (default .cache/bench; the report reads them all, so a
 #                     partial run rewrites only its own figures)
-#   BENCH_REVISION    what the figures are of (default: git rev-parse --short HEAD, -dirty with changes)
+#   BENCH_REVISION    what the figures are of (default: git rev-parse --short HEAD, -dirty with changes
+#                     to any tracked file but BENCHMARKS.md)
 #   BENCH_ONLINING_RUNS  runs of each hot-add and onliner in `onlining` (default 3; the median is reported)
 #   BENCH_QUIET_LOAD  wait (up to BENCH_QUIET_WAIT seconds, default 1800) for the 1-minute load
 #                     average to fall below this before starting, e.g. 0.3
@@ -28,7 +29,8 @@ which=("$@")
 bash scripts/bench-deps.sh
 mkdir -p "$out"
 if [ -z "${BENCH_REVISION:-}" ] && rev=$(git rev-parse --short HEAD 2>/dev/null); then
-	[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev-dirty"
+	# BENCHMARKS.md is what the report writes: a change there is not a change of what is measured.
+	[ -z "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' 2>/dev/null)" ] || rev="$rev-dirty"
 	export BENCH_REVISION=$rev
 fi
 cc -O2 -static -s -o "$out/stamp" bench/stamp/stamp.c
