@@ -304,9 +304,9 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 	var out []notify.Notification // published at the end, in order
 	publish := func(n notify.Notification) { out = append(out, n) }
 	defer func() {
-		// In the order of the block notifications that caused them: what the blocks did between
-		// two evaluations (a device rolled back online, then another taken offline) reads the same
-		// a device at a time. Of one cause, removals come first, as made.
+		// In the order of the block notifications that caused them, so that the devices change as
+		// their blocks did between two evaluations (a device rolled back online before another
+		// was taken offline). Of one cause, removals come first, as made.
 		slices.SortStableFunc(out, func(a, b notify.Notification) int { return cmp.Compare(a.Seqnum, b.Seqnum) })
 		for _, n := range out {
 			if seed != nil {
