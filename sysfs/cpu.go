@@ -146,7 +146,10 @@ func (fsys FS) CPUOnline(n int) (bool, error) {
 		return false, fmt.Errorf("sysfs: invalid CPU number %d", n)
 	}
 	var pb [256]byte // the path, built without allocating while it fits, and its NUL
-	p := fsys.appendCPUPath(pb[:0], n, "online")
+	p := append(pb[:0], strings.TrimSuffix(fsys.root, "/")...)
+	p = append(p, "/"+cpuDir+"/cpu"...)
+	p = strconv.AppendInt(p, int64(n), 10)
+	p = append(p, "/online"...)
 	var buf [maxAttrSize + 1]byte
 	b, err := readAttrPath(p, buf[:])
 	if err != nil {
@@ -195,14 +198,6 @@ func (o *OnlineCPUs) Read(s *CPUSet) error {
 
 // Close releases the file. Later Reads fail.
 func (o *OnlineCPUs) Close() error { return o.f.close() }
-
-// appendCPUPath appends to p the path of the file name of CPU n, for readAttrPath.
-func (fsys FS) appendCPUPath(p []byte, n int, name string) []byte {
-	p = append(p, strings.TrimSuffix(fsys.root, "/")...)
-	p = append(p, "/"+cpuDir+"/cpu"...)
-	p = strconv.AppendInt(p, int64(n), 10)
-	return append(append(p, '/'), name...)
-}
 
 // readCPU reads CPU n, using buf as scratch space of scratchSize bytes. It lists cpuN once,
 // which tells both whether an online file exists and which node link there is, and reads the

@@ -178,7 +178,7 @@ func FormatCPUList(cpus []int) string {
 	return string(b)
 }
 
-// CPUSet is a set of CPU numbers, one bit each: what ReadOnlineCPUs fills, reusing its memory
+// CPUSet is a set of CPU numbers, one bit each: what OnlineCPUs.Read fills, reusing its memory
 // from one read to the next. The zero value is empty. It is not safe for concurrent use.
 type CPUSet struct{ bits []uint64 }
 

@@ -156,9 +156,9 @@ type harness struct {
 	stop    context.CancelFunc
 	agents  map[string]chan error // Run's result, per agent variant
 	// sysfs is, per tagged agent variant, the root of the sysfs tree the agent reads: a small
-	// fixture whose cpuN/online and cpu/online the harness sets to what each tagged uevent says, since the
-	// agent believes a transition only when sysfs shows it, and a synthetic uevent changes
-	// nothing in /sys.
+	// fixture whose cpuN/online and cpu/online the harness sets to what each tagged uevent says,
+	// since the agent believes a transition only when sysfs shows it, and a synthetic uevent
+	// changes nothing in /sys.
 	sysfs  map[string]string
 	cancel map[string]context.CancelFunc
 	udevd  *exec.Cmd
