@@ -44,13 +44,6 @@ var speedModes = []speedMode{
 	{name: "agent", append: []string{"memhp_default_state=offline"}, agent: true},
 }
 
-// speedScenario is one hot-add.
-type speedScenario struct {
-	name   string // "pc-dimm 8 GiB"
-	device string // "pc-dimm" or "virtio-mem"
-	size   uint64
-}
-
 // udevOnlineRule is the rule distributions ship to online hot-added memory.
 const udevOnlineRule = `SUBSYSTEM=="memory", ACTION=="add", ATTR{state}=="offline", ATTR{state}="online"` + "\n"
 
@@ -95,7 +88,7 @@ func TestIntegrationOnlineSpeed(t *testing.T) {
 	// full size each hot-add has a fresh guest (the memmap of 32 GiB is half the boot memory).
 	type boot struct {
 		mode      speedMode
-		scenarios []speedScenario
+		scenarios []onlining.Scenario
 		run       int
 	}
 	var boots []boot
@@ -105,11 +98,11 @@ func TestIntegrationOnlineSpeed(t *testing.T) {
 		only := os.Getenv("HOTPLUG_ONLINE_SPEED_SCENARIOS") // e.g. "dimm8,vmem32"
 		all := []struct {
 			key string
-			s   speedScenario
+			s   onlining.Scenario
 		}{
-			{"dimm8", speedScenario{"pc-dimm 8 GiB", "pc-dimm", 8 << 30}},
-			{"dimm32", speedScenario{"pc-dimm 32 GiB", "pc-dimm", 32 << 30}},
-			{"vmem32", speedScenario{"virtio-mem 32 GiB", "virtio-mem", 32 << 30}},
+			{"dimm8", onlining.Scenario{Name: "pc-dimm 8 GiB", Device: "pc-dimm", Size: 8 << 30}},
+			{"dimm32", onlining.Scenario{Name: "pc-dimm 32 GiB", Device: "pc-dimm", Size: 32 << 30}},
+			{"vmem32", onlining.Scenario{Name: "virtio-mem 32 GiB", Device: "virtio-mem", Size: 32 << 30}},
 		}
 		for run := 1; run <= runs; run++ {
 			for _, s := range all {
@@ -118,15 +111,15 @@ func TestIntegrationOnlineSpeed(t *testing.T) {
 				}
 				// The onliners take turns, so that a change in the host's load falls on all.
 				for _, m := range speedModes {
-					boots = append(boots, boot{m, []speedScenario{s.s}, run})
+					boots = append(boots, boot{m, []onlining.Scenario{s.s}, run})
 				}
 			}
 		}
 	} else {
 		for _, m := range speedModes {
-			boots = append(boots, boot{m, []speedScenario{
-				{"pc-dimm 2 GiB", "pc-dimm", 2 << 30},
-				{"virtio-mem 2 GiB", "virtio-mem", 2 << 30},
+			boots = append(boots, boot{m, []onlining.Scenario{
+				{Name: "pc-dimm 2 GiB", Device: "pc-dimm", Size: 2 << 30},
+				{Name: "virtio-mem 2 GiB", Device: "virtio-mem", Size: 2 << 30},
 			}, 1})
 		}
 	}
@@ -160,7 +153,7 @@ func TestIntegrationOnlineSpeed(t *testing.T) {
 				r.Run = b.run
 				res.Runs = append(res.Runs, r)
 				t.Logf("figure: %s, %s, run %d: last block online %v, device arrival %v after device_add (guest: first to last block %v); %d device notifications; agent VmHWM %.1f MiB; load %s -> %s",
-					s.name, b.mode.name, b.run, r.LastBlock.Round(time.Millisecond), r.DeviceArrival.Round(time.Millisecond),
+					s.Name, b.mode.name, b.run, r.LastBlock.Round(time.Millisecond), r.DeviceArrival.Round(time.Millisecond),
 					r.GuestSpan.Round(time.Millisecond), r.DeviceNotifications, float64(r.AgentHWM)/(1<<20), r.LoadBefore, r.LoadAfter)
 			}
 		})
@@ -263,10 +256,10 @@ func lossSum(m metricSet) float64 {
 
 // measureOnlining hot-adds s (device id) and waits for its blocks and the device to arrive, then
 // checks the outcome.
-func measureOnlining(t *testing.T, g *sysGuest, m speedMode, s speedScenario, id string) onlining.Run {
+func measureOnlining(t *testing.T, g *sysGuest, m speedMode, s onlining.Scenario, id string) onlining.Run {
 	t.Helper()
-	n := int(s.size / blockSize)
-	r := onlining.Run{Scenario: s.name, Device: s.device, Size: s.size, Blocks: n, Mode: m.name}
+	n := int(s.Size / blockSize)
+	r := onlining.Run{Scenario: s, Blocks: n, Mode: m.name}
 	// Generous: under the udev rule, with other guests on the host, 32 GiB takes minutes.
 	d := 5*time.Minute + time.Duration(n)*3*time.Second
 	ctx := ctxFor(t, d+2*time.Minute)
@@ -274,8 +267,8 @@ func measureOnlining(t *testing.T, g *sysGuest, m speedMode, s speedScenario, id
 	devices := g.subscribe(t, "memory_devices=true")
 	before := g.metrics(t)
 	presentBefore := strings.Count(g.must(t, "ls -d /sys/devices/system/memory/memory*"), "\n")
-	if s.device == "virtio-mem" {
-		if err := g.vm.AddVirtioMem(ctx, id, "rp0", s.size); err != nil {
+	if s.Device == "virtio-mem" {
+		if err := g.vm.AddVirtioMem(ctx, id, "rp0", s.Size); err != nil {
 			t.Fatal(err)
 		}
 		// The plug is timed from the resize, once the guest's driver has bound the device.
@@ -290,17 +283,17 @@ func measureOnlining(t *testing.T, g *sysGuest, m speedMode, s speedScenario, id
 	r.LoadBefore = loadAvg()
 	r.Date = time.Now().UTC().Format(time.RFC3339)
 	start := time.Now()
-	switch s.device {
+	switch s.Device {
 	case "pc-dimm":
-		if err := g.vm.AddDIMM(ctx, id, s.size); err != nil {
+		if err := g.vm.AddDIMM(ctx, id, s.Size); err != nil {
 			t.Fatal(err)
 		}
 	case "virtio-mem":
-		if err := g.vm.ResizeVirtioMem(ctx, id, s.size); err != nil {
+		if err := g.vm.ResizeVirtioMem(ctx, id, s.Size); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got := blocks.take(t, n, d, fmt.Sprintf("%d block arrivals after the hot-add of %s under the %s onliner", n, s.name, m.name))
+	got := blocks.take(t, n, d, fmt.Sprintf("%d block arrivals after the hot-add of %s under the %s onliner", n, s.Name, m.name))
 	last := got[len(got)-1]
 	r.LastBlock = last.Recv.Sub(start)
 	r.GuestSpan = last.ReadAt.Sub(got[0].ReadAt)
@@ -331,35 +324,35 @@ func measureOnlining(t *testing.T, g *sysGuest, m speedMode, s speedScenario, id
 		r.DeviceNotifications++
 		if x.Event == "arrival" && x.MemoryBlocks == want {
 			r.DeviceArrival = x.Recv.Sub(start)
-			if s.device == "pc-dimm" && r.DeviceNotifications != 1 {
+			if s.Device == "pc-dimm" && r.DeviceNotifications != 1 {
 				t.Errorf("%s: %d device notifications before its arrival with blocks %s; want that arrival alone: %v",
-					s.name, r.DeviceNotifications, want, devices.got)
+					s.Name, r.DeviceNotifications, want, devices.got)
 			}
 			break
 		}
-		if s.device == "pc-dimm" {
-			t.Fatalf("%s: device notification %v; want one arrival with blocks %s", s.name, x, want)
+		if s.Device == "pc-dimm" {
+			t.Fatalf("%s: device notification %v; want one arrival with blocks %s", s.Name, x, want)
 		}
 	}
-	if s.device == "virtio-mem" {
-		if err := g.vm.WaitVirtioMemSize(ctx, id, s.size); err != nil {
+	if s.Device == "virtio-mem" {
+		if err := g.vm.WaitVirtioMemSize(ctx, id, s.Size); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r.LoadAfter = loadAvg()
-	blocks.quiet(t, time.Second, "the arrivals of "+s.name)
+	blocks.quiet(t, time.Second, "the arrivals of "+s.Name)
 	devices.quiet(t, time.Second, "the device's arrival")
 
 	// What a user checks in the guest: every block there is online, the hot-added ones included.
 	if off := strings.TrimSpace(g.sh(t, "grep -L '^online$' /sys/devices/system/memory/memory*/state").Stdout); off != "" {
-		t.Errorf("memory blocks not online after %s under the %s onliner:\n%s", s.name, m.name, off)
+		t.Errorf("memory blocks not online after %s under the %s onliner:\n%s", s.Name, m.name, off)
 	}
 	if present := strings.Count(g.must(t, "ls -d /sys/devices/system/memory/memory*"), "\n"); present != presentBefore+n {
 		t.Errorf("%d memory blocks present after the hot-add; want %d", present, presentBefore+n)
 	}
 	after := g.metrics(t)
 	if lost := lossSum(after) - lossSum(before); lost != 0 {
-		t.Errorf("the agent's loss counters (%s) grew by %v during %s", strings.Join(lossMetrics, ", "), lost, s.name)
+		t.Errorf("the agent's loss counters (%s) grew by %v during %s", strings.Join(lossMetrics, ", "), lost, s.Name)
 		r.Lost = lost
 	}
 	succ := after.get("hotplug_agent_online_attempts_total", "interface_class", "memory", "result", "success") -
@@ -386,7 +379,7 @@ func measureOnlining(t *testing.T, g *sysGuest, m speedMode, s speedScenario, id
 	}
 	r.AgentHWM = kb << 10
 	if r.AgentHWM >= 30<<20 {
-		t.Errorf("the agent's VmHWM is %.1f MiB after %s; want under 30 MiB", float64(r.AgentHWM)/(1<<20), s.name)
+		t.Errorf("the agent's VmHWM is %.1f MiB after %s; want under 30 MiB", float64(r.AgentHWM)/(1<<20), s.Name)
 	}
 	return r
 }

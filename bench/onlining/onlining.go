@@ -5,14 +5,19 @@ package onlining
 
 import "time"
 
+// Scenario is one hot-add: what the end-to-end test plugs, and what each Run names.
+type Scenario struct {
+	Name   string `json:"scenario"` // "pc-dimm 8 GiB"
+	Device string `json:"device"`   // "pc-dimm" or "virtio-mem"
+	Size   uint64 `json:"size"`     // bytes
+}
+
 // Run is one measured hot-add, as onlining.json holds it.
 type Run struct {
-	Scenario string `json:"scenario"`
-	Device   string `json:"device"`
-	Size     uint64 `json:"size"`
-	Blocks   int    `json:"blocks"`
-	Mode     string `json:"mode"`
-	Run      int    `json:"run"`
+	Scenario
+	Blocks int    `json:"blocks"`
+	Mode   string `json:"mode"` // the onliner: "kernel", "udev" or "agent"
+	Run    int    `json:"run"`
 	// LastBlock and DeviceArrival are from device_add (virtio-mem: the resize) to the last
 	// block's arrival and to the device's arrival on /events, read on the host.
 	LastBlock     time.Duration `json:"last_block_ns"`

@@ -45,19 +45,19 @@ func onliningCells(res *onlining.Result) (scenarios []string, blocks map[string]
 	cells = map[string]map[string]*onliningCell{}
 	blocks = map[string]int{}
 	for _, r := range res.Runs {
-		if _, ok := cells[r.Scenario]; !ok {
-			scenarios = append(scenarios, r.Scenario)
-			cells[r.Scenario] = map[string]*onliningCell{}
-			accs[r.Scenario] = map[string]*acc{}
+		if _, ok := cells[r.Name]; !ok {
+			scenarios = append(scenarios, r.Name)
+			cells[r.Name] = map[string]*onliningCell{}
+			accs[r.Name] = map[string]*acc{}
 		}
-		blocks[r.Scenario] = r.Blocks
-		c := cells[r.Scenario][r.Mode]
+		blocks[r.Name] = r.Blocks
+		c := cells[r.Name][r.Mode]
 		if c == nil {
 			c = &onliningCell{loadMinV: 1e9, loadMaxV: -1}
-			cells[r.Scenario][r.Mode] = c
-			accs[r.Scenario][r.Mode] = &acc{}
+			cells[r.Name][r.Mode] = c
+			accs[r.Name][r.Mode] = &acc{}
 		}
-		a := accs[r.Scenario][r.Mode]
+		a := accs[r.Name][r.Mode]
 		a.last = append(a.last, r.LastBlock)
 		a.dev = append(a.dev, r.DeviceArrival)
 		c.n++

@@ -104,7 +104,7 @@ func TestRenderOnlining(t *testing.T) {
 	res := &onlining.Result{QEMU: "QEMU 10", GuestKernel: "6.1", BootMemory: "1 GiB", Revision: "abc", Date: "d"}
 	add := func(mode string, secs ...float64) {
 		for i, s := range secs {
-			res.Runs = append(res.Runs, onlining.Run{Scenario: "pc-dimm 8 GiB", Blocks: 64, Mode: mode, Run: i + 1,
+			res.Runs = append(res.Runs, onlining.Run{Scenario: onlining.Scenario{Name: "pc-dimm 8 GiB"}, Blocks: 64, Mode: mode, Run: i + 1,
 				LastBlock: time.Duration(s * 1e9), DeviceArrival: time.Duration((s + 0.1) * 1e9), AgentHWM: 20 << 20,
 				DeviceNotifications: 1, LoadBefore: "1.00 1.00 1.00", LoadAfter: "2.00 1.00 1.00"})
 		}
