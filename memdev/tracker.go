@@ -301,14 +301,22 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 			delete(t.changed, b)
 		}
 	}
-	var out []notify.Notification // published at the end, in order
-	publish := func(n notify.Notification) { out = append(out, n) }
+	// What is published at the end, in the order of the block notifications that caused them (the
+	// key: the causing SEQNUM), so that the devices change as their blocks did between two
+	// evaluations (a device rolled back online before another was taken offline). A device's
+	// arrival is keyed no earlier than its removal of the same evaluation, whose cause may be the
+	// newer (a block lost after the one that completes what is left); of one key, removals come
+	// first, as made.
+	type pub struct {
+		n   notify.Notification
+		key uint64
+	}
+	var out []pub
+	removedAt := map[string]uint64{} // device id: the key of its removal in this evaluation
 	defer func() {
-		// In the order of the block notifications that caused them, so that the devices change as
-		// their blocks did between two evaluations (a device rolled back online before another
-		// was taken offline). Of one cause, removals come first, as made.
-		slices.SortStableFunc(out, func(a, b notify.Notification) int { return cmp.Compare(a.Seqnum, b.Seqnum) })
-		for _, n := range out {
+		slices.SortStableFunc(out, func(a, b pub) int { return cmp.Compare(a.key, b.key) })
+		for _, p := range out {
+			n := p.n
 			if seed != nil {
 				seed(n)
 			} else if !t.o.Publish(n) {
@@ -351,7 +359,8 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 		case !ok: // restored from the state file and gone before any event said so
 			ev = blockEvent{readAt: now, cause: notify.CauseResync}
 		}
-		publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, a, ev.seqnum, ev.readAt, ev.cause))
+		out = append(out, pub{notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, a, ev.seqnum, ev.readAt, ev.cause), ev.seqnum})
+		removedAt[id] = ev.seqnum
 		if had := t.blocksOf[id]; lost >= 0 && len(had) > 0 {
 			t.shrunk[id] = [2]int{slices.Min(had), slices.Max(had)}
 		}
@@ -383,7 +392,8 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 			continue
 		}
 		ev := t.latest(d.Blocks)
-		publish(notify.NewNotification(notify.GUIDDeviceInterfaceArrival, iface, ev.seqnum, ev.readAt, ev.cause))
+		out = append(out, pub{notify.NewNotification(notify.GUIDDeviceInterfaceArrival, iface, ev.seqnum, ev.readAt, ev.cause),
+			max(ev.seqnum, removedAt[id])})
 		t.announced[id] = iface
 		t.blocksOf[id] = slices.Clone(d.Blocks)
 		delete(t.shrunk, id)

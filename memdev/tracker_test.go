@@ -150,6 +150,42 @@ func leave(tr *Tracker, b int, seq uint64) {
 	tr.Changed(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, block(b), seq, time.Now(), notify.CauseUevent))
 }
 
+// TestDeviceRemovalBeforeItsArrival: a device that lost a block while the rest of it stayed online
+// is removed and arrives again, smaller, in one evaluation; the arrival's cause (block 34's
+// notification) is older than the removal's (block 35's), yet the removal comes first, or the
+// registry would refuse the arrival of an interface still active and lose it.
+func TestDeviceRemovalBeforeItsArrival(t *testing.T) {
+	f := newFixture(t)
+	f.addBlocks(32, 35)
+	dev := filepath.Join(f.root, strings.TrimPrefix(testenv.LinkMemoryDevice(t, f.root, "PNP0C80:00", 32, 33, 34, 35), "/sys/"))
+	rec := &recorder{}
+	tr := New(Options{Reader: NewReader(f.fs, f.iomem), Publish: rec.publish, Settle: time.Millisecond,
+		Shrink: time.Millisecond, Pending: time.Second, Poll: time.Millisecond})
+	if _, err := tr.Seed([]notify.Interface{block(32), block(33), block(34), block(35)}); err != nil {
+		t.Fatal(err)
+	}
+	arrive(tr, 34, 5)
+	leave(tr, 35, 10)
+	// Block 35 goes, as the kernel removes it: its directory and the device's link to it.
+	if err := os.Remove(filepath.Join(dev, "physical_node3")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(f.root, "devices/system/memory/memory35")); err != nil {
+		t.Fatal(err)
+	}
+	tr.Removed(35, time.Now())
+	if _, err := tr.evaluate(nil); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"removal PNP0C80:00 blocks 32-35 at 0x100000000 size 512M",
+		"arrival PNP0C80:00 blocks 32-34 at 0x100000000 size 384M",
+	}
+	if got := rec.list(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("device notifications:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
 // TestACPIDeviceLifecycle: boot memory of no device and a DIMM present at start are seeded, not
 // announced; a hot-added DIMM whose blocks come online before the kernel links them to their
 // device arrives once, whole, after the links appear; it is removed when its first block goes,
