@@ -168,8 +168,9 @@ type Stats struct {
 	Resyncs uint64
 	// Cuts counts the streams the agent ended with an error event (the client was too slow).
 	Cuts uint64
-	// Inconsistencies counts notifications that contradicted the client's replica or skipped
-	// an ID; each made the client ask for a resync instead of delivering it.
+	// Inconsistencies counts notifications that contradicted the client's replica or came with
+	// an ID not above the last one; each made the client ask for a resync instead of delivering
+	// it.
 	Inconsistencies uint64
 }
 

@@ -167,9 +167,11 @@ func (c *Client) handle(ev sseEvent) (numbered bool, err error) {
 	return false, nil
 }
 
-// handleNotification applies one numbered notification: it must be the one after the client's
-// position and agree with the replica (an arrival of an interface not active, a removal of one
-// active); otherwise nothing is delivered and the client asks for a resync.
+// handleNotification applies one numbered notification: its ID must be above the client's
+// position (the next one, or further on where the agent numbered notifications made for one of
+// its callbacks alone, which the stream does not carry) and it must agree with the replica (an
+// arrival of an interface not active, a removal of one active); otherwise nothing is delivered and
+// the client asks for a resync.
 func (c *Client) handleNotification(ev sseEvent) error {
 	n, err := DecodeNotification([]byte(ev.data))
 	if err != nil {
@@ -189,8 +191,8 @@ func (c *Client) handleNotification(ev sseEvent) error {
 	switch {
 	case !c.synced:
 		why = "a notification before the agent's starting set"
-	case id != c.pos+1:
-		why = fmt.Sprintf("notification %d after %d: IDs skipped or repeated", id, c.pos)
+	case id <= c.pos:
+		why = fmt.Sprintf("notification %d after %d: IDs repeated or out of order", id, c.pos)
 	case n.IsArrival() && active:
 		why = "arrival of an interface already active"
 	case !n.IsArrival() && !active:
