@@ -915,7 +915,7 @@ func (a *Agent) unregisterCallbacks(ctx context.Context) {
 	}
 	a.configured = nil
 	if a.logEntry != nil {
-		if err := a.registry.UnregisterEx(ctx, a.logEntry); err != nil {
+		if err := a.registry.Retire(ctx, a.logEntry); err != nil {
 			a.log.Warn("start failed; the log callback was still running", "err", err)
 		}
 		a.logEntry = nil
@@ -1083,7 +1083,7 @@ func (a *Agent) registerCallback(c config.Callback, policy online.Policy) error 
 		a.cpusets[c.Name] = run
 		a.cpusetMu.Unlock()
 		keep(func(ctx context.Context) error {
-			err := reg.UnregisterEx(ctx, e)
+			err := reg.Retire(ctx, e)
 			run.stop()
 			a.cpusetMu.Lock()
 			delete(a.cpusets, c.Name)
@@ -1112,7 +1112,7 @@ func (a *Agent) registerCallback(c config.Callback, policy online.Policy) error 
 	if err != nil {
 		return fmt.Errorf("callback %s: %w", c.Name, err)
 	}
-	keep(func(ctx context.Context) error { return reg.UnregisterEx(ctx, e) })
+	keep(func(ctx context.Context) error { return reg.Retire(ctx, e) })
 	a.metrics.InitCallback(c.Name)
 	return nil
 }
@@ -1836,7 +1836,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 		}
 	}
 	if a.logEntry != nil && !cfg.LogEnabled() {
-		if err := a.registry.UnregisterEx(grace, a.logEntry); err != nil {
+		if err := a.registry.Retire(grace, a.logEntry); err != nil {
 			a.log.Warn("reload: the log callback was still running", "err", err)
 		}
 		a.logEntry = nil

@@ -148,3 +148,58 @@ func TestReload(t *testing.T) {
 		t.Errorf("online policy after a refused reload: cpu %q; want online still", p.CPU)
 	}
 }
+
+// TestReloadLetsRemovedCallbackFinish: a reload that removes an exec callback while its command
+// runs lets the command finish (the shutdown grace, as the README says), instead of killing it,
+// and returns once it has; the callback gets nothing after the reload.
+func TestReloadLetsRemovedCallbackFinish(t *testing.T) {
+	root := fixture(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "slow")
+	cfgPath := filepath.Join(dir, "config.yaml")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("log_notifications: false\ncallbacks:\n" + fmt.Sprintf("  - {name: slow, class: processor, exec: {command: [/bin/sh, -c, %q]}}\n",
+		fmt.Sprintf(`echo "$HOTPLUG_ID start" >> %[1]s; sleep 0.5; echo "$HOTPLUG_ID done" >> %[1]s`, out)))
+	load := func() (*config.Config, error) { return config.Load(cfgPath) }
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, src, _, _ := runAgent(t, Options{SysfsPath: root, Config: cfg, LoadConfig: load, ShutdownGrace: 20 * time.Second})
+
+	const link = "devices/system/cpu/cpu1"
+	setOnline := func(v string) {
+		t.Helper()
+		tmp := filepath.Join(root, link, ".online")
+		if err := os.WriteFile(tmp, []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(root, link, "online")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setOnline("0")
+	src.send(t, "offline", "/"+link, "cpu", 200)
+	started := waitLines(t, out, 1)
+	write("log_notifications: false\ncallbacks: []\n")
+	if err := a.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	// Reload has returned: the command it removed ran to its end.
+	b, _ := os.ReadFile(out)
+	id, _, _ := strings.Cut(started[0], " ")
+	if want := started[0] + "\n" + id + " done\n"; string(b) != want {
+		t.Fatalf("the removed callback's output when Reload returned:\n%s\nwant:\n%s(its command finished, not killed)", b, want)
+	}
+	setOnline("1")
+	src.send(t, "online", "/"+link, "cpu", 201)
+	time.Sleep(200 * time.Millisecond)
+	if b2, _ := os.ReadFile(out); string(b2) != string(b) {
+		t.Errorf("the removed callback ran after the reload:\n%s", b2)
+	}
+}

@@ -379,13 +379,23 @@ func (r *Registry) register(category EventCategory, flags Flags, class uuid.UUID
 // nil entry or an entry of another registry returns an error wrapping ErrUnregistered.
 // Unregister does not block on callbacks and is safe for concurrent use, from callbacks too.
 func (r *Registry) Unregister(e *Entry) error {
+	if err := r.withdraw(e); err != nil {
+		return err
+	}
+	e.w.Cancel()
+	return nil
+}
+
+// withdraw removes e and drops what is queued for it, leaving its callback in flight its
+// context.
+func (r *Registry) withdraw(e *Entry) error {
 	if e == nil {
 		return fmt.Errorf("notify: unregister nil entry: %w", ErrUnregistered)
 	}
 	if e.r != r {
 		return fmt.Errorf("notify: unregister %s: %w in this registry", e.owner, ErrUnregistered)
 	}
-	if !dispatch.Unregister(&r.mu, &r.entries, e, e.remove, e.w) {
+	if !dispatch.Withdraw(&r.mu, &r.entries, e, e.remove, e.w) {
 		return fmt.Errorf("notify: unregister %s: %w", e.owner, ErrUnregistered)
 	}
 	r.log.Info("notification unregistered", "owner", e.owner, "class", ClassName(e.class))
@@ -404,6 +414,24 @@ func (r *Registry) UnregisterEx(ctx context.Context, e *Entry) error {
 		return err
 	}
 	if err := e.w.Wait(ctx); err != nil {
+		return fmt.Errorf("notify: unregister: callback of %s is still running: %w", e.owner, err)
+	}
+	return nil
+}
+
+// Retire is UnregisterEx for a registration its owner gives up while the registry goes on (the
+// agent's reload of a callback removed or changed): e is removed and what is queued for it
+// dropped, at once, but its callback in flight keeps its context, as in a shutdown, until it
+// returns or ctx ends; then the context is cancelled and Retire returns an error wrapping
+// ctx.Err() that names the owner. After a nil return no callback of e runs. Called from inside
+// e's own callback it does not wait. The same errors as Unregister otherwise. Retire blocks as
+// described and is safe for concurrent use.
+func (r *Registry) Retire(ctx context.Context, e *Entry) error {
+	if err := r.withdraw(e); err != nil {
+		return err
+	}
+	if err := e.w.Wait(ctx); err != nil {
+		e.w.Cancel()
 		return fmt.Errorf("notify: unregister: callback of %s is still running: %w", e.owner, err)
 	}
 	return nil

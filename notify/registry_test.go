@@ -909,6 +909,81 @@ func TestUnregisterExWaits(t *testing.T) {
 	})
 }
 
+// TestRetireLetsCallbackFinish: Retire drops what is queued at once, but the callback in flight
+// keeps its context until ctx ends; then the context is cancelled and Retire says whose callback
+// still runs. A callback that returns in time ends Retire with nil, and nothing runs after it.
+func TestRetireLetsCallbackFinish(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := NewRegistry(Options{})
+		defer closeRegistry(t, r)
+		release := make(chan struct{})
+		var cancelled atomic.Int32 // callbacks that saw their context end while they waited
+		var rec recorder
+		cb := func(ctx context.Context, n Notification, _ any) error {
+			if rec.add(n) == 1 {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					cancelled.Add(1)
+				}
+			}
+			return nil
+		}
+		register := func(owner string) *Entry {
+			e, err := r.Register(EventCategoryDeviceInterfaceChange, 0, GUIDDeviceProcessor, owner, cb, nil)
+			if err != nil {
+				t.Fatalf("Register: %v", err)
+			}
+			return e
+		}
+
+		// In time: the callback is not told to stop and finishes; the queued one never runs.
+		e := register("finishes")
+		r.Publish(arrival(cpu(1), 1))
+		r.Publish(removal(cpu(1), 2))
+		synctest.Wait()
+		returned := make(chan error, 1)
+		go func() { returned <- r.Retire(context.Background(), e) }()
+		synctest.Wait()
+		select {
+		case err := <-returned:
+			t.Fatalf("Retire returned (%v) while the callback was still running", err)
+		default:
+		}
+		if n := cancelled.Load(); n != 0 {
+			t.Fatalf("the callback's context ended while Retire waited")
+		}
+		close(release)
+		if err := <-returned; err != nil {
+			t.Errorf("Retire: %v", err)
+		}
+		synctest.Wait()
+		if diff := cmp.Diff([]uint64{1}, seqnums(rec.list())); diff != "" {
+			t.Errorf("callbacks run (-want +got):\n%s", diff)
+		}
+		if err := r.Unregister(e); !errors.Is(err, ErrUnregistered) {
+			t.Errorf("Unregister after Retire = %v, want ErrUnregistered", err)
+		}
+
+		// Past ctx: the context is cancelled, and the error names the owner.
+		rec = recorder{}
+		release = make(chan struct{})
+		e = register("stuck")
+		r.Publish(arrival(cpu(1), 3))
+		synctest.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		err := r.Retire(ctx, e)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "stuck") {
+			t.Errorf("Retire past its deadline = %v; want DeadlineExceeded naming stuck", err)
+		}
+		synctest.Wait()
+		if n := cancelled.Load(); n != 1 {
+			t.Errorf("%d callbacks saw their context end; want the stuck one, once Retire gave up", n)
+		}
+	})
+}
+
 func TestUnregisterExFromOwnCallback(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := NewRegistry(Options{})

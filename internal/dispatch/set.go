@@ -65,12 +65,22 @@ func (s *Set[R]) Close() (registered, live []R) {
 // r's Worker w and wakes it, so that no callback of r starts after it returns. It reports whether
 // r was still registered. It does not block on callbacks and is safe for concurrent use.
 func Unregister[R comparable](mu *sync.Mutex, s *Set[R], r R, remove func() bool, w *Worker) bool {
+	removed := Withdraw(mu, s, r, remove, w)
+	if removed {
+		w.Cancel()
+	}
+	return removed
+}
+
+// Withdraw is Unregister without the cancel: the callback of r in flight, if any, keeps its
+// context (until the goroutine exits or w.Cancel is called) and may finish; no other starts. It
+// does not block on callbacks and is safe for concurrent use.
+func Withdraw[R comparable](mu *sync.Mutex, s *Set[R], r R, remove func() bool, w *Worker) bool {
 	mu.Lock()
 	removed := remove()
 	s.Delete(r)
 	mu.Unlock()
 	if removed {
-		w.Cancel()
 		w.Poke()
 	}
 	return removed
