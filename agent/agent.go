@@ -1615,8 +1615,8 @@ func (a *Agent) loop(ctx context.Context) error {
 		for i := range batch {
 			a.handle(ctx, &batch[i])
 		}
+		a.publish(a.tracker.EndBatch())
 		a.registry.ReleaseWakes()
-		a.tracker.EndBatch()
 		clear(batch) // hold no uevent's buffer while waiting for the next
 		switch {
 		case after == nil || ctx.Err() != nil || errors.Is(after, net.ErrClosed):

@@ -86,6 +86,9 @@ type Tracker struct {
 	// onlineFailed that its read failed, and each CPU's own file is read instead.
 	onlineRead, onlineFailed bool
 	online                   sysfs.CPUSet
+	// batchHeld lists the CPUs whose transitions the batch held against online (at most one
+	// entry per uevent of the batch): EndBatch reads them again.
+	batchHeld []key
 	// onlineFile is cpu/online, held open from the first batch that reads it until Close.
 	onlineFile *sysfs.OnlineCPUs
 	// notes is the array of the last Outcome's Notes, reused by the next Handle.
@@ -323,12 +326,37 @@ func Present(fs Sysfs) ([]notify.Interface, error) {
 // then confirmed against one read of cpu/online (the CPUs online), made when the first of them
 // needs it, instead of a read of each CPU's online file: that read comes after the kernel sent
 // every uevent of the batch, so it can only be later than the one per uevent, never earlier,
-// and a late read is what Handle's held transitions allow for. Without a batch, or when
-// cpu/online cannot be read, each transition reads its CPU's file.
+// and a late read is what Handle's held transitions allow for; EndBatch reads the CPUs whose
+// transitions are still held at its end once more, each from its own file. Without a batch, or
+// when cpu/online cannot be read, each transition reads its CPU's file.
 func (t *Tracker) BeginBatch() { t.batch, t.onlineRead, t.onlineFailed = true, false, false }
 
-// EndBatch ends what BeginBatch began: later uevents are confirmed one by one.
-func (t *Tracker) EndBatch() { t.batch = false }
+// EndBatch ends what BeginBatch began: later uevents are confirmed one by one. It returns the
+// notifications of the CPU transitions the batch held against cpu/online and that their CPU's
+// own online file shows now, valid until the next Handle or EndBatch. That file is the one a
+// uevent answers to: the kernel changes it, under the device's lock, when a transition is done,
+// just before it sends the uevent, and a read of it waits for a transition under way; so a file
+// that shows the held transition means no reverse uevent is on its way to release it.
+// cpu/online is the CPU mask, read without a lock and changed part-way through a transition: an
+// online that fails after its CPU was set in the mask shows it there until the rollback, which
+// sends no uevent, and an offline handled meanwhile would otherwise wait for the CPU's next one.
+func (t *Tracker) EndBatch() (notes []notify.Notification) {
+	t.batch = false
+	for _, k := range t.batchHeld {
+		h, ok := t.held[k]
+		if !ok {
+			continue // released or dropped by a later uevent of the batch
+		}
+		iface, s, err := t.observe(k, false)
+		if err != nil || s.online != (h.Action == "online") {
+			continue // the reverse transition is done: its uevent releases both
+		}
+		delete(t.held, k)
+		notes = t.apply(k, &h, iface, notes)
+	}
+	t.batchHeld = t.batchHeld[:0]
+	return notes
+}
 
 // onlineOpener is implemented by sysfs.FS: cpu/online, held open.
 type onlineOpener interface {
@@ -514,6 +542,9 @@ func (t *Tracker) Handle(ev *udev.Event) (out Outcome) {
 			t.reject(RejectUnconfirmed) // a CPU without an online file cannot go offline
 		case s.exists || t.isPresent(k) || announced:
 			t.held[k] = *ev
+			if kind == KindCPU && t.batch && t.onlineRead {
+				t.batchHeld = append(t.batchHeld, k)
+			}
 		default:
 			t.reject(RejectUnconfirmed) // a device that is not there and never was
 		}
