@@ -216,7 +216,9 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 }
 
 // ReadQueued returns the next uevent already in the socket's receive queue, without waiting:
-// ok is false when the queue holds none. It is Read for a caller that drains the queue after a
+// ok is false when the queue holds none, or when it dropped maxQueuedDrops datagrams in a row
+// (the rest stay queued for the next call), so that a sender flooding the group cannot hold back
+// the uevents the caller has read already. It is Read for a caller that drains the queue after a
 // Read, to handle what came in a burst together; it drops and reports datagrams as Read does,
 // and returns ErrOverflow as Read does. It is not safe for concurrent use with Read.
 func (c *Conn) ReadQueued() (ev Event, ok bool, err error) {
@@ -226,10 +228,16 @@ func (c *Conn) ReadQueued() (ev Event, ok bool, err error) {
 	return ev, ok, err
 }
 
+// maxQueuedDrops is how many datagrams ReadQueued drops at most before it returns ok=false.
+const maxQueuedDrops = 64
+
 // next returns the next uevent sent by the kernel, waiting for one when wait is set; without
-// wait, ok=false says that the queue held none.
+// wait, ok=false says that the queue held none, or that maxQueuedDrops were dropped.
 func (c *Conn) next(wait bool) (Event, bool, error) {
-	for {
+	for drops := 0; ; drops++ {
+		if !wait && drops == maxQueuedDrops {
+			return Event{}, false, nil
+		}
 		n, oobn, flags, from, at, err := c.recv(wait)
 		if err != nil {
 			switch {

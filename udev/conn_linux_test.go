@@ -548,6 +548,50 @@ func TestIntegrationOverflow(t *testing.T) {
 
 // ReadQueued returns what the queue holds without waiting, then ok=false; a queue that
 // overflowed is ErrOverflow, as from Read.
+// TestIntegrationReadQueuedFlood: a sender flooding the uevent group cannot keep ReadQueued from
+// returning: after maxQueuedDrops dropped datagrams it returns ok=false, the rest stay queued,
+// and the kernel's uevent after them is still read.
+func TestIntegrationReadQueuedFlood(t *testing.T) {
+	testenv.LockCPUs(t) // no other package's uevent storm while this one reads real events
+	requireRoot(t, "send to the uevent multicast group (CAP_NET_ADMIN) and write a uevent file")
+	var drops int // OnReject runs on the reading goroutine: this one
+	c := listen(t, Options{OnReject: func(string) { drops++ }})
+	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
+	if err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+	defer unix.Close(s)
+	mem := memoryBlock(t)
+	forged := []byte("change@" + mem + "\x00ACTION=change\x00DEVPATH=" + mem + "\x00SUBSYSTEM=memory\x00SEQNUM=1\x00")
+	const flood = 3 * maxQueuedDrops
+	for range flood {
+		if err := unix.Sendto(s, forged, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
+			t.Fatalf("send forged uevent: %v", err)
+		}
+	}
+	id := uuid.NewString()
+	trigger(t, mem, "change "+id) // queued after the flood
+	for { // another process's uevent may come between: ReadQueued returns it
+		ev, ok, err := c.ReadQueued()
+		if err != nil {
+			t.Fatalf("ReadQueued: %v", err)
+		}
+		if !ok {
+			break
+		}
+		if hasUUID(id)(&ev) {
+			t.Fatalf("ReadQueued dropped the whole flood (%d datagrams) in one call; want it to return after %d", drops, maxQueuedDrops)
+		}
+	}
+	if drops >= flood {
+		t.Fatalf("ReadQueued returned no event after dropping all %d forged datagrams; want it to stop after %d", drops, maxQueuedDrops)
+	}
+	readUntil(t, c, hasUUID(id))
+	if drops < flood {
+		t.Errorf("%d datagrams dropped before the kernel's uevent; want the %d forged ones", drops, flood)
+	}
+}
+
 func TestIntegrationReadQueued(t *testing.T) {
 	testenv.LockCPUs(t) // no other package's uevent storm while this one reads real events
 	requireRoot(t, "write uevent files in /sys")
