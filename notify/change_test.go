@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -260,6 +262,53 @@ func TestChangePanicVetoes(t *testing.T) {
 	if diff := cmp.Diff([]string{"p add_start", "p add_failure", "p add_start", "p add_complete"}, j.list()); diff != "" {
 		t.Errorf("calls (-want +got):\n%s", diff)
 	}
+}
+
+// TestChangeGoexit: a two-phase callback that calls runtime.Goexit in AddStart leaves its
+// registration as Registry does one: gone (no say in the change, nothing more queued for it, not
+// listed, Unregister says so), logged at once, and the change goes on without waiting out the
+// timeout; the other registration gets the whole change.
+func TestChangeGoexit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		j := &journal{}
+		logs := newCapture()
+		const timeout = 5 * time.Second
+		r := NewChangeRegistry(ChangeOptions{Logger: slog.New(logs), Timeout: timeout})
+		defer closeChanges(t, r)
+		q := mustRegisterChange(t, r, GUIDDeviceProcessor, 0, "quitter", func(ctx context.Context, n ChangeNotification, _ any) error {
+			j.add("quitter " + n.State.String())
+			runtime.Goexit()
+			return nil
+		})
+		mustRegisterChange(t, r, GUIDDeviceProcessor, 0, "p", func(ctx context.Context, n ChangeNotification, _ any) error {
+			j.add("p " + n.State.String())
+			return nil
+		})
+		start := time.Now() // the bubble's clock: it moves only when every goroutine waits
+		add, err := r.Begin(context.Background(), offlineCPU(1), 0, testTime, CauseUevent)
+		if err != nil {
+			t.Fatalf("Begin: %v; want the change to go on without the registration that exited", err)
+		}
+		add.Complete()
+		if d := time.Since(start); d >= timeout {
+			t.Errorf("the change took %v of the bubble's clock: it waited out the %v timeout for a callback that exited", d, timeout)
+		}
+		synctest.Wait()
+		if diff := cmp.Diff([]string{"quitter add_start", "p add_start", "p add_complete"}, j.list()); diff != "" {
+			t.Errorf("calls (-want +got):\n%s", diff)
+		}
+		for _, e := range r.Entries() {
+			if e.Owner == "quitter" {
+				t.Errorf("Entries() lists quitter after its goroutine exited")
+			}
+		}
+		if recs := logs.find("callback goroutine exited"); len(recs) != 1 || recs[0].Level != slog.LevelError || recs[0].Attrs["owner"] != "quitter" {
+			t.Errorf("logs = %+v, want one ERROR for quitter", recs)
+		}
+		if err := r.Unregister(context.Background(), q); !errors.Is(err, ErrUnregistered) {
+			t.Errorf("Unregister = %v, want ErrUnregistered", err)
+		}
+	})
 }
 
 // TestChangeTimeout: a callback that does not answer AddStart in time counts as a veto or as

@@ -83,7 +83,8 @@ type syncEntry[N any] struct {
 	mu          sync.Mutex
 	removed     bool
 	queue       []*syncCall[N]
-	overflowing bool // a call was dropped since the callback last returned
+	running     *syncCall[N] // the call whose callback runs, taken off the queue
+	overflowing bool         // a call was dropped since the callback last returned
 }
 
 // syncCall is one posted call and its outcome.
@@ -111,12 +112,33 @@ func newSyncEntry[N any](owner string, cb func(context.Context, N, any) error, u
 	e := &syncEntry[N]{
 		owner: owner, cb: cb, userCtx: userCtx, w: dispatch.NewWorker(), obs: obs, log: log, limit: limit,
 	}
-	e.w.Start(e.run, func(bool) {
+	e.w.Start(e.run, func(clean bool) {
+		if !clean {
+			e.abandoned()
+		}
 		if exited != nil {
 			exited()
 		}
 	})
 	return e
+}
+
+// abandoned ends the registration whose callback called runtime.Goexit, as Registry does: it is
+// removed (its queued calls dropped), the call that was running is dropped too (its waiter, who
+// would otherwise wait out its timeout, sees a registration gone, which has no say), and the
+// exit is logged. Only the entry's goroutine calls it, as it exits.
+func (e *syncEntry[N]) abandoned() {
+	e.mu.Lock()
+	c := e.running
+	e.running = nil
+	e.mu.Unlock()
+	e.remove()
+	phase := ""
+	if c != nil {
+		phase = c.phase
+		close(c.result) // its only sender, run, is gone
+	}
+	e.log.Error("callback goroutine exited", "owner", e.owner, "phase", phase, "reason", "callback called runtime.Goexit")
 }
 
 // post queues a call and returns it, or nil when the registration is removed. When the queue
@@ -208,10 +230,12 @@ func (e *syncEntry[N]) run() {
 		c := e.queue[0]
 		e.queue[0] = nil
 		e.queue = e.queue[1:]
+		e.running = c
 		e.mu.Unlock()
 		err := e.call(c)
 		c.result <- callResult{err: err, late: !c.deadline.IsZero() && !time.Now().Before(c.deadline)}
 		e.mu.Lock()
+		e.running = nil
 		e.overflowing = false
 		e.mu.Unlock()
 	}
