@@ -571,7 +571,8 @@ func TestIntegrationReadQueuedFlood(t *testing.T) {
 	}
 	id := uuid.NewString()
 	trigger(t, mem, "change "+id) // queued after the flood
-	for { // another process's uevent may come between: ReadQueued returns it
+	// Another process's uevent may come between: ReadQueued returns it.
+	for {
 		ev, ok, err := c.ReadQueued()
 		if err != nil {
 			t.Fatalf("ReadQueued: %v", err)
