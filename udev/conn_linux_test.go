@@ -548,6 +548,26 @@ func TestIntegrationOverflow(t *testing.T) {
 
 // ReadQueued returns what the queue holds without waiting, then ok=false; a queue that
 // overflowed is ErrOverflow, as from Read.
+// readQueued calls c.ReadQueued until it returns no event (1,000 times at most) and returns how
+// many of the events it returned carry SYNTH_UUID id (other processes' uevents may come between).
+func readQueued(t *testing.T, c *Conn, id string) int {
+	t.Helper()
+	n := 0
+	for range 1000 {
+		ev, ok, err := c.ReadQueued()
+		if err != nil {
+			t.Fatalf("ReadQueued: %v", err)
+		}
+		if !ok {
+			break
+		}
+		if hasUUID(id)(&ev) {
+			n++
+		}
+	}
+	return n
+}
+
 // TestIntegrationReadQueuedFlood: a sender flooding the uevent group cannot keep ReadQueued from
 // returning: after maxQueuedDrops dropped datagrams it returns ok=false, the rest stay queued,
 // and the kernel's uevent after them is still read.
@@ -571,18 +591,8 @@ func TestIntegrationReadQueuedFlood(t *testing.T) {
 	}
 	id := uuid.NewString()
 	trigger(t, mem, "change "+id) // queued after the flood
-	// Another process's uevent may come between: ReadQueued returns it.
-	for {
-		ev, ok, err := c.ReadQueued()
-		if err != nil {
-			t.Fatalf("ReadQueued: %v", err)
-		}
-		if !ok {
-			break
-		}
-		if hasUUID(id)(&ev) {
-			t.Fatalf("ReadQueued dropped the whole flood (%d datagrams) in one call; want it to return after %d", drops, maxQueuedDrops)
-		}
+	if readQueued(t, c, id) != 0 {
+		t.Fatalf("ReadQueued dropped the whole flood (%d datagrams) in one call; want it to return after %d", drops, maxQueuedDrops)
 	}
 	if drops >= flood {
 		t.Fatalf("ReadQueued returned no event after dropping all %d forged datagrams; want it to stop after %d", drops, maxQueuedDrops)
@@ -603,20 +613,7 @@ func TestIntegrationReadQueued(t *testing.T) {
 		trigger(t, mem, "change "+id) // sent before the write returns
 	}
 	readUntil(t, c, hasUUID(id))
-	queued := 0
-	for range 1000 { // other processes' uevents may come between
-		ev, ok, err := c.ReadQueued()
-		if err != nil {
-			t.Fatalf("ReadQueued: %v", err)
-		}
-		if !ok {
-			break
-		}
-		if hasUUID(id)(&ev) {
-			queued++
-		}
-	}
-	if queued != 2 {
+	if queued := readQueued(t, c, id); queued != 2 {
 		t.Errorf("ReadQueued returned %d of the 2 uevents queued after the one Read returned", queued)
 	}
 	if _, ok, err := c.ReadQueued(); ok || err != nil {
