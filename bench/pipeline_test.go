@@ -84,9 +84,9 @@ func (d datagram) setSeq(seq uint64) {
 
 // replay is an agent.Source standing for the kernel's uevent socket: it hands the agent
 // pre-built kernel datagrams, parsed as the agent's socket parses them (udev.ParseCompact), as
-// many as the benchmark releases, and before each one makes the fixture's sysfs show what the kernel shows once it has
-// sent it. Read blocks while nothing is released, and the loop asking for more than it was given
-// says that it has handled all of it. Read is for the agent's loop; release and wait are for the
+// many as the benchmark releases, and before each one makes the fixture's sysfs show what the
+// kernel shows once it has sent it. Read blocks while nothing is released, and the loop asking
+// for more than it was given says that it has handled all of it. Read is for the agent's loop; release and wait are for the
 // benchmark's goroutine.
 type replay struct {
 	cycle   []step

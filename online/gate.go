@@ -10,8 +10,9 @@ import (
 // them around the changes the agent makes itself: while the onliner brings a CPU online for
 // two-phase registrations, or a memory block online, or takes either offline on request, the
 // notifications of that interface are held back, so that its arrival follows AddComplete (its
-// removal follows remove-complete) in every registration. It also tells removals the agent did not ask for, which get remove-complete as
-// surprise removals. Its methods never block on callbacks and are safe for concurrent use.
+// removal follows remove-complete) in every registration. It also tells removals the agent did
+// not ask for, which get remove-complete as surprise removals. Its methods never block on
+// callbacks and are safe for concurrent use.
 type Gate struct {
 	publish func(notify.Notification) bool
 	removed func(notify.Notification)
