@@ -12,7 +12,10 @@
 //
 // Each guest's serial console, QMP events, command line and agent config are kept in
 // .cache/qemu/artefacts/TestIntegrationQEMU/<guest>/ (or $HOTPLUG_E2E_ARTEFACTS); a failing
-// scenario logs the paths and the end of the console.
+// scenario logs the paths and the end of the console. A scenario of TestIntegrationQEMU or
+// TestIntegrationQEMUPhases that fails on a guest whose kernel reported a stalled CPU (an RCU
+// stall or a soft lockup: a TCG vCPU whose timer stopped firing, seen on a loaded two-core host)
+// runs once more on a new guest, and says so on standard error; the second run decides.
 //
 // TestIntegrationZonePlanner takes three guests under a workload (testdata/memload) through one
 // growth sequence of virtio-mem and pc-dimms and back down: with the agent's zone planner, and

@@ -42,7 +42,7 @@ var env struct {
 // prepare finds QEMU and the kernel, and builds the static init and agent, once. It skips t
 // when QEMU or the kernel is missing, or fails it then when CI=true: CI must never skip the QEMU
 // tests silently. A build that fails fails t.
-func prepare(t *testing.T) {
+func prepare(t testing.TB) {
 	t.Helper()
 	env.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -146,7 +146,7 @@ func artefactRoot() string {
 }
 
 // artefactDir returns the emptied folder <root>/<test>/<name> for a guest's logs.
-func artefactDir(t *testing.T, test, name string) string {
+func artefactDir(t testing.TB, test, name string) string {
 	clean := regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 	dir := filepath.Join(artefactRoot(), clean.ReplaceAllString(test, "_"), clean.ReplaceAllString(name, "_"))
 	os.RemoveAll(dir)
@@ -159,7 +159,7 @@ func artefactDir(t *testing.T, test, name string) string {
 // bootGuest builds the guest's initramfs, boots it, and waits until the agent's /healthz answers
 // through the host-forwarded port. It fails t if the guest does not come up (stopping it); the
 // caller stops it otherwise (guest.stop).
-func bootGuest(t *testing.T, o guestOptions, dir string) *guest {
+func bootGuest(t testing.TB, o guestOptions, dir string) *guest {
 	t.Helper()
 	prepare(t)
 	g := &guest{name: o.name, dir: dir}
@@ -254,7 +254,7 @@ func (g *guest) stop() {
 }
 
 // logArtefacts tells where the guest's logs are, and the end of its console.
-func (g *guest) logArtefacts(t *testing.T) {
+func (g *guest) logArtefacts(t testing.TB) {
 	t.Helper()
 	t.Logf("guest %s artefacts kept in %s: serial console %s, QMP events %s, command line %s",
 		g.name, g.dir, g.vm.SerialLog, filepath.Join(g.dir, "qmp-events.log"), filepath.Join(g.dir, "command.txt"))
@@ -276,7 +276,7 @@ type pool struct {
 
 // use returns a running guest of kind o.name, booting it (and stopping any other) when needed.
 // If t fails, the guest's artefacts are logged and the guest is retired.
-func (p *pool) use(t *testing.T, o guestOptions) *guest {
+func (p *pool) use(t testing.TB, o guestOptions) *guest {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -407,7 +407,7 @@ func (n notification) String() string {
 	return fmt.Sprintf("%s %s (%s, %s, seqnum %d)", n.Event, n.SymbolicLink, n.State, n.Cause, n.Seqnum)
 }
 
-func (g *guest) get(t *testing.T, path string) []byte {
+func (g *guest) get(t testing.TB, path string) []byte {
 	t.Helper()
 	resp, err := client.Get(g.base + path)
 	if err != nil {
@@ -422,7 +422,7 @@ func (g *guest) get(t *testing.T, path string) []byte {
 }
 
 // interfaces returns /interfaces?class=class.
-func (g *guest) interfaces(t *testing.T, class string) []iface {
+func (g *guest) interfaces(t testing.TB, class string) []iface {
 	t.Helper()
 	var out []iface
 	if err := json.Unmarshal(g.get(t, "/interfaces?class="+class), &out); err != nil {
@@ -431,14 +431,14 @@ func (g *guest) interfaces(t *testing.T, class string) []iface {
 	return out
 }
 
-func (g *guest) interfaceCounts(t *testing.T) (cpus, blocks int) {
+func (g *guest) interfaceCounts(t testing.TB) (cpus, blocks int) {
 	t.Helper()
 	return len(g.interfaces(t, "processor")), len(g.interfaces(t, "memory"))
 }
 
 // metrics scrapes /metrics into series -> value; a series is written as the exposition prints it:
 // name{label="value",...} with labels in the order promhttp prints them (sorted).
-func (g *guest) metrics(t *testing.T) metricSet {
+func (g *guest) metrics(t testing.TB) metricSet {
 	t.Helper()
 	m := metricSet{}
 	sc := bufio.NewScanner(strings.NewReader(string(g.get(t, "/metrics"))))
@@ -487,7 +487,7 @@ type stream struct {
 
 // subscribe opens /events with the query q and returns once the response headers have arrived
 // (from then on the subscription misses nothing). It ends with t.
-func (g *guest) subscribe(t *testing.T, q string) *stream {
+func (g *guest) subscribe(t testing.TB, q string) *stream {
 	t.Helper()
 	s := g.openStream(t, q)
 	t.Cleanup(s.cancel)
@@ -495,7 +495,7 @@ func (g *guest) subscribe(t *testing.T, q string) *stream {
 }
 
 // openStream is subscribe for a stream that outlives t: the caller ends it with its cancel.
-func (g *guest) openStream(t *testing.T, q string) *stream {
+func (g *guest) openStream(t testing.TB, q string) *stream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", g.base+"/events?"+q, nil)
@@ -551,7 +551,7 @@ func (g *guest) openStream(t *testing.T, q string) *stream {
 }
 
 // next waits up to d for the next notification.
-func (s *stream) next(t *testing.T, d time.Duration, waitingFor string) notification {
+func (s *stream) next(t testing.TB, d time.Duration, waitingFor string) notification {
 	t.Helper()
 	select {
 	case n := <-s.ch:
@@ -566,7 +566,7 @@ func (s *stream) next(t *testing.T, d time.Duration, waitingFor string) notifica
 }
 
 // take waits up to d in all for n notifications.
-func (s *stream) take(t *testing.T, n int, d time.Duration, waitingFor string) []notification {
+func (s *stream) take(t testing.TB, n int, d time.Duration, waitingFor string) []notification {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	var out []notification
@@ -582,7 +582,7 @@ func (s *stream) take(t *testing.T, n int, d time.Duration, waitingFor string) [
 
 // quiet asserts that nothing arrives within d: used after an expected sequence to show that
 // nothing was announced twice.
-func (s *stream) quiet(t *testing.T, d time.Duration, after string) {
+func (s *stream) quiet(t testing.TB, d time.Duration, after string) {
 	t.Helper()
 	select {
 	case n := <-s.ch:

@@ -84,16 +84,14 @@ func TestIntegrationQEMUPhases(t *testing.T) {
 	for _, s := range []struct {
 		name string
 		kind guestOptions
-		run  func(*testing.T, *guest)
+		run  func(testing.TB, *guest)
 	}{
 		{"veto", twoPhaseVeto, testTwoPhaseVeto},
 		{"consent", twoPhaseConsent, testTwoPhaseConsent},
 		{"offline_on_request", controlGuest, testOfflineOnRequest},
 		{"offline_memory_device", deviceControlGuest, testOfflineMemoryDevice},
 	} {
-		t.Run(s.name, func(t *testing.T) {
-			s.run(t, p.use(t, s.kind))
-		})
+		p.run(t, s.name, s.kind, s.run)
 	}
 }
 
@@ -121,7 +119,7 @@ func phaseLog(g *guest) []string {
 
 // waitPhaseLog waits until the console has every line of want (as phaseLog gives them), and
 // returns the lines that mention any of links, in order.
-func waitPhaseLog(t *testing.T, g *guest, d time.Duration, want []string, links ...string) []string {
+func waitPhaseLog(t testing.TB, g *guest, d time.Duration, want []string, links ...string) []string {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -145,7 +143,7 @@ func blockLink(n int) string { return fmt.Sprintf("/sys/devices/system/memory/me
 
 // Vetoed: a hot-added CPU and a hot-added 256 MiB DIMM stay offline (present in sysfs, absent
 // from /interfaces), nothing arrives, AddFailure follows each AddStart, and the vetoes are counted.
-func testTwoPhaseVeto(t *testing.T, g *guest) {
+func testTwoPhaseVeto(t testing.TB, g *guest) {
 	ctx := ctxFor(t, 120*time.Second)
 	s := g.subscribe(t, "")
 	slots, err := g.vm.FreeCPUSlots(ctx)
@@ -211,7 +209,7 @@ func testTwoPhaseVeto(t *testing.T, g *guest) {
 
 // Consented: the add-existing replay at boot (every AddStart, then every AddComplete), then a
 // hot-added CPU and DIMM each get AddStart, AddComplete, then their arrival, in that order.
-func testTwoPhaseConsent(t *testing.T, g *guest) {
+func testTwoPhaseConsent(t testing.TB, g *guest) {
 	ctx := ctxFor(t, 120*time.Second)
 	// The replay at start, for the boot CPU and blocks.
 	var want []string
@@ -347,7 +345,7 @@ var requestLine = regexp.MustCompile(`msg="exec callback failed" callback=reques
 // Offline on request: cpu1 stays online (its registration vetoed: remove-cancelled), cpu2 goes
 // offline (query-remove, remove-complete, then its removal), memory0 stays online with the
 // kernel's error (remove-cancelled), and each item's result is printed as qemu-guest-agent's.
-func testOfflineOnRequest(t *testing.T, g *guest) {
+func testOfflineOnRequest(t testing.TB, g *guest) {
 	ctx := ctxFor(t, 180*time.Second)
 	procs := g.subscribe(t, "class=processor")
 	slots, err := g.vm.FreeCPUSlots(ctx)
@@ -477,7 +475,7 @@ callbacks:
 // module removal with the first), PNP0C80:00 does not: memory33 goes, memory32's registration
 // vetoes, and memory33 is brought back online, so the device is whole again; the command prints
 // each device's result as qemu-guest-agent would.
-func testOfflineMemoryDevice(t *testing.T, g *guest) {
+func testOfflineMemoryDevice(t testing.TB, g *guest) {
 	ctx := ctxFor(t, 180*time.Second)
 	mem := g.subscribe(t, "class=memory")
 	for k := range 2 {

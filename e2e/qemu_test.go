@@ -91,7 +91,7 @@ func TestIntegrationQEMU(t *testing.T) {
 	scenarios := []struct {
 		name string
 		kind guestOptions
-		run  func(*testing.T, *guest)
+		run  func(testing.TB, *guest)
 	}{
 		{"coldplug", kernelOnlines, testColdplug},
 		{"slow_callback", kernelOnlines, testSlowCallback},
@@ -103,15 +103,12 @@ func TestIntegrationQEMU(t *testing.T) {
 		{"dimm_agent_online", agentOnlines, testDIMMAgentOnline},
 	}
 	for _, s := range scenarios {
-		t.Run(s.name, func(t *testing.T) {
-			g := p.use(t, s.kind)
-			s.run(t, g)
-		})
+		p.run(t, s.name, s.kind, s.run)
 	}
 }
 
 // ctx returns a context that ends after d, cancelled when t ends.
-func ctxFor(t *testing.T, d time.Duration) context.Context {
+func ctxFor(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
@@ -119,7 +116,7 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 
 // Scenario 1: a subscription with include_existing sees one arrival per boot CPU and per boot
 // memory block, and nothing twice.
-func testColdplug(t *testing.T, g *guest) {
+func testColdplug(t testing.TB, g *guest) {
 	all := g.subscribe(t, "include_existing=true")
 	mem := g.subscribe(t, "class=memory&include_existing=true")
 	want := bootCPUs + bootBlocks
@@ -170,7 +167,7 @@ func testColdplug(t *testing.T, g *guest) {
 // hotAddCPUs plugs n CPUs into the lowest free slots and waits for one arrival each, in order,
 // on a processor subscription opened before. It returns the new CPU numbers and records the
 // devices on g for hot_remove.
-func hotAddCPUs(t *testing.T, g *guest, n int) []int {
+func hotAddCPUs(t testing.TB, g *guest, n int) []int {
 	t.Helper()
 	ctx := ctxFor(t, 60*time.Second)
 	s := g.subscribe(t, "class=processor")
@@ -224,7 +221,7 @@ func hotAddCPUs(t *testing.T, g *guest, n int) []int {
 
 // waitInsertOST waits for the guest's _OST answer to the insertion of device id: ACPI source 1
 // (device check), status 0 (success).
-func waitInsertOST(t *testing.T, ctx context.Context, sub *qemu.Subscription, id string) {
+func waitInsertOST(t testing.TB, ctx context.Context, sub *qemu.Subscription, id string) {
 	t.Helper()
 	e, err := sub.Wait(ctx, "ACPI_DEVICE_OST", qemu.OSTFor(id))
 	if err != nil {
@@ -244,7 +241,7 @@ type plugged struct {
 }
 
 // Scenario 2: two CPUs hot-added; the agent onlines them; one processor arrival each, in order.
-func testCPUHotAdd(t *testing.T, g *guest) {
+func testCPUHotAdd(t testing.TB, g *guest) {
 	nums := hotAddCPUs(t, g, 2)
 	for _, i := range g.interfaces(t, "processor") {
 		if i.State != "online" {
@@ -259,7 +256,7 @@ func testCPUHotAdd(t *testing.T, g *guest) {
 
 // hotAddDIMM hot-adds a 256 MiB pc-dimm and waits for its two memory arrivals (ascending block
 // order). It records the DIMM on g for hot_remove and returns the arrivals.
-func hotAddDIMM(t *testing.T, g *guest, s *stream) []notification {
+func hotAddDIMM(t testing.TB, g *guest, s *stream) []notification {
 	t.Helper()
 	ctx := ctxFor(t, 60*time.Second)
 	g.seq++
@@ -291,7 +288,7 @@ func hotAddDIMM(t *testing.T, g *guest, s *stream) []notification {
 }
 
 // checkBlocks asserts through /interfaces that the blocks are online in zone.
-func checkBlocks(t *testing.T, g *guest, blocks []int, zone string) {
+func checkBlocks(t testing.TB, g *guest, blocks []int, zone string) {
 	t.Helper()
 	listed := map[int]iface{}
 	for _, i := range g.interfaces(t, "memory") {
@@ -312,7 +309,7 @@ func checkBlocks(t *testing.T, g *guest, blocks []int, zone string) {
 
 // Scenario 3b: the kernel onlines the DIMM's blocks (memhp_default_state=online_movable); the
 // agent ("auto") announces each once and never tries to online them itself.
-func testDIMMKernelOnline(t *testing.T, g *guest) {
+func testDIMMKernelOnline(t testing.TB, g *guest) {
 	s := g.subscribe(t, "class=memory")
 	before := g.metrics(t)
 	got := hotAddDIMM(t, g, s)
@@ -334,7 +331,7 @@ func testDIMMKernelOnline(t *testing.T, g *guest) {
 
 // Scenario 3a: the kernel leaves the DIMM's blocks offline (memhp_default_state=offline); the
 // agent onlines both as movable, then announces each once.
-func testDIMMAgentOnline(t *testing.T, g *guest) {
+func testDIMMAgentOnline(t testing.TB, g *guest) {
 	s := g.subscribe(t, "class=memory")
 	before := g.metrics(t)
 	got := hotAddDIMM(t, g, s)
@@ -377,7 +374,7 @@ func moduleLog(g *guest) []module {
 
 // waitModules waits until the "modules" callback has logged n notifications, then a second
 // more in which nothing else comes, and returns them.
-func waitModules(t *testing.T, g *guest, n int, what string) []module {
+func waitModules(t testing.TB, g *guest, n int, what string) []module {
 	t.Helper()
 	for deadline := time.Now().Add(60 * time.Second); len(moduleLog(g)) < n; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -393,7 +390,7 @@ func waitModules(t *testing.T, g *guest, n int, what string) []module {
 }
 
 // deviceListed returns the entry of /interfaces?memory_devices=true for device, if any.
-func deviceListed(t *testing.T, g *guest, device string) (iface, bool) {
+func deviceListed(t testing.TB, g *guest, device string) (iface, bool) {
 	t.Helper()
 	var devs []iface
 	if err := json.Unmarshal(g.get(t, "/interfaces?memory_devices=true"), &devs); err != nil {
@@ -413,7 +410,7 @@ var acpiMemoryDevice = regexp.MustCompile(`^PNP0C80:[0-9a-f]{2}$`)
 // Scenario 3c: a 512 MiB pc-dimm gives four block arrivals and, to the registration with
 // memory_devices, one arrival of the whole module with the address and size QEMU gave it;
 // /interfaces names the device of each block and lists the device with memory_devices=true.
-func testDIMMModule(t *testing.T, g *guest) {
+func testDIMMModule(t testing.TB, g *guest) {
 	ctx := ctxFor(t, 90*time.Second)
 	s := g.subscribe(t, "class=memory")
 	before := len(moduleLog(g))
@@ -464,7 +461,7 @@ func testDIMMModule(t *testing.T, g *guest) {
 
 // Scenario 4: virtio-mem on a pcie-root-port, grown and shrunk with qom-set requested-size: an
 // arrival per block as it grows, a removal per block as it shrinks.
-func testVirtioMem(t *testing.T, g *guest) {
+func testVirtioMem(t testing.TB, g *guest) {
 	ctx := ctxFor(t, 90*time.Second)
 	s := g.subscribe(t, "class=memory")
 	present := len(g.interfaces(t, "memory"))
@@ -546,7 +543,7 @@ func testVirtioMem(t *testing.T, g *guest) {
 // Scenario 5: device_del of every pc-dimm and CPU the scenarios plugged (one of each is plugged
 // first when none is): a removal for each block and CPU, and the interface counts return to
 // the boot values.
-func testHotRemove(t *testing.T, g *guest) {
+func testHotRemove(t testing.TB, g *guest) {
 	if len(g.dimms) == 0 {
 		hotAddDIMM(t, g, g.subscribe(t, "class=memory"))
 	}
@@ -654,7 +651,7 @@ func (m metricSet) memoryNotifications() float64 {
 }
 
 // waitMetrics scrapes /metrics until cond holds, for up to d.
-func (g *guest) waitMetrics(t *testing.T, d time.Duration, what string, cond func(metricSet) bool) metricSet {
+func (g *guest) waitMetrics(t testing.TB, d time.Duration, what string, cond func(metricSet) bool) metricSet {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -673,7 +670,7 @@ func (g *guest) waitMetrics(t *testing.T, d time.Duration, what string, cond fun
 // slowSleep per notification): the other registrations (an /events subscriber, a fast exec
 // callback, the log callback) get every notification of the hot-add while the slow one is still
 // blocked on the first. Asserted on order, never on timings; the latencies are logged.
-func testSlowCallback(t *testing.T, g *guest) {
+func testSlowCallback(t testing.TB, g *guest) {
 	// The slow registration must be idle: it has finished every memory notification emitted.
 	m0 := g.waitMetrics(t, 4*slowSleep+30*time.Second, "the slow callback to finish the memory notifications already emitted", func(m metricSet) bool {
 		return m.callback("slow").finished == m.memoryNotifications()
