@@ -38,35 +38,47 @@ func stallReport(serial string) string {
 // run runs scenario as the subtest name of t on a guest of kind o. When the first attempt fails
 // and its guest's kernel reported a stalled CPU (guestStall), the scenario runs once more on a
 // freshly booted guest, and that attempt's outcome is the subtest's; any other failure is the
-// scenario's at once. The first attempt's messages are logged where they happen, with their
-// lines, either way.
+// scenario's at once.
 func (p *pool) run(t *testing.T, name string, o guestOptions, scenario func(testing.TB, *guest)) {
 	t.Helper()
 	t.Run(name, func(t *testing.T) {
-		a := &attempt{TB: t}
 		var g *guest
-		a.do(func() {
-			g = p.use(a, o)
-			scenario(a, g)
-		})
-		switch {
-		case a.Skipped():
-			t.SkipNow()
-		case !a.Failed():
-			return
+		if tryOnce(t, func(tb testing.TB) {
+			g = p.use(tb, o)
+			scenario(tb, g)
+		}, func() *guest { return g }, t.Name()) {
+			scenario(t, p.use(t, o)) // the attempt's cleanup retired its guest
 		}
-		stall := ""
-		if g != nil {
-			stall = stallReport(g.vm.Serial())
-		}
-		if stall == "" {
-			t.FailNow() // its messages are above
-		}
-		msg := fmt.Sprintf("guest %s's kernel reported a stalled CPU (%q): the failure above is the emulator's; running %s again on a new guest", g.name, stall, t.Name())
-		t.Log(msg)
-		fmt.Fprintf(os.Stderr, "e2e: %s\n", msg)
-		scenario(t, p.use(t, o))
 	})
+}
+
+// tryOnce runs f as a first attempt on t (see attempt), which fails only by its own messages,
+// logged where they happen with their lines. If f failed and the guest that guest returns (nil
+// for none) has a stalled CPU in its console, tryOnce says that what runs again on a new guest
+// and reports true, leaving t as it was; after any other failure it fails t at once. A skip of f
+// skips t.
+func tryOnce(t *testing.T, f func(testing.TB), guest func() *guest, what string) bool {
+	t.Helper()
+	a := &attempt{TB: t}
+	a.do(func() { f(a) })
+	switch {
+	case a.Skipped():
+		t.SkipNow()
+	case !a.Failed():
+		return false
+	}
+	g := guest()
+	stall := ""
+	if g != nil && g.vm != nil {
+		stall = stallReport(g.vm.Serial())
+	}
+	if stall == "" {
+		t.FailNow() // its messages are above
+	}
+	msg := fmt.Sprintf("guest %s's kernel reported a stalled CPU (%q): the failure above is the emulator's; running %s again on a new guest", g.name, stall, what)
+	t.Log(msg)
+	fmt.Fprintf(os.Stderr, "e2e: %s\n", msg)
+	return true
 }
 
 // attempt is a testing.TB for a try that may be retried: its failures are logged on the test

@@ -16,6 +16,7 @@
 // TestIntegrationQEMUPhases that fails on a guest whose kernel reported a stalled CPU (an RCU
 // stall or a soft lockup: a TCG vCPU whose timer stopped firing, seen on a loaded two-core host)
 // runs once more on a new guest, and says so on standard error; the second run decides.
+// TestIntegrationSystemd does the same with its whole sequence of checks.
 //
 // TestIntegrationZonePlanner takes three guests under a workload (testdata/memload) through one
 // growth sequence of virtio-mem and pc-dimms and back down: with the agent's zone planner, and

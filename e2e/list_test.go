@@ -11,7 +11,7 @@ import (
 )
 
 // expandBlocks turns a block list ("32-35", "7") into its block numbers.
-func expandBlocks(t *testing.T, s string) []int {
+func expandBlocks(t testing.TB, s string) []int {
 	t.Helper()
 	lo, hi, found := strings.Cut(s, "-")
 	a, err := strconv.Atoi(lo)
@@ -34,7 +34,7 @@ func expandBlocks(t *testing.T, s string) []int {
 // checkListInGuest runs `hotplug-agent list`, lsmem and lscpu in the guest and compares them:
 // every block's state, node and zones as lsmem prints them (list also splits ranges where a
 // memory device begins, so blocks, not ranges, are compared), and lscpu's CPU lists.
-func checkListInGuest(t *testing.T, g *sysGuest) {
+func checkListInGuest(t testing.TB, g *sysGuest) {
 	t.Helper()
 	list := g.exec(t, nil, "hotplug-agent", "list")
 	if list.ExitCode != 0 {

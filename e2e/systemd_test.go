@@ -49,7 +49,7 @@ var sysEnv struct {
 const guestImageScript = "scripts/guest-image.sh"
 
 // prepareSystemd finds the guest image and builds the agent's package, once.
-func prepareSystemd(t *testing.T) {
+func prepareSystemd(t testing.TB) {
 	t.Helper()
 	prepare(t)
 	sysEnv.once.Do(func() {
@@ -139,7 +139,7 @@ const sysGuestMemory = "512M"
 // agent's port is forwarded from *hostPort, or from another free port if that one was taken
 // meanwhile: then *hostPort is that one, and moved is called with it. It fails t if the guest
 // does not come up.
-func bootSystemd(t *testing.T, test, name, disk, payload string, hostPort *int, moved func(int), extra ...string) *sysGuest {
+func bootSystemd(t testing.TB, test, name, disk, payload string, hostPort *int, moved func(int), extra ...string) *sysGuest {
 	t.Helper()
 	return bootSystemdWith(t, test, name, sysBoot{disk: disk, payload: payload, extra: extra}, hostPort, moved)
 }
@@ -158,7 +158,7 @@ type sysBoot struct {
 }
 
 // bootSystemdWith is bootSystemd with the kernel command line and memory of b.
-func bootSystemdWith(t *testing.T, test, name string, b sysBoot, hostPort *int, moved func(int)) *sysGuest {
+func bootSystemdWith(t testing.TB, test, name string, b sysBoot, hostPort *int, moved func(int)) *sysGuest {
 	t.Helper()
 	dir := artefactDir(t, test, name)
 	g := &guest{name: name, dir: dir}
@@ -257,7 +257,7 @@ func (g *sysGuest) saveJournal() {
 
 // exec runs argv in the guest with stdin and returns the result, failing t if it cannot be run
 // or does not end within a minute (not if it fails: see must).
-func (g *sysGuest) exec(t *testing.T, stdin []byte, argv ...string) qemu.ExecResult {
+func (g *sysGuest) exec(t testing.TB, stdin []byte, argv ...string) qemu.ExecResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -269,14 +269,14 @@ func (g *sysGuest) exec(t *testing.T, stdin []byte, argv ...string) qemu.ExecRes
 }
 
 // sh runs a shell script in the guest and returns its result.
-func (g *sysGuest) sh(t *testing.T, script string) qemu.ExecResult {
+func (g *sysGuest) sh(t testing.TB, script string) qemu.ExecResult {
 	t.Helper()
 	return g.exec(t, nil, "/bin/sh", "-c", script)
 }
 
 // must runs a shell script in the guest and returns its standard output, failing t unless it
 // exits 0.
-func (g *sysGuest) must(t *testing.T, script string) string {
+func (g *sysGuest) must(t testing.TB, script string) string {
 	t.Helper()
 	r := g.sh(t, script)
 	if !r.Success() {
@@ -286,7 +286,7 @@ func (g *sysGuest) must(t *testing.T, script string) string {
 }
 
 // unit returns properties of hotplug-agent.service (systemctl show -p ...).
-func (g *sysGuest) unit(t *testing.T, props ...string) map[string]string {
+func (g *sysGuest) unit(t testing.TB, props ...string) map[string]string {
 	t.Helper()
 	args := []string{"systemctl", "show", "hotplug-agent.service"}
 	for _, p := range props {
@@ -312,7 +312,7 @@ var unitProps = []string{"Type", "ActiveState", "SubState", "Result", "NRestarts
 // journal returns the unit's journal as JSON lines (every field: the message and, with native
 // journald logging, the structured fields), since the cursor after (empty: all of it), and the
 // cursor to continue from.
-func (g *sysGuest) journal(t *testing.T, after string) (entries []string, cursor string) {
+func (g *sysGuest) journal(t testing.TB, after string) (entries []string, cursor string) {
 	t.Helper()
 	args := []string{"journalctl", "--no-pager", "-o", "json", "-u", "hotplug-agent.service", "--show-cursor"}
 	if after != "" {
@@ -352,7 +352,7 @@ func journalMessages(entries []string) string {
 
 // waitActive waits up to d until the unit is active and running with a main PID other than
 // notPID (empty: any), and returns its properties.
-func (g *sysGuest) waitActive(t *testing.T, d time.Duration, notPID, what string) map[string]string {
+func (g *sysGuest) waitActive(t testing.TB, d time.Duration, notPID, what string) map[string]string {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -371,7 +371,7 @@ func (g *sysGuest) waitActive(t *testing.T, d time.Duration, notPID, what string
 
 // waitHTTP waits up to d until the agent answers /healthz through the host forward. Asked only
 // once the unit is active: the agent listens before READY=1.
-func (g *sysGuest) waitHTTP(t *testing.T, d time.Duration) {
+func (g *sysGuest) waitHTTP(t testing.TB, d time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -393,7 +393,7 @@ type stateIface struct {
 
 const statePath = "/var/lib/hotplug-agent/state.json"
 
-func (g *sysGuest) state(t *testing.T) sysState {
+func (g *sysGuest) state(t testing.TB) sysState {
 	t.Helper()
 	var s sysState
 	out := g.must(t, "cat "+statePath)
@@ -406,6 +406,7 @@ func (g *sysGuest) state(t *testing.T) sysState {
 // sysRun is what the checks of one run share, in the order they run.
 type sysRun struct {
 	test          string // the top-level test's name: the artefacts' folder
+	prefix        string // of the guests' artefact folders: "" or "retry-"
 	disk, payload string
 	port          int
 	prom          *prometheus
@@ -422,14 +423,14 @@ type sysRun struct {
 	gaps    []string
 }
 
-func (r *sysRun) figure(t *testing.T, format string, args ...any) {
+func (r *sysRun) figure(t testing.TB, format string, args ...any) {
 	s := fmt.Sprintf(format, args...)
 	t.Log("figure: " + s)
 	r.figures = append(r.figures, s)
 }
 
 // gap notes a known gap of the agent or the unit: logged now and again at the end of the run.
-func (r *sysRun) gap(t *testing.T, format string, args ...any) {
+func (r *sysRun) gap(t testing.TB, format string, args ...any) {
 	s := fmt.Sprintf(format, args...)
 	t.Log("known gap: " + s)
 	r.gaps = append(r.gaps, s)
@@ -437,7 +438,7 @@ func (r *sysRun) gap(t *testing.T, format string, args ...any) {
 
 // follow replaces the run's stream of every class with a new one from g (query q), which lasts
 // until the next follow or the end of the run.
-func (r *sysRun) follow(t *testing.T, q string) {
+func (r *sysRun) follow(t testing.TB, q string) {
 	t.Helper()
 	if r.all != nil {
 		r.all.cancel()
@@ -446,7 +447,7 @@ func (r *sysRun) follow(t *testing.T, q string) {
 }
 
 // take takes n notifications from the run's stream of every class, noting the last ID.
-func (r *sysRun) take(t *testing.T, n int, d time.Duration, what string) []notification {
+func (r *sysRun) take(t testing.TB, n int, d time.Duration, what string) []notification {
 	t.Helper()
 	got := r.all.take(t, n, d, what)
 	for _, x := range got {
@@ -463,20 +464,32 @@ func (r *sysRun) take(t *testing.T, n int, d time.Duration, what string) []notif
 // shipped: Type=notify readiness, CPU, pc-dimm and virtio-mem hot-add onlined by the agent and
 // announced, Prometheus on the host seeing them, the watchdog restarting a frozen agent, an
 // orderly stop, the same after a reboot, and dpkg --purge. Two boots; the checks share them and
-// run in order (one that fails stops those after it).
+// run in order (one that fails stops those after it). A check that fails on a guest whose
+// kernel reported a stalled CPU (see guestStall) ends the run, and all of it runs once more on new
+// guests, whose outcome decides.
 func TestIntegrationSystemd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a Debian guest with systemd: not in -short mode")
 	}
 	prepareSystemd(t)
-	start := time.Now()
 	os.RemoveAll(filepath.Join(artefactRoot(), t.Name()))
-	r := &sysRun{test: t.Name()}
+	if runSystemd(t, "", true) {
+		runSystemd(t, "retry-", false)
+	}
+}
+
+// runSystemd runs the checks of TestIntegrationSystemd once, on guests whose artefacts are named
+// prefix+"boot1" and prefix+"boot2", and stops them before it returns. When tolerant, a check
+// that fails on a guest whose kernel reported a stalled CPU does not fail t (its messages are
+// logged): the run ends there and runSystemd reports true.
+func runSystemd(t *testing.T, prefix string, tolerant bool) (stalled bool) {
+	start := time.Now()
+	r := &sysRun{test: t.Name(), prefix: prefix}
 	r.disk, r.payload, r.port = sysFiles(t)
 	// Prometheus first: it scrapes the forwarded port from the start, and is ready when the
 	// agent is.
 	r.prom = startPrometheus(t, fmt.Sprintf("127.0.0.1:%d", r.port))
-	t.Cleanup(func() {
+	defer func() {
 		if r.all != nil {
 			r.all.cancel()
 		}
@@ -491,13 +504,13 @@ func TestIntegrationSystemd(t *testing.T) {
 		for _, g := range r.gaps {
 			t.Logf("  known gap: %s", g)
 		}
-	})
-	r.g = bootSystemd(t, r.test, "boot1", r.disk, r.payload, &r.port, r.prom.retarget)
+	}()
+	r.g = bootSystemd(t, r.test, prefix+"boot1", r.disk, r.payload, &r.port, r.prom.retarget)
 	r.figure(t, "boot 1 (no agent yet): QEMU start to qemu-guest-agent answering %v", r.g.toGA.Round(100*time.Millisecond))
 
 	steps := []struct {
 		name string
-		run  func(*testing.T, *sysRun)
+		run  func(testing.TB, *sysRun)
 	}{
 		{"install", testSysInstall},
 		{"hot_add", testSysHotAdd},
@@ -512,21 +525,29 @@ func TestIntegrationSystemd(t *testing.T) {
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) {
 			t.Cleanup(func() {
-				if t.Failed() {
+				if t.Failed() || stalled {
 					r.g.logArtefacts(t)
 				}
 			})
-			s.run(t, r)
+			if !tolerant {
+				s.run(t, r)
+				return
+			}
+			stalled = tryOnce(t, func(tb testing.TB) { s.run(tb, r) }, func() *guest { return r.g.guest }, t.Name()+" and the checks after it")
 		}) {
 			t.Fatalf("%s failed: the checks after it need what it does", s.name)
 		}
+		if stalled {
+			return true
+		}
 	}
+	return false
 }
 
 // makePayload makes a small ext4 image that holds the package, for the guest's second disk.
 // sysFiles makes what a boot of the systemd guest needs, in t's temporary directory: a sparse copy
 // of the guest image, the payload disk with the package, and a free host port to forward.
-func sysFiles(t *testing.T) (disk, payload string, port int) {
+func sysFiles(t testing.TB) (disk, payload string, port int) {
 	t.Helper()
 	tmp := t.TempDir()
 	disk, payload = filepath.Join(tmp, "rootfs.ext4"), filepath.Join(tmp, "payload.ext4")
@@ -566,7 +587,7 @@ func makePayload(deb, img string) error {
 // testSysInstall installs the package with dpkg -i: its maintainer script enables and starts the
 // service, which becomes active only through READY=1 (Type=notify), with the packaged
 // configuration, and answers over the host forward.
-func testSysInstall(t *testing.T, r *sysRun) {
+func testSysInstall(t testing.TB, r *sysRun) {
 	g := r.g
 	// The guest as built: the kernel leaves hot-added memory offline, and no udev rule onlines
 	// anything (scripts/guest-image.sh checks the rules too).
@@ -617,7 +638,7 @@ func testSysInstall(t *testing.T, r *sysRun) {
 
 // checkNotifyUnit checks that the unit is the shipped Type=notify service with its watchdog, and
 // is active and running: for Type=notify that state is reached only through READY=1.
-func checkNotifyUnit(t *testing.T, p map[string]string) {
+func checkNotifyUnit(t testing.TB, p map[string]string) {
 	t.Helper()
 	for k, want := range map[string]string{"Type": "notify", "NotifyAccess": "main", "WatchdogUSec": "30s", "ActiveState": "active", "SubState": "running"} {
 		if p[k] != want {
@@ -632,7 +653,7 @@ func checkNotifyUnit(t *testing.T, p map[string]string) {
 }
 
 // guestFile reads a file of the guest.
-func (g *sysGuest) guestFile(t *testing.T, p string) string {
+func (g *sysGuest) guestFile(t testing.TB, p string) string {
 	t.Helper()
 	return strings.TrimSpace(g.must(t, "cat "+p))
 }
@@ -641,7 +662,7 @@ func (g *sysGuest) guestFile(t *testing.T, p string) string {
 // agent, under the unit's hardening and the packaged online policy, onlines each CPU and block
 // (the kernel does not), and announces it on /events, in the journal and in its metrics, which
 // Prometheus on the host scrapes.
-func testSysHotAdd(t *testing.T, r *sysRun) {
+func testSysHotAdd(t testing.TB, r *sysRun) {
 	g := r.g
 	ctx := ctxFor(t, 3*time.Minute)
 	const promArrivals = `sum(hotplug_agent_notifications_total{job="guest",interface_class="processor",event="arrival"}) or vector(0)`
@@ -748,7 +769,7 @@ func testSysHotAdd(t *testing.T, r *sysRun) {
 }
 
 // blocksOf checks that got are online memory arrivals from uevents and returns their blocks.
-func blocksOf(t *testing.T, got []notification) []int {
+func blocksOf(t testing.TB, got []notification) []int {
 	t.Helper()
 	var blocks []int
 	for _, a := range got {
@@ -771,7 +792,7 @@ const agentOnlinesWhatWasAddedWhileDown = true
 // and start it again. Meanwhile the CPU hot-added before is taken offline and another CPU is
 // hot-added. The restarted agent announces what changed while it was frozen, with IDs above those
 // given before, and a client that resumes from its last ID gets nothing twice.
-func testSysWatchdog(t *testing.T, r *sysRun) {
+func testSysWatchdog(t testing.TB, r *sysRun) {
 	g := r.g
 	ctx := ctxFor(t, 3*time.Minute)
 	p := g.unit(t, unitProps...)
@@ -939,7 +960,7 @@ echo done > /var/lib/hotplug-agent/callback-done
 // testSysStop registers a slow exec callback (a config change and a restart, which also checks
 // that a restart with a new configuration works), makes it run, and stops the unit while it
 // runs: the callback must finish, and the state file must be saved as a clean shutdown.
-func testSysStop(t *testing.T, r *sysRun) {
+func testSysStop(t testing.TB, r *sysRun) {
 	g := r.g
 	orig := g.must(t, "cat /etc/hotplug-agent/config.yaml")
 	var cfg map[string]any
@@ -1022,7 +1043,7 @@ func testSysStop(t *testing.T, r *sysRun) {
 // active through READY=1 with no restart; the hot-added devices are gone (a new QEMU), and the
 // agent announces their removals with the IDs that follow the last saved one exactly (the stop
 // was orderly).
-func testSysReboot(t *testing.T, r *sysRun) {
+func testSysReboot(t testing.TB, r *sysRun) {
 	saved := r.g.state(t)
 	r.g.sh(t, "systemctl start hotplug-agent.service") // running at poweroff, as in production
 	r.g.waitActive(t, 30*time.Second, "", "systemctl start")
@@ -1037,7 +1058,7 @@ func testSysReboot(t *testing.T, r *sysRun) {
 		t.Fatalf("the guest did not power off within 2 minutes of systemctl poweroff")
 	}
 	r.g.stop()
-	r.g = bootSystemd(t, r.test, "boot2", r.disk, r.payload, &r.port, r.prom.retarget)
+	r.g = bootSystemd(t, r.test, r.prefix+"boot2", r.disk, r.payload, &r.port, r.prom.retarget)
 	g := r.g
 	p := g.waitActive(t, 60*time.Second, "", "boot")
 	toActive := time.Since(g.vm.Started)
@@ -1084,7 +1105,7 @@ func testSysReboot(t *testing.T, r *sysRun) {
 
 // testSysPurge removes the package with dpkg --purge: nothing of it may remain, neither its files
 // nor what the service made (state, runtime and configuration directories), nor the unit.
-func testSysPurge(t *testing.T, r *sysRun) {
+func testSysPurge(t testing.TB, r *sysRun) {
 	g := r.g
 	files := strings.Fields(g.must(t, "dpkg -L hotplug-agent"))
 	g.must(t, "if mountpoint -q /mnt; then umount /mnt; fi")
@@ -1144,7 +1165,7 @@ func (p *prometheus) retarget(port int) {
 
 // startPrometheus starts Prometheus (scripts/prometheus-deps.sh installs it) scraping target every
 // second as job "guest"; it is killed when t ends.
-func startPrometheus(t *testing.T, target string) *prometheus {
+func startPrometheus(t testing.TB, target string) *prometheus {
 	t.Helper()
 	bin := testenv.Tool(t, "prometheus", "Debian package prometheus; scripts/prometheus-deps.sh installs it")
 	dir := t.TempDir()
@@ -1201,7 +1222,7 @@ func (p *prometheus) query(q string) (float64, error) {
 	return strconv.ParseFloat(s, 64)
 }
 
-func (p *prometheus) scalar(t *testing.T, q string) float64 {
+func (p *prometheus) scalar(t testing.TB, q string) float64 {
 	t.Helper()
 	v, err := p.query(q)
 	if err != nil {
@@ -1211,7 +1232,7 @@ func (p *prometheus) scalar(t *testing.T, q string) float64 {
 }
 
 // waitUp waits until Prometheus has scraped the guest's agent successfully.
-func (p *prometheus) waitUp(t *testing.T, d time.Duration) {
+func (p *prometheus) waitUp(t testing.TB, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -1237,7 +1258,7 @@ echo "$HOTPLUG_ID $HOTPLUG_EVENT $HOTPLUG_SYMBOLIC_LINK" >> /var/lib/hotplug-age
 // hot-added afterwards offline, the event stream followed across the reload loses and repeats
 // nothing, and a file that does not parse fails the reload with its reason in one journal line
 // while the agent keeps running its configuration. The packaged configuration is put back.
-func testSysReload(t *testing.T, r *sysRun) {
+func testSysReload(t testing.TB, r *sysRun) {
 	g := r.g
 	ctx := ctxFor(t, 3*time.Minute)
 	orig := g.must(t, "cat /etc/hotplug-agent/config.yaml")
@@ -1364,7 +1385,7 @@ func asSlice(v any) []any {
 // first, a transient unit with AllowedCPUs=0-1 (every online CPU), and a systemd callback naming
 // it added by a reload, the next hot-added CPU joins the unit's AllowedCPUs= (systemctl show) and
 // its cgroup's cpuset.cpus, counted on /metrics; a unit it does not name stays as it was.
-func testSysAllowedCPUs(t *testing.T, r *sysRun) {
+func testSysAllowedCPUs(t testing.TB, r *sysRun) {
 	g := r.g
 	ctx := ctxFor(t, 3*time.Minute)
 	if c := g.guestFile(t, "/sys/fs/cgroup/cgroup.controllers"); !slices.Contains(strings.Fields(c), "cpuset") {
@@ -1463,7 +1484,7 @@ func testSysAllowedCPUs(t *testing.T, r *sysRun) {
 // unit's ProtectControlGroups=yes turned off by a drop-in as the README says: a cgroup the
 // configuration names, with an explicit cpuset.cpus of every online CPU, gains a hot-added CPU;
 // one it does not name keeps its list.
-func testSysCpusetV2(t *testing.T, r *sysRun) {
+func testSysCpusetV2(t testing.TB, r *sysRun) {
 	g := r.g
 	ctx := ctxFor(t, 3*time.Minute)
 	online := g.guestFile(t, "/sys/devices/system/cpu/online")
