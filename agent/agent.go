@@ -1778,7 +1778,9 @@ func (a *Agent) backlog(now time.Time) time.Duration {
 // include_existing, from the interfaces active now). What else changed (two_phase,
 // max_exec_processes) takes effect at the next start, and the log says so. A configuration that
 // cannot be read or is invalid is refused with an error saying why, and the running one stays.
-// Reload blocks until done; it is safe for concurrent use (reloads are made one at a time).
+// So does one with a callback that cannot be made (a cpuset root that is not there, systemd out
+// of reach): what the reload did is undone (see rollback), and the error says why. Reload
+// blocks until done; it is safe for concurrent use (reloads are made one at a time).
 func (a *Agent) Reload(ctx context.Context) error {
 	if a.o.LoadConfig == nil {
 		return errors.New("no configuration to read again")
@@ -1814,27 +1816,23 @@ func (a *Agent) Reload(ctx context.Context) error {
 	for _, c := range cfg.Callbacks {
 		next[c.Name] = c
 	}
+	// undone holds the definitions unregistered here, for a rollback.
+	undone := map[string]config.Callback{}
 	for _, name := range slices.Sorted(maps.Keys(a.configured)) {
 		was := a.configured[name]
 		now, ok := next[name]
 		if ok && reflect.DeepEqual(was.def, now) {
 			continue
 		}
-		carry := func() {}
-		if ok {
-			carry = a.carryMemory(name)
-		}
-		if err := was.unregister(grace); err != nil {
-			a.log.Warn("reload: a callback unregistered was still running", "callback", name, "err", err)
-		}
-		carry()
-		delete(a.configured, name)
+		a.unregisterConfigured(grace, name, "reload: a callback unregistered was still running")
+		undone[name] = was.def
 		if ok {
 			changed = append(changed, name)
 		} else {
 			removed = append(removed, name)
 		}
 	}
+	hadLog := a.logEntry != nil
 	if a.logEntry != nil && !cfg.LogEnabled() {
 		if err := a.registry.Retire(grace, a.logEntry); err != nil {
 			a.log.Warn("reload: the log callback was still running", "err", err)
@@ -1851,6 +1849,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 		}
 	}
 	policy := cfg.Online.Policy()
+	var registered []string
 	for _, c := range cfg.Callbacks {
 		if _, ok := a.configured[c.Name]; ok {
 			continue
@@ -1859,9 +1858,17 @@ func (a *Agent) Reload(ctx context.Context) error {
 			failed = append(failed, err)
 			continue
 		}
+		registered = append(registered, c.Name)
 		if !slices.Contains(changed, c.Name) {
 			added = append(added, c.Name)
 		}
+	}
+	if len(failed) > 0 {
+		err := errors.Join(failed...)
+		a.rollback(grace, old, registered, undone, hadLog)
+		a.log.Error("configuration refused: a callback could not be made; the running one stays", "err", err,
+			"registered_again", strings.Join(slices.Sorted(maps.Keys(undone)), ","))
+		return err
 	}
 	a.prevCpusets = nil
 	a.onliner.SetPolicy(policy)
@@ -1873,5 +1880,50 @@ func (a *Agent) Reload(ctx context.Context) error {
 		attrs = append(attrs, "at_next_start", strings.Join(later, ","))
 	}
 	a.log.Info("configuration reloaded", attrs...)
-	return errors.Join(failed...)
+	return nil
+}
+
+// unregisterConfigured unregisters the configured callback name (its callback in flight gets
+// until ctx ends to finish) and keeps what it remembers for the next registration of that name
+// (carryMemory). reloadMu is held.
+func (a *Agent) unregisterConfigured(ctx context.Context, name, warning string) {
+	carry := a.carryMemory(name)
+	if err := a.configured[name].unregister(ctx); err != nil {
+		a.log.Warn(warning, "callback", name, "err", err)
+	}
+	carry()
+	delete(a.configured, name)
+}
+
+// rollback undoes a reload that could not make one of its callbacks, so that the configuration
+// old stays in force: the callbacks the reload registered are unregistered, those it unregistered
+// (undone) are registered again from their definitions, with what they remembered (a cpuset
+// callback's CPUs owed to its cgroups) and as new registrations, so they start afresh as a
+// changed callback does; the log callback is as it was (hadLog), and the kernel's onlining
+// settings are those of old's policy again. What cannot be put back is logged. reloadMu is held.
+func (a *Agent) rollback(ctx context.Context, old *config.Config, registered []string, undone map[string]config.Callback, hadLog bool) {
+	for _, name := range registered {
+		a.unregisterConfigured(ctx, name, "reload undone: a callback unregistered was still running")
+	}
+	policy := old.Online.Policy()
+	for _, name := range slices.Sorted(maps.Keys(undone)) {
+		if err := a.registerCallback(undone[name], policy); err != nil {
+			a.log.Error("reload undone: a callback of the running configuration could not be registered again", "callback", name, "err", err)
+		}
+	}
+	switch {
+	case hadLog && a.logEntry == nil:
+		if err := a.registerLog(); err != nil {
+			a.log.Error("reload undone: the log callback could not be registered again", "err", err)
+		}
+	case !hadLog && a.logEntry != nil:
+		if err := a.registry.Retire(ctx, a.logEntry); err != nil {
+			a.log.Warn("reload undone: the log callback was still running", "err", err)
+		}
+		a.logEntry = nil
+	}
+	if err := a.kernel.Sync(policy); err != nil {
+		a.log.Error("reload undone: the kernel's onlining settings could not be put back", "err", err)
+	}
+	a.prevCpusets = nil
 }

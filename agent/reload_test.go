@@ -203,3 +203,80 @@ func TestReloadLetsRemovedCallbackFinish(t *testing.T) {
 		t.Errorf("the removed callback ran after the reload:\n%s", b2)
 	}
 }
+
+// TestReloadUndoneWhenACallbackCannotBeMade: a valid configuration whose changed cpuset callback
+// cannot be made (its root is not there) is refused as a whole: the callback stays registered
+// with its running definition and what it remembers (a CPU owed to its cgroup), a callback the
+// file added is not left registered, the online policy and log_notifications stay, and the
+// typo fixed, the callback still owes the CPU.
+func TestReloadUndoneWhenACallbackCannotBeMade(t *testing.T) {
+	root := fixture(t)
+	dir := t.TempDir()
+	cg := filepath.Join(dir, "cg")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(cg, "w"), 0o755))
+	must(os.WriteFile(filepath.Join(cg, "cgroup.procs"), nil, 0o644))
+	must(os.WriteFile(filepath.Join(cg, "w", "cpuset.cpus"), []byte("0-1\n"), 0o644))
+	cfgPath := filepath.Join(dir, "config.yaml")
+	cpuset := func(root string) string {
+		return fmt.Sprintf("  - {name: ws, class: processor, cpuset: {root: %s, cgroups: [w], add: none}}\n", root)
+	}
+	write := func(s string) { t.Helper(); must(os.WriteFile(cfgPath, []byte(s), 0o600)) }
+	write("log_notifications: false\ncallbacks:\n" + cpuset(cg))
+	load := func() (*config.Config, error) { return config.Load(cfgPath) }
+	cfg, err := load()
+	must(err)
+	a, src, _, _ := runAgent(t, Options{SysfsPath: root, StatePath: filepath.Join(dir, "state.json"), Config: cfg, LoadConfig: load})
+
+	// cpu1 goes offline, and the kernel takes it from w: ws owes it to w.
+	link := "devices/system/cpu/cpu1"
+	must(os.WriteFile(filepath.Join(root, link, "online"), []byte("0\n"), 0o644))
+	must(os.WriteFile(filepath.Join(root, "devices/system/cpu/online"), []byte("0\n"), 0o644))
+	must(os.WriteFile(filepath.Join(cg, "w", "cpuset.cpus"), []byte("0\n"), 0o644))
+	src.send(t, "offline", "/"+link, "cpu", 500)
+	owed := func() int { return len(a.cpusetMemories()["ws"].Owed["w"]) }
+	for deadline := time.Now().Add(10 * time.Second); owed() != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("cpu1 never owed to w: %+v", a.cpusetMemories())
+		}
+	}
+
+	// A typo in the root, a callback added, the log and the policy changed: valid YAML.
+	write("log_notifications: true\nonline: {cpu: online}\ncallbacks:\n" + cpuset("/nonexistent/cgroup") + recorder("added", filepath.Join(dir, "added")))
+	err = a.Reload(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "ws") {
+		t.Fatalf("Reload with a cpuset root that is not there: %v; want an error naming the callback", err)
+	}
+	if c, ok := a.configured["ws"]; !ok || c.def.Cpuset == nil || c.def.Cpuset.Root != cg {
+		t.Errorf("after the refused reload, ws is registered: %v, with %+v; want its running definition (root %s)", ok, c.def.Cpuset, cg)
+	}
+	if _, ok := a.configured["added"]; ok {
+		t.Error("after the refused reload, the callback it added is registered")
+	}
+	if a.logEntry != nil {
+		t.Error("after the refused reload, the log callback it turned on is registered")
+	}
+	if p := a.onliner.Policy(); p.CPU == online.Online {
+		t.Errorf("after the refused reload, the online policy is the file's (cpu %q)", p.CPU)
+	}
+	if n := owed(); n != 1 {
+		t.Errorf("after the refused reload, ws owes %d CPUs to w (%+v); want cpu1 still", n, a.cpusetMemories())
+	}
+
+	// The typo fixed: ws is as it runs, untouched, and still owes cpu1; the added callback comes.
+	write("log_notifications: false\ncallbacks:\n" + cpuset(cg) + recorder("added", filepath.Join(dir, "added")))
+	if err := a.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := owed(); n != 1 {
+		t.Errorf("after the fixed reload, ws owes %d CPUs to w (%+v); want cpu1: it would never be given back", n, a.cpusetMemories())
+	}
+	if _, ok := a.configured["added"]; !ok {
+		t.Error("after the fixed reload, the added callback is not registered")
+	}
+}
