@@ -210,7 +210,8 @@ type Entry struct {
 	stacks    dispatch.Stacks // dispatch goroutine only
 	timer     dispatch.Timer  // dispatch goroutine only
 	delivered atomic.Uint64
-	owed      bool // its wake waits for Registry.ReleaseWakes; guarded by Registry.mu
+	resyncs   atomic.Uint64 // see Resyncs; written by the dispatch goroutine alone
+	owed      bool          // its wake waits for Registry.ReleaseWakes; guarded by Registry.mu
 
 	durable bool          // RegisterDurable: see durable.go
 	idle    chan struct{} // capacity 1: "running went false" once stopped
@@ -230,6 +231,14 @@ func (e *Entry) StartID() uint64 { return e.startID }
 
 // Owner returns the owner given to Register. It does not block and is safe for concurrent use.
 func (e *Entry) Owner() string { return e.owner }
+
+// Resyncs counts the times e's queue overflowed and e was given a resync in place of what it
+// missed. The count grows on e's dispatch goroutine just before the first callback after each
+// overflow (the resync's notifications, or the next one published when what was missed cancels
+// out and the resync brings none), so a callback that finds it above the count it saw last
+// knows that notifications published before the one it is given are missing. It does not block
+// and is safe for concurrent use.
+func (e *Entry) Resyncs() uint64 { return e.resyncs.Load() }
 
 // Class returns the interface class given to Register (AllClasses for every class). It does
 // not block and is safe for concurrent use.
@@ -696,6 +705,7 @@ func (r *Registry) run(e *Entry) {
 		var more bool
 		batch, overflow, more = e.next(batch[:0])
 		if overflow > 0 {
+			e.resyncs.Add(1)
 			r.log.Warn("notification queue overflow", "owner", e.owner, "class", ClassName(e.class),
 				"dropped", overflow, "limit", r.limit)
 			if e.obs != nil {

@@ -26,7 +26,8 @@ type hub struct {
 	floor   uint64 // history holds every notification with an ID above floor
 	last    uint64 // the ID of the last notification the hub has seen
 	active  map[string]notify.Interface
-	broken  bool // the hub fell behind and was resynchronised; the history restarts
+	broken  bool   // the hub fell behind and was resynchronised; the history restarts
+	resyncs uint64 // entry.Resyncs() as of the last notification
 	subs    map[*subscriber]struct{}
 	entry   *notify.Entry
 }
@@ -130,20 +131,21 @@ func newHub(reg *notify.Registry, size int) (*hub, error) {
 func (h *hub) deliver(_ context.Context, n notify.Notification, _ any) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.apply(n)
-	if n.ID == 0 {
-		if n.Cause == notify.CauseExisting {
-			return nil // the starting state, as of StartID
-		}
+	if r := h.entry.Resyncs(); r != h.resyncs {
 		// The hub itself fell behind and the registry resynchronised it: its history has a
-		// hole. Clients are told to come back, and get a resync then.
+		// hole before n, even when what it missed cancelled out and the resync brought nothing.
+		// Clients are told to come back, and get a resync then.
+		h.resyncs = r
 		h.history.reset()
 		h.broken = true
 		for s := range h.subs {
 			s.cutOff("the event stream was resynchronised; reconnect with your last event ID")
 			delete(h.subs, s)
 		}
-		return nil
+	}
+	h.apply(n)
+	if n.ID == 0 {
+		return nil // the starting state, as of StartID, or the resync's
 	}
 	if h.broken {
 		h.floor, h.broken = n.ID-1, false // the history starts again here

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
@@ -457,5 +458,83 @@ func TestStatusPageListsEverything(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("the status page lacks %s", want)
 		}
+	}
+}
+
+// TestHubFallsBehindWithNothingToResync: when the hub's own registration overflows and what it
+// missed cancels out (cpu1 removed and back, four times), the registry's resync brings no
+// notification; the hub must still know its history has a hole: a live subscriber is cut off
+// (not handed the next notification as if nothing was missed), a client resuming from before the
+// hole gets a resync, not a history that skips it, and one resuming from after it, the rest.
+func TestHubFallsBehindWithNothingToResync(t *testing.T) {
+	reg := notify.NewRegistry(notify.Options{QueueLimit: 4})
+	reg.Seed([]notify.Interface{cpu(0), cpu(1)})
+	h, err := newHub(reg, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		reg.Close(ctx)
+	})
+	delivered := func() uint64 {
+		for _, e := range reg.Entries() {
+			if e.Owner == StreamOwner {
+				return e.Delivered
+			}
+		}
+		return 0
+	}
+	waitDelivered := func(n uint64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); delivered() < n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the hub's callback was given %d notifications after 10 s; want %d", delivered(), n)
+			}
+		}
+	}
+	waitDelivered(2) // the existing arrivals
+	live, _ := h.subscribe(notify.AllClasses, 100, false, false, 0)
+	publish := func(ev uuid.UUID, i notify.Interface) {
+		reg.Publish(notify.NewNotification(ev, i, 100+reg.LastID(), time.Now(), notify.CauseUevent))
+	}
+	publish(notify.GUIDDeviceInterfaceRemoval, cpu(1)) // ID 1
+	caughtUp(t, h, reg)
+
+	h.mu.Lock()                                        // the hub's callback is held up
+	publish(notify.GUIDDeviceInterfaceArrival, cpu(1)) // ID 2: taken, its callback waits
+	waitDelivered(4)
+	for range 4 { // IDs 3-10: more than the queue holds, and nothing changed in the end
+		publish(notify.GUIDDeviceInterfaceRemoval, cpu(1))
+		publish(notify.GUIDDeviceInterfaceArrival, cpu(1))
+	}
+	h.mu.Unlock()
+	// The resync, empty, is made before the next notification is published.
+	for deadline := time.Now().Add(10 * time.Second); h.entry.Resyncs() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the hub's registration had no resync 10 s after its queue overflowed")
+		}
+	}
+	publish(notify.GUIDDeviceInterfaceRemoval, cpu(0)) // ID 11
+	caughtUp(t, h, reg)
+
+	select {
+	case <-live.cut:
+	default:
+		var ids []uint64
+		for _, f := range live.take(nil) {
+			ids = append(ids, f.id)
+		}
+		t.Errorf("the live subscriber was not cut off; it was handed IDs %v, with 3-10 missing", ids)
+	}
+	_, pre := h.subscribe(notify.AllClasses, 100, false, true, 2)
+	if len(pre) != 1 || !pre[0].resync || pre[0].id != 11 || len(pre[0].interfaces) != 1 || pre[0].interfaces[0] != cpu(1) {
+		t.Errorf("resuming from ID 2 gives %d frames (%+v); want one resync at ID 11 with cpu1 alone active", len(pre), pre)
+	}
+	publish(notify.GUIDDeviceInterfaceArrival, cpu(0)) // ID 12
+	caughtUp(t, h, reg)
+	if _, pre := h.subscribe(notify.AllClasses, 100, false, true, 11); len(pre) != 1 || pre[0].resync || pre[0].id != 12 {
+		t.Errorf("resuming from ID 11, after the hole, gives %+v; want ID 12", pre)
 	}
 }
