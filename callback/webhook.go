@@ -28,7 +28,8 @@ type Webhook struct {
 	Timeout time.Duration
 	// Retries bounds the further attempts after a failed one; the wait between attempts starts at
 	// Backoff (zero: 200 ms) and doubles up to 30 s. A failure that another attempt cannot mend is
-	// not retried: a 4xx answer other than 408 (Request Timeout) and 429 (Too Many Requests).
+	// not retried: a 4xx answer other than 408 (Request Timeout) and 429 (Too Many Requests), and
+	// a redirect (3xx: it is not followed, see Callback).
 	Retries int
 	Backoff time.Duration
 	// InsecureSkipVerify turns TLS certificate verification off. It is on by default.
@@ -62,9 +63,14 @@ func Key(namespace uuid.UUID, name string, n notify.Notification) string {
 }
 
 // Callback returns the notify.Callback that delivers to w. It blocks until the receiver has
-// accepted the notification (a 2xx answer), refused it for good (a 4xx answer but 408 and 429:
-// an error, at once), or the attempts are spent, so one webhook's notifications arrive in order;
-// its registration's bounded queue holds what waits meanwhile. It is safe for concurrent use.
+// accepted the notification (a 2xx answer), refused it for good (a 4xx answer but 408 and 429,
+// or a redirect: an error, at once), or the attempts are spent, so one webhook's notifications
+// arrive in order; its registration's bounded queue holds what waits meanwhile.
+//
+// A redirect (3xx) is not followed: a client follows a 301, 302 or 303 with a GET without the
+// notification, whose 2xx would count as delivered, and it would send w.Headers (credentials)
+// to the address the receiver names. The error names the status and the Location. It is safe
+// for concurrent use.
 func (w Webhook) Callback() notify.Callback {
 	if w.Timeout <= 0 {
 		w.Timeout = 10 * time.Second
@@ -82,7 +88,12 @@ func (w Webhook) Callback() notify.Callback {
 	if w.InsecureSkipVerify {
 		transport.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the operator asked for it
 	}
-	client := &http.Client{Transport: transport, Timeout: w.Timeout}
+	client := &http.Client{
+		Transport: transport,
+		Timeout:   w.Timeout,
+		// The 3xx answer itself is returned, and post refuses it.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	shown := redactURL(w.URL)
 	return func(ctx context.Context, n notify.Notification, _ any) error {
 		body, err := json.Marshal(n)
@@ -131,23 +142,42 @@ func (w Webhook) post(ctx context.Context, client *http.Client, body []byte, key
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return &statusError{code: resp.StatusCode, status: resp.Status}
+		se := &statusError{code: resp.StatusCode, status: resp.Status}
+		if se.redirect() {
+			se.location = "without a Location"
+			if resp.Header.Get("Location") != "" {
+				if loc, err := resp.Location(); err != nil {
+					se.location = "to a Location that does not parse" // not quoted: it may hold a password
+				} else {
+					se.location = "to " + loc.Redacted() // resolved against w.URL, whose password it may hold
+				}
+			}
+		}
+		return se
 	}
 	return nil
 }
 
 // statusError is an answer other than 2xx.
 type statusError struct {
-	code   int
-	status string
+	code     int
+	status   string
+	location string // of a redirect, as shown
 }
 
-func (e *statusError) Error() string { return "answered " + e.status }
+func (e *statusError) Error() string {
+	if e.redirect() {
+		return fmt.Sprintf("answered %s, a redirect %s: not followed (the url must be the receiver's own address)", e.status, e.location)
+	}
+	return "answered " + e.status
+}
 
-// permanent reports an answer that another attempt would get too: a 4xx, but 408 (Request
-// Timeout) and 429 (Too Many Requests), which say to come back later.
+func (e *statusError) redirect() bool { return e.code/100 == 3 }
+
+// permanent reports an answer that another attempt would get too: a redirect, a 4xx, but 408
+// (Request Timeout) and 429 (Too Many Requests), which say to come back later.
 func (e *statusError) permanent() bool {
-	return e.code/100 == 4 && e.code != http.StatusRequestTimeout && e.code != http.StatusTooManyRequests
+	return e.redirect() || (e.code/100 == 4 && e.code != http.StatusRequestTimeout && e.code != http.StatusTooManyRequests)
 }
 
 // redactURL returns raw as logs and errors show it: with its password replaced

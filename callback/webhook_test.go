@@ -254,3 +254,47 @@ func TestWebhookHidesPassword(t *testing.T) {
 		})
 	}
 }
+
+// TestWebhookRefusesRedirect: a redirect is not followed, whatever its code. Followed, a 301,
+// 302 or 303 becomes a GET without the notification, whose 2xx counted as delivered, and the
+// headers (credentials) went to the address the receiver named. It is a failure at once, whose
+// error names the status and where it points, the password of the URL redacted.
+func TestWebhookRefusesRedirect(t *testing.T) {
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		t.Run(strconv.Itoa(code), func(t *testing.T) {
+			var old, moved atomic.Int64
+			var leaked atomic.Bool
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/old" {
+					old.Add(1)
+					http.Redirect(w, r, "/new", code)
+					return
+				}
+				moved.Add(1) // a landing page: 200 to anything
+				if r.Header.Get("X-Api-Key") != "" {
+					leaked.Store(true)
+				}
+			}))
+			defer srv.Close()
+			u, _ := url.Parse(srv.URL + "/old")
+			u.User = url.UserPassword("agent", "s3cret-pw")
+			err := Webhook{URL: u.String(), Retries: 2, Backoff: time.Millisecond,
+				Headers: map[string]string{"X-Api-Key": "k"}}.Callback()(context.Background(), cpuNote(), nil)
+			if err == nil {
+				t.Fatal("a redirect counted as delivered")
+			}
+			want := strconv.Itoa(code) + " " + http.StatusText(code) + ", a redirect to http://agent:xxxxx@" + u.Host + "/new: not followed"
+			if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "not retried") {
+				t.Errorf("error = %v; want one containing %q, not retried", err, want)
+			}
+			if strings.Contains(err.Error(), "s3cret-pw") {
+				t.Errorf("error shows the password: %v", err)
+			}
+			if old.Load() != 1 || moved.Load() != 0 || leaked.Load() {
+				t.Errorf("%d requests to the URL, %d to where it redirects (headers sent there: %v); want 1 and 0",
+					old.Load(), moved.Load(), leaked.Load())
+			}
+		})
+	}
+}
