@@ -9,12 +9,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
@@ -28,13 +32,15 @@ type Webhook struct {
 	Timeout time.Duration
 	// Retries bounds the further attempts after a failed one; the wait between attempts starts at
 	// Backoff (zero: 200 ms) and doubles up to 30 s. A failure that another attempt cannot mend is
-	// not retried: a 4xx answer other than 408 (Request Timeout) and 429 (Too Many Requests), and
-	// a redirect (3xx: it is not followed, see Callback).
+	// not retried: a 4xx answer other than 408 (Request Timeout) and 429 (Too Many Requests), a
+	// redirect (3xx: it is not followed, see Callback), and a request that cannot be made (a
+	// URL that does not parse, a header CheckHeader refuses).
 	Retries int
 	Backoff time.Duration
 	// InsecureSkipVerify turns TLS certificate verification off. It is on by default.
 	InsecureSkipVerify bool
-	// Headers are added to every request (for example Authorization).
+	// Headers are added to every request (for example Authorization). Each must pass
+	// CheckHeader, or every request fails.
 	Headers map[string]string
 	// Logger receives failed attempts; nil discards.
 	Logger *slog.Logger
@@ -65,7 +71,8 @@ func Key(namespace uuid.UUID, name string, n notify.Notification) string {
 // Callback returns the notify.Callback that delivers to w. It blocks until the receiver has
 // accepted the notification (a 2xx answer), refused it for good (a 4xx answer but 408 and 429,
 // or a redirect: an error, at once), or the attempts are spent, so one webhook's notifications
-// arrive in order; its registration's bounded queue holds what waits meanwhile.
+// arrive in order; its registration's bounded queue holds what waits meanwhile. A request that
+// cannot be made (w.URL does not parse, a header CheckHeader refuses) is an error at once too.
 //
 // A redirect (3xx) is not followed: a client follows a 301, 302 or 303 with a GET without the
 // notification, whose 2xx would count as delivered, and it would send w.Headers (credentials)
@@ -95,7 +102,16 @@ func (w Webhook) Callback() notify.Callback {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	shown := redactURL(w.URL)
+	var headerErr error
+	for _, k := range slices.Sorted(maps.Keys(w.Headers)) {
+		if headerErr = CheckHeader(k, w.Headers[k]); headerErr != nil {
+			break
+		}
+	}
 	return func(ctx context.Context, n notify.Notification, _ any) error {
+		if headerErr != nil {
+			return fmt.Errorf("webhook %s: %w: not sent, every attempt would fail alike", shown, headerErr)
+		}
 		body, err := json.Marshal(n)
 		if err != nil {
 			return fmt.Errorf("webhook: encode: %w", err)
@@ -109,6 +125,9 @@ func (w Webhook) Callback() notify.Callback {
 			}
 			if se, ok := errors.AsType[*statusError](err); ok && se.permanent() {
 				return fmt.Errorf("webhook %s: %w: not retried, another attempt would get the same answer", shown, err)
+			}
+			if _, ok := errors.AsType[*requestError](err); ok {
+				return fmt.Errorf("webhook %s: %w: not retried, every attempt would fail alike", shown, err)
 			}
 			if attempt >= w.Retries || ctx.Err() != nil {
 				return fmt.Errorf("webhook %s: gave up after %d attempts: %w", shown, attempt+1, err)
@@ -127,7 +146,8 @@ func (w Webhook) Callback() notify.Callback {
 func (w Webhook) post(ctx context.Context, client *http.Client, body []byte, key string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("request to %s: %w", redactURL(w.URL), errors.Unwrap(err)) // not the *url.Error: it quotes the URL whole
+		// Not the *url.Error: it quotes the URL whole.
+		return &requestError{fmt.Errorf("request to %s: %w", redactURL(w.URL), errors.Unwrap(err))}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "hotplug-agent")
@@ -178,6 +198,35 @@ func (e *statusError) redirect() bool { return e.code/100 == 3 }
 // (Request Timeout) and 429 (Too Many Requests), which say to come back later.
 func (e *statusError) permanent() bool {
 	return e.redirect() || (e.code/100 == 4 && e.code != http.StatusRequestTimeout && e.code != http.StatusTooManyRequests)
+}
+
+// requestError is a request that could not be made: every attempt would fail alike.
+type requestError struct{ err error }
+
+func (e *requestError) Error() string { return e.err.Error() }
+func (e *requestError) Unwrap() error { return e.err }
+
+// CheckHeader returns an error when name and value cannot make a header of a request: a name
+// that is not an HTTP token (RFC 9110 section 5.6.2: letters, digits and !#$%&'*+-.^_`|~; no
+// space, no colon) or a value that holds a control character other than the tab (a newline, as
+// a YAML block scalar "|" leaves at its end). The error quotes the name but never the value,
+// which may be a credential. It does not block and is safe for concurrent use.
+func CheckHeader(name, value string) error {
+	if !httpguts.ValidHeaderFieldName(name) {
+		return fmt.Errorf("header %q: not a valid header name: use letters, digits and !#$%%&'*+-.^_`|~ only (no spaces, no colon)", name)
+	}
+	if !httpguts.ValidHeaderFieldValue(value) {
+		i := strings.IndexFunc(value, func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f })
+		what := fmt.Sprintf("a control character (0x%02x)", value[i])
+		if value[i] == '\n' {
+			what = "a newline"
+			if i == len(value)-1 {
+				what += " at its end (a YAML block scalar \"|\" keeps it: write \"|-\" or a plain string)"
+			}
+		}
+		return fmt.Errorf("header %q: its value holds %s, which a header cannot carry", name, what)
+	}
+	return nil
 }
 
 // redactURL returns raw as logs and errors show it: with its password replaced

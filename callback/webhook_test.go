@@ -298,3 +298,74 @@ func TestWebhookRefusesRedirect(t *testing.T) {
 		})
 	}
 }
+
+// TestWebhookBadHeaderNotRetried: a header net/http cannot send (a value ending in the newline
+// a YAML block scalar leaves, a name with a space) fails every request before it is sent; the
+// callback says so at once instead of retrying as if the receiver were down, and never shows
+// the value, which may be a credential.
+func TestWebhookBadHeaderNotRetried(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		headers map[string]string
+		want    string
+	}{
+		{"value ends in a newline", map[string]string{"Authorization": "Bearer s3cret\n"}, `header "Authorization": its value holds a newline at its end`},
+		{"name with a space", map[string]string{"Bad Name": "s3cret"}, `header "Bad Name": not a valid header name`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var requests atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { requests.Add(1) }))
+			defer srv.Close()
+			var logs testenv.Buffer
+			err := Webhook{URL: srv.URL, Retries: 3, Backoff: time.Millisecond, Headers: tt.headers,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))}.Callback()(context.Background(), cpuNote(), nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "every attempt would fail alike") {
+				t.Errorf("error = %v; want one containing %q, not retried", err, tt.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("error shows the header's value: %v", err)
+			}
+			if strings.Contains(logs.String(), "retrying") || requests.Load() != 0 {
+				t.Errorf("%d requests; log:\n%s\nwant none, no retry", requests.Load(), logs.String())
+			}
+		})
+	}
+}
+
+// TestWebhookBadURLNotRetried: a URL the request cannot be made of fails at once.
+func TestWebhookBadURLNotRetried(t *testing.T) {
+	var logs testenv.Buffer
+	err := Webhook{URL: "http://h:port/x", Retries: 3, Backoff: time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}.Callback()(context.Background(), cpuNote(), nil)
+	if err == nil || !strings.Contains(err.Error(), "not retried") || strings.Contains(logs.String(), "retrying") {
+		t.Errorf("error = %v, log:\n%s\nwant an error at once, not retried", err, logs.String())
+	}
+}
+
+func TestCheckHeader(t *testing.T) {
+	for _, tt := range []struct {
+		name, value, err string
+	}{
+		{"Authorization", "Bearer abc", ""},
+		{"X-Api-Key", "a\tb", ""},
+		{"X-Note", "caf\xc3\xa9", ""}, // obs-text: bytes above 0x7f pass, as net/http sends them
+		{"!#$%&'*+-.^_`|~09az", "", ""},
+		{"", "v", `header "": not a valid header name`},
+		{"Bad Name", "v", `header "Bad Name": not a valid header name`},
+		{"X-Key:", "v", `header "X-Key:": not a valid header name`},
+		{"X-Key\n", "v", `header "X-Key\n": not a valid header name`},
+		{"X-Key", "abc\n", `header "X-Key": its value holds a newline at its end (a YAML block scalar "|" keeps it: write "|-" or a plain string)`},
+		{"X-Key", "a\r\nb", `header "X-Key": its value holds a control character (0x0d)`},
+		{"X-Key", "a\nb", `header "X-Key": its value holds a newline, which`},
+		{"X-Key", "a\x00b", `header "X-Key": its value holds a control character (0x00)`},
+		{"X-Key", "a\x7f", `header "X-Key": its value holds a control character (0x7f)`},
+	} {
+		err := CheckHeader(tt.name, tt.value)
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("CheckHeader(%q, %q) = %v; want nil", tt.name, tt.value, err)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("CheckHeader(%q, %q) = %v; want %q", tt.name, tt.value, err, tt.err)
+		}
+	}
+}

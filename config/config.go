@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -202,7 +205,9 @@ type Webhook struct {
 	Retries *int `yaml:"retries"`
 	// InsecureSkipVerify turns TLS certificate verification off (it is on by default).
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-	// Headers are added to each request, for example Authorization.
+	// Headers are added to each request, for example Authorization. A name is an HTTP token and
+	// a value holds no control character but the tab (callback.CheckHeader); names are
+	// case-insensitive, so each is given once.
 	Headers map[string]string `yaml:"headers"`
 }
 
@@ -361,6 +366,18 @@ func (c *Config) validate() error {
 			}
 			if w.Retries != nil && (*w.Retries < 0 || *w.Retries > 1000) {
 				return fmt.Errorf("%s.webhook.retries: %d: want 0 to 1000", field, *w.Retries)
+			}
+			// A header net/http refuses would fail every request.
+			seen := map[string]string{}
+			for _, k := range slices.Sorted(maps.Keys(w.Headers)) {
+				if err := callback.CheckHeader(k, w.Headers[k]); err != nil {
+					return fmt.Errorf("%s.webhook.headers: %w", field, err)
+				}
+				canon := http.CanonicalHeaderKey(k)
+				if other, ok := seen[canon]; ok {
+					return fmt.Errorf("%s.webhook.headers: %q and %q are the same header (names are case-insensitive): give it once", field, other, k)
+				}
+				seen[canon] = k
 			}
 		}
 		if cb.Exec != nil {

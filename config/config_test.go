@@ -1,6 +1,7 @@
 package config
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,6 +108,20 @@ func TestParseErrors(t *testing.T) {
 		{"webhook bad scheme, password hidden", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'ftp://u:s3cret@h/x'}", `callbacks[0].webhook.url: "ftp://u:xxxxx@h/x": want an http:// or https:// URL`},
 		{"webhook not a URL, password hidden", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'http://u:s3cret@h:port/x'}", "callbacks[0].webhook.url: not a URL: want an http:// or https:// URL"},
 		{"webhook bad retries", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'https://h/x', retries: -1}", "callbacks[0].webhook.retries"},
+		{"webhook header value ends in a newline", "callbacks:\n  - name: a\n    class: memory\n    webhook:\n      url: 'https://h/x'\n      headers:\n        Authorization: |\n          Bearer s3cret\n",
+			`callbacks[0].webhook.headers: header "Authorization": its value holds a newline at its end (a YAML block scalar "|" keeps it: write "|-" or a plain string), which a header cannot carry`},
+		{"webhook header value with a newline inside", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'https://h/x', headers: {X-Token: \"a\\nb\"}}",
+			`callbacks[0].webhook.headers: header "X-Token": its value holds a newline, which a header cannot carry`},
+		{"webhook header value with a control character", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'https://h/x', headers: {X-Token: \"a\\x01b\"}}",
+			`callbacks[0].webhook.headers: header "X-Token": its value holds a control character (0x01), which a header cannot carry`},
+		{"webhook header name with a space", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'https://h/x', headers: {'Bad Name': v}}",
+			`callbacks[0].webhook.headers: header "Bad Name": not a valid header name: use letters, digits and !#$%&'*+-.^_` + "`|~" + ` only (no spaces, no colon)`},
+		{"webhook header name with a colon", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'https://h/x', headers: {'X-Key:': v}}",
+			`callbacks[0].webhook.headers: header "X-Key:": not a valid header name`},
+		{"webhook header empty name", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'https://h/x', headers: {'': v}}",
+			`callbacks[0].webhook.headers: header "": not a valid header name`},
+		{"webhook header given twice", "callbacks:\n  - name: a\n    class: memory\n    webhook: {url: 'https://h/x', headers: {Authorization: a, authorization: b}}",
+			`callbacks[0].webhook.headers: "Authorization" and "authorization" are the same header (names are case-insensitive): give it once`},
 		{"empty command", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: []}", "callbacks[0].exec.command: required"},
 		{"shell string", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: 'echo hi'}", `callbacks[0].exec.command: "echo hi" is not a list`},
 		{"bad timeout", "callbacks:\n  - name: a\n    class: memory\n    exec: {command: [x], timeout: soon}", "soon"},
@@ -152,7 +167,35 @@ func TestParseErrors(t *testing.T) {
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error is not one line: %q", err)
 			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("error shows a secret: %q", err)
+			}
 		})
+	}
+}
+
+// TestParseWebhookHeaders: the headers a request can carry are accepted as written, a folded
+// or stripped block scalar included; those it cannot are refused (see TestParseErrors).
+func TestParseWebhookHeaders(t *testing.T) {
+	c, err := Parse([]byte(`
+callbacks:
+  - name: scheduler
+    class: processor
+    webhook:
+      url: https://scheduler.example/hotplug
+      headers:
+        Authorization: |-
+          Bearer abc
+        X-Api-Key: "k\tey"
+        X-Trace: >-
+          a b
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"Authorization": "Bearer abc", "X-Api-Key": "k\tey", "X-Trace": "a b"}
+	if got := c.Callbacks[0].Webhook.Headers; !maps.Equal(got, want) {
+		t.Errorf("headers = %q; want %q", got, want)
 	}
 }
 
