@@ -78,7 +78,8 @@ type Exec struct {
 	// Timeout bounds one run; when it passes, the command is killed with everything it started
 	// (see Cgroups). Zero means 30 s.
 	Timeout time.Duration
-	// OutputLimit caps the bytes of stdout and of stderr kept for the log. Zero means 4 KiB.
+	// OutputLimit caps the bytes of stdout and of stderr kept for the log. Zero means 4 KiB. The
+	// reason given for a failure, the last line of stderr, is taken from its end all the same.
 	OutputLimit int
 	// Logger receives the command's output and failures; nil discards.
 	Logger *slog.Logger
@@ -358,7 +359,7 @@ func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	ctx, cancel := context.WithTimeout(ctx, e.Timeout)
 	defer cancel()
 	stdout := &cappedBuffer{limit: e.OutputLimit}
-	stderr := &cappedBuffer{limit: e.OutputLimit}
+	stderr := &cappedBuffer{limit: e.OutputLimit, tail: reasonTail}
 	build := func() *exec.Cmd {
 		stdout.reset()
 		stderr.reset()
@@ -401,7 +402,7 @@ func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 		err = fmt.Errorf("exec %s: killed: %w", e.Command[0], parent.Err())
 	case err != nil && stderr.Len() > 0:
 		// The command's own last word says why: a vetoing script's reason, for one.
-		err = fmt.Errorf("exec %s: %w: %s", e.Command[0], err, lastLine(stderr.buf.String()))
+		err = fmt.Errorf("exec %s: %w: %s", e.Command[0], err, stderr.lastLine())
 	case err != nil:
 		err = fmt.Errorf("exec %s: %w", e.Command[0], err)
 	}
@@ -415,14 +416,23 @@ func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	return err
 }
 
-// cappedBuffer keeps the first limit bytes written and counts the rest.
+// reasonTail is how many of the last bytes of stderr an exec run keeps beside the first
+// OutputLimit, to find the command's last line, its reason for failing, after a long output.
+const reasonTail = 512
+
+// cappedBuffer keeps the first limit bytes written and counts the rest. With tail > 0 it also
+// keeps the last tail bytes written, whose last line lastLine returns.
 type cappedBuffer struct {
 	buf     bytes.Buffer
 	limit   int
 	dropped int
+	tail    int
+	end     []byte // the last bytes written: the last tail of them, or up to twice as many
+	written int
 }
 
 func (c *cappedBuffer) Write(p []byte) (int, error) {
+	n := len(p)
 	room := c.limit - c.buf.Len()
 	switch {
 	case room >= len(p):
@@ -433,12 +443,22 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 	default:
 		c.dropped += len(p)
 	}
-	return len(p), nil
+	c.written += n
+	if c.tail > 0 {
+		if len(p) > c.tail {
+			p = p[len(p)-c.tail:]
+		}
+		if len(c.end)+len(p) > 2*c.tail {
+			c.end = append(c.end[:0], c.end[len(c.end)-(c.tail-len(p)):]...)
+		}
+		c.end = append(c.end, p...)
+	}
+	return n, nil
 }
 
 func (c *cappedBuffer) Len() int { return c.buf.Len() }
 
-func (c *cappedBuffer) reset() { c.buf.Reset(); c.dropped = 0 }
+func (c *cappedBuffer) reset() { c.buf.Reset(); c.dropped = 0; c.end = c.end[:0]; c.written = 0 }
 
 func (c *cappedBuffer) String() string {
 	s := string(bytes.TrimRight(c.buf.Bytes(), "\n"))
@@ -446,4 +466,23 @@ func (c *cappedBuffer) String() string {
 		s += fmt.Sprintf(" [%d more bytes dropped]", c.dropped)
 	}
 	return s
+}
+
+// lastLine returns the last non-empty line written, as the function lastLine shows it: from all
+// that was written when it fits the limit, else from the tail kept, whose first line is whole
+// only if the tail holds the start of the output. When no line in the tail is whole and
+// non-empty (the last line is longer than the tail), it is the end of that line after "...".
+func (c *cappedBuffer) lastLine() string {
+	if c.dropped == 0 || c.tail <= 0 {
+		return lastLine(c.buf.String())
+	}
+	end := c.end[max(0, len(c.end)-c.tail):]
+	if c.written > len(end) {
+		// The first line of end began before it.
+		if i := bytes.IndexByte(end, '\n'); i >= 0 && len(bytes.TrimSpace(end[i+1:])) > 0 {
+			return lastLine(string(end[i+1:]))
+		}
+		return lastLine("..." + strings.TrimLeft(string(end), "\r\n\t "))
+	}
+	return lastLine(string(end))
 }

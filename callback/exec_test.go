@@ -183,6 +183,65 @@ func TestExecOutputIsCappedAndLogged(t *testing.T) {
 	}
 }
 
+// TestExecFailureReasonIsLastLine: the reason a failing command gives (a veto's, HOTPLUG_STATUS
+// of the others) is the last line it wrote to stderr, after more than OutputLimit of it too;
+// not a line from the middle, cut where the limit fell.
+func TestExecFailureReasonIsLastLine(t *testing.T) {
+	for _, tt := range []struct {
+		name, script, want string
+	}{
+		{"short", `echo checking >&2; echo "refused: pool is pinned" >&2; exit 1`, ": refused: pool is pinned"},
+		{"beyond the limit", `i=0; while [ $i -lt 200 ]; do echo "checking pool slot $i ok" >&2; i=$((i+1)); done; echo "refused: pool is pinned" >&2; exit 1`,
+			": refused: pool is pinned"},
+		{"beyond the limit, no final newline, blank lines before", `i=0; while [ $i -lt 300 ]; do echo "checking pool slot $i ok" >&2; i=$((i+1)); done; printf 'refused\n\n\nno room' >&2; exit 1`,
+			": no room"},
+		{"beyond the limit, a last line longer than the tail", `head -c 5000 /dev/zero | tr '\0' a >&2; printf '\n' >&2; head -c 1000 /dev/zero | tr '\0' b >&2; printf 'END\n' >&2; exit 1`,
+			": ..." + strings.Repeat("b", 197) + "..."},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Exec{Command: []string{"/bin/sh", "-c", tt.script}}.Callback()(context.Background(), cpuNote(), nil)
+			if err == nil || !strings.HasSuffix(err.Error(), "exit status 1"+tt.want) {
+				t.Errorf("error = %v; want it to end %q", err, "exit status 1"+tt.want)
+			}
+		})
+	}
+}
+
+// TestCappedBufferLastLine: the last line is found in the tail however the output was cut into
+// writes, and a line the tail holds only the end of is never taken for a whole one.
+func TestCappedBufferLastLine(t *testing.T) {
+	long := strings.Repeat("checking pool slot ok\n", 20) // 440 bytes
+	for _, tt := range []struct {
+		name, out, want string
+	}{
+		{"within the limit", "a\nb\n", "b"},
+		{"within the limit, the last line longer than the tail", strings.Repeat("x", 300) + "\n", strings.Repeat("x", 200) + "..."},
+		{"beyond the limit", long + "refused\n\n", "refused"},
+		{"beyond the limit, no final newline", long + "refused", "refused"},
+		{"beyond the limit, the first line in the tail cut", long + strings.Repeat("y", 50) + "\n  \n", strings.Repeat("y", 50)},
+		{"beyond the limit, only a cut line in the tail", long + strings.Repeat("z", 130) + "END\n", "..." + strings.Repeat("z", 124) + "END"},
+	} {
+		for _, chunk := range []int{1, 7, 64, 1 << 20} {
+			t.Run(fmt.Sprintf("%s/%d", tt.name, chunk), func(t *testing.T) {
+				c := &cappedBuffer{limit: 400, tail: 128}
+				for s := tt.out; s != ""; {
+					n := min(chunk, len(s))
+					if w, err := c.Write([]byte(s[:n])); w != n || err != nil {
+						t.Fatalf("Write = %d, %v; want %d", w, err, n)
+					}
+					s = s[n:]
+				}
+				if got := c.lastLine(); got != tt.want {
+					t.Errorf("lastLine = %q; want %q", got, tt.want)
+				}
+				if len(c.end) > 2*c.tail {
+					t.Errorf("%d bytes kept for a tail of %d", len(c.end), c.tail)
+				}
+			})
+		}
+	}
+}
+
 func TestExecCancelledContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(100 * time.Millisecond); cancel() }()
