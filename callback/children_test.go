@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
+	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
 // markers numbers the sleeps the children tests start, so that each has an argument no other
@@ -140,6 +141,41 @@ func TestExecChildrenEnded(t *testing.T) {
 			}
 			if t.Failed() {
 				t.Logf("log:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// TestExecExitBeforeTimeout: a command that exits before its timeout is judged by its exit, even
+// when a daemon it started holds its output open past the timeout (with only a process group,
+// the callback then waits out WaitDelay): an exit 0 is a success, an add_start's consent, and
+// a failure gives its own reason, not "killed after the timeout".
+func TestExecExitBeforeTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		exit string
+		want string // "" for success
+	}{
+		{"exit 0", "exit 0", ""},
+		{"exit 1", "echo 'refused: pool is pinned' >&2; exit 1", "exit status 1: refused: pool is pinned"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := marker()
+			endLeftovers(t, m)
+			ready := filepath.Join(t.TempDir(), "ready")
+			script := fmt.Sprintf(`setsid sh -c 'touch %[2]s; exec sleep %[1]s' &`+waitReady, m, ready) + "\n" + tt.exit
+			start := time.Now()
+			err := Exec{Command: []string{"/bin/sh", "-c", script}, Timeout: 500 * time.Millisecond}.
+				ChangeCallback()(context.Background(), notify.ChangeNotification{State: notify.AddStart}, nil)
+			took := time.Since(start)
+			if took < 500*time.Millisecond {
+				t.Fatalf("the callback returned after %s, before the timeout: the test no longer shows a leftover holding the output past it", took)
+			}
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("a command that exited 0 before its timeout: %v (after %s); want success", err, took)
+			case tt.want != "" && (err == nil || !strings.HasSuffix(err.Error(), tt.want)):
+				t.Errorf("error = %v (after %s); want one ending %q", err, took, tt.want)
 			}
 		})
 	}

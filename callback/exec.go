@@ -76,7 +76,8 @@ type Exec struct {
 	// in DefaultPath when it has no slash, and stays argv[0]. There is no shell.
 	Command []string
 	// Timeout bounds one run; when it passes, the command is killed with everything it started
-	// (see Cgroups). Zero means 30 s.
+	// (see Cgroups). Zero means 30 s. A command that exited before it is judged by its exit
+	// status even when what it left held its output open past it.
 	Timeout time.Duration
 	// OutputLimit caps the bytes of stdout and of stderr kept for the log. Zero means 4 KiB. The
 	// reason given for a failure, the last line of stderr, is taken from its end all the same.
@@ -342,6 +343,9 @@ func (e Exec) withDefaults() Exec {
 	return e
 }
 
+// errExecTimeout is the cause of an exec run's context when its Timeout passes.
+var errExecTimeout = errors.New("exec timeout")
+
 // run runs the command once with env (and PATH); event and link label its log lines.
 func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	if len(e.Command) == 0 {
@@ -356,7 +360,7 @@ func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	}
 	defer e.Limiter.release()
 	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, e.Timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, e.Timeout, errExecTimeout)
 	defer cancel()
 	stdout := &cappedBuffer{limit: e.OutputLimit}
 	stderr := &cappedBuffer{limit: e.OutputLimit, tail: reasonTail}
@@ -377,7 +381,7 @@ func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	start := time.Now()
 	// When the command exits, what it left running is killed: udev's RUN+= rule, that a program
 	// must not leave processes behind, enforced as systemd-udevd enforces it.
-	leftOpen, err := runCommand(build, e.Cgroups)
+	leftOpen, stopped, err := runCommand(ctx, build, e.Cgroups)
 	if leftOpen {
 		e.Logger.Warn("exec callback: a process the command started escaped its process group and keeps its output open; it was left running (without a cgroup of its own a command cannot be followed past setsid)",
 			"command", e.Command[0], "event", event, "symbolic_link", link)
@@ -394,10 +398,12 @@ func (e Exec) run(ctx context.Context, env []string, event, link string) error {
 	if stderr.Len() > 0 {
 		attrs = append(attrs, slog.String("stderr", stderr.String()))
 	}
+	// Only a kill that ended the command makes it a timeout: one that exited before it (0, or
+	// its own failure) is judged by its exit, however long what it left kept its output open.
 	switch {
-	case ctx.Err() == context.DeadlineExceeded && parent.Err() == nil:
+	case errors.Is(stopped, errExecTimeout):
 		err = fmt.Errorf("exec %s: killed after the %s timeout", e.Command[0], e.Timeout)
-	case ctx.Err() != nil && parent.Err() != nil:
+	case stopped != nil:
 		// The caller's deadline (an AddStart or query-remove deadline) or cancellation.
 		err = fmt.Errorf("exec %s: killed: %w", e.Command[0], parent.Err())
 	case err != nil && stderr.Len() > 0:

@@ -5,6 +5,7 @@ package callback
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -281,12 +282,15 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// runCommand starts the command that build returns and waits for it. When its process exits,
-// whatever it left is killed before the process is reaped (so that its process group cannot
-// have been handed on): its cgroup's processes, when it runs in one of cg, and its process
-// group's. A command that exited 0 succeeds even when a process that escaped both holds its
-// output open: leftOpen says so, and Wait's ErrWaitDelay is not returned.
-func runCommand(build func() *exec.Cmd, cg *Cgroups) (leftOpen bool, err error) {
+// runCommand starts the command that build returns, whose context is ctx, and waits for it.
+// When its process exits, whatever it left is killed before the process is reaped (so that its
+// process group cannot have been handed on): its cgroup's processes, when it runs in one of cg,
+// and its process group's. A command that exited 0 succeeds even when a process that escaped
+// both holds its output open (leftOpen says so, and Wait's ErrWaitDelay is not returned), and
+// even when ctx ended while that output was awaited. stopped is context.Cause(ctx) when the
+// kill at ctx's end is what ended the process (ctx had ended when it exited, by SIGKILL), and
+// nil otherwise: a command that exited on its own, however late its output was closed.
+func runCommand(ctx context.Context, build func() *exec.Cmd, cg *Cgroups) (leftOpen bool, stopped, err error) {
 	cmd := build()
 	var run *cgroupRun
 	if cg != nil && cg.usable() {
@@ -311,7 +315,7 @@ func runCommand(build func() *exec.Cmd, cg *Cgroups) (leftOpen bool, err error) 
 		if run != nil {
 			run.remove()
 		}
-		return false, err
+		return false, nil, err
 	}
 	pid := cmd.Process.Pid
 	// Wait for the exit without reaping: the process stays a zombie, and its pid and process
@@ -322,6 +326,8 @@ func runCommand(build func() *exec.Cmd, cg *Cgroups) (leftOpen bool, err error) 
 			break
 		}
 	}
+	// Whether the kill at ctx's end can have ended it, whatever the cleanup below waits for.
+	ended := context.Cause(ctx)
 	if run != nil {
 		run.kill()
 	}
@@ -334,10 +340,18 @@ func runCommand(build func() *exec.Cmd, cg *Cgroups) (leftOpen bool, err error) 
 	} else {
 		waitGroupGone(pid)
 	}
-	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
-		return true, nil
+	state := cmd.ProcessState
+	if state != nil && state.Success() {
+		// Wait's error is ErrWaitDelay (a leftover held the output), or ctx's, which ended
+		// after the exit, while that output was awaited.
+		return errors.Is(err, exec.ErrWaitDelay), nil, nil
 	}
-	return false, err
+	if state != nil && ended != nil {
+		if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			stopped = ended
+		}
+	}
+	return false, stopped, err
 }
 
 // waitGroupGone waits, for a second at most, until no process of the process group pgid, killed

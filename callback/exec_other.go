@@ -3,6 +3,7 @@
 package callback
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"os/exec"
@@ -25,7 +26,16 @@ func (c *Cgroups) Dir() string { return "" }
 // Close does nothing where the agent does not run.
 func (c *Cgroups) Close() error { return nil }
 
-// runCommand runs the command that build returns.
-func runCommand(build func() *exec.Cmd, _ *Cgroups) (leftOpen bool, err error) {
-	return false, build().Run()
+// runCommand runs the command that build returns, whose context is ctx. A command that exited 0
+// succeeds; stopped is context.Cause(ctx) for one that did not and had been stopped by ctx.
+func runCommand(ctx context.Context, build func() *exec.Cmd, _ *Cgroups) (leftOpen bool, stopped, err error) {
+	cmd := build()
+	err = cmd.Run()
+	if cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		return false, nil, nil
+	}
+	if cmd.ProcessState != nil {
+		stopped = context.Cause(ctx)
+	}
+	return false, stopped, err
 }
