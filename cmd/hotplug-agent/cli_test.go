@@ -45,6 +45,10 @@ func TestBadInput(t *testing.T) {
 		{"bad log level", []string{"run", "--log.level=loud"}, 2, `--log.level: "loud": want one of debug, info, warn, error`, false},
 		{"bad log format", []string{"run", "--log.format=text"}, 2, `--log.format: "text": want logfmt, json or journal`, false},
 		{"a fraction for a number", []string{"run", "--web.max-connections=2.9"}, 2, `--web.max-connections: "2.9": want a whole number`, false},
+		// --no-retry and a closed port: a value taken for 0 (never give up) ends with exit 1.
+		{"a fraction for monitor's retries", []string{"monitor", "--url=http://127.0.0.1:1", "--no-retry", "--retries=0.5"}, 2,
+			`hotplug-agent monitor: --retries: "0.5": want a whole number (see 'hotplug-agent monitor --help')`, false},
+		{"an exponent for monitor's retries", []string{"monitor", "--url=http://127.0.0.1:1", "--no-retry", "--retries=1e1"}, 2, `--retries: "1e1": want a whole number`, false},
 		{"a number too large", []string{"run", "--web.stream-history=99999999999999999999"}, 2, `--web.stream-history: "99999999999999999999": out of range`, false},
 		{"not a duration", []string{"run", "--web.idle-timeout=soon"}, 2, `--web.idle-timeout: "soon": want a duration`, false},
 		{"empty listen address", []string{"run", "--web.listen-address="}, 2, "--web.listen-address: empty address", false},

@@ -28,10 +28,11 @@ type monitorFlags struct {
 	url, class                     *string
 	existing, json, kernel, device *bool
 	retry                          *bool
-	retries                        *int
+	retries                        *int64
 }
 
-// addMonitorFlags defines the flags of monitor on cmd.
+// addMonitorFlags defines the flags of monitor on cmd. --retries is an Int64, which parses
+// integers, as run's numbers are: kingpin's Int parses a float, taking 0.5 for 0 (never give up).
 func addMonitorFlags(cmd *kingpin.CmdClause) *monitorFlags {
 	cmd.HelpLong("Follow a running agent's /events and print a line per notification, like udevadm monitor; " +
 		"it reconnects when the stream breaks and resumes after the last notification it printed. " +
@@ -45,7 +46,7 @@ func addMonitorFlags(cmd *kingpin.CmdClause) *monitorFlags {
 		device:   cmd.Flag("memory-devices", "Follow whole memory devices (a DIMM, a virtio-mem plug) instead of CPUs and blocks.").Bool(),
 		retry: cmd.Flag("retry", "Reconnect when the agent cannot be reached or the stream breaks; --no-retry exits 1 at the first failure (for scripts).").
 			Default("true").Bool(),
-		retries: cmd.Flag("retries", "Give up (exit 1) after this many failed attempts in a row; 0: never.").Default("0").PlaceHolder("N").Int(),
+		retries: cmd.Flag("retries", "Give up (exit 1) after this many failed attempts in a row; 0: never.").Default("0").PlaceHolder("N").Int64(),
 	}
 }
 
@@ -78,7 +79,7 @@ func runMonitor(f *monitorFlags, stdout, stderr io.Writer) error {
 	if *existing {
 		flags |= notify.FlagIncludeExistingInterfaces
 	}
-	limit := *f.retries
+	limit := int(*f.retries)
 	if !*f.retry {
 		limit = 1
 	}
