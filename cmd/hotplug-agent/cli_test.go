@@ -56,6 +56,11 @@ func TestBadInput(t *testing.T) {
 		{"no connections", []string{"run", "--web.max-connections=0"}, 2, "--web.max-connections: 0: want at least 1", false},
 		{"no idle time", []string{"run", "--web.idle-timeout=0s"}, 2, "--web.idle-timeout: 0s: want a positive duration", false},
 		{"negative buffer", []string{"run", "--netlink.receive-buffer-bytes=-1"}, 2, "is negative", false},
+		// With a --path.sysfs that is not one: a size taken ends in exit 1 before anything starts.
+		{"buffer beyond 32 bits", []string{"run", "--path.sysfs=" + notSysfs, "--netlink.receive-buffer-bytes=2147483648"}, 2,
+			"hotplug-agent run: --netlink.receive-buffer-bytes: 2147483648: want at most 2147483647 (2 GiB less one byte; the kernel takes the size as a 32-bit int) (see 'hotplug-agent run --help')", false},
+		{"buffer of 4 GiB and 128 MiB", []string{"run", "--path.sysfs=" + notSysfs, "--netlink.receive-buffer-bytes=4429185024"}, 2,
+			"--netlink.receive-buffer-bytes: 4429185024: want at most 2147483647", false},
 		{"negative headroom reserve", []string{"run", "--memory.headroom-reserve-bytes=-1"}, 2, "--memory.headroom-reserve-bytes: -1 is negative", false},
 		{"negative headroom reserve for list", []string{"list", "--memory.headroom-reserve-bytes=-1"}, 2, "--memory.headroom-reserve-bytes: -1 is negative", false},
 		{"missing config", []string{"run", "--config.file=" + filepath.Join(dir, "none.yaml")}, 1, "no such file or directory", false},

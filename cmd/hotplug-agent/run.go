@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -77,7 +78,7 @@ func addRunFlags(cmd *kingpin.CmdClause) *runFlags {
 	cmd.GetFlag("web.config.file").PlaceHolder("FILE")
 	f.sysfs = cmd.Flag("path.sysfs", "sysfs mount point.").Default("/sys").String()
 	f.procfs = cmd.Flag("path.procfs", "procfs mount point (its iomem shows virtio-mem devices; meminfo and zoneinfo give the memory hot-add headroom, zoneinfo also the zones' sizes for the zone planner).").Default("/proc").String()
-	f.rcvbuf = cmd.Flag("netlink.receive-buffer-bytes", "Netlink receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default).").
+	f.rcvbuf = cmd.Flag("netlink.receive-buffer-bytes", "Netlink receive buffer size, up to 2147483647 (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default).").
 		Default(strconv.Itoa(DefaultReceiveBufferBytes)).Int64()
 	f.reserve = addReserveFlag(cmd)
 	f.configFile = cmd.Flag("config.file", "YAML configuration file (callbacks, online policy); none: log every notification.").PlaceHolder("FILE").String()
@@ -139,6 +140,10 @@ func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
 	}
 	if *f.rcvbuf < 0 {
 		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d is negative", *f.rcvbuf)}
+	}
+	if *f.rcvbuf > math.MaxInt32 {
+		// setsockopt takes an int: a larger size would be cut to its low 32 bits.
+		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d: want at most %d (2 GiB less one byte; the kernel takes the size as a 32-bit int)", *f.rcvbuf, math.MaxInt32)}
 	}
 	statePath, controlSocket := *f.statePath, *f.controlSocket
 	defState, defSocket := userDefaults(os.Geteuid(), os.Getenv)
