@@ -53,7 +53,12 @@ type Options struct {
 	IOMemPath string
 	// ZoneinfoPath is /proc/zoneinfo under --path.procfs, where the zone planner (online policy
 	// planned) reads the zones' present pages; "": it counts online memory blocks instead.
-	ZoneinfoPath       string
+	ZoneinfoPath string
+	// BootIDPath is /proc/sys/kernel/random/boot_id under --path.procfs: the state file keeps
+	// which memory blocks are boot memory for the boot it names, so that the zone planner tells
+	// them from hot-added ones after a restart. "": hot-added memory of no known device present
+	// at a start counts as boot memory.
+	BootIDPath         string
 	ListenAddresses    []string // HTTP API addresses; ignored with SystemdSocket
 	SystemdSocket      bool     // serve on the sockets systemd passes (socket activation)
 	WebConfigFile      string   // exporter-toolkit web configuration: TLS and basic auth
@@ -162,6 +167,7 @@ type Agent struct {
 	cursors       map[string]notify.Cursor
 	deviceCursors map[string]notify.Cursor
 	durable       atomic.Bool // a configured callback has (or had) a durable registration
+	bootID        string      // the kernel's boot ID, for the state file's boot memory; "": none
 
 	// The cpuset and systemd callbacks, by name, and what the last run's remembered.
 	cpusetMu    sync.Mutex
@@ -251,6 +257,9 @@ type builder struct {
 	// addedWhileDown, what was hot-added meanwhile, for the online policy.
 	startup        []notify.Notification
 	addedWhileDown state.PresentSet
+	// bootMemory and hotAddedBefore are the memory blocks present at the start that were there
+	// at boot and that were hot-added since, before addedWhileDown (memoryOrigin).
+	bootMemory, hotAddedBefore []int
 }
 
 // stages are New's steps in the order they run; their undos run in the reverse order. The
@@ -409,10 +418,61 @@ func (b *builder) restoreState() error {
 		}
 		a.devices.Seed(devices)
 	}
+	b.memoryOrigin(prev, restored)
 	a.metrics.SetInterfaces(a.registry.Active())
 	metrics.RegisterMemoryDevices(b.gatherer, func() int { return len(a.devices.Active()) })
 	metrics.RegisterBacklog(b.gatherer, func() time.Duration { return a.backlog(time.Now()) })
 	return nil
+}
+
+// memoryOrigin tells the memory blocks present now that were there at boot from those the kernel
+// hot-added since, for the zone planner: a block that the state file of this boot does not count
+// as boot memory was hot-added while an earlier run of the agent ran, and a block that came while
+// the agent was down was hot-added. Without a state file of this boot (a first start since boot,
+// or no boot ID), every other block present counts as boot memory.
+func (b *builder) memoryOrigin(prev statefile.State, restored bool) {
+	a := b.a
+	a.bootID = readBootID(a.o.BootIDPath, a.log)
+	var present, boot []int
+	if p := a.tracker.Present(); p != nil {
+		present = p.MemoryBlocks
+	}
+	known := restored && prev.BootMemory != nil && a.bootID != "" && prev.BootMemory.BootID == a.bootID
+	if known {
+		boot = prev.BootMemory.Blocks
+	}
+	for _, n := range present {
+		_, down := slices.BinarySearch(b.addedWhileDown.MemoryBlocks, n)
+		_, wasBoot := slices.BinarySearch(boot, n)
+		switch {
+		case down:
+		case !known || wasBoot:
+			b.bootMemory = append(b.bootMemory, n)
+		default:
+			b.hotAddedBefore = append(b.hotAddedBefore, n)
+		}
+	}
+	if len(b.hotAddedBefore) > 0 {
+		a.log.Info("memory blocks hot-added earlier in this boot: the zone planner counts them as such",
+			"memory_blocks", sysfs.FormatCPUList(b.hotAddedBefore))
+	}
+}
+
+// readBootID returns the kernel's boot ID from the file at path, as the state file writes it; ""
+// when path is "" or the file does not hold one (said in the log).
+func readBootID(path string, log *slog.Logger) string {
+	if path == "" {
+		return ""
+	}
+	data, err := os.ReadFile(path)
+	if err == nil {
+		var id uuid.UUID
+		if id, err = uuid.Parse(strings.TrimSpace(string(data))); err == nil {
+			return id.String()
+		}
+	}
+	log.Info("cannot read the boot ID: after a restart, the zone planner counts hot-added memory of no known device as boot memory", "err", err)
+	return ""
 }
 
 // buildPolicy makes the online policy (the onliner, its zone planner, the kernel's own onlining
@@ -424,6 +484,7 @@ func (b *builder) buildPolicy() error {
 	// The planner reads the layout with a reader of its own: memdev.Reader is not safe for
 	// concurrent use, and the tracker's runs on the tracker's goroutine.
 	planLayout := memdev.NewReader(fs, o.IOMemPath)
+	a.onliner.SetMemoryOrigin(b.bootMemory, b.hotAddedBefore)
 	a.onliner.SetPlanner(online.PlannerSources{
 		Zoneinfo: o.ZoneinfoPath,
 		Layout: func() (memdev.Layout, error) {
@@ -587,6 +648,7 @@ func (a *Agent) saveState(clean, durable bool) error {
 		Callbacks:               cp.Cursors,
 		MemoryDeviceCallbacks:   dcp.Cursors,
 		Present:                 presentOf(a.tracker.Present()),
+		BootMemory:              a.bootMemoryOf(),
 		Cpusets:                 a.cpusetMemories(),
 	})
 }
@@ -622,6 +684,15 @@ func (a *Agent) cpusetMemories() map[string]statefile.Cpuset {
 		out[name] = statefile.Cpuset(r.memory())
 	}
 	return out
+}
+
+// bootMemoryOf is the memory blocks counted as boot memory, for the state file: nil without a
+// boot ID or an onliner.
+func (a *Agent) bootMemoryOf() *statefile.BootMemory {
+	if a.bootID == "" || a.onliner == nil {
+		return nil
+	}
+	return &statefile.BootMemory{BootID: a.bootID, Blocks: a.onliner.BootMemory()}
 }
 
 // presentOf is p in the state file's terms; nil for nil.

@@ -2,15 +2,19 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hotplug-agent/hotplug-agent/config"
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
+	"github.com/hotplug-agent/hotplug-agent/statefile"
 	"github.com/hotplug-agent/hotplug-agent/udev"
 )
 
@@ -109,4 +113,69 @@ func TestHotAddLostInOverflow(t *testing.T) {
 	hotCPU := plugCPU(t, root, 6)
 	src.overflow <- struct{}{}
 	waitFile(t, hotCPU, "1", "cpu6, whose add uevent was lost in an overflow")
+}
+
+// TestBootMemoryAcrossRestarts: the state file keeps which memory blocks are boot memory, for
+// the boot it names. A restart within that boot counts the blocks hot-added while an earlier run
+// ran, or while the agent was down, as hot-added memory (the zone planner's count); after a
+// reboot, what is present at the first start is the boot memory.
+func TestBootMemoryAcrossRestarts(t *testing.T) {
+	root := fixture(t) // memory blocks 0, 1, 23, 32 and 33
+	dir := t.TempDir()
+	statePath, bootID := filepath.Join(dir, "state.json"), filepath.Join(dir, "boot_id")
+	const boot1, boot2 = "4c7e0f5a-2b1d-4e8a-9f3c-6d5b2a1e0c97", "9a0d3e5c-7f21-4b6e-8c4d-2e1f0a9b8c76"
+	if err := os.WriteFile(bootID, []byte(boot1+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeAttr(t, root, "devices/system/memory/memory33/state", "offline")
+	plug23, plug33 := unplugBlock(t, root, 23), unplugBlock(t, root, 33)
+	var logs testenv.Buffer
+	o := Options{SysfsPath: root, StatePath: statePath, BootIDPath: bootID, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	run := func(during func(a *Agent, src *fakeSource)) []int {
+		t.Helper()
+		a, src, stop, done := runAgent(t, o)
+		during(a, src)
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		done <- nil // for runAgent's cleanup
+		s, err := statefile.Load(statePath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.BootMemory == nil || s.BootMemory.BootID != readAttr(t, dir, "boot_id") {
+			t.Fatalf("boot memory in the state file: %+v; want that of boot %s", s.BootMemory, readAttr(t, dir, "boot_id"))
+		}
+		return s.BootMemory.Blocks
+	}
+
+	got := run(func(a *Agent, src *fakeSource) {
+		plug33()
+		src.send(t, "add", "/devices/system/memory/memory33", "memory", 900)
+		waitUntil(t, "memory33 present", func() bool {
+			_, found := slices.BinarySearch(a.tracker.Present().MemoryBlocks, 33)
+			return found
+		})
+	})
+	if want := []int{0, 1, 32}; !slices.Equal(got, want) {
+		t.Errorf("boot memory after memory33's hot-add: %v; want %v", got, want)
+	}
+
+	plug23() // while the agent is down
+	logs.Take()
+	got = run(func(*Agent, *fakeSource) {})
+	if want := []int{0, 1, 32}; !slices.Equal(got, want) {
+		t.Errorf("boot memory after a restart: %v; want %v", got, want)
+	}
+	if !strings.Contains(logs.String(), "memory blocks hot-added earlier in this boot") || !strings.Contains(logs.String(), "memory_blocks=33") {
+		t.Errorf("no line says that memory33 was hot-added earlier in this boot:\n%s", logs.String())
+	}
+
+	if err := os.WriteFile(bootID, []byte(boot2+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(func(*Agent, *fakeSource) {}); !slices.Equal(got, []int{0, 1, 23, 32, 33}) {
+		t.Errorf("boot memory after a reboot: %v; want every block present", got)
+	}
 }

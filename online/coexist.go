@@ -147,9 +147,9 @@ func (o *Onliner) onlinedByUs(n int) {
 // is safe for concurrent use.
 func (o *Onliner) Onlined(n int) string {
 	o.mu.Lock()
-	ours, hot := o.ours[n], o.hotAdded[n]
+	ours, hot := o.ours[n], o.unclaimed[n]
 	delete(o.ours, n)
-	delete(o.hotAdded, n)
+	delete(o.unclaimed, n) // still hot-added memory for the planner (hotAdded), until removed
 	o.mu.Unlock()
 	if ours {
 		return ByAgent

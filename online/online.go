@@ -206,10 +206,18 @@ type Onliner struct {
 	mu      sync.Mutex
 	pending []item
 	wake    chan struct{}
-	// hotAdded are the blocks the kernel added while the agent ran, until they are onlined or
-	// removed: not boot memory, for the planner. lastAdd is when the last of them was added.
-	hotAdded map[int]bool
-	lastAdd  time.Time
+	// hotAdded are the blocks the kernel added since it booted, as far as the agent knows (while
+	// it ran, and before: SetMemoryOrigin): not boot memory, for the planner, however long they
+	// have been online. lastAdd is when the last of them was added. unclaimed are those the
+	// kernel added while the agent ran whose first arrival Onlined has not attributed yet:
+	// another onliner that brings one online does what the policy would have. A block leaves
+	// both when the kernel removes it (RemovedMemoryBlock).
+	hotAdded  map[int]bool
+	lastAdd   time.Time
+	unclaimed map[int]bool
+	// boot are the blocks counted as boot memory (SetMemoryOrigin), sorted, less those removed or
+	// added again since: for the state file, which tells the next start of the same boot.
+	boot []int
 	// ours are the blocks the agent onlined whose arrival Onlined has not attributed yet.
 	ours map[int]bool
 	// conflicts are the other onliners already logged as onlining memory the policy would have.
@@ -244,7 +252,7 @@ func New(p Policy, fs Sysfs, log *slog.Logger, observe Observer) *Onliner {
 		observe = func(string, string, time.Duration) {}
 	}
 	o := &Onliner{fs: fs, log: log, observe: observe, wake: make(chan struct{}, 1), op: make(chan struct{}, 1),
-		releaseAfter: releaseAfter, retryBegan: make(chan struct{}), hotAdded: map[int]bool{}, ours: map[int]bool{}, conflicts: map[string]bool{}}
+		releaseAfter: releaseAfter, retryBegan: make(chan struct{}), hotAdded: map[int]bool{}, unclaimed: map[int]bool{}, ours: map[int]bool{}, conflicts: map[string]bool{}}
 	o.p.Store(&p)
 	return o
 }
@@ -304,7 +312,9 @@ func (o *Onliner) AddCPU(n int, seqnum uint64, added time.Time) {
 func (o *Onliner) AddMemoryBlock(n int, seqnum uint64, added time.Time) {
 	o.mu.Lock()
 	o.hotAdded[n] = true
+	o.unclaimed[n] = true
 	o.lastAdd = time.Now()
+	o.boot = without(o.boot, n)
 	o.mu.Unlock()
 	if o.p.Load().onlinesMemory() {
 		o.push(item{memory: true, n: n, seqnum: seqnum, added: added})
@@ -315,8 +325,41 @@ func (o *Onliner) AddMemoryBlock(n int, seqnum uint64, added time.Time) {
 func (o *Onliner) RemovedMemoryBlock(n int) {
 	o.mu.Lock()
 	delete(o.hotAdded, n)
+	delete(o.unclaimed, n)
 	delete(o.ours, n)
+	o.boot = without(o.boot, n)
 	o.mu.Unlock()
+}
+
+// SetMemoryOrigin tells where the memory blocks present at the agent's start come from: boot
+// are boot memory, hotAdded were hot-added since the kernel booted, before the agent started (a
+// restart within one boot: the state file says which). The planner counts hotAdded as hot-added
+// memory, as the blocks AddMemoryBlock is told of, but does not queue them: they are not
+// onlined. Call it before Run; it does not block.
+func (o *Onliner) SetMemoryOrigin(boot, hotAdded []int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, n := range hotAdded {
+		o.hotAdded[n] = true
+	}
+	o.boot = slices.Compact(slices.Sorted(slices.Values(boot)))
+}
+
+// BootMemory returns the memory blocks counted as boot memory, sorted: those SetMemoryOrigin
+// named, less those removed or hot-added again since. It does not block and is safe for
+// concurrent use.
+func (o *Onliner) BootMemory() []int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.boot)
+}
+
+// without returns sorted with n removed, in place.
+func without(sorted []int, n int) []int {
+	if i, found := slices.BinarySearch(sorted, n); found {
+		return slices.Delete(sorted, i, i+1)
+	}
+	return sorted
 }
 
 func (o *Onliner) push(it item) {

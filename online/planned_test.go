@@ -234,6 +234,45 @@ func TestPlannedWaitsForTheDevice(t *testing.T) {
 	}
 }
 
+// TestPlannedHotAddedMemoryIsNeverBootMemory: memory of no known device (a balloon, dax/kmem,
+// virtio-mem where /proc/iomem hides it) that was hot-added into a kernel zone backs no MOVABLE
+// memory, however long it has been online and its arrival announced, nor after a restart within
+// the same boot (SetMemoryOrigin): the MOVABLE memory stays within the ratio of the kernel zones'
+// memory that was there at boot, as the kernel's auto-movable keeps it.
+func TestPlannedHotAddedMemoryIsNeverBootMemory(t *testing.T) {
+	m := newPlannedMachine(t) // 8 boot blocks: at 301%, 24 MOVABLE blocks
+	noDevices := func() (memdev.Layout, error) { return memdev.Layout{Devices: map[string]*memdev.Device{}}, nil }
+	sources := PlannerSources{Zoneinfo: m.zoneinfo, Layout: noDevices, DeviceWait: time.Nanosecond, PageSize: 4096}
+	hotAdd := func(o *Onliner, n int) {
+		m.plug(n, n, "", "")
+		o.AddMemoryBlock(n, 0, time.Now())
+		time.Sleep(time.Millisecond) // past DeviceWait: a block of no device
+		handleOnce(context.Background(), o, item{memory: true, n: n, added: time.Now()})
+		o.Onlined(n) // its arrival, as the agent attributes each one
+	}
+	o := New(Policy{Memory: Planned, MovableRatio: DefaultMovableRatio}, m, nil, nil)
+	o.SetPlanner(sources)
+	o.SetMemoryOrigin([]int{0, 1, 2, 3, 4, 5, 6, 7}, nil)
+	for n := 32; n <= 58; n++ {
+		hotAdd(o, n)
+	}
+	waitWrites(t, m.fakeFS, append(writes(32, 55, "online_movable"), writes(56, 58, "online_kernel")...))
+	if diff := cmp.Diff([]int{0, 1, 2, 3, 4, 5, 6, 7}, o.BootMemory()); diff != "" {
+		t.Errorf("boot memory (-want +got):\n%s", diff)
+	}
+
+	// The agent restarts: the state file tells it which of the blocks present are boot memory.
+	o = New(Policy{Memory: Planned, MovableRatio: DefaultMovableRatio}, m, nil, nil)
+	o.SetPlanner(sources)
+	var hot []int
+	for n := 32; n <= 58; n++ {
+		hot = append(hot, n)
+	}
+	o.SetMemoryOrigin([]int{0, 1, 2, 3, 4, 5, 6, 7}, hot)
+	hotAdd(o, 59)
+	waitWrites(t, m.fakeFS, []string{"memory59=online_kernel"})
+}
+
 // TestPlannedWithoutZoneinfo: without /proc/zoneinfo (a service with ProcSubset=pid) the
 // planner counts the online blocks of each zone instead, and says so once; without any view of
 // the machine it onlines into the kernel zones, which never unbalances them, and says so once.

@@ -59,8 +59,8 @@ type planDevice struct {
 }
 
 // readView reads the zones, the layout and the devices' blocks. hotAdded are the blocks the
-// kernel added while the agent ran (those of no device are not boot memory either). It blocks on
-// file reads.
+// kernel added since it booted, as far as the agent knows (those of no device are not boot memory
+// either, however long they have been online). It blocks on file reads.
 func (o *Onliner) readView(hotAdded map[int]bool) (*planView, error) {
 	src := o.planner
 	bs := o.fs.BlockSize()

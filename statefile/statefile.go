@@ -77,8 +77,22 @@ type State struct {
 	// what tells one hot-added while the agent was down from one an administrator took offline.
 	// Nil in a file written before it was kept.
 	Present *Present
+	// BootMemory are the memory blocks the zone planner counts as boot memory, and the boot they
+	// are of: what tells, after a restart, a block of no known device that the kernel hot-added
+	// while an agent ran from one that was there at boot. Nil in a file written before it was
+	// kept, or by an agent that could not read the boot ID.
+	BootMemory *BootMemory
 	// Cpusets are what the cpuset callbacks remember, by callback name.
 	Cpusets map[string]Cpuset
+}
+
+// BootMemory is the memory present when the kernel booted, as far as the agent knows it.
+type BootMemory struct {
+	// BootID is the kernel's boot ID (/proc/sys/kernel/random/boot_id) when the state was saved:
+	// Blocks hold for that boot only.
+	BootID string
+	// Blocks are the memory blocks of boot memory, sorted.
+	Blocks []int
 }
 
 // Cpuset is what one cpuset callback remembers (callback.CpusetMemory): the CPUs or nodes it has
@@ -112,6 +126,8 @@ type fileJSON struct {
 	MemoryDeviceCallbacks []callbackJSON `json:"memory_device_callbacks,omitempty"`
 	// Optional: a file written before it was kept has none.
 	Present *presentJSON `json:"present,omitempty"`
+	// Optional: a file written before it was kept, or without a boot ID, has none.
+	BootMemory *bootMemoryJSON `json:"boot_memory,omitempty"`
 	// Optional: only with cpuset callbacks.
 	Cpusets []cpusetJSON `json:"cpusets,omitempty"`
 }
@@ -131,6 +147,15 @@ type cpusetCgroupJSON struct {
 	Held string `json:"held"`
 	Owed string `json:"owed,omitempty"`
 }
+
+// bootMemoryJSON holds the boot memory blocks as a kernel list ("0-7").
+type bootMemoryJSON struct {
+	BootID string `json:"boot_id"`
+	Blocks string `json:"blocks"`
+}
+
+// bootID matches a boot ID as the kernel writes it: a UUID in lower case.
+var bootID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 // presentJSON holds the present CPUs and memory blocks as kernel CPU lists ("0-191").
 type presentJSON struct {
@@ -277,6 +302,12 @@ func save(path string, s State, sync bool) error {
 	}
 	if s.Present != nil {
 		f.Present = &presentJSON{CPUs: sysfs.FormatCPUList(s.Present.CPUs), MemoryBlocks: sysfs.FormatCPUList(s.Present.MemoryBlocks)}
+	}
+	if b := s.BootMemory; b != nil {
+		if !bootID.MatchString(b.BootID) {
+			return fmt.Errorf("statefile: save %s: boot ID %.40q: want a UUID", path, b.BootID)
+		}
+		f.BootMemory = &bootMemoryJSON{BootID: b.BootID, Blocks: sysfs.FormatCPUList(b.Blocks)}
 	}
 	if f.Cpusets, err = encodeCpusets(s.Cpusets); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
@@ -499,6 +530,15 @@ func decode(data []byte) (State, error) {
 		}
 		if s.Present.MemoryBlocks, err = sysfs.ParseCPUList(f.Present.MemoryBlocks); err != nil {
 			return State{}, fmt.Errorf("present.memory_blocks: %w", err)
+		}
+	}
+	if b := f.BootMemory; b != nil {
+		if !bootID.MatchString(b.BootID) {
+			return State{}, fmt.Errorf("boot_memory.boot_id %.40q: want a UUID", b.BootID)
+		}
+		s.BootMemory = &BootMemory{BootID: b.BootID}
+		if s.BootMemory.Blocks, err = sysfs.ParseCPUList(b.Blocks); err != nil {
+			return State{}, fmt.Errorf("boot_memory.blocks: %w", err)
 		}
 	}
 	if s.Cpusets, err = decodeCpusets(f.Cpusets); err != nil {

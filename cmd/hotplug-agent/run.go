@@ -183,6 +183,7 @@ func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
 		SysfsPath:            *f.sysfs,
 		IOMemPath:            iomem,
 		ZoneinfoPath:         filepath.Join(*f.procfs, "zoneinfo"),
+		BootIDPath:           filepath.Join(*f.procfs, "sys/kernel/random/boot_id"),
 		ListenAddresses:      listen,
 		SystemdSocket:        *f.web.WebSystemdSocket,
 		StatePath:            statePath,
