@@ -1,6 +1,7 @@
 package online
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/hotplug-agent/hotplug-agent/notify"
@@ -21,11 +22,31 @@ type Gate struct {
 	holds map[string]*hold // by symbolic link
 }
 
-// hold is one interface whose state the onliner is changing.
+// hold is one interface whose state the onliner is changing, or has changed and whose
+// notification has not come yet.
 type hold struct {
 	arrival  bool // the change expected: an arrival (online) or a removal (offline)
-	released bool // the change is over and succeeded, its notification has not come yet
+	released bool // the change is over: only owed is waited for
 	notes    []notify.Notification
+	// owed are the ways (true: an arrival) of the changes of the interface that succeeded and
+	// whose notifications have not come yet, oldest first: the first notification that goes an
+	// owed change's way is taken for that change's. A change of the interface that begins while
+	// an earlier one is owed its notification (a request right after another) keeps it owed. At
+	// most maxOwed.
+	owed []bool
+}
+
+// maxOwed bounds hold.owed: beyond it the oldest owed change is forgotten (its notification
+// never came: its uevent was lost, and a resync found the interface as it was).
+const maxOwed = 8
+
+// claim reports whether n is the notification of an owed change, and forgets that change.
+func (h *hold) claim(n notify.Notification) bool {
+	if i := slices.Index(h.owed, n.IsArrival()); i >= 0 {
+		h.owed = slices.Delete(h.owed, i, i+1)
+		return true
+	}
+	return false
 }
 
 // NewGate returns a Gate that hands notifications to publish (which reports whether it accepted
@@ -49,10 +70,14 @@ func (g *Gate) Publish(notes []notify.Notification) {
 		case !h.released:
 			h.notes = append(h.notes, n)
 		default:
-			// The first notification after a successful change is that change's, unless it goes
-			// the other way (someone else changed the interface back meanwhile).
-			delete(g.holds, n.SymbolicLinkName)
-			g.emit(n, n.IsArrival() == h.arrival)
+			// The notification of a successful change, unless it goes the other way from every
+			// change owed: someone else changed the interface back meanwhile, and the owed
+			// notifications are forgotten.
+			ours := h.claim(n)
+			g.emit(n, ours)
+			if !ours || len(h.owed) == 0 {
+				delete(g.holds, n.SymbolicLinkName)
+			}
 		}
 	}
 }
@@ -65,20 +90,26 @@ func (g *Gate) emit(n notify.Notification, ours bool) {
 }
 
 // hold starts holding back the notifications of link: an arrival is expected, or a removal.
-// A nil Gate does nothing.
+// The changes of link that succeeded before and whose notifications have not come yet are still
+// owed theirs: a late removal of the agent's own is not taken for a surprise. A nil Gate does
+// nothing.
 func (g *Gate) hold(link string, arrival bool) {
 	if g == nil {
 		return
 	}
 	g.mu.Lock()
-	g.holds[link] = &hold{arrival: arrival}
-	g.mu.Unlock()
+	defer g.mu.Unlock()
+	h := &hold{arrival: arrival}
+	if old := g.holds[link]; old != nil {
+		h.owed = old.owed
+	}
+	g.holds[link] = h
 }
 
 // release publishes what was held back for link, in order, and stops holding. changed says the
 // write succeeded: the expected notification is then the agent's own (a removal that is not
 // gets remove-complete as a surprise); when it has not come yet, the first notification of link
-// that does come is taken for it. A nil Gate does nothing.
+// that goes its way is taken for it. A nil Gate does nothing.
 func (g *Gate) release(link string, changed bool) {
 	if g == nil {
 		return
@@ -89,15 +120,17 @@ func (g *Gate) release(link string, changed bool) {
 	if h == nil {
 		return
 	}
-	seen := false
+	if changed {
+		h.owed = append(h.owed, h.arrival)
+		if len(h.owed) > maxOwed {
+			h.owed = h.owed[len(h.owed)-maxOwed:]
+		}
+	}
 	for _, n := range h.notes {
-		ours := changed && !seen && n.IsArrival() == h.arrival
-		seen = seen || ours
-		g.emit(n, ours)
+		g.emit(n, h.claim(n))
 	}
-	if changed && !seen {
-		h.released, h.notes = true, nil
-		return
+	h.released, h.notes = true, nil
+	if len(h.owed) == 0 {
+		delete(g.holds, link)
 	}
-	delete(g.holds, link)
 }

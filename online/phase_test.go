@@ -415,6 +415,54 @@ func TestGateSurprise(t *testing.T) {
 	}
 }
 
+// TestRequestsAheadOfTheirUevents: a block taken offline on request and brought online again
+// before the event loop got the offline's uevent: the late removal is the request's, not a
+// surprise (its target-device callbacks get remove-complete once), in whichever order the
+// notifications and the second request's end come.
+func TestRequestsAheadOfTheirUevents(t *testing.T) {
+	for _, lateAfterOnline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("uevents after the online=%v", lateAfterOnline), func(t *testing.T) {
+			w := newWorld(t, Policy{Memory: OnlineKernel}, nil, nil)
+			w.fs.blocks[0] = "online"
+			uevent := w.fs.onWrite
+			var late []string // the event loop is behind: the writes' uevents wait
+			w.fs.onWrite = func(wr string) { late = append(late, wr) }
+			ctx := context.Background()
+			if res := w.o.Request(ctx, Resource{Memory: true, Number: 0}, false, notify.Requester{PID: 7}); res.Outcome != Success {
+				t.Fatalf("offline: %+v", res)
+			}
+			if !lateAfterOnline {
+				w.fs.onWrite = func(wr string) { // the offline's uevent comes during the online
+					for _, l := range late {
+						uevent(l)
+					}
+					uevent(wr)
+				}
+			}
+			if res := w.o.Request(ctx, Resource{Memory: true, Number: 0}, true, notify.Requester{PID: 7}); res.Outcome != Success {
+				t.Fatalf("online: %+v", res)
+			}
+			if lateAfterOnline {
+				for _, l := range late {
+					uevent(l)
+				}
+			}
+			link := state.MemoryBlockLink(0)
+			want := []string{
+				"guard query_remove " + link + " requested=true pid=7",
+				"guard remove_complete " + link + " requested=true pid=7",
+				"pool add_start " + link + " request",
+				"pool add_complete " + link + " request",
+				"publish removal " + link,
+				"publish arrival " + link,
+			}
+			if diff := cmp.Diff(want, w.lines()); diff != "" {
+				t.Errorf("sequence (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // TestRequestOfflineChanged: a request that takes a memory block offline says it changed it;
 // one that finds it offline already says it did not, and writes nothing.
 func TestRequestOfflineChanged(t *testing.T) {
