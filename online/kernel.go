@@ -152,8 +152,8 @@ func NewKernelTakeover(root, path string, log *slog.Logger) (*KernelTakeover, er
 }
 
 // Sync makes the kernel do what p asks: under the policy Kernel its settings are
-// KernelSettingsFor(p) (those found first are kept, to be put back); under any other they are
-// put back. An auto-movable policy on a kernel without it is an error in the configuration's
+// KernelSettingsFor(p), with those it leaves as they are as the agent found them (those found
+// first are kept, to be put back); under any other they are put back. An auto-movable policy on a kernel without it is an error in the configuration's
 // terms, and nothing is written.
 func (k *KernelTakeover) Sync(p Policy) error {
 	if p.Memory != Kernel {
@@ -175,6 +175,14 @@ func (k *KernelTakeover) Sync(p Policy) error {
 			k.found = nil
 			return err
 		}
+	}
+	// What p leaves as it is, is as the agent found it: a reload from auto-movable to
+	// kernel_online: online puts the kernel's own online policy back, as a start with it finds it.
+	if want.OnlinePolicy == "" {
+		want.OnlinePolicy = k.found.OnlinePolicy
+	}
+	if want.AutoMovableRatio == "" {
+		want.AutoMovableRatio = k.found.AutoMovableRatio
 	}
 	if err := want.apply(k.root, true); err != nil {
 		return err

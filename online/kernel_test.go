@@ -88,6 +88,46 @@ func TestKernelTakeover(t *testing.T) {
 	}
 }
 
+// TestKernelTakeoverLeavesWhatItFound: kernel_online online_movable, online_kernel or online sets
+// auto_online_blocks alone, and the kernel's online policy and ratio are as the agent found them,
+// also after a reload from auto-movable, or a start after an agent with auto-movable was killed:
+// as a first start with that configuration leaves them.
+func TestKernelTakeoverLeavesWhatItFound(t *testing.T) {
+	orig := KernelSettings{AutoOnlineBlocks: "offline", OnlinePolicy: "contig-zones", AutoMovableRatio: "301"}
+	online := Policy{Memory: Kernel, MovableRatio: 400, KernelOnline: Online}
+	want := KernelSettings{AutoOnlineBlocks: "online", OnlinePolicy: "contig-zones", AutoMovableRatio: "301"}
+	for _, killed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "reload", true: "after a kill"}[killed], func(t *testing.T) {
+			root := kernelTree(t, "offline", "contig-zones", "301")
+			file := filepath.Join(t.TempDir(), "state.json.kernel")
+			k, err := NewKernelTakeover(root, file, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := k.Sync(Policy{Memory: Kernel, MovableRatio: 400}); err != nil {
+				t.Fatal(err)
+			}
+			if killed {
+				if k, err = NewKernelTakeover(root, file, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := k.Sync(online); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, settings(t, root)); diff != "" {
+				t.Errorf("kernel_online: online after auto-movable (-want +got):\n%s", diff)
+			}
+			if err := k.Restore(); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(orig, settings(t, root)); diff != "" {
+				t.Errorf("put back (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // TestKernelTakeoverAfterAKill: an agent killed while it had the kernel configured is followed by
 // one that puts the settings back, or keeps configuring and puts back the first ones later.
 func TestKernelTakeoverAfterAKill(t *testing.T) {
