@@ -1544,7 +1544,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.control != nil {
 		wg.Go(func() {
 			if err := a.control.Serve(loopCtx); err != nil {
-				a.log.Error("control socket failed", "err", err)
+				a.log.Error("control socket failed; hotplug-agent online, offline and reload cannot reach the agent until it restarts", "err", err)
 			}
 		})
 	}

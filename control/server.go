@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -57,6 +58,8 @@ type Server struct {
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+	// closing is closed by Close: it ends Serve's wait between failed accepts.
+	closing chan struct{}
 }
 
 // Listen creates the socket at o.Path with mode 0600: a stale socket file left by an agent that
@@ -103,15 +106,18 @@ func Listen(o Options) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control: %w", err)
 	}
-	return &Server{o: o, ln: ln, log: o.Logger.With("component", "control"), conns: make(map[net.Conn]struct{})}, nil
+	return &Server{o: o, ln: ln, log: o.Logger.With("component", "control"), conns: make(map[net.Conn]struct{}),
+		closing: make(chan struct{})}, nil
 }
 
 // Path returns the socket's path. It does not block.
 func (s *Server) Path() string { return s.o.Path }
 
 // Serve accepts connections and answers their requests until ctx ends or Close is called, then
-// closes the socket (removing its file), cancels the requests in progress and waits for them. It
-// blocks until then; call it once.
+// closes the socket (removing its file), cancels the requests in progress and waits for them. A
+// failed accept that may pass (descriptors or memory short: EMFILE, ENFILE, ENOMEM, ENOBUFS) is
+// logged and tried again, after a wait that doubles from 5 ms to 1 s while it lasts; any other
+// ends Serve, which returns it. It blocks until then; call it once.
 func (s *Server) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -119,11 +125,33 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer stop()
 	s.log.Info("control socket ready", "path", s.o.Path)
 	var err error
+	var backoff time.Duration // the wait before the next accept; 0 while accepting works
+	failures, since := 0, time.Time{}
 	for {
 		var c *net.UnixConn
 		c, err = s.ln.AcceptUnix()
+		if err != nil && acceptMayPass(err) && !s.isClosed() {
+			if backoff == 0 {
+				backoff, since = minAcceptBackoff, time.Now()
+				s.log.Warn("control socket: accept failed; trying again until it works", "err", err)
+			} else {
+				backoff = min(2*backoff, maxAcceptBackoff)
+			}
+			failures++
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-s.closing:
+				t.Stop()
+			}
+			continue
+		}
 		if err != nil {
 			break
+		}
+		if backoff != 0 {
+			s.log.Info("control socket: accepting again", "failed_accepts", failures, "after", time.Since(since).Round(time.Millisecond))
+			backoff, failures = 0, 0
 		}
 		s.mu.Lock()
 		if s.closed {
@@ -142,13 +170,35 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.mu.Unlock()
 		}()
 	}
+	// Whether the loop ended because the server was closed, or because accepting failed: asked
+	// before the Close below, which would make it so.
+	closed := s.isClosed()
 	cancel()
 	s.Close()
 	s.wg.Wait()
-	if s.isClosed() {
+	if closed {
 		return nil
 	}
 	return fmt.Errorf("control: accept: %w", err)
+}
+
+// The wait between accepts that failed for a reason that may pass doubles from
+// minAcceptBackoff to maxAcceptBackoff, as net/http's Server waits.
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// acceptMayPass reports whether a failed accept may work when tried again: the process or the
+// system is short of descriptors or memory for the moment (as under memory pressure during an
+// unplug). The connection waits in the socket's queue meanwhile.
+func acceptMayPass(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.ENOBUFS} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) isClosed() bool {
@@ -166,6 +216,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.closing)
 	s.mu.Unlock()
 	return s.ln.Close()
 }
