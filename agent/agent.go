@@ -81,6 +81,10 @@ type Options struct {
 	// IdleTimeout closes a keep-alive HTTP connection that has waited that long for its next
 	// request; 0: DefaultIdleTimeout. An /events stream is a request in progress: it stays.
 	IdleTimeout time.Duration
+	// WriteTimeout bounds the writing of an HTTP response: a client that has not taken it by
+	// then (it stopped reading) loses its connection. An /events stream gets it for each batch of
+	// writes instead, so it lasts. 0: DefaultWriteTimeout.
+	WriteTimeout time.Duration
 	// StatePath is the file that keeps the announced interfaces and the last notification ID
 	// across restarts; "" keeps none. A path that statefile refuses (statefile.ErrRefused)
 	// makes New fail; a file whose contents are bad is reported, and replaced.
@@ -115,6 +119,14 @@ type Source interface {
 // DefaultIdleTimeout is Options.IdleTimeout when unset: longer than Prometheus's default scrape
 // interval (1 minute), so that a scraper keeps its connection.
 const DefaultIdleTimeout = 2 * time.Minute
+
+// DefaultWriteTimeout is Options.WriteTimeout when unset: ample for any response of the API to
+// reach a client that reads it, even a slow one.
+const DefaultWriteTimeout = 30 * time.Second
+
+// webShutdownBudget is how long shutdown waits for the HTTP requests in progress (/events
+// streams end at once) before it closes their connections; at most ShutdownGrace.
+const webShutdownBudget = time.Second
 
 // defaultStuckAfter is how long the event loop may spend on one event before /healthz fails and
 // the systemd watchdog stops being fed; a shorter watchdog interval lowers it.
@@ -233,6 +245,9 @@ func withDefaults(o Options) Options {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
 	}
 	return o
 }
@@ -549,6 +564,7 @@ func (b *builder) buildHandler() error {
 		Memory:         b.memory,
 		Errors:         a.metrics.Errors,
 		History:        o.StreamHistory,
+		WriteTimeout:   o.WriteTimeout,
 		OnCut:          a.metrics.StreamCuts.Inc,
 
 		MaxStreamSubscribers: o.MaxStreamSubscribers,
@@ -1499,7 +1515,8 @@ func (a *Agent) Unregister(e *notify.Entry) error {
 func (a *Agent) MemoryDevices() []notify.Interface { return a.memdevs.Announced() }
 
 // Run serves HTTP and follows the kernel's uevents until ctx is cancelled, then shuts down:
-// streams end, callbacks in flight get ShutdownGrace to finish. Under systemd it reports READY=1
+// streams end, the other HTTP requests get a second before their connections are closed, and
+// meanwhile callbacks in flight get ShutdownGrace to finish. Under systemd it reports READY=1
 // once everything runs, feeds the watchdog while the event loop is healthy, and reports
 // STOPPING=1 on the way out. It blocks; call it once.
 func (a *Agent) Run(ctx context.Context) error {
@@ -1515,10 +1532,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	webLog := a.log.With("component", "web")
 	for i, l := range a.listeners {
 		l = a.conns.Listener(l)
+		// WriteTimeout: a handler whose client stops reading fails its write rather than
+		// blocking in it for ever (such a connection is never idle); /events moves the deadline
+		// forward before each batch of writes.
 		srv := &http.Server{
 			Handler:           a.handler,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       a.o.IdleTimeout,
+			WriteTimeout:      a.o.WriteTimeout,
 			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 			BaseContext:       func(net.Listener) context.Context { return streams },
 		}
@@ -1580,15 +1601,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopLoop()
 	stopStreams()
 	a.source.Close()
+	// The HTTP servers get a short budget of their own, then lose their connections, beside the
+	// callbacks' grace rather than before it: a client that stops reading holds its handler in
+	// a write until WriteTimeout, and must neither hold the shutdown nor eat into the grace.
+	webDone := make(chan struct{})
+	go func() {
+		defer close(webDone)
+		a.shutdownWeb(ctx, servers)
+	}()
+	// Callbacks in flight get the grace, from now; nothing more starts, and what is queued stays
+	// for the last save, to be given at the next start.
 	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.o.ShutdownGrace)
 	defer cancel()
-	for _, srv := range servers {
-		if e := srv.Shutdown(shutdown); e != nil {
-			a.log.Warn("web shutdown", "err", e)
-		}
-	}
-	// Callbacks in flight get the grace; nothing more starts, and what is queued stays for the
-	// last save, to be given at the next start.
 	if e := a.registry.Stop(shutdown); e != nil {
 		a.log.Warn("callbacks still running at shutdown", "err", e)
 	}
@@ -1601,6 +1625,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if e := a.targets.Close(shutdown); e != nil {
 		a.log.Warn("target device callbacks still running at shutdown", "err", e)
 	}
+	<-webDone
 	stopSaver()
 	wg.Wait()
 	a.restoreKernel(shutdown)
@@ -1619,6 +1644,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.closeCgroups()
 	return err
+}
+
+// shutdownWeb shuts the HTTP servers down: their listeners close and /events streams end at
+// once; the other requests in progress get webShutdownBudget (at most ShutdownGrace) to
+// finish, then the connections left are closed, their handlers' writes failing. It blocks until
+// then.
+func (a *Agent) shutdownWeb(ctx context.Context, servers []*http.Server) {
+	budget, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(webShutdownBudget, a.o.ShutdownGrace))
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		wg.Go(func() {
+			if err := srv.Shutdown(budget); err != nil {
+				a.log.Warn("web shutdown: requests still in progress; closing their connections", "err", err)
+			}
+			srv.Close()
+		})
+	}
+	wg.Wait()
 }
 
 // maxBatch is the most uevents the loop takes from the socket's queue before it handles them.

@@ -4,15 +4,18 @@ package agent
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hotplug-agent/hotplug-agent/config"
+	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/web"
 )
 
@@ -176,5 +179,157 @@ func TestIdleConnectionsTimeOut(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stream delivered nothing within 10 s")
+	}
+}
+
+// pinConnection connects to addr and sends requests for path, pipelined, far more than the
+// socket buffers hold the answers of, and never reads past the first answer's status line: the
+// agent's handler ends up blocked writing an answer nobody takes (it returns a second later,
+// by when the answers have filled the socket buffers). The connection is closed when the test
+// ends.
+func pinConnection(t *testing.T, addr, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	req := "GET " + path + " HTTP/1.1\r\nHost: agent\r\n\r\n"
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	if status, err := bufio.NewReaderSize(c, 64).ReadString('\n'); err != nil || !strings.HasPrefix(status, "HTTP/1.1 200 ") {
+		t.Fatalf("GET %s: %q, %v", path, status, err)
+	}
+	c.SetDeadline(time.Time{})
+	go c.Write([]byte(strings.Repeat(req, 20000))) // until the agent stops reading, or closes
+	time.Sleep(time.Second)                        // the answers fill the socket buffers
+	return c
+}
+
+// TestNonReadingClientLetGo: a client that sends requests and stops reading the answers loses
+// its connection after WriteTimeout, although it is never idle.
+func TestNonReadingClientLetGo(t *testing.T) {
+	a, _, _, _ := runAgent(t, Options{SysfsPath: fixture(t), WriteTimeout: 300 * time.Millisecond})
+	pinConnection(t, a.Addrs()[0].String(), "/metrics")
+	began := time.Now()
+	for a.conns.Open() > 0 {
+		if time.Since(began) > 10*time.Second {
+			t.Fatalf("a client that does not read still holds its connection after %s, with a write timeout of 300ms", time.Since(began).Round(time.Millisecond))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestStreamOutlastsWriteTimeout: an /events stream, whose writes each get WriteTimeout, still
+// delivers long after the write timeout has passed since its request.
+func TestStreamOutlastsWriteTimeout(t *testing.T) {
+	root := fixture(t)
+	a, src, _, _ := runAgent(t, Options{SysfsPath: root, WriteTimeout: 300 * time.Millisecond})
+	resp, err := http.Get("http://" + a.Addrs()[0].String() + "/events?class=processor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "data: ") {
+				lines <- sc.Text()
+			}
+		}
+		lines <- "the stream ended: " + fmt.Sprint(sc.Err())
+	}()
+	for i, v := range []string{"0", "1", "0"} {
+		time.Sleep(time.Second) // more than the write timeout, each time
+		writeAttr(t, root, "devices/system/cpu/cpu1/online", v)
+		action := map[string]string{"0": "offline", "1": "online"}[v]
+		src.send(t, action, "/devices/system/cpu/cpu1", "cpu", uint64(100+i))
+		select {
+		case line := <-lines:
+			want := map[string]string{"0": `"event":"removal"`, "1": `"event":"arrival"`}[v]
+			if !strings.Contains(line, want) {
+				t.Fatalf("the stream %s after its request: %s; want %s of cpu1", time.Duration(i+1)*time.Second, line, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the stream delivered nothing within 10 s")
+		}
+	}
+}
+
+// TestShutdownNotHeldByNonReadingClient: a client whose answer is stuck in a write (it stopped
+// reading, and the write timeout is far off) does not make shutdown wait the callbacks' grace:
+// its connection is closed after a short wait.
+func TestShutdownNotHeldByNonReadingClient(t *testing.T) {
+	a, _, cancel, done := runAgent(t, Options{SysfsPath: fixture(t), WriteTimeout: time.Hour, ShutdownGrace: time.Minute})
+	pinConnection(t, a.Addrs()[0].String(), "/metrics")
+	began := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		done <- err // for runAgent's cleanup
+	case <-time.After(15 * time.Second):
+		t.Fatalf("Run has not returned %s after its context ended (grace 1m): a client that does not read holds the shutdown", time.Since(began).Round(time.Millisecond))
+	}
+}
+
+// TestShutdownGraceForCallbacksBesideStuckClient: while a client that does not read holds an
+// HTTP connection, the callback running at shutdown gets the grace to finish, and the one
+// queued behind it does not start (it is kept for the next start), rather than starting and
+// being cancelled at once.
+func TestShutdownGraceForCallbacksBesideStuckClient(t *testing.T) {
+	root := fixture(t)
+	a, src, cancel, done := runAgent(t, Options{SysfsPath: root, WriteTimeout: time.Hour, ShutdownGrace: 3 * time.Second})
+	var mu sync.Mutex
+	var calls []string
+	started := make(chan struct{}, 2)
+	if _, err := a.Register(notify.EventCategoryDeviceInterfaceChange, 0, notify.GUIDDeviceProcessor, "slow",
+		func(ctx context.Context, n notify.Notification, _ any) error {
+			started <- struct{}{}
+			outcome := "finished"
+			select {
+			case <-time.After(2 * time.Second):
+			case <-ctx.Done():
+				outcome = "cancelled"
+			}
+			mu.Lock()
+			calls = append(calls, fmt.Sprintf("%d %s", n.ID, outcome))
+			mu.Unlock()
+			return nil
+		}, nil); err != nil {
+		t.Fatal(err)
+	}
+	pinConnection(t, a.Addrs()[0].String(), "/metrics")
+	writeAttr(t, root, "devices/system/cpu/cpu1/online", "0")
+	src.send(t, "offline", "/devices/system/cpu/cpu1", "cpu", 100)
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback did not start within 10 s")
+	}
+	writeAttr(t, root, "devices/system/cpu/cpu1/online", "1")
+	src.send(t, "online", "/devices/system/cpu/cpu1", "cpu", 101)
+	queued := func() int {
+		for _, e := range a.registry.Entries() {
+			if e.Owner == "slow" {
+				return e.Queued
+			}
+		}
+		return 0
+	}
+	for deadline := time.Now().Add(10 * time.Second); queued() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the arrival was not queued for the callback within 10 s")
+		}
+	}
+	cancel()
+	done <- <-done // and again for runAgent's cleanup
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 1 || !strings.HasSuffix(calls[0], " finished") {
+		t.Errorf("callbacks at shutdown: %q; want the one running to finish and none to start after it", calls)
 	}
 }
