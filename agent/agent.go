@@ -124,6 +124,11 @@ const DefaultIdleTimeout = 2 * time.Minute
 // reach a client that reads it, even a slow one.
 const DefaultWriteTimeout = 30 * time.Second
 
+// maxHeaderBytes bounds a request's headers (net/http reads up to 4 KiB more before it refuses
+// them): no client of the API needs more, and with ReadHeaderTimeout it bounds what a
+// connection whose headers are still arriving holds. A request with more gets 431.
+const maxHeaderBytes = 16 << 10
+
 // webShutdownBudget is how long shutdown waits for the HTTP requests in progress (/events
 // streams end at once) before it closes their connections; at most ShutdownGrace.
 const webShutdownBudget = time.Second
@@ -1538,6 +1543,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		srv := &http.Server{
 			Handler:           a.handler,
 			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    maxHeaderBytes,
 			IdleTimeout:       a.o.IdleTimeout,
 			WriteTimeout:      a.o.WriteTimeout,
 			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -331,5 +332,42 @@ func TestShutdownGraceForCallbacksBesideStuckClient(t *testing.T) {
 	defer mu.Unlock()
 	if len(calls) != 1 || !strings.HasSuffix(calls[0], " finished") {
 		t.Errorf("callbacks at shutdown: %q; want the one running to finish and none to start after it", calls)
+	}
+}
+
+// TestRequestHeadersBounded: a request with the headers of any real client is served; one with
+// far more than maxHeaderBytes is answered 431 and its connection closed, so that no connection
+// holds more than that while its headers arrive.
+func TestRequestHeadersBounded(t *testing.T) {
+	a, _, _, _ := runAgent(t, Options{SysfsPath: fixture(t)})
+	get := func(headerBytes int) (int, error) {
+		c, err := net.Dial("tcp", a.Addrs()[0].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		req := "GET /healthz HTTP/1.1\r\nHost: agent\r\n" +
+			strings.Repeat("X-Pad: "+strings.Repeat("a", 1015)+"\r\n", headerBytes>>10) + "\r\n"
+		go io.WriteString(c, req) // the agent may stop reading it
+		r := bufio.NewReader(c)
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			// The answer ends with the connection (a reset is as good as an end).
+			if _, err := io.ReadAll(resp.Body); os.IsTimeout(err) {
+				t.Errorf("after a %d answer to %d KiB of headers, the connection: %v; want it closed", resp.StatusCode, headerBytes>>10, err)
+			}
+		}
+		return resp.StatusCode, nil
+	}
+	if code, err := get(8 << 10); code != http.StatusOK {
+		t.Errorf("a request with 8 KiB of headers: %d, %v; want 200", code, err)
+	}
+	if code, err := get(64 << 10); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a request with 64 KiB of headers: %d, %v; want 431", code, err)
 	}
 }
