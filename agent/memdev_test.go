@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -248,5 +250,60 @@ func TestEventIDsAcrossRestarts(t *testing.T) {
 	a, src, _ = start()
 	if got := toggle(a, src); got < s.LastEventID+idJump+1 {
 		t.Errorf("after an unclean stop at saved ID %d the next ID is %d; want at least %d", s.LastEventID, got, s.LastEventID+idJump+1)
+	}
+}
+
+// TestMemoryBlockBeyondCPUNumbersAcrossRestarts: memory block numbers are not bounded as CPU
+// numbers are (with 128 MiB blocks, block 1048576 is at 128 TiB, where hot-add windows may lie).
+// The state file an agent saves with such a block present, online and in a memory device is
+// restored at its next start, which announces the device's removal made while it was down.
+func TestMemoryBlockBeyondCPUNumbersAcrossRestarts(t *testing.T) {
+	root := fixture(t)
+	mem := filepath.Join(root, "devices/system/memory")
+	high := filepath.Join(mem, "memory1048576")
+	if out, err := exec.Command("cp", "-a", filepath.Join(mem, "memory33"), high).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	writeAttr(t, root, "devices/system/memory/memory1048576/phys_index", "00100000")
+	testenv.LinkMemoryDevice(t, root, "PNP0C80:07", 1048576)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	a, _, stop, done := runAgent(t, Options{SysfsPath: root, StatePath: statePath})
+	j := &moduleJournal{}
+	if _, err := a.Register(notify.EventCategoryDeviceInterfaceChange, notify.FlagMemoryDevices|notify.FlagIncludeExistingInterfaces,
+		notify.GUIDDeviceMemory, "modules", j.callback, nil); err != nil {
+		t.Fatal(err)
+	}
+	j.wait(t, "arrival PNP0C80:07 blocks 1048576 size 128M cause existing")
+	stop()
+	err := <-done
+	done <- err
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := statefile.Load(statePath)
+	if err != nil {
+		t.Fatalf("the state file saved at the orderly shutdown: %v", err)
+	}
+	if !slices.Contains(s.Present.MemoryBlocks, 1048576) || len(s.MemoryDevices) != 1 || s.MemoryDevices[0].Blocks != "1048576" {
+		t.Errorf("the state file holds present blocks %v and memory devices %+v; want block 1048576 in both", s.Present.MemoryBlocks, s.MemoryDevices)
+	}
+
+	if err := os.RemoveAll(high); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte("log_notifications: false\ncallbacks:\n  - {name: modules, class: memory, memory_devices: true, log: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testenv.Buffer{}
+	runAgent(t, Options{SysfsPath: root, StatePath: statePath, Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	want := regexp.MustCompile(`msg="device interface change" callback=modules event=removal .* cause=startup id=[1-9][0-9]* memory_device=PNP0C80:07 memory_blocks=1048576 `)
+	for deadline := time.Now().Add(10 * time.Second); !want.MatchString(logs.String()); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no removal of PNP0C80:07 with cause startup in the restarted agent's log:\n%s", logs)
+		}
+	}
+	if strings.Contains(logs.String(), "state file unusable") {
+		t.Errorf("the restarted agent could not use its state file; log:\n%s", logs)
 	}
 }

@@ -137,7 +137,7 @@ func (w *wireInterface) iface() (notify.Interface, error) {
 		case w.MemoryBlocks != "" && w.MemoryBlock != nil:
 			return notify.Interface{}, fmt.Errorf("memory %s: both memory_block and memory_blocks", w.SymbolicLink)
 		case w.MemoryBlocks != "":
-			blocks, err := sysfs.ParseCPUList(w.MemoryBlocks)
+			blocks, err := sysfs.ParseMemoryBlockList(w.MemoryBlocks, 0)
 			if err != nil || len(blocks) == 0 {
 				return notify.Interface{}, fmt.Errorf("memory device %s: memory_blocks %q: want a list like 32-35", w.SymbolicLink, w.MemoryBlocks)
 			}

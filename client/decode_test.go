@@ -25,6 +25,10 @@ func TestDecodeRoundTrip(t *testing.T) {
 		notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, notify.Interface{ClassGUID: notify.GUIDDeviceMemory,
 			SymbolicLink: "/sys/devices/system/memory/memory0", Node: 3, State: "offline", Zones: "Normal Movable"}, 5, readAt, notify.CauseStartup),
 		notify.NewNotification(notify.GUIDDeviceInterfaceArrival, notify.Interface{ClassGUID: other, SymbolicLink: "/x/y", Node: -1}, 0, time.Time{}, ""),
+		// A memory device at 128 TiB: block numbers are not bounded as CPU numbers are.
+		notify.NewNotification(notify.GUIDDeviceInterfaceArrival, notify.Interface{ClassGUID: notify.GUIDDeviceMemory,
+			SymbolicLink: "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A06:04/PNP0C80:07", Number: 1 << 20, Node: 1, PhysStart: 1 << 47,
+			Size: 256 << 20, State: "online", Device: "PNP0C80:07", Blocks: "1048576-1048577"}, 9, readAt, notify.CauseUevent),
 	} {
 		n.ID = uint64(len(n.SymbolicLinkName))
 		b, err := json.Marshal(n)

@@ -133,7 +133,7 @@ func (t *Tracker) Restore(blocks, devices []notify.Interface) {
 		}
 	}
 	for _, d := range devices {
-		list, err := sysfs.ParseCPUList(d.Blocks)
+		list, err := sysfs.ParseMemoryBlockList(d.Blocks, 0)
 		if !d.IsMemoryDevice() || d.Device == "" || err != nil {
 			continue
 		}

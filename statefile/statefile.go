@@ -302,6 +302,9 @@ func save(path string, s State, sync bool) error {
 	}
 	if s.Present != nil {
 		f.Present = &presentJSON{CPUs: sysfs.FormatCPUList(s.Present.CPUs), MemoryBlocks: sysfs.FormatCPUList(s.Present.MemoryBlocks)}
+		if _, err := decodePresent(f.Present); err != nil {
+			return fmt.Errorf("statefile: save %s: %w", path, err)
+		}
 	}
 	if b := s.BootMemory; b != nil {
 		if !bootID.MatchString(b.BootID) {
@@ -524,12 +527,8 @@ func decode(data []byte) (State, error) {
 		return State{}, err
 	}
 	if f.Present != nil {
-		s.Present = &Present{}
-		if s.Present.CPUs, err = sysfs.ParseCPUList(f.Present.CPUs); err != nil {
-			return State{}, fmt.Errorf("present.cpus: %w", err)
-		}
-		if s.Present.MemoryBlocks, err = sysfs.ParseCPUList(f.Present.MemoryBlocks); err != nil {
-			return State{}, fmt.Errorf("present.memory_blocks: %w", err)
+		if s.Present, err = decodePresent(f.Present); err != nil {
+			return State{}, err
 		}
 	}
 	if b := f.BootMemory; b != nil {
@@ -537,7 +536,7 @@ func decode(data []byte) (State, error) {
 			return State{}, fmt.Errorf("boot_memory.boot_id %.40q: want a UUID", b.BootID)
 		}
 		s.BootMemory = &BootMemory{BootID: b.BootID}
-		if s.BootMemory.Blocks, err = sysfs.ParseCPUList(b.Blocks); err != nil {
+		if s.BootMemory.Blocks, err = sysfs.ParseMemoryBlockList(b.Blocks, 0); err != nil {
 			return State{}, fmt.Errorf("boot_memory.blocks: %w", err)
 		}
 	}
@@ -545,6 +544,21 @@ func decode(data []byte) (State, error) {
 		return State{}, err
 	}
 	return s, nil
+}
+
+// decodePresent validates the JSON form of the CPUs and memory blocks present. Memory block
+// numbers go up to maxNumber, not only to the largest CPU number: they are physical addresses
+// divided by the block size.
+func decodePresent(p *presentJSON) (*Present, error) {
+	cpus, err := sysfs.ParseCPUList(p.CPUs)
+	if err != nil {
+		return nil, fmt.Errorf("present.cpus: %w", err)
+	}
+	blocks, err := sysfs.ParseMemoryBlockList(p.MemoryBlocks, 0)
+	if err != nil {
+		return nil, fmt.Errorf("present.memory_blocks: %w", err)
+	}
+	return &Present{CPUs: cpus, MemoryBlocks: blocks}, nil
 }
 
 // encodeCpusets turns the cpuset callbacks' memories into their JSON form, sorted, and checks them
@@ -827,8 +841,8 @@ func checkDevices(recs []deviceJSON) ([]notify.Interface, error) {
 		if !strings.HasPrefix(r.SymbolicLink, "/sys/devices/") || path.Clean(r.SymbolicLink) != r.SymbolicLink || path.Base(r.SymbolicLink) != r.ID {
 			return nil, fmt.Errorf("memory_devices[%d] (%s): symbolic link %.80q is not a clean /sys/devices path ending in the id", k, r.ID, r.SymbolicLink)
 		}
-		blocks, err := sysfs.ParseCPUList(r.Blocks)
-		if err != nil || len(blocks) == 0 || blocks[len(blocks)-1] > maxNumber {
+		blocks, err := sysfs.ParseMemoryBlockList(r.Blocks, 0)
+		if err != nil || len(blocks) == 0 {
 			return nil, fmt.Errorf("memory_devices[%d] (%s): blocks %.40q: want a list of block numbers like 32-35", k, r.ID, r.Blocks)
 		}
 		if r.Node < -1 || r.Node > maxNumber {
@@ -895,8 +909,8 @@ func check(recs []recordJSON) ([]notify.Interface, error) {
 }
 
 // maxNumber bounds CPU numbers, memory block indexes and NUMA nodes: nine digits, as in the
-// DEVPATHs the tracker accepts.
-const maxNumber = 999_999_999
+// DEVPATHs the tracker accepts (sysfs.MaxMemoryBlock).
+const maxNumber = sysfs.MaxMemoryBlock
 
 // compare orders interfaces with notify.Interface.Less, then by symbolic link, so that duplicates
 // (and interfaces of one number with different links) end up next to each other.

@@ -12,6 +12,29 @@ import (
 // holds more than maxCPUs CPUs. The kernel's own limit (NR_CPUS) is at most 8192 on x86.
 const maxCPUs = 1 << 20
 
+// MaxMemoryBlock is the largest memory block number ParseMemoryBlockList accepts: nine digits,
+// as in the memoryN directories this package reads. Block numbers are physical addresses
+// divided by the block size, and hot-add windows are placed high: with 128 MiB blocks, block
+// 1<<20 is at 128 TiB, so block numbers are not bounded as CPU numbers are.
+const MaxMemoryBlock = 999_999_999
+
+// MaxMemoryBlocks bounds how many blocks a list that ParseMemoryBlockList returns may hold:
+// 4,194,304, which is 512 TiB in 128 MiB blocks (the smallest that x86-64 and arm64 make), more
+// memory than any machine has, while the list takes at most 32 MiB. Without it a range as short
+// as "0-999999999" would take 8 GB.
+const MaxMemoryBlocks = 1 << 22
+
+// listKind is what the numbers of a list are: the noun its errors use, and the largest number.
+type listKind struct {
+	noun string
+	max  int
+}
+
+var (
+	cpuList   = listKind{"CPU", maxCPUs - 1}
+	blockList = listKind{"memory block", MaxMemoryBlock}
+)
+
 // ParseCPUList parses a kernel CPU list, the format of devices/system/cpu/{possible,present,
 // online,offline} and nodeM/cpulist: comma-separated decimal numbers and inclusive ranges, e.g.
 // "", "0", "0-3,8" or "0-3,8-11\n". Surrounding white space is ignored; an empty list is an
@@ -33,20 +56,40 @@ func ParseCPUList(s string) ([]int, error) {
 	return cpus, nil
 }
 
+// ParseMemoryBlockList parses a list of memory block numbers in the kernel's list format, as
+// FormatCPUList writes it ("32-35,40"): as ParseCPUList, but block numbers go up to
+// MaxMemoryBlock, and a list of more than limit blocks is refused before any is expanded (limit
+// is at most MaxMemoryBlocks; 0 or less is MaxMemoryBlocks). Errors speak of memory blocks.
+//
+// ParseMemoryBlockList does not block and is safe for concurrent use.
+func ParseMemoryBlockList(s string, limit int) ([]int, error) {
+	if limit <= 0 || limit > MaxMemoryBlocks {
+		limit = MaxMemoryBlocks
+	}
+	blocks, err := parseList(s, blockList, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sysfs: %w", err)
+	}
+	return blocks, nil
+}
+
 // parseCPUList is ParseCPUList with errors that do not start with "sysfs: ", for callers that
 // wrap them with a path.
-func parseCPUList(s string) ([]int, error) {
+func parseCPUList(s string) ([]int, error) { return parseList(s, cpuList, maxCPUs) }
+
+// parseList parses the list s of numbers of kind k, refusing one of more than limit numbers.
+func parseList(s string, k listKind, limit int) ([]int, error) {
 	type span struct{ lo, hi int }
 	var spans []span
-	if err := walkCPUList(s, func(lo, hi int) { spans = append(spans, span{lo, hi}) }); err != nil {
+	if err := walkList(s, k, func(lo, hi int) { spans = append(spans, span{lo, hi}) }); err != nil {
 		return nil, err
 	}
 	if len(spans) == 0 {
 		return []int{}, nil
 	}
 
-	// Merge overlapping and adjacent spans, then expand: every number is below maxCPUs, so the
-	// merged spans cover at most maxCPUs numbers.
+	// Merge overlapping and adjacent spans, count them, then expand: a list that covers more
+	// than limit numbers is refused before anything is allocated for them.
 	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
 	merged := spans[:1]
 	for _, sp := range spans[1:] {
@@ -61,20 +104,23 @@ func parseCPUList(s string) ([]int, error) {
 	for _, sp := range merged {
 		total += sp.hi - sp.lo + 1
 	}
-	cpus := make([]int, 0, total)
+	if total > limit {
+		return nil, fmt.Errorf("invalid %s list %q: %d %ss, more than the %d a list may hold", k.noun, truncate(s), total, k.noun, limit)
+	}
+	numbers := make([]int, 0, total)
 	for _, sp := range merged {
 		for n := sp.lo; n <= sp.hi; n++ {
-			cpus = append(cpus, n)
+			numbers = append(numbers, n)
 		}
 	}
-	return cpus, nil
+	return numbers, nil
 }
 
-// walkCPUList checks the CPU list s (see ParseCPUList) and calls span with each of its items,
-// lo to hi inclusive, in the order written. It stops at the first invalid item and returns the
-// error. It allocates nothing for a valid list, which lets it serve a read of a kernel file on
-// the event path.
-func walkCPUList[S ~string | ~[]byte](s S, span func(lo, hi int)) error {
+// walkList checks the list s of numbers of kind k (see ParseCPUList) and calls span with each of
+// its items, lo to hi inclusive, in the order written. It stops at the first invalid item and
+// returns the error. It allocates nothing for a valid list, which lets it serve a read of a
+// kernel file on the event path.
+func walkList[S ~string | ~[]byte](s S, k listKind, span func(lo, hi int)) error {
 	s = trimSpace(s)
 	if len(s) == 0 {
 		return nil
@@ -83,17 +129,17 @@ func walkCPUList[S ~string | ~[]byte](s S, span func(lo, hi int)) error {
 	for {
 		item, rest, more := cut(s, ',')
 		first, last, isRange := cut(item, '-')
-		lo, err := parseCPU(first)
+		lo, err := parseNumber(first, k)
 		if err != nil {
-			return badItem(whole, item, err)
+			return badItem(whole, item, k, err)
 		}
 		hi := lo
 		if isRange {
-			if hi, err = parseCPU(last); err != nil {
-				return badItem(whole, item, err)
+			if hi, err = parseNumber(last, k); err != nil {
+				return badItem(whole, item, k, err)
 			}
 			if hi < lo {
-				return badItem(whole, item, errors.New("range ends before it starts"))
+				return badItem(whole, item, k, errors.New("range ends before it starts"))
 			}
 		}
 		span(lo, hi)
@@ -104,9 +150,9 @@ func walkCPUList[S ~string | ~[]byte](s S, span func(lo, hi int)) error {
 	}
 }
 
-// badItem is the error for item of the CPU list s.
-func badItem[S ~string | ~[]byte](s, item S, err error) error {
-	return fmt.Errorf("invalid CPU list %q: item %q: %w", truncate(string(s)), truncate(string(item)), err)
+// badItem is the error for item of the list s of numbers of kind k.
+func badItem[S ~string | ~[]byte](s, item S, k listKind, err error) error {
+	return fmt.Errorf("invalid %s list %q: item %q: %w", k.noun, truncate(string(s)), truncate(string(item)), err)
 }
 
 // cut is strings.Cut at a byte, for strings and byte slices alike.
@@ -131,8 +177,8 @@ func trimSpace[S ~string | ~[]byte](s S) S {
 	return s
 }
 
-// parseCPU parses one CPU number: decimal digits only, below maxCPUs.
-func parseCPU[S ~string | ~[]byte](s S) (int, error) {
+// parseNumber parses one number of kind k: decimal digits only, at most k.max.
+func parseNumber[S ~string | ~[]byte](s S, k listKind) (int, error) {
 	if len(s) == 0 {
 		return 0, errors.New("missing number")
 	}
@@ -141,14 +187,15 @@ func parseCPU[S ~string | ~[]byte](s S) (int, error) {
 		if s[i] < '0' || s[i] > '9' {
 			return 0, fmt.Errorf("unexpected character %q", s[i])
 		}
-		if n = n*10 + int(s[i]-'0'); n >= maxCPUs {
-			return 0, fmt.Errorf("CPU number out of range (0 to %d)", maxCPUs-1)
+		if n = n*10 + int(s[i]-'0'); n > k.max {
+			return 0, fmt.Errorf("%s number out of range (0 to %d)", k.noun, k.max)
 		}
 	}
 	return n, nil
 }
 
-// FormatCPUList returns cpus in the kernel's list format, the inverse of ParseCPUList: sorted,
+// FormatCPUList returns cpus in the kernel's list format, the inverse of ParseCPUList (and of
+// ParseMemoryBlockList, for memory block numbers): sorted,
 // de-duplicated, runs of two or more consecutive numbers written as ranges ("0-3,8"); "" for
 // none. Negative numbers name no CPU and are left out. cpus is not modified. FormatCPUList does
 // not block and is safe for concurrent use.
@@ -191,7 +238,7 @@ func (s *CPUSet) Contains(n int) bool {
 // setList makes s the CPUs of the kernel CPU list b (see ParseCPUList); on an error s is empty.
 func (s *CPUSet) setList(b []byte) error {
 	clear(s.bits)
-	err := walkCPUList(b, func(lo, hi int) {
+	err := walkList(b, cpuList, func(lo, hi int) {
 		if need := hi>>6 + 1; need > len(s.bits) { // below maxCPUs/64 words
 			s.bits = append(s.bits, make([]uint64, need-len(s.bits))...)
 		}

@@ -107,6 +107,50 @@ func TestParseCPUListLarge(t *testing.T) {
 	}
 }
 
+// TestParseMemoryBlockList: memory block numbers go up to nine digits (block 1048576 is at
+// 128 TiB with 128 MiB blocks), a list is bounded by how many blocks it covers, not by how short
+// it is written, and errors speak of memory blocks.
+func TestParseMemoryBlockList(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		in   string
+		want []int
+	}{
+		{"", []int{}},
+		{"32-35", []int{32, 33, 34, 35}},
+		{"1048576", []int{1048576}},
+		{"0,1048575-1048577\n", []int{0, 1048575, 1048576, 1048577}},
+		{"999999999", []int{999999999}},
+		{"999999998-999999999,999999998", []int{999999998, 999999999}},
+	} {
+		got, err := ParseMemoryBlockList(tt.in, 0)
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("ParseMemoryBlockList(%q, 0) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		in      string
+		limit   int
+		wantMsg string
+	}{
+		{"1000000000", 0, `sysfs: invalid memory block list "1000000000": item "1000000000": memory block number out of range (0 to 999999999)`},
+		{"0-99999999999999999999999", 0, `memory block number out of range (0 to 999999999)`},
+		{"3-1", 0, `sysfs: invalid memory block list "3-1": item "3-1": range ends before it starts`},
+		{"0-999999999", 0, `sysfs: invalid memory block list "0-999999999": 1000000000 memory blocks, more than the 4194304 a list may hold`},
+		{"0-4194304", 0, "4194305 memory blocks, more than the 4194304"},
+		{"0-4194304", MaxMemoryBlocks + 1, "4194305 memory blocks, more than the 4194304"},
+		{"0-3,8", 4, "5 memory blocks, more than the 4 a list may hold"},
+	} {
+		got, err := ParseMemoryBlockList(tt.in, tt.limit)
+		if err == nil || got != nil || !strings.Contains(err.Error(), tt.wantMsg) {
+			t.Errorf("ParseMemoryBlockList(%q, %d) = %v, %v; want an error saying %q", tt.in, tt.limit, got, err, tt.wantMsg)
+		}
+	}
+	if got, err := ParseMemoryBlockList("0-3,1-2", 4); err != nil || len(got) != 4 {
+		t.Errorf("ParseMemoryBlockList of 4 blocks with overlaps, at most 4: %v, %v", got, err)
+	}
+}
+
 func TestFormatCPUList(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
