@@ -33,10 +33,41 @@ import (
 // Version is the file format version that Save writes and Load accepts.
 const Version = 1
 
-// MaxSize is the largest state file Load reads. A real one holds at most some thousands of
-// interfaces, about 250 bytes each (1,024 CPUs, 8,192 memory blocks and 1,024 memory devices,
-// every field at its widest, make 3.0 MB); anything this large is not a state file.
-const MaxSize = 64 << 20
+// MaxSize is the largest state file Load reads, and Save writes. The interfaces, about 330
+// bytes each with every field at its widest, make most of a file: 1,024 CPUs, 8,192 memory
+// blocks (1 TiB in 128 MiB blocks) and 1,024 memory devices make 2.8 MiB, and each configured
+// callback of the memory class adds up to 3.4 MiB (a view of every block and 1,024 pending
+// notifications), one of the processor class 0.7 MiB. So 32 MiB holds that machine's state with
+// eight memory callbacks all as far behind as the file keeps them; a larger file is not one an
+// agent wrote, and reading one would take hundreds of megabytes.
+const MaxSize = 32 << 20
+
+// maxEntries bounds the entries of a file's lists, all together: interfaces, memory devices,
+// callbacks, their views and pending notifications, cpuset callbacks and their cgroups. Load
+// counts them before decoding anything, as each entry decoded takes a hundred bytes or more
+// however short it is written ("{}"). A file of MaxSize that Save wrote holds about 100,000 (a
+// processor or a memory block takes 200 to 330 bytes); Save refuses more, which only a cpuset
+// callback keeping a quarter of a million cgroups could reach.
+const maxEntries = 1 << 18
+
+// minEntryBytes is the fewest bytes for each entry of its lists that a file may have, on
+// average: Save writes 64 or more for each (a cpuset callback's cgroup at the least, an
+// interface 200 to 330), and even without the indentation no entry is shorter than 22. So the
+// memory that Load takes follows the size of the file, as it does for the files Save writes.
+const minEntryBytes = 32
+
+// maxNumbers bounds the numbers that a file's kernel lists (the CPUs and memory blocks present,
+// memory devices' blocks, cpuset callbacks' CPUs or nodes) expand to, all together: 4,194,304,
+// 32 MiB of them. Some bytes ("0-1023") stand for many numbers, so the size of the file does not
+// bound them. A real file holds the blocks present (8,192 for 1 TiB in 128 MiB blocks) and
+// those of its memory devices, in the file and in each view, and a cpuset callback's CPUs for
+// each cgroup it keeps, far fewer.
+const maxNumbers = 1 << 22
+
+// maxCpusetList bounds one list of a cpuset callback, which holds CPUs or NUMA nodes of one
+// machine, so that a few bytes ("0-1048575") cannot stand for a million: 16,384 is twice the
+// most CPUs a Linux kernel is built for (NR_CPUS, 8,192), and NUMA nodes are at most 1,024.
+const maxCpusetList = 1 << 14
 
 // MaxEventID is the largest event ID a state file may hold: 2^62. An agent without a state file
 // starts from the microseconds since 1970 (about 2^51 in 2026) and would need a million
@@ -261,58 +292,32 @@ func save(path string, s State, sync bool) error {
 	ifaces := slices.Clone(s.Interfaces)
 	slices.SortFunc(ifaces, compare)
 	f := fileJSON{
-		Version:     s.Version,
-		SavedAt:     s.SavedAt,
-		LastEventID: s.LastEventID,
-		Interfaces:  make([]recordJSON, len(ifaces)),
+		Version:                 s.Version,
+		SavedAt:                 s.SavedAt,
+		LastEventID:             s.LastEventID,
+		Interfaces:              make([]recordJSON, len(ifaces)),
+		MemoryDeviceLastEventID: s.MemoryDeviceLastEventID,
+		CleanShutdown:           s.Clean,
+		Callbacks:               encodeCallbacks(s.Callbacks, false),
+		MemoryDeviceCallbacks:   encodeCallbacks(s.MemoryDeviceCallbacks, true),
+		Cpusets:                 encodeCpusets(s.Cpusets),
 	}
 	for k, i := range ifaces {
-		f.Interfaces[k] = recordJSON{
-			ClassGUID:    i.ClassGUID.String(),
-			SymbolicLink: i.SymbolicLink,
-			Number:       i.Number,
-			Node:         i.Node,
-			PhysStart:    i.PhysStart,
-			Size:         i.Size,
-			State:        i.State,
-			Zones:        i.Zones,
-		}
+		f.Interfaces[k] = record(i)
 	}
-	if _, err := check(f.Interfaces); err != nil {
-		return fmt.Errorf("statefile: save %s: %w", path, err)
-	}
-	f.MemoryDeviceLastEventID = s.MemoryDeviceLastEventID
-	f.CleanShutdown = s.Clean
 	for _, d := range s.MemoryDevices {
-		f.MemoryDevices = append(f.MemoryDevices, deviceJSON{ID: d.Device, SymbolicLink: d.SymbolicLink, Blocks: d.Blocks,
-			Node: d.Node, PhysStart: d.PhysStart, Size: d.Size})
-	}
-	if _, err := checkDevices(f.MemoryDevices); err != nil {
-		return fmt.Errorf("statefile: save %s: %w", path, err)
+		f.MemoryDevices = append(f.MemoryDevices, deviceRecord(d))
 	}
 	if s.Instance != uuid.Nil {
 		f.Instance = s.Instance.String()
 	}
-	var err error
-	if f.Callbacks, err = encodeCallbacks(s.Callbacks, false); err != nil {
-		return fmt.Errorf("statefile: save %s: %w", path, err)
-	}
-	if f.MemoryDeviceCallbacks, err = encodeCallbacks(s.MemoryDeviceCallbacks, true); err != nil {
-		return fmt.Errorf("statefile: save %s: %w", path, err)
-	}
 	if s.Present != nil {
 		f.Present = &presentJSON{CPUs: sysfs.FormatCPUList(s.Present.CPUs), MemoryBlocks: sysfs.FormatCPUList(s.Present.MemoryBlocks)}
-		if _, err := decodePresent(f.Present); err != nil {
-			return fmt.Errorf("statefile: save %s: %w", path, err)
-		}
 	}
 	if b := s.BootMemory; b != nil {
-		if !bootID.MatchString(b.BootID) {
-			return fmt.Errorf("statefile: save %s: boot ID %.40q: want a UUID", path, b.BootID)
-		}
 		f.BootMemory = &bootMemoryJSON{BootID: b.BootID, Blocks: sysfs.FormatCPUList(b.Blocks)}
 	}
-	if f.Cpusets, err = encodeCpusets(s.Cpusets); err != nil {
+	if _, err := f.state(true); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
 	data, err := json.MarshalIndent(f, "", "  ")
@@ -407,18 +412,21 @@ func removeStale(dir, base string) error {
 func tempPrefix(base string) string { return "." + base + ".tmp-" }
 
 // Load reads the state saved at path. A missing file (or directory) gives an error wrapping
-// fs.ErrNotExist (the agent's first start). A path that cannot be trusted gives an error
-// wrapping ErrRefused, and nothing is opened that could block or change anything: something
-// other than a regular file (a device, a FIFO, a socket, a directory, a symbolic link, which is
-// not followed), a file owned by another user than the one this process runs as or writable by
-// group or others, or one in a directory that another user could replace it in. A file that is
-// empty, truncated, not JSON, of another format version, larger than MaxSize, that holds an
-// invalid interface (a class other than processor or memory, a symbolic link that is not
-// exactly /sys/devices/system/cpu/cpuN or /sys/devices/system/memory/memoryN for its Number, a
-// duplicate), an event ID above MaxEventID, or a callback's cursor that could not be the agent's
-// (a name the configuration refuses, twice the same name, interfaces or notifications of another
-// class than the callback's, an event or a cause a notification cannot have) gives a one-line
-// error naming path and what is wrong. Interfaces are returned sorted with notify.Interface.Less.
+// fs.ErrNotExist (the agent's first start). A path that cannot be trusted gives an error wrapping
+// ErrRefused, and nothing is opened that could block or change anything: something other than a
+// regular file (a device, a FIFO, a socket, a directory, a symbolic link, which is not followed), a
+// file owned by another user than the one this process runs as or writable by group or others, or
+// one in a directory that another user could replace it in. A file that is empty, truncated, not
+// JSON, of another format version, larger than MaxSize or larger than a state file in what it
+// stands for (more entries in its lists than a file of MaxSize holds, entries written shorter than
+// Save writes them, lists of CPUs, nodes or memory blocks that stand for more numbers than a
+// machine has), that holds an invalid interface (a class other than processor or memory, a symbolic
+// link that is not exactly /sys/devices/system/cpu/cpuN or /sys/devices/system/memory/memoryN for
+// its Number, a duplicate), an event ID above MaxEventID, or a callback's cursor that could not be
+// the agent's (a name the configuration refuses, twice the same name, interfaces or notifications
+// of another class than the callback's, an event or a cause a notification cannot have) gives a
+// one-line error naming path and what is wrong. Interfaces are returned sorted with
+// notify.Interface.Less.
 //
 // Load blocks on the disk, never on the file (it opens with O_NONBLOCK). It is safe for
 // concurrent use, also with Save (it sees the old file or the new one).
@@ -487,6 +495,17 @@ func decode(data []byte) (State, error) {
 		return State{}, fmt.Errorf("format version %.20q: this agent reads version %d", *v.Version, Version)
 	}
 
+	// The lists' entries are counted before anything is decoded: each one decoded takes a
+	// hundred bytes or more, however short it is written ("{}").
+	n, err := countEntries(data)
+	switch {
+	case err != nil:
+		return State{}, err
+	case n > maxEntries:
+		return State{}, fmt.Errorf("%d entries in lists, more than the %d a state file may have", n, maxEntries)
+	case n > len(data)/minEntryBytes:
+		return State{}, fmt.Errorf("not a valid state file: %d entries in lists in %d bytes, fewer than %d bytes each", n, len(data), minEntryBytes)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f fileJSON
@@ -499,19 +518,77 @@ func decode(data []byte) (State, error) {
 	if f.SavedAt.IsZero() {
 		return State{}, errors.New("no saved_at field")
 	}
-	ifaces, err := check(f.Interfaces)
+	return f.state(false)
+}
+
+// countEntries counts the entries of the lists in data, valid JSON, at every depth, reading no
+// more of it than strings, brackets and commas. It refuses lists and objects nested deeper than
+// maxDepth: a state file's are nested five deep at most.
+func countEntries(data []byte) (int, error) {
+	const maxDepth = 16
+	var lists uint64 // bit d is set when what is open at depth d is a list
+	depth, n := 0, 0
+	first := false // just after '[': a value here is the list's first entry
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+			continue
+		}
+		if first && c != ']' {
+			n++
+		}
+		first = false
+		switch c {
+		case '"':
+			for i++; i < len(data) && data[i] != '"'; i++ {
+				if data[i] == '\\' {
+					i++
+				}
+			}
+		case '[', '{':
+			if depth == maxDepth {
+				return 0, fmt.Errorf("not a valid state file: lists and objects nested more than %d deep (at byte %d)", maxDepth, i)
+			}
+			if c == '[' {
+				lists |= 1 << depth
+				first = true
+			} else {
+				lists &^= 1 << depth
+			}
+			depth++
+		case ']', '}':
+			depth = max(depth-1, 0)
+		case ',':
+			if depth > 0 && lists&(1<<(depth-1)) != 0 {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// state validates f, the JSON form of a whole file, and returns the State it holds. saving says
+// that f is what Save is about to write: last event IDs above MaxEventID are let through.
+func (f *fileJSON) state(saving bool) (State, error) {
+	if n := f.entries(); n > maxEntries {
+		return State{}, fmt.Errorf("%d entries in lists, more than the %d a state file may have", n, maxEntries)
+	}
+	var c checker
+	ifaces, err := c.interfaces(f.Interfaces)
 	if err != nil {
 		return State{}, err
 	}
-	devices, err := checkDevices(f.MemoryDevices)
+	devices, err := c.devices(f.MemoryDevices)
 	if err != nil {
 		return State{}, err
 	}
-	if err := checkEventID("last_event_id", f.LastEventID); err != nil {
-		return State{}, err
-	}
-	if err := checkEventID("memory_device_last_event_id", f.MemoryDeviceLastEventID); err != nil {
-		return State{}, err
+	if !saving {
+		if err := checkEventID("last_event_id", f.LastEventID); err != nil {
+			return State{}, err
+		}
+		if err := checkEventID("memory_device_last_event_id", f.MemoryDeviceLastEventID); err != nil {
+			return State{}, err
+		}
 	}
 	s := State{Version: f.Version, Interfaces: ifaces, LastEventID: f.LastEventID, SavedAt: f.SavedAt,
 		MemoryDevices: devices, MemoryDeviceLastEventID: f.MemoryDeviceLastEventID, Clean: f.CleanShutdown}
@@ -520,50 +597,86 @@ func decode(data []byte) (State, error) {
 			return State{}, fmt.Errorf("instance %.40q: want a UUID", f.Instance)
 		}
 	}
-	if s.Callbacks, err = decodeCallbacks("callbacks", f.Callbacks, false); err != nil {
+	if s.Callbacks, err = c.callbacks("callbacks", f.Callbacks, false); err != nil {
 		return State{}, err
 	}
-	if s.MemoryDeviceCallbacks, err = decodeCallbacks("memory_device_callbacks", f.MemoryDeviceCallbacks, true); err != nil {
+	if s.MemoryDeviceCallbacks, err = c.callbacks("memory_device_callbacks", f.MemoryDeviceCallbacks, true); err != nil {
 		return State{}, err
 	}
 	if f.Present != nil {
-		if s.Present, err = decodePresent(f.Present); err != nil {
+		if s.Present, err = c.present(f.Present); err != nil {
 			return State{}, err
 		}
 	}
-	if b := f.BootMemory; b != nil {
-		if !bootID.MatchString(b.BootID) {
-			return State{}, fmt.Errorf("boot_memory.boot_id %.40q: want a UUID", b.BootID)
+	if bm := f.BootMemory; bm != nil {
+		if !bootID.MatchString(bm.BootID) {
+			return State{}, fmt.Errorf("boot_memory.boot_id %.40q: want a UUID", bm.BootID)
 		}
-		s.BootMemory = &BootMemory{BootID: b.BootID}
-		if s.BootMemory.Blocks, err = sysfs.ParseMemoryBlockList(b.Blocks, 0); err != nil {
+		s.BootMemory = &BootMemory{BootID: bm.BootID}
+		s.BootMemory.Blocks, err = sysfs.ParseMemoryBlockList(bm.Blocks, 0)
+		if err == nil {
+			err = c.take(len(s.BootMemory.Blocks))
+		}
+		if err != nil {
 			return State{}, fmt.Errorf("boot_memory.blocks: %w", err)
 		}
 	}
-	if s.Cpusets, err = decodeCpusets(f.Cpusets); err != nil {
+	if s.Cpusets, err = c.cpusets(f.Cpusets); err != nil {
 		return State{}, err
 	}
 	return s, nil
 }
 
-// decodePresent validates the JSON form of the CPUs and memory blocks present. Memory block
-// numbers go up to maxNumber, not only to the largest CPU number: they are physical addresses
-// divided by the block size.
-func decodePresent(p *presentJSON) (*Present, error) {
+// entries counts the entries of f's lists, as countEntries counts them in the file.
+func (f *fileJSON) entries() int {
+	n := len(f.Interfaces) + len(f.MemoryDevices) + len(f.Callbacks) + len(f.MemoryDeviceCallbacks) + len(f.Cpusets)
+	for _, l := range [][]callbackJSON{f.Callbacks, f.MemoryDeviceCallbacks} {
+		for _, c := range l {
+			n += len(c.View) + len(c.Devices) + len(c.Pending)
+		}
+	}
+	for _, c := range f.Cpusets {
+		n += len(c.Cgroups)
+	}
+	return n
+}
+
+// checker validates the records of one file, counting the numbers its kernel lists expand to.
+type checker struct {
+	numbers int
+}
+
+// take counts n more numbers from the lists, and refuses more than maxNumbers in all.
+func (c *checker) take(n int) error {
+	if c.numbers += n; c.numbers > maxNumbers {
+		return fmt.Errorf("the lists of CPUs, nodes and memory blocks hold more than %d numbers in all", maxNumbers)
+	}
+	return nil
+}
+
+// present validates the JSON form of the CPUs and memory blocks present. Memory block numbers go
+// up to maxNumber, not only to the largest CPU number: they are physical addresses divided by
+// the block size.
+func (c *checker) present(p *presentJSON) (*Present, error) {
 	cpus, err := sysfs.ParseCPUList(p.CPUs)
+	if err == nil {
+		err = c.take(len(cpus))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("present.cpus: %w", err)
 	}
 	blocks, err := sysfs.ParseMemoryBlockList(p.MemoryBlocks, 0)
+	if err == nil {
+		err = c.take(len(blocks))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("present.memory_blocks: %w", err)
 	}
 	return &Present{CPUs: cpus, MemoryBlocks: blocks}, nil
 }
 
-// encodeCpusets turns the cpuset callbacks' memories into their JSON form, sorted, and checks them
-// as Load does.
-func encodeCpusets(m map[string]Cpuset) ([]cpusetJSON, error) {
+// encodeCpusets turns the cpuset callbacks' memories into their JSON form, sorted.
+func encodeCpusets(m map[string]Cpuset) []cpusetJSON {
 	var out []cpusetJSON
 	for _, name := range slices.Sorted(maps.Keys(m)) {
 		c := m[name]
@@ -573,22 +686,22 @@ func encodeCpusets(m map[string]Cpuset) ([]cpusetJSON, error) {
 		}
 		out = append(out, j)
 	}
-	if _, err := decodeCpusets(out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out
 }
 
-// decodeCpusets validates the JSON form of the cpuset callbacks' memories.
-func decodeCpusets(recs []cpusetJSON) (map[string]Cpuset, error) {
+// cpusets validates the JSON form of the cpuset callbacks' memories.
+func (c *checker) cpusets(recs []cpusetJSON) (map[string]Cpuset, error) {
 	if len(recs) == 0 {
 		return nil, nil
 	}
 	out := map[string]Cpuset{}
 	list := func(at, s string) ([]int, error) {
-		l, err := sysfs.ParseCPUList(s)
-		if err != nil || (len(l) > 0 && l[len(l)-1] > maxNumber) {
-			return nil, fmt.Errorf("%s %.40q: want a list like 0-3", at, s)
+		l, err := sysfs.ParseCPUListLimit(s, maxCpusetList)
+		if err != nil {
+			return nil, fmt.Errorf("%s %.40q: want a list like 0-3, of at most %d CPUs or nodes", at, s, maxCpusetList)
+		}
+		if err := c.take(len(l)); err != nil {
+			return nil, fmt.Errorf("%s: %w", at, err)
 		}
 		if len(l) == 0 {
 			return nil, nil
@@ -606,12 +719,12 @@ func decodeCpusets(recs []cpusetJSON) (map[string]Cpuset, error) {
 		if r.Resource != "cpus" && r.Resource != "mems" {
 			return nil, fmt.Errorf("%s (%s): resource %.20q: want cpus or mems", at, r.Name, r.Resource)
 		}
-		c := Cpuset{Resource: r.Resource, Held: map[string][]int{}, Owed: map[string][]int{}}
+		cs := Cpuset{Resource: r.Resource, Held: map[string][]int{}, Owed: map[string][]int{}}
 		var err error
-		if c.Known, err = list(at+": known", r.Known); err != nil {
+		if cs.Known, err = list(at+": known", r.Known); err != nil {
 			return nil, err
 		}
-		if c.Gone, err = list(at+": gone", r.Gone); err != nil {
+		if cs.Gone, err = list(at+": gone", r.Gone); err != nil {
 			return nil, err
 		}
 		for j, g := range r.Cgroups {
@@ -619,10 +732,10 @@ func decodeCpusets(recs []cpusetJSON) (map[string]Cpuset, error) {
 			if g.Path == "" || filepath.IsAbs(g.Path) || filepath.Clean(g.Path) != g.Path || g.Path == ".." || strings.HasPrefix(g.Path, "../") {
 				return nil, fmt.Errorf("%s: path %.80q: want a clean relative path", gat, g.Path)
 			}
-			if _, dup := c.Held[g.Path]; dup {
+			if _, dup := cs.Held[g.Path]; dup {
 				return nil, fmt.Errorf("%s: %s is listed twice", gat, g.Path)
 			}
-			if c.Held[g.Path], err = list(gat+": held", g.Held); err != nil {
+			if cs.Held[g.Path], err = list(gat+": held", g.Held); err != nil {
 				return nil, err
 			}
 			owed, err := list(gat+": owed", g.Owed)
@@ -630,10 +743,10 @@ func decodeCpusets(recs []cpusetJSON) (map[string]Cpuset, error) {
 				return nil, err
 			}
 			if len(owed) > 0 {
-				c.Owed[g.Path] = owed
+				cs.Owed[g.Path] = owed
 			}
 		}
-		out[r.Name] = c
+		out[r.Name] = cs
 	}
 	return out, nil
 }
@@ -641,9 +754,9 @@ func decodeCpusets(recs []cpusetJSON) (map[string]Cpuset, error) {
 // callbackName is what a configured callback's name may look like (the configuration's rule).
 var callbackName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
-// encodeCallbacks turns cursors into their JSON form, sorted by name, and checks them as Load
-// does. devices says they are of memory-device registrations.
-func encodeCallbacks(cursors map[string]notify.Cursor, devices bool) ([]callbackJSON, error) {
+// encodeCallbacks turns cursors into their JSON form, sorted by name. devices says they are of
+// memory-device registrations.
+func encodeCallbacks(cursors map[string]notify.Cursor, devices bool) []callbackJSON {
 	var out []callbackJSON
 	for _, name := range slices.Sorted(maps.Keys(cursors)) {
 		c := cursors[name]
@@ -668,19 +781,12 @@ func encodeCallbacks(cursors map[string]notify.Cursor, devices bool) ([]callback
 		}
 		out = append(out, cb)
 	}
-	field := "callbacks"
-	if devices {
-		field = "memory_device_callbacks"
-	}
-	if _, err := decodeCallbacks(field, out, devices); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out
 }
 
-// decodeCallbacks validates the JSON form of cursors and returns them by name; field names the
-// list in errors.
-func decodeCallbacks(field string, recs []callbackJSON, devices bool) (map[string]notify.Cursor, error) {
+// callbacks validates the JSON form of cursors and returns them by name; field names the list in
+// errors, devices says they are of memory-device registrations.
+func (c *checker) callbacks(field string, recs []callbackJSON, devices bool) (map[string]notify.Cursor, error) {
 	if len(recs) == 0 {
 		return nil, nil
 	}
@@ -701,18 +807,18 @@ func decodeCallbacks(field string, recs []callbackJSON, devices bool) (map[strin
 		if devices && class != notify.GUIDDeviceMemory {
 			return nil, fmt.Errorf("%s: class %s: memory devices are of the memory class", at, class)
 		}
-		c := notify.Cursor{Class: class}
+		cur := notify.Cursor{Class: class}
 		var view []notify.Interface
 		if devices {
 			if len(r.View) > 0 {
 				return nil, fmt.Errorf("%s: view: a memory-device callback's view is view_devices", at)
 			}
-			view, err = checkDevices(r.Devices)
+			view, err = c.devices(r.Devices)
 		} else {
 			if len(r.Devices) > 0 {
 				return nil, fmt.Errorf("%s: view_devices: only a memory-device callback has them", at)
 			}
-			view, err = check(r.View)
+			view, err = c.interfaces(r.View)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: view: %w", at, err)
@@ -723,25 +829,25 @@ func decodeCallbacks(field string, recs []callbackJSON, devices bool) (map[strin
 			}
 		}
 		if len(view) > 0 {
-			c.View = view
+			cur.View = view
 		}
 		for j, p := range r.Pending {
-			n, err := pendingNotification(p, devices)
+			n, err := c.pending(p, devices)
 			if err != nil {
 				return nil, fmt.Errorf("%s: pending[%d]: %w", at, j, err)
 			}
 			if n.InterfaceClassGUID != class {
 				return nil, fmt.Errorf("%s: pending[%d]: %s is not of the callback's class %s", at, j, n.SymbolicLinkName, class)
 			}
-			c.Pending = append(c.Pending, n)
+			cur.Pending = append(cur.Pending, n)
 		}
-		out[r.Name] = c
+		out[r.Name] = cur
 	}
 	return out, nil
 }
 
-// pendingNotification validates the JSON form of a pending notification and returns it.
-func pendingNotification(p pendingJSON, devices bool) (notify.Notification, error) {
+// pending validates the JSON form of a pending notification and returns it.
+func (c *checker) pending(p pendingJSON, devices bool) (notify.Notification, error) {
 	var event uuid.UUID
 	switch p.Event {
 	case "arrival":
@@ -763,13 +869,13 @@ func pendingNotification(p pendingJSON, devices bool) (notify.Notification, erro
 	var iface notify.Interface
 	switch {
 	case devices && p.Device != nil && p.Interface == nil:
-		ds, err := checkDevices([]deviceJSON{*p.Device})
+		ds, err := c.devices([]deviceJSON{*p.Device})
 		if err != nil {
 			return notify.Notification{}, err
 		}
 		iface = ds[0]
 	case !devices && p.Interface != nil && p.Device == nil:
-		is, err := check([]recordJSON{*p.Interface})
+		is, err := c.interfaces([]recordJSON{*p.Interface})
 		if err != nil {
 			return notify.Notification{}, err
 		}
@@ -829,9 +935,9 @@ func syntaxError(data []byte, err error) error {
 // deviceID is what a memory device id may look like: PNP0C80:00, virtio5.
 var deviceID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9:_.-]{0,63}$`)
 
-// checkDevices validates the memory-device records and returns them as interfaces, sorted by
-// first block. An error names the record by its index.
-func checkDevices(recs []deviceJSON) ([]notify.Interface, error) {
+// devices validates the memory-device records and returns them as interfaces, sorted by first
+// block. An error names the record by its index.
+func (c *checker) devices(recs []deviceJSON) ([]notify.Interface, error) {
 	var out []notify.Interface
 	seen := map[string]bool{}
 	for k, r := range recs {
@@ -841,15 +947,18 @@ func checkDevices(recs []deviceJSON) ([]notify.Interface, error) {
 		if !strings.HasPrefix(r.SymbolicLink, "/sys/devices/") || path.Clean(r.SymbolicLink) != r.SymbolicLink || path.Base(r.SymbolicLink) != r.ID {
 			return nil, fmt.Errorf("memory_devices[%d] (%s): symbolic link %.80q is not a clean /sys/devices path ending in the id", k, r.ID, r.SymbolicLink)
 		}
-		blocks, err := sysfs.ParseMemoryBlockList(r.Blocks, 0)
-		if err != nil || len(blocks) == 0 {
-			return nil, fmt.Errorf("memory_devices[%d] (%s): blocks %.40q: want a list of block numbers like 32-35", k, r.ID, r.Blocks)
-		}
 		if r.Node < -1 || r.Node > maxNumber {
 			return nil, fmt.Errorf("memory_devices[%d] (%s): node %d out of range -1-%d", k, r.ID, r.Node, maxNumber)
 		}
 		if seen[r.ID] {
 			return nil, fmt.Errorf("memory_devices: %s is listed twice", r.ID)
+		}
+		blocks, err := sysfs.ParseMemoryBlockList(r.Blocks, 0)
+		if err != nil || len(blocks) == 0 {
+			return nil, fmt.Errorf("memory_devices[%d] (%s): blocks %.40q: want a list of block numbers like 32-35", k, r.ID, r.Blocks)
+		}
+		if err := c.take(len(blocks)); err != nil {
+			return nil, fmt.Errorf("memory_devices[%d] (%s): blocks: %w", k, r.ID, err)
 		}
 		seen[r.ID] = true
 		out = append(out, notify.Interface{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: r.SymbolicLink, Number: blocks[0],
@@ -859,10 +968,10 @@ func checkDevices(recs []deviceJSON) ([]notify.Interface, error) {
 	return out, nil
 }
 
-// check validates the records and returns them as interfaces, sorted. An error names the record
-// by its index in recs.
-func check(recs []recordJSON) ([]notify.Interface, error) {
-	out := make([]notify.Interface, len(recs))
+// interfaces validates the records and returns them as interfaces, sorted. An error names the
+// record by its index in recs. Every record is checked before the interfaces are made, so that a
+// list refused costs no more than its decoding.
+func (c *checker) interfaces(recs []recordJSON) ([]notify.Interface, error) {
 	for k, r := range recs {
 		class, err := uuid.Parse(r.ClassGUID)
 		if err != nil {
@@ -882,14 +991,18 @@ func check(recs []recordJSON) ([]notify.Interface, error) {
 		if r.Number < 0 || r.Number > maxNumber {
 			return nil, fmt.Errorf("interfaces[%d]: %s number %d out of range 0-%d", k, name, r.Number, maxNumber)
 		}
-		if want := prefix + strconv.Itoa(r.Number); r.SymbolicLink != want {
-			return nil, fmt.Errorf("interfaces[%d]: symbolic link %.80q is not that of %s %d (%s)", k, r.SymbolicLink, name, r.Number, want)
+		var digits [20]byte // the link compared without making it
+		if rest, ok := strings.CutPrefix(r.SymbolicLink, prefix); !ok || rest != string(strconv.AppendInt(digits[:0], int64(r.Number), 10)) {
+			return nil, fmt.Errorf("interfaces[%d]: symbolic link %.80q is not that of %s %d (%s%d)", k, r.SymbolicLink, name, r.Number, prefix, r.Number)
 		}
 		if r.Node < -1 || r.Node > maxNumber {
 			return nil, fmt.Errorf("interfaces[%d] (%s): node %d out of range -1-%d", k, r.SymbolicLink, r.Node, maxNumber)
 		}
+	}
+	out := make([]notify.Interface, len(recs))
+	for k, r := range recs {
 		out[k] = notify.Interface{
-			ClassGUID:    class,
+			ClassGUID:    uuid.MustParse(r.ClassGUID),
 			SymbolicLink: r.SymbolicLink,
 			Number:       r.Number,
 			Node:         r.Node,

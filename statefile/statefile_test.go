@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -309,6 +310,15 @@ func TestLoadRejects(t *testing.T) {
 			`present.memory_blocks: sysfs: invalid memory block list "0-99999999": 100000000 memory blocks, more than the 4194304 a list may hold`},
 		{"present block beyond nine digits", `{"version": 1, "saved_at": "2026-11-21T23:50:00Z", "interfaces": [], "present": {"cpus": "0", "memory_blocks": "1000000000"}}`,
 			`present.memory_blocks: sysfs: invalid memory block list "1000000000": item "1000000000": memory block number out of range (0 to 999999999)`},
+		{"more list entries than a state file has", withInterface(strings.Repeat("{},", maxEntries) + "{}"), "262145 entries in lists, more than the 262144 a state file may have"},
+		{"list entries written shorter than Save writes them", withInterface(strings.Repeat("{},", 99) + "{}"), "not a valid state file: 100 entries in lists in 367 bytes, fewer than 32 bytes each"},
+		{"nested deeper than a state file", withField(`"x": ` + strings.Repeat("[", 17) + strings.Repeat("]", 17)), "not a valid state file: lists and objects nested more than 16 deep (at byte 89)"},
+		{"cpuset list of more CPUs than a machine has", withField(`"cpusets": [{"name": "w", "resource": "cpus", "known": "0", "cgroups": [{"path": "a", "held": "0-1048575"}]}]`),
+			`cpusets[0] (w): cgroups[0]: held "0-1048575": want a list like 0-3, of at most 16384 CPUs or nodes`},
+		{"cpuset lists of more numbers than a state file holds", withField(`"cpusets": [{"name": "w", "resource": "cpus", "known": "0-16383", "cgroups": [` + cgroups(256, "0-16383") + `]}]`),
+			"cpusets[0] (w): cgroups[255]: held: the lists of CPUs, nodes and memory blocks hold more than 4194304 numbers in all"},
+		{"memory blocks of more numbers than a state file holds", strings.Replace(withDevice(deviceRec), `"interfaces"`, `"present": {"cpus": "0", "memory_blocks": "0-4194303"}, "interfaces"`, 1),
+			"present.memory_blocks: the lists of CPUs, nodes and memory blocks hold more than 4194304 numbers in all"},
 		{"unknown interface field", withInterface(`{"class_guid": "97fadb10-4e33-40ae-359c-8bef029dbdd0", "symbolic_link": "/sys/devices/system/cpu/cpu0", "number": 0, "online": true}`), `unknown field "online"`},
 		{"number as a string", strings.Replace(valid, `"number": 1`, `"number": "1"`, 1), "field interfaces.number: string where int is wanted"},
 		{"negative phys_start", strings.Replace(valid, `"phys_start": 4294967296`, `"phys_start": -1`, 1), "interfaces.phys_start: number -1 where uint64 is wanted"},
@@ -384,6 +394,64 @@ func TestLoadRejects(t *testing.T) {
 	}
 }
 
+// cgroups is n cgroups of a cpuset callback, each holding the list held.
+func cgroups(n int, held string) string {
+	var l []string
+	for k := range n {
+		l = append(l, fmt.Sprintf(`{"path": "c%d", "held": %q}`, k, held))
+	}
+	return strings.Join(l, ", ")
+}
+
+// allocated returns the bytes that f allocates.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestLoadMemoryFollowsSize: what Load allocates for a file it refuses follows the file's size,
+// however short its lists are written: entries shorter than Save writes them ("{}") are refused
+// before any is decoded, a cpuset callback's list cannot stand for more CPUs than a machine has,
+// and interfaces are all checked before any is made.
+func TestLoadMemoryFollowsSize(t *testing.T) {
+	tests := []struct{ name, content, want string }{
+		{"cpuset cgroups holding a million CPUs each", withField(`"cpusets": [{"name": "w", "resource": "cpus", "known": "0", "cgroups": [` + cgroups(32, "0-1048575") + `]}]`),
+			"want a list like 0-3, of at most 16384"},
+		{"a million empty interfaces", withInterface(strings.Repeat("{},", 1<<20-1) + "{}"), "1048576 entries in lists"},
+		{"empty pending notifications", withCallback(`{"name": "a", "class_guid": "` + processor + `", "pending": [` + strings.Repeat("{},", 1<<16-1) + "{}]}"),
+			"65537 entries in lists in 196774 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			n := allocated(func() { _, err = Load(path) })
+			checkLoadError(t, err, path, tt.want)
+			if limit := 8*uint64(len(tt.content)) + 1<<20; n > limit {
+				t.Errorf("Load of %d bytes allocated %d MiB; want at most %d KiB", len(tt.content), n>>20, limit>>10)
+			}
+		})
+	}
+	t.Run("interfaces checked before made", func(t *testing.T) {
+		recs := make([]recordJSON, 1<<16)
+		for k := range recs {
+			recs[k] = record(cpu(k))
+		}
+		recs[len(recs)-1].SymbolicLink = "/etc"
+		var c checker
+		var err error
+		if n := allocated(func() { _, err = c.interfaces(recs) }); err == nil || n > 1<<20 {
+			t.Errorf("checking %d interfaces, the last one bad: %v, %d KiB allocated; want an error, and not the interfaces made", len(recs), err, n>>10)
+		}
+	})
+}
+
 // TestLoadEveryTruncation cuts a valid file at every byte: each cut that loses more than the
 // final newline must be refused as truncated, with a one-line error.
 func TestLoadEveryTruncation(t *testing.T) {
@@ -445,6 +513,10 @@ func TestSaveRefuses(t *testing.T) {
 		{"no class", State{Interfaces: []notify.Interface{noClass}}, "is neither processor"},
 		{"duplicate", State{Interfaces: []notify.Interface{mem(1), cpu(1), mem(1)}}, "memory1 is listed twice"},
 		{"CPU present beyond any machine", State{Present: &Present{CPUs: []int{1 << 20}}}, "present.cpus: sysfs: invalid CPU list"},
+		{"more numbers than a state file holds", State{Present: &Present{CPUs: []int{0}, MemoryBlocks: numbers(1 << 22)}},
+			"present.memory_blocks: the lists of CPUs, nodes and memory blocks hold more than 4194304 numbers in all"},
+		{"more list entries than a state file has", State{Cpusets: map[string]Cpuset{"w": {Resource: "cpus", Held: manyCgroups(maxEntries)}}},
+			"262145 entries in lists, more than the 262144 a state file may have"},
 		{"memory block present beyond nine digits", State{Present: &Present{MemoryBlocks: []int{1_000_000_000}}},
 			`present.memory_blocks: sysfs: invalid memory block list "1000000000"`},
 	}
@@ -476,6 +548,69 @@ func TestSaveRefuses(t *testing.T) {
 			t.Errorf("Save(%s): %v; want an error naming it and saying mkdir failed", p, err)
 		}
 	})
+}
+
+// numbers returns 0 to n-1.
+func numbers(n int) []int {
+	l := make([]int, n)
+	for k := range l {
+		l[k] = k
+	}
+	return l
+}
+
+// manyCgroups returns n cgroups that hold CPU 0.
+func manyCgroups(n int) map[string][]int {
+	m := make(map[string][]int, n)
+	for k := range n {
+		m[fmt.Sprintf("c%d", k)] = []int{0}
+	}
+	return m
+}
+
+// TestLargestStateFits: the state of the largest machine the agent is measured on (1,024 CPUs,
+// 8,192 memory blocks, 1,024 memory devices, every field at its widest) with eight callbacks of
+// the memory class, each as far behind as the file keeps them, is saved and loaded back within
+// MaxSize and the bounds on the lists.
+func TestLargestStateFits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("saves and loads 30 MB")
+	}
+	var cpus, blocks, devices []notify.Interface
+	for n := range 1024 {
+		c := cpu(n)
+		c.Node = 999
+		cpus = append(cpus, c)
+		devices = append(devices, dimm(fmt.Sprintf("PNP0C80:%03x", n), 8*n, 8*n+7))
+	}
+	for n := range 8192 {
+		m := mem(n)
+		m.Node, m.State, m.Zones = 999, "going-offline", "DMA32 Normal Movable"
+		blocks = append(blocks, m)
+	}
+	s := State{Version: 1, Interfaces: slices.Concat(cpus, blocks), LastEventID: MaxEventID, SavedAt: savedAt,
+		MemoryDevices: devices, MemoryDeviceLastEventID: MaxEventID, Instance: uuid.New(), Callbacks: map[string]notify.Cursor{},
+		Present: &Present{CPUs: numbers(1024), MemoryBlocks: numbers(8192)}}
+	for k := range 8 {
+		var owed []notify.Notification
+		for j := range 1024 {
+			owed = append(owed, pending(notify.GUIDDeviceInterfaceArrival, blocks[j], MaxEventID-1024+uint64(j), 1<<40, notify.CauseResync))
+		}
+		s.Callbacks[fmt.Sprintf("memory-callback-%d", k)] = notify.Cursor{Class: notify.GUIDDeviceMemory, View: blocks, Pending: owed}
+	}
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := Save(path, s); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if !cmp.Equal(s, got) {
+		t.Errorf("Load after Save gave another state")
+	}
+	fi, _ := os.Stat(path)
+	t.Logf("%d bytes (MaxSize %d)", fi.Size(), MaxSize)
 }
 
 // TestSaveEventIDAboveMax: an event ID above MaxEventID is saved (an agent that got there must

@@ -56,6 +56,16 @@ func ParseCPUList(s string) ([]int, error) {
 	return cpus, nil
 }
 
+// ParseCPUListLimit is ParseCPUList, but refuses a list of more than limit CPUs before it is
+// expanded: for a list that may hold fewer CPUs than any machine could have.
+func ParseCPUListLimit(s string, limit int) ([]int, error) {
+	cpus, err := parseList(s, cpuList, min(limit, maxCPUs))
+	if err != nil {
+		return nil, fmt.Errorf("sysfs: %w", err)
+	}
+	return cpus, nil
+}
+
 // ParseMemoryBlockList parses a list of memory block numbers in the kernel's list format, as
 // FormatCPUList writes it ("32-35,40"): as ParseCPUList, but block numbers go up to
 // MaxMemoryBlock, and a list of more than limit blocks is refused before any is expanded (limit

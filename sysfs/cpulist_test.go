@@ -107,6 +107,27 @@ func TestParseCPUListLarge(t *testing.T) {
 	}
 }
 
+// TestParseCPUListLimit: a list of more CPUs than the limit is refused before it is expanded.
+func TestParseCPUListLimit(t *testing.T) {
+	t.Parallel()
+	if got, err := ParseCPUListLimit("0-3,2-5", 6); err != nil || !slices.Equal(got, []int{0, 1, 2, 3, 4, 5}) {
+		t.Errorf("ParseCPUListLimit(\"0-3,2-5\", 6) = %v, %v; want 0 to 5", got, err)
+	}
+	for _, tt := range []struct {
+		in      string
+		limit   int
+		wantMsg string
+	}{
+		{"0-3,2-5", 5, `sysfs: invalid CPU list "0-3,2-5": 6 CPUs, more than the 5 a list may hold`},
+		{"0-1048575", 16384, "1048576 CPUs, more than the 16384"},
+		{"1048576", 1 << 30, "CPU number out of range (0 to 1048575)"},
+	} {
+		if got, err := ParseCPUListLimit(tt.in, tt.limit); err == nil || got != nil || !strings.Contains(err.Error(), tt.wantMsg) {
+			t.Errorf("ParseCPUListLimit(%q, %d) = %v, %v; want an error saying %q", tt.in, tt.limit, got, err, tt.wantMsg)
+		}
+	}
+}
+
 // TestParseMemoryBlockList: memory block numbers go up to nine digits (block 1048576 is at
 // 128 TiB with 128 MiB blocks), a list is bounded by how many blocks it covers, not by how short
 // it is written, and errors speak of memory blocks.
