@@ -86,8 +86,9 @@ type Options struct {
 	// writes instead, so it lasts. 0: DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// StatePath is the file that keeps the announced interfaces and the last notification ID
-	// across restarts; "" keeps none. A path that statefile refuses (statefile.ErrRefused)
-	// makes New fail; a file whose contents are bad is reported, and replaced.
+	// across restarts; "" keeps none. A path that statefile refuses (statefile.ErrRefused), or
+	// a file that cannot be read, makes New fail; a file whose contents are bad
+	// (statefile.ErrCorrupt) is reported, and replaced.
 	StatePath string
 	// Source replaces the kernel's uevent socket (tests); nil opens the socket.
 	Source Source
@@ -589,10 +590,12 @@ func (b *builder) announce() error {
 }
 
 // loadState reads the state file: restored is false when there is none or its contents are
-// unusable (said in the log), and the machine as it is now is the starting point. A path that
-// statefile refuses (statefile.ErrRefused: a device, a FIFO, a symbolic link, a file of another
-// user or that others may write) is an error: the agent must neither believe it nor, at its
-// first save, replace it, so the operator must fix --path.state.
+// unusable (statefile.ErrCorrupt, said in the log), and the machine as it is now is the starting
+// point. A path that statefile refuses (statefile.ErrRefused: a device, a FIFO, a symbolic link, a
+// file of another user or that others may write) is an error: the agent must neither believe it
+// nor, at its first save, replace it, so the operator must fix --path.state. So is a file that
+// could not be read (permission denied, an I/O error, too many open files): what it holds is not
+// known, and replacing it could lose every callback's place.
 func (a *Agent) loadState() (s statefile.State, restored bool, err error) {
 	if a.o.StatePath == "" {
 		return statefile.State{}, false, nil
@@ -604,9 +607,11 @@ func (a *Agent) loadState() (s statefile.State, restored bool, err error) {
 	case errors.Is(err, fs.ErrNotExist):
 		a.log.Info("no state file: a first start; the interfaces present now are the starting point", "path", a.o.StatePath)
 		return s, false, nil
-	case err != nil:
+	case errors.Is(err, statefile.ErrCorrupt):
 		a.log.Warn("state file unusable; the interfaces present now are the starting point", "err", err)
 		return s, false, nil
+	case err != nil:
+		return s, false, err
 	}
 	a.log.Info("state restored", "path", a.o.StatePath, "interfaces", len(s.Interfaces), "last_event_id", s.LastEventID, "saved_at", s.SavedAt)
 	return s, true, nil

@@ -163,6 +163,61 @@ func TestStatePathRefused(t *testing.T) {
 	}
 }
 
+// TestStateFileUnreadable: a state file the agent cannot read makes New fail at once with the
+// state file's one-line error, before anything is announced. What it holds was never seen, so it
+// is neither believed nor taken for a file whose contents are bad, and it is left as it was.
+func TestStateFileUnreadable(t *testing.T) {
+	tests := []struct {
+		name string
+		make func(t *testing.T) string
+		want string
+	}{
+		// The agent's own memory: a regular file of its user, whose read at offset 0 fails.
+		{"a read that fails", func(*testing.T) string { return "/proc/self/mem" }, "input/output error"},
+		{"a file of the agent's own it may not read", func(t *testing.T) string {
+			if os.Geteuid() == 0 {
+				t.Skip("root reads a file of mode 0200")
+			}
+			path := filepath.Join(t.TempDir(), "state.json")
+			if err := os.WriteFile(path, []byte(forged), 0o200); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}, "permission denied"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := tt.make(t)
+			var before unix.Stat_t
+			unix.Lstat(path, &before)
+			src := newFakeSource()
+			logs := &testenv.Buffer{}
+			a, err := New(Options{SysfsPath: fixture(t), StatePath: path, ListenAddresses: []string{"127.0.0.1:0"}, Source: src,
+				Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			if err == nil {
+				a.close()
+				t.Fatalf("New succeeded with a state file it cannot read; want it to fail saying %q", tt.want)
+			}
+			if want := "statefile: load " + path + ": " + tt.want; err.Error() != want {
+				t.Errorf("New: %q; want %q", err, want)
+			}
+			if l := logs.String(); strings.Contains(l, "state file unusable") || strings.Contains(l, "cpu63") {
+				t.Errorf("the unreadable state file was taken for one whose contents are bad, or believed; log:\n%s", l)
+			}
+			var after unix.Stat_t
+			unix.Lstat(path, &after)
+			if after.Ino != before.Ino || after.Mode != before.Mode || after.Size != before.Size || after.Mtim != before.Mtim {
+				t.Errorf("New changed the state file it could not read")
+			}
+			select {
+			case <-src.closed:
+			default:
+				t.Error("New failed and left the uevent source open")
+			}
+		})
+	}
+}
+
 // TestNextIDs: the ID the agent continues from is the saved one after a clean shutdown, beyond
 // it and the clock otherwise, and never one from which counting could wrap to 0: an ID above
 // statefile.MaxEventID (no state file Load accepts has one) starts numbering from the clock.

@@ -15,6 +15,21 @@ import (
 // would replace /dev/null), so it is left as it is: the operator must fix the path.
 var ErrRefused = errors.New("state file path refused")
 
+// ErrCorrupt is wrapped by the errors of Load for a file it read whose contents it does not
+// accept: empty, truncated, not JSON, of another format version, too large, or holding what the
+// agent cannot have written. Nothing in such a file can be used, and it may be replaced. An error
+// of Load that wraps none of ErrCorrupt, ErrRefused and fs.ErrNotExist is one of opening or
+// reading the file (permission denied, an I/O error, too many open files, no memory): what the
+// file holds is not known, and it must not be replaced.
+var ErrCorrupt = errors.New("state file contents unusable")
+
+// corruption is an error that wraps ErrCorrupt, saying what is wrong in its own words.
+type corruption struct{ err error }
+
+func (c corruption) Error() string        { return c.err.Error() }
+func (c corruption) Unwrap() error        { return c.err }
+func (c corruption) Is(target error) bool { return target == ErrCorrupt }
+
 // refusal is an error that wraps ErrRefused, saying why in its own words.
 type refusal string
 

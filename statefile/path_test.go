@@ -234,10 +234,48 @@ func checkRefusal(t *testing.T, op string, err error, path, want string) {
 		t.Errorf("%s(%s) succeeded; want an error saying %q", op, path, want)
 	case !errors.Is(err, ErrRefused):
 		t.Errorf("%s(%s): %q does not wrap ErrRefused", op, path, err)
+	case errors.Is(err, ErrCorrupt):
+		t.Errorf("%s(%s): %q wraps ErrCorrupt: the file was not read", op, path, err)
 	case !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), want):
 		t.Errorf("%s(%s): %q; want %q... saying %q", op, path, err, prefix, want)
 	case strings.ContainsAny(err.Error(), "\n\r"):
 		t.Errorf("%s(%s): %q spans lines", op, path, err)
+	}
+}
+
+// TestLoadUnreadable: a state file that cannot be read gives an error that names the path and
+// the reason in one line, and wraps neither ErrCorrupt (its contents were never seen, so it must
+// not be replaced) nor ErrRefused nor fs.ErrNotExist.
+func TestLoadUnreadable(t *testing.T) {
+	tests := []struct {
+		name string
+		make func(t *testing.T) string
+		want string
+	}{
+		// The process's own memory: a regular file of its user, whose read at offset 0 fails.
+		{"a read that fails", func(*testing.T) string { return "/proc/self/mem" }, "input/output error"},
+		{"a file of the process's own it may not read", func(t *testing.T) string {
+			if os.Geteuid() == 0 {
+				t.Skip("root reads a file of mode 0200")
+			}
+			p := filepath.Join(t.TempDir(), "state.json")
+			writeValid(t, p, 0o200)
+			return p
+		}, "permission denied"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := tt.make(t)
+			_, err := Load(path)
+			switch {
+			case err == nil:
+				t.Fatalf("Load(%s) succeeded; want an error saying %q", path, tt.want)
+			case errors.Is(err, ErrCorrupt) || errors.Is(err, ErrRefused) || errors.Is(err, fs.ErrNotExist):
+				t.Errorf("Load(%s): %q wraps ErrCorrupt, ErrRefused or fs.ErrNotExist; want none", path, err)
+			case err.Error() != "statefile: load "+path+": "+tt.want:
+				t.Errorf("Load(%s): %q; want %q", path, err, "statefile: load "+path+": "+tt.want)
+			}
+		})
 	}
 }
 

@@ -425,8 +425,9 @@ func tempPrefix(base string) string { return "." + base + ".tmp-" }
 // its Number, a duplicate), an event ID above MaxEventID, or a callback's cursor that could not be
 // the agent's (a name the configuration refuses, twice the same name, interfaces or notifications
 // of another class than the callback's, an event or a cause a notification cannot have) gives a
-// one-line error naming path and what is wrong. Interfaces are returned sorted with
-// notify.Interface.Less.
+// one-line error wrapping ErrCorrupt, naming path and what is wrong. Any other error (the file
+// could not be opened or read: permission denied, an I/O error) wraps neither: what the file
+// holds is not known. Interfaces are returned sorted with notify.Interface.Less.
 //
 // Load blocks on the disk, never on the file (it opens with O_NONBLOCK). It is safe for
 // concurrent use, also with Save (it sees the old file or the new one).
@@ -459,18 +460,18 @@ func Load(path string) (State, error) {
 		return fail(err)
 	}
 	if fi.Size() > MaxSize {
-		return fail(fmt.Errorf("%d bytes, more than the %d a state file may have", fi.Size(), MaxSize))
+		return fail(corruption{fmt.Errorf("%d bytes, more than the %d a state file may have", fi.Size(), MaxSize)})
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return fail(bare(err))
 	}
 	if len(data) > MaxSize {
-		return fail(fmt.Errorf("more than the %d bytes a state file may have", MaxSize))
+		return fail(corruption{fmt.Errorf("more than the %d bytes a state file may have", MaxSize)})
 	}
 	s, err := decode(data)
 	if err != nil {
-		return fail(err)
+		return fail(corruption{err})
 	}
 	return s, nil
 }

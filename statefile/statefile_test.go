@@ -389,6 +389,9 @@ func TestLoadRejects(t *testing.T) {
 			}
 			_, err := Load(path)
 			checkLoadError(t, err, path, tt.want)
+			if err != nil && !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Load error %q does not wrap ErrCorrupt", err)
+			}
 			t.Log(err)
 		})
 	}
@@ -485,6 +488,9 @@ func TestLoadNotAFile(t *testing.T) {
 		}
 		_, err := Load(path)
 		checkLoadError(t, err, path, fmt.Sprintf("%d bytes, more than the %d", MaxSize+1, MaxSize))
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Load error %q does not wrap ErrCorrupt", err)
+		}
 	})
 	t.Run("directory", func(t *testing.T) {
 		_, err := Load(dir)
