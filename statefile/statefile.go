@@ -424,10 +424,11 @@ func tempPrefix(base string) string { return "." + base + ".tmp-" }
 // link that is not exactly /sys/devices/system/cpu/cpuN or /sys/devices/system/memory/memoryN for
 // its Number, a duplicate), an event ID above MaxEventID, or a callback's cursor that could not be
 // the agent's (a name the configuration refuses, twice the same name, interfaces or notifications
-// of another class than the callback's, an event or a cause a notification cannot have) gives a
-// one-line error wrapping ErrCorrupt, naming path and what is wrong. Any other error (the file
-// could not be opened or read: permission denied, an I/O error) wraps neither: what the file
-// holds is not known. Interfaces are returned sorted with notify.Interface.Less.
+// of another class than the callback's, an event or a cause a notification cannot have, a pending
+// notification with an ID above the last one given) gives a one-line error wrapping ErrCorrupt,
+// naming path and what is wrong. Any other error (the file could not be opened or read: permission
+// denied, an I/O error) wraps neither: what the file holds is not known. Interfaces are returned
+// sorted with notify.Interface.Less.
 //
 // Load blocks on the disk, never on the file (it opens with O_NONBLOCK). It is safe for
 // concurrent use, also with Save (it sees the old file or the new one).
@@ -598,10 +599,11 @@ func (f *fileJSON) state(saving bool) (State, error) {
 			return State{}, fmt.Errorf("instance %.40q: want a UUID", f.Instance)
 		}
 	}
-	if s.Callbacks, err = c.callbacks("callbacks", f.Callbacks, false); err != nil {
+	if s.Callbacks, err = c.callbacks("callbacks", f.Callbacks, false, "last_event_id", f.LastEventID); err != nil {
 		return State{}, err
 	}
-	if s.MemoryDeviceCallbacks, err = c.callbacks("memory_device_callbacks", f.MemoryDeviceCallbacks, true); err != nil {
+	if s.MemoryDeviceCallbacks, err = c.callbacks("memory_device_callbacks", f.MemoryDeviceCallbacks, true,
+		"memory_device_last_event_id", f.MemoryDeviceLastEventID); err != nil {
 		return State{}, err
 	}
 	if f.Present != nil {
@@ -786,8 +788,9 @@ func encodeCallbacks(cursors map[string]notify.Cursor, devices bool) []callbackJ
 }
 
 // callbacks validates the JSON form of cursors and returns them by name; field names the list in
-// errors, devices says they are of memory-device registrations.
-func (c *checker) callbacks(field string, recs []callbackJSON, devices bool) (map[string]notify.Cursor, error) {
+// errors, devices says they are of memory-device registrations. Their pending notifications have
+// IDs the agent gave, so none above last, the last ID the file says was given (lastField).
+func (c *checker) callbacks(field string, recs []callbackJSON, devices bool, lastField string, last uint64) (map[string]notify.Cursor, error) {
 	if len(recs) == 0 {
 		return nil, nil
 	}
@@ -839,6 +842,12 @@ func (c *checker) callbacks(field string, recs []callbackJSON, devices bool) (ma
 			}
 			if n.InterfaceClassGUID != class {
 				return nil, fmt.Errorf("%s: pending[%d]: %s is not of the callback's class %s", at, j, n.SymbolicLinkName, class)
+			}
+			if n.ID > last {
+				// A callback given it would drop, as already handled, every notification given
+				// after a clean restart up to that ID.
+				return nil, fmt.Errorf("%s: pending[%d]: id %d is above %s %d, the last given: not a state file an agent wrote",
+					at, j, n.ID, lastField, last)
 			}
 			cur.Pending = append(cur.Pending, n)
 		}

@@ -371,6 +371,13 @@ func TestLoadRejects(t *testing.T) {
 		{"pending event unknown", withPending(`"event": "query_remove", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1)), `pending[0]: event "query_remove"`},
 		{"pending cause unknown", withPending(`"event": "arrival", "cause": "magic", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1)), `pending[0]: cause "magic"`},
 		{"pending id above the largest", withPending(`"id": 4611686018427387905, "event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1)), "id 4611686018427387905 is above"},
+		{"pending id above the last given", withField(`"last_event_id": 5, "clean_shutdown": true, "callbacks": [{"name": "a", "class_guid": "` + processor +
+			`", "pending": [{"id": 5, "event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1) +
+			`}, {"id": 4000000, "event": "removal", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1) + `}]}]`),
+			"callbacks[0] (a): pending[1]: id 4000000 is above last_event_id 5, the last given: not a state file an agent wrote"},
+		{"memory-device pending id above the last given", withField(`"last_event_id": 9, "memory_device_last_event_id": 2, "memory_device_callbacks": [{"name": "d", "class_guid": "` + memory +
+			`", "pending": [{"id": 3, "event": "removal", "cause": "startup", "read_at": "2026-11-21T23:50:00Z", "device": ` + deviceRec + `}]}]`),
+			"memory_device_callbacks[0] (d): pending[0]: id 3 is above memory_device_last_event_id 2, the last given"},
 		{"pending without an interface", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z"`), "names its interface (interface), not a device"},
 		{"pending with a device", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "device": ` + deviceRec), "names its interface (interface), not a device"},
 		{"pending of another class", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + memRec), "pending[0]: /sys/devices/system/memory/memory3 is not of the callback's class"},
@@ -518,6 +525,9 @@ func TestSaveRefuses(t *testing.T) {
 		{"bad link", State{Interfaces: []notify.Interface{cpu(1), bad}}, `symbolic link "/sys/devices/system/cpu/../cpu3" is not that of processor 3`},
 		{"no class", State{Interfaces: []notify.Interface{noClass}}, "is neither processor"},
 		{"duplicate", State{Interfaces: []notify.Interface{mem(1), cpu(1), mem(1)}}, "memory1 is listed twice"},
+		{"pending above the last event ID", State{LastEventID: 5, Callbacks: map[string]notify.Cursor{"a": {Class: notify.GUIDDeviceProcessor,
+			Pending: []notify.Notification{pending(notify.GUIDDeviceInterfaceArrival, cpu(1), 6, 0, notify.CauseUevent)}}}},
+			"callbacks[0] (a): pending[0]: id 6 is above last_event_id 5"},
 		{"CPU present beyond any machine", State{Present: &Present{CPUs: []int{1 << 20}}}, "present.cpus: sysfs: invalid CPU list"},
 		{"more numbers than a state file holds", State{Present: &Present{CPUs: []int{0}, MemoryBlocks: numbers(1 << 22)}},
 			"present.memory_blocks: the lists of CPUs, nodes and memory blocks hold more than 4194304 numbers in all"},
