@@ -576,11 +576,11 @@ func (f *fileJSON) state(saving bool) (State, error) {
 		return State{}, fmt.Errorf("%d entries in lists, more than the %d a state file may have", n, maxEntries)
 	}
 	var c checker
-	ifaces, err := c.interfaces(f.Interfaces)
+	ifaces, err := c.interfaces("interfaces", f.Interfaces)
 	if err != nil {
 		return State{}, err
 	}
-	devices, err := c.devices(f.MemoryDevices)
+	devices, err := c.devices("memory_devices", f.MemoryDevices)
 	if err != nil {
 		return State{}, err
 	}
@@ -817,15 +817,15 @@ func (c *checker) callbacks(field string, recs []callbackJSON, devices bool, las
 			if len(r.View) > 0 {
 				return nil, fmt.Errorf("%s: view: a memory-device callback's view is view_devices", at)
 			}
-			view, err = c.devices(r.Devices)
+			view, err = c.devices(at+": view_devices", r.Devices)
 		} else {
 			if len(r.Devices) > 0 {
 				return nil, fmt.Errorf("%s: view_devices: only a memory-device callback has them", at)
 			}
-			view, err = c.interfaces(r.View)
+			view, err = c.interfaces(at+": view", r.View)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: view: %w", at, err)
+			return nil, err
 		}
 		for _, i := range view {
 			if i.ClassGUID != class {
@@ -836,9 +836,9 @@ func (c *checker) callbacks(field string, recs []callbackJSON, devices bool, las
 			cur.View = view
 		}
 		for j, p := range r.Pending {
-			n, err := c.pending(p, devices)
+			n, err := c.pending(fmt.Sprintf("%s: pending[%d]", at, j), p, devices)
 			if err != nil {
-				return nil, fmt.Errorf("%s: pending[%d]: %w", at, j, err)
+				return nil, err
 			}
 			if n.InterfaceClassGUID != class {
 				return nil, fmt.Errorf("%s: pending[%d]: %s is not of the callback's class %s", at, j, n.SymbolicLinkName, class)
@@ -856,8 +856,8 @@ func (c *checker) callbacks(field string, recs []callbackJSON, devices bool, las
 	return out, nil
 }
 
-// pending validates the JSON form of a pending notification and returns it.
-func (c *checker) pending(p pendingJSON, devices bool) (notify.Notification, error) {
+// pending validates the JSON form of a pending notification, named at in errors, and returns it.
+func (c *checker) pending(at string, p pendingJSON, devices bool) (notify.Notification, error) {
 	var event uuid.UUID
 	switch p.Event {
 	case "arrival":
@@ -865,35 +865,33 @@ func (c *checker) pending(p pendingJSON, devices bool) (notify.Notification, err
 	case "removal":
 		event = notify.GUIDDeviceInterfaceRemoval
 	default:
-		return notify.Notification{}, fmt.Errorf("event %.40q: want arrival or removal", p.Event)
+		return notify.Notification{}, fmt.Errorf("%s: event %.40q: want arrival or removal", at, p.Event)
 	}
 	cause := notify.Cause(p.Cause)
 	switch cause {
 	case notify.CauseUevent, notify.CauseExisting, notify.CauseResync, notify.CauseStartup:
 	default:
-		return notify.Notification{}, fmt.Errorf("cause %.40q: want uevent, existing, resync or startup", p.Cause)
+		return notify.Notification{}, fmt.Errorf("%s: cause %.40q: want uevent, existing, resync or startup", at, p.Cause)
 	}
 	if err := checkEventID("id", p.ID); err != nil {
-		return notify.Notification{}, err
+		return notify.Notification{}, fmt.Errorf("%s: %w", at, err)
 	}
 	var iface notify.Interface
+	var err error
 	switch {
 	case devices && p.Device != nil && p.Interface == nil:
-		ds, err := c.devices([]deviceJSON{*p.Device})
-		if err != nil {
-			return notify.Notification{}, err
-		}
-		iface = ds[0]
+		iface, err = c.device(at+".device", -1, *p.Device)
 	case !devices && p.Interface != nil && p.Device == nil:
-		is, err := c.interfaces([]recordJSON{*p.Interface})
-		if err != nil {
-			return notify.Notification{}, err
+		if err = checkRecord(at+".interface", -1, *p.Interface); err == nil {
+			iface = p.Interface.iface()
 		}
-		iface = is[0]
 	case devices:
-		return notify.Notification{}, errors.New("a memory-device callback's notification names its device (device), not an interface")
+		err = fmt.Errorf("%s: a memory-device callback's notification names its device (device), not an interface", at)
 	default:
-		return notify.Notification{}, errors.New("a callback's notification names its interface (interface), not a device")
+		err = fmt.Errorf("%s: a callback's notification names its interface (interface), not a device", at)
+	}
+	if err != nil {
+		return notify.Notification{}, err
 	}
 	n := notify.NewNotification(event, iface, p.Seqnum, p.ReadAt, cause)
 	n.ID = p.ID
@@ -945,90 +943,124 @@ func syntaxError(data []byte, err error) error {
 // deviceID is what a memory device id may look like: PNP0C80:00, virtio5.
 var deviceID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9:_.-]{0,63}$`)
 
-// devices validates the memory-device records and returns them as interfaces, sorted by first
-// block. An error names the record by its index.
-func (c *checker) devices(recs []deviceJSON) ([]notify.Interface, error) {
+// entry names entry k of the list field in errors, as field[k]; k < 0 names a record that is not
+// in a list (a pending notification's interface or device) field alone.
+func entry(field string, k int) string {
+	if k < 0 {
+		return field
+	}
+	return fmt.Sprintf("%s[%d]", field, k)
+}
+
+// devices validates the memory-device records of the list field and returns them as interfaces,
+// sorted by first block. An error names the record field[k].
+func (c *checker) devices(field string, recs []deviceJSON) ([]notify.Interface, error) {
 	var out []notify.Interface
 	seen := map[string]bool{}
 	for k, r := range recs {
-		if !deviceID.MatchString(r.ID) {
-			return nil, fmt.Errorf("memory_devices[%d]: id %.40q: want a sysfs device name like PNP0C80:00", k, r.ID)
-		}
-		if !strings.HasPrefix(r.SymbolicLink, "/sys/devices/") || path.Clean(r.SymbolicLink) != r.SymbolicLink || path.Base(r.SymbolicLink) != r.ID {
-			return nil, fmt.Errorf("memory_devices[%d] (%s): symbolic link %.80q is not a clean /sys/devices path ending in the id", k, r.ID, r.SymbolicLink)
-		}
-		if r.Node < -1 || r.Node > maxNumber {
-			return nil, fmt.Errorf("memory_devices[%d] (%s): node %d out of range -1-%d", k, r.ID, r.Node, maxNumber)
+		d, err := c.device(field, k, r)
+		if err != nil {
+			return nil, err
 		}
 		if seen[r.ID] {
-			return nil, fmt.Errorf("memory_devices: %s is listed twice", r.ID)
-		}
-		blocks, err := sysfs.ParseMemoryBlockList(r.Blocks, 0)
-		if err != nil || len(blocks) == 0 {
-			return nil, fmt.Errorf("memory_devices[%d] (%s): blocks %.40q: want a list of block numbers like 32-35", k, r.ID, r.Blocks)
-		}
-		if err := c.take(len(blocks)); err != nil {
-			return nil, fmt.Errorf("memory_devices[%d] (%s): blocks: %w", k, r.ID, err)
+			return nil, fmt.Errorf("%s: %s is listed twice", field, r.ID)
 		}
 		seen[r.ID] = true
-		out = append(out, notify.Interface{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: r.SymbolicLink, Number: blocks[0],
-			Node: r.Node, PhysStart: r.PhysStart, Size: r.Size, State: "online", Device: r.ID, Blocks: sysfs.FormatCPUList(blocks)})
+		out = append(out, d)
 	}
 	slices.SortFunc(out, func(a, b notify.Interface) int { return cmp.Compare(a.Number, b.Number) })
 	return out, nil
 }
 
-// interfaces validates the records and returns them as interfaces, sorted. An error names the
-// record by its index in recs. Every record is checked before the interfaces are made, so that a
-// list refused costs no more than its decoding.
-func (c *checker) interfaces(recs []recordJSON) ([]notify.Interface, error) {
+// device validates the memory-device record r, named entry(field, k) in errors, and returns it as
+// an interface.
+func (c *checker) device(field string, k int, r deviceJSON) (notify.Interface, error) {
+	if !deviceID.MatchString(r.ID) {
+		return notify.Interface{}, fmt.Errorf("%s: id %.40q: want a sysfs device name like PNP0C80:00", entry(field, k), r.ID)
+	}
+	if !strings.HasPrefix(r.SymbolicLink, "/sys/devices/") || path.Clean(r.SymbolicLink) != r.SymbolicLink || path.Base(r.SymbolicLink) != r.ID {
+		return notify.Interface{}, fmt.Errorf("%s (%s): symbolic link %.80q is not a clean /sys/devices path ending in the id",
+			entry(field, k), r.ID, r.SymbolicLink)
+	}
+	if r.Node < -1 || r.Node > maxNumber {
+		return notify.Interface{}, fmt.Errorf("%s (%s): node %d out of range -1-%d", entry(field, k), r.ID, r.Node, maxNumber)
+	}
+	blocks, err := sysfs.ParseMemoryBlockList(r.Blocks, 0)
+	if err != nil || len(blocks) == 0 {
+		return notify.Interface{}, fmt.Errorf("%s (%s): blocks %.40q: want a list of block numbers like 32-35", entry(field, k), r.ID, r.Blocks)
+	}
+	if err := c.take(len(blocks)); err != nil {
+		return notify.Interface{}, fmt.Errorf("%s (%s): blocks: %w", entry(field, k), r.ID, err)
+	}
+	return notify.Interface{ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: r.SymbolicLink, Number: blocks[0],
+		Node: r.Node, PhysStart: r.PhysStart, Size: r.Size, State: "online", Device: r.ID, Blocks: sysfs.FormatCPUList(blocks)}, nil
+}
+
+// interfaces validates the records of the list field and returns them as interfaces, sorted. An
+// error names the record field[k]. Every record is checked before the interfaces are made, so
+// that a list refused costs no more than its decoding.
+func (c *checker) interfaces(field string, recs []recordJSON) ([]notify.Interface, error) {
 	for k, r := range recs {
-		class, err := uuid.Parse(r.ClassGUID)
-		if err != nil {
-			return nil, fmt.Errorf("interfaces[%d]: class_guid %.40q: %v", k, r.ClassGUID, err)
-		}
-		var prefix string
-		switch class {
-		case notify.GUIDDeviceProcessor:
-			prefix = "/sys/devices/system/cpu/cpu"
-		case notify.GUIDDeviceMemory:
-			prefix = "/sys/devices/system/memory/memory"
-		default:
-			return nil, fmt.Errorf("interfaces[%d]: class %s is neither processor (%s) nor memory (%s)",
-				k, class, notify.GUIDDeviceProcessor, notify.GUIDDeviceMemory)
-		}
-		name := notify.ClassName(class)
-		if r.Number < 0 || r.Number > maxNumber {
-			return nil, fmt.Errorf("interfaces[%d]: %s number %d out of range 0-%d", k, name, r.Number, maxNumber)
-		}
-		var digits [20]byte // the link compared without making it
-		if rest, ok := strings.CutPrefix(r.SymbolicLink, prefix); !ok || rest != string(strconv.AppendInt(digits[:0], int64(r.Number), 10)) {
-			return nil, fmt.Errorf("interfaces[%d]: symbolic link %.80q is not that of %s %d (%s%d)", k, r.SymbolicLink, name, r.Number, prefix, r.Number)
-		}
-		if r.Node < -1 || r.Node > maxNumber {
-			return nil, fmt.Errorf("interfaces[%d] (%s): node %d out of range -1-%d", k, r.SymbolicLink, r.Node, maxNumber)
+		if err := checkRecord(field, k, r); err != nil {
+			return nil, err
 		}
 	}
 	out := make([]notify.Interface, len(recs))
 	for k, r := range recs {
-		out[k] = notify.Interface{
-			ClassGUID:    uuid.MustParse(r.ClassGUID),
-			SymbolicLink: r.SymbolicLink,
-			Number:       r.Number,
-			Node:         r.Node,
-			PhysStart:    r.PhysStart,
-			Size:         r.Size,
-			State:        r.State,
-			Zones:        r.Zones,
-		}
+		out[k] = r.iface()
 	}
 	slices.SortFunc(out, compare)
 	for k := 1; k < len(out); k++ {
 		if out[k].SymbolicLink == out[k-1].SymbolicLink {
-			return nil, fmt.Errorf("interfaces: %s is listed twice", out[k].SymbolicLink)
+			return nil, fmt.Errorf("%s: %s is listed twice", field, out[k].SymbolicLink)
 		}
 	}
 	return out, nil
+}
+
+// checkRecord validates the record r of a processor or memory block, named entry(field, k) in
+// errors. It allocates nothing for a valid record.
+func checkRecord(field string, k int, r recordJSON) error {
+	class, err := uuid.Parse(r.ClassGUID)
+	if err != nil {
+		return fmt.Errorf("%s: class_guid %.40q: %v", entry(field, k), r.ClassGUID, err)
+	}
+	var prefix string
+	switch class {
+	case notify.GUIDDeviceProcessor:
+		prefix = "/sys/devices/system/cpu/cpu"
+	case notify.GUIDDeviceMemory:
+		prefix = "/sys/devices/system/memory/memory"
+	default:
+		return fmt.Errorf("%s: class %s is neither processor (%s) nor memory (%s)",
+			entry(field, k), class, notify.GUIDDeviceProcessor, notify.GUIDDeviceMemory)
+	}
+	name := notify.ClassName(class)
+	if r.Number < 0 || r.Number > maxNumber {
+		return fmt.Errorf("%s: %s number %d out of range 0-%d", entry(field, k), name, r.Number, maxNumber)
+	}
+	var digits [20]byte // the link compared without making it
+	if rest, ok := strings.CutPrefix(r.SymbolicLink, prefix); !ok || rest != string(strconv.AppendInt(digits[:0], int64(r.Number), 10)) {
+		return fmt.Errorf("%s: symbolic link %.80q is not that of %s %d (%s%d)", entry(field, k), r.SymbolicLink, name, r.Number, prefix, r.Number)
+	}
+	if r.Node < -1 || r.Node > maxNumber {
+		return fmt.Errorf("%s (%s): node %d out of range -1-%d", entry(field, k), r.SymbolicLink, r.Node, maxNumber)
+	}
+	return nil
+}
+
+// iface is the interface of r, a record checkRecord accepts.
+func (r recordJSON) iface() notify.Interface {
+	return notify.Interface{
+		ClassGUID:    uuid.MustParse(r.ClassGUID),
+		SymbolicLink: r.SymbolicLink,
+		Number:       r.Number,
+		Node:         r.Node,
+		PhysStart:    r.PhysStart,
+		Size:         r.Size,
+		State:        r.State,
+		Zones:        r.Zones,
+	}
 }
 
 // maxNumber bounds CPU numbers, memory block indexes and NUMA nodes: nine digits, as in the

@@ -365,8 +365,8 @@ func TestLoadRejects(t *testing.T) {
 		{"callback twice", withCallback(`{"name": "a", "class_guid": "` + processor + `"}, {"name": "a", "class_guid": "` + processor + `"}`), "callbacks: a is listed twice"},
 		{"callback class not a GUID", withCallback(`{"name": "a", "class_guid": "processor"}`), `callbacks[0] (a): class_guid "processor"`},
 		{"callback view of another class", withCallback(`{"name": "a", "class_guid": "` + processor + `", "view": [` + memRec + `]}`), "view: /sys/devices/system/memory/memory3 is not of the callback's class"},
-		{"callback view with a bad interface", withCallback(`{"name": "a", "class_guid": "` + processor + `", "view": [` + cpuRecord("/sys/devices/system/cpu/cpu4", 5) + `]}`), "callbacks[0] (a): view: interfaces[0]: symbolic link"},
-		{"callback view twice", withCallback(`{"name": "a", "class_guid": "` + processor + `", "view": [` + cpuRecord("/sys/devices/system/cpu/cpu4", 4) + "," + cpuRecord("/sys/devices/system/cpu/cpu4", 4) + `]}`), "is listed twice"},
+		{"callback view with a bad interface", withCallback(`{"name": "a", "class_guid": "` + processor + `", "view": [` + cpuRecord("/sys/devices/system/cpu/cpu4", 5) + `]}`), `callbacks[0] (a): view[0]: symbolic link "/sys/devices/system/cpu/cpu4" is not that of processor 5`},
+		{"callback view twice", withCallback(`{"name": "a", "class_guid": "` + processor + `", "view": [` + cpuRecord("/sys/devices/system/cpu/cpu4", 4) + "," + cpuRecord("/sys/devices/system/cpu/cpu4", 4) + `]}`), "callbacks[0] (a): view: /sys/devices/system/cpu/cpu4 is listed twice"},
 		{"callback with devices in its view", withCallback(`{"name": "a", "class_guid": "` + memory + `", "view_devices": [` + deviceRec + `]}`), "view_devices: only a memory-device callback"},
 		{"pending event unknown", withPending(`"event": "query_remove", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1)), `pending[0]: event "query_remove"`},
 		{"pending cause unknown", withPending(`"event": "arrival", "cause": "magic", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1)), `pending[0]: cause "magic"`},
@@ -381,12 +381,15 @@ func TestLoadRejects(t *testing.T) {
 		{"pending without an interface", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z"`), "names its interface (interface), not a device"},
 		{"pending with a device", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "device": ` + deviceRec), "names its interface (interface), not a device"},
 		{"pending of another class", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + memRec), "pending[0]: /sys/devices/system/memory/memory3 is not of the callback's class"},
-		{"pending with a bad interface", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu01", 1)), "pending[0]: interfaces[0]: symbolic link"},
+		{"pending with a bad interface", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu01", 1)), `callbacks[0] (a): pending[0].interface: symbolic link "/sys/devices/system/cpu/cpu01" is not that of processor 1`},
 		{"pending unknown field", withPending(`"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "phase": "add_start", "interface": ` + cpuRecord("/sys/devices/system/cpu/cpu1", 1)), `unknown field "phase"`},
 		{"device callback of the processor class", withField(`"memory_device_callbacks": [{"name": "a", "class_guid": "` + processor + `"}]`), "memory_device_callbacks[0] (a): class 97fadb10"},
 		{"device callback with interfaces in its view", withField(`"memory_device_callbacks": [{"name": "a", "class_guid": "` + memory + `", "view": [` + memRec + `]}]`), "a memory-device callback's view is view_devices"},
 		{"device callback's pending with an interface", withField(`"memory_device_callbacks": [{"name": "a", "class_guid": "` + memory + `", "pending": [{"event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "interface": ` + memRec + `}]}]`), "names its device (device), not an interface"},
-		{"device callback's bad device", withField(`"memory_device_callbacks": [{"name": "a", "class_guid": "` + memory + `", "view_devices": [{"id": "../x", "symbolic_link": "/sys/devices/x", "blocks": "32"}]}]`), `view: memory_devices[0]: id "../x"`},
+		{"device callback's bad device", withField(`"memory_device_callbacks": [{"name": "a", "class_guid": "` + memory + `", "view_devices": [{"id": "../x", "symbolic_link": "/sys/devices/x", "blocks": "32"}]}]`), `memory_device_callbacks[0] (a): view_devices[0]: id "../x"`},
+		{"device callback's pending with a bad device", withField(`"memory_device_last_event_id": 1, "memory_device_callbacks": [{"name": "a", "class_guid": "` + memory +
+			`", "pending": [{"id": 1, "event": "arrival", "cause": "uevent", "read_at": "2026-11-21T23:50:00Z", "device": ` + strings.Replace(deviceRec, "32-33", "33-32", 1) + `}]}]`),
+			`memory_device_callbacks[0] (a): pending[0].device (PNP0C80:00): blocks "33-32": want a list`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -456,7 +459,7 @@ func TestLoadMemoryFollowsSize(t *testing.T) {
 		recs[len(recs)-1].SymbolicLink = "/etc"
 		var c checker
 		var err error
-		if n := allocated(func() { _, err = c.interfaces(recs) }); err == nil || n > 1<<20 {
+		if n := allocated(func() { _, err = c.interfaces("interfaces", recs) }); err == nil || n > 1<<20 {
 			t.Errorf("checking %d interfaces, the last one bad: %v, %d KiB allocated; want an error, and not the interfaces made", len(recs), err, n>>10)
 		}
 	})
