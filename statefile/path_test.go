@@ -225,6 +225,59 @@ func TestPathRefused(t *testing.T) {
 	}
 }
 
+// TestSideFileRefused: the side file that Write writes is held to what the file is held to. One
+// that is not a regular file of this process's user that only it may write makes Load, Save and
+// Write refuse, within a second and in one line that names it, and leave it as it was.
+func TestSideFileRefused(t *testing.T) {
+	tests := []struct {
+		name string
+		make func(t *testing.T, side string)
+		want string
+	}{
+		{"a FIFO", func(t *testing.T, side string) {
+			if err := unix.Mkfifo(side, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "is a FIFO (named pipe), not a regular file"},
+		{"a symbolic link to a valid state file", func(t *testing.T, side string) {
+			writeValid(t, filepath.Join(filepath.Dir(side), "elsewhere.json"), 0o600)
+			if err := os.Symlink("elsewhere.json", side); err != nil {
+				t.Fatal(err)
+			}
+		}, `is a symbolic link (to "elsewhere.json"), not a regular file`},
+		{"a file anyone may write", func(t *testing.T, side string) { writeValid(t, side, 0o666) },
+			"mode 0666 lets group or others write it"},
+		{"a file of another user", func(t *testing.T, side string) {
+			needRoot(t, "it gives a file to another user")
+			writeValid(t, side, 0o600)
+			if err := os.Chown(side, nobody, nobody); err != nil {
+				t.Fatal(err)
+			}
+		}, fmt.Sprintf("owned by uid %d, not by uid %d that this process runs as", nobody, os.Geteuid())},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			if err := Save(path, State{Interfaces: []notify.Interface{cpu(0)}}); err != nil {
+				t.Fatal(err)
+			}
+			side := sidePath(path)
+			tt.make(t, side)
+			before, file := snapshot(t, side), snapshot(t, path)
+			var err error
+			within(t, 2*time.Second, "Load", func() { _, err = Load(path) })
+			checkRefusal(t, "Load", err, side, tt.want)
+			for op, f := range map[string]func(string, State) error{"Save": Save, "Write": Write} {
+				within(t, 2*time.Second, op, func() { err = f(path, State{Interfaces: []notify.Interface{cpu(1)}}) })
+				checkRefusal(t, "Save", err, side, tt.want)
+			}
+			if snapshot(t, side) != before || snapshot(t, path) != file {
+				t.Errorf("a refused Save or Write changed the file or its side file")
+			}
+		})
+	}
+}
+
 // checkRefusal checks that err refuses path as want says, in one line, wrapping ErrRefused.
 func checkRefusal(t *testing.T, op string, err error, path, want string) {
 	t.Helper()

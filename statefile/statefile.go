@@ -2,7 +2,9 @@
 // restarted agent can announce exactly what changed while it was down, and where each configured
 // callback stands in its delivery, so that it gets what it is owed. The file is JSON, owned by
 // this package (its form does not follow the HTTP API's), and replaced atomically: a crash at any
-// moment leaves either the old file or the new one, never a mix.
+// moment leaves either the old file or the new one, never a mix. What is written without waiting
+// for the disk (Write) goes to a side file beside it, never over it, so that a crash of the
+// machine cannot take the last state saved durably with it.
 package statefile
 
 import (
@@ -143,7 +145,11 @@ type Present struct {
 
 // fileJSON is the JSON form of the whole file.
 type fileJSON struct {
-	Version     int          `json:"version"`
+	Version int `json:"version"`
+	// Seq numbers the files Save and Write write to one path, in the order written: it tells
+	// which of the file and its side file is newer, as SavedAt cannot (the clock may go back).
+	// Optional: a file written before it existed has none (0).
+	Seq         uint64       `json:"seq,omitempty"`
 	SavedAt     time.Time    `json:"saved_at"`
 	LastEventID uint64       `json:"last_event_id"`
 	Interfaces  []recordJSON `json:"interfaces"`
@@ -238,22 +244,30 @@ type recordJSON struct {
 	Zones        string `json:"zones,omitempty"`
 }
 
-// saveMu serialises Save calls in this process: each one removes the temporary files that
-// earlier, interrupted, saves left behind, and must not remove another call's.
+// saveMu serialises Save and Write calls in this process: each one removes the temporary files
+// that earlier, interrupted, saves left behind, and must not remove another call's; and each
+// numbers its file after the last one.
 var saveMu sync.Mutex
 
-// Save writes s to path atomically: it writes a temporary file in the same directory, syncs it,
-// renames it over path and syncs the directory, so that a crash at any moment leaves the old file
-// or the new one. The file has mode 0600; a missing directory is created with mode 0700.
-// Temporary files left by an interrupted earlier Save are removed. s is validated as Load
-// validates it, and a State that Load would refuse is not written, but for event IDs above
-// MaxEventID, which are written (no agent gets there; one that did would still save, and start
-// numbering anew at its next start, when Load refuses the file). Interfaces are sorted in the
-// file; s is not modified.
+// seqs holds, by path, the Seq of the newest file written to it or loaded from it in this
+// process, if known. seqMu guards it; saveMu is taken first when both are.
+var (
+	seqMu sync.Mutex
+	seqs  = map[string]uint64{}
+)
+
+// Save writes s to path atomically and durably: it writes a temporary file in the same directory,
+// syncs it, renames it over path and syncs the directory, so that a crash at any moment leaves
+// the old file or the new one; then it removes the side file that Write writes. The file has mode
+// 0600; a missing directory is created with mode 0700. Temporary files left by an interrupted
+// earlier Save or Write are removed. s is validated as Load validates it, and a State that Load
+// would refuse is not written, but for event IDs above MaxEventID, which are written (no agent
+// gets there; one that did would still save, and start numbering anew at its next start, when
+// Load refuses the file). Interfaces are sorted in the file; s is not modified.
 //
-// Save replaces nothing but a regular file: when Load would refuse the path with ErrRefused (a
-// device, a FIFO, a symbolic link, a file of another user, a directory others may write to),
-// Save returns an error wrapping ErrRefused and leaves the path as it is.
+// Save replaces nothing but a regular file: when Load would refuse the path or its side file
+// with ErrRefused (a device, a FIFO, a symbolic link, a file of another user, a directory others
+// may write to), Save returns an error wrapping ErrRefused and leaves both as they are.
 //
 // Save blocks on the disk (two fsyncs), never on opening anything. It is safe for concurrent use
 // within a process (calls are serialised); two processes must not save to the same path.
@@ -261,18 +275,27 @@ func Save(path string, s State) error {
 	return save(path, s, true)
 }
 
-// Write is Save without its two fsyncs: the file is replaced atomically all the same, and the
-// new one survives the agent's death at any moment (the kernel holds it), but a crash of the
-// machine may leave the old file, or, on some file systems, an empty one, which Load reports
-// as unusable. The agent writes with it what a callback is about to be given, which must be on
-// file before the callback runs, without waiting for the disk; its next Save makes it durable.
-// It blocks on writing, not on the disk, and is safe for concurrent use as Save is.
+// Write writes s as Save does, without waiting for the disk, and not over path: over its side
+// file, a hidden file beside it (".state.json.unsynced" for "state.json") with the same mode and
+// the same checks, which the next Save removes. Load takes the side file when it is newer than
+// path and whole. So what Write writes survives the agent's death at any moment (the kernel holds
+// it), and a crash of the machine, which may leave the side file empty or as it was, costs no
+// more than what was written since the last Save: path still holds that. The agent writes with
+// it what a callback is about to be given, which must be on file before the callback runs,
+// without waiting for the disk; its next Save makes it durable. Write blocks on writing, not on
+// the disk, and is safe for concurrent use as Save is.
 func Write(path string, s State) error {
 	return save(path, s, false)
 }
 
-// save is Save, with the fsyncs when sync.
-func save(path string, s State, sync bool) error {
+// sidePath returns the side file of the state file at path, which Write writes and Load reads.
+func sidePath(path string) string {
+	dir, base := filepath.Split(path)
+	return dir + "." + base + ".unsynced"
+}
+
+// save is Save when durable, else Write.
+func save(path string, s State, durable bool) error {
 	if s.Version == 0 {
 		s.Version = Version
 	}
@@ -320,14 +343,6 @@ func save(path string, s State, sync bool) error {
 	if _, err := f.state(true); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
-	data, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return fmt.Errorf("statefile: save %s: %w", path, err)
-	}
-	data = append(data, '\n')
-	if len(data) > MaxSize {
-		return fmt.Errorf("statefile: save %s: %d bytes, more than the %d that Load reads", path, len(data), MaxSize)
-	}
 
 	saveMu.Lock()
 	defer saveMu.Unlock()
@@ -337,18 +352,38 @@ func save(path string, s State, sync bool) error {
 	if err := checkDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
-	// Only a regular file of ours is replaced: the rename would put a file in the place of a
-	// device (--path.state=/dev/null), a FIFO, a socket or a symbolic link.
-	switch fi, err := os.Lstat(path); {
-	case err == nil:
-		if err := checkFile(path, fi); err != nil {
-			return fmt.Errorf("statefile: save %s: %w: not replaced", path, err)
+	// Only a regular file of ours is replaced or removed: the rename would put a file in the
+	// place of a device (--path.state=/dev/null), a FIFO, a socket or a symbolic link.
+	side := sidePath(path)
+	for _, p := range []string{path, side} {
+		switch fi, err := os.Lstat(p); {
+		case err == nil:
+			if err := checkFile(p, fi); err != nil {
+				return fmt.Errorf("statefile: save %s: %w: not replaced", p, err)
+			}
+		case !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("statefile: save %s: %w", p, bare(err))
 		}
-	case !errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("statefile: save %s: %w", path, bare(err))
 	}
 	if err := removeStale(dir, base); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	seq, err := nextSeq(path)
+	if err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	f.Seq = seq
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return fmt.Errorf("statefile: save %s: %w", path, err)
+	}
+	data = append(data, '\n')
+	if len(data) > MaxSize {
+		return fmt.Errorf("statefile: save %s: %d bytes, more than the %d that Load reads", path, len(data), MaxSize)
+	}
+	target := path
+	if !durable {
+		target = side
 	}
 	tmp, err := os.CreateTemp(dir, tempPrefix(base)+"*") // mode 0600
 	if err != nil {
@@ -364,7 +399,7 @@ func save(path string, s State, sync bool) error {
 	if _, err := tmp.Write(data); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
-	if sync {
+	if durable {
 		if err := tmp.Sync(); err != nil {
 			return fmt.Errorf("statefile: save %s: %w", path, err)
 		}
@@ -372,11 +407,12 @@ func save(path string, s State, sync bool) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := os.Rename(tmp.Name(), target); err != nil {
 		return fmt.Errorf("statefile: save %s: %w", path, err)
 	}
 	renamed = true
-	if !sync {
+	remember(path, seq)
+	if !durable {
 		return nil
 	}
 	// The rename is durable only once the directory is.
@@ -388,7 +424,46 @@ func save(path string, s State, sync bool) error {
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("statefile: save %s: fsync directory: %w", path, err)
 	}
+	// The side file is older now. Its removal need not be durable: if a crash undoes it, its
+	// Seq tells Load that path is newer.
+	if err := os.Remove(side); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("statefile: save %s: remove %s: %w", path, side, bare(err))
+	}
 	return nil
+}
+
+// nextSeq returns the Seq of the next file written for path, above that of any file written to
+// it or loaded from it in this process, or, when there was none, above those of path and its side
+// file as they are. saveMu is held.
+func nextSeq(path string) (uint64, error) {
+	seqMu.Lock()
+	last, known := seqs[path]
+	seqMu.Unlock()
+	if !known {
+		for _, p := range []string{path, sidePath(path)} {
+			_, seq, err := loadFile(p)
+			switch {
+			case err == nil:
+				last = max(last, seq)
+			case errors.Is(err, fs.ErrNotExist), errors.Is(err, ErrCorrupt):
+				// Nothing there to come after: a file that does not load is never taken.
+			default:
+				return 0, fmt.Errorf("%s: %w", p, err)
+			}
+		}
+	}
+	if last >= MaxEventID {
+		// No agent writes so many files; counting on could make the next file look older.
+		return 0, fmt.Errorf("sequence number %d: no more files can be written after it", last)
+	}
+	return last + 1, nil
+}
+
+// remember records that a file of Seq seq was written to path or loaded from it.
+func remember(path string, seq uint64) {
+	seqMu.Lock()
+	defer seqMu.Unlock()
+	seqs[path] = max(seqs[path], seq)
 }
 
 // removeStale removes the temporary files that a Save killed before its rename left in dir.
@@ -407,80 +482,105 @@ func removeStale(dir, base string) error {
 	return nil
 }
 
-// tempPrefix is how the temporary files of Save for a file named base begin. They are hidden,
-// and Load never reads them.
+// tempPrefix is how the temporary files of Save and Write for a file named base begin. They are
+// hidden, and Load never reads them.
 func tempPrefix(base string) string { return "." + base + ".tmp-" }
 
-// Load reads the state saved at path. A missing file (or directory) gives an error wrapping
-// fs.ErrNotExist (the agent's first start). A path that cannot be trusted gives an error wrapping
-// ErrRefused, and nothing is opened that could block or change anything: something other than a
-// regular file (a device, a FIFO, a socket, a directory, a symbolic link, which is not followed), a
-// file owned by another user than the one this process runs as or writable by group or others, or
-// one in a directory that another user could replace it in. A file that is empty, truncated, not
-// JSON, of another format version, larger than MaxSize or larger than a state file in what it
-// stands for (more entries in its lists than a file of MaxSize holds, entries written shorter than
-// Save writes them, lists of CPUs, nodes or memory blocks that stand for more numbers than a
-// machine has), that holds an invalid interface (a class other than processor or memory, a symbolic
-// link that is not exactly /sys/devices/system/cpu/cpuN or /sys/devices/system/memory/memoryN for
-// its Number, a duplicate), an event ID above MaxEventID, or a callback's cursor that could not be
-// the agent's (a name the configuration refuses, twice the same name, interfaces or notifications
-// of another class than the callback's, an event or a cause a notification cannot have, a pending
-// notification with an ID above the last one given) gives a one-line error wrapping ErrCorrupt,
-// naming path and what is wrong. Any other error (the file could not be opened or read: permission
-// denied, an I/O error) wraps neither: what the file holds is not known. Interfaces are returned
-// sorted with notify.Interface.Less.
+// Load reads the state saved at path: that of its side file (see Write) when that is whole and
+// newer (written later: each file is numbered), else that of path. A missing file (or directory)
+// gives an error wrapping fs.ErrNotExist (the agent's first start). A path that cannot be trusted
+// gives an error wrapping ErrRefused, and nothing is opened that could block or change anything:
+// something other than a regular file (a device, a FIFO, a socket, a directory, a symbolic link,
+// which is not followed), a file owned by another user than the one this process runs as or
+// writable by group or others, or one in a directory that another user could replace it in; the
+// same goes for the side file. A file that is empty, truncated, not JSON, of another format
+// version, larger than MaxSize or larger than a state file in what it stands for (more entries in
+// its lists than a file of MaxSize holds, entries written shorter than Save writes them, lists of
+// CPUs, nodes or memory blocks that stand for more numbers than a machine has), that holds an
+// invalid interface (a class other than processor or memory, a symbolic link that is not exactly
+// /sys/devices/system/cpu/cpuN or /sys/devices/system/memory/memoryN for its Number, a duplicate),
+// an event ID above MaxEventID, or a callback's cursor that could not be the agent's (a name the
+// configuration refuses, twice the same name, interfaces or notifications of another class than the
+// callback's, an event or a cause a notification cannot have, a pending notification with an ID
+// above the last one given) gives a one-line error wrapping ErrCorrupt, naming path and what is
+// wrong. A side file of such contents (as a crash of the machine may leave it) is passed over: the
+// state is that of path. Any other error (a file could not be opened or read: permission denied, an
+// I/O error) wraps neither: what the file holds is not known. Interfaces are returned sorted with
+// notify.Interface.Less.
 //
-// Load blocks on the disk, never on the file (it opens with O_NONBLOCK). It is safe for
-// concurrent use, also with Save (it sees the old file or the new one).
+// Load blocks on the disk, never on the file (it opens with O_NONBLOCK). It is safe for concurrent
+// use, also with Save and Write: it reads the side file first, then path, which only grows newer,
+// so it sees a state at least as new as the newest at its start.
 func Load(path string) (State, error) {
-	fail := func(err error) (State, error) {
+	if err := checkDir(filepath.Dir(path)); err != nil {
 		return State{}, fmt.Errorf("statefile: load %s: %w", path, err)
 	}
-	if err := checkDir(filepath.Dir(path)); err != nil {
-		return fail(err)
+	// The side file first: a Save that replaces path after this removes the side file, and
+	// path is then newer than what was read here.
+	side := sidePath(path)
+	ss, sseq, serr := loadFile(side)
+	s, seq, err := loadFile(path)
+	switch {
+	case err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrCorrupt):
+		return State{}, fmt.Errorf("statefile: load %s: %w", path, err)
+	case serr != nil && !errors.Is(serr, fs.ErrNotExist) && !errors.Is(serr, ErrCorrupt):
+		return State{}, fmt.Errorf("statefile: load %s: %w", side, serr)
 	}
-	// Lstat first, so that a device or a FIFO is refused without being opened at all; then the
-	// open file is checked again, in case the path changed in between.
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return fail(bare(err))
-	}
-	if err := checkFile(path, fi); err != nil {
-		return fail(err)
-	}
-	f, err := openFile(path)
-	if err != nil {
-		return fail(bare(err))
-	}
-	defer f.Close()
-	fi, err = f.Stat()
-	if err != nil {
-		return fail(bare(err))
-	}
-	if err := checkFile(path, fi); err != nil {
-		return fail(err)
-	}
-	if fi.Size() > MaxSize {
-		return fail(corruption{fmt.Errorf("%d bytes, more than the %d a state file may have", fi.Size(), MaxSize)})
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return fail(bare(err))
-	}
-	if len(data) > MaxSize {
-		return fail(corruption{fmt.Errorf("more than the %d bytes a state file may have", MaxSize)})
-	}
-	s, err := decode(data)
-	if err != nil {
-		return fail(corruption{err})
+	remember(path, max(seq, sseq)) // 0 for a file that does not load: it is never taken
+	switch {
+	case serr == nil && (err != nil || sseq > seq):
+		return ss, nil
+	case err != nil:
+		return State{}, fmt.Errorf("statefile: load %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// decode parses and validates the contents of a state file.
-func decode(data []byte) (State, error) {
+// loadFile reads and decodes the file at path, whose directory is checked, and returns its state
+// and its Seq. Its errors do not name path.
+func loadFile(path string) (State, uint64, error) {
+	// Lstat first, so that a device or a FIFO is refused without being opened at all; then the
+	// open file is checked again, in case the path changed in between.
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return State{}, 0, bare(err)
+	}
+	if err := checkFile(path, fi); err != nil {
+		return State{}, 0, err
+	}
+	f, err := openFile(path)
+	if err != nil {
+		return State{}, 0, bare(err)
+	}
+	defer f.Close()
+	fi, err = f.Stat()
+	if err != nil {
+		return State{}, 0, bare(err)
+	}
+	if err := checkFile(path, fi); err != nil {
+		return State{}, 0, err
+	}
+	if fi.Size() > MaxSize {
+		return State{}, 0, corruption{fmt.Errorf("%d bytes, more than the %d a state file may have", fi.Size(), MaxSize)}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return State{}, 0, bare(err)
+	}
+	if len(data) > MaxSize {
+		return State{}, 0, corruption{fmt.Errorf("more than the %d bytes a state file may have", MaxSize)}
+	}
+	s, seq, err := decode(data)
+	if err != nil {
+		return State{}, 0, corruption{err}
+	}
+	return s, seq, nil
+}
+
+// decode parses and validates the contents of a state file, and returns its state and its Seq.
+func decode(data []byte) (State, uint64, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return State{}, errors.New("empty file")
+		return State{}, 0, errors.New("empty file")
 	}
 	// The version first, leniently: the rest of a file of another version may not parse as this
 	// one, and "unknown version" says more than an unknown field would.
@@ -488,13 +588,13 @@ func decode(data []byte) (State, error) {
 		Version *json.RawMessage `json:"version"`
 	}
 	if err := json.Unmarshal(data, &v); err != nil {
-		return State{}, syntaxError(data, err)
+		return State{}, 0, syntaxError(data, err)
 	}
 	if v.Version == nil {
-		return State{}, errors.New("no version field: not a state file")
+		return State{}, 0, errors.New("no version field: not a state file")
 	}
 	if n, err := strconv.Atoi(string(*v.Version)); err != nil || n != Version {
-		return State{}, fmt.Errorf("format version %.20q: this agent reads version %d", *v.Version, Version)
+		return State{}, 0, fmt.Errorf("format version %.20q: this agent reads version %d", *v.Version, Version)
 	}
 
 	// The lists' entries are counted before anything is decoded: each one decoded takes a
@@ -502,25 +602,29 @@ func decode(data []byte) (State, error) {
 	n, err := countEntries(data)
 	switch {
 	case err != nil:
-		return State{}, err
+		return State{}, 0, err
 	case n > maxEntries:
-		return State{}, fmt.Errorf("%d entries in lists, more than the %d a state file may have", n, maxEntries)
+		return State{}, 0, fmt.Errorf("%d entries in lists, more than the %d a state file may have", n, maxEntries)
 	case n > len(data)/minEntryBytes:
-		return State{}, fmt.Errorf("not a valid state file: %d entries in lists in %d bytes, fewer than %d bytes each", n, len(data), minEntryBytes)
+		return State{}, 0, fmt.Errorf("not a valid state file: %d entries in lists in %d bytes, fewer than %d bytes each", n, len(data), minEntryBytes)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f fileJSON
 	if err := dec.Decode(&f); err != nil {
-		return State{}, syntaxError(data, err)
+		return State{}, 0, syntaxError(data, err)
 	}
 	if f.Interfaces == nil {
-		return State{}, errors.New("no interfaces field")
+		return State{}, 0, errors.New("no interfaces field")
 	}
 	if f.SavedAt.IsZero() {
-		return State{}, errors.New("no saved_at field")
+		return State{}, 0, errors.New("no saved_at field")
 	}
-	return f.state(false)
+	if f.Seq > MaxEventID {
+		return State{}, 0, fmt.Errorf("seq %d is above %d, the most files an agent writes: not a state file an agent wrote", f.Seq, uint64(MaxEventID))
+	}
+	st, err := f.state(false)
+	return st, f.Seq, err
 }
 
 // countEntries counts the entries of the lists in data, valid JSON, at every depth, reading no

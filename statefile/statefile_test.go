@@ -1,6 +1,7 @@
 package statefile
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -153,10 +154,14 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// TestWrite: Write replaces the file as Save does, only without waiting for the disk.
+// TestWrite: Write writes the state as Save does, only without waiting for the disk and beside
+// the file, not over it; Load takes what it wrote until the next Save, which removes it.
 func TestWrite(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.json")
+	if side := sidePath(path); side != filepath.Join(dir, ".state.json.unsynced") {
+		t.Fatalf("sidePath(%s) = %s; want .state.json.unsynced beside it", path, side)
+	}
 	for k, s := range []State{
 		{Version: 1, Interfaces: []notify.Interface{cpu(0)}, LastEventID: 1, SavedAt: savedAt},
 		{Version: 1, Interfaces: []notify.Interface{cpu(0), cpu(1)}, LastEventID: 2, SavedAt: savedAt,
@@ -173,13 +178,111 @@ func TestWrite(t *testing.T) {
 		if diff := cmp.Diff(s, got); diff != "" {
 			t.Errorf("Load after Write %d (-want +got):\n%s", k, diff)
 		}
-		if names := dirNames(t, dir); !slices.Equal(names, []string{"state.json"}) {
-			t.Errorf("directory holds %q after Write; want only state.json", names)
+		if names := dirNames(t, dir); !slices.Equal(names, []string{".state.json.unsynced"}) {
+			t.Errorf("directory holds %q after Write; want only .state.json.unsynced", names)
 		}
+		if fi, err := os.Stat(sidePath(path)); err != nil {
+			t.Errorf("the side file: %v", err)
+		} else if fi.Mode() != 0o600 {
+			t.Errorf("the side file has mode %v; want 0600", fi.Mode())
+		}
+	}
+	saved := State{Version: 1, Interfaces: []notify.Interface{cpu(2)}, LastEventID: 3, SavedAt: savedAt}
+	if err := Save(path, saved); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Load(path); err != nil || !cmp.Equal(saved, got) {
+		t.Errorf("Load after Save = %+v, %v; want %+v", got, err, saved)
+	}
+	if names := dirNames(t, dir); !slices.Equal(names, []string{"state.json"}) {
+		t.Errorf("directory holds %q after Save; want only state.json", names)
 	}
 	if err := Write(path, State{Interfaces: []notify.Interface{{ClassGUID: notify.GUIDDeviceProcessor, SymbolicLink: "/etc"}}}); err == nil {
 		t.Errorf("Write of a state Load refuses: no error")
 	}
+}
+
+// forgetSeqs forgets the files this process wrote and loaded, as a new process would.
+func forgetSeqs() {
+	seqMu.Lock()
+	defer seqMu.Unlock()
+	clear(seqs)
+}
+
+// TestWriteLeavesTheDurableFile: Write never replaces the file Save wrote durably, so that a crash
+// of the machine before the next Save, which may leave what Write wrote empty (XFS, ext4 with
+// noauto_da_alloc) or as it was before, costs what was written since that Save, not the whole
+// state. Load passes over a side file that does not load, and one older than the file, which the
+// wall clock cannot tell.
+func TestWriteLeavesTheDurableFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	state := func(id uint64, at time.Time) State {
+		return State{Version: 1, Interfaces: []notify.Interface{cpu(int(id))}, LastEventID: id, SavedAt: at}
+	}
+	load := func(want State, when string) {
+		t.Helper()
+		if got, err := Load(path); err != nil || !cmp.Equal(want, got) {
+			t.Errorf("Load %s: last event ID %d, %v; want %d", when, got.LastEventID, err, want.LastEventID)
+		}
+	}
+	saved := state(1, savedAt)
+	if err := Save(path, saved); err != nil {
+		t.Fatal(err)
+	}
+	durable, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The clock went back an hour: the state written is newer all the same.
+	written := state(2, savedAt.Add(-time.Hour))
+	if err := Write(path, written); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(path)
+	if now, _ := os.ReadFile(path); err != nil || !bytes.Equal(now, durable) || !os.SameFile(before, after) {
+		t.Fatalf("Write replaced the file Save wrote durably")
+	}
+	load(written, "after Write")
+
+	// A crash of the machine: what was written without waiting for the disk is lost, the side
+	// file left empty, or cut short.
+	for _, left := range []string{"", "{\n  \"version\": 1,\n"} {
+		if err := os.WriteFile(sidePath(path), []byte(left), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		load(saved, fmt.Sprintf("with a side file holding %q", left))
+	}
+
+	// A side file older than the file: a crash undid a Save's removal of it.
+	if err := Write(path, written); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := os.ReadFile(sidePath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := state(3, savedAt.Add(-2*time.Hour))
+	if err := Save(path, third); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sidePath(path), stale, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load(third, "with a side file older than the file")
+
+	// A process that has neither written nor loaded the file numbers its files after those there.
+	forgetSeqs()
+	fourth := state(4, savedAt.Add(-3*time.Hour))
+	if err := Write(path, fourth); err != nil {
+		t.Fatal(err)
+	}
+	forgetSeqs()
+	load(fourth, "after a Write by another process")
 }
 
 func TestSavedAtDefaultsToNow(t *testing.T) {
@@ -275,7 +378,7 @@ func checkLoadError(t *testing.T, err error, path, want string) {
 }
 
 func TestLoadRejects(t *testing.T) {
-	if _, err := decode([]byte(valid)); err != nil {
+	if _, _, err := decode([]byte(valid)); err != nil {
 		t.Fatalf("the valid file is refused: %v", err)
 	}
 	memRec := `{"class_guid": "3fd0f03d-92e0-45fb-b75c-5ed8ffb01021", "symbolic_link": "/sys/devices/system/memory/memory3", "number": 3, "node": 0}`
@@ -358,6 +461,8 @@ func TestLoadRejects(t *testing.T) {
 			"memory_device_last_event_id 18446744073709551615 is above 4611686018427387904"},
 		{"last event id beyond uint64", strings.Replace(valid, `"last_event_id": 0`, `"last_event_id": 18446744073709551616`, 1),
 			"field last_event_id: number 18446744073709551616 where uint64 is wanted"},
+		{"seq beyond any agent's", strings.Replace(valid, `"version": 1,`, `"version": 1, "seq": 4611686018427387905,`, 1),
+			"seq 4611686018427387905 is above 4611686018427387904, the most files an agent writes"},
 		{"instance not a UUID", withField(`"instance": "host-1"`), `instance "host-1": want a UUID`},
 		{"instance nil", withField(`"instance": "00000000-0000-0000-0000-000000000000"`), `want a UUID`},
 		{"callback name with a slash", withCallback(`{"name": "../x", "class_guid": "` + processor + `"}`), `callbacks[0]: name "../x"`},
