@@ -14,7 +14,8 @@ type Options struct {
 	// ReceiveBufferBytes is the receive buffer to ask for. 0 leaves the kernel default
 	// (net.core.rmem_default). Otherwise Listen uses SO_RCVBUFFORCE (needs
 	// CAP_NET_ADMIN), falling back to SO_RCVBUF (capped by net.core.rmem_max), and logs
-	// at Info what the kernel reports; the kernel doubles the value for its bookkeeping.
+	// at Info what the kernel reports; the kernel doubles the value for its bookkeeping. At most
+	// math.MaxInt32: the socket option is a C int.
 	ReceiveBufferBytes int
 
 	// Logger receives the socket setup at Info and dropped datagrams at Debug/Warn.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"sync/atomic"
@@ -57,6 +58,10 @@ type Conn struct {
 func Listen(opts Options) (*Conn, error) {
 	if opts.ReceiveBufferBytes < 0 {
 		return nil, fmt.Errorf("udev: listen: negative receive buffer size %d", opts.ReceiveBufferBytes)
+	}
+	if opts.ReceiveBufferBytes > math.MaxInt32 {
+		// The socket option is a C int: a larger size would reach the kernel cut to 32 bits.
+		return nil, fmt.Errorf("udev: listen: receive buffer size %d: at most %d", opts.ReceiveBufferBytes, math.MaxInt32)
 	}
 	log := opts.Logger
 	if log == nil {

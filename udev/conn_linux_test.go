@@ -456,6 +456,11 @@ func TestIntegrationReceiveBuffer(t *testing.T) {
 	if _, err := Listen(Options{ReceiveBufferBytes: -1}); err == nil {
 		t.Error("Listen with a negative buffer size succeeded")
 	}
+	// 4 GiB + 1 MiB would reach the kernel cut to its low 32 bits, 1 MiB.
+	if c, err := Listen(Options{ReceiveBufferBytes: 1<<32 + 1<<20}); err == nil {
+		c.Close()
+		t.Error("Listen with a buffer size above the socket option's C int succeeded")
+	}
 }
 
 func readProcInt(t *testing.T, p string) int {
