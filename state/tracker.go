@@ -456,8 +456,9 @@ type Outcome struct {
 	// uevents sent to other network namespaces). A sysfs read that failed sets it too.
 	Gap bool
 	// HotAdd is true for the kernel's add of a CPU or memory block that sysfs shows and that
-	// was not present before; HotRemove for its remove of one that was present and that sysfs
-	// no longer shows. An add of something already present (a forgery, or a replay) is neither.
+	// was not present before; HotRemove for its remove of one that was present, whether or not
+	// sysfs still shows it (the kernel removes the directory after it sends the uevent). An add
+	// of something already present (a replay) is neither.
 	HotAdd, HotRemove bool
 }
 
@@ -550,11 +551,13 @@ func (t *Tracker) Handle(ev *udev.Event) (out Outcome) {
 		}
 	}
 	if ev.Action == "remove" && t.isPresent(k) {
-		if _, _, err := t.observe(k, false); errors.Is(err, fs.ErrNotExist) {
-			delete(t.present, k)
-			t.snapshotPresent()
-			out.HotRemove = true
-		}
+		// The kernel's own remove (a write to the device's uevent file carries SYNTH_UUID, and
+		// stopped above) is believed even while sysfs shows the device: the kernel sends it
+		// before it deletes the directory, and a burst is read after an add of the device again
+		// may have made a new one. Were the device kept present, that add would not be a hot-add.
+		delete(t.present, k)
+		t.snapshotPresent()
+		out.HotRemove = true
 	}
 	return out
 }
