@@ -296,6 +296,10 @@ func Parse(b []byte) (*Config, error) {
 // LogEnabled reports whether the built-in log callback is on.
 func (c *Config) LogEnabled() bool { return c.LogNotifications == nil || *c.LogNotifications }
 
+// streamOwner is web.StreamOwner, the owner of the /events stream's registration (config does
+// not import web).
+const streamOwner = "events"
+
 func (c *Config) validate() error {
 	if err := c.Online.Policy().Validate(); err != nil {
 		return fmt.Errorf("online.%w", err)
@@ -320,6 +324,10 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%s.name: required", field)
 		case !validName(cb.Name):
 			return fmt.Errorf("%s.name: %q: use letters, digits, '_', '-' or '.'", field, cb.Name)
+		case cb.Name == streamOwner:
+			// The /events stream's own registration: a callback of that name would share its
+			// metrics and its line on the status page.
+			return fmt.Errorf("%s.name: %q is the event stream's registration: choose another name", field, cb.Name)
 		case seen[cb.Name]:
 			return fmt.Errorf("%s.name: %q is used twice", field, cb.Name)
 		}

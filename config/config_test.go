@@ -98,6 +98,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad name", "callbacks:\n  - name: 'a b'\n    class: memory\n    log: true", "callbacks[0].name"},
 		{"reserved name", "callbacks:\n  - name: log\n    class: memory\n    log: true", `callbacks[0].name: "log" is used twice`},
 		{"duplicate name", "callbacks:\n  - {name: a, class: memory, log: true}\n  - {name: a, class: memory, log: true}", `callbacks[1].name: "a" is used twice`},
+		{"the event stream's name", "callbacks:\n  - {name: events, class: memory, log: true}", `callbacks[0].name: "events" is the event stream's registration: choose another name`},
 		{"no class", "callbacks:\n  - name: a\n    log: true", "callbacks[0].class: required"},
 		{"bad class", "callbacks:\n  - name: a\n    class: disk\n    log: true", "callbacks[0].class"},
 		{"no action", "callbacks:\n  - name: a\n    class: memory", "callbacks[0]: needs an action"},

@@ -61,8 +61,10 @@ func (v *DurationVec) With(callback string) *Durations {
 	return s.(*Durations)
 }
 
-// Observe adds d to the series. It does not block and allocates nothing.
+// Observe adds d to the series; a negative d (a wall-clock latency across a step back of the
+// clock) counts as 0, so that the sum never goes down. It does not block and allocates nothing.
 func (s *Durations) Observe(d time.Duration) {
+	d = max(d, 0)
 	i := 0
 	for i < len(latencyBounds) && d > latencyBounds[i] {
 		i++

@@ -106,3 +106,22 @@ func BenchmarkHistogramObserve(b *testing.B) {
 		h.Observe((100 * time.Microsecond).Seconds())
 	}
 }
+
+// A negative duration (a notification given again after a restart across which the clock went
+// back) is counted as 0: the histogram's sum, which Prometheus takes for a counter, never goes
+// down.
+func TestDurationNegativeCountsAsZero(t *testing.T) {
+	v := newDurationVec("dispatch_latency_seconds", "help")
+	s := v.With("cb")
+	s.Observe(2 * time.Millisecond)
+	s.Observe(-time.Hour)
+	m := &dto.Metric{}
+	if err := s.metric(v.desc).Write(m); err != nil {
+		t.Fatal(err)
+	}
+	h := m.GetHistogram()
+	if h.GetSampleCount() != 2 || h.GetSampleSum() != 0.002 || h.GetBucket()[0].GetCumulativeCount() != 1 {
+		t.Errorf("after 2 ms and -1 h: count %d, sum %v, first bucket %d; want 2, 0.002, 1 (the -1 h as 0)",
+			h.GetSampleCount(), h.GetSampleSum(), h.GetBucket()[0].GetCumulativeCount())
+	}
+}

@@ -538,3 +538,33 @@ func TestHubFallsBehindWithNothingToResync(t *testing.T) {
 		t.Errorf("resuming from ID 11, after the hole, gives %+v; want ID 12", pre)
 	}
 }
+
+// TestSlowSubscriberIsNoCallbackError: a subscriber cut off for being too slow is the client's
+// failing, logged and counted by its handler: the hub's callback reports no error for it, which
+// would count as the "events" callback failing (hotplug_agent_callback_errors_total, the status
+// page, the callback-errors alert).
+func TestSlowSubscriberIsNoCallbackError(t *testing.T) {
+	reg := notify.NewRegistry(notify.Options{})
+	h, err := newHub(reg, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		reg.Close(ctx)
+	})
+	s, _ := h.subscribe(notify.AllClasses, 1, false, false, 0)
+	for id := uint64(1); id <= 2; id++ {
+		n := notify.NewNotification(notify.GUIDDeviceInterfaceArrival, cpu(int(id)), id, time.Now(), notify.CauseUevent)
+		n.ID = id
+		if err := h.deliver(context.Background(), n, nil); err != nil {
+			t.Errorf("notification %d to a subscriber that holds 1: the hub's callback failed: %v", id, err)
+		}
+	}
+	select {
+	case <-s.cut:
+	default:
+		t.Error("a subscriber 2 notifications behind with room for 1 was not cut off")
+	}
+}
