@@ -191,3 +191,37 @@ func TestBatchConfirmsFromCPUOnline(t *testing.T) {
 		t.Errorf("rejections %q; want none", *rejected)
 	}
 }
+
+// TestHotAddedCPUNodeLinkedAfterItsAdd: the kernel sends a hot-added CPU's add from
+// device_register and links cpuN/nodeM afterwards (register_cpu_under_node); an add handled
+// before the link exists must not leave node -1 for the CPU's arrival, which sysfs gives node 1.
+func TestHotAddedCPUNodeLinkedAfterItsAdd(t *testing.T) {
+	root, cpu, write := cpuTree(t)
+	for _, f := range []string{"possible", "present", "online"} {
+		write(f, "0")
+	}
+	write("cpu0/uevent", "")
+	tr, _ := scanned(t, root)
+
+	write("possible", "0-1")
+	write("present", "0-1")
+	write("cpu1/online", "0") // registered, not yet linked to its node
+	if out := tr.Handle(cpuEv(t, "add", 1, 10)); !out.HotAdd {
+		t.Fatal("no hot-add")
+	}
+	// register_cpu_under_node runs; the policy onlines the CPU.
+	if err := os.Symlink("../../node/node1", filepath.Join(cpu, "cpu1/node1")); err != nil {
+		t.Fatal(err)
+	}
+	write("cpu1/online", "1")
+	write("online", "0-1")
+	tr.BeginBatch()
+	out := tr.Handle(cpuEv(t, "online", 1, 11))
+	tr.EndBatch()
+	if len(out.Notes) != 1 {
+		t.Fatalf("notes %v", summary(out.Notes))
+	}
+	if got := out.Notes[0].Interface.Node; got != 1 {
+		t.Errorf("arrival of hot-added cpu1: node %d; sysfs says node 1", got)
+	}
+}

@@ -513,6 +513,11 @@ func (t *Tracker) Handle(ev *udev.Event) (out Outcome) {
 				out.HotAdd = true
 			}
 		}
+		if kind == KindCPU {
+			// The kernel links cpuN to its node after it sends the add: what was read now may
+			// lack the node, and the CPU's first transition reads it whole.
+			delete(t.cpus, n)
+		}
 		return out
 	case "online", "offline", "remove":
 	default:
