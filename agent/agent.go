@@ -173,7 +173,12 @@ type Agent struct {
 	conns      *web.ConnLimit // bounds the connections of every listener together
 	handler    http.Handler
 	stuckAfter time.Duration
-	busy       atomic.Int64  // unix nanoseconds since the loop read the uevents it handles; 0 when waiting
+	busy       atomic.Int64 // unix nanoseconds since the loop read the uevents it handles; 0 when waiting
+	// A resync that failed is owed (its reason) and tried again at resyncAt, the wait doubling
+	// from a second up to maxResyncWait; the loop's goroutine alone uses them.
+	resyncOwed string
+	resyncAt   time.Time
+	resyncWait time.Duration
 	saveReq    chan struct{} // capacity 1: "the announced set or a callback's cursor changed; save it"
 	// saveAsked is set by the request that wakes the saver and cleared by the saver as it begins
 	// a save: the changes between the two are in that save, and ask for nothing more.
@@ -1697,8 +1702,15 @@ func (a *Agent) loop(ctx context.Context) error {
 	queued, _ := a.source.(queuedSource)
 	batch := make([]udev.Event, 0, maxBatch)
 	for {
+		rctx, cancel := ctx, context.CancelFunc(nil)
+		if wait, owed := a.resyncDue(time.Now()); owed {
+			rctx, cancel = context.WithTimeout(ctx, wait) // a uevent or the next try, first
+		}
 		a.busy.Store(0)
-		ev, err := a.source.Read(ctx)
+		ev, err := a.source.Read(rctx)
+		if cancel != nil {
+			cancel()
+		}
 		now := time.Now()
 		a.busy.Store(now.UnixNano())
 		switch {
@@ -1706,6 +1718,8 @@ func (a *Agent) loop(ctx context.Context) error {
 			backoff = time.Millisecond
 		case ctx.Err() != nil:
 			return nil
+		case rctx.Err() != nil:
+			continue // a resync that failed is due again
 		case errors.Is(err, udev.ErrOverflow):
 			a.overflowed(now)
 			continue
@@ -1815,11 +1829,16 @@ func (a *Agent) resync(reason string, seqnum uint64, readAt time.Time) {
 	var err error
 	for attempt := range 3 {
 		var notes []notify.Notification
-		if notes, err = a.tracker.Resync(seqnum, readAt); err == nil {
+		resync := a.tracker.Resync
+		if reason == state.ReasonSeqnumGap {
+			resync = a.tracker.ResyncGap
+		}
+		if notes, err = resync(seqnum, readAt); err == nil {
 			if len(notes) > 0 {
 				a.log.Info("resync found changes", "reason", reason, "notifications", len(notes))
 			}
 			a.publish(notes)
+			a.resyncOwed, a.resyncWait = "", 0
 			if before != nil {
 				a.hotAdded(newlyPresent(before.CPUs, before.MemoryBlocks, a.tracker.Present()),
 					"CPUs and memory blocks were hot-added while uevents were lost")
@@ -1828,7 +1847,26 @@ func (a *Agent) resync(reason string, seqnum uint64, readAt time.Time) {
 		}
 		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
 	}
-	a.log.Error("resync failed; the next uevent or resync will retry", "reason", reason, "err", err)
+	a.resyncOwed = reason
+	a.resyncWait = min(max(2*a.resyncWait, time.Second), maxResyncWait)
+	a.resyncAt = time.Now().Add(a.resyncWait)
+	a.log.Error("resync failed; trying again", "reason", reason, "err", err, "in", a.resyncWait)
+}
+
+// maxResyncWait is the longest wait between tries of a resync that keeps failing.
+const maxResyncWait = 30 * time.Second
+
+// resyncDue reports how long the loop may wait for a uevent before it tries again a resync that
+// failed (resyncOwed), and tries it when that time has come; ok is false when none is owed.
+func (a *Agent) resyncDue(now time.Time) (wait time.Duration, ok bool) {
+	if a.resyncOwed == "" {
+		return 0, false
+	}
+	if now.Before(a.resyncAt) {
+		return a.resyncAt.Sub(now), true
+	}
+	a.resync(a.resyncOwed, 0, now)
+	return a.resyncAt.Sub(now), a.resyncOwed != ""
 }
 
 // publish hands notes to the registry through the gate, which holds back those of a CPU or

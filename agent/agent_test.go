@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
+	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/udev"
 )
 
@@ -322,5 +323,52 @@ func TestHealthzBehindKernel(t *testing.T) {
 	src.behind.Store(0)
 	if code, body := get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d %q once caught up; want 200", code, body)
+	}
+}
+
+// TestFailedResyncIsTriedAgain: a resync that fails (sysfs cannot be read for a moment) is tried
+// again without waiting for another uevent or gap: a CPU that went offline while its uevent was
+// lost is announced once sysfs can be read again, with no uevent after.
+func TestFailedResyncIsTriedAgain(t *testing.T) {
+	root := fixture(t)
+	a, src, _, _ := runAgent(t, Options{SysfsPath: root})
+	got := make(chan notify.Notification, 16)
+	if _, err := a.Register(notify.EventCategoryDeviceInterfaceChange, 0, notify.GUIDDeviceProcessor, "watch",
+		func(_ context.Context, n notify.Notification, _ any) error { got <- n; return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
+	cpu := filepath.Join(root, "devices/system/cpu")
+	src.send(t, "change", "/devices/system/cpu/cpu0", "cpu", 100)
+	// cpu1 goes offline and its uevent is lost; sysfs cannot be read when the gap is seen.
+	if err := os.WriteFile(filepath.Join(cpu, "online"), []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	online := filepath.Join(cpu, "cpu1/online")
+	if err := os.Remove(online); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(online, 0o755); err != nil { // reads fail with EISDIR
+		t.Fatal(err)
+	}
+	src.send(t, "change", "/devices/system/cpu/cpu0", "cpu", 105)
+	time.Sleep(200 * time.Millisecond) // the resync's three tries fail
+	select {
+	case n := <-got:
+		t.Fatalf("%s of %s announced while sysfs could not be read", notify.EventName(n.Event), n.SymbolicLinkName)
+	default:
+	}
+	if err := os.Remove(online); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(online, []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-got:
+		if n.Event != notify.GUIDDeviceInterfaceRemoval || n.SymbolicLinkName != "/sys/devices/system/cpu/cpu1" {
+			t.Errorf("got %s of %s; want the removal of cpu1", notify.EventName(n.Event), n.SymbolicLinkName)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("cpu1's removal not announced 10 s after sysfs could be read again")
 	}
 }

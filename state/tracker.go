@@ -411,23 +411,41 @@ func (t *Tracker) Close() {
 
 // Resync rescans sysfs and returns the notifications that turn the record into the truth:
 // removals first, then arrivals, each sorted. It is called after lost events. Transitions held
-// for confirmation are dropped: sysfs is the truth now.
+// for confirmation are dropped: sysfs is the truth now, and the uevents that would have settled
+// them may be among those lost.
 func (t *Tracker) Resync(seqnum uint64, readAt time.Time) ([]notify.Notification, error) {
+	return t.resync(seqnum, readAt, false)
+}
+
+// ResyncGap is Resync after a SEQNUM gap (Outcome.Gap), a hint of lost uevents, not proof:
+// SEQNUM also counts uevents sent to other network namespaces. A held transition that the
+// rescan still contradicts (an offline of a CPU sysfs shows online) is kept, so that its
+// device's reverse uevent settles it as Handle would have: both halves of a quick offline and
+// online are announced. One the rescan agrees with is dropped: the rescan announces it.
+func (t *Tracker) ResyncGap(seqnum uint64, readAt time.Time) ([]notify.Notification, error) {
+	return t.resync(seqnum, readAt, true)
+}
+
+// resync is Resync, keeping the held transitions the rescan contradicts when keep.
+func (t *Tracker) resync(seqnum uint64, readAt time.Time, keep bool) ([]notify.Notification, error) {
 	active, err := t.read()
 	if err != nil {
 		return nil, err
 	}
-	for k := range t.held {
+	now := make(map[key]notify.Interface, len(active))
+	for _, i := range active {
+		now[keyOf(i)] = i
+	}
+	for k, h := range t.held {
+		if _, on := now[k]; keep && (h.Action == "online") != on {
+			continue
+		}
 		delete(t.held, k)
 		t.reject(RejectUnconfirmed)
 	}
 	t.onlineRead = false // not older than this rescan: a batch reads cpu/online again
 	if seqnum == 0 {
 		t.startSeq()
-	}
-	now := make(map[key]notify.Interface, len(active))
-	for _, i := range active {
-		now[keyOf(i)] = i
 	}
 	var out []notify.Notification
 	for _, old := range t.Known() {

@@ -648,3 +648,49 @@ func TestSkippedSeqnumsAreNoGap(t *testing.T) {
 		t.Error("SEQNUM 112 -> 120 with 2 dropped in between not reported as a gap")
 	}
 }
+
+// TestGapKeepsWhatTheRescanContradicts: a real offline and online of cpu1 in one burst, read
+// after both, with a uevent between them whose SEQNUM skipped one (sent to another network
+// namespace). The rescan the gap calls for (ResyncGap) keeps the held offline, which sysfs
+// still contradicts, so the online settles it: the removal and the arrival are both announced.
+// After an overflow (Resync) the held offline is dropped: the online may be among the lost.
+func TestGapKeepsWhatTheRescanContradicts(t *testing.T) {
+	for _, gap := range []bool{true, false} {
+		f := newFake(map[int]bool{0: true, 1: true}, map[int]bool{0: true})
+		f.seqnum = 100
+		tr := New(f)
+		if _, err := tr.Scan(); err != nil {
+			t.Fatal(err)
+		}
+		f.seqnum = 104 // 101 offline cpu1, 102 to another namespace, 103 change cpu0, 104 online cpu1
+		var got []string
+		tr.BeginBatch()
+		for _, ev := range []struct {
+			action string
+			n      int
+			seq    uint64
+		}{{"offline", 1, 101}, {"change", 0, 103}, {"online", 1, 104}} {
+			out := tr.Handle(cpuEv(t, ev.action, ev.n, ev.seq))
+			got = append(got, summary(out.Notes)...)
+			if out.Gap {
+				resync := tr.Resync
+				if gap {
+					resync = tr.ResyncGap
+				}
+				notes, err := resync(ev.seq, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, summary(notes)...)
+			}
+		}
+		got = append(got, summary(tr.EndBatch())...)
+		want := 2
+		if !gap {
+			want = 0
+		}
+		if len(got) != want {
+			t.Errorf("gap %v: cpu1 went offline and online: notifications %q; want %d", gap, got, want)
+		}
+	}
+}
