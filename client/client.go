@@ -10,7 +10,10 @@
 // with a resync (the history no longer reaches back, or the agent was reset) it diffs its replica
 // against the agent's set and delivers the removals and arrivals that reconcile it. Every
 // registration therefore sees, per interface, alternating arrivals and removals, never one twice,
-// and ends with the agent's view.
+// and ends with the agent's view. An event the client cannot apply, because it contradicts the
+// replica or is larger than 64 MiB (the agent's largest, a resync with 1,024 CPUs and 8,192 memory
+// blocks, is 2.4 MB), is not delivered: the client drops the connection and asks for a resync on
+// the next one, so its memory stays bounded whatever the other end sends.
 //
 // One Client holds one stream, for every class; registrations filter locally. A registration's
 // queue is bounded (Options.Buffer): one whose callback falls that far behind is resynchronised
@@ -169,8 +172,8 @@ type Stats struct {
 	// Cuts counts the streams the agent ended with an error event (the client was too slow).
 	Cuts uint64
 	// Inconsistencies counts notifications that contradicted the client's replica or came with
-	// an ID not above the last one; each made the client ask for a resync instead of delivering
-	// it.
+	// an ID not above the last one, and events too large to read (a line, or the data of an
+	// event, over 64 MiB); each made the client ask for a resync instead of delivering it.
 	Inconsistencies uint64
 }
 

@@ -701,6 +701,81 @@ func TestInconsistentStreamAsksForResync(t *testing.T) {
 	})
 }
 
+// TestOversizedEventAsksForResync: an event too large to read (its data lines together, or one
+// line, over 64 MiB) ends the connection with an error naming the limit, is never delivered, and
+// the next connection asks for a resync: resumed at the same ID, it would get the same event.
+func TestOversizedEventAsksForResync(t *testing.T) {
+	probe := fmt.Sprint(uint64(unknownID))
+	mib := strings.Repeat("x", 1<<20)
+	first := resyncJSON(t, 5, cpuIface(0), cpuIface(1)) + notificationJSON(t, false, cpuIface(1), 6) + "id: 7\n"
+	next := resyncJSON(t, 20, cpuIface(0), cpuIface(2))
+	for _, tc := range []struct {
+		name, want string
+		data       func(w io.Writer) // the event's data field, after its id
+	}{
+		{"data lines", "an event's data exceeds 64 MiB", func(w io.Writer) {
+			for range 65 {
+				io.WriteString(w, "data: "+mib+"\n")
+			}
+		}},
+		{"one line", "a line exceeds 64 MiB", func(w io.Writer) {
+			io.WriteString(w, "data: ")
+			for range 65 {
+				io.WriteString(w, mib)
+			}
+			io.WriteString(w, "\n")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gate := make(chan struct{})
+			var mu sync.Mutex
+			var ids, errs []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				<-gate
+				mu.Lock()
+				ids = append(ids, r.Header.Get("Last-Event-ID"))
+				i := len(ids)
+				mu.Unlock()
+				w.Header().Set("Content-Type", "text/event-stream")
+				if i > 1 {
+					io.WriteString(w, next)
+					return
+				}
+				io.WriteString(w, first)
+				tc.data(w)
+				io.WriteString(w, "\n")
+			}))
+			t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+			c := newTestClient(t, srv.URL, Options{OnStateChange: func(s StateChange) {
+				if s.Err != nil {
+					mu.Lock()
+					errs = append(errs, s.Err.Error())
+					mu.Unlock()
+				}
+			}})
+			rec := newRecorder()
+			c.Register(Filter{}, 0, rec.callback)
+			close(gate)
+			waitFor(t, "the resync", func() bool { return c.Stats().Resyncs >= 1 && len(rec.all()) >= 2 }, nil)
+			mu.Lock()
+			defer mu.Unlock()
+			if len(ids) < 2 || ids[0] != probe || ids[1] != probe {
+				t.Errorf("Last-Event-IDs %v; want the unknown ID %s first and again after the oversized event", ids, probe)
+			}
+			if len(errs) == 0 || !strings.Contains(errs[0], tc.want) {
+				t.Errorf("state errors %q; want the first to say %q", errs, tc.want)
+			}
+			want := []string{"removal cpu1 #6 uevent", "arrival cpu2 #0 resync"}
+			if got := shorts(rec.all()); !slices.Equal(got, want) {
+				t.Errorf("delivered %v; want %v and nothing of the oversized event", got, want)
+			}
+			if s := c.Stats(); s.Inconsistencies != 1 {
+				t.Errorf("stats %+v; want the oversized event counted as an inconsistency", s)
+			}
+		})
+	}
+}
+
 // TestConnectionStates: Connecting, Connected, Backoff with the reason when the agent goes away
 // or answers something else than a stream, Connected again, Closed.
 func TestConnectionStates(t *testing.T) {

@@ -154,9 +154,48 @@ func TestSSEParser(t *testing.T) {
 	}
 	// A line longer than the limit is an error, not a crash or an unbounded buffer.
 	r := newSSEReader(io.MultiReader(strings.NewReader("data: "), &repeat{b: 'x', n: maxLine + 10}))
-	if _, err := r.next(); err == nil || !strings.Contains(err.Error(), "too long") {
-		t.Errorf("an overlong line: %v; want a token-too-long error", err)
+	if _, err := r.next(); !errors.Is(err, errLineTooLong) || !strings.Contains(err.Error(), "64 MiB") {
+		t.Errorf("an overlong line: %v; want an error naming the limit", err)
 	}
+}
+
+// TestSSEEventDataIsBounded: the data of one event is bounded as a line is, however many lines
+// it comes in: an event of exactly the limit is read, one byte more is an error naming the limit,
+// given as soon as the line that goes over it is read (the blank line that would end the event
+// never comes).
+func TestSSEEventDataIsBounded(t *testing.T) {
+	// 64 lines of 1 MiB - 1 bytes, joined by 63 LFs: maxLine - 1 bytes of data.
+	lines := repeatedDataLines{value: strings.Repeat("x", 1<<20-1), n: 64}
+	l := lines
+	ev, err := newSSEReader(io.MultiReader(&l, strings.NewReader("data\n\n"))).next()
+	if err != nil || len(ev.data) != maxLine {
+		t.Errorf("an event of %d bytes: %d bytes, %v; want it read", maxLine, len(ev.data), err)
+	}
+	l = lines
+	ev, err = newSSEReader(io.MultiReader(&l, strings.NewReader("data: x\n"), &repeat{b: 'y', n: 1 << 40})).next()
+	if !errors.Is(err, errEventTooLarge) || !strings.Contains(err.Error(), "64 MiB") {
+		t.Errorf("an event of %d bytes: %d bytes, %v; want an error naming the limit", maxLine+2, len(ev.data), err)
+	}
+}
+
+// repeatedDataLines reads n lines "data: value\n".
+type repeatedDataLines struct {
+	value string
+	n     int
+	rest  string // what is left of the current line
+}
+
+func (d *repeatedDataLines) Read(p []byte) (int, error) {
+	if d.rest == "" {
+		if d.n == 0 {
+			return 0, io.EOF
+		}
+		d.n--
+		d.rest = "data: " + d.value + "\n"
+	}
+	k := copy(p, d.rest)
+	d.rest = d.rest[k:]
+	return k, nil
 }
 
 // repeat reads n copies of b.

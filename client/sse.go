@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 )
 
-// maxLine bounds one line of the stream. A resync event carries the whole active set on one
-// line: 8,192 memory blocks (1 TiB in 128 MiB blocks) take about 2.5 MB, so this leaves room.
+// maxLine bounds one line of the stream, and the data of one event, whatever its number of
+// lines: a reader's memory is bounded by what it holds, not by what the peer sends. The largest
+// event the agent sends is a resync, which carries the whole active set on one line: 1,024 CPUs
+// and 8,192 memory blocks (1 TiB in 128 MiB blocks) take 2.4 MB, so this leaves room.
 const maxLine = 64 << 20
 
 // sseEvent is one event of a Server-Sent Events stream, as the WHATWG HTML standard parses it:
@@ -40,9 +43,17 @@ func newSSEReader(r io.Reader) *sseReader {
 // as the standard says.
 var errTruncated = errors.New("stream ended inside an event")
 
+// errEventTooLarge reports an event whose data lines, together, exceed maxLine.
+var errEventTooLarge = fmt.Errorf("an event's data exceeds %d MiB", maxLine>>20)
+
+// errLineTooLong reports a line longer than maxLine. It wraps bufio.ErrTooLong.
+var errLineTooLong = fmt.Errorf("a line exceeds %d MiB: %w", maxLine>>20, bufio.ErrTooLong)
+
 // next returns the next event that has a data field or an id field. At the end of the stream it
 // returns io.EOF (between events) or errTruncated (inside one, which is dropped), or the read
-// error.
+// error. A line longer than maxLine is errLineTooLong, and an event whose data would exceed it is
+// errEventTooLarge, as soon as the line that goes over it is read: the stream cannot be followed
+// after either.
 func (r *sseReader) next() (sseEvent, error) {
 	var ev sseEvent
 	var data strings.Builder
@@ -54,7 +65,7 @@ func (r *sseReader) next() (sseEvent, error) {
 		line := r.sc.Bytes()
 		if len(line) == 0 {
 			if ev.hasData || ev.hasID {
-				ev.data = strings.TrimSuffix(data.String(), "\n")
+				ev.data = data.String()
 				return ev, nil
 			}
 			ev, started = sseEvent{}, false
@@ -74,8 +85,18 @@ func (r *sseReader) next() (sseEvent, error) {
 		case "event":
 			ev.typ = string(value)
 		case "data":
+			// The data lines joined by "\n" (the standard's buffer without its last LF).
+			grow := len(value)
+			if ev.hasData {
+				grow++
+			}
+			if data.Len()+grow > maxLine {
+				return sseEvent{}, errEventTooLarge
+			}
+			if ev.hasData {
+				data.WriteByte('\n')
+			}
 			data.Write(value)
-			data.WriteByte('\n')
 			ev.hasData = true
 		case "id":
 			if bytes.IndexByte(value, 0) < 0 {
@@ -85,6 +106,9 @@ func (r *sseReader) next() (sseEvent, error) {
 		// retry and unknown fields are ignored: the client has its own backoff.
 	}
 	if err := r.sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return sseEvent{}, errLineTooLong
+		}
 		return sseEvent{}, err
 	}
 	if started {

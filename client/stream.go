@@ -126,6 +126,15 @@ func (c *Client) follow(ctx context.Context) (progressed bool, err error) {
 			return progressed, fmt.Errorf("nothing received for %s", c.idle)
 		case errors.Is(err, io.EOF):
 			return progressed, errors.New("the agent closed the stream")
+		case errors.Is(err, errEventTooLarge), errors.Is(err, errLineTooLong):
+			// Resumed at the same ID, the stream would bring the same event again: the next
+			// connection asks for a resync instead.
+			c.mu.Lock()
+			c.stats.Inconsistencies++
+			c.resume = false
+			c.mu.Unlock()
+			c.log.Warn("event too large to read; asking the agent for a resync", "err", err)
+			return progressed, fmt.Errorf("read stream: %w", err)
 		default:
 			return progressed, fmt.Errorf("read stream: %w", err)
 		}
