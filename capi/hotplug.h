@@ -175,7 +175,9 @@ typedef int (*hotplug_callback)(hotplug_registration *reg, void *context, const 
  * HOTPLUG_FLAG_MEMORY_DEVICES, and stores
  * the handle in *out. It returns HOTPLUG_OK or an error code, and does not wait for the agent:
  * the registration starts when the library first reaches it (hotplug_wait_ready waits for that),
- * and follows it across disconnections and restarts from then on.
+ * and follows it across disconnections and restarts from then on. For an agent behind basic
+ * auth, url carries the credentials ("http://user:password@localhost:19100"); the library's log
+ * shows it with the password replaced by "xxxxx".
  */
 int hotplug_register(const char *url, const char *class_or_null, int flags, hotplug_callback cb,
                      void *context, hotplug_registration **out);

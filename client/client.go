@@ -98,7 +98,8 @@ type Options struct {
 	// response, so its Timeout must be 0 (New refuses another).
 	HTTPClient *http.Client
 	// Header is added to every request, for example Authorization for an agent behind basic
-	// auth (credentials in the URL work too).
+	// auth (credentials in the URL work too; logs, errors and URL show that URL with its
+	// password replaced by "xxxxx").
 	Header http.Header
 	// Logger receives the client's logs; nil discards them.
 	Logger *slog.Logger
@@ -184,7 +185,8 @@ type Client struct {
 	log       *slog.Logger
 	http      *http.Client
 	header    http.Header
-	eventsURL string
+	eventsURL string // with its password, if any: for the requests only
+	shownURL  string // eventsURL without its password, as logs and errors show it
 	backoff   BackoffOptions
 	limit     int
 	spec      *dispatch.Spec[notify.Notification, notify.Interface]
@@ -208,14 +210,21 @@ type Client struct {
 // New returns a client of the agent at baseURL (such as http://localhost:19100; a URL whose path
 // already ends in /events is taken as it is) and starts following its stream at once: State
 // moves from Connecting to Connected. It does not block on the network and is safe for
-// concurrent use. Bad options are a one-line error.
+// concurrent use. Bad options are a one-line error, which shows the URL without its password.
 func New(baseURL string, opts Options) (*Client, error) {
 	u, err := url.Parse(baseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
-		return nil, fmt.Errorf("client: agent URL %q: want http://host:port or https://host:port", baseURL)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL it quotes, password included
+		}
+		return nil, fmt.Errorf("client: agent URL: %v: want http://host:port or https://host:port", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
+		return nil, fmt.Errorf("client: agent URL %q: want http://host:port or https://host:port", u.Redacted())
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("client: agent URL %q: want no query or fragment (the client chooses its parameters)", baseURL)
+		return nil, fmt.Errorf("client: agent URL %q: want no query or fragment (the client chooses its parameters)", u.Redacted())
 	}
 	if p := strings.TrimSuffix(u.Path, "/"); strings.HasSuffix(p, "/events") {
 		u.Path, u.RawPath = p, ""
@@ -250,6 +259,7 @@ func New(baseURL string, opts Options) (*Client, error) {
 		http:      opts.HTTPClient,
 		header:    opts.Header.Clone(),
 		eventsURL: u.String(),
+		shownURL:  u.Redacted(),
 		backoff:   b,
 		limit:     opts.Buffer,
 		idle:      opts.IdleTimeout,
@@ -261,7 +271,7 @@ func New(baseURL string, opts Options) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	c.log = c.log.With("agent", c.eventsURL)
+	c.log = c.log.With("agent", c.shownURL)
 	if c.http == nil {
 		c.http = &http.Client{}
 	}
@@ -291,9 +301,10 @@ func New(baseURL string, opts Options) (*Client, error) {
 	return c, nil
 }
 
-// URL returns the URL of the agent's event stream the client follows. It does not block and is
-// safe for concurrent use.
-func (c *Client) URL() string { return c.eventsURL }
+// URL returns the URL of the agent's event stream the client follows, as logs and errors show
+// it: with its password, if it has one, replaced by "xxxxx" (url.URL.Redacted). It does not
+// block and is safe for concurrent use.
+func (c *Client) URL() string { return c.shownURL }
 
 // State returns the connection state now. It does not block and is safe for concurrent use.
 func (c *Client) State() ConnState {

@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 	"github.com/hotplug-agent/hotplug-agent/web"
 )
@@ -845,6 +848,85 @@ func TestConnectionStates(t *testing.T) {
 		}
 		c.Close()
 		srv.Close()
+	}
+}
+
+// TestURLPasswordIsNotShown: a password in the agent's URL is sent, as basic auth, but shown
+// nowhere: not in the logs, nor in the errors of the state changes (a refused connection, a
+// status, a response that is no stream) or of New, nor by URL, which all show "xxxxx" instead.
+func TestURLPasswordIsNotShown(t *testing.T) {
+	stream := resyncJSON(t, 5, cpuIface(0))
+	var mu sync.Mutex
+	var auths []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		auths = append(auths, r.Header.Get("Authorization"))
+		i := len(auths)
+		mu.Unlock()
+		switch i {
+		case 1:
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+		case 2:
+			io.WriteString(w, "not a stream")
+		default:
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, stream) // and the stream ends
+		}
+	}))
+	t.Cleanup(srv.Close)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String() // nothing listens there
+	l.Close()
+
+	for _, tc := range []struct {
+		base string
+		errs int // errors of state changes to wait for
+	}{{srv.URL, 3}, {closed, 2}} {
+		logs := &testenv.Buffer{}
+		var errs []string
+		c := newTestClient(t, strings.Replace(tc.base, "http://", "http://alice:s3cret@", 1), Options{
+			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			OnStateChange: func(s StateChange) {
+				if s.Err != nil {
+					mu.Lock()
+					errs = append(errs, s.Err.Error())
+					mu.Unlock()
+				}
+			}})
+		shown := strings.Replace(tc.base, "http://", "http://alice:xxxxx@", 1) + "/events"
+		if c.URL() != shown {
+			t.Errorf("URL() = %q; want %q", c.URL(), shown)
+		}
+		waitFor(t, "the failed attempts", func() bool { mu.Lock(); defer mu.Unlock(); return len(errs) >= tc.errs }, nil)
+		c.Close()
+		mu.Lock()
+		if !strings.Contains(errs[0], shown) || !strings.Contains(logs.String(), "agent="+shown) {
+			t.Errorf("state errors %q and log\n%s\nwant them to name %s", errs, logs, shown)
+		}
+		for _, e := range append(errs, logs.String()) {
+			if strings.Contains(e, "s3cret") {
+				t.Errorf("the password is shown: %s", e)
+			}
+		}
+		errs = nil
+		mu.Unlock()
+	}
+	mu.Lock()
+	if want := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:s3cret")); len(auths) == 0 || auths[0] != want {
+		t.Errorf("Authorization %q; want %q", auths, want)
+	}
+	mu.Unlock()
+
+	for _, u := range []string{"ftp://alice:s3cret@h:1", "http://alice:s3cret@h:1/?class=cpu", "http://alice:s3cret@h:x"} {
+		if c, err := New(u, Options{}); err == nil {
+			c.Close()
+			t.Errorf("New(%q): no error", u)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("New(%q): %v: the password is shown", u, err)
+		}
 	}
 }
 

@@ -68,7 +68,11 @@ func (c *Client) follow(ctx context.Context) (progressed bool, err error) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.eventsURL, nil)
 	if err != nil {
-		return false, fmt.Errorf("request %s: %w", c.eventsURL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL it quotes, password included
+		}
+		return false, fmt.Errorf("request %s: %w", c.shownURL, err)
 	}
 	for k, v := range c.header {
 		req.Header[k] = v
@@ -91,23 +95,23 @@ func (c *Client) follow(ctx context.Context) (progressed bool, err error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if idled.Load() {
-			return false, fmt.Errorf("connect to %s: no response for %s", c.eventsURL, c.idle)
+			return false, fmt.Errorf("connect to %s: no response for %s", c.shownURL, c.idle)
 		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
-			err = ue.Err // without the "Get URL" it wraps
+			err = ue.Err // without the "Get URL" it wraps, password included
 		}
-		return false, fmt.Errorf("connect to %s: %w", c.eventsURL, err)
+		return false, fmt.Errorf("connect to %s: %w", c.shownURL, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		msg := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
-		return false, fmt.Errorf("GET %s: %s: %s", c.eventsURL, resp.Status, msg)
+		return false, fmt.Errorf("GET %s: %s: %s", c.shownURL, resp.Status, msg)
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 		return false, fmt.Errorf("GET %s: Content-Type %q, not an event stream: is this a hotplug-agent?",
-			c.eventsURL, resp.Header.Get("Content-Type"))
+			c.shownURL, resp.Header.Get("Content-Type"))
 	}
 	c.mu.Lock()
 	c.stats.Connects++

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -90,7 +91,7 @@ func runMonitor(f *monitorFlags, stdout, stderr io.Writer) error {
 const hintNotRunning = "is hotplug-agent run running?"
 
 // connectHint says why an attempt failed, with a hint when nothing listens at the address (the
-// agent is not running, or at another --url).
+// agent is not running, or at another --url). base is shown as given: pass it without a password.
 func connectHint(base string, err error) string {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
@@ -106,9 +107,13 @@ func connectHint(base string, err error) string {
 func monitorAgent(ctx context.Context, base string, filter client.Filter, flags notify.Flags, devices, asJSON bool, limit int, stdout, stderr io.Writer) error {
 	// Only what the state changes below do not say already: inconsistencies, cut-offs.
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	following := strings.TrimSuffix(base, "/") + "/events (class " + filter.String() + ")"
+	shown := base // a URL that does not parse is refused by client.New, which does not show it
+	if u, err := url.Parse(base); err == nil {
+		shown = u.Redacted() // the password, if any, is not printed
+	}
+	following := strings.TrimSuffix(shown, "/") + "/events (class " + filter.String() + ")"
 	if devices {
-		following = strings.TrimSuffix(base, "/") + "/events (memory devices)"
+		following = strings.TrimSuffix(shown, "/") + "/events (memory devices)"
 	}
 	paint := colours(stdout)
 	// OnStateChange runs on the client's goroutine and must not block or close the client:
@@ -127,12 +132,12 @@ func monitorAgent(ctx context.Context, base string, filter client.Filter, flags 
 				failed++
 				if limit > 0 && failed >= limit {
 					select {
-					case giveUp <- giveUpError(limit, failed, connectHint(base, s.Err)):
+					case giveUp <- giveUpError(limit, failed, connectHint(shown, s.Err)):
 					default:
 					}
 					return
 				}
-				fmt.Fprintf(stderr, "hotplug-agent monitor: %s; reconnecting in %s\n", connectHint(base, s.Err), s.Delay.Round(time.Millisecond))
+				fmt.Fprintf(stderr, "hotplug-agent monitor: %s; reconnecting in %s\n", connectHint(shown, s.Err), s.Delay.Round(time.Millisecond))
 			}
 		},
 	})

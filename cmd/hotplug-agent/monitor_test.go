@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"sync"
@@ -223,5 +225,33 @@ func TestMonitorAgentNotRunning(t *testing.T) {
 	var stderr strings.Builder
 	if code := run([]string{"monitor", "--retries=-1"}, io.Discard, &stderr); code != 2 {
 		t.Errorf("--retries=-1: exit %d; want 2 (%s)", code, stderr.String())
+	}
+}
+
+// TestMonitorHidesURLPassword: a password in --url is sent to the agent but not printed: the line
+// that says what monitor follows, and the one that says why it stops, show "xxxxx" instead.
+func TestMonitorHidesURLPassword(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, _ := r.BasicAuth(); u != "alice" || p != "s3cret" {
+			http.Error(w, "who are you?", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: resync\nid: 5\ndata: {\"last_id\":5,\"interfaces\":[]}\n\n") // and the stream ends
+	}))
+	defer srv.Close()
+	for _, tc := range []struct{ url, want string }{
+		{srv.URL, "following " + srv.URL + "/events"},
+		{closedURL(t), "cannot connect to "},
+	} {
+		var stderr strings.Builder
+		u := strings.Replace(tc.url, "http://", "http://alice:s3cret@", 1)
+		if code := run([]string{"monitor", "--url=" + u, "--no-retry"}, io.Discard, &stderr); code != 1 {
+			t.Errorf("%s: exit %d; want 1", tc.url, code)
+		}
+		want := strings.Replace(tc.want, "http://", "http://alice:xxxxx@", 1)
+		if !strings.Contains(stderr.String(), want) || strings.Contains(stderr.String(), "s3cret") {
+			t.Errorf("stderr:\n%s\nwant it to say %q, and not the password", stderr.String(), want)
+		}
 	}
 }
