@@ -30,6 +30,7 @@ type hub struct {
 	resyncs uint64 // entry.Resyncs() as of the last notification
 	subs    map[*subscriber]struct{}
 	entry   *notify.Entry
+	onCut   func() // a subscriber too slow was cut off
 }
 
 // frame is one event of a stream: a notification, or a resync (interfaces != nil).
@@ -106,9 +107,10 @@ func (s *subscriber) cutOff(reason string) {
 	})
 }
 
-// newHub registers the hub with reg and keeps size notifications of history.
-func newHub(reg *notify.Registry, size int) (*hub, error) {
-	h := &hub{size: size, active: map[string]notify.Interface{}, subs: map[*subscriber]struct{}{}}
+// newHub registers the hub with reg and keeps size notifications of history; onCut (not nil) is
+// called, under the hub's lock, for each subscriber cut off for being too slow.
+func newHub(reg *notify.Registry, size int, onCut func()) (*hub, error) {
+	h := &hub{size: size, active: map[string]notify.Interface{}, subs: map[*subscriber]struct{}{}, onCut: onCut}
 	h.mu.Lock() // deliver waits until the hub knows where it starts
 	defer h.mu.Unlock()
 	e, err := reg.Register(notify.EventCategoryDeviceInterfaceChange, notify.FlagIncludeExistingInterfaces,
@@ -154,12 +156,13 @@ func (h *hub) deliver(_ context.Context, n notify.Notification, _ any) error {
 	if dropped, ok := h.history.push(n, h.size); ok {
 		h.floor = dropped.ID
 	}
-	// A subscriber too slow is cut off, which its handler logs and counts (Options.OnCut): it is
-	// the client's failing, not the hub's, and no callback error.
+	// A subscriber too slow is cut off, counted (onCut) and logged by its handler: it is the
+	// client's failing, not the hub's, and no callback error.
 	for s := range h.subs {
 		if matches(s.class, n.InterfaceClassGUID) && !s.offer(frame{n: n, id: n.ID}) {
 			s.cutOff(fmt.Sprintf("subscriber too slow: %d notifications behind; reconnect with your last event ID", s.limit))
 			delete(h.subs, s)
+			h.onCut()
 		}
 	}
 	return nil

@@ -12,7 +12,7 @@ import (
 func BenchmarkHubDeliver(b *testing.B) {
 	reg := notify.NewRegistry(notify.Options{})
 	reg.Seed([]notify.Interface{cpu(0), cpu(1)})
-	h, err := newHub(reg, 4096)
+	h, err := newHub(reg, 4096, func() {})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -63,7 +63,9 @@ type Options struct {
 	// WriteTimeout bounds each batch of writes to a stream subscriber: one whose socket stays
 	// full that long (it stopped reading) is cut off; 0 means 30 s.
 	WriteTimeout time.Duration
-	// OnCut is called when a stream subscriber is cut off (too slow, or not reading); nil: nothing.
+	// OnCut is called when a stream subscriber is cut off for being too slow (at once, on the
+	// hub's goroutine: it must not block) or for not reading (a write that timed out); nil:
+	// nothing.
 	OnCut func()
 	// MaxStreamSubscribers bounds the /events subscribers at once, of both streams together:
 	// one more is answered 503 Service Unavailable with Retry-After; 0 means
@@ -133,13 +135,16 @@ func newHandler(o Options) (*server, http.Handler, error) {
 	if o.OnRefused == nil {
 		o.OnRefused = func(string) {}
 	}
-	h, err := newHub(o.Registry, o.History)
+	if o.OnCut == nil {
+		o.OnCut = func() {}
+	}
+	h, err := newHub(o.Registry, o.History, o.OnCut)
 	if err != nil {
 		return nil, nil, err
 	}
 	s := &server{o: o, hub: h}
 	if o.DeviceRegistry != nil {
-		if s.devHub, err = newHub(o.DeviceRegistry, o.History); err != nil {
+		if s.devHub, err = newHub(o.DeviceRegistry, o.History, o.OnCut); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -332,9 +337,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			s.o.Logger.Warn("event stream subscriber cut off", "remote", r.RemoteAddr,
 				"reason", fmt.Sprintf("not reading: a write did not complete in %s", s.o.WriteTimeout))
-			if s.o.OnCut != nil {
-				s.o.OnCut()
-			}
+			s.o.OnCut()
 		}
 	}
 	begin()
@@ -366,10 +369,9 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 			}
+			// Counted by the hub when it cut a subscriber too slow (OnCut); a cut because the
+			// stream itself fell behind is not the subscriber's, and not counted.
 			s.o.Logger.Warn("event stream subscriber cut off", "remote", r.RemoteAddr, "reason", sub.reason)
-			if s.o.OnCut != nil {
-				s.o.OnCut()
-			}
 			b, _ := json.Marshal(map[string]string{"error": sub.reason})
 			fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)
 			_ = rc.Flush()

@@ -469,7 +469,7 @@ func TestStatusPageListsEverything(t *testing.T) {
 func TestHubFallsBehindWithNothingToResync(t *testing.T) {
 	reg := notify.NewRegistry(notify.Options{QueueLimit: 4})
 	reg.Seed([]notify.Interface{cpu(0), cpu(1)})
-	h, err := newHub(reg, 64)
+	h, err := newHub(reg, 64, func() {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,7 +545,8 @@ func TestHubFallsBehindWithNothingToResync(t *testing.T) {
 // page, the callback-errors alert).
 func TestSlowSubscriberIsNoCallbackError(t *testing.T) {
 	reg := notify.NewRegistry(notify.Options{})
-	h, err := newHub(reg, 16)
+	cuts := 0
+	h, err := newHub(reg, 16, func() { cuts++ })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -566,5 +567,8 @@ func TestSlowSubscriberIsNoCallbackError(t *testing.T) {
 	case <-s.cut:
 	default:
 		t.Error("a subscriber 2 notifications behind with room for 1 was not cut off")
+	}
+	if cuts != 1 {
+		t.Errorf("%d cuts counted; want 1, when it was cut", cuts)
 	}
 }
