@@ -1703,8 +1703,10 @@ func (a *Agent) loop(ctx context.Context) error {
 	batch := make([]udev.Event, 0, maxBatch)
 	for {
 		rctx, cancel := ctx, context.CancelFunc(nil)
-		if wait, owed := a.resyncDue(time.Now()); owed {
-			rctx, cancel = context.WithTimeout(ctx, wait) // a uevent or the next try, first
+		if a.resyncOwed != "" {
+			if wait, owed := a.resyncDue(time.Now()); owed {
+				rctx, cancel = context.WithTimeout(ctx, wait) // a uevent or the next try, first
+			}
 		}
 		a.busy.Store(0)
 		ev, err := a.source.Read(rctx)
