@@ -166,6 +166,7 @@ type Agent struct {
 	// The configuration in force, and what was registered from it; Reload changes them, under
 	// reloadMu. New sets them before anything else runs.
 	reloadMu   sync.Mutex
+	stopping   atomic.Bool           // Run is shutting down: a reload registers nothing more
 	limiter    *callback.Limiter     // the exec callbacks' process slots (max_exec_processes)
 	configured map[string]configured // by callback name
 	logEntry   *notify.Entry         // the log callback (log_notifications); nil without it
@@ -1601,20 +1602,42 @@ func (a *Agent) Run(ctx context.Context) error {
 		"receive_buffer_bytes", rcvbuf, "interfaces", len(a.registry.Active()))
 
 	var err error
+	loopDone := false
 	select {
 	case <-ctx.Done():
-		select {
-		case err = <-loopErr:
-		case <-time.After(a.o.ShutdownGrace):
-			a.log.Error("event loop stuck at shutdown; leaving it behind", "grace", a.o.ShutdownGrace)
-		}
 	case err = <-loopErr:
+		loopDone = true
 	case err = <-serveErr:
 		err = fmt.Errorf("web: %w", err)
 	}
 	notifyStopping(a.log)
 	a.log.Info("agent stopping")
-	stopLoop()
+	stopLoop() // the loop, and what runs with it (the control socket, its reloads included)
+	// No reload from now on: one in progress ends first (its context ends with the loop's, or
+	// with Run's), so that it registers nothing after the registries stop.
+	a.stopping.Store(true)
+	a.reloadMu.Lock()
+	a.reloadMu.Unlock() // only to wait for a reload in progress
+	// Callbacks in flight get the grace, from now, and nothing more starts, in every registry at
+	// once, while the loop finishes its batch: what is queued, and what the loop still
+	// publishes, stays for the last save, to be given at the next start.
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.o.ShutdownGrace)
+	defer cancel()
+	callbacksDone := make(chan struct{})
+	go func() {
+		defer close(callbacksDone)
+		a.stopCallbacks(shutdown)
+	}()
+	if !loopDone {
+		select {
+		case e := <-loopErr:
+			if err == nil {
+				err = e
+			}
+		case <-shutdown.Done():
+			a.log.Error("event loop stuck at shutdown; leaving it behind", "grace", a.o.ShutdownGrace)
+		}
+	}
 	stopStreams()
 	a.source.Close()
 	// The HTTP servers get a short budget of their own, then lose their connections, beside the
@@ -1625,22 +1648,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer close(webDone)
 		a.shutdownWeb(ctx, servers)
 	}()
-	// Callbacks in flight get the grace, from now; nothing more starts, and what is queued stays
-	// for the last save, to be given at the next start.
-	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.o.ShutdownGrace)
-	defer cancel()
-	if e := a.registry.Stop(shutdown); e != nil {
-		a.log.Warn("callbacks still running at shutdown", "err", e)
-	}
-	if e := a.devices.Stop(shutdown); e != nil {
-		a.log.Warn("memory device callbacks still running at shutdown", "err", e)
-	}
-	if e := a.changes.Close(shutdown); e != nil {
-		a.log.Warn("two-phase callbacks still running at shutdown", "err", e)
-	}
-	if e := a.targets.Close(shutdown); e != nil {
-		a.log.Warn("target device callbacks still running at shutdown", "err", e)
-	}
+	<-callbacksDone
 	<-webDone
 	stopSaver()
 	wg.Wait()
@@ -1660,6 +1668,33 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.closeCgroups()
 	return err
+}
+
+// stopCallbacks stops every registry at once: nothing more starts, and the callbacks in flight
+// get until ctx ends to finish. It blocks until they have, or ctx has ended.
+func (a *Agent) stopCallbacks(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if e := a.registry.Stop(ctx); e != nil {
+			a.log.Warn("callbacks still running at shutdown", "err", e)
+		}
+	})
+	wg.Go(func() {
+		if e := a.devices.Stop(ctx); e != nil {
+			a.log.Warn("memory device callbacks still running at shutdown", "err", e)
+		}
+	})
+	wg.Go(func() {
+		if e := a.changes.Close(ctx); e != nil {
+			a.log.Warn("two-phase callbacks still running at shutdown", "err", e)
+		}
+	})
+	wg.Go(func() {
+		if e := a.targets.Close(ctx); e != nil {
+			a.log.Warn("target device callbacks still running at shutdown", "err", e)
+		}
+	})
+	wg.Wait()
 }
 
 // shutdownWeb shuts the HTTP servers down: their listeners close and /events streams end at
@@ -1953,6 +1988,9 @@ func (a *Agent) Reload(ctx context.Context) error {
 	}
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	if a.stopping.Load() {
+		return errStopping
+	}
 	notifyReloading(a.log)
 	defer notifyReady(a.log)
 	cfg, err := a.o.LoadConfig()
@@ -1997,6 +2035,12 @@ func (a *Agent) Reload(ctx context.Context) error {
 		} else {
 			removed = append(removed, name)
 		}
+	}
+	if a.stopping.Load() {
+		// The agent stops: nothing is registered after its registries stop. What was
+		// unregistered stays so; the next start reads the file anew.
+		a.log.Warn("reload interrupted: the agent is stopping", "unregistered", strings.Join(slices.Sorted(maps.Keys(undone)), ","))
+		return errStopping
 	}
 	hadLog := a.logEntry != nil
 	if a.logEntry != nil && !cfg.LogEnabled() {
@@ -2048,6 +2092,9 @@ func (a *Agent) Reload(ctx context.Context) error {
 	a.log.Info("configuration reloaded", attrs...)
 	return nil
 }
+
+// errStopping is Reload's error once Run is shutting down.
+var errStopping = errors.New("the agent is stopping")
 
 // unregisterConfigured unregisters the configured callback name (its callback in flight gets
 // until ctx ends to finish) and keeps what it remembers for the next registration of that name

@@ -1,0 +1,65 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+// TestShutdownWithStuckLoopStartsNothing: with the event loop wedged on a sysfs read, SIGTERM
+// stops the callbacks at once: none queued starts while the shutdown waits for the loop.
+func TestShutdownWithStuckLoopStartsNothing(t *testing.T) {
+	root := fixture(t)
+	a, src, cancel, done := runAgent(t, Options{SysfsPath: root, ShutdownGrace: 2 * time.Second})
+	var mu sync.Mutex
+	var starts []time.Time
+	if _, err := a.Register(notify.EventCategoryDeviceInterfaceChange, 0, notify.GUIDDeviceProcessor, "slow",
+		func(ctx context.Context, n notify.Notification, _ any) error {
+			mu.Lock()
+			starts = append(starts, time.Now())
+			mu.Unlock()
+			time.Sleep(time.Second) // the next would start long after the stop
+			return nil
+		}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		a.registry.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceArrival, notify.Interface{
+			ClassGUID: notify.GUIDDeviceProcessor, SymbolicLink: "/sys/devices/system/cpu/cpu" + string(rune('a'+i)), Number: 100 + i}, 1, time.Now(), notify.CauseUevent))
+	}
+	cpu7 := filepath.Join(root, "devices/system/cpu/cpu7")
+	os.MkdirAll(cpu7, 0o755)
+	if err := syscall.Mkfifo(filepath.Join(cpu7, "online"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src.send(t, "online", "/devices/system/cpu/cpu7", "cpu", 100) // the loop blocks reading the FIFO
+	time.Sleep(200 * time.Millisecond)
+	stopAt := time.Now()
+	cancel()
+	<-done
+	done <- nil
+	mu.Lock()
+	defer mu.Unlock()
+	after := 0
+	for _, s := range starts {
+		if s.After(stopAt) {
+			after++
+		}
+	}
+	if after > 0 {
+		t.Errorf("%d callbacks started after SIGTERM while shutdown waited for the wedged loop", after)
+	}
+	// Unwedge the FIFO reader left behind.
+	if w, err := os.OpenFile(filepath.Join(cpu7, "online"), os.O_WRONLY, 0); err == nil {
+		w.Write([]byte("1\n"))
+		w.Close()
+	}
+}
