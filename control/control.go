@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -131,11 +132,12 @@ func (t Target) String() string { return t.Kind + " " + t.ID }
 
 // Number returns the CPU number or block index of a cpu or memory target.
 func (t Target) Number() (int, error) {
-	if t.ID == "" || len(t.ID) > 9 || (len(t.ID) > 1 && t.ID[0] == '0') {
+	// Decimal digits alone, as sysfs names them: no sign, no leading zero.
+	if t.ID == "" || len(t.ID) > 9 || (len(t.ID) > 1 && t.ID[0] == '0') || strings.TrimLeft(t.ID, "0123456789") != "" {
 		return 0, fmt.Errorf("%s: want a number", t)
 	}
 	n, err := strconv.Atoi(t.ID)
-	if err != nil || n < 0 {
+	if err != nil {
 		return 0, fmt.Errorf("%s: want a number", t)
 	}
 	return n, nil

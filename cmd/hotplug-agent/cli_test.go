@@ -172,9 +172,11 @@ func TestUserDefaults(t *testing.T) {
 		{"relative XDG_STATE_HOME is ignored", 1000, map[string]string{"HOME": "/home/u", "XDG_STATE_HOME": "st"}, "/home/u/.local/state/hotplug-agent/state.json", ""},
 		{"no home", 65534, map[string]string{"HOME": ""}, "", ""},
 		{"relative home", 65534, map[string]string{"HOME": "."}, "", ""},
+		{"home that is not there", 65534, map[string]string{"HOME": "/nonexistent"}, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			state, socket := userDefaults(tc.euid, func(k string) string { return tc.env[k] })
+			isDir := func(p string) bool { return p != "/nonexistent" }
+			state, socket := userDefaults(tc.euid, func(k string) string { return tc.env[k] }, isDir)
 			if state != tc.state || socket != tc.socket {
 				t.Errorf("state %q, control socket %q; want %q, %q", state, socket, tc.state, tc.socket)
 			}

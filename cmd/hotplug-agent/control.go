@@ -64,6 +64,9 @@ func addControlFlags(cmd *kingpin.CmdClause) *controlFlags {
 // answers, or --timeout and rollbackGrace pass.
 func runControl(ctx context.Context, op string, f *controlFlags, interrupts <-chan os.Signal, stdout, stderr io.Writer) error {
 	socket, asJSON, timeout := f.socket, f.json, f.timeout
+	if *socket == "" {
+		return usageError{errors.New("--control.socket: empty: want the agent's control socket")}
+	}
 	targets, err := parseTargets(*f.targets)
 	if err != nil {
 		return usageError{err}
@@ -306,6 +309,9 @@ func addReloadFlags(cmd *kingpin.CmdClause) *reloadFlags {
 func runReload(ctx context.Context, f *reloadFlags, stdout io.Writer) error {
 	if *f.timeout <= 0 {
 		return usageError{fmt.Errorf("--timeout: %s: want a positive duration", *f.timeout)}
+	}
+	if *f.socket == "" {
+		return usageError{errors.New("--control.socket: empty: want the agent's control socket")}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *f.timeout)
 	defer cancel()

@@ -146,7 +146,7 @@ func runAgent(ctx context.Context, f *runFlags, stderr io.Writer) error {
 		return usageError{fmt.Errorf("--netlink.receive-buffer-bytes: %d: want at most %d (2 GiB less one byte; the kernel takes the size as a 32-bit int)", *f.rcvbuf, math.MaxInt32)}
 	}
 	statePath, controlSocket := *f.statePath, *f.controlSocket
-	defState, defSocket := userDefaults(os.Geteuid(), os.Getenv)
+	defState, defSocket := userDefaults(os.Geteuid(), os.Getenv, isDir)
 	if !f.stateSet {
 		statePath = defState
 	}
@@ -244,7 +244,8 @@ func (f *runFlags) logger(stderr io.Writer, journalStream, journalSocket string)
 // `hotplug-agent run` works with no flags: its state file is in its own state directory
 // ($XDG_STATE_HOME, else ~/.local/state), or nowhere without a home, and it serves no control
 // socket, since what the socket serves, taking CPUs and memory online and offline, needs root.
-func userDefaults(euid int, getenv func(string) string) (statePath, controlSocket string) {
+// A home that isDir does not find is no home: system users' is often /nonexistent.
+func userDefaults(euid int, getenv func(string) string, isDir func(string) bool) (statePath, controlSocket string) {
 	if euid == 0 {
 		return DefaultStatePath, control.DefaultSocket
 	}
@@ -253,10 +254,16 @@ func userDefaults(euid int, getenv func(string) string) (statePath, controlSocke
 	if dir := getenv("XDG_STATE_HOME"); filepath.IsAbs(dir) {
 		return filepath.Join(dir, "hotplug-agent", "state.json"), ""
 	}
-	if home := getenv("HOME"); filepath.IsAbs(home) {
+	if home := getenv("HOME"); filepath.IsAbs(home) && isDir(home) {
 		return filepath.Join(home, ".local", "state", "hotplug-agent", "state.json"), ""
 	}
 	return "", ""
+}
+
+// isDir reports whether p is a directory (following symbolic links).
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 // logWithoutRoot says, in one line at start, what an agent running as euid, not root, does not
