@@ -72,6 +72,9 @@ func runMonitor(f *monitorFlags, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Once ctx is done the handler goes: a second signal ends the process at once, even when
+	// shutting down is stuck writing to a stdout nobody reads.
+	context.AfterFunc(ctx, stop)
 	if *kernel {
 		return monitorKernel(ctx, stdout, stderr)
 	}
@@ -162,10 +165,32 @@ func monitorAgent(ctx context.Context, base string, filter client.Filter, flags 
 	}
 	select {
 	case <-ctx.Done():
-		return c.Close()
+		shutdown(c)
+		return nil
 	case err := <-giveUp:
 		c.Close()
 		return err
+	}
+}
+
+// shutdownGrace is how long an interrupted monitor waits for the client to stop: a line being
+// written to a stdout nobody reads (a full pipe, a terminal paused with Ctrl-S) never ends.
+const shutdownGrace = 2 * time.Second
+
+// shutdown stops c, waiting up to shutdownGrace. It says nothing: stderr may be blocked as well,
+// and the client's own goroutine may be stuck writing a state change to it, so even Shutdown's
+// deadline is not relied on.
+func shutdown(c *client.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Shutdown(ctx)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
 }
 

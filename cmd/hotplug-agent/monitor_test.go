@@ -4,19 +4,24 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
+	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
 // lines starts cmd and returns its stdout lines; it returns once stderr says ready.
@@ -253,5 +258,99 @@ func TestMonitorHidesURLPassword(t *testing.T) {
 		if !strings.Contains(stderr.String(), want) || strings.Contains(stderr.String(), "s3cret") {
 			t.Errorf("stderr:\n%s\nwant it to say %q, and not the password", stderr.String(), want)
 		}
+	}
+}
+
+// arrivalsStream is an event stream as the agent sends it to a new client: a resync with no
+// interface, then an arrival of each of the CPUs numbered from, through to (notification IDs
+// 1 and up).
+func arrivalsStream(t *testing.T, from, to int, link func(int) string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("event: resync\nid: 0\ndata: {\"last_id\":0,\"interfaces\":[]}\n\n")
+	for i := from; i <= to; i++ {
+		n := notify.NewNotification(notify.GUIDDeviceInterfaceArrival, notify.Interface{ClassGUID: notify.GUIDDeviceProcessor,
+			SymbolicLink: link(i), Number: i, Node: -1, State: "online"}, uint64(i), time.Now(), notify.CauseUevent)
+		n.ID = uint64(i - from + 1)
+		data, err := json.Marshal(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "id: %d\ndata: %s\n\n", n.ID, data)
+	}
+	return b.String()
+}
+
+// TestMonitorInterruptedWhileStdoutBlocked: monitor writing to a pipe nobody reads (a terminal
+// paused with Ctrl-S) still ends on SIGTERM or SIGINT, within its grace of a few seconds; a
+// second signal meanwhile ends it at once, by the signal.
+func TestMonitorInterruptedWhileStdoutBlocked(t *testing.T) {
+	stream := arrivalsStream(t, 0, 3000, func(i int) string {
+		return fmt.Sprintf("/sys/devices/system/cpu/cpu%d%s", i, strings.Repeat("/x", 100))
+	})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, stream)
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	defer srv.CloseClientConnections()
+	for _, sigs := range [][]os.Signal{{syscall.SIGTERM}, {os.Interrupt, os.Interrupt}} {
+		t.Run(fmt.Sprint(sigs), func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close() // never read: the monitor's writes block once the pipe is full
+			cmd := exec.Command(binary, "monitor", "--url="+srv.URL)
+			cmd.Stdout = w
+			stderr, _ := cmd.StderrPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			following := make(chan struct{})
+			go func() {
+				sc := bufio.NewScanner(stderr)
+				once := sync.OnceFunc(func() { close(following) })
+				for sc.Scan() {
+					if strings.Contains(sc.Text(), "following") {
+						once()
+					}
+				}
+			}()
+			exited := make(chan struct{})
+			var waitErr error
+			go func() { waitErr = cmd.Wait(); close(exited) }()
+			t.Cleanup(func() {
+				cmd.Process.Kill()
+				<-exited
+			})
+			select {
+			case <-following:
+			case <-time.After(20 * time.Second):
+				t.Fatal("monitor never said it follows the agent")
+			}
+			time.Sleep(time.Second) // the pipe fills up
+			start := time.Now()
+			for i, sig := range sigs {
+				if i > 0 {
+					time.Sleep(shutdownGrace / 2)
+				}
+				cmd.Process.Signal(sig)
+			}
+			select {
+			case <-exited:
+			case <-time.After(shutdownGrace + 10*time.Second):
+				t.Fatalf("monitor did not end within %s of %v", shutdownGrace+10*time.Second, sigs)
+			}
+			ee, _ := errors.AsType[*exec.ExitError](waitErr)
+			switch {
+			case len(sigs) == 1 && waitErr != nil:
+				t.Errorf("after %v: %v; want exit 0", sigs, waitErr)
+			case len(sigs) > 1 && (ee == nil || ee.Sys().(syscall.WaitStatus).Signal() != sigs[1].(syscall.Signal)):
+				t.Errorf("after %v: %v (%s); want it killed by the second signal", sigs, waitErr, time.Since(start))
+			}
+		})
 	}
 }
