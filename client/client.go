@@ -74,6 +74,9 @@ type StateChange struct {
 	Err error
 	// Delay is how long the client waits before its next attempt (Backoff), or 0.
 	Delay time.Duration
+	// Received reports whether the connection that ended delivered a resync or a notification
+	// (Backoff): false when the attempt failed, or the stream broke before either.
+	Received bool
 }
 
 // BackoffOptions bound the delay between connection attempts: it starts at Min, doubles after
@@ -370,6 +373,17 @@ func (c *Client) Active() []notify.Interface {
 
 // setState records a state change and tells the watchers and OnStateChange.
 func (c *Client) setState(s ConnState, err error, delay time.Duration) {
+	c.changeState(StateChange{State: s, Err: err, Delay: delay})
+}
+
+// setBackoff enters Backoff after a connection or attempt that ended with err; received: it
+// delivered a resync or a notification.
+func (c *Client) setBackoff(err error, delay time.Duration, received bool) {
+	c.changeState(StateChange{State: Backoff, Err: err, Delay: delay, Received: received})
+}
+
+func (c *Client) changeState(sc StateChange) {
+	s := sc.State
 	c.mu.Lock()
 	if c.state == s {
 		c.mu.Unlock()
@@ -380,7 +394,7 @@ func (c *Client) setState(s ConnState, err error, delay time.Duration) {
 	c.stateCh = make(chan struct{})
 	c.mu.Unlock()
 	if c.onState != nil {
-		c.onState(StateChange{State: s, Err: err, Delay: delay})
+		c.onState(sc)
 	}
 }
 

@@ -38,7 +38,7 @@ func (c *Client) run(ctx context.Context) {
 	backoff := c.backoff.Min
 	for {
 		c.setState(Connecting, nil, 0)
-		progressed, err := c.follow(ctx)
+		progressed, received, err := c.follow(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -48,7 +48,7 @@ func (c *Client) run(ctx context.Context) {
 		// A delay drawn from the upper half of the current step.
 		delay := backoff/2 + rand.N(backoff/2+1)
 		c.log.Info("event stream ended; reconnecting", "err", err, "delay", delay)
-		c.setState(Backoff, err, delay)
+		c.setBackoff(err, delay, received)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -62,8 +62,9 @@ func (c *Client) run(ctx context.Context) {
 
 // follow makes one connection and handles its events until it ends. progressed reports whether
 // a numbered notification was applied: the connection was useful, and the backoff starts over.
-// (A server that only ever sends a resync and hangs up gets a growing backoff.)
-func (c *Client) follow(ctx context.Context) (progressed bool, err error) {
+// (A server that only ever sends a resync and hangs up gets a growing backoff.) received
+// reports whether a resync or a notification was applied.
+func (c *Client) follow(ctx context.Context) (progressed, received bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.eventsURL, nil)
@@ -72,7 +73,7 @@ func (c *Client) follow(ctx context.Context) (progressed bool, err error) {
 		if errors.As(err, &ue) {
 			err = ue.Err // without the URL it quotes, password included
 		}
-		return false, fmt.Errorf("request %s: %w", c.shownURL, err)
+		return false, false, fmt.Errorf("request %s: %w", c.shownURL, err)
 	}
 	for k, v := range c.header {
 		req.Header[k] = v
@@ -95,22 +96,22 @@ func (c *Client) follow(ctx context.Context) (progressed bool, err error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if idled.Load() {
-			return false, fmt.Errorf("connect to %s: no response for %s", c.shownURL, c.idle)
+			return false, false, fmt.Errorf("connect to %s: no response for %s", c.shownURL, c.idle)
 		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err // without the "Get URL" it wraps, password included
 		}
-		return false, fmt.Errorf("connect to %s: %w", c.shownURL, err)
+		return false, false, fmt.Errorf("connect to %s: %w", c.shownURL, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		msg := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
-		return false, fmt.Errorf("GET %s: %s: %s", c.shownURL, resp.Status, msg)
+		return false, false, fmt.Errorf("GET %s: %s: %s", c.shownURL, resp.Status, msg)
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
-		return false, fmt.Errorf("GET %s: Content-Type %q, not an event stream: is this a hotplug-agent?",
+		return false, false, fmt.Errorf("GET %s: Content-Type %q, not an event stream: is this a hotplug-agent?",
 			c.shownURL, resp.Header.Get("Content-Type"))
 	}
 	c.mu.Lock()
@@ -127,9 +128,9 @@ func (c *Client) follow(ctx context.Context) (progressed bool, err error) {
 		switch {
 		case err == nil:
 		case idled.Load():
-			return progressed, fmt.Errorf("nothing received for %s", c.idle)
+			return progressed, received, fmt.Errorf("nothing received for %s", c.idle)
 		case errors.Is(err, io.EOF):
-			return progressed, errors.New("the agent closed the stream")
+			return progressed, received, errors.New("the agent closed the stream")
 		case errors.Is(err, errEventTooLarge), errors.Is(err, errLineTooLong):
 			// Resumed at the same ID, the stream would bring the same event again: the next
 			// connection asks for a resync instead.
@@ -138,18 +139,19 @@ func (c *Client) follow(ctx context.Context) (progressed bool, err error) {
 			c.resume = false
 			c.mu.Unlock()
 			c.log.Warn("event too large to read; asking the agent for a resync", "err", err)
-			return progressed, fmt.Errorf("read stream: %w", err)
+			return progressed, received, fmt.Errorf("read stream: %w", err)
 		default:
-			return progressed, fmt.Errorf("read stream: %w", err)
+			return progressed, received, fmt.Errorf("read stream: %w", err)
 		}
 		if !ev.hasData {
 			continue // an id alone: nothing to apply
 		}
 		numbered, err := c.handle(ev)
 		if err != nil {
-			return progressed, err
+			return progressed, received, err
 		}
 		progressed = progressed || numbered
+		received = received || numbered || ev.typ == "resync"
 	}
 }
 

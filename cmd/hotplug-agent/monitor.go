@@ -129,9 +129,13 @@ func monitorAgent(ctx context.Context, base string, filter client.Filter, flags 
 		OnStateChange: func(s client.StateChange) {
 			switch s.State {
 			case client.Connected:
-				failed = 0
 				fmt.Fprintf(stderr, "hotplug-agent monitor: following %s\n", following)
 			case client.Backoff:
+				// A connection counts as a success once it delivered something: a server
+				// that accepts and hangs up at once is a failure every time.
+				if s.Received {
+					failed = 0
+				}
 				failed++
 				if limit > 0 && failed >= limit {
 					select {

@@ -354,3 +354,30 @@ func TestMonitorInterruptedWhileStdoutBlocked(t *testing.T) {
 		})
 	}
 }
+
+// TestMonitorRetriesStreamBreaksAtOnce: a server that answers as an agent does, then closes the
+// stream before sending anything, fails every attempt: --retries=3 gives up after three.
+func TestMonitorRetriesStreamBreaksAtOnce(t *testing.T) {
+	var attempts atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		attempts.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK) // and the stream ends
+	}))
+	defer srv.Close()
+	var stderr strings.Builder
+	code := make(chan int, 1)
+	go func() { code <- run([]string{"monitor", "--url=" + srv.URL, "--retries=3"}, io.Discard, &stderr) }()
+	select {
+	case c := <-code:
+		const want = "the agent closed the stream (gave up after 3 failed attempts in a row, --retries=3)"
+		if last := strings.TrimSpace(stderr.String()); c != 1 || !strings.HasSuffix(last, want) {
+			t.Errorf("exit %d, stderr:\n%s\nwant exit 1, ending %q", c, last, want)
+		}
+		if n := attempts.Load(); n != 3 {
+			t.Errorf("%d attempts; want 3", n)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("monitor --retries=3 still retrying after 30 s and %d attempts", attempts.Load())
+	}
+}
