@@ -95,12 +95,13 @@ const hintNotRunning = "is hotplug-agent run running?"
 
 // connectHint says why an attempt failed, with a hint when nothing listens at the address (the
 // agent is not running, or at another --url). base is shown as given: pass it without a password.
+// What the server said is shown through printable.
 func connectHint(base string, err error) string {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		return fmt.Sprintf("cannot connect to %s (%v): %s", base, op.Err, hintNotRunning)
 	}
-	return err.Error()
+	return printable(err.Error()) // it may quote the server: an answer's body, an error event
 }
 
 // monitorAgent follows the agent with the Go client, which reconnects with backoff, resumes
@@ -206,7 +207,8 @@ func giveUpError(limit, failed int, why string) error {
 	return fmt.Errorf("%s (gave up after %d failed attempts in a row, --retries=%d)", why, failed, limit)
 }
 
-// monitorLine is one notification as `monitor` prints it.
+// monitorLine is one notification as `monitor` prints it. The agent's strings go through
+// printable: a server's escape sequences must not reach the terminal.
 func monitorLine(now time.Time, n notify.Notification) string {
 	i := n.Interface
 	detail := ""
@@ -215,7 +217,7 @@ func monitorLine(now time.Time, n notify.Notification) string {
 		detail = fmt.Sprintf("cpu %d", i.Number)
 	case notify.GUIDDeviceMemory:
 		if i.IsMemoryDevice() {
-			detail = fmt.Sprintf("device %s, blocks %s, %d MiB from 0x%x", i.Device, i.Blocks, i.Size>>20, i.PhysStart)
+			detail = fmt.Sprintf("device %s, blocks %s, %d MiB from 0x%x", printable(i.Device), printable(i.Blocks), i.Size>>20, i.PhysStart)
 		} else {
 			detail = fmt.Sprintf("block %d, 0x%x-0x%x", i.Number, i.PhysStart, i.PhysStart+i.Size-1)
 		}
@@ -224,8 +226,8 @@ func monitorLine(now time.Time, n notify.Notification) string {
 		detail += fmt.Sprintf(", node %d", i.Node)
 	}
 	return fmt.Sprintf("%s %-8s %-9s %s (%s) seq=%d %s", now.Format("15:04:05.000000"),
-		strings.ToUpper(notify.EventName(n.Event)), notify.ClassName(n.InterfaceClassGUID), n.SymbolicLinkName,
-		detail, n.Seqnum, n.Cause)
+		strings.ToUpper(notify.EventName(n.Event)), notify.ClassName(n.InterfaceClassGUID), printable(n.SymbolicLinkName),
+		detail, n.Seqnum, printable(string(n.Cause)))
 }
 
 // monitorKernel prints the kernel's cpu and memory uevents as they come. It asks for the agent's
@@ -262,8 +264,8 @@ func monitorKernel(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 }
 
-// printable returns s if it is printable ASCII, else s quoted: a uevent's value must not write
-// control sequences to a terminal. (The DEVPATH and SUBSYSTEM printed are those Classify
+// printable returns s if it is printable ASCII, else s quoted: a uevent's value, or a string the
+// agent sent, must not write control sequences to a terminal. (The DEVPATH and SUBSYSTEM printed are those Classify
 // accepted.)
 func printable(s string) string {
 	for i := range len(s) {

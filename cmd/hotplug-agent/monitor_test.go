@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotplug-agent/hotplug-agent/client"
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
@@ -379,5 +382,66 @@ func TestMonitorRetriesStreamBreaksAtOnce(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("monitor --retries=3 still retrying after 30 s and %d attempts", attempts.Load())
+	}
+}
+
+// TestMonitorQuotesServerStrings: the strings a server sends (a symbolic link, a cause) reach
+// the terminal quoted when they hold control characters, as monitor --kernel's do.
+func TestMonitorQuotesServerStrings(t *testing.T) {
+	const evil = "\x1b]0;pwned\x07"
+	n := notify.NewNotification(notify.GUIDDeviceInterfaceArrival, notify.Interface{ClassGUID: notify.GUIDDeviceProcessor,
+		SymbolicLink: "/sys/devices/system/cpu/cpu1" + evil, Number: 1, Node: -1, State: "online"}, 7, time.Now(), notify.Cause(evil+"uevent"))
+	n.ID = 1
+	data, err := json.Marshal(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := "event: resync\nid: 0\ndata: {\"last_id\":0,\"interfaces\":[]}\n\n" + fmt.Sprintf("id: 1\ndata: %s\n\n", data)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, stream)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	defer srv.CloseClientConnections()
+	ctx, cancel := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- monitorAgent(ctx, srv.URL, client.Filter{}, 0, false, false, 0, pw, io.Discard)
+		pw.Close()
+	}()
+	defer func() { cancel(); go io.Copy(io.Discard, pr); <-done }()
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Scan()
+		line <- sc.Text()
+	}()
+	select {
+	case l := <-line:
+		quoted := strconv.Quote("/sys/devices/system/cpu/cpu1"+evil) + " (cpu 1) seq=7 " + strconv.Quote(evil+"uevent")
+		if strings.ContainsAny(l, "\x1b\x07") || !strings.Contains(l, quoted) {
+			t.Errorf("monitor printed %q; want it to contain %s", l, quoted)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("monitor printed no line within 20 s")
+	}
+}
+
+// TestMonitorQuotesServerError: what a server says when it refuses the stream reaches stderr
+// quoted when it holds control characters.
+func TestMonitorQuotesServerError(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "busy\x1b]0;pwned\x07", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	var stderr strings.Builder
+	if code := run([]string{"monitor", "--url=" + srv.URL, "--no-retry"}, io.Discard, &stderr); code != 1 {
+		t.Errorf("exit %d; want 1", code)
+	}
+	if out := stderr.String(); strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, `busy\x1b]0;pwned\a`) {
+		t.Errorf("stderr %q: want the server's message quoted", out)
 	}
 }
