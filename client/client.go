@@ -22,6 +22,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -125,6 +126,9 @@ type Options struct {
 	// the first goes, and no processors. A client follows one stream: use a second client for
 	// processors and memory blocks.
 	MemoryDevices bool
+
+	// lineLimit bounds a line and an event's data; 0: maxLine. Tests lower it.
+	lineLimit int
 }
 
 // Filter selects the notifications of a registration, as CM_NOTIFY_FILTER does for
@@ -194,6 +198,7 @@ type Client struct {
 	limit     int
 	spec      *dispatch.Spec[notify.Notification, notify.Interface]
 	idle      time.Duration
+	lineLimit int // bounds a line and an event's data (maxLine)
 	onState   func(StateChange)
 
 	cancel  context.CancelFunc
@@ -266,6 +271,7 @@ func New(baseURL string, opts Options) (*Client, error) {
 		backoff:   b,
 		limit:     opts.Buffer,
 		idle:      opts.IdleTimeout,
+		lineLimit: cmp.Or(opts.lineLimit, maxLine),
 		onState:   opts.OnStateChange,
 		runDone:   make(chan struct{}),
 		stateCh:   make(chan struct{}),

@@ -709,7 +709,10 @@ func TestInconsistentStreamAsksForResync(t *testing.T) {
 // the next connection asks for a resync: resumed at the same ID, it would get the same event.
 func TestOversizedEventAsksForResync(t *testing.T) {
 	probe := fmt.Sprint(uint64(unknownID))
-	mib := strings.Repeat("x", 1<<20)
+	// The client's limit lowered to 1 MiB (its own is 64 MiB): the same code, 64 times less
+	// to stream, which the race detector makes slow.
+	const limit = 1 << 20
+	kib := strings.Repeat("x", 1<<10)
 	first := resyncJSON(t, 5, cpuIface(0), cpuIface(1)) + notificationJSON(t, false, cpuIface(1), 6) + "id: 7\n"
 	next := resyncJSON(t, 20, cpuIface(0), cpuIface(2))
 	for _, tc := range []struct {
@@ -717,14 +720,14 @@ func TestOversizedEventAsksForResync(t *testing.T) {
 		data       func(w io.Writer) // the event's data field, after its id
 	}{
 		{"data lines", "an event's data exceeds 64 MiB", func(w io.Writer) {
-			for range 65 {
-				io.WriteString(w, "data: "+mib+"\n")
+			for range 1025 {
+				io.WriteString(w, "data: "+kib+"\n")
 			}
 		}},
 		{"one line", "a line exceeds 64 MiB", func(w io.Writer) {
 			io.WriteString(w, "data: ")
-			for range 65 {
-				io.WriteString(w, mib)
+			for range 1025 {
+				io.WriteString(w, kib)
 			}
 			io.WriteString(w, "\n")
 		}},
@@ -749,7 +752,7 @@ func TestOversizedEventAsksForResync(t *testing.T) {
 				io.WriteString(w, "\n")
 			}))
 			t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
-			c := newTestClient(t, srv.URL, Options{OnStateChange: func(s StateChange) {
+			c := newTestClient(t, srv.URL, Options{lineLimit: limit, OnStateChange: func(s StateChange) {
 				if s.Err != nil {
 					mu.Lock()
 					errs = append(errs, s.Err.Error())

@@ -27,16 +27,21 @@ type sseEvent struct {
 
 // sseReader parses a Server-Sent Events stream. It is not safe for concurrent use.
 type sseReader struct {
-	sc *bufio.Scanner
+	sc    *bufio.Scanner
+	limit int // bounds a line and an event's data
 	// onLine, when set, is called for every line read, comments included (the idle timer).
 	onLine func()
 }
 
-func newSSEReader(r io.Reader) *sseReader {
+func newSSEReader(r io.Reader) *sseReader { return newSSEReaderLimit(r, maxLine) }
+
+// newSSEReaderLimit is newSSEReader with limit in place of maxLine (the errors still name
+// maxLine, which is the client's limit).
+func newSSEReaderLimit(r io.Reader, limit int) *sseReader {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), maxLine)
+	sc.Buffer(make([]byte, 0, 4096), limit)
 	sc.Split(scanSSELines)
-	return &sseReader{sc: sc}
+	return &sseReader{sc: sc, limit: limit}
 }
 
 // errTruncated reports a stream that ended inside an event: the partial event is discarded,
@@ -90,7 +95,7 @@ func (r *sseReader) next() (sseEvent, error) {
 			if ev.hasData {
 				grow++
 			}
-			if data.Len()+grow > maxLine {
+			if data.Len()+grow > r.limit {
 				return sseEvent{}, errEventTooLarge
 			}
 			if ev.hasData {

@@ -121,7 +121,7 @@ func (c *Client) follow(ctx context.Context) (progressed, received bool, err err
 	c.setState(Connected, nil, 0)
 
 	idle.Reset(c.idle)
-	sr := newSSEReader(resp.Body)
+	sr := newSSEReaderLimit(resp.Body, c.lineLimit)
 	sr.onLine = func() { idle.Reset(c.idle) }
 	for {
 		ev, err := sr.next()
