@@ -1674,26 +1674,21 @@ func (a *Agent) Run(ctx context.Context) error {
 // get until ctx ends to finish. It blocks until they have, or ctx has ended.
 func (a *Agent) stopCallbacks(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		if e := a.registry.Stop(ctx); e != nil {
-			a.log.Warn("callbacks still running at shutdown", "err", e)
-		}
-	})
-	wg.Go(func() {
-		if e := a.devices.Stop(ctx); e != nil {
-			a.log.Warn("memory device callbacks still running at shutdown", "err", e)
-		}
-	})
-	wg.Go(func() {
-		if e := a.changes.Close(ctx); e != nil {
-			a.log.Warn("two-phase callbacks still running at shutdown", "err", e)
-		}
-	})
-	wg.Go(func() {
-		if e := a.targets.Close(ctx); e != nil {
-			a.log.Warn("target device callbacks still running at shutdown", "err", e)
-		}
-	})
+	for _, r := range []struct {
+		what string
+		stop func(context.Context) error
+	}{
+		{"callbacks", a.registry.Stop},
+		{"memory device callbacks", a.devices.Stop},
+		{"two-phase callbacks", a.changes.Close},
+		{"target device callbacks", a.targets.Close},
+	} {
+		wg.Go(func() {
+			if e := r.stop(ctx); e != nil {
+				a.log.Warn(r.what+" still running at shutdown", "err", e)
+			}
+		})
+	}
 	wg.Wait()
 }
 
