@@ -137,10 +137,21 @@ func runControl(ctx context.Context, op string, f *controlFlags, interrupts <-ch
 			return err
 		}
 	}
+	// The agent answers one result per target, in order; an answer that does not (a peer that is
+	// not the agent, or a broken one) fails, with a line for each target it leaves unanswered.
 	failed := len(resp.Results) != len(targets)
+	results := make([]bool, len(targets)) // the targets that have their result
 	stopped := false
 	freedItems := 0
-	for _, r := range resp.Results {
+	for i, r := range resp.Results {
+		if i >= len(targets) || (control.Target{Kind: r.Kind, ID: r.ID}) != targets[i] {
+			failed = true
+			if !*asJSON {
+				fmt.Fprintf(stdout, "%s: an answer for what was not asked\n", printable(r.Kind+" "+r.ID))
+			}
+			continue
+		}
+		results[i] = true
 		if r.Response != control.Success {
 			failed = true
 		}
@@ -152,6 +163,11 @@ func runControl(ctx context.Context, op string, f *controlFlags, interrupts <-ch
 		}
 		if !*asJSON {
 			fmt.Fprintln(stdout, resultLine(r))
+		}
+	}
+	for i, t := range targets {
+		if !results[i] && !*asJSON {
+			fmt.Fprintf(stdout, "%s: no answer from the agent\n", t)
 		}
 	}
 	if !*asJSON && freedItems > 1 {

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"io"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,5 +62,44 @@ func TestControlResultLines(t *testing.T) {
 	want := []control.Target{{Kind: "cpu", ID: "1"}, {Kind: "memory", ID: "32"}, {Kind: "memory-device", ID: "PNP0C80:00"}}
 	if err != nil || len(targets) != 3 || targets[0] != want[0] || targets[1] != want[1] || targets[2] != want[2] {
 		t.Errorf("parseTargets = %v, %v; want %v", targets, err, want)
+	}
+}
+
+// TestControlAnswerMatchesRequest: `offline` takes the control socket's answer as one result per
+// target, in order: an answer that leaves targets out, or answers for others (a peer that is not
+// the agent, or a broken one), exits 1 with a line for each target left unanswered, never with a
+// success it was not given.
+func TestControlAnswerMatchesRequest(t *testing.T) {
+	for _, tt := range []struct {
+		name, answer, want string
+	}{
+		{"nothing", `{}`, "cpu 1: no answer from the agent\ncpu 2: no answer from the agent\n"},
+		{"one of two", `{"results":[{"kind":"cpu","id":"1","response":"success"}]}`,
+			"cpu 1: success\ncpu 2: no answer from the agent\n"},
+		{"another target", `{"results":[{"kind":"cpu","id":"7","response":"success"},{"kind":"cpu","id":"2","response":"success"}]}`,
+			"cpu 7: an answer for what was not asked\ncpu 2: success\ncpu 1: no answer from the agent\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			socket := filepath.Join(t.TempDir(), "control.sock")
+			l, err := net.Listen("unix", socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				bufio.NewReader(c).ReadString('\n') // the request
+				io.WriteString(c, tt.answer+"\n")
+			}()
+			var stdout, stderr bytes.Buffer
+			code := run([]string{"offline", "--control.socket=" + socket, "cpu", "1", "cpu", "2"}, &stdout, &stderr)
+			if code != 1 || stdout.String() != tt.want {
+				t.Errorf("exit %d, stdout %q (stderr %q); want exit 1 and %q", code, stdout.String(), stderr.String(), tt.want)
+			}
+		})
 	}
 }
