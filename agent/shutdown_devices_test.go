@@ -60,13 +60,7 @@ func TestShutdownStopsEveryRegistryAtOnce(t *testing.T) {
 	done <- nil
 	mu.Lock()
 	defer mu.Unlock()
-	after := 0
-	for _, s := range starts {
-		if s.After(stopAt) {
-			after++
-		}
-	}
-	if after > 0 {
+	if after := startedAfter(starts, stopAt); after > 0 {
 		t.Errorf("%d memory-device callbacks started after SIGTERM (README: nothing more starts)", after)
 	}
 	if len(cut) > 0 {

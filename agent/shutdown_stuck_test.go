@@ -48,13 +48,7 @@ func TestShutdownWithStuckLoopStartsNothing(t *testing.T) {
 	done <- nil
 	mu.Lock()
 	defer mu.Unlock()
-	after := 0
-	for _, s := range starts {
-		if s.After(stopAt) {
-			after++
-		}
-	}
-	if after > 0 {
+	if after := startedAfter(starts, stopAt); after > 0 {
 		t.Errorf("%d callbacks started after SIGTERM while shutdown waited for the wedged loop", after)
 	}
 	// Unwedge the FIFO reader left behind.
@@ -62,4 +56,15 @@ func TestShutdownWithStuckLoopStartsNothing(t *testing.T) {
 		w.Write([]byte("1\n"))
 		w.Close()
 	}
+}
+
+// startedAfter counts the starts after at.
+func startedAfter(starts []time.Time, at time.Time) int {
+	n := 0
+	for _, s := range starts {
+		if s.After(at) {
+			n++
+		}
+	}
+	return n
 }

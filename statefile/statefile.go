@@ -720,11 +720,7 @@ func (f *fileJSON) state(saving bool) (State, error) {
 			return State{}, fmt.Errorf("boot_memory.boot_id %.40q: want a UUID", bm.BootID)
 		}
 		s.BootMemory = &BootMemory{BootID: bm.BootID}
-		s.BootMemory.Blocks, err = sysfs.ParseMemoryBlockList(bm.Blocks, 0)
-		if err == nil {
-			err = c.take(len(s.BootMemory.Blocks))
-		}
-		if err != nil {
+		if s.BootMemory.Blocks, err = c.memoryBlocks(bm.Blocks); err != nil {
 			return State{}, fmt.Errorf("boot_memory.blocks: %w", err)
 		}
 	}
@@ -772,14 +768,20 @@ func (c *checker) present(p *presentJSON) (*Present, error) {
 	if err != nil {
 		return nil, fmt.Errorf("present.cpus: %w", err)
 	}
-	blocks, err := sysfs.ParseMemoryBlockList(p.MemoryBlocks, 0)
-	if err == nil {
-		err = c.take(len(blocks))
-	}
+	blocks, err := c.memoryBlocks(p.MemoryBlocks)
 	if err != nil {
 		return nil, fmt.Errorf("present.memory_blocks: %w", err)
 	}
 	return &Present{CPUs: cpus, MemoryBlocks: blocks}, nil
+}
+
+// memoryBlocks parses a list of memory block numbers and counts them (take).
+func (c *checker) memoryBlocks(list string) ([]int, error) {
+	blocks, err := sysfs.ParseMemoryBlockList(list, 0)
+	if err == nil {
+		err = c.take(len(blocks))
+	}
+	return blocks, err
 }
 
 // encodeCpusets turns the cpuset callbacks' memories into their JSON form, sorted.

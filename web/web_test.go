@@ -469,15 +469,7 @@ func TestStatusPageListsEverything(t *testing.T) {
 func TestHubFallsBehindWithNothingToResync(t *testing.T) {
 	reg := notify.NewRegistry(notify.Options{QueueLimit: 4})
 	reg.Seed([]notify.Interface{cpu(0), cpu(1)})
-	h, err := newHub(reg, 64, func() {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		reg.Close(ctx)
-	})
+	h := newTestHub(t, reg, 64, func() {})
 	delivered := func() uint64 {
 		for _, e := range reg.Entries() {
 			if e.Owner == StreamOwner {
@@ -544,17 +536,8 @@ func TestHubFallsBehindWithNothingToResync(t *testing.T) {
 // would count as the "events" callback failing (hotplug_agent_callback_errors_total, the status
 // page, the callback-errors alert).
 func TestSlowSubscriberIsNoCallbackError(t *testing.T) {
-	reg := notify.NewRegistry(notify.Options{})
 	cuts := 0
-	h, err := newHub(reg, 16, func() { cuts++ })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		reg.Close(ctx)
-	})
+	h := newTestHub(t, notify.NewRegistry(notify.Options{}), 16, func() { cuts++ })
 	s, _ := h.subscribe(notify.AllClasses, 1, false, false, 0)
 	for id := uint64(1); id <= 2; id++ {
 		n := notify.NewNotification(notify.GUIDDeviceInterfaceArrival, cpu(int(id)), id, time.Now(), notify.CauseUevent)
@@ -571,4 +554,19 @@ func TestSlowSubscriberIsNoCallbackError(t *testing.T) {
 	if cuts != 1 {
 		t.Errorf("%d cuts counted; want 1, when it was cut", cuts)
 	}
+}
+
+// newTestHub is newHub on reg, which is closed when t ends.
+func newTestHub(t *testing.T, reg *notify.Registry, size int, onCut func()) *hub {
+	t.Helper()
+	h, err := newHub(reg, size, onCut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		reg.Close(ctx)
+	})
+	return h
 }
