@@ -738,18 +738,18 @@ func presentOf(p *state.PresentSet) *statefile.Present {
 // newlyPresent returns the CPUs and memory blocks of now that are not among cpus and blocks
 // (sorted lists of what was present before).
 func newlyPresent(cpus, blocks []int, now *state.PresentSet) state.PresentSet {
-	var out state.PresentSet
 	if now == nil {
-		return out
+		return state.PresentSet{}
 	}
-	for _, n := range now.CPUs {
-		if _, found := slices.BinarySearch(cpus, n); !found {
-			out.CPUs = append(out.CPUs, n)
-		}
-	}
-	for _, n := range now.MemoryBlocks {
-		if _, found := slices.BinarySearch(blocks, n); !found {
-			out.MemoryBlocks = append(out.MemoryBlocks, n)
+	return state.PresentSet{CPUs: missing(now.CPUs, cpus), MemoryBlocks: missing(now.MemoryBlocks, blocks)}
+}
+
+// missing returns the numbers of from that sorted is without, in from's order.
+func missing(from, sorted []int) []int {
+	var out []int
+	for _, n := range from {
+		if _, found := slices.BinarySearch(sorted, n); !found {
+			out = append(out, n)
 		}
 	}
 	return out
@@ -771,6 +771,21 @@ func (a *Agent) hotAdded(added state.PresentSet, why string) {
 	for _, n := range added.MemoryBlocks {
 		a.memdevs.Added(n, now)
 		a.onliner.AddMemoryBlock(n, 0, now)
+	}
+	a.requestSave()
+}
+
+// hotRemoved hands memory blocks that were removed without their remove uevent reaching the
+// agent (it was lost in an overflow) to the memory-device tracker and the online policy, as their
+// uevents would have, at when. It does not block.
+func (a *Agent) hotRemoved(blocks []int, when time.Time) {
+	if len(blocks) == 0 {
+		return
+	}
+	a.log.Info("memory blocks were removed while uevents were lost", "memory_blocks", sysfs.FormatCPUList(blocks))
+	for _, n := range blocks {
+		a.memdevs.Removed(n, when)
+		a.onliner.RemovedMemoryBlock(n)
 	}
 	a.requestSave()
 }
@@ -1871,9 +1886,10 @@ func (a *Agent) resync(reason string, seqnum uint64, readAt time.Time) {
 			}
 			a.publish(notes)
 			a.resyncOwed, a.resyncWait = "", 0
-			if before != nil {
-				a.hotAdded(newlyPresent(before.CPUs, before.MemoryBlocks, a.tracker.Present()),
+			if now := a.tracker.Present(); before != nil && now != nil {
+				a.hotAdded(newlyPresent(before.CPUs, before.MemoryBlocks, now),
 					"CPUs and memory blocks were hot-added while uevents were lost")
+				a.hotRemoved(missing(before.MemoryBlocks, now.MemoryBlocks), readAt)
 			}
 			return
 		}

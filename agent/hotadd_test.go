@@ -179,3 +179,51 @@ func TestBootMemoryAcrossRestarts(t *testing.T) {
 		t.Errorf("boot memory after a reboot: %v; want every block present", got)
 	}
 }
+
+// TestHotRemoveLostInOverflow: a memory block whose remove uevent was lost when the socket's
+// queue overflowed is found gone by the rescan that follows, and the online policy forgets it as
+// the remove would have had it: it is no longer boot memory in the state file, so that the zone
+// planner does not count memory the machine no longer has.
+func TestHotRemoveLostInOverflow(t *testing.T) {
+	root := fixture(t) // memory blocks 0, 1, 23, 32 and 33
+	dir := t.TempDir()
+	statePath, bootID := filepath.Join(dir, "state.json"), filepath.Join(dir, "boot_id")
+	if err := os.WriteFile(bootID, []byte("4c7e0f5a-2b1d-4e8a-9f3c-6d5b2a1e0c97\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := &overflowSource{fakeSource: newFakeSource(), overflow: make(chan struct{})}
+	a, err := New(Options{SysfsPath: root, Source: src, ListenAddresses: []string{"127.0.0.1:0"},
+		StatePath: statePath, BootIDPath: bootID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	})
+
+	unplugBlock(t, root, 32)
+	src.overflow <- struct{}{}
+	waitUntil(t, "memory32 gone after the rescan", func() bool {
+		_, found := slices.BinarySearch(a.tracker.Present().MemoryBlocks, 32)
+		return !found
+	})
+	cancel()
+	stopped = true
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s, err := statefile.Load(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.BootMemory == nil || !slices.Equal(s.BootMemory.Blocks, []int{0, 1, 23, 33}) {
+		t.Errorf("boot memory in the state file after memory32's removal was lost in an overflow: %+v; want [0 1 23 33]", s.BootMemory)
+	}
+}
