@@ -1583,3 +1583,28 @@ func TestHoldWakes(t *testing.T) {
 		t.Fatal("a notification published after the hold was not delivered")
 	}
 }
+
+// TestSortedInterfacesOrder: the active set is sorted as compareInterfaces sorts it, whatever
+// the classes (a class other than the two, whose name is its GUID), numbers shared between
+// classes and interfaces of one class and number told apart by their symbolic links.
+func TestSortedInterfacesOrder(t *testing.T) {
+	other := uuid.MustParse("0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0")
+	classes := []uuid.UUID{GUIDDeviceProcessor, GUIDDeviceMemory, other}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 50 {
+		m := map[string]Interface{}
+		for k := range rng.IntN(300) {
+			i := Interface{ClassGUID: classes[rng.IntN(len(classes))], Number: rng.IntN(40),
+				SymbolicLink: fmt.Sprintf("/sys/x/%d/%d", rng.IntN(5), k)}
+			m[i.SymbolicLink] = i
+		}
+		var want []Interface
+		for _, i := range m {
+			want = append(want, i)
+		}
+		slices.SortFunc(want, compareInterfaces)
+		if got := sortedInterfaces(m); !slices.Equal(got, want) {
+			t.Fatalf("round %d: sortedInterfaces differs from a sort with compareInterfaces:\n%s", round, cmp.Diff(want, got))
+		}
+	}
+}
