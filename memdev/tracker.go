@@ -106,6 +106,9 @@ func New(o Options) *Tracker {
 // the memory-device registry's Seed. Call it before Run. It blocks on sysfs reads.
 func (t *Tracker) Seed(active []notify.Interface) ([]notify.Interface, error) {
 	t.mu.Lock()
+	if len(t.online) == 0 {
+		t.online = make(map[int]notify.Interface, len(active)) // grown once, not block by block
+	}
 	for _, i := range active {
 		if i.ClassGUID == notify.GUIDDeviceMemory && !i.IsMemoryDevice() {
 			t.online[i.Number] = i

@@ -110,7 +110,7 @@ func (s *subscriber) cutOff(reason string) {
 // newHub registers the hub with reg and keeps size notifications of history; onCut (not nil) is
 // called, under the hub's lock, for each subscriber cut off for being too slow.
 func newHub(reg *notify.Registry, size int, onCut func()) (*hub, error) {
-	h := &hub{size: size, active: map[string]notify.Interface{}, subs: map[*subscriber]struct{}{}, onCut: onCut}
+	h := &hub{size: size, subs: map[*subscriber]struct{}{}, onCut: onCut}
 	h.mu.Lock() // deliver waits until the hub knows where it starts
 	defer h.mu.Unlock()
 	e, err := reg.Register(notify.EventCategoryDeviceInterfaceChange, notify.FlagIncludeExistingInterfaces,
@@ -123,7 +123,9 @@ func newHub(reg *notify.Registry, size int, onCut func()) (*hub, error) {
 	// The existing arrivals come on the registration's goroutine, and a subscriber may come
 	// first: the active set is known from now on, so that its first frames hold every interface.
 	// Applying them again as they come, and what follows, changes nothing or brings it up to date.
-	for _, i := range reg.Active() {
+	active := reg.Active()
+	h.active = make(map[string]notify.Interface, len(active)) // grown once, not interface by interface
+	for _, i := range active {
 		h.active[i.SymbolicLink] = i
 	}
 	return h, nil
