@@ -204,8 +204,9 @@ int hotplug_state(hotplug_registration *reg);
 /*
  * hotplug_unregister (CM_Unregister_Notification) removes reg, waits until no callback of reg is
  * running (from inside reg's own callback it does not wait: no other callback of reg starts
- * after it), and frees reg: do not use it again. It returns HOTPLUG_OK, or
- * HOTPLUG_E_NOT_REGISTERED for a handle already unregistered.
+ * after it), and frees reg: do not use it again (a later registration's handle may have the same
+ * address). It returns HOTPLUG_OK, or HOTPLUG_E_NOT_REGISTERED for NULL or a pointer that is no
+ * registration's handle.
  */
 int hotplug_unregister(hotplug_registration *reg);
 
