@@ -197,9 +197,12 @@ func parseNumber[S ~string | ~[]byte](s S, k listKind) (int, error) {
 		if s[i] < '0' || s[i] > '9' {
 			return 0, fmt.Errorf("unexpected character %q", s[i])
 		}
-		if n = n*10 + int(s[i]-'0'); n > k.max {
+		// Checked before the multiplication: 999,999,999 times ten overflows a 32-bit int.
+		d := int(s[i] - '0')
+		if n > (k.max-d)/10 {
 			return 0, fmt.Errorf("%s number out of range (0 to %d)", k.noun, k.max)
 		}
+		n = n*10 + d
 	}
 	return n, nil
 }

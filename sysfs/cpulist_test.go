@@ -156,6 +156,10 @@ func TestParseMemoryBlockList(t *testing.T) {
 	}{
 		{"1000000000", 0, `sysfs: invalid memory block list "1000000000": item "1000000000": memory block number out of range (0 to 999999999)`},
 		{"0-99999999999999999999999", 0, `memory block number out of range (0 to 999999999)`},
+		// Ten digits that wrap a 32-bit int to 1 (2^32 + 1): the bound must hold before the
+		// number is multiplied, on every architecture.
+		{"4294967297", 0, `item "4294967297": memory block number out of range (0 to 999999999)`},
+		{"0-4294967297", 0, `item "0-4294967297": memory block number out of range (0 to 999999999)`},
 		{"3-1", 0, `sysfs: invalid memory block list "3-1": item "3-1": range ends before it starts`},
 		{"0-999999999", 0, `sysfs: invalid memory block list "0-999999999": 1000000000 memory blocks, more than the 4194304 a list may hold`},
 		{"0-4194304", 0, "4194305 memory blocks, more than the 4194304"},
