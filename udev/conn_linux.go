@@ -227,6 +227,11 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 // Read, to handle what came in a burst together; it drops and reports datagrams as Read does,
 // and returns ErrOverflow as Read does. It is not safe for concurrent use with Read.
 func (c *Conn) ReadQueued() (ev Event, ok bool, err error) {
+	// Clear any deadline left by an earlier cancelled Read (its context may end just as it
+	// returns an event): the netpoller would fail this receive with it before trying.
+	if err := c.f.SetReadDeadline(time.Time{}); err != nil {
+		return Event{}, false, c.wrap("set read deadline", err)
+	}
 	if ev, ok, err = c.next(false); err != nil && c.closed.Load() {
 		err = fmt.Errorf("udev: read: %w", net.ErrClosed)
 	}

@@ -214,6 +214,32 @@ func TestCancelUnblocksRead(t *testing.T) {
 	}
 }
 
+// TestReadQueuedAfterCancelledRead: a Read whose context ends leaves a read deadline in the past
+// on the socket (that is how the context wakes it), also when the context ends just as Read
+// returns an event, after which the agent drains the queue with ReadQueued. ReadQueued must not
+// take that leftover deadline for a failed receive.
+func TestReadQueuedAfterCancelledRead(t *testing.T) {
+	c := listen(t, Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+	defer cancel()
+	if err := <-readErr(c, ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Read with a timed-out context = %v, want context.DeadlineExceeded", err)
+	}
+	for range 3 { // other processes' uevents may be queued: it returns them, or ok=false
+		if _, _, err := c.ReadQueued(); err != nil {
+			t.Fatalf("ReadQueued after a Read whose context ended: %v; want no error", err)
+		}
+	}
+	// The state a cancellation leaves when it lands as Read returns an event: the deadline set
+	// by the context's callback, which Read waited for.
+	if err := c.f.SetReadDeadline(time.Unix(0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ReadQueued(); err != nil {
+		t.Fatalf("ReadQueued with a deadline left by a cancelled Read: %v; want no error", err)
+	}
+}
+
 func TestAccept(t *testing.T) {
 	kernel := &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}
 	buf := make([]byte, recvBufferSize)
