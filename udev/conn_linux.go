@@ -44,6 +44,9 @@ type Conn struct {
 	parse    func([]byte) (Event, error) // Parse, or ParseCompact (Options.Compact)
 	closed   atomic.Bool
 	skipped  uint64 // kernel-numbered datagrams dropped since the last event returned (Read's)
+	// woken: a cancelled Read left the deadline in the past that woke it; the next receive
+	// clears it first. The reader's goroutine alone uses it.
+	woken bool
 
 	// emptyAt is the last moment (unix nanoseconds) the receive queue was known to be empty:
 	// a receive found nothing (EAGAIN), or the datagram it got woke it from such a wait.
@@ -192,6 +195,7 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 	if err := c.f.SetReadDeadline(time.Time{}); err != nil {
 		return Event{}, c.wrap("set read deadline", err)
 	}
+	c.woken = false
 	if ctx.Done() != nil {
 		done := make(chan struct{})
 		stop := context.AfterFunc(ctx, func() {
@@ -205,6 +209,7 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 			// set before the next Read clears it rather than after.
 			if !stop() {
 				<-done
+				c.woken = true
 			}
 		}()
 	}
@@ -227,10 +232,13 @@ func (c *Conn) Read(ctx context.Context) (Event, error) {
 // Read, to handle what came in a burst together; it drops and reports datagrams as Read does,
 // and returns ErrOverflow as Read does. It is not safe for concurrent use with Read.
 func (c *Conn) ReadQueued() (ev Event, ok bool, err error) {
-	// Clear any deadline left by an earlier cancelled Read (its context may end just as it
+	// Clear the deadline left by an earlier cancelled Read (its context may end just as it
 	// returns an event): the netpoller would fail this receive with it before trying.
-	if err := c.f.SetReadDeadline(time.Time{}); err != nil {
-		return Event{}, false, c.wrap("set read deadline", err)
+	if c.woken {
+		if err := c.f.SetReadDeadline(time.Time{}); err != nil {
+			return Event{}, false, c.wrap("set read deadline", err)
+		}
+		c.woken = false
 	}
 	if ev, ok, err = c.next(false); err != nil && c.closed.Load() {
 		err = fmt.Errorf("udev: read: %w", net.ErrClosed)

@@ -231,10 +231,11 @@ func TestReadQueuedAfterCancelledRead(t *testing.T) {
 		}
 	}
 	// The state a cancellation leaves when it lands as Read returns an event: the deadline set
-	// by the context's callback, which Read waited for.
+	// by the context's callback, which Read waited for, and noted.
 	if err := c.f.SetReadDeadline(time.Unix(0, 1)); err != nil {
 		t.Fatal(err)
 	}
+	c.woken = true
 	if _, _, err := c.ReadQueued(); err != nil {
 		t.Fatalf("ReadQueued with a deadline left by a cancelled Read: %v; want no error", err)
 	}
