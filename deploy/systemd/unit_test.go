@@ -121,3 +121,32 @@ func TestUnitOrderedAfterWhatItWants(t *testing.T) {
 		}
 	}
 }
+
+// TestUnitPathsOptionalWhereAbsent checks that the paths of ReadWritePaths= and its kin that a
+// kernel may lack are prefixed with "-": systemd fails to start a unit (226/NAMESPACE) when one
+// without it does not exist. /sys/devices/system/memory exists only on kernels built with memory
+// hotplug (CONFIG_MEMORY_HOTPLUG), and the agent runs without it, following CPUs alone.
+func TestUnitPathsOptionalWhereAbsent(t *testing.T) {
+	b, err := os.ReadFile("hotplug-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The paths every Linux system has.
+	always := map[string]bool{"/sys/devices/system/cpu": true}
+	for _, line := range strings.Split(string(b), "\n") {
+		key, value, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok || strings.HasPrefix(key, "#") {
+			continue
+		}
+		switch key {
+		case "ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths", "ExecPaths", "NoExecPaths":
+		default:
+			continue
+		}
+		for _, p := range strings.Fields(value) {
+			if !strings.HasPrefix(p, "-") && !always[p] {
+				t.Errorf("%s=%s: a system without %s cannot start the unit; prefix it with -", key, p, p)
+			}
+		}
+	}
+}
