@@ -57,12 +57,29 @@
   // --- notifications: live after the page's history ----------------------------------------
   const status = $("stream");
   const rows = document.querySelector("#notifications tbody");
-  const lastID = $("notifications").dataset.lastId;
-  const es = new EventSource("events?last_event_id=" + encodeURIComponent(lastID));
-  es.onopen = () => { status.textContent = "(live)"; };
-  es.onerror = () => { status.textContent = "(reconnecting)"; };
-  es.addEventListener("resync", scheduleRefresh);
-  es.onmessage = (m) => {
+  let lastID = $("notifications").dataset.lastId;
+  let reopenTimer = 0;
+  function follow() {
+    const es = new EventSource("events?last_event_id=" + encodeURIComponent(lastID));
+    es.onopen = () => { status.textContent = "(live)"; };
+    es.onerror = () => {
+      status.textContent = "(reconnecting)";
+      // EventSource reconnects by itself after a network error, but gives up for good on an
+      // answer that is not a stream: the agent's 503 at its subscriber or connection limit
+      // (Retry-After: 5), a proxy's 502 while the agent restarts. Try again as it asks, from the
+      // last notification shown.
+      if (es.readyState === EventSource.CLOSED && !reopenTimer) {
+        reopenTimer = setTimeout(() => { reopenTimer = 0; follow(); }, 5000);
+      }
+    };
+    es.addEventListener("resync", (m) => {
+      if (m.lastEventId) lastID = m.lastEventId;
+      scheduleRefresh();
+    });
+    es.onmessage = onNotification;
+  }
+  function onNotification(m) {
+    if (m.lastEventId) lastID = m.lastEventId;
     const n = JSON.parse(m.data);
     const tr = document.createElement("tr");
     tr.className = n.event;
@@ -93,7 +110,8 @@
     }
     countNote(n, t);
     scheduleRefresh();
-  };
+  }
+  follow();
 
   // --- charts -------------------------------------------------------------------------------
   const palette = ["#2e7d32", "#c62828", "#0b66b0", "#b35c00", "#6a1b9a", "#00796b", "#5d4037", "#37474f"];

@@ -1,0 +1,143 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
+	"github.com/hotplug-agent/hotplug-agent/notify"
+)
+
+// The status page in a real headless Chromium, against a handler of this package: what
+// status.js does over time, across reconnections and time zones. (The page against a real agent
+// and a real CPU is cmd/hotplug-agent's TestIntegrationStatusPage.)
+
+// pageServer serves the status page of a registry holding cpu0, cpu1 and memory0.
+func pageServer(t *testing.T, o Options) (*notify.Registry, *server, *httptest.Server) {
+	t.Helper()
+	reg := notify.NewRegistry(notify.Options{})
+	reg.Seed([]notify.Interface{cpu(0), cpu(1), block(0)})
+	o.Registry, o.Gatherer = reg, prometheus.NewRegistry()
+	s, h, err := newHandler(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		reg.Close(ctx)
+	})
+	return reg, s, srv
+}
+
+// headless starts a headless Chromium for the rest of t, its clock in the time zone tz ("" for
+// the machine's); before each page's own scripts it runs script ("" for none).
+func headless(t *testing.T, tz, script string) context.Context {
+	t.Helper()
+	var path string
+	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if _, err := os.Stat(p); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		testenv.Unavailable(t, "chromium not found: `make deps` installs Debian's chromium package")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("no-first-run", true),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, time.Minute)
+	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if tz != "" {
+			if _, err := cdp.Call(ctx, tg, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: tz}); err != nil {
+				return err
+			}
+		}
+		if script != "" {
+			if _, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: script}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// js evaluates a JavaScript expression in the page.
+func js[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// until polls a JavaScript condition until it holds, failing t with what after timeout.
+func until(t *testing.T, ctx context.Context, timeout time.Duration, cond, what string) {
+	t.Helper()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(timeout))); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// TestStatusPageReconnectsAfterRefusal: an EventSource gives up for good when its request is
+// answered with an error status (the agent's 503 at its subscriber limit, a proxy's 502 while
+// the agent restarts) rather than with a stream. The page must try again, from the last event it
+// showed, and go on showing the notifications.
+func TestStatusPageReconnectsAfterRefusal(t *testing.T) {
+	var refused atomic.Int64
+	reg, s, srv := pageServer(t, Options{MaxStreamSubscribers: 1, OnRefused: func(string) { refused.Add(1) }})
+	// Another subscriber holds the only place: the page's stream is refused.
+	resp, err := http.Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	ctx := headless(t, "", "")
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/")); err != nil {
+		t.Fatalf("load the status page: %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if refused.Load() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the page's stream was never refused")
+		}
+	}
+	resp.Body.Close() // the place is free again
+	for s.subscribers.Load() != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	reg.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, cpu(1), 4242, time.Now(), notify.CauseUevent))
+	until(t, ctx, 15*time.Second, `(() => { const r = document.querySelector("#notifications tbody tr"); return !!r && r.textContent.includes("4242"); })()`,
+		"after its stream was refused once, the page never showed a notification again")
+}
