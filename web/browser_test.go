@@ -2,9 +2,11 @@ package web
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -140,4 +142,52 @@ func TestStatusPageReconnectsAfterRefusal(t *testing.T) {
 	reg.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, cpu(1), 4242, time.Now(), notify.CauseUevent))
 	until(t, ctx, 15*time.Second, `(() => { const r = document.querySelector("#notifications tbody tr"); return !!r && r.textContent.includes("4242"); })()`,
 		"after its stream was refused once, the page never showed a notification again")
+}
+
+// fakeClock runs before the page's scripts: Date.now() is window.ahead ms ahead of the real
+// clock, and every setInterval fires at least every 100 ms, so that a test sees the page's
+// periodic work without waiting for it.
+const fakeClock = `(() => {
+	const now = Date.now.bind(Date), every = window.setInterval.bind(window);
+	window.ahead = 0;
+	Date.now = () => now() + window.ahead;
+	window.setInterval = (f, ms, ...args) => every(f, Math.min(ms, 100), ...args);
+})();`
+
+// TestStatusPageChartFollowsTheClock: the chart of notifications per minute is of the last hour.
+// Left open with nothing happening, the page must let the minutes go by and the old
+// notifications leave the chart, not keep showing them as the last hour's.
+func TestStatusPageChartFollowsTheClock(t *testing.T) {
+	reg, _, srv := pageServer(t, Options{})
+	reg.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, cpu(1), 7, time.Now().Add(-58*time.Minute), notify.CauseUevent))
+	for {
+		if noteRows(t, srv.URL) > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx := headless(t, "", fakeClock)
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/")); err != nil {
+		t.Fatalf("load the status page: %v", err)
+	}
+	if n := js[int](t, ctx, `+document.getElementById("chart-notes").dataset.points`); n != 1 {
+		t.Fatalf("the chart has %d bars at load; want the notification of 58 minutes ago", n)
+	}
+	js[int](t, ctx, `window.ahead = 5 * 60 * 1000`) // five minutes later
+	until(t, ctx, 5*time.Second, `document.getElementById("chart-notes").dataset.points === "0"`,
+		"five minutes later, the chart of the last hour still shows a notification of 63 minutes ago")
+}
+
+// noteRows returns how many notifications the status page at base lists.
+func noteRows(t *testing.T, base string) int {
+	t.Helper()
+	resp, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	_, rows, _ := strings.Cut(string(b), `<table id="notifications"`)
+	rows, _, _ = strings.Cut(rows, "</table>")
+	return strings.Count(rows, "<tr class=")
 }

@@ -84,6 +84,9 @@ type pageEntry struct {
 type chartData struct {
 	// Start is the first minute (Unix ms) of Counts, Step a bucket's width in ms.
 	Start, Step int64
+	// Now is when the page was made (Unix ms): the page moves the window on with the agent's
+	// clock, not the browser's.
+	Now int64
 	// Counts are the notifications of the last hour per minute, by "class event".
 	Counts map[string][]int
 	// Latency is each callback's dispatch latency now (cumulative since start), in seconds.
@@ -283,7 +286,7 @@ func noteRow(n notify.Notification) pageNote {
 func chartOf(notes []notify.Notification, now time.Time) chartData {
 	step := time.Minute
 	start := now.Truncate(step).Add(-59 * step)
-	c := chartData{Start: start.UnixMilli(), Step: step.Milliseconds(), Counts: map[string][]int{}}
+	c := chartData{Start: start.UnixMilli(), Step: step.Milliseconds(), Now: now.UnixMilli(), Counts: map[string][]int{}}
 	for _, class := range []string{"processor", "memory"} {
 		for _, ev := range []string{"arrival", "removal"} {
 			c.Counts[class+" "+ev] = make([]int, 60)

@@ -139,15 +139,23 @@
   // Notifications per minute: stacked bars, one stack a minute.
   const chart = data.chart;
   const noteKeys = Object.keys(chart.Counts).sort();
+  const skew = Date.now() - chart.Now; // how far this browser's clock is ahead of the agent's
+  // advance moves the hour on to end at the minute of ms (the agent's clock), if it is later;
+  // each series stays 60 minutes long however far it moves. It says whether it moved.
+  function advance(ms) {
+    const shift = Math.floor((ms - chart.Start) / chart.Step) - 59;
+    if (shift <= 0) return false;
+    for (const s of Object.values(chart.Counts)) {
+      s.splice(0, shift);
+      while (s.length < 60) s.push(0);
+    }
+    chart.Start += shift * chart.Step;
+    return true;
+  }
   function countNote(n, t) {
-    const k = Math.floor((t.getTime() - chart.Start) / chart.Step);
     const key = n.interface_class + " " + n.event;
     if (!chart.Counts[key]) { chart.Counts[key] = new Array(60).fill(0); noteKeys.push(key); }
-    if (k >= 60) {
-      const shift = k - 59;
-      for (const s of Object.values(chart.Counts)) { s.splice(0, shift); for (let i = 0; i < shift; i++) s.push(0); }
-      chart.Start += shift * chart.Step;
-    }
+    advance(t.getTime());
     const i = Math.floor((t.getTime() - chart.Start) / chart.Step);
     if (i >= 0 && i < 60) chart.Counts[key][i]++;
     drawNotes();
@@ -280,7 +288,8 @@
   }
   drawLatency();
   pollLatency();
-  // Every 10 s: the latency chart, and the rest redrawn (the errors of the last hour, the
-  // headroom and a two-phase add in progress change without a notification).
-  setInterval(() => { pollLatency(); scheduleRefresh(); }, 10000);
+  // Every 10 s: the latency chart, the rest redrawn (the errors of the last hour, the headroom
+  // and a two-phase add in progress change without a notification), and the notifications
+  // chart moved on with the clock.
+  setInterval(() => { pollLatency(); scheduleRefresh(); if (advance(Date.now() - skew)) drawNotes(); }, 10000);
 })();
