@@ -191,3 +191,26 @@ func noteRows(t *testing.T, base string) int {
 	rows, _, _ = strings.Cut(rows, "</table>")
 	return strings.Count(rows, "<tr class=")
 }
+
+// TestStatusPageTimesInOneZone: the notifications the page comes with and those that arrive
+// live are in one table, their times in one time zone, the agent's (as its log has them),
+// whatever the browser's.
+func TestStatusPageTimesInOneZone(t *testing.T) {
+	reg, _, srv := pageServer(t, Options{})
+	at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.FixedZone("", -5*3600)) // the agent's local time
+	reg.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceRemoval, cpu(1), 7, at, notify.CauseUevent))
+	for noteRows(t, srv.URL) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx := headless(t, "Asia/Kolkata", "") // UTC+05:30
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/")); err != nil {
+		t.Fatalf("load the status page: %v", err)
+	}
+	until(t, ctx, 10*time.Second, `document.getElementById("stream").textContent === "(live)"`, "the page's stream never went live")
+	reg.Publish(notify.NewNotification(notify.GUIDDeviceInterfaceArrival, cpu(1), 8, at.Add(5*time.Second), notify.CauseUevent))
+	until(t, ctx, 10*time.Second, `document.querySelectorAll("#notifications tbody tr").length === 2`, "the arrival never came live")
+	got := js[[]string](t, ctx, `Array.from(document.querySelectorAll("#notifications tbody tr"), r => r.cells[0].textContent)`)
+	if want := []string{"10:00:05", "10:00:00"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("times of the notifications, newest first: %q; want %q, both the agent's", got, want)
+	}
+}

@@ -86,7 +86,11 @@
     const t = n.read_at ? new Date(n.read_at) : new Date();
     let detail = n.cpu !== undefined ? "cpu " + n.cpu : "block " + n.memory_block;
     if (n.node !== undefined && n.node >= 0) detail += ", node " + n.node;
-    const cells = [[t.toLocaleTimeString([], { hour12: false }), ""], [n.event, ""], [n.interface_class, ""],
+    // The time of day in the agent's time zone, as on the rows the page came with (and in its
+    // log), not the browser's: read_at carries its offset ("2026-11-21T23:40:01.123+01:00").
+    const clock = /T(\d\d:\d\d:\d\d)/.exec(n.read_at || "");
+    const time = clock ? clock[1] : t.toLocaleTimeString([], { hour12: false });
+    const cells = [[time, ""], [n.event, ""], [n.interface_class, ""],
       [n.symbolic_link, "code"], [detail, "hide-narrow"], [n.seqnum, "hide-narrow"], [n.cause, "hide-narrow"]];
     for (const [v, kind] of cells) {
       const td = document.createElement("td");
