@@ -339,13 +339,7 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 	// blocks changed (a virtio-mem resize) and the new set is ready to be announced.
 	for _, id := range sortedKeys(t.announced) {
 		a := t.announced[id]
-		lost := -1
-		for _, b := range t.blocksOf[id] {
-			if _, ok := t.online[b]; !ok {
-				lost = b
-				break
-			}
-		}
+		lost := t.firstLost(t.blocksOf[id])
 		resized := false
 		if d := layout.Devices[id]; lost < 0 && d != nil && !slices.Equal(d.Blocks, t.blocksOf[id]) {
 			w := t.ready(d, now)
@@ -473,6 +467,28 @@ func (t *Tracker) deviceInterface(d *Device) (notify.Interface, bool) {
 		iface.Size += t.online[b].Size
 	}
 	return iface, true
+}
+
+// firstLost returns the block among blocks that went first of those not online: one without an
+// event (restored, and gone before any event said so: while the agent was down), else the one
+// whose event is the oldest (a device's blocks may go in any order: an offline request takes the
+// highest first); -1 when all are online. t.mu must be held.
+func (t *Tracker) firstLost(blocks []int) int {
+	lost := -1
+	var first blockEvent
+	for _, b := range blocks {
+		if _, ok := t.online[b]; ok {
+			continue
+		}
+		e, ok := t.events[b]
+		if !ok {
+			return b
+		}
+		if lost < 0 || e.readAt.Before(first.readAt) || (e.readAt.Equal(first.readAt) && e.seqnum < first.seqnum) {
+			lost, first = b, e
+		}
+	}
+	return lost
 }
 
 // latest returns the newest event among blocks. t.mu must be held.

@@ -441,3 +441,43 @@ func TestDeviceOrderFollowsBlocks(t *testing.T) {
 		t.Errorf("device notifications:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }
+
+// TestRemovalFollowsFirstLostBlock: a device whose blocks go offline highest first (as a
+// memory-device offline request takes them) is removed on the first block that went, not on the
+// lowest one: the removal carries that block's SEQNUM and comes before what followed it in the
+// same evaluation (here another device's arrival).
+func TestRemovalFollowsFirstLostBlock(t *testing.T) {
+	f := newFixture(t)
+	f.addBlocks(32, 35)
+	f.link("PNP0C80:00", 32, 33)
+	f.link("PNP0C80:01", 34, 35)
+	rec := &recorder{}
+	tr := New(Options{Reader: NewReader(f.fs, f.iomem), Publish: rec.publish, Settle: time.Millisecond,
+		Shrink: time.Millisecond, Pending: time.Second, Poll: time.Millisecond})
+	if _, err := tr.Seed([]notify.Interface{block(32), block(33), block(34), block(35)}); err != nil {
+		t.Fatal(err)
+	}
+	evaluate := func() {
+		t.Helper()
+		if _, err := tr.evaluate(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leave(tr, 35, 5)
+	evaluate()
+	leave(tr, 33, 10) // PNP0C80:00 goes, highest block first
+	arrive(tr, 35, 11)
+	leave(tr, 32, 12)
+	evaluate()
+	want := []string{
+		"removal PNP0C80:01 blocks 34-35 at 0x110000000 size 256M",
+		"removal PNP0C80:00 blocks 32-33 at 0x100000000 size 256M",
+		"arrival PNP0C80:01 blocks 34-35 at 0x110000000 size 256M",
+	}
+	if got := rec.list(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("device notifications:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+	if got := rec.got[1].Seqnum; got != 10 {
+		t.Errorf("removal of PNP0C80:00: seqnum %d; want 10, that of block 33, the first to go", got)
+	}
+}
