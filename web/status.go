@@ -257,7 +257,7 @@ func (s *server) index(w http.ResponseWriter, _ *http.Request) {
 	}
 	page.Chart = chartOf(notes, now)
 	page.Chart.Latency = s.latencies()
-	page.Entries = s.entries(page.Chart.Latency)
+	page.Entries = s.entries(page.Chart.Latency, now)
 
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, page); err != nil {
@@ -370,8 +370,18 @@ func durationText(sec float64) string {
 	}
 }
 
-// entries are the registrations' rows.
-func (s *server) entries(latency map[string][3]float64) []pageEntry {
+// stamp is t's time of day when it is of now's day, else its date and time: an agent runs for
+// weeks, and an error of days ago must not read as today's.
+func stamp(t, now time.Time) string {
+	t = t.In(now.Location())
+	if y, m, d := t.Date(); y == now.Year() && m == now.Month() && d == now.Day() {
+		return t.Format("15:04:05")
+	}
+	return t.Format("2006-01-02 15:04:05")
+}
+
+// entries are the registrations' rows, as of now.
+func (s *server) entries(latency map[string][3]float64, now time.Time) []pageEntry {
 	var out []pageEntry
 	add := func(owner, kind, what string, e *notify.EntryInfo) {
 		r := pageEntry{Owner: owner, Kind: kind, What: what, Errors: "0", Latency: "-", LastError: "-"}
@@ -384,7 +394,7 @@ func (s *server) entries(latency map[string][3]float64) []pageEntry {
 		if s.o.Errors != nil {
 			if le, ok := s.o.Errors.Last(owner); ok {
 				r.Errors = strconv.FormatUint(le.Count, 10)
-				r.LastError = le.At.Format("15:04:05") + ": " + le.Err
+				r.LastError = stamp(le.At, now) + ": " + le.Err
 			}
 		}
 		out = append(out, r)

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"errors"
 	"io"
 	"math"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hotplug-agent/hotplug-agent/memrange"
+	"github.com/hotplug-agent/hotplug-agent/metrics"
 	"github.com/hotplug-agent/hotplug-agent/notify"
 )
 
@@ -116,5 +118,40 @@ func TestStatusPageTwoPhaseAdd(t *testing.T) {
 	page = get()
 	if strings.Contains(page, `class="cpu adding"`) || strings.Contains(page, "<b>Adding</b>") || !strings.Contains(page, `<li class="cpu offline" data-link="/sys/devices/system/cpu/cpu1"`) {
 		t.Errorf("after the add, the page still shows it in progress")
+	}
+}
+
+// TestStatusPageLastErrorDate: a registration's last error of an earlier day shows its date, so
+// that one of days ago does not read as today's; one of today shows the time of day.
+func TestStatusPageLastErrorDate(t *testing.T) {
+	reg := notify.NewRegistry(notify.Options{})
+	defer reg.Close(context.Background())
+	for _, owner := range []string{"old", "new"} {
+		if _, err := reg.Register(notify.EventCategoryDeviceInterfaceChange, 0, notify.AllClasses, owner,
+			func(context.Context, notify.Notification, any) error { return nil }, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := metrics.NewErrorLog()
+	old, today := time.Now().AddDate(0, 0, -3), time.Now()
+	errs.Record("old", old, errors.New("exit status 1"))
+	errs.Record("new", today, errors.New("exit status 2"))
+	h, err := Handler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), Errors: errs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	page := string(b)
+	for _, want := range []string{old.Format("2006-01-02 15:04:05") + ": exit status 1", ">" + today.Format("15:04:05") + ": exit status 2"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the registrations table lacks %q", want)
+		}
 	}
 }
