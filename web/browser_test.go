@@ -25,7 +25,7 @@ import (
 // status.js does over time, across reconnections and time zones. (The page against a real agent
 // and a real CPU is cmd/hotplug-agent's TestIntegrationStatusPage.)
 
-// pageServer serves the status page of a registry holding cpu0, cpu1 and memory0.
+// pageServer serves the agent's handler with o, over a registry holding cpu0, cpu1 and memory0.
 func pageServer(t *testing.T, o Options) (*notify.Registry, *server, *httptest.Server) {
 	t.Helper()
 	reg := notify.NewRegistry(notify.Options{})

@@ -41,20 +41,7 @@ func newServerHistory(t *testing.T, buffer, history int) (*notify.Registry, *htt
 // newServerHub is newServerHistory, also returning the event stream's hub.
 func newServerHub(t *testing.T, buffer, history int) (*notify.Registry, *httptest.Server, *hub) {
 	t.Helper()
-	reg := notify.NewRegistry(notify.Options{})
-	reg.Seed([]notify.Interface{cpu(0), cpu(1), block(0)})
-	s, h, err := newHandler(Options{Registry: reg, Gatherer: prometheus.NewRegistry(), StreamBuffer: buffer, History: history})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		reg.Close(ctx)
-	})
+	reg, s, srv := pageServer(t, Options{StreamBuffer: buffer, History: history})
 	return reg, srv, s.hub
 }
 
