@@ -37,8 +37,13 @@ func TestServeOutlastsDescriptorShortage(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
 
-	// Every descriptor below a lowered limit in use but one, which the client's connection takes:
-	// the agent's accept has none left.
+	// Every descriptor below a lowered limit in use, the client's socket made before: its connect
+	// needs none, and the agent's accept has none left. (Freeing one for the client to dial with
+	// raced with anything else in the process that opens a file.)
+	cfd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
 		t.Fatal(err)
@@ -66,16 +71,20 @@ func TestServeOutlastsDescriptorShortage(t *testing.T) {
 		relieve()
 		t.Fatal("no descriptor could be opened under the lowered limit")
 	}
-	syscall.Close(fill[len(fill)-1])
-	fill = fill[:len(fill)-1]
-	c, dialErr := net.Dial("unix", path)
+	dialErr := syscall.Connect(cfd, &syscall.SockaddrUnix{Name: path})
 	const warned = `msg="control socket: accept failed; trying again until it works" component=control err="accept unix`
 	for deadline := time.Now().Add(10 * time.Second); dialErr == nil && len(done) == 0 && !strings.Contains(logs.String(), warned) && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
 	relieve()
 	if dialErr != nil {
-		t.Fatalf("dial: %v", dialErr)
+		t.Fatalf("connect: %v", dialErr)
+	}
+	f := os.NewFile(uintptr(cfd), "client")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
 	}
 	defer c.Close()
 	if l := logs.String(); !strings.Contains(l, warned) || !strings.Contains(l, "too many open files") {
