@@ -61,7 +61,7 @@ type Tracker struct {
 	online    map[int]notify.Interface // the online blocks, as last announced
 	events    map[int]blockEvent       // what announced each online block, or took it away
 	pending   map[int]time.Time        // blocks added by the kernel whose device is not known yet
-	added     map[int]bool             // blocks added by the kernel, not yet seen with a device
+	added     map[int]bool             // blocks added by the kernel, not yet seen with a device nor waited for online
 	changed   map[int]time.Time        // when each recently changed block changed (virtio-mem settle)
 	announced map[string]notify.Interface
 	blocksOf  map[string][]int  // the blocks of each announced device, as announced
@@ -290,8 +290,16 @@ func (t *Tracker) evaluate(seed func(notify.Notification)) (time.Duration, error
 	defer t.mu.Unlock()
 	layout := t.layout
 	for b, since := range t.pending {
-		if layout.DeviceOf(b) != "" || now.Sub(since) >= t.o.Pending {
+		switch {
+		case layout.DeviceOf(b) != "":
 			delete(t.pending, b)
+		case now.Sub(since) >= t.o.Pending:
+			delete(t.pending, b)
+			if _, online := t.online[b]; online {
+				// Waited for since it came online too: no device claims it (memory added through
+				// probe or a balloon driver), and coming online again will not make it wait.
+				delete(t.added, b)
+			}
 		}
 	}
 	for b := range t.added {

@@ -481,3 +481,31 @@ func TestRemovalFollowsFirstLostBlock(t *testing.T) {
 		t.Errorf("removal of PNP0C80:00: seqnum %d; want 10, that of block 33, the first to go", got)
 	}
 }
+
+// TestUnlinkedBlockStopsWaiting: a block the kernel added that no device claims (memory added
+// through probe or a balloon driver) is waited for once as added and once more as it comes
+// online, and then no longer: taken offline and brought back later, it is not waited for again,
+// which would poll the layout and hold back ACPI arrivals for a Pending each time.
+func TestUnlinkedBlockStopsWaiting(t *testing.T) {
+	f := newFixture(t)
+	tr, _, _ := startTracker(t, f, nil) // Pending 1 s
+	f.addBlocks(64, 64)
+	tr.Added(64, time.Now())
+	arrive(tr, 64, 1)
+	pending := func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		_, ok := tr.pending[64]
+		return ok
+	}
+	for deadline := time.Now().Add(10 * time.Second); pending(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("memory64, online and claimed by no device, is still waited for 10 s after it came online")
+		}
+	}
+	leave(tr, 64, 2)
+	arrive(tr, 64, 3)
+	if pending() {
+		t.Error("memory64, waited for already, is waited for again when it comes back online")
+	}
+}
