@@ -4,6 +4,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -385,5 +386,34 @@ func TestREADMECpusetExample(t *testing.T) {
 	}
 	if len(c.Callbacks) != 2 || c.Callbacks[0].Cpuset == nil || c.Callbacks[1].Cpuset == nil {
 		t.Errorf("README's cpuset example = %+v; want two cpuset callbacks", c.Callbacks)
+	}
+}
+
+// TestREADMEConfigExamples parses every yaml block of the README as the agent would: a user
+// copies them. The exec commands they name (/usr/local/bin/grow-pool, ...) are the user's own, so
+// they are replaced by one that is there.
+func TestREADMEConfigExamples(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	command := regexp.MustCompile(`"/usr/local/bin/[^"]+"`)
+	rest, n := string(b), 0
+	for {
+		_, after, ok := strings.Cut(rest, "\n```yaml\n")
+		if !ok {
+			break
+		}
+		block, tail, ok := strings.Cut(after, "\n```")
+		if !ok {
+			t.Fatal("README: a yaml block without its end")
+		}
+		rest, n = tail, n+1
+		if _, err := Parse([]byte(command.ReplaceAllString(block, `"/bin/sh"`))); err != nil {
+			t.Errorf("README's yaml block %d, which begins %q: %v", n, strings.SplitN(block, "\n", 2)[0], err)
+		}
+	}
+	if n < 5 {
+		t.Errorf("README: %d yaml blocks found; want every configuration example", n)
 	}
 }
