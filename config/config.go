@@ -300,6 +300,9 @@ func (c *Config) LogEnabled() bool { return c.LogNotifications == nil || *c.LogN
 // not import web).
 const streamOwner = "events"
 
+// logOwner is the owner of the built-in log callback (log_notifications).
+const logOwner = "log"
+
 func (c *Config) validate() error {
 	if err := c.Online.Policy().Validate(); err != nil {
 		return fmt.Errorf("online.%w", err)
@@ -315,7 +318,7 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("two_phase.on_timeout: %q: want veto or consent", c.TwoPhase.OnTimeout)
 	}
-	seen := map[string]bool{"log": c.LogEnabled()}
+	seen := map[string]bool{}
 	for i := range c.Callbacks {
 		cb := &c.Callbacks[i]
 		field := fmt.Sprintf("callbacks[%d]", i)
@@ -328,6 +331,9 @@ func (c *Config) validate() error {
 			// The /events stream's own registration: a callback of that name would share its
 			// metrics and its line on the status page.
 			return fmt.Errorf("%s.name: %q is the event stream's registration: choose another name", field, cb.Name)
+		case cb.Name == logOwner && c.LogEnabled():
+			// Given once, but the built-in log callback has it: "used twice" would puzzle.
+			return fmt.Errorf("%s.name: %q is the built-in log callback's (log_notifications): choose another name, or set log_notifications: false", field, cb.Name)
 		case seen[cb.Name]:
 			return fmt.Errorf("%s.name: %q is used twice", field, cb.Name)
 		}

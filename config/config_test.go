@@ -48,6 +48,15 @@ callbacks:
 	}
 }
 
+// TestParseLogName: the name "log" is the built-in log callback's while log_notifications is on,
+// and a callback's once it is off.
+func TestParseLogName(t *testing.T) {
+	c, err := Parse([]byte("log_notifications: false\ncallbacks:\n  - {name: log, class: memory, log: true}\n"))
+	if err != nil || len(c.Callbacks) != 1 || c.Callbacks[0].Name != "log" {
+		t.Errorf("a callback named log with log_notifications: false: %+v, %v", c, err)
+	}
+}
+
 func TestOnlinePolicy(t *testing.T) {
 	c, err := Parse([]byte("online:\n  cpu: online\n  memory: online_movable\n  retries: 5\n"))
 	if err != nil {
@@ -97,7 +106,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown nested field", "callbacks:\n  - name: a\n    class: memory\n    exec: {cmd: [x]}", `line 4: unknown key "cmd" in callbacks[0].exec (did you mean "command"?)`},
 		{"no name", "callbacks:\n  - class: memory\n    log: true", "callbacks[0].name: required"},
 		{"bad name", "callbacks:\n  - name: 'a b'\n    class: memory\n    log: true", "callbacks[0].name"},
-		{"reserved name", "callbacks:\n  - name: log\n    class: memory\n    log: true", `callbacks[0].name: "log" is used twice`},
+		{"reserved name", "callbacks:\n  - name: log\n    class: memory\n    log: true", `callbacks[0].name: "log" is the built-in log callback's (log_notifications): choose another name, or set log_notifications: false`},
 		{"duplicate name", "callbacks:\n  - {name: a, class: memory, log: true}\n  - {name: a, class: memory, log: true}", `callbacks[1].name: "a" is used twice`},
 		{"the event stream's name", "callbacks:\n  - {name: events, class: memory, log: true}", `callbacks[0].name: "events" is the event stream's registration: choose another name`},
 		{"no class", "callbacks:\n  - name: a\n    log: true", "callbacks[0].class: required"},
