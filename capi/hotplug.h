@@ -154,7 +154,7 @@ typedef struct hotplug_notification {
     const char *cause;                 /* "uevent", "existing", "resync" or "startup" */
     int64_t read_at_unix_nano;         /* when the agent read the uevent (ns since 1970) */
     /* Since the memory devices: check struct_size before reading these. */
-    const char *memory_device;         /* memory: the block's device, or the device ("" none) */
+    const char *memory_device;         /* a memory device: its id, like "PNP0C80:00" ("" otherwise) */
     const char *memory_blocks;         /* a memory device: its blocks, like "32-35" ("" otherwise) */
 } hotplug_notification;
 
