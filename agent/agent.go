@@ -550,7 +550,7 @@ func (a *Agent) listenControl() error {
 	})
 	switch {
 	case err != nil && o.ControlSocketOptional:
-		a.log.Warn("no control socket: hotplug-agent online and offline will not reach this agent", "err", err)
+		a.log.Warn("no control socket: hotplug-agent online, offline and reload will not reach this agent", "err", err)
 	case err != nil:
 		return err
 	}

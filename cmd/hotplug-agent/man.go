@@ -130,7 +130,7 @@ The configuration the systemd unit passes with \fB\-\-config.file\fR.
 The interfaces announced and the last event ID, kept across restarts (root's \fB\-\-path.state\fR).
 .TP
 .I /run/hotplug\-agent/control.sock
-The control socket of \fBoffline\fR and \fBonline\fR (root's \fB\-\-control.socket\fR).
+The control socket of \fBoffline\fR, \fBonline\fR and \fBreload\fR (root's \fB\-\-control.socket\fR).
 .SH "SEE ALSO"
 .BR journalctl (1),
 .BR systemd.service (5),

@@ -85,7 +85,7 @@ func addRunFlags(cmd *kingpin.CmdClause) *runFlags {
 	f.statePath = cmd.Flag("path.state", "File that keeps the announced interfaces and the last event ID across restarts; empty keeps none. "+
 		"This default is root's; as another user it is $XDG_STATE_HOME/hotplug-agent/state.json, else ~/.local/state/hotplug-agent/state.json.").
 		Default(DefaultStatePath).IsSetByUser(&f.stateSet).String()
-	f.controlSocket = cmd.Flag("control.socket", "Unix socket for hotplug-agent online and offline (mode 0600, root only); empty serves none. "+
+	f.controlSocket = cmd.Flag("control.socket", "Unix socket for hotplug-agent online, offline and reload (mode 0600, root only); empty serves none. "+
 		"This default is root's; as another user there is none.").
 		Default(control.DefaultSocket).IsSetByUser(&f.controlSet).String()
 	f.history = cmd.Flag("web.stream-history", "Notifications /events keeps for clients that resume with Last-Event-ID.").Default("4096").Int64()
@@ -275,7 +275,7 @@ func logWithoutRoot(log *slog.Logger, euid int, statePath, controlSocket string,
 		cannot = append(cannot, fmt.Sprintf("the online policy (cpu %s, memory %s) will fail: the CPU and memory online files in sysfs are root's", policy.CPU, policy.Memory))
 	}
 	if controlSocket == "" {
-		cannot = append(cannot, "no control socket: hotplug-agent online and offline need an agent running as root")
+		cannot = append(cannot, "no control socket: hotplug-agent online, offline and reload need an agent running as root (SIGHUP reloads)")
 	}
 	cannot = append(cannot, "virtio-mem devices are not grouped for memory_devices registrations: /proc/iomem shows their addresses only to CAP_SYS_ADMIN (ACPI DIMMs are grouped)")
 	cannot = append(cannot, "the netlink receive buffer is capped by net.core.rmem_max (SO_RCVBUFFORCE needs CAP_NET_ADMIN): a large hotplug may overflow it and be followed by a rescan")
