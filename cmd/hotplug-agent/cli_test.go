@@ -70,6 +70,9 @@ func TestBadInput(t *testing.T) {
 		{"list on a non-sysfs tree", []string{"list", "--path.sysfs=" + notSysfs}, 1, "is not a sysfs tree", false},
 		{"memory devices of processors", []string{"monitor", "--memory-devices", "--class=processor"}, 2, "--memory-devices are of class memory", false},
 		{"memory devices from the kernel", []string{"monitor", "--memory-devices", "--kernel"}, 2, "not with --kernel", false},
+		{"JSON from the kernel", []string{"monitor", "--kernel", "--json"}, 2, "--json: the kernel's uevents are printed as text; not with --kernel", false},
+		{"a class from the kernel", []string{"monitor", "--kernel", "--class=processor"}, 2, "--class: the kernel's uevents are not filtered by class; not with --kernel", false},
+		{"existing from the kernel", []string{"monitor", "--kernel", "--include-existing"}, 2, "--include-existing: the kernel sends nothing for what is already online; not with --kernel", false},
 		{"port in use", []string{"run", "--web.listen-address=" + busy.Addr().String()}, 1, "address already in use", true},
 	}
 	for _, tt := range tests {

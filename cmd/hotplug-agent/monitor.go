@@ -70,6 +70,22 @@ func runMonitor(f *monitorFlags, stdout, stderr io.Writer) error {
 	if *devices && *kernel {
 		return usageError{fmt.Errorf("--memory-devices: the kernel's uevents are per block; not with --kernel")}
 	}
+	// The flags that shape what the agent sends change nothing in the kernel's uevents: given
+	// with --kernel, they would be ignored without a word.
+	if *kernel {
+		for _, f := range []struct {
+			set        bool
+			flag, what string
+		}{
+			{*asJSON, "--json", "the kernel's uevents are printed as text"},
+			{*class != "", "--class", "the kernel's uevents are not filtered by class"},
+			{*existing, "--include-existing", "the kernel sends nothing for what is already online"},
+		} {
+			if f.set {
+				return usageError{fmt.Errorf("%s: %s; not with --kernel", f.flag, f.what)}
+			}
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Once ctx is done the handler goes: a second signal ends the process at once, even when
