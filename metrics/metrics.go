@@ -180,7 +180,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Buckets: latencyBuckets[:],
 		}, []string{"interface_class"}),
 		MemoryBlocksOnlined: counterVec("memory_blocks_onlined_total",
-			"Memory blocks that came online, by who onlined them (agent: the agent wrote their state; kernel: the kernel's auto-online was on; other: a udev rule, daxctl, an administrator) and the zone they joined (movable, kernel).",
+			"Memory blocks that came online, by who onlined them (agent: the agent wrote their state; kernel: the kernel's auto-online was on; other: a udev rule, daxctl, an administrator) and the zone they joined (movable, kernel; unknown when it could not be read).",
 			"onliner", "zone"),
 		ZonePlans: counterVec("zone_plan_blocks_total",
 			"Memory blocks the zone planner (online policy planned) brought online, by the kind of their memory device (acpi, virtio-mem, none) and the zone it chose (movable, kernel).",

@@ -150,7 +150,7 @@ func TestMemoryOnlinedAndZonePlans(t *testing.T) {
 	m.ZonePlanned("virtio-mem", "kernel")
 	m.ZonePlanned("dax", "sideways")
 	want := `
-# HELP hotplug_agent_memory_blocks_onlined_total Memory blocks that came online, by who onlined them (agent: the agent wrote their state; kernel: the kernel's auto-online was on; other: a udev rule, daxctl, an administrator) and the zone they joined (movable, kernel).
+# HELP hotplug_agent_memory_blocks_onlined_total Memory blocks that came online, by who onlined them (agent: the agent wrote their state; kernel: the kernel's auto-online was on; other: a udev rule, daxctl, an administrator) and the zone they joined (movable, kernel; unknown when it could not be read).
 # TYPE hotplug_agent_memory_blocks_onlined_total counter
 hotplug_agent_memory_blocks_onlined_total{onliner="agent",zone="kernel"} 1
 hotplug_agent_memory_blocks_onlined_total{onliner="agent",zone="movable"} 1

@@ -121,6 +121,9 @@ each notification's details as fields (HOTPLUG_EVENT, HOTPLUG_SYMBOLIC_LINK, ...
 .TP
 .BR XDG_STATE_HOME ", " HOME
 Where \fBrun\fR keeps its state file when it does not run as root.
+.TP
+.B NO_COLOR
+When set, \fBlist\fR and \fBmonitor\fR print no colours on a terminal.
 .SH FILES
 .TP
 .I /etc/hotplug\-agent/config.yaml

@@ -77,7 +77,7 @@ func addRunFlags(cmd *kingpin.CmdClause) *runFlags {
 	cmd.GetFlag("web.listen-address").Help("Address of the HTTP API (/metrics, /interfaces, /events, /memory, /healthz), host:port; repeatable.")
 	cmd.GetFlag("web.config.file").PlaceHolder("FILE")
 	f.sysfs = cmd.Flag("path.sysfs", "sysfs mount point.").Default("/sys").String()
-	f.procfs = cmd.Flag("path.procfs", "procfs mount point (its iomem shows virtio-mem devices; meminfo and zoneinfo give the memory hot-add headroom, zoneinfo also the zones' sizes for the zone planner).").Default("/proc").String()
+	f.procfs = cmd.Flag("path.procfs", "procfs mount point (its iomem shows virtio-mem devices; meminfo, zoneinfo and kcore give the memory hot-add headroom, zoneinfo also the zones' sizes for the zone planner).").Default("/proc").String()
 	f.rcvbuf = cmd.Flag("netlink.receive-buffer-bytes", "Netlink receive buffer size, up to 2147483647 (SO_RCVBUFFORCE when permitted, else SO_RCVBUF; 0 keeps the kernel default).").
 		Default(strconv.Itoa(DefaultReceiveBufferBytes)).Int64()
 	f.reserve = addReserveFlag(cmd)
