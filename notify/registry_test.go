@@ -1543,13 +1543,20 @@ func TestHoldWakes(t *testing.T) {
 	defer closeRegistry(t, r)
 	var rc recorder
 	got := make(chan int, 16)
-	if _, err := r.Register(EventCategoryDeviceInterfaceChange, 0, GUIDDeviceProcessor, "held",
-		func(ctx context.Context, n Notification, u any) error { got <- rc.add(n); return nil }, nil); err != nil {
+	e, err := r.Register(EventCategoryDeviceInterfaceChange, 0, GUIDDeviceProcessor, "held",
+		func(ctx context.Context, n Notification, u any) error { got <- rc.add(n); return nil }, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	r.Publish(arrival(cpu(1), 1))
 	<-got
-	time.Sleep(20 * time.Millisecond) // the registration waits for its next notification
+	// The registration waits for its next notification: only then does a Publish have a wake to
+	// hold. Until it does, it would take what is queued without one.
+	waitFor(t, "wait for the next notification", func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.box.Waiting()
+	})
 
 	r.HoldWakes()
 	r.HoldWakes()

@@ -254,6 +254,9 @@ func (m *Mailbox[N, I]) Held() int { return int(m.held.Load()) }
 // Wait records that the goroutine is about to wait for an Offer: the next Offer returns true.
 func (m *Mailbox[N, I]) Wait() { m.waiting = true }
 
+// Waiting reports whether the goroutine waits for an Offer (Wait, and no Offer since).
+func (m *Mailbox[N, I]) Waiting() bool { return m.waiting }
+
 // Stale reports whether the queue overflowed and a resync is owed.
 func (m *Mailbox[N, I]) Stale() bool { return m.stale && !m.removed }
 
