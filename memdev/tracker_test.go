@@ -128,6 +128,14 @@ func (r *recorder) waitList(t *testing.T, want ...string) {
 
 func startTracker(t *testing.T, f *fixture, active []notify.Interface) (*Tracker, *recorder, []notify.Interface) {
 	t.Helper()
+	tr, rec, seeded := newTracker(t, f, active)
+	runTracker(t, tr)
+	return tr, rec, seeded
+}
+
+// newTracker is startTracker without Run.
+func newTracker(t *testing.T, f *fixture, active []notify.Interface) (*Tracker, *recorder, []notify.Interface) {
+	t.Helper()
 	rec := &recorder{}
 	tr := New(Options{Reader: NewReader(f.fs, f.iomem), Publish: rec.publish, Settle: 50 * time.Millisecond,
 		Shrink: 400 * time.Millisecond, Pending: time.Second, Poll: 5 * time.Millisecond})
@@ -135,11 +143,16 @@ func startTracker(t *testing.T, f *fixture, active []notify.Interface) (*Tracker
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tr, rec, seeded
+}
+
+// runTracker runs tr until the test ends.
+func runTracker(t *testing.T, tr *Tracker) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); tr.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return tr, rec, seeded
 }
 
 func arrive(tr *Tracker, b int, seq uint64) {
@@ -349,20 +362,27 @@ func TestOnliningReadsLayoutOnce(t *testing.T) {
 	for b := 0; b <= 7; b++ {
 		active = append(active, block(b))
 	}
-	tr, rec, _ := startTracker(t, f, active)
+	// The evaluation the Added calls ask for runs here, before Run, so that no read they asked for
+	// can still be to come when the count starts.
+	tr, rec, _ := newTracker(t, f, active)
 	f.addBlocks(64, 127)
 	f.link("PNP0C80:00", 64, 127)
 	for b := 64; b <= 127; b++ {
 		tr.Added(b, time.Now())
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for tr.DeviceOf(127) != "PNP0C80:00" {
-		if time.Now().After(deadline) {
-			t.Fatal("the added blocks' device was not read within 5 s")
-		}
-		time.Sleep(time.Millisecond)
+	if _, err := tr.evaluate(nil); err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // the evaluations the Added calls asked for
+	if got := tr.DeviceOf(127); got != "PNP0C80:00" {
+		t.Fatalf("DeviceOf(127) = %q after the added blocks were read; want PNP0C80:00", got)
+	}
+	tr.mu.Lock()
+	stale, pending := tr.stale, len(tr.pending)
+	tr.mu.Unlock()
+	if stale || pending != 0 {
+		t.Fatalf("after the added blocks' device was read: stale %v, %d blocks pending; want neither", stale, pending)
+	}
+	runTracker(t, tr)
 	before := tr.o.Reader.reads.Load()
 	for b := 64; b <= 127; b++ {
 		arrive(tr, b, uint64(b))
