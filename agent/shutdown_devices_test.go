@@ -53,7 +53,10 @@ func TestShutdownStopsEveryRegistryAtOnce(t *testing.T) {
 			ClassGUID: notify.GUIDDeviceMemory, SymbolicLink: "/sys/devices/fake/dimm" + string(rune('0'+i)), Number: i}, 1, time.Now(), notify.CauseUevent))
 	}
 	<-blockStarted
-	time.Sleep(100 * time.Millisecond)
+	// The first memory-device callback is in flight before the stop: one whose goroutine is slow
+	// to start could otherwise begin between stopAt and the registry's Stop, correctly, and count
+	// as started after SIGTERM.
+	waitStarted(t, &mu, &starts)
 	stopAt := time.Now()
 	cancel() // SIGTERM
 	<-done

@@ -59,6 +59,22 @@ func TestShutdownWithStuckLoopStartsNothing(t *testing.T) {
 }
 
 // startedAfter counts the starts after at.
+// waitStarted waits (up to 10 s) until *starts, guarded by mu, holds a callback's start.
+func waitStarted(t *testing.T, mu *sync.Mutex, starts *[]time.Time) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n := len(*starts)
+		mu.Unlock()
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no callback started within 10 s")
+		}
+	}
+}
+
 func startedAfter(starts []time.Time, at time.Time) int {
 	n := 0
 	for _, s := range starts {
