@@ -41,7 +41,24 @@ func TestShutdownWithStuckLoopStartsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	src.send(t, "online", "/devices/system/cpu/cpu7", "cpu", 100) // the loop blocks reading the FIFO
-	time.Sleep(200 * time.Millisecond)
+	// The loop is wedged once it has the FIFO open for reading: only then does a writer open
+	// without blocking. The writer stays open, with nothing written, so that the read waits on.
+	var w *os.File
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		var err error
+		if w, err = os.OpenFile(filepath.Join(cpu7, "online"), os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the event loop did not open cpu7's online FIFO within 10 s: %v", err)
+		}
+	}
+	defer func() {
+		// Unwedge the FIFO reader left behind.
+		w.Write([]byte("1\n"))
+		w.Close()
+	}()
+	waitStarted(t, &mu, &starts)
 	stopAt := time.Now()
 	cancel()
 	<-done
@@ -50,11 +67,6 @@ func TestShutdownWithStuckLoopStartsNothing(t *testing.T) {
 	defer mu.Unlock()
 	if after := startedAfter(starts, stopAt); after > 0 {
 		t.Errorf("%d callbacks started after SIGTERM while shutdown waited for the wedged loop", after)
-	}
-	// Unwedge the FIFO reader left behind.
-	if w, err := os.OpenFile(filepath.Join(cpu7, "online"), os.O_WRONLY, 0); err == nil {
-		w.Write([]byte("1\n"))
-		w.Close()
 	}
 }
 
