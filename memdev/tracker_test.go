@@ -110,10 +110,10 @@ func describe(n notify.Notification) string {
 	return fmt.Sprintf("%s %s blocks %s at %#x size %dM", notify.EventName(n.Event), i.Device, i.Blocks, i.PhysStart, i.Size>>20)
 }
 
-// waitList waits until r holds want, and fails when it holds anything else for a second.
+// waitList waits until r holds want, and fails when it holds anything else for 20 s.
 func (r *recorder) waitList(t *testing.T, want ...string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		got := r.list()
 		if strings.Join(got, "\n") == strings.Join(want, "\n") {
@@ -136,9 +136,16 @@ func startTracker(t *testing.T, f *fixture, active []notify.Interface) (*Tracker
 // newTracker is startTracker without Run.
 func newTracker(t *testing.T, f *fixture, active []notify.Interface) (*Tracker, *recorder, []notify.Interface) {
 	t.Helper()
+	return newTrackerWith(t, f, active, Options{Settle: 50 * time.Millisecond, Shrink: 400 * time.Millisecond,
+		Pending: time.Second, Poll: 5 * time.Millisecond})
+}
+
+// newTrackerWith is newTracker with the timings of o.
+func newTrackerWith(t *testing.T, f *fixture, active []notify.Interface, o Options) (*Tracker, *recorder, []notify.Interface) {
+	t.Helper()
 	rec := &recorder{}
-	tr := New(Options{Reader: NewReader(f.fs, f.iomem), Publish: rec.publish, Settle: 50 * time.Millisecond,
-		Shrink: 400 * time.Millisecond, Pending: time.Second, Poll: 5 * time.Millisecond})
+	o.Reader, o.Publish = NewReader(f.fs, f.iomem), rec.publish
+	tr := New(o)
 	seeded, err := tr.Seed(active)
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +305,12 @@ func TestDeviceWaitsForEveryBlock(t *testing.T) {
 // the removal of the old extent followed by the arrival of the new one.
 func TestVirtioMemResize(t *testing.T) {
 	f := newFixture(t)
-	tr, rec, _ := startTracker(t, f, nil)
+	// Timings far apart from the test's own steps, which a loaded machine may stretch by hundreds
+	// of milliseconds: each growth's two blocks must come within Settle, the shrink's blocks
+	// further apart than Settle and closer than Shrink.
+	const settle, shrink, step = 500 * time.Millisecond, 3 * time.Second, time.Second
+	tr, rec, _ := newTrackerWith(t, f, nil, Options{Settle: settle, Shrink: shrink, Pending: time.Second, Poll: 5 * time.Millisecond})
+	runTracker(t, tr)
 	grow := func(first, last int) {
 		f.setIOMem(fmt.Sprintf("00100000-3fffffff : System RAM\n180000000-27fffffff : virtio5\n  %x-%x : System RAM (virtio_mem)\n",
 			uint64(first)*blockSize, uint64(last+1)*blockSize-1))
@@ -330,7 +342,7 @@ func TestVirtioMemResize(t *testing.T) {
 		leave(tr, b, uint64(100+b))
 		grow(48, b-1)
 		tr.Removed(b, time.Now())
-		time.Sleep(150 * time.Millisecond)
+		time.Sleep(step)
 	}
 	rec.waitList(t, "arrival virtio5 blocks 48-49 at 0x180000000 size 256M",
 		"removal virtio5 blocks 48-49 at 0x180000000 size 256M",
