@@ -164,11 +164,16 @@ func TestExecExitBeforeTimeout(t *testing.T) {
 			endLeftovers(t, m)
 			ready := filepath.Join(t.TempDir(), "ready")
 			script := fmt.Sprintf(`setsid sh -c 'touch %[2]s; exec sleep %[1]s' &`+waitReady, m, ready) + "\n" + tt.exit
+			// The command must exit before its timeout, and the daemon hold its output past it:
+			// the callback returns WaitDelay (1 s) after the exit. So the timeout is just under
+			// WaitDelay, the longest a loaded machine gets to start the shell, setsid, touch and
+			// the polling sleeps, and to end the shell.
+			const timeout = 900 * time.Millisecond
 			start := time.Now()
-			err := Exec{Command: []string{"/bin/sh", "-c", script}, Timeout: 500 * time.Millisecond}.
+			err := Exec{Command: []string{"/bin/sh", "-c", script}, Timeout: timeout}.
 				ChangeCallback()(context.Background(), notify.ChangeNotification{State: notify.AddStart}, nil)
 			took := time.Since(start)
-			if took < 500*time.Millisecond {
+			if took < timeout {
 				t.Fatalf("the callback returned after %s, before the timeout: the test no longer shows a leftover holding the output past it", took)
 			}
 			switch {
