@@ -137,7 +137,7 @@ func TestExecTimeoutKillsProcessGroup(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	cb := Exec{
 		Command: []string{"/bin/sh", "-c", "sleep 300 & echo $! > " + pidFile + "; wait"},
-		Timeout: 300 * time.Millisecond,
+		Timeout: 2 * time.Second, // time for the shell to start the grandchild and write its pid
 	}.Callback()
 	err := cb(context.Background(), cpuNote(), nil)
 	if err == nil || !strings.Contains(err.Error(), "timeout") {
