@@ -443,22 +443,7 @@ func TestDeviceOrderFollowsBlocks(t *testing.T) {
 	f.addBlocks(32, 35)
 	f.link("PNP0C80:00", 32, 33)
 	f.link("PNP0C80:01", 34, 35)
-	rec := &recorder{}
-	tr := New(Options{Reader: NewReader(f.fs, f.iomem), Publish: rec.publish, Settle: time.Millisecond,
-		Shrink: time.Millisecond, Pending: time.Second, Poll: time.Millisecond})
-	var active []notify.Interface
-	for _, b := range []int{0, 1, 2, 3, 4, 5, 6, 7, 32, 33, 34, 35} {
-		active = append(active, block(b))
-	}
-	if _, err := tr.Seed(active); err != nil {
-		t.Fatal(err)
-	}
-	evaluate := func() {
-		t.Helper()
-		if _, err := tr.evaluate(nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tr, rec, evaluate := stepTracker(t, f, 0, 1, 2, 3, 4, 5, 6, 7, 32, 33, 34, 35)
 	leave(tr, 33, 10)
 	evaluate()
 	arrive(tr, 33, 11)
@@ -483,18 +468,7 @@ func TestRemovalFollowsFirstLostBlock(t *testing.T) {
 	f.addBlocks(32, 35)
 	f.link("PNP0C80:00", 32, 33)
 	f.link("PNP0C80:01", 34, 35)
-	rec := &recorder{}
-	tr := New(Options{Reader: NewReader(f.fs, f.iomem), Publish: rec.publish, Settle: time.Millisecond,
-		Shrink: time.Millisecond, Pending: time.Second, Poll: time.Millisecond})
-	if _, err := tr.Seed([]notify.Interface{block(32), block(33), block(34), block(35)}); err != nil {
-		t.Fatal(err)
-	}
-	evaluate := func() {
-		t.Helper()
-		if _, err := tr.evaluate(nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tr, rec, evaluate := stepTracker(t, f, 32, 33, 34, 35)
 	leave(tr, 35, 5)
 	evaluate()
 	leave(tr, 33, 10) // PNP0C80:00 goes, highest block first
@@ -539,5 +513,27 @@ func TestUnlinkedBlockStopsWaiting(t *testing.T) {
 	arrive(tr, 64, 3)
 	if pending() {
 		t.Error("memory64, waited for already, is waited for again when it comes back online")
+	}
+}
+
+// stepTracker returns a tracker over f seeded with blocks online, which runs no goroutine: the
+// test calls evaluate for each evaluation, and sees what it published in the recorder.
+func stepTracker(t *testing.T, f *fixture, blocks ...int) (*Tracker, *recorder, func()) {
+	t.Helper()
+	rec := &recorder{}
+	tr := New(Options{Reader: NewReader(f.fs, f.iomem), Publish: rec.publish, Settle: time.Millisecond,
+		Shrink: time.Millisecond, Pending: time.Second, Poll: time.Millisecond})
+	var active []notify.Interface
+	for _, b := range blocks {
+		active = append(active, block(b))
+	}
+	if _, err := tr.Seed(active); err != nil {
+		t.Fatal(err)
+	}
+	return tr, rec, func() {
+		t.Helper()
+		if _, err := tr.evaluate(nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
