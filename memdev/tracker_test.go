@@ -110,17 +110,26 @@ func describe(n notify.Notification) string {
 	return fmt.Sprintf("%s %s blocks %s at %#x size %dM", notify.EventName(n.Event), i.Device, i.Blocks, i.PhysStart, i.Size>>20)
 }
 
+// mismatch says how the notifications r holds differ from want; "" when they are want.
+func (r *recorder) mismatch(want ...string) string {
+	got := r.list()
+	if strings.Join(got, "\n") == strings.Join(want, "\n") {
+		return ""
+	}
+	return fmt.Sprintf("device notifications:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+}
+
 // waitList waits until r holds want, and fails when it holds anything else for 20 s.
 func (r *recorder) waitList(t *testing.T, want ...string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		got := r.list()
-		if strings.Join(got, "\n") == strings.Join(want, "\n") {
+		m := r.mismatch(want...)
+		if m == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("device notifications:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+			t.Fatal(m)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -201,8 +210,8 @@ func TestDeviceRemovalBeforeItsArrival(t *testing.T) {
 		"removal PNP0C80:00 blocks 32-35 at 0x100000000 size 512M",
 		"arrival PNP0C80:00 blocks 32-34 at 0x100000000 size 384M",
 	}
-	if got := rec.list(); strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("device notifications:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	if m := rec.mismatch(want...); m != "" {
+		t.Error(m)
 	}
 }
 
@@ -454,8 +463,8 @@ func TestDeviceOrderFollowsBlocks(t *testing.T) {
 		"arrival PNP0C80:00 blocks 32-33 at 0x100000000 size 256M",
 		"removal PNP0C80:01 blocks 34-35 at 0x110000000 size 256M",
 	}
-	if got := rec.list(); strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("device notifications:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	if m := rec.mismatch(want...); m != "" {
+		t.Error(m)
 	}
 }
 
@@ -480,8 +489,8 @@ func TestRemovalFollowsFirstLostBlock(t *testing.T) {
 		"removal PNP0C80:00 blocks 32-33 at 0x100000000 size 256M",
 		"arrival PNP0C80:01 blocks 34-35 at 0x110000000 size 256M",
 	}
-	if got := rec.list(); strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("device notifications:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	if m := rec.mismatch(want...); m != "" {
+		t.Fatal(m)
 	}
 	if got := rec.got[1].Seqnum; got != 10 {
 		t.Errorf("removal of PNP0C80:00: seqnum %d; want 10, that of block 33, the first to go", got)
