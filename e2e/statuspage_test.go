@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,7 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
+	"github.com/hotplug-agent/hotplug-agent/internal/chromium"
 )
 
 // TestIntegrationQEMUStatusPage opens the status page of the agent in a QEMU guest in a real
@@ -24,33 +23,13 @@ func TestIntegrationQEMUStatusPage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("QEMU end-to-end tests boot guests: not in -short mode")
 	}
-	exe := ""
-	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if _, err := os.Stat(p); err == nil {
-			exe = p
-		}
-	}
-	if exe == "" {
-		testenv.Unavailable(t, "chromium not found: `make deps` installs Debian's chromium package")
-	}
+	chromium.Path(t) // before the guest boots
 	prepare(t)
 	p := &pool{test: t.Name()}
 	t.Cleanup(p.close)
 	g := p.use(t, kernelOnlines)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("no-first-run", true),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelTimeout := context.WithTimeout(ctx, 4*time.Minute)
-	defer cancelTimeout()
+	ctx := chromium.Start(t, 4*time.Minute, chromedp.WindowSize(1280, 900))
 	poll := func(cond, what string) {
 		t.Helper()
 		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(90*time.Second))); err != nil {

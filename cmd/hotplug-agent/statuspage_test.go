@@ -18,20 +18,9 @@ import (
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 
+	"github.com/hotplug-agent/hotplug-agent/internal/chromium"
 	"github.com/hotplug-agent/hotplug-agent/internal/testenv"
 )
-
-// chromium finds Debian's Chromium: a skip without it, a failure in CI.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	testenv.Unavailable(t, "chromium not found: `make deps` installs Debian's chromium package")
-	return ""
-}
 
 // repoTop is the top of the repository.
 func repoTop(t *testing.T) string {
@@ -71,22 +60,7 @@ func axeScript(t *testing.T) string {
 // browser starts a headless Chromium for the rest of t, its window w×h CSS pixels.
 func browser(t *testing.T, w, h int64) context.Context {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(int(w), int(h)),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
-	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
+	ctx := chromium.Start(t, 3*time.Minute, chromedp.WindowSize(int(w), int(h)))
 	if _, err := chromedp.Run(ctx, chromedp.EmulateViewport(w, h)); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
@@ -164,7 +138,7 @@ func failingConfig(t *testing.T) string {
 // are in the HTML itself, for a browser without JavaScript.
 func TestIntegrationStatusPage(t *testing.T) {
 	testenv.RequireRoot(t)
-	chromium(t)
+	chromium.Path(t)
 	axe := axeScript(t)
 	cpu := testenv.HotpluggableCPU(t)
 	testenv.LockCPUs(t)
